@@ -1,0 +1,1087 @@
+/* The config file: load the .jsonc, substitute ${...}, check every key against DESIGN §4, fill typed settings and defaults. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The largest integer a JSON number (a double in cJSON) holds exactly. */
+#define MAX_EXACT_INT 9007199254740991ull
+/* Delivery threads per instance: more is a typo, not a plan. */
+#define MAX_CONCURRENCY 1024
+
+/* State of one load: where errors go and the key path of the value being
+ * checked, which every message names. */
+typedef struct ctx {
+  config *cfg;
+  const jsonc_doc *doc;
+  char *err;
+  size_t errlen;
+  char *kp;
+  size_t kplen, kpcap;
+  /* Set when an allocation failed; checked once at the end, so the many
+   * small helpers need no error path of their own for it. */
+  int oom;
+} ctx;
+
+/* ---- key path ---- */
+
+static void kp_append(ctx *c, const char *s, size_t n) {
+  if (c->kplen + n + 1 > c->kpcap) {
+    size_t cap = c->kpcap ? c->kpcap : 128;
+    while (cap < c->kplen + n + 1) cap *= 2;
+    char *p = realloc(c->kp, cap);
+    if (!p) {
+      c->oom = 1;
+      return;
+    }
+    c->kp = p;
+    c->kpcap = cap;
+  }
+  memcpy(c->kp + c->kplen, s, n);
+  c->kplen += n;
+  c->kp[c->kplen] = '\0';
+}
+
+/* Descends into member `key`; returns the mark that kp_pop goes back to. */
+static size_t kp_key(ctx *c, const char *key) {
+  size_t mark = c->kplen;
+  if (c->kplen) kp_append(c, ".", 1);
+  kp_append(c, key, strlen(key));
+  return mark;
+}
+
+static size_t kp_index(ctx *c, size_t i) {
+  size_t mark = c->kplen;
+  char num[32];
+  snprintf(num, sizeof num, "[%zu]", i);
+  kp_append(c, num, strlen(num));
+  return mark;
+}
+
+static void kp_pop(ctx *c, size_t mark) {
+  if (mark <= c->kplen) {
+    c->kplen = mark;
+    if (c->kp) c->kp[mark] = '\0';
+  }
+}
+
+static const char *kp(const ctx *c) {
+  return c->kp ? c->kp : "";
+}
+
+/* ---- errors ---- */
+
+static int fail(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Reports an error at the current key path. Returns -1. */
+static int fail(ctx *c, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return jsonc_error(c->doc, kp(c), c->err, c->errlen, "%s", msg);
+}
+
+static char *dup_str(ctx *c, const char *s) {
+  char *d = strdup(s);
+  if (!d) c->oom = 1;
+  return d;
+}
+
+static void *alloc_array(ctx *c, size_t n, size_t size) {
+  if (n == 0) return NULL;
+  void *p = calloc(n, size);
+  if (!p) c->oom = 1;
+  return p;
+}
+
+/* ---- unknown keys ---- */
+
+/* Edit distance of two short strings, for "did you mean" hints. */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 63 || lb > 63) return 64;
+  size_t row[64];
+  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+static int in_list(const char *s, const char *const *list) {
+  for (size_t i = 0; list[i]; i++)
+    if (strcmp(s, list[i]) == 0) return 1;
+  return 0;
+}
+
+/* Reports `key` (already on the key path) as unknown, with the closest known
+ * key when a typo is likely (a cut-off name, or two edits away), or else the
+ * list of known keys. */
+static int unknown_key(ctx *c, const char *key, const char *const *known) {
+  const char *near = NULL;
+  size_t best = 3;
+  size_t klen = strlen(key);
+  for (size_t i = 0; known[i] && klen >= 4; i++)
+    if (strncmp(key, known[i], klen) == 0) return fail(c, "unknown key (did you mean '%s'?)", known[i]);
+  for (size_t i = 0; known[i]; i++) {
+    size_t d = edit_distance(key, known[i]);
+    if (d < best) {
+      best = d;
+      near = known[i];
+    }
+  }
+  if (near) return fail(c, "unknown key (did you mean '%s'?)", near);
+  char list[512] = "";
+  size_t used = 0;
+  for (size_t i = 0; known[i] && used < sizeof list; i++)
+    used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", known[i]);
+  return fail(c, "unknown key (known keys: %s)", list);
+}
+
+static int check_keys(ctx *c, const cJSON *obj, const char *const *known) {
+  for (const cJSON *it = obj->child; it; it = it->next) {
+    if (in_list(it->string, known)) continue;
+    kp_key(c, it->string);
+    return unknown_key(c, it->string, known);
+  }
+  return 0;
+}
+
+/* ---- typed members ----
+ * Each reads member `key` of the object at the current key path. They return
+ * 1 when the key is present and valid, 0 when it is absent, -1 on error. */
+
+static const cJSON *member(const cJSON *obj, const char *key) {
+  return cJSON_GetObjectItemCaseSensitive(obj, key);
+}
+
+static int missing(ctx *c, const char *key) {
+  return fail(c, "missing required key '%s'", key);
+}
+
+static int get_str(ctx *c, const cJSON *obj, const char *key, int allow_empty, const char **out) {
+  const cJSON *it = member(obj, key);
+  if (!it) return 0;
+  if (!cJSON_IsString(it) || (!allow_empty && !*it->valuestring)) {
+    kp_key(c, key);
+    return fail(c, cJSON_IsString(it) ? "expected a non-empty string" : "expected a string");
+  }
+  *out = it->valuestring;
+  return 1;
+}
+
+static int bad_uint(ctx *c, uint64_t min, uint64_t max, int too_big) {
+  int plain = max >= UINT32_MAX && min <= 1;
+  if (too_big && min <= 1) return fail(c, "must be at most %llu", (unsigned long long)max);
+  if (plain) return fail(c, min ? "expected a positive integer" : "expected a non-negative integer");
+  return fail(c, "expected an integer from %llu to %llu", (unsigned long long)min,
+              (unsigned long long)max);
+}
+
+/* Checks the number at the current key path. */
+static int check_uint(ctx *c, const cJSON *it, uint64_t min, uint64_t max, uint64_t *out) {
+  if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0)) return bad_uint(c, min, max, 0);
+  double d = it->valuedouble;
+  if (d > (double)max) return bad_uint(c, min, max, 1);
+  uint64_t u = (uint64_t)d;
+  if ((double)u != d || u < min) return bad_uint(c, min, max, 0);
+  *out = u;
+  return 1;
+}
+
+static int get_uint(ctx *c, const cJSON *obj, const char *key, uint64_t min, uint64_t max,
+                    uint64_t *out) {
+  const cJSON *it = member(obj, key);
+  if (!it) return 0;
+  size_t mark = kp_key(c, key);
+  if (check_uint(c, it, min, max, out) < 0) return -1;
+  kp_pop(c, mark);
+  return 1;
+}
+
+static int get_u32(ctx *c, const cJSON *obj, const char *key, uint64_t min, uint32_t *out) {
+  uint64_t v;
+  int rc = get_uint(c, obj, key, min, UINT32_MAX, &v);
+  if (rc == 1) *out = (uint32_t)v;
+  return rc;
+}
+
+/* An object-valued member; NULL in *out when absent. */
+static int get_object(ctx *c, const cJSON *obj, const char *key, cJSON **out) {
+  cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+  *out = NULL;
+  if (!it) return 0;
+  if (!cJSON_IsObject(it)) {
+    kp_key(c, key);
+    return fail(c, "expected an object");
+  }
+  *out = it;
+  return 1;
+}
+
+/* A string member from a fixed set of names (NULL-terminated `choices`);
+ * the index of the one given goes to *out. */
+static int get_choice(ctx *c, const cJSON *obj, const char *key, const char *const *choices,
+                      int *out) {
+  const char *s;
+  int rc = get_str(c, obj, key, 1, &s);
+  if (rc <= 0) return rc;
+  for (int i = 0; choices[i]; i++) {
+    if (strcmp(s, choices[i]) == 0) {
+      *out = i;
+      return 1;
+    }
+  }
+  kp_key(c, key);
+  char list[256] = "";
+  size_t used = 0;
+  for (size_t i = 0; choices[i] && used < sizeof list; i++)
+    used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", choices[i]);
+  return fail(c, "expected one of %s", list);
+}
+
+/* ---- value checks ---- */
+
+/* Source and plugin instance names appear in logs, metrics and URLs of the
+ * admin API, so they keep to a safe set. */
+static int valid_name(const char *s, int allow_dot) {
+  if (!*s) return 0;
+  for (; *s; s++) {
+    char ch = *s;
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-' || (allow_dot && ch == '.');
+    if (!ok) return 0;
+  }
+  return 1;
+}
+
+/* "data.meetingInfo.calendarPath": non-empty segments split by dots. */
+static int valid_dotted_path(const char *s) {
+  if (!*s || *s == '.') return 0;
+  for (; *s; s++)
+    if (*s == '.' && (s[1] == '.' || s[1] == '\0')) return 0;
+  return 1;
+}
+
+/* An HTTP header name is a token (RFC 9110 §5.1). */
+static int valid_header_name(const char *s) {
+  if (!*s) return 0;
+  for (; *s; s++) {
+    char ch = *s;
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          strchr("!#$%&'*+-.^_`|~", ch)))
+      return 0;
+  }
+  return 1;
+}
+
+/* Returns NULL when the event pattern is well formed, or why not. */
+static const char *pattern_problem(const char *p) {
+  const char *seg = p;
+  for (;;) {
+    size_t n = strcspn(seg, ".");
+    if (n == 0) return "empty segment";
+    if (memchr(seg, '*', n) && !(n == 1 || (n == 2 && seg[1] == '*')))
+      return "'*' and '**' must be whole segments";
+    if (n == 2 && seg[0] == '*' && seg[1] == '*' && seg[n] != '\0')
+      return "'**' must be the last segment";
+    if (seg[n] == '\0') return NULL;
+    seg += n + 1;
+  }
+}
+
+static char *resolve_path(ctx *c, const char *p) {
+  if (p[0] == '/') return dup_str(c, p);
+  char *out = NULL;
+  if (asprintf(&out, "%s/%s", c->cfg->dir, p) < 0) {
+    c->oom = 1;
+    return NULL;
+  }
+  return out;
+}
+
+/* ---- sections ---- */
+
+static int check_addr(ctx *c, const char *s) {
+  struct sockaddr_storage ss;
+  if (config_parse_addr(s, &ss) != 0)
+    return fail(c, "invalid address '%s' (expected IPV4:PORT, [IPV6]:PORT or :PORT)", s);
+  return 0;
+}
+
+static int parse_listen(ctx *c, const cJSON *root) {
+  config *cfg = c->cfg;
+  const cJSON *it = member(root, "listen");
+  size_t mark = kp_key(c, "listen");
+  if (!it) {
+    cfg->listen = alloc_array(c, 1, sizeof *cfg->listen);
+    if (cfg->listen) {
+      cfg->n_listen = 1;
+      cfg->listen[0] = dup_str(c, "127.0.0.1:8080");
+    }
+  } else if (cJSON_IsString(it)) {
+    if (check_addr(c, it->valuestring) != 0) return -1;
+    cfg->listen = alloc_array(c, 1, sizeof *cfg->listen);
+    if (cfg->listen) {
+      cfg->n_listen = 1;
+      cfg->listen[0] = dup_str(c, it->valuestring);
+    }
+  } else if (cJSON_IsArray(it)) {
+    size_t n = (size_t)cJSON_GetArraySize(it);
+    if (n == 0) return fail(c, "expected at least one address");
+    cfg->listen = alloc_array(c, n, sizeof *cfg->listen);
+    cfg->n_listen = cfg->listen ? n : 0;
+    size_t i = 0;
+    for (const cJSON *a = it->child; a && cfg->listen; a = a->next, i++) {
+      size_t m = kp_index(c, i);
+      if (!cJSON_IsString(a)) return fail(c, "expected a string");
+      if (check_addr(c, a->valuestring) != 0) return -1;
+      cfg->listen[i] = dup_str(c, a->valuestring);
+      kp_pop(c, m);
+    }
+  } else {
+    return fail(c, "expected a string or an array of strings");
+  }
+  kp_pop(c, mark);
+
+  const char *admin;
+  int rc = get_str(c, root, "admin_listen", 0, &admin);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    mark = kp_key(c, "admin_listen");
+    if (check_addr(c, admin) != 0) return -1;
+    kp_pop(c, mark);
+    cfg->admin_listen = dup_str(c, admin);
+  }
+  return 0;
+}
+
+static int parse_dirs(ctx *c, const cJSON *root) {
+  config *cfg = c->cfg;
+  const char *data_dir = "var";
+  if (get_str(c, root, "data_dir", 0, &data_dir) < 0) return -1;
+  cfg->data_dir = resolve_path(c, data_dir);
+
+  const cJSON *it = member(root, "plugin_dirs");
+  if (!it) return 0;
+  size_t mark = kp_key(c, "plugin_dirs");
+  if (!cJSON_IsArray(it)) return fail(c, "expected an array of strings");
+  size_t n = (size_t)cJSON_GetArraySize(it);
+  cfg->plugin_dirs = alloc_array(c, n, sizeof *cfg->plugin_dirs);
+  if (!cfg->plugin_dirs) return 0;
+  cfg->n_plugin_dirs = n;
+  size_t i = 0;
+  for (const cJSON *d = it->child; d; d = d->next, i++) {
+    size_t m = kp_index(c, i);
+    if (!cJSON_IsString(d) || !*d->valuestring)
+      return fail(c, cJSON_IsString(d) ? "expected a non-empty string" : "expected a string");
+    cfg->plugin_dirs[i] = resolve_path(c, d->valuestring);
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_log(ctx *c, const cJSON *root) {
+  static const char *const keys[] = {"level", "format", NULL};
+  static const char *const formats[] = {"text", "json", NULL};
+  c->cfg->log_level = LOG_INFO;
+  c->cfg->log_format = LOG_FORMAT_TEXT;
+  cJSON *log;
+  int rc = get_object(c, root, "log", &log);
+  if (rc <= 0) return rc;
+  size_t mark = kp_key(c, "log");
+  if (check_keys(c, log, keys) != 0) return -1;
+  const char *level;
+  rc = get_str(c, log, "level", 1, &level);
+  if (rc < 0) return -1;
+  if (rc == 1 && log_level_parse(level, &c->cfg->log_level) != 0) {
+    kp_key(c, "level");
+    return fail(c, "expected one of error, warn, info, debug");
+  }
+  int format = 0;
+  if (get_choice(c, log, "format", formats, &format) < 0) return -1;
+  c->cfg->log_format = format == 1 ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_spool(ctx *c, const cJSON *root) {
+  static const char *const keys[] = {"sync", "max_pending", "retention", "min_free_bytes", NULL};
+  static const char *const syncs[] = {"full", "normal", "off", NULL};
+  static const spool_sync sync_values[] = {SPOOL_SYNC_FULL, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF};
+  c->cfg->sync = SPOOL_SYNC_FULL;
+  cJSON *spool;
+  int rc = get_object(c, root, "spool", &spool);
+  if (rc <= 0) return rc;
+  size_t mark = kp_key(c, "spool");
+  if (check_keys(c, spool, keys) != 0) return -1;
+  int sync = 0;
+  if (get_choice(c, spool, "sync", syncs, &sync) < 0) return -1;
+  c->cfg->sync = sync_values[sync];
+  /* Known and type-checked so that configs written for later versions
+   * keep loading; nothing reads them yet. */
+  uint64_t ignored;
+  const char *retention;
+  if (get_uint(c, spool, "max_pending", 1, MAX_EXACT_INT, &ignored) < 0 ||
+      get_uint(c, spool, "min_free_bytes", 0, MAX_EXACT_INT, &ignored) < 0 ||
+      get_str(c, spool, "retention", 0, &retention) < 0)
+    return -1;
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_limits(ctx *c, const cJSON *root) {
+  static const char *const keys[] = {"max_body_bytes",  "max_header_bytes", "header_timeout_ms",
+                                     "body_timeout_ms", "idle_timeout_ms",  "max_connections",
+                                     NULL};
+  config_limits *l = &c->cfg->limits;
+  l->max_body_bytes = 1048576;
+  l->max_header_bytes = 16384;
+  l->header_timeout_ms = 10000;
+  l->body_timeout_ms = 30000;
+  l->idle_timeout_ms = 60000;
+  l->max_connections = 10000;
+  cJSON *limits;
+  int rc = get_object(c, root, "limits", &limits);
+  if (rc <= 0) return rc;
+  size_t mark = kp_key(c, "limits");
+  if (check_keys(c, limits, keys) != 0 ||
+      get_uint(c, limits, "max_body_bytes", 1, MAX_EXACT_INT, &l->max_body_bytes) < 0 ||
+      get_u32(c, limits, "max_header_bytes", 1, &l->max_header_bytes) < 0 ||
+      get_u32(c, limits, "header_timeout_ms", 1, &l->header_timeout_ms) < 0 ||
+      get_u32(c, limits, "body_timeout_ms", 1, &l->body_timeout_ms) < 0 ||
+      get_u32(c, limits, "idle_timeout_ms", 1, &l->idle_timeout_ms) < 0 ||
+      get_u32(c, limits, "max_connections", 1, &l->max_connections) < 0)
+    return -1;
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* Reads a "delivery" object (at the current key path) over `base`. Used for
+ * the global defaults and for a plugin entry's overrides. */
+static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *base,
+                              config_delivery *out) {
+  static const char *const keys[] = {"concurrency", "max_attempts", "backoff_initial_ms",
+                                     "backoff_max_ms", "timeout_ms", NULL};
+  *out = *base;
+  if (check_keys(c, obj, keys) != 0 ||
+      get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
+      get_uint(c, obj, "backoff_initial_ms", 1, MAX_EXACT_INT, &out->backoff_initial_ms) < 0 ||
+      get_uint(c, obj, "backoff_max_ms", 1, MAX_EXACT_INT, &out->backoff_max_ms) < 0 ||
+      get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0)
+    return -1;
+  uint64_t conc;
+  int rc = get_uint(c, obj, "concurrency", 1, MAX_CONCURRENCY, &conc);
+  if (rc < 0) return -1;
+  if (rc == 1) out->concurrency = (uint32_t)conc;
+  if (out->backoff_initial_ms > out->backoff_max_ms) {
+    /* Name the key this object set; the other may come from the defaults. */
+    if (member(obj, "backoff_initial_ms")) {
+      kp_key(c, "backoff_initial_ms");
+      return fail(c, "must not be greater than backoff_max_ms (%llu)",
+                  (unsigned long long)out->backoff_max_ms);
+    }
+    kp_key(c, "backoff_max_ms");
+    return fail(c, "must not be less than backoff_initial_ms (%llu)",
+                (unsigned long long)out->backoff_initial_ms);
+  }
+  return 0;
+}
+
+static int parse_delivery(ctx *c, const cJSON *root) {
+  static const config_delivery defaults = {.concurrency = 4,
+                                           .max_attempts = 12,
+                                           .backoff_initial_ms = 1000,
+                                           .backoff_max_ms = 3600000,
+                                           .timeout_ms = 30000};
+  c->cfg->delivery = defaults;
+  cJSON *obj;
+  int rc = get_object(c, root, "delivery", &obj);
+  if (rc <= 0) return rc;
+  size_t mark = kp_key(c, "delivery");
+  if (parse_delivery_obj(c, obj, &defaults, &c->cfg->delivery) != 0) return -1;
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* Reads the "secrets" array of a verify object into v. */
+static int parse_secrets(ctx *c, const cJSON *obj, verify_config *v) {
+  const cJSON *arr = member(obj, "secrets");
+  if (!arr) return missing(c, "secrets");
+  size_t mark = kp_key(c, "secrets");
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array of strings");
+  size_t n = (size_t)cJSON_GetArraySize(arr);
+  if (n == 0) return fail(c, "expected at least one secret");
+  v->secrets = alloc_array(c, n, sizeof *v->secrets);
+  if (!v->secrets) return 0;
+  size_t i = 0;
+  for (const cJSON *s = arr->child; s; s = s->next, i++) {
+    size_t m = kp_index(c, i);
+    if (!cJSON_IsString(s)) return fail(c, "expected a string");
+    /* An empty secret signs nothing: most likely an empty variable. */
+    if (!*s->valuestring) return fail(c, "expected a non-empty string");
+    char why[256] = "invalid secret";
+    if (verify_secret_set(v->scheme, s->valuestring, &v->secrets[i], why, sizeof why) != 0)
+      return fail(c, "%s", why);
+    v->n_secrets = i + 1;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
+  static const char *const all_keys[] = {"scheme", "algorithm", "header",      "encoding",
+                                         "prefix", "secrets",   "tolerance_s", NULL};
+  static const char *const hmac_keys[] = {"scheme",   "algorithm", "header",
+                                          "encoding", "prefix",    "secrets", NULL};
+  static const char *const token_keys[] = {"scheme", "header", "secrets", NULL};
+  static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
+  static const char *const none_keys[] = {"scheme", NULL};
+
+  const cJSON *obj = member(src, "verify");
+  if (!obj)
+    return fail(c,
+                "missing required key 'verify' (write \"verify\": {\"scheme\": \"none\"} to "
+                "accept unsigned requests)");
+  size_t mark = kp_key(c, "verify");
+  if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
+
+  const char *scheme;
+  int rc = get_str(c, obj, "scheme", 1, &scheme);
+  if (rc < 0) return -1;
+  if (rc == 0) return fail(c, "missing required key 'scheme' (hmac, standard-webhooks, token or none)");
+  if (verify_scheme_parse(scheme, &v->scheme) != 0) {
+    kp_key(c, "scheme");
+    return fail(c, "expected one of hmac, standard-webhooks, token, none");
+  }
+  v->tolerance_s = 300;
+
+  const char *const *keys = v->scheme == VERIFY_HMAC                ? hmac_keys
+                            : v->scheme == VERIFY_TOKEN             ? token_keys
+                            : v->scheme == VERIFY_STANDARD_WEBHOOKS ? sw_keys
+                                                                    : none_keys;
+  for (const cJSON *it = obj->child; it; it = it->next) {
+    if (in_list(it->string, keys)) continue;
+    kp_key(c, it->string);
+    if (in_list(it->string, all_keys)) return fail(c, "not used by scheme '%s'", scheme);
+    return unknown_key(c, it->string, keys);
+  }
+
+  if (v->scheme == VERIFY_HMAC) {
+    const char *s = "sha256";
+    if (get_str(c, obj, "algorithm", 1, &s) < 0) return -1;
+    if (verify_algorithm_parse(s, &v->algorithm) != 0) {
+      kp_key(c, "algorithm");
+      return fail(c, "expected one of sha1, sha256, sha512");
+    }
+    s = "hex";
+    if (get_str(c, obj, "encoding", 1, &s) < 0) return -1;
+    if (verify_encoding_parse(s, &v->encoding) != 0) {
+      kp_key(c, "encoding");
+      return fail(c, "expected one of hex, base64");
+    }
+    s = "";
+    if (get_str(c, obj, "prefix", 1, &s) < 0) return -1;
+    v->prefix = dup_str(c, s);
+  }
+  if (v->scheme == VERIFY_HMAC || v->scheme == VERIFY_TOKEN) {
+    const char *h;
+    rc = get_str(c, obj, "header", 0, &h);
+    if (rc < 0) return -1;
+    if (rc == 0) return missing(c, "header");
+    if (!valid_header_name(h)) {
+      kp_key(c, "header");
+      return fail(c, "invalid header name '%s'", h);
+    }
+    v->header = dup_str(c, h);
+  }
+  if (v->scheme == VERIFY_STANDARD_WEBHOOKS &&
+      get_u32(c, obj, "tolerance_s", 1, &v->tolerance_s) < 0)
+    return -1;
+  if (v->scheme != VERIFY_NONE && parse_secrets(c, obj, v) != 0) return -1;
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
+  static const char *const keys[] = {"name",     "path",           "format", "type_field",
+                                     "id_field", "order_key",      "success_status",
+                                     "verify",   NULL};
+  static const char *const formats[] = {"cirrus-insight", "generic", NULL};
+  static const char *const generic_only[] = {"type_field", "id_field", "order_key", NULL};
+  config *cfg = c->cfg;
+  config_source *src = &cfg->sources[idx];
+  if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
+  src->keypath = dup_str(c, kp(c));
+  if (check_keys(c, obj, keys) != 0) return -1;
+
+  const char *name;
+  int rc = get_str(c, obj, "name", 0, &name);
+  if (rc < 0) return -1;
+  if (rc == 0) return missing(c, "name");
+  if (!valid_name(name, 1)) {
+    kp_key(c, "name");
+    return fail(c, "invalid name '%s' (use letters, digits, '_', '.' and '-')", name);
+  }
+  for (size_t i = 0; i < idx; i++) {
+    if (cfg->sources[i].name && strcmp(cfg->sources[i].name, name) == 0) {
+      kp_key(c, "name");
+      return fail(c, "duplicate source name '%s' (also sources[%zu])", name, i);
+    }
+  }
+  src->name = dup_str(c, name);
+
+  const char *path;
+  rc = get_str(c, obj, "path", 0, &path);
+  if (rc < 0) return -1;
+  if (rc == 0) return missing(c, "path");
+  if (path[0] != '/') {
+    kp_key(c, "path");
+    return fail(c, "expected a path starting with '/'");
+  }
+  /* The path is matched exactly against the request target, which never
+   * holds these. */
+  for (const char *p = path; *p; p++) {
+    if (*p == '?' || *p == '#' || (unsigned char)*p <= ' ' || *p == 0x7F) {
+      kp_key(c, "path");
+      return fail(c, "must not contain '?', '#', spaces or control characters");
+    }
+  }
+  for (size_t i = 0; i < idx; i++) {
+    if (cfg->sources[i].path && strcmp(cfg->sources[i].path, path) == 0) {
+      kp_key(c, "path");
+      return fail(c, "path '%s' is already used by sources[%zu]", path, i);
+    }
+  }
+  src->path = dup_str(c, path);
+
+  int format = 0;
+  if (get_choice(c, obj, "format", formats, &format) < 0) return -1;
+  src->envelope.format = format == 1 ? ENVELOPE_GENERIC : ENVELOPE_CIRRUS_INSIGHT;
+  if (src->envelope.format == ENVELOPE_CIRRUS_INSIGHT) {
+    for (size_t i = 0; generic_only[i]; i++) {
+      if (member(obj, generic_only[i])) {
+        kp_key(c, generic_only[i]);
+        return fail(c, "only used with \"format\": \"generic\"");
+      }
+    }
+  } else {
+    char **fields[] = {&src->envelope.type_field, &src->envelope.id_field,
+                       &src->envelope.order_key};
+    for (size_t i = 0; generic_only[i]; i++) {
+      const char *f;
+      rc = get_str(c, obj, generic_only[i], 0, &f);
+      if (rc < 0) return -1;
+      if (rc == 0 && i < 2)
+        return fail(c, "missing required key '%s' (format 'generic' needs it)", generic_only[i]);
+      if (rc == 0) continue;
+      if (!valid_dotted_path(f)) {
+        kp_key(c, generic_only[i]);
+        return fail(c, "expected a dotted path like 'data.id'");
+      }
+      *fields[i] = dup_str(c, f);
+    }
+  }
+
+  uint64_t status = 200;
+  if (get_uint(c, obj, "success_status", 200, 299, &status) < 0) return -1;
+  src->success_status = (int)status;
+
+  return parse_verify(c, obj, &src->verify);
+}
+
+static int parse_sources(ctx *c, const cJSON *root) {
+  const cJSON *arr = member(root, "sources");
+  if (!arr) return missing(c, "sources");
+  size_t mark = kp_key(c, "sources");
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array");
+  size_t n = (size_t)cJSON_GetArraySize(arr);
+  if (n == 0) return fail(c, "expected at least one source");
+  c->cfg->sources = alloc_array(c, n, sizeof *c->cfg->sources);
+  if (!c->cfg->sources) return 0;
+  c->cfg->n_sources = n;
+  size_t i = 0;
+  for (const cJSON *it = arr->child; it; it = it->next, i++) {
+    size_t m = kp_index(c, i);
+    if (parse_source(c, it, i) != 0) return -1;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
+  static const char *const keys[] = {"name", "module", "config", "delivery", NULL};
+  config *cfg = c->cfg;
+  config_plugin *pl = &cfg->plugins[idx];
+  if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
+  pl->keypath = dup_str(c, kp(c));
+  pl->delivery = cfg->delivery;
+  if (check_keys(c, obj, keys) != 0) return -1;
+
+  const char *name;
+  int rc = get_str(c, obj, "name", 0, &name);
+  if (rc < 0) return -1;
+  if (rc == 0) return missing(c, "name");
+  if (!valid_name(name, 1)) {
+    kp_key(c, "name");
+    return fail(c, "invalid name '%s' (use letters, digits, '_', '.' and '-')", name);
+  }
+  for (size_t i = 0; i < idx; i++) {
+    if (cfg->plugins[i].name && strcmp(cfg->plugins[i].name, name) == 0) {
+      kp_key(c, "name");
+      return fail(c, "duplicate plugin instance name '%s' (also plugins[%zu])", name, i);
+    }
+  }
+  pl->name = dup_str(c, name);
+
+  const char *module;
+  rc = get_str(c, obj, "module", 0, &module);
+  if (rc < 0) return -1;
+  if (rc == 0) return missing(c, "module");
+  /* The module becomes a file name searched in plugin_dirs: no path
+   * pieces, so a config cannot point the loader elsewhere. */
+  if (!valid_name(module, 0)) {
+    kp_key(c, "module");
+    return fail(c, "invalid module name '%s' (use letters, digits, '_' and '-'; no path)",
+                module);
+  }
+  pl->module = dup_str(c, module);
+
+  cJSON *pconf;
+  if (get_object(c, obj, "config", &pconf) < 0) return -1;
+  if (!pconf) {
+    /* Attached to the document so that it lives and dies with doc.root
+     * like every other plugin config. */
+    pconf = cJSON_CreateObject();
+    if (!pconf || !cJSON_AddItemToObject(obj, "config", pconf)) {
+      cJSON_Delete(pconf);
+      c->oom = 1;
+      pconf = NULL;
+    }
+  }
+  pl->config = pconf;
+
+  cJSON *del;
+  if (get_object(c, obj, "delivery", &del) < 0) return -1;
+  if (del) {
+    size_t mark = kp_key(c, "delivery");
+    if (parse_delivery_obj(c, del, &cfg->delivery, &pl->delivery) != 0) return -1;
+    kp_pop(c, mark);
+  }
+  return 0;
+}
+
+static int parse_plugins(ctx *c, const cJSON *root) {
+  const cJSON *arr = member(root, "plugins");
+  if (!arr) return 0;
+  size_t mark = kp_key(c, "plugins");
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array");
+  size_t n = (size_t)cJSON_GetArraySize(arr);
+  c->cfg->plugins = alloc_array(c, n, sizeof *c->cfg->plugins);
+  if (!c->cfg->plugins) return 0;
+  c->cfg->n_plugins = n;
+  size_t i = 0;
+  for (cJSON *it = arr->child; it; it = it->next, i++) {
+    size_t m = kp_index(c, i);
+    if (parse_plugin(c, it, i) != 0) return -1;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_route_events(ctx *c, const cJSON *obj, config_route *r) {
+  const cJSON *arr = member(obj, "events");
+  if (!arr) return missing(c, "events");
+  size_t mark = kp_key(c, "events");
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array of strings");
+  size_t n = (size_t)cJSON_GetArraySize(arr);
+  if (n == 0) return fail(c, "expected at least one event pattern");
+  r->events = alloc_array(c, n, sizeof *r->events);
+  if (!r->events) return 0;
+  r->n_events = n;
+  size_t i = 0;
+  for (const cJSON *e = arr->child; e; e = e->next, i++) {
+    size_t m = kp_index(c, i);
+    if (!cJSON_IsString(e)) return fail(c, "expected a string");
+    if (!*e->valuestring) return fail(c, "expected a non-empty string");
+    const char *why = pattern_problem(e->valuestring);
+    if (why) return fail(c, "invalid event pattern '%s': %s", e->valuestring, why);
+    r->events[i] = dup_str(c, e->valuestring);
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_route_to(ctx *c, const cJSON *obj, config_route *r) {
+  const config *cfg = c->cfg;
+  const cJSON *arr = member(obj, "to");
+  if (!arr) return missing(c, "to");
+  size_t mark = kp_key(c, "to");
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array of strings");
+  size_t n = (size_t)cJSON_GetArraySize(arr);
+  if (n == 0) return fail(c, "expected at least one plugin instance");
+  r->to = alloc_array(c, n, sizeof *r->to);
+  if (!r->to) return 0;
+  size_t i = 0;
+  for (const cJSON *t = arr->child; t; t = t->next, i++) {
+    size_t m = kp_index(c, i);
+    if (!cJSON_IsString(t)) return fail(c, "expected a string");
+    size_t p = 0;
+    while (p < cfg->n_plugins &&
+           !(cfg->plugins[p].name && strcmp(cfg->plugins[p].name, t->valuestring) == 0))
+      p++;
+    if (p == cfg->n_plugins) return fail(c, "no plugin instance named '%s'", t->valuestring);
+    for (size_t j = 0; j < i; j++)
+      if (r->to[j] == p) return fail(c, "plugin instance '%s' is listed twice", t->valuestring);
+    r->to[i] = p;
+    r->n_to = i + 1;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_route_when(ctx *c, const cJSON *obj, config_route *r) {
+  cJSON *when;
+  int rc = get_object(c, obj, "when", &when);
+  if (rc <= 0) return rc;
+  size_t mark = kp_key(c, "when");
+  size_t n = (size_t)cJSON_GetArraySize(when);
+  r->when = alloc_array(c, n, sizeof *r->when);
+  if (!r->when) return 0;
+  r->n_when = n;
+  size_t i = 0;
+  for (cJSON *w = when->child; w; w = w->next, i++) {
+    size_t m = kp_key(c, w->string);
+    if (!valid_dotted_path(w->string))
+      return fail(c, "invalid path (expected a dotted path like 'data.meetingInfo.calendarPath')");
+    if (!cJSON_IsString(w) && !cJSON_IsNumber(w) && !cJSON_IsBool(w) && !cJSON_IsNull(w))
+      return fail(c, "expected a string, number, boolean or null");
+    r->when[i].path = dup_str(c, w->string);
+    r->when[i].value = w;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+static int parse_route(ctx *c, const cJSON *obj, config_route *r) {
+  static const char *const keys[] = {"source", "events", "to", "when", NULL};
+  const config *cfg = c->cfg;
+  if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
+  r->keypath = dup_str(c, kp(c));
+  if (check_keys(c, obj, keys) != 0) return -1;
+  const char *source;
+  int rc = get_str(c, obj, "source", 0, &source);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    size_t s = 0;
+    while (s < cfg->n_sources &&
+           !(cfg->sources[s].name && strcmp(cfg->sources[s].name, source) == 0))
+      s++;
+    if (s == cfg->n_sources) {
+      kp_key(c, "source");
+      return fail(c, "no source named '%s'", source);
+    }
+    r->source = dup_str(c, source);
+  }
+  if (parse_route_events(c, obj, r) != 0 || parse_route_to(c, obj, r) != 0 ||
+      parse_route_when(c, obj, r) != 0)
+    return -1;
+  return 0;
+}
+
+static int parse_routes(ctx *c, const cJSON *root) {
+  const cJSON *arr = member(root, "routes");
+  if (!arr) return 0;
+  size_t mark = kp_key(c, "routes");
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array");
+  size_t n = (size_t)cJSON_GetArraySize(arr);
+  c->cfg->routes = alloc_array(c, n, sizeof *c->cfg->routes);
+  if (!c->cfg->routes) return 0;
+  c->cfg->n_routes = n;
+  size_t i = 0;
+  for (const cJSON *it = arr->child; it; it = it->next, i++) {
+    size_t m = kp_index(c, i);
+    if (parse_route(c, it, &c->cfg->routes[i]) != 0) return -1;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* The directory of the config file as an absolute path, so that relative
+ * paths in the file keep their meaning whatever the working directory is
+ * later. */
+static char *config_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir;
+  if (!slash)
+    dir = strdup(".");
+  else if (slash == path)
+    dir = strdup("/");
+  else
+    dir = strndup(path, (size_t)(slash - path));
+  if (!dir || dir[0] == '/') return dir;
+  char *cwd = getcwd(NULL, 0);
+  if (!cwd) return dir;
+  const char *rel = dir;
+  while (rel[0] == '.' && rel[1] == '/') rel += 2;
+  char *abs = NULL;
+  int n = strcmp(rel, ".") == 0 ? asprintf(&abs, "%s", cwd) : asprintf(&abs, "%s/%s", cwd, rel);
+  free(cwd);
+  if (n < 0) return dir;
+  free(dir);
+  return abs;
+}
+
+int config_load(config *cfg, const char *path, char *err, size_t errlen) {
+  static const char *const top_keys[] = {
+      "listen", "admin_listen", "data_dir", "plugin_dirs", "log",    "shutdown_timeout_ms",
+      "spool",  "limits",       "sources",  "plugins",     "routes", "delivery",
+      NULL};
+  memset(cfg, 0, sizeof *cfg);
+  ctx c = {.cfg = cfg, .doc = &cfg->doc, .err = err, .errlen = errlen};
+  cfg->file = strdup(path);
+  cfg->dir = config_dir(path);
+  if (!cfg->file || !cfg->dir) {
+    if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
+    goto fail;
+  }
+  if (jsonc_load(&cfg->doc, path, err, errlen) != 0) goto fail;
+  cJSON *root = cfg->doc.root;
+  if (!cJSON_IsObject(root)) {
+    fail(&c, "expected an object at the top level");
+    goto fail;
+  }
+  if (jsonc_substitute(&cfg->doc, root, "", cfg->dir, err, errlen) != 0) goto fail;
+
+  uint64_t shutdown = 30000;
+  if (check_keys(&c, root, top_keys) != 0 || parse_listen(&c, root) != 0 ||
+      parse_dirs(&c, root) != 0 || parse_log(&c, root) != 0 ||
+      get_uint(&c, root, "shutdown_timeout_ms", 0, UINT32_MAX, &shutdown) < 0 ||
+      parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 ||
+      parse_delivery(&c, root) != 0 || parse_sources(&c, root) != 0 ||
+      parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0)
+    goto fail;
+  cfg->shutdown_timeout_ms = (uint32_t)shutdown;
+  if (c.oom) {
+    if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
+    goto fail;
+  }
+  free(c.kp);
+  return 0;
+fail:
+  free(c.kp);
+  config_free(cfg);
+  return -1;
+}
+
+void config_free(config *cfg) {
+  if (!cfg) return;
+  for (size_t i = 0; i < cfg->n_listen; i++) free(cfg->listen[i]);
+  free(cfg->listen);
+  free(cfg->admin_listen);
+  free(cfg->data_dir);
+  for (size_t i = 0; i < cfg->n_plugin_dirs; i++) free(cfg->plugin_dirs[i]);
+  free(cfg->plugin_dirs);
+  for (size_t i = 0; i < cfg->n_sources; i++) {
+    config_source *s = &cfg->sources[i];
+    free(s->name);
+    free(s->path);
+    free(s->keypath);
+    envelope_spec_clear(&s->envelope);
+    verify_config_clear(&s->verify);
+  }
+  free(cfg->sources);
+  for (size_t i = 0; i < cfg->n_plugins; i++) {
+    free(cfg->plugins[i].name);
+    free(cfg->plugins[i].module);
+    free(cfg->plugins[i].keypath);
+  }
+  free(cfg->plugins);
+  for (size_t i = 0; i < cfg->n_routes; i++) {
+    config_route *r = &cfg->routes[i];
+    free(r->source);
+    for (size_t j = 0; j < r->n_events; j++) free(r->events[j]);
+    free(r->events);
+    free(r->to);
+    for (size_t j = 0; j < r->n_when; j++) free(r->when[j].path);
+    free(r->when);
+    free(r->keypath);
+  }
+  free(cfg->routes);
+  jsonc_free(&cfg->doc);
+  free(cfg->file);
+  free(cfg->dir);
+  memset(cfg, 0, sizeof *cfg);
+}
+
+int config_parse_addr(const char *s, struct sockaddr_storage *out) {
+  char host[INET6_ADDRSTRLEN];
+  const char *port;
+  int v6;
+  if (!s || !out) return -1;
+  memset(out, 0, sizeof *out);
+  if (s[0] == '[') {
+    const char *close = strchr(s, ']');
+    if (!close || close[1] != ':') return -1;
+    size_t n = (size_t)(close - s - 1);
+    if (n == 0 || n >= sizeof host) return -1;
+    memcpy(host, s + 1, n);
+    host[n] = '\0';
+    port = close + 2;
+    v6 = 1;
+  } else {
+    const char *colon = strrchr(s, ':');
+    if (!colon) return -1;
+    size_t n = (size_t)(colon - s);
+    if (n >= sizeof host) return -1;
+    memcpy(host, s, n);
+    host[n] = '\0';
+    /* An IPv6 address needs brackets, else its last group reads as a port. */
+    if (strchr(host, ':')) return -1;
+    if (n == 0) strcpy(host, "0.0.0.0");
+    port = colon + 1;
+    v6 = 0;
+  }
+  /* Port 0 asks the kernel for a free port: tests use it. */
+  size_t digits = strspn(port, "0123456789");
+  if (digits == 0 || digits > 5 || port[digits] != '\0') return -1;
+  unsigned long p = strtoul(port, NULL, 10);
+  if (p > 65535) return -1;
+  if (v6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) return -1;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)p);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)out;
+    if (inet_pton(AF_INET, host, &a->sin_addr) != 1) return -1;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)p);
+  }
+  return 0;
+}

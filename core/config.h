@@ -1,0 +1,99 @@
+/* The config file: load the .jsonc, substitute ${...}, check every key, build typed settings. */
+#ifndef HOOKD_CONFIG_H
+#define HOOKD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+#include "envelope.h"
+#include "jsonc.h"
+#include "log.h"
+#include "verify.h"
+
+typedef enum { SPOOL_SYNC_FULL = 0, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF } spool_sync;
+
+typedef struct config_limits {
+  uint64_t max_body_bytes;    /* 1048576 */
+  uint32_t max_header_bytes;  /* 16384 */
+  uint32_t header_timeout_ms; /* 10000 */
+  uint32_t body_timeout_ms;   /* 30000 */
+  uint32_t idle_timeout_ms;   /* 60000 */
+  uint32_t max_connections;   /* 10000 */
+} config_limits;
+
+typedef struct config_delivery {
+  uint32_t concurrency;        /* 4 */
+  uint32_t max_attempts;       /* 12 */
+  uint64_t backoff_initial_ms; /* 1000 */
+  uint64_t backoff_max_ms;     /* 3600000 */
+  uint64_t timeout_ms;         /* 30000 */
+} config_delivery;
+
+typedef struct config_source {
+  char *name;
+  char *path;            /* request path, exact match, e.g. "/webhooks/cirrus" */
+  envelope_spec envelope;
+  int success_status;    /* 200 */
+  verify_config verify;
+  char *keypath;         /* "sources[0]", for messages */
+} config_source;
+
+typedef struct config_plugin {
+  char *name;             /* instance name, unique */
+  char *module;           /* file name without ".so" */
+  cJSON *config;          /* the "config" object (an empty object when absent);
+                             points into doc.root */
+  char *keypath;          /* "plugins[2]" */
+  config_delivery delivery; /* the global "delivery" with this entry's overrides */
+} config_plugin;
+
+typedef struct config_when {
+  char *path;   /* dotted path into the envelope */
+  cJSON *value; /* expected value (any JSON scalar); points into doc.root */
+} config_when;
+
+typedef struct config_route {
+  char *source;   /* NULL: any source */
+  char **events;  /* patterns */
+  size_t n_events;
+  size_t *to;     /* indices into config.plugins */
+  size_t n_to;
+  config_when *when;
+  size_t n_when;
+  char *keypath;  /* "routes[1]" */
+} config_route;
+
+typedef struct config {
+  jsonc_doc doc;       /* kept: plugin config getters read from it */
+  char *file;          /* path as given */
+  char *dir;           /* directory of the config file: base of relative paths */
+  char **listen;       /* "HOST:PORT" or "[V6]:PORT"; "listen" may be a string or a list */
+  size_t n_listen;
+  char *admin_listen;  /* NULL when absent */
+  char *data_dir;      /* resolved against dir */
+  char **plugin_dirs;  /* resolved against dir */
+  size_t n_plugin_dirs;
+  config_limits limits;
+  spool_sync sync;
+  config_source *sources;
+  size_t n_sources;
+  config_plugin *plugins;
+  size_t n_plugins;
+  config_route *routes;
+  size_t n_routes;
+  config_delivery delivery;
+  log_level log_level;     /* "log": {"level": "info", "format": "text"} */
+  log_format log_format;
+  uint32_t shutdown_timeout_ms; /* 30000 */
+} config;
+
+/* Loads and checks the file. On failure returns -1 and writes one line to err:
+ * "FILE:LINE:COL: KEYPATH: message". Plugins are not loaded here. */
+int config_load(config *cfg, const char *path, char *err, size_t errlen);
+void config_free(config *cfg);
+
+/* Parses "HOST:PORT" / "[V6]:PORT" / ":PORT" into a socket address. */
+struct sockaddr_storage;
+int config_parse_addr(const char *s, struct sockaddr_storage *out);
+
+#endif

@@ -1,0 +1,46 @@
+/* Envelope decoding: the JSON body of an event, its type, id and order key, and dotted-path lookup. */
+#ifndef HOOKD_ENVELOPE_H
+#define HOOKD_ENVELOPE_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+typedef enum { ENVELOPE_CIRRUS_INSIGHT = 0, ENVELOPE_GENERIC } envelope_format;
+
+/* How a source's envelope names its fields. For cirrus-insight the fields are
+ * fixed: eventType, eventId, data.id. */
+typedef struct envelope_spec {
+  envelope_format format;
+  char *type_field; /* dotted paths; generic only */
+  char *id_field;
+  char *order_key;  /* NULL: events of this source have no order key */
+} envelope_spec;
+
+/* A decoded event. type, id and order_key are NUL-terminated copies owned by
+ * the envelope (numbers are printed as text); order_key may be NULL. */
+typedef struct envelope {
+  cJSON *root;
+  char *type;
+  char *id;
+  char *order_key;
+} envelope;
+
+/* Parses body (len bytes, need not be NUL-terminated). Returns 0, or -1 with
+ * a short static reason ("body is not JSON", "missing event type field
+ * 'eventType'", ...) in *reason; on failure nothing needs freeing. */
+int envelope_decode(const envelope_spec *spec, const char *body, size_t len, envelope *out,
+                    const char **reason);
+void envelope_clear(envelope *env);
+
+/* The node at a dotted path ("data.meetingInfo.formValues.0.answerText";
+ * numeric segments index arrays), or NULL. The empty path is the root. */
+const cJSON *envelope_path(const cJSON *root, const char *path);
+
+/* The value as text: strings as they are, numbers as JSON numbers (integers
+ * without a fraction), true/false, objects and arrays as compact JSON. NULL
+ * for NULL or JSON null. Caller frees with free(). */
+char *envelope_text(const cJSON *node);
+
+void envelope_spec_clear(envelope_spec *spec);
+
+#endif

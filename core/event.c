@@ -1,0 +1,86 @@
+/* Accepted events (one allocation each, reference counted) and deliveries. */
+#include "event.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+event *event_new(const char *source, const char *id, const char *type, const char *order_key,
+                 const char *content_type, const char *body, size_t body_len, cJSON *root,
+                 int64_t received_ms) {
+  size_t ls = strlen(source) + 1, li = strlen(id) + 1, lt = strlen(type) + 1;
+  size_t lk = order_key ? strlen(order_key) + 1 : 0;
+  size_t lc = content_type ? strlen(content_type) + 1 : 1;
+  event *ev = malloc(sizeof *ev + ls + li + lt + lk + lc + body_len + 1);
+  if (ev == NULL) return NULL;
+  char *p = (char *)(ev + 1);
+#define COPY(field, s, n) \
+  do {                    \
+    memcpy(p, s, n);      \
+    ev->field = p;        \
+    p += n;               \
+  } while (0)
+  COPY(source, source, ls);
+  COPY(id, id, li);
+  COPY(type, type, lt);
+  if (order_key) {
+    COPY(order_key, order_key, lk);
+  } else {
+    ev->order_key = NULL;
+  }
+  if (content_type) {
+    COPY(content_type, content_type, lc);
+  } else {
+    *p = '\0';
+    ev->content_type = p++;
+  }
+#undef COPY
+  memcpy(p, body, body_len);
+  p[body_len] = '\0';
+  ev->body = p;
+  ev->body_len = body_len;
+  ev->root = root;
+  ev->received_ms = received_ms;
+  ev->seq = 0;
+  atomic_init(&ev->refs, 1);
+  return ev;
+}
+
+void event_ref(event *ev) {
+  atomic_fetch_add_explicit(&ev->refs, 1, memory_order_relaxed);
+}
+
+void event_unref(event *ev) {
+  if (ev == NULL) return;
+  if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) == 1) {
+    cJSON_Delete(ev->root);
+    free(ev);
+  }
+}
+
+delivery *delivery_new(event *ev, uint32_t instance) {
+  delivery *d = calloc(1, sizeof *d);
+  if (d == NULL) return NULL;
+  event_ref(ev);
+  d->ev = ev;
+  d->instance = instance;
+  return d;
+}
+
+void delivery_free(delivery *d) {
+  if (d == NULL) return;
+  event_unref(d->ev);
+  free(d);
+}
+
+int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

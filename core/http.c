@@ -1,0 +1,651 @@
+/* HTTP/1.1 connections: llhttp callbacks, limits checked before buffering, timeouts, pipelining and answers. */
+#include "http.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define MAX_HEADERS 100
+/* Stop reading from a client that does not read its answers past this much
+ * queued output. */
+#define WRITE_QUEUE_HIGH (256 * 1024)
+/* After an answer that closes the connection, unread input is drained this
+ * long so the client sees the answer rather than a reset. */
+#define LINGER_MS 2000
+/* A kept body buffer larger than this is released after its request. */
+#define BODY_KEEP_BYTES (64 * 1024)
+
+typedef enum {
+  ST_FRESH,    /* connected, no request byte yet */
+  ST_IDLE,     /* between keep-alive requests */
+  ST_HEADERS,  /* reading a request line and headers */
+  ST_BODY,     /* reading a body */
+  ST_HANDLING, /* request complete, waiting for the handler's answer */
+  ST_LINGER,   /* answered with close: draining input until EOF */
+  ST_CLOSED
+} conn_state;
+
+typedef struct hdr_span {
+  uint32_t name_off, value_off, value_len;
+} hdr_span;
+
+struct http_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shutdown_req;
+  llhttp_t parser;
+  http_server *srv;
+  struct http_conn *prev, *next;
+  conn_state state;
+  int open_handles;
+  int reading;
+  int in_callback;   /* inside llhttp_execute */
+  int answered;      /* the current request has its answer */
+  int paused;        /* parser paused until the answer */
+  int keep_alive;
+  int fatal_status;  /* a limit broken inside a callback: answer and close */
+  int reject_status; /* decided at headers: discard the body, then answer */
+  int in_field, in_value;
+  /* Request line and headers, NUL-separated, offsets in hdr. */
+  char *arena;
+  size_t arena_len, arena_cap, header_bytes;
+  uint32_t url_off;
+  hdr_span hdr[MAX_HEADERS];
+  http_header headers[MAX_HEADERS];
+  size_t n_hdr;
+  char *body;
+  size_t body_len, body_cap;
+  /* Input received after a request whose answer is pending. */
+  char *pending;
+  size_t pending_len;
+  http_request req;
+  char peer[64];
+};
+
+typedef struct write_req {
+  uv_write_t req;
+  http_conn *c;
+  char data[];
+} write_req;
+
+static llhttp_settings_t settings;
+static int settings_ready;
+
+static void conn_close(http_conn *c);
+static void conn_update_reading(http_conn *c);
+static void feed(http_conn *c, const char *data, size_t len);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+
+const char *http_status_text(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return status >= 200 && status < 300 ? "OK" : "Error";
+  }
+}
+
+/* --- timers and state ------------------------------------------------------ */
+
+static void on_timer(uv_timer_t *t) {
+  http_conn *c = t->data;
+  switch (c->state) {
+    case ST_HEADERS:
+    case ST_BODY: {
+      /* A slow client: answer 408 and close, whatever it sends next. */
+      const char *why = c->state == ST_BODY ? "body too slow" : "headers too slow";
+      c->keep_alive = 0;
+      c->reject_status = 0;
+      c->answered = 0;
+      c->state = ST_HANDLING;
+      http_respond_text(c, 408, why);
+      break;
+    }
+    case ST_HANDLING:
+      break;
+    default:
+      conn_close(c);
+      break;
+  }
+}
+
+static void set_state(http_conn *c, conn_state st) {
+  const config_limits *l = c->srv->limits;
+  c->state = st;
+  uint64_t ms = 0;
+  switch (st) {
+    case ST_FRESH:
+    case ST_HEADERS: ms = l->header_timeout_ms; break;
+    case ST_IDLE: ms = l->idle_timeout_ms; break;
+    case ST_BODY: ms = l->body_timeout_ms; break;
+    case ST_LINGER: ms = LINGER_MS; break;
+    default: break;
+  }
+  if (ms) {
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+  } else {
+    uv_timer_stop(&c->timer);
+  }
+}
+
+/* --- llhttp callbacks ----------------------------------------------------- */
+
+static int arena_put(http_conn *c, const char *at, size_t n) {
+  if (c->arena_len + n + 1 > c->arena_cap) {
+    size_t cap = c->arena_cap ? c->arena_cap : 1024;
+    while (cap < c->arena_len + n + 1) cap *= 2;
+    char *a = realloc(c->arena, cap);
+    if (a == NULL) return -1;
+    c->arena = a;
+    c->arena_cap = cap;
+  }
+  memcpy(c->arena + c->arena_len, at, n);
+  c->arena_len += n;
+  return 0;
+}
+
+/* Counts request-line and header bytes against max_header_bytes, so a flood
+ * of headers is refused before it is held. */
+static int header_bytes(http_conn *c, size_t n) {
+  c->header_bytes += n;
+  if (c->header_bytes > c->srv->limits->max_header_bytes) {
+    c->fatal_status = 431;
+    return -1;
+  }
+  return 0;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  http_conn *c = p->data;
+  c->arena_len = 0;
+  c->header_bytes = 0;
+  c->n_hdr = 0;
+  c->in_field = c->in_value = 0;
+  c->body_len = 0;
+  c->reject_status = 0;
+  c->answered = 0;
+  c->url_off = 0;
+  memset(&c->req, 0, sizeof c->req);
+  set_state(c, ST_HEADERS);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = p->data;
+  if (header_bytes(c, n) != 0) return -1;
+  return arena_put(c, at, n);
+}
+
+static int on_url_complete(llhttp_t *p) {
+  http_conn *c = p->data;
+  return arena_put(c, "", 1);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = p->data;
+  if (header_bytes(c, n) != 0) return -1;
+  if (!c->in_field) {
+    if (c->n_hdr == MAX_HEADERS) {
+      c->fatal_status = 431;
+      return -1;
+    }
+    c->hdr[c->n_hdr++].name_off = (uint32_t)c->arena_len;
+    c->in_field = 1;
+  }
+  return arena_put(c, at, n);
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  http_conn *c = p->data;
+  if (!c->in_field) { /* an empty name: llhttp rejects these, but be safe */
+    if (c->n_hdr == MAX_HEADERS) return -1;
+    c->hdr[c->n_hdr++].name_off = (uint32_t)c->arena_len;
+  }
+  c->in_field = 0;
+  return arena_put(c, "", 1);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = p->data;
+  if (header_bytes(c, n) != 0) return -1;
+  if (!c->in_value) {
+    c->hdr[c->n_hdr - 1].value_off = (uint32_t)c->arena_len;
+    c->in_value = 1;
+  }
+  return arena_put(c, at, n);
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  http_conn *c = p->data;
+  hdr_span *h = &c->hdr[c->n_hdr - 1];
+  if (!c->in_value) h->value_off = (uint32_t)c->arena_len;
+  h->value_len = (uint32_t)(c->arena_len - h->value_off);
+  c->in_value = 0;
+  return arena_put(c, "", 1);
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  http_conn *c = p->data;
+  if (c->arena == NULL && arena_put(c, "", 1) != 0) return -1;
+  /* The arena no longer moves: hand out pointers into it. */
+  for (size_t i = 0; i < c->n_hdr; i++) {
+    c->headers[i].name = c->arena + c->hdr[i].name_off;
+    c->headers[i].value = c->arena + c->hdr[i].value_off;
+    c->headers[i].value_len = c->hdr[i].value_len;
+  }
+  char *path = c->arena + c->url_off;
+  char *q = strchr(path, '?');
+  if (q) *q = '\0';
+  c->req.method = llhttp_get_method(p);
+  c->req.path = path;
+  c->req.headers = c->headers;
+  c->req.n_headers = c->n_hdr;
+
+  uint64_t max = c->srv->limits->max_body_bytes;
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max) {
+    c->fatal_status = 413;
+    return -1;
+  }
+  int st = c->srv->handler.on_headers(c->srv->handler.data, c, &c->req);
+  if (st != 0) {
+    c->reject_status = st;
+  } else if ((p->flags & F_CONTENT_LENGTH) && p->content_length + 1 > c->body_cap) {
+    char *b = realloc(c->body, p->content_length + 1);
+    if (b == NULL) {
+      c->fatal_status = 503;
+      return -1;
+    }
+    c->body = b;
+    c->body_cap = p->content_length + 1;
+  }
+  set_state(c, ST_BODY);
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t n) {
+  http_conn *c = p->data;
+  uint64_t max = c->srv->limits->max_body_bytes;
+  if (c->body_len + n > max) { /* chunked bodies grow here */
+    c->fatal_status = 413;
+    return -1;
+  }
+  if (c->reject_status) {
+    c->body_len += n; /* counted, not kept */
+    return 0;
+  }
+  if (c->body_len + n + 1 > c->body_cap) {
+    size_t cap = c->body_cap ? c->body_cap : 4096;
+    while (cap < c->body_len + n + 1) cap *= 2;
+    if (cap > max + 1) cap = max + 1;
+    char *b = realloc(c->body, cap);
+    if (b == NULL) {
+      c->fatal_status = 503;
+      return -1;
+    }
+    c->body = b;
+    c->body_cap = cap;
+  }
+  memcpy(c->body + c->body_len, at, n);
+  c->body_len += n;
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  http_conn *c = p->data;
+  c->keep_alive = llhttp_should_keep_alive(p) && !c->srv->draining;
+  c->state = ST_HANDLING;
+  uv_timer_stop(&c->timer);
+  if (c->reject_status) {
+    int st = c->reject_status;
+    http_respond(c, st, st == 405 ? "Allow: POST\r\n" : NULL, NULL, 0);
+  } else {
+    if (c->body) c->body[c->body_len] = '\0';
+    c->req.body = c->body ? c->body : "";
+    c->req.body_len = c->body_len;
+    c->srv->handler.on_request(c->srv->handler.data, c, &c->req);
+  }
+  if (c->state == ST_CLOSED || c->state == ST_LINGER) return HPE_PAUSED;
+  /* No answer yet (it will come from the spool): stop parsing here so a
+   * pipelined request waits its turn. */
+  if (!c->answered) {
+    c->paused = 1;
+    return HPE_PAUSED;
+  }
+  return 0;
+}
+
+/* --- writing --------------------------------------------------------------- */
+
+static void on_write(uv_write_t *w, int status) {
+  write_req *wr = (write_req *)w;
+  http_conn *c = wr->c;
+  free(wr);
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  conn_update_reading(c);
+}
+
+static void conn_write(http_conn *c, const char *data, size_t len) {
+  if (c->state == ST_CLOSED) return;
+  if (c->tcp.write_queue_size == 0) {
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)len) return;
+    if (n > 0) {
+      data += n;
+      len -= (size_t)n;
+    } else if (n != UV_EAGAIN) {
+      conn_close(c);
+      return;
+    }
+  }
+  write_req *wr = malloc(sizeof *wr + len);
+  if (wr == NULL) {
+    conn_close(c);
+    return;
+  }
+  wr->c = c;
+  memcpy(wr->data, data, len);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+  if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
+    free(wr);
+    conn_close(c);
+  }
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status;
+}
+
+/* --- connection lifecycle --------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  http_conn *c = h->data;
+  if (--c->open_handles > 0) return;
+  http_server *srv = c->srv;
+  free(c->arena);
+  free(c->body);
+  free(c->pending);
+  free(c);
+  (*srv->open_conns)--;
+  METRICS_DEC(g_metrics.connections_open);
+  if (srv->draining && srv->conns == NULL && srv->on_empty) srv->on_empty(srv->on_empty_data);
+}
+
+static void conn_close(http_conn *c) {
+  if (c->state == ST_CLOSED) return;
+  c->state = ST_CLOSED;
+  if (c->prev) {
+    c->prev->next = c->next;
+  } else {
+    c->srv->conns = c->next;
+  }
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+  /* One read buffer for the loop: input is parsed at once, and what must
+   * outlive the read (a pipelined request behind a pending answer) is
+   * copied out. */
+  static char buf[64 * 1024];
+  (void)h;
+  (void)suggested;
+  *b = uv_buf_init(buf, sizeof buf);
+}
+
+static void conn_update_reading(http_conn *c) {
+  if (c->state == ST_CLOSED) return;
+  int want = !c->paused && c->tcp.write_queue_size < WRITE_QUEUE_HIGH;
+  if (want == c->reading) return;
+  c->reading = want;
+  if (want) {
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, on_read);
+  } else {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  }
+}
+
+/* Keeps input that arrived behind a paused request. */
+static void stash(http_conn *c, const char *data, size_t len) {
+  if (len == 0) return;
+  char *p = realloc(c->pending, c->pending_len + len);
+  if (p == NULL) {
+    conn_close(c);
+    return;
+  }
+  memcpy(p + c->pending_len, data, len);
+  c->pending = p;
+  c->pending_len += len;
+}
+
+static void feed(http_conn *c, const char *data, size_t len) {
+  c->in_callback = 1;
+  llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+  c->in_callback = 0;
+  if (err == HPE_OK || c->state == ST_CLOSED) return;
+  if (err == HPE_PAUSED && c->state != ST_LINGER) {
+    const char *pos = llhttp_get_error_pos(&c->parser);
+    size_t used = pos ? (size_t)(pos - data) : len;
+    stash(c, data + used, len - used);
+    conn_update_reading(c);
+    return;
+  }
+  if (c->state == ST_LINGER) return; /* answered with close: ignore the rest */
+  /* A broken limit or malformed HTTP: answer and close. */
+  int st = c->fatal_status ? c->fatal_status : 400;
+  c->keep_alive = 0;
+  c->state = ST_HANDLING;
+  c->answered = 0;
+  if (st == 400) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "malformed HTTP: %s", llhttp_get_error_reason(&c->parser));
+    http_respond_text(c, 400, msg);
+  } else if (st == 413) {
+    http_respond_text(c, 413, "body larger than max_body_bytes");
+  } else if (st == 431) {
+    http_respond_text(c, 431, "headers larger than max_header_bytes");
+  } else {
+    http_respond(c, st, "Retry-After: 1\r\n", NULL, 0);
+  }
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  http_conn *c = s->data;
+  if (n < 0) {
+    /* EOF or error. A request waiting for its answer keeps the connection
+     * object alive until then (the answer is dropped). */
+    if (c->state == ST_HANDLING && !c->answered) {
+      uv_read_stop(s);
+      c->reading = 0;
+      c->keep_alive = 0;
+      c->paused = 1;
+      return;
+    }
+    conn_close(c);
+    return;
+  }
+  if (n == 0) return;
+  if (c->state == ST_LINGER) return;
+  feed(c, b->base, (size_t)n);
+}
+
+void http_accept(http_server *srv, uv_stream_t *listener) {
+  http_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) return;
+  if (!settings_ready) {
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_url_complete = on_url_complete;
+    settings.on_header_field = on_header_field;
+    settings.on_header_field_complete = on_header_field_complete;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+    settings_ready = 1;
+  }
+  c->srv = srv;
+  uv_tcp_init(srv->loop, &c->tcp);
+  uv_timer_init(srv->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->open_handles = 2;
+  (*srv->open_conns)++;
+  METRICS_INC(g_metrics.connections_open);
+  METRICS_INC(g_metrics.connections_total);
+  c->next = srv->conns;
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+  c->parser.data = c;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  if (*srv->open_conns > srv->limits->max_connections) {
+    METRICS_INC(g_metrics.connections_refused);
+    c->keep_alive = 0;
+    c->state = ST_HANDLING;
+    http_respond(c, 503, "Retry-After: 1\r\n", "too many connections\n", 21);
+    return;
+  }
+  set_state(c, ST_FRESH);
+  conn_update_reading(c);
+}
+
+/* --- answers ---------------------------------------------------------------- */
+
+void http_respond(http_conn *c, int status, const char *extra_headers, const char *body,
+                  size_t body_len) {
+  if (c->answered) return;
+  c->answered = 1;
+  metrics_count_status(status);
+  if (c->state == ST_CLOSED) {
+    return; /* the client went away; the object is freed by its close */
+  }
+  if (c->srv->draining) c->keep_alive = 0;
+  char head[512];
+  int hl = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                    status, http_status_text(status), body_len,
+                    body_len ? "Content-Type: text/plain; charset=utf-8\r\n" : "",
+                    extra_headers ? extra_headers : "", c->keep_alive ? "" : "Connection: close\r\n");
+  if (hl < 0 || (size_t)hl >= sizeof head) hl = 0;
+  char stackbuf[4096];
+  size_t total = (size_t)hl + body_len;
+  char *out = total <= sizeof stackbuf ? stackbuf : malloc(total);
+  if (out == NULL) {
+    conn_close(c);
+    return;
+  }
+  memcpy(out, head, (size_t)hl);
+  if (body_len) memcpy(out + hl, body, body_len);
+  conn_write(c, out, total);
+  if (out != stackbuf) free(out);
+  if (c->state == ST_CLOSED) return;
+
+  if (c->body_cap > BODY_KEEP_BYTES) {
+    free(c->body);
+    c->body = NULL;
+    c->body_cap = 0;
+  }
+  if (!c->keep_alive) {
+    /* Half-close after the answer is written, then drain input for a while
+     * so the client reads the answer instead of a reset. */
+    c->paused = 0;
+    set_state(c, ST_LINGER);
+    uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
+    conn_update_reading(c);
+    return;
+  }
+  set_state(c, ST_IDLE);
+  if (c->paused && !c->in_callback) {
+    /* The answer came later than the request: go on with what arrived
+     * meanwhile. */
+    c->paused = 0;
+    llhttp_resume(&c->parser);
+    char *buf = c->pending;
+    size_t len = c->pending_len;
+    c->pending = NULL;
+    c->pending_len = 0;
+    if (buf) {
+      feed(c, buf, len);
+      free(buf);
+    }
+    conn_update_reading(c);
+  }
+}
+
+void http_respond_text(http_conn *c, int status, const char *text) {
+  char body[512];
+  int n = snprintf(body, sizeof body, "%s\n", text);
+  if (n < 0) n = 0;
+  if ((size_t)n >= sizeof body) n = sizeof body - 1;
+  http_respond(c, status, NULL, body, (size_t)n);
+}
+
+const char *http_request_header(const http_request *req, const char *name, size_t *len) {
+  for (size_t i = 0; i < req->n_headers; i++) {
+    if (strcasecmp(req->headers[i].name, name) == 0) {
+      if (len) *len = req->headers[i].value_len;
+      return req->headers[i].value;
+    }
+  }
+  return NULL;
+}
+
+const char *http_conn_peer(http_conn *c) {
+  if (c->peer[0]) return c->peer;
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0) return "?";
+  char ip[48];
+  int port = 0;
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a, ip, sizeof ip);
+    port = ntohs(a->sin6_port);
+    snprintf(c->peer, sizeof c->peer, "[%s]:%d", ip, port);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    uv_ip4_name(a, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
+  }
+  return c->peer;
+}
+
+void http_server_drain(http_server *srv) {
+  srv->draining = 1;
+  http_conn *c = srv->conns;
+  while (c) {
+    http_conn *next = c->next;
+    if (c->state == ST_FRESH || c->state == ST_IDLE) conn_close(c);
+    c = next;
+  }
+  if (srv->conns == NULL && srv->on_empty) srv->on_empty(srv->on_empty_data);
+}

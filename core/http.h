@@ -1,0 +1,77 @@
+/* HTTP/1.1 connections: llhttp parsing, limits before buffering, timeouts, pipelining, answers. */
+#ifndef HOOKD_HTTP_H
+#define HOOKD_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "config.h"
+
+typedef struct http_conn http_conn;
+
+typedef struct http_header {
+  const char *name; /* NUL-terminated, as sent */
+  const char *value;
+  size_t value_len;
+} http_header;
+
+/* One parsed request. Everything is borrowed from the connection and valid
+ * until the answer is sent. */
+typedef struct http_request {
+  int method;            /* llhttp_method_t */
+  const char *path;      /* without the query string, NUL-terminated */
+  http_header *headers;
+  size_t n_headers;
+  const char *body;      /* NUL-terminated (the NUL is not counted) */
+  size_t body_len;
+  const void *route;     /* set by on_headers for on_request */
+} http_request;
+
+/* What a listener does with requests. Both run on the loop thread. */
+typedef struct http_handler {
+  /* Called when the headers are complete, before any body byte is buffered.
+   * Returns 0 to read the body and call on_request, or an HTTP status to
+   * answer instead; the body is then read and discarded (not buffered). */
+  int (*on_headers)(void *data, http_conn *c, http_request *req);
+  /* Called with the complete request. It must answer exactly once with
+   * http_respond(), now or later (the connection reads no further request
+   * until then). */
+  void (*on_request)(void *data, http_conn *c, http_request *req);
+  void *data;
+} http_handler;
+
+/* Shared state of the connections of one listener. */
+typedef struct http_server {
+  uv_loop_t *loop;
+  const config_limits *limits;
+  http_handler handler;
+  size_t *open_conns; /* counter shared by all listeners, checked against max_connections */
+  int draining;       /* shutting down: answer the request in progress, then close */
+  struct http_conn *conns; /* list of open connections */
+  void (*on_empty)(void *data); /* called when the last connection closed while draining */
+  void *on_empty_data;
+} http_server;
+
+/* Accepts a pending connection on the listening stream. */
+void http_accept(http_server *srv, uv_stream_t *listener);
+
+/* Answers the request in progress. extra_headers: "Name: value\r\n" lines or
+ * NULL; body may be NULL. After the answer the connection reads the next
+ * request (keep-alive) or closes. */
+void http_respond(http_conn *c, int status, const char *extra_headers, const char *body,
+                  size_t body_len);
+/* Shorthand: a text/plain one-line answer. */
+void http_respond_text(http_conn *c, int status, const char *text);
+
+/* The value of a request header (case-insensitive name), or NULL. */
+const char *http_request_header(const http_request *req, const char *name, size_t *len);
+
+/* The peer address as text ("1.2.3.4:5678"), for logs. */
+const char *http_conn_peer(http_conn *c);
+
+/* Starts draining: idle connections close now, busy ones after their answer. */
+void http_server_drain(http_server *srv);
+
+const char *http_status_text(int status);
+
+#endif

@@ -1,0 +1,32 @@
+/* Logging: one line per record, text or JSON, tagged with source, plugin instance and event id. */
+#ifndef HOOKD_LOG_H
+#define HOOKD_LOG_H
+
+#include <stdarg.h>
+
+typedef enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 } log_level;
+typedef enum { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON = 1 } log_format;
+
+/* Context fields of a record; any may be NULL. */
+typedef struct log_ctx {
+  const char *source;
+  const char *instance;
+  const char *event_id;
+  const char *peer;
+} log_ctx;
+
+void log_setup(log_level level, log_format format);
+int log_level_parse(const char *s, log_level *out);
+int log_enabled(log_level level);
+/* Writes a record to stderr. Thread-safe; one write(2) per record. Control
+ * characters in the message and in the context fields are escaped. */
+void log_write(log_level level, const log_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap);
+
+#define log_error(...) log_write(LOG_ERROR, NULL, __VA_ARGS__)
+#define log_warn(...) log_write(LOG_WARN, NULL, __VA_ARGS__)
+#define log_info(...) log_write(LOG_INFO, NULL, __VA_ARGS__)
+#define log_debug(...) log_write(LOG_DEBUG, NULL, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,304 @@
+/* hookd: command line (run, check, version, help), start-up order and graceful shutdown. */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <llhttp.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "http_client.h"
+#include "log.h"
+#include "plugin_host.h"
+#include "router.h"
+#include "server.h"
+#include "spool.h"
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+static const char usage[] =
+    "usage: hookd COMMAND [-c FILE]\n"
+    "\n"
+    "hookd receives webhooks over HTTP, checks their signatures and routes each\n"
+    "event to plugins (shared objects) named in its config file.\n"
+    "\n"
+    "commands:\n"
+    "  run -c FILE     run the service (also: hookd -c FILE)\n"
+    "  check -c FILE   validate the config, load every plugin, init and destroy it;\n"
+    "                  exit 0 when all is well, 2 otherwise\n"
+    "  version         versions of hookd, the plugin ABI and the libraries\n"
+    "  help            this text (also: -h, --help)\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure, 2 bad config or usage.\n"
+    "signals: SIGTERM and SIGINT stop gracefully (in-flight requests are answered,\n"
+    "running deliveries finish within shutdown_timeout_ms).\n";
+
+/* Everything `run` owns, torn down in reverse order. */
+typedef struct hookd_daemon {
+  config cfg;
+  plugin_host host;
+  router *rt;
+  spool *sp;
+  dispatch *dp;
+  server *srv;
+  uv_loop_t loop;
+  uv_check_t flush;
+  uv_timer_t watchdog;
+  uv_timer_t deadline;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  int stopping;
+} hookd_daemon;
+
+static void on_spooled(void *data, delivery *d) {
+  hookd_daemon *dm = data;
+  dispatch_submit(dm->dp, d);
+}
+
+static void on_flush(uv_check_t *h) {
+  hookd_daemon *dm = h->data;
+  dispatch_flush(dm->dp);
+}
+
+static void on_watchdog(uv_timer_t *t) {
+  hookd_daemon *dm = t->data;
+  dispatch_check_timeouts(dm->dp);
+}
+
+static void close_handle(uv_handle_t *h) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  close_handle(h);
+}
+
+static void on_drained(void *data) {
+  hookd_daemon *dm = data;
+  dispatch_flush(dm->dp);
+  close_handle((uv_handle_t *)&dm->flush);
+  close_handle((uv_handle_t *)&dm->watchdog);
+  close_handle((uv_handle_t *)&dm->deadline);
+  close_handle((uv_handle_t *)&dm->sig_term);
+  close_handle((uv_handle_t *)&dm->sig_int);
+  close_handle((uv_handle_t *)&dm->sig_hup);
+}
+
+static void on_deadline(uv_timer_t *t) {
+  hookd_daemon *dm = t->data;
+  log_write(LOG_WARN, NULL, "requests still open after shutdown_timeout_ms; stopping anyway");
+  dispatch_flush(dm->dp);
+  uv_stop(&dm->loop);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  hookd_daemon *dm = h->data;
+  if (signum == SIGHUP) {
+    log_write(LOG_WARN, NULL,
+              "SIGHUP: config reload is not supported by this build; config unchanged");
+    return;
+  }
+  if (dm->stopping) return;
+  dm->stopping = 1;
+  log_write(LOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
+            signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  uv_timer_start(&dm->deadline, on_deadline, dm->cfg.shutdown_timeout_ms, 0);
+  server_drain(dm->srv, on_drained, dm);
+}
+
+static int load_config(config *cfg, const char *file) {
+  char err[1024];
+  if (config_load(cfg, file, err, sizeof err) != 0) {
+    fprintf(stderr, "hookd: %s\n", err);
+    return -1;
+  }
+  return 0;
+}
+
+static int cmd_check(const char *file) {
+  config cfg;
+  if (load_config(&cfg, file) != 0) return EXIT_USAGE;
+  log_setup(LOG_WARN, cfg.log_format);
+  char err[1024];
+  plugin_host host;
+  int rc = 0;
+  if (plugin_host_load(&host, &cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "hookd: %s\n", err);
+    config_free(&cfg);
+    return EXIT_USAGE;
+  }
+  router *rt = router_new(&cfg, err, sizeof err);
+  if (rt == NULL) {
+    fprintf(stderr, "hookd: %s\n", err);
+    rc = EXIT_USAGE;
+  } else {
+    printf("%s: OK (%zu source(s), %zu plugin instance(s), %zu route(s))\n", file,
+           cfg.n_sources, cfg.n_plugins, cfg.n_routes);
+  }
+  router_free(rt);
+  plugin_host_unload(&host, NULL);
+  config_free(&cfg);
+  return rc;
+}
+
+static int cmd_run(const char *file) {
+  hookd_daemon *dm = calloc(1, sizeof *dm);
+  char err[1024];
+  if (dm == NULL) return EXIT_RUNTIME;
+  if (load_config(&dm->cfg, file) != 0) {
+    free(dm);
+    return EXIT_USAGE;
+  }
+  log_setup(dm->cfg.log_level, dm->cfg.log_format);
+  int rc = EXIT_USAGE;
+  if (plugin_host_load(&dm->host, &dm->cfg, err, sizeof err) != 0) {
+    log_write(LOG_ERROR, NULL, "%s", err);
+    config_free(&dm->cfg);
+    free(dm);
+    return EXIT_USAGE;
+  }
+  dm->rt = router_new(&dm->cfg, err, sizeof err);
+  if (dm->rt == NULL) {
+    log_write(LOG_ERROR, NULL, "%s", err);
+    goto out_host;
+  }
+  rc = EXIT_RUNTIME;
+  dm->sp = spool_open(&dm->cfg, on_spooled, dm, err, sizeof err);
+  if (dm->sp == NULL) {
+    log_write(LOG_ERROR, NULL, "cannot open the spool: %s", err);
+    goto out_router;
+  }
+  dm->dp = dispatch_new(&dm->host, dm->sp, err, sizeof err);
+  if (dm->dp == NULL) {
+    log_write(LOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
+    goto out_spool;
+  }
+  uv_loop_init(&dm->loop);
+  dm->srv = server_new(&dm->loop, &dm->cfg, dm->rt, dm->sp, &dm->host, err, sizeof err);
+  if (dm->srv == NULL) {
+    log_write(LOG_ERROR, NULL, "%s", err);
+    dispatch_stop(dm->dp, 0, NULL);
+    goto out_loop;
+  }
+  uv_check_init(&dm->loop, &dm->flush);
+  dm->flush.data = dm;
+  uv_check_start(&dm->flush, on_flush);
+  uv_timer_init(&dm->loop, &dm->watchdog);
+  dm->watchdog.data = dm;
+  uv_timer_start(&dm->watchdog, on_watchdog, 1000, 1000);
+  uv_unref((uv_handle_t *)&dm->watchdog);
+  uv_timer_init(&dm->loop, &dm->deadline);
+  dm->deadline.data = dm;
+  uv_signal_init(&dm->loop, &dm->sig_term);
+  uv_signal_init(&dm->loop, &dm->sig_int);
+  uv_signal_init(&dm->loop, &dm->sig_hup);
+  dm->sig_term.data = dm->sig_int.data = dm->sig_hup.data = dm;
+  uv_signal_start(&dm->sig_term, on_signal, SIGTERM);
+  uv_signal_start(&dm->sig_int, on_signal, SIGINT);
+  uv_signal_start(&dm->sig_hup, on_signal, SIGHUP);
+  log_write(LOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
+            HOOKD_VERSION, dm->cfg.n_sources, dm->cfg.n_plugins, dm->cfg.n_routes);
+
+  uv_run(&dm->loop, UV_RUN_DEFAULT);
+
+  /* Requests are answered; now let running deliveries end (bounded). */
+  unsigned char *hung = calloc(dm->host.n_insts + 1, 1);
+  size_t left = dispatch_stop(dm->dp, dm->cfg.shutdown_timeout_ms, hung);
+  if (left) {
+    log_write(LOG_WARN, NULL,
+              "%zu accepted deliveries were not delivered; the in-memory spool does not keep "
+              "them across a restart",
+              left);
+  }
+  dispatch_free(dm->dp);
+  plugin_host_unload(&dm->host, hung);
+  free(hung);
+  /* Close every handle (including those on_deadline left open) and free. */
+  uv_walk(&dm->loop, close_walk, NULL);
+  uv_run(&dm->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&dm->loop);
+  server_free(dm->srv);
+  spool_close(dm->sp);
+  router_free(dm->rt);
+  config_free(&dm->cfg);
+  free(dm);
+  log_write(LOG_INFO, NULL, "stopped");
+  return 0;
+
+out_loop:
+  uv_loop_close(&dm->loop);
+  dispatch_free(dm->dp);
+out_spool:
+  spool_close(dm->sp);
+out_router:
+  router_free(dm->rt);
+out_host:
+  plugin_host_unload(&dm->host, NULL);
+  config_free(&dm->cfg);
+  free(dm);
+  return rc;
+}
+
+static int cmd_version(void) {
+  printf("hookd %s\n", HOOKD_VERSION);
+  printf("plugin ABI %u.%u\n", HOOKD_PLUGIN_ABI_MAJOR, HOOKD_PLUGIN_ABI_MINOR);
+  printf("libuv %s\n", uv_version_string());
+  printf("llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
+  printf("cJSON %s\n", cJSON_Version());
+  printf("SQLite %s\n", sqlite3_libversion());
+  printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION));
+  printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  const char *cmd = NULL, *file = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+      if (++i == argc) {
+        fprintf(stderr, "hookd: %s needs a file name\n%s", a, usage);
+        return EXIT_USAGE;
+      }
+      file = argv[i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      file = a + 9;
+    } else if (cmd == NULL && a[0] != '-') {
+      cmd = a;
+    } else {
+      fprintf(stderr, "hookd: unexpected argument '%s'\n%s", a, usage);
+      return EXIT_USAGE;
+    }
+  }
+  if (cmd == NULL) cmd = file ? "run" : NULL;
+  if (cmd == NULL) {
+    fputs(usage, stderr);
+    return EXIT_USAGE;
+  }
+  if (strcmp(cmd, "version") == 0) return cmd_version();
+  if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+    fprintf(stderr, "hookd: unknown command '%s'\n%s", cmd, usage);
+    return EXIT_USAGE;
+  }
+  if (file == NULL) {
+    fprintf(stderr, "hookd: %s needs -c FILE\n", cmd);
+    return EXIT_USAGE;
+  }
+  if (http_client_global_init() != 0) {
+    fprintf(stderr, "hookd: cannot initialise libcurl\n");
+    return EXIT_RUNTIME;
+  }
+  int rc = strcmp(cmd, "check") == 0 ? cmd_check(file) : cmd_run(file);
+  http_client_global_cleanup();
+  return rc;
+}

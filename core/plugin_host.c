@@ -1,0 +1,471 @@
+/* Plugin host: module loading with ABI checks, instance init/destroy, and the host function table. */
+#include "plugin_host.h"
+
+#include <dlfcn.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "envelope.h"
+#include "http_client.h"
+#include "log.h"
+#include "template.h"
+
+/* A view of one JSON object of a plugin's config, with its key path for
+ * messages. Handed to the plugin as the opaque hookd_config. */
+struct hookd_config {
+  plugin_instance *inst;
+  cJSON *node;
+  char *keypath; /* "plugins[2].config" */
+};
+
+/* --- allocations that live until destroy ------------------------------- */
+
+static int keep(plugin_instance *inst, void *p) {
+  if (p == NULL) return -1;
+  if (inst->n_allocs == inst->cap_allocs) {
+    size_t ncap = inst->cap_allocs ? inst->cap_allocs * 2 : 8;
+    void **na = realloc(inst->allocs, ncap * sizeof *na);
+    if (na == NULL) {
+      free(p);
+      return -1;
+    }
+    inst->allocs = na;
+    inst->cap_allocs = ncap;
+  }
+  inst->allocs[inst->n_allocs++] = p;
+  return 0;
+}
+
+static void free_allocs(plugin_instance *inst) {
+  for (size_t i = 0; i < inst->n_allocs; i++) free(inst->allocs[i]);
+  free(inst->allocs);
+  inst->allocs = NULL;
+  inst->n_allocs = inst->cap_allocs = 0;
+}
+
+/* --- config getters ------------------------------------------------------ */
+
+static void key_path(char *out, size_t n, const hookd_config *cfg, const char *key) {
+  if (key == NULL || *key == '\0') {
+    snprintf(out, n, "%s", cfg->keypath);
+  } else {
+    snprintf(out, n, "%s.%s", cfg->keypath, key);
+  }
+}
+
+static int record(const hookd_config *cfg, const char *key, const char *fmt, va_list ap) {
+  plugin_instance *inst = cfg->inst;
+  if (inst->cfg_error[0] != '\0') return HOOKD_E_INVALID; /* keep the first */
+  char msg[384], kp[256];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  key_path(kp, sizeof kp, cfg, key);
+  jsonc_error(inst->doc, kp, inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
+  return HOOKD_E_INVALID;
+}
+
+static int record_f(const hookd_config *cfg, const char *key, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  record(cfg, key, fmt, ap);
+  va_end(ap);
+  return HOOKD_E_TYPE;
+}
+
+static int host_config_error(const hookd_config *cfg, const char *key, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = record(cfg, key, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+static cJSON *item(const hookd_config *cfg, const char *key) {
+  if (cfg == NULL || cfg->node == NULL) return NULL;
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg->node, key);
+  return v;
+}
+
+static int host_config_string(const hookd_config *cfg, const char *key, const char *def,
+                              const char **out) {
+  cJSON *v = item(cfg, key);
+  if (v == NULL) {
+    *out = def;
+    return HOOKD_E_MISSING;
+  }
+  if (!cJSON_IsString(v)) {
+    *out = def;
+    return record_f(cfg, key, "expected a string");
+  }
+  *out = v->valuestring;
+  return HOOKD_E_OK;
+}
+
+static int host_config_int(const hookd_config *cfg, const char *key, int64_t def, int64_t *out) {
+  cJSON *v = item(cfg, key);
+  *out = def;
+  if (v == NULL) return HOOKD_E_MISSING;
+  if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble) {
+    return record_f(cfg, key, "expected an integer");
+  }
+  *out = (int64_t)v->valuedouble;
+  return HOOKD_E_OK;
+}
+
+static int host_config_bool(const hookd_config *cfg, const char *key, int def, int *out) {
+  cJSON *v = item(cfg, key);
+  *out = def;
+  if (v == NULL) return HOOKD_E_MISSING;
+  if (!cJSON_IsBool(v)) return record_f(cfg, key, "expected true or false");
+  *out = cJSON_IsTrue(v);
+  return HOOKD_E_OK;
+}
+
+static int host_config_string_list(const hookd_config *cfg, const char *key,
+                                   const char *const **items, size_t *n) {
+  static const char *const empty[] = {NULL};
+  cJSON *v = item(cfg, key);
+  *items = empty;
+  *n = 0;
+  if (v == NULL) return HOOKD_E_MISSING;
+  if (!cJSON_IsArray(v)) return record_f(cfg, key, "expected a list of strings");
+  size_t count = (size_t)cJSON_GetArraySize(v), i = 0;
+  const char **arr = calloc(count + 1, sizeof *arr);
+  if (keep(cfg->inst, arr) != 0) return HOOKD_E_NOMEM;
+  cJSON *e;
+  cJSON_ArrayForEach(e, v) {
+    if (!cJSON_IsString(e)) {
+      char k[128];
+      snprintf(k, sizeof k, "%s[%zu]", key, i);
+      return record_f(cfg, k, "expected a string");
+    }
+    arr[i++] = e->valuestring;
+  }
+  *items = arr;
+  *n = count;
+  return HOOKD_E_OK;
+}
+
+static int host_config_object(const hookd_config *cfg, const char *key,
+                              const hookd_config **out) {
+  cJSON *v = item(cfg, key);
+  *out = NULL;
+  if (v == NULL) return HOOKD_E_MISSING;
+  if (!cJSON_IsObject(v)) return record_f(cfg, key, "expected an object");
+  char kp[256];
+  key_path(kp, sizeof kp, cfg, key);
+  size_t kl = strlen(kp) + 1;
+  hookd_config *sub = malloc(sizeof *sub + kl);
+  if (keep(cfg->inst, sub) != 0) return HOOKD_E_NOMEM;
+  sub->inst = cfg->inst;
+  sub->node = v;
+  sub->keypath = (char *)(sub + 1);
+  memcpy(sub->keypath, kp, kl);
+  *out = sub;
+  return HOOKD_E_OK;
+}
+
+static size_t host_config_count(const hookd_config *cfg) {
+  return cfg && cfg->node ? (size_t)cJSON_GetArraySize(cfg->node) : 0;
+}
+
+static const char *host_config_key_at(const hookd_config *cfg, size_t i) {
+  if (cfg == NULL || cfg->node == NULL) return NULL;
+  cJSON *v = cJSON_GetArrayItem(cfg->node, (int)i);
+  return v ? v->string : NULL;
+}
+
+static int host_config_allow_keys(const hookd_config *cfg, const char *const *allowed) {
+  cJSON *v;
+  cJSON_ArrayForEach(v, cfg->node) {
+    int ok = 0;
+    for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, v->string) == 0;
+    if (!ok) {
+      host_config_error(cfg, v->string, "unknown key '%s'", v->string);
+      return HOOKD_E_INVALID;
+    }
+  }
+  return HOOKD_E_OK;
+}
+
+static int host_config_path(const hookd_config *cfg, const char *key, const char *def,
+                            const char **out) {
+  const char *p;
+  int rc = host_config_string(cfg, key, def, &p);
+  *out = p;
+  if (rc < 0 || p == NULL || p[0] == '/') return rc;
+  const char *dir = cfg->inst->config_dir;
+  size_t n = strlen(dir) + strlen(p) + 2;
+  char *abs = malloc(n);
+  if (keep(cfg->inst, abs) != 0) return HOOKD_E_NOMEM;
+  snprintf(abs, n, "%s/%s", dir, p);
+  *out = abs;
+  return rc;
+}
+
+static int host_config_template(const hookd_config *cfg, const char *key, const char *def,
+                                hookd_template **out) {
+  const char *text;
+  *out = NULL;
+  int rc = host_config_string(cfg, key, def, &text);
+  if (rc < 0) return rc;
+  if (text == NULL) return HOOKD_E_MISSING;
+  char err[256];
+  *out = template_compile(text, err, sizeof err);
+  if (*out == NULL) return host_config_error(cfg, key, "bad template: %s", err);
+  return rc;
+}
+
+/* --- runtime functions --------------------------------------------------- */
+
+static void host_log(const hookd_instance *self, const hookd_event *ev, hookd_log_level level,
+                     const char *fmt, ...) {
+  log_ctx ctx = {0};
+  ctx.instance = self ? self->name : NULL;
+  if (ev) {
+    ctx.event_id = ev->id;
+    ctx.source = ev->source;
+  }
+  if (level > HOOKD_LOG_DEBUG) level = HOOKD_LOG_DEBUG;
+  va_list ap;
+  va_start(ap, fmt);
+  log_vwrite((log_level)level, &ctx, fmt, ap);
+  va_end(ap);
+}
+
+static void host_free(void *p) {
+  free(p);
+}
+
+static const cJSON *event_root(const hookd_event *ev) {
+  const event *e = ev ? ev->host_private : NULL;
+  return e ? e->root : NULL;
+}
+
+static char *host_render(const hookd_template *t, const hookd_event *ev, hookd_escape esc,
+                         size_t *len) {
+  return template_render(t, event_root(ev), esc, len);
+}
+
+static char *host_event_get(const hookd_event *ev, const char *path) {
+  return envelope_text(envelope_path(event_root(ev), path));
+}
+
+static hookd_result host_http(const hookd_instance *self, const hookd_http_request *req,
+                              hookd_http_response *resp, hookd_outcome *out) {
+  (void)self;
+  return http_client_perform(req, resp, out);
+}
+
+static const hookd_host_api host_api = {
+    .struct_size = sizeof(hookd_host_api),
+    .abi = HOOKD_PLUGIN_ABI,
+    .log = host_log,
+    .free = host_free,
+    .config_string = host_config_string,
+    .config_int = host_config_int,
+    .config_bool = host_config_bool,
+    .config_string_list = host_config_string_list,
+    .config_object = host_config_object,
+    .config_count = host_config_count,
+    .config_key_at = host_config_key_at,
+    .config_allow_keys = host_config_allow_keys,
+    .config_error = host_config_error,
+    .config_template = host_config_template,
+    .template_compile = template_compile,
+    .template_free = template_free,
+    .render = host_render,
+    .event_get = host_event_get,
+    .http = host_http,
+    .http_response_free = http_client_response_free,
+    .config_path = host_config_path,
+};
+
+const hookd_host_api *plugin_host_api(void) {
+  return &host_api;
+}
+
+void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_instance *inst) {
+  memset(view, 0, sizeof *view);
+  view->struct_size = sizeof *view;
+  view->id = d->ev->id;
+  view->type = d->ev->type;
+  view->source = d->ev->source;
+  view->order_key = d->ev->order_key;
+  view->instance = inst->name;
+  view->attempt = d->attempt;
+  view->received_ms = d->ev->received_ms;
+  view->body = d->ev->body;
+  view->body_len = d->ev->body_len;
+  view->content_type = d->ev->content_type;
+  view->host_private = d->ev;
+}
+
+/* --- loading --------------------------------------------------------------- */
+
+/* Finds <module>.so in the plugin directories, in order. */
+static char *find_module(const config *cfg, const char *module) {
+  for (size_t i = 0; i < cfg->n_plugin_dirs; i++) {
+    size_t n = strlen(cfg->plugin_dirs[i]) + strlen(module) + 5;
+    char *path = malloc(n);
+    if (path == NULL) return NULL;
+    snprintf(path, n, "%s/%s.so", cfg->plugin_dirs[i], module);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return path;
+    free(path);
+  }
+  return NULL;
+}
+
+/* Loads a module and checks its descriptor. Refusals are messages, never
+ * crashes: nothing of the descriptor is read beyond what struct_size says
+ * the plugin has. */
+static int load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
+  m->path = find_module(cfg, m->name);
+  if (m->path == NULL) {
+    snprintf(err, errlen, "module '%s' not found: no %s.so in plugin_dirs (%zu searched)",
+             m->name, m->name, cfg->n_plugin_dirs);
+    return -1;
+  }
+  dlerror();
+  m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
+  if (m->dl == NULL) {
+    const char *e = dlerror();
+    snprintf(err, errlen, "cannot load %s: %s", m->path, e ? e : "unknown dlopen error");
+    return -1;
+  }
+  typedef const hookd_plugin *(*entry_fn)(uint32_t);
+  entry_fn entry;
+  *(void **)&entry = dlsym(m->dl, HOOKD_PLUGIN_ENTRY_SYMBOL);
+  if (entry == NULL) {
+    snprintf(err, errlen, "%s has no '%s' symbol: not a hookd plugin (or not exported)",
+             m->path, HOOKD_PLUGIN_ENTRY_SYMBOL);
+    return -1;
+  }
+  const hookd_plugin *d = entry(HOOKD_PLUGIN_ABI);
+  if (d == NULL) {
+    snprintf(err, errlen, "%s refused host ABI %u.%u (its entry returned NULL)", m->path,
+             HOOKD_PLUGIN_ABI_MAJOR, HOOKD_PLUGIN_ABI_MINOR);
+    return -1;
+  }
+  if (HOOKD_ABI_MAJOR_OF(d->abi) != HOOKD_PLUGIN_ABI_MAJOR) {
+    snprintf(err, errlen, "%s was built for plugin ABI %u.%u, this hookd has ABI %u.%u", m->path,
+             HOOKD_ABI_MAJOR_OF(d->abi), d->abi & 0xffffu, HOOKD_PLUGIN_ABI_MAJOR,
+             HOOKD_PLUGIN_ABI_MINOR);
+    return -1;
+  }
+  size_t need = offsetof(hookd_plugin, destroy) + sizeof d->destroy;
+  if (d->struct_size < need) {
+    snprintf(err, errlen, "%s has a descriptor of %u bytes, ABI %u needs at least %zu", m->path,
+             d->struct_size, HOOKD_PLUGIN_ABI_MAJOR, need);
+    return -1;
+  }
+  if (d->init == NULL || d->deliver == NULL) {
+    snprintf(err, errlen, "%s has no %s callback", m->path, d->init == NULL ? "init" : "deliver");
+    return -1;
+  }
+  m->desc = d;
+  return 0;
+}
+
+static int init_instance(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
+  const plugin_module *m = inst->mod;
+  char kp[64];
+  snprintf(kp, sizeof kp, "%s.config", inst->cfg->keypath);
+  hookd_config root = {inst, inst->cfg->config, kp};
+  char perr[512] = "";
+  inst->doc = &cfg->doc;
+  inst->config_dir = cfg->dir;
+  inst->cfg_error[0] = '\0';
+  int rc = m->desc->init(&host_api, inst, &root, &inst->state, perr, sizeof perr);
+  if (rc != 0) {
+    /* The getter's positioned message is the most useful; the plugin's own
+     * reason comes next. */
+    const char *why = inst->cfg_error[0] ? inst->cfg_error : perr[0] ? perr : "no reason given";
+    snprintf(err, errlen, "plugin instance '%s' (module %s): init failed: %s", inst->name,
+             m->name, why);
+    free_allocs(inst);
+    inst->state = NULL;
+    return -1;
+  }
+  if (inst->cfg_error[0] != '\0') {
+    /* A getter recorded an error the plugin ignored: refuse anyway, a config
+     * mistake must not pass. */
+    snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, m->name,
+             inst->cfg_error);
+    if (m->desc->destroy) m->desc->destroy(inst->state);
+    free_allocs(inst);
+    inst->state = NULL;
+    return -1;
+  }
+  inst->initialized = 1;
+  return 0;
+}
+
+int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen) {
+  memset(h, 0, sizeof *h);
+  h->mods = calloc(cfg->n_plugins ? cfg->n_plugins : 1, sizeof *h->mods);
+  h->insts = calloc(cfg->n_plugins ? cfg->n_plugins : 1, sizeof *h->insts);
+  if (h->mods == NULL || h->insts == NULL) {
+    snprintf(err, errlen, "out of memory");
+    plugin_host_unload(h, NULL);
+    return -1;
+  }
+  for (size_t i = 0; i < cfg->n_plugins; i++) {
+    const config_plugin *cp = &cfg->plugins[i];
+    plugin_module *m = NULL;
+    for (size_t j = 0; j < h->n_mods && m == NULL; j++) {
+      if (strcmp(h->mods[j].name, cp->module) == 0) m = &h->mods[j];
+    }
+    if (m == NULL) {
+      m = &h->mods[h->n_mods++];
+      m->name = strdup(cp->module);
+      char why[512];
+      if (m->name == NULL || load_module(m, cfg, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name,
+                 m->name ? why : "out of memory");
+        plugin_host_unload(h, NULL);
+        return -1;
+      }
+      log_write(LOG_DEBUG, NULL, "loaded plugin module %s %s from %s", m->desc->name,
+                m->desc->version ? m->desc->version : "?", m->path);
+    }
+    plugin_instance *inst = &h->insts[h->n_insts++];
+    inst->index = i;
+    inst->name = cp->name;
+    inst->mod = m;
+    inst->cfg = cp;
+    if (init_instance(inst, cfg, err, errlen) != 0) {
+      plugin_host_unload(h, NULL);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
+  unsigned char *keep_mod = calloc(h->n_mods ? h->n_mods : 1, 1);
+  for (size_t i = h->n_insts; i-- > 0;) {
+    plugin_instance *inst = &h->insts[i];
+    if (skip && skip[i]) {
+      if (keep_mod) keep_mod[inst->mod - h->mods] = 1;
+      continue;
+    }
+    if (inst->initialized && inst->mod->desc->destroy) inst->mod->desc->destroy(inst->state);
+    inst->initialized = 0;
+    free_allocs(inst);
+  }
+  for (size_t i = 0; i < h->n_mods; i++) {
+    plugin_module *m = &h->mods[i];
+    if (m->dl && !(keep_mod && keep_mod[i])) dlclose(m->dl);
+    free(m->name);
+    free(m->path);
+  }
+  free(keep_mod);
+  free(h->mods);
+  free(h->insts);
+  memset(h, 0, sizeof *h);
+}

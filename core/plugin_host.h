@@ -1,0 +1,61 @@
+/* Plugin host: dlopen modules from plugin_dirs, check their ABI, run init/destroy, and serve the host function table. */
+#ifndef HOOKD_PLUGIN_HOST_H
+#define HOOKD_PLUGIN_HOST_H
+
+#include <stddef.h>
+#include "config.h"
+#include "event.h"
+#include "hookd/plugin.h"
+#include "metrics.h"
+
+typedef struct plugin_module {
+  char *name;  /* module name as in the config */
+  char *path;  /* the .so that was loaded */
+  void *dl;    /* dlopen handle */
+  const hookd_plugin *desc;
+} plugin_module;
+
+/* One configured plugin instance (the ABI's opaque hookd_instance). Owned by
+ * the plugin_host; `cfg` points into the config, which must outlive it. */
+struct hookd_instance {
+  size_t index;             /* position in config.plugins and plugin_host.insts */
+  const char *name;
+  plugin_module *mod;
+  const config_plugin *cfg;
+  void *state;              /* what init() returned */
+  int initialized;
+  metrics_instance m;
+  /* Used only during init(): config access and its first error. */
+  const jsonc_doc *doc;
+  const char *config_dir;   /* base of relative paths (config_path) */
+  char cfg_error[512];
+  void **allocs;            /* host allocations handed to the plugin's init */
+  size_t n_allocs, cap_allocs;
+};
+typedef struct hookd_instance plugin_instance;
+
+typedef struct plugin_host {
+  plugin_module *mods;
+  size_t n_mods;
+  plugin_instance *insts;
+  size_t n_insts;
+} plugin_host;
+
+/* Loads every module named by cfg->plugins and initialises every instance,
+ * in config order. On the first failure destroys what was initialised and
+ * returns -1 with one line in err naming the instance, the module and why
+ * (not found, dlopen error, missing entry symbol, ABI mismatch, init failed
+ * with the plugin's or the config getter's message). Main thread. */
+int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen);
+
+/* Calls destroy() on every initialised instance and closes the modules.
+ * skip[i] != 0 keeps instance i (and its module) alive, for an instance
+ * whose deliver() is still running at shutdown. skip may be NULL. */
+void plugin_host_unload(plugin_host *h, const unsigned char *skip);
+
+const hookd_host_api *plugin_host_api(void);
+
+/* Fills the read-only event view a plugin sees for a delivery. */
+void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_instance *inst);
+
+#endif

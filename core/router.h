@@ -1,0 +1,28 @@
+/* Router: compiled event patterns (exact, *, **), optional source and `when` tests. */
+#ifndef HOOKD_ROUTER_H
+#define HOOKD_ROUTER_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "config.h"
+
+typedef struct router router;
+
+/* Compiles cfg->routes (cfg must outlive the router: `when` values point into
+ * it). Returns NULL with err set on a bad pattern ("routes[1].events[0]: ..."). */
+router *router_new(const config *cfg, char *err, size_t errlen);
+void router_free(router *r);
+
+/* Finds the plugin instances (indices into cfg->plugins) an event goes to.
+ * Each instance appears once, in the order of first mention in the config.
+ * Writes at most max indices to out and returns how many matched in all.
+ * Exact patterns are found by hash lookup; wildcard patterns are tried in
+ * order. root may be NULL (then routes with `when` do not match). */
+size_t router_match(const router *r, const char *source, const char *type, const cJSON *root,
+                    size_t *out, size_t max);
+
+/* Matches one pattern against a type, without compiling (for tests and
+ * plugins' own maps). Returns 1 or 0. */
+int router_pattern_match(const char *pattern, const char *type);
+
+#endif

@@ -1,0 +1,352 @@
+/* Server: listeners, the webhook request path (verify, decode, dedupe, route, spool, answer) and the admin endpoints. */
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <llhttp.h>
+
+#include "envelope.h"
+#include "event.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "verify.h"
+
+typedef struct listener {
+  uv_tcp_t tcp;
+  http_server *hs;
+  server *s;
+} listener;
+
+struct server {
+  uv_loop_t *loop;
+  const config *cfg;
+  router *rt;
+  spool *sp;
+  plugin_host *host;
+  http_server web;
+  http_server admin;
+  size_t open_conns;
+  listener *ls;
+  size_t n_ls;
+  size_t open_listeners;
+  size_t *match; /* router_match output, one slot per plugin instance */
+  int draining;
+  int web_empty, admin_empty;
+  void (*done)(void *);
+  void *done_data;
+};
+
+/* --- the webhook path ---------------------------------------------------- */
+
+static int web_on_headers(void *data, http_conn *c, http_request *req) {
+  server *s = data;
+  (void)c;
+  const config_source *src = NULL;
+  for (size_t i = 0; i < s->cfg->n_sources && src == NULL; i++) {
+    if (strcmp(s->cfg->sources[i].path, req->path) == 0) src = &s->cfg->sources[i];
+  }
+  if (src == NULL) return 404;
+  if (req->method != HTTP_POST) return 405;
+  req->route = src;
+  return 0;
+}
+
+static const char *verify_header(void *ctx, const char *name, size_t *len) {
+  return http_request_header(ctx, name, len);
+}
+
+typedef struct store_ctx {
+  http_conn *c;
+  const config_source *src;
+} store_ctx;
+
+static void answer_stored(void *data, int status) {
+  store_ctx *sc = data;
+  if (status == 0) {
+    http_respond(sc->c, sc->src->success_status, NULL, NULL, 0);
+  } else {
+    http_respond_text(sc->c, 503, "could not store the event, try again later");
+  }
+  free(sc);
+}
+
+static void web_on_request(void *data, http_conn *c, http_request *req) {
+  server *s = data;
+  const config_source *src = req->route;
+  log_ctx ctx = {.source = src->name};
+
+  verify_input in = {verify_header, req, req->body, req->body_len, now_ms() / 1000};
+  if (verify_request(&src->verify, &in) != 0) {
+    ctx.peer = http_conn_peer(c);
+    log_write(LOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
+    http_respond_text(c, 401, "unauthorized");
+    return;
+  }
+  envelope env;
+  const char *reason = NULL;
+  if (envelope_decode(&src->envelope, req->body, req->body_len, &env, &reason) != 0) {
+    ctx.peer = http_conn_peer(c);
+    log_write(LOG_INFO, &ctx, "rejected: %s (400)", reason);
+    http_respond_text(c, 400, reason);
+    return;
+  }
+  ctx.event_id = env.id;
+  if (s->draining) {
+    envelope_clear(&env);
+    http_respond(c, 503, "Retry-After: 5\r\n", "shutting down\n", 14);
+    return;
+  }
+  if (spool_seen(s->sp, src->name, env.id)) {
+    METRICS_INC(g_metrics.events_duplicate);
+    log_write(LOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again", env.type);
+    envelope_clear(&env);
+    http_respond(c, src->success_status, NULL, NULL, 0);
+    return;
+  }
+  size_t n = router_match(s->rt, src->name, env.type, env.root, s->match, s->cfg->n_plugins);
+  size_t clen = 0;
+  const char *ctype = http_request_header(req, "Content-Type", &clen);
+  char ctbuf[128];
+  snprintf(ctbuf, sizeof ctbuf, "%.*s", (int)(ctype ? clen : 0), ctype ? ctype : "");
+  event *ev = event_new(src->name, env.id, env.type, env.order_key, ctbuf, req->body,
+                        req->body_len, env.root, now_ms());
+  if (ev == NULL) {
+    envelope_clear(&env);
+    http_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
+    return;
+  }
+  env.root = NULL; /* the event owns the parse tree now */
+  if (n == 0) {
+    METRICS_INC(g_metrics.events_unrouted);
+    log_write(LOG_INFO, &ctx, "accepted %s: no route matches", env.type);
+  } else {
+    log_write(LOG_INFO, &ctx, "accepted %s for %zu plugin instance(s)", env.type, n);
+  }
+  METRICS_INC(g_metrics.events_accepted);
+  store_ctx *sc = malloc(sizeof *sc);
+  if (sc == NULL || (sc->c = c, sc->src = src,
+                     spool_store(s->sp, ev, s->match, n, answer_stored, sc)) != 0) {
+    free(sc);
+    log_write(LOG_ERROR, &ctx, "spool refused the event; answered 503");
+    http_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
+  }
+  event_unref(ev);
+  envelope_clear(&env);
+}
+
+/* --- admin endpoints ------------------------------------------------------------- */
+
+static int admin_on_headers(void *data, http_conn *c, http_request *req) {
+  (void)data;
+  (void)c;
+  if (strcmp(req->path, "/healthz") && strcmp(req->path, "/readyz") &&
+      strcmp(req->path, "/metrics")) {
+    return 404;
+  }
+  if (req->method != HTTP_GET && req->method != HTTP_HEAD) return 405;
+  return 0;
+}
+
+static int render_metrics(server *s, char **buf, size_t *len, size_t *cap) {
+  int rc = metrics_render_global(buf, len, cap);
+  static const struct {
+    const char *name, *help;
+    size_t off;
+  } per[] = {
+      {"hookd_deliveries_ok_total", "Deliveries a plugin instance completed.",
+       offsetof(metrics_instance, ok)},
+      {"hookd_deliveries_retried_total", "Delivery attempts that asked for a retry.",
+       offsetof(metrics_instance, retry)},
+      {"hookd_deliveries_dead_total", "Deliveries that became dead letters.",
+       offsetof(metrics_instance, dead)},
+      {"hookd_delivery_timeouts_total", "deliver() calls that overran timeout_ms.",
+       offsetof(metrics_instance, timeouts)},
+  };
+  for (size_t k = 0; k < sizeof per / sizeof per[0]; k++) {
+    rc |= metrics_append(buf, len, cap, "# HELP %s %s\n# TYPE %s counter\n", per[k].name,
+                         per[k].help, per[k].name);
+    for (size_t i = 0; i < s->host->n_insts; i++) {
+      atomic_uint_fast64_t *v = (atomic_uint_fast64_t *)((char *)&s->host->insts[i].m + per[k].off);
+      rc |= metrics_append(buf, len, cap, "%s{instance=\"%s\"} %llu\n", per[k].name,
+                           s->host->insts[i].name, (unsigned long long)METRICS_GET(*v));
+    }
+  }
+  rc |= metrics_append(buf, len, cap,
+                       "# HELP hookd_deliveries_queued Deliveries waiting or running.\n"
+                       "# TYPE hookd_deliveries_queued gauge\n");
+  for (size_t i = 0; i < s->host->n_insts; i++) {
+    rc |= metrics_append(buf, len, cap, "hookd_deliveries_queued{instance=\"%s\"} %llu\n",
+                         s->host->insts[i].name,
+                         (unsigned long long)METRICS_GET(s->host->insts[i].m.queued));
+  }
+  rc |= metrics_append(buf, len, cap,
+                       "# HELP hookd_build_info hookd version.\n# TYPE hookd_build_info gauge\n"
+                       "hookd_build_info{version=\"%s\"} 1\n",
+                       HOOKD_VERSION);
+  return rc;
+}
+
+static void admin_on_request(void *data, http_conn *c, http_request *req) {
+  server *s = data;
+  if (strcmp(req->path, "/healthz") == 0) {
+    http_respond_text(c, 200, "ok");
+  } else if (strcmp(req->path, "/readyz") == 0) {
+    if (s->draining) {
+      http_respond_text(c, 503, "shutting down");
+    } else {
+      http_respond_text(c, 200, "ready");
+    }
+  } else {
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (render_metrics(s, &buf, &len, &cap) != 0) {
+      http_respond(c, 500, NULL, NULL, 0);
+    } else {
+      http_respond(c, 200, "X-Content-Type-Options: nosniff\r\n", buf, len);
+    }
+    free(buf);
+  }
+}
+
+/* --- listeners ------------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *st, int status) {
+  listener *l = st->data;
+  if (status < 0) {
+    log_write(LOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
+    return;
+  }
+  http_accept(l->hs, st);
+}
+
+static int bind_one(server *s, listener *l, const char *addr, http_server *hs, char *err,
+                    size_t errlen) {
+  struct sockaddr_storage ss;
+  if (config_parse_addr(addr, &ss) != 0) {
+    snprintf(err, errlen, "bad listen address '%s'", addr);
+    return -1;
+  }
+  l->s = s;
+  l->hs = hs;
+  uv_tcp_init(s->loop, &l->tcp);
+  l->tcp.data = l;
+  s->open_listeners++;
+  /* IPv6 addresses bind v6-only, so "[::]:8080" and "0.0.0.0:8080" can be
+   * listed together. */
+  unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+  int rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, flags);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
+    return -1;
+  }
+  struct sockaddr_storage bound;
+  int bl = sizeof bound;
+  char ip[64] = "?";
+  int port = 0;
+  if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &bl) == 0) {
+    if (bound.ss_family == AF_INET6) {
+      uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+    } else {
+      uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof ip);
+      port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    }
+  }
+  log_write(LOG_INFO, NULL, "listening on %s%s%s:%d (%s)", bound.ss_family == AF_INET6 ? "[" : "",
+            ip, bound.ss_family == AF_INET6 ? "]" : "", port, hs == &s->web ? "webhooks" : "admin");
+  return 0;
+}
+
+static void maybe_done(server *s) {
+  if (s->draining && s->open_listeners == 0 && s->web_empty && s->admin_empty && s->done) {
+    void (*done)(void *) = s->done;
+    s->done = NULL;
+    done(s->done_data);
+  }
+}
+
+static void on_web_empty(void *data) {
+  server *s = data;
+  s->web_empty = 1;
+  maybe_done(s);
+}
+
+static void on_admin_empty(void *data) {
+  server *s = data;
+  s->admin_empty = 1;
+  maybe_done(s);
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  listener *l = h->data;
+  l->s->open_listeners--;
+  maybe_done(l->s);
+}
+
+server *server_new(uv_loop_t *loop, const config *cfg, router *rt, spool *sp, plugin_host *host,
+                   char *err, size_t errlen) {
+  server *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  s->loop = loop;
+  s->cfg = cfg;
+  s->rt = rt;
+  s->sp = sp;
+  s->host = host;
+  s->match = calloc(cfg->n_plugins ? cfg->n_plugins : 1, sizeof *s->match);
+  s->ls = calloc(cfg->n_listen + 1, sizeof *s->ls);
+  if (s->match == NULL || s->ls == NULL) {
+    snprintf(err, errlen, "out of memory");
+    free(s->match);
+    free(s->ls);
+    free(s);
+    return NULL;
+  }
+  s->web = (http_server){.loop = loop, .limits = &cfg->limits,
+                         .handler = {web_on_headers, web_on_request, s},
+                         .open_conns = &s->open_conns, .on_empty = on_web_empty,
+                         .on_empty_data = s};
+  s->admin = s->web;
+  s->admin.handler = (http_handler){admin_on_headers, admin_on_request, s};
+  s->admin.on_empty = on_admin_empty;
+  int rc = 0;
+  for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &s->web, err, errlen);
+  }
+  if (rc == 0 && cfg->admin_listen) {
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, &s->admin, err, errlen);
+  }
+  if (rc != 0) {
+    /* Close what was opened; the loop runs nothing else yet, so running it
+     * here only finishes these closes. */
+    for (size_t i = 0; i < s->n_ls; i++) uv_close((uv_handle_t *)&s->ls[i].tcp, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    server_free(s);
+    return NULL;
+  }
+  return s;
+}
+
+void server_drain(server *s, void (*done)(void *data), void *data) {
+  if (s->draining) return;
+  s->draining = 1;
+  s->done = done;
+  s->done_data = data;
+  for (size_t i = 0; i < s->n_ls; i++) {
+    uv_close((uv_handle_t *)&s->ls[i].tcp, on_listener_closed);
+  }
+  http_server_drain(&s->web);
+  http_server_drain(&s->admin);
+}
+
+void server_free(server *s) {
+  if (s == NULL) return;
+  free(s->match);
+  free(s->ls);
+  free(s);
+}

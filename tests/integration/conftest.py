@@ -1,0 +1,201 @@
+"""Shared fixtures for the integration tests: the real hookd binary on a free port."""
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("HOOKD_BUILD_DIR", ROOT / "build")).resolve()
+HOOKD = BUILD / "hookd"
+PLUGIN_DIR = BUILD / "plugins"
+PAYLOADS = ROOT / "examples" / "payloads"
+SECRET = "test-secret"
+
+
+def payload(name):
+    """The bytes of examples/payloads/<name>.json (name without .json)."""
+    return (PAYLOADS / f"{name}.json").read_bytes()
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    """Polls pred() until it returns a true value; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sign(body, secret=SECRET, alg="sha256", enc="hex", prefix=""):
+    mac = hmac.new(secret.encode(), body, getattr(hashlib, alg))
+    if enc == "hex":
+        return prefix + mac.hexdigest()
+    import base64
+    return prefix + base64.b64encode(mac.digest()).decode()
+
+
+def cirrus_source(secret=SECRET, name="cirrus", path="/webhooks/cirrus"):
+    """A Cirrus Insight source with HMAC-SHA256 hex in X-Signature."""
+    return {"name": name, "path": path, "format": "cirrus-insight",
+            "verify": {"scheme": "hmac", "algorithm": "sha256", "header": "X-Signature",
+                       "encoding": "hex", "secrets": [secret]}}
+
+
+def http_request(port, method, path, body=b"", headers=None, timeout=10.0):
+    """One HTTP/1.1 request on a fresh connection; returns (status, headers, body)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+class Daemon:
+    def __init__(self, cfg_path, tmp, port, env):
+        self.cfg_path = cfg_path
+        self.tmp = tmp
+        self.port = port
+        self.log_path = tmp / "hookd.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([str(HOOKD), "run", "-c", str(cfg_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.returncode = None
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def post(self, path, body, headers=None):
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        return http_request(self.port, "POST", path, body, h)
+
+    def request(self, method, path, body=b"", headers=None):
+        return http_request(self.port, method, path, body, headers)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, regex, timeout=10.0):
+        rx = re.compile(regex)
+        return wait_until(lambda: rx.search(self.log()), timeout, what=f"log line /{regex}/")
+
+    def wait_ready(self, timeout=10.0):
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"hookd exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+        wait_until(up, timeout, what="hookd to listen")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=20.0):
+        """SIGTERM and wait; returns the exit code."""
+        if self.returncode is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"hookd did not stop within {timeout}s:\n{self.log()}")
+            self._log.close()
+        return self.returncode
+
+
+def send_event(daemon, body, secret=SECRET, path="/webhooks/cirrus", header="X-Signature"):
+    """POSTs a signed event; returns the status."""
+    status, _, _ = daemon.post(path, body, {header: sign(body, secret)})
+    return status
+
+
+def _fill(config, tmp):
+    cfg = dict(config)
+    cfg.setdefault("listen", f"127.0.0.1:{free_port()}")
+    cfg.setdefault("data_dir", str(tmp / "var"))
+    cfg.setdefault("plugin_dirs", [str(PLUGIN_DIR)])
+    cfg.setdefault("log", {"level": "debug"})
+    return cfg
+
+
+def write_config(tmp, config):
+    path = tmp / "hookd.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+@pytest.fixture
+def daemon_factory(tmp_path):
+    """daemon_factory(config: dict, env=None) -> Daemon, started and listening.
+    Fills listen (free port), data_dir and plugin_dirs unless given. Every
+    daemon is stopped at teardown and must exit 0."""
+    started = []
+
+    def make(config, env=None, expect_exit_zero=True):
+        d = tmp_path / f"d{len(started)}"
+        d.mkdir()
+        cfg = _fill(config, d)
+        path = write_config(d, cfg)
+        e = dict(os.environ)
+        e.update(env or {})
+        listen = cfg["listen"] if isinstance(cfg["listen"], str) else cfg["listen"][0]
+        port = int(listen.rsplit(":", 1)[1])
+        daemon = Daemon(path, d, port, e)
+        daemon.expect_exit_zero = expect_exit_zero
+        started.append(daemon)
+        daemon.wait_ready()
+        return daemon
+
+    yield make
+    for daemon in started:
+        rc = daemon.stop()
+        if daemon.expect_exit_zero:
+            assert rc == 0, f"hookd exited with {rc}:\n{daemon.log()}"
+
+
+def hookd_check(config, tmp, env=None):
+    """Runs `hookd check` on config (a dict, written as JSON, or a str written
+    as it is); returns (returncode, combined output)."""
+    if isinstance(config, dict):
+        path = write_config(tmp, _fill(config, tmp))
+    else:
+        path = tmp / "hookd.jsonc"
+        path.write_text(config)
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([str(HOOKD), "check", "-c", str(path)], capture_output=True, text=True,
+                       env=e, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def read_jsonl(path):
+    """The JSON lines of a file_sink output (empty list while absent)."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

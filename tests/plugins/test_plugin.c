@@ -1,0 +1,159 @@
+/* Test-only plugin with configurable behaviour: records deliveries, retries, fails, sleeps, returns garbage. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hookd/plugin.h>
+
+/*
+ * config keys:
+ *   out            file to append one line per deliver() call:
+ *                  "<id> <type> <attempt> <order_key|-> <result>\n"
+ *   result         "ok" (default) | "retry" | "fail" | "garbage"
+ *   retry_times    with result ok: answer RETRY this many times per event first
+ *   retry_after_ms with RETRY: ask for this delay
+ *   sleep_ms       sleep this long in every deliver()
+ *   init_fail      true: init fails with a message
+ *   render         a template rendered (JSON escaping) into the line instead of the type
+ * A delivery that starts while another with the same order key runs writes
+ * an "OVERLAP" line: the ordering tests look for it.
+ */
+
+typedef struct tp {
+  const hookd_host_api *host;
+  hookd_instance *self;
+  FILE *out;
+  const char *result;
+  int64_t retry_times, retry_after_ms, sleep_ms;
+  hookd_template *render;
+  pthread_mutex_t mu;
+  char *running[64]; /* order keys in deliver() now */
+} tp;
+
+static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
+                   void **state, char *err, size_t errlen) {
+  static const char *const keys[] = {"out", "result", "retry_times", "retry_after_ms",
+                                     "sleep_ms", "init_fail", "render", NULL};
+  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
+  int init_fail = 0;
+  host->config_bool(cfg, "init_fail", 0, &init_fail);
+  if (init_fail) {
+    snprintf(err, errlen, "told to fail (init_fail is true)");
+    return -1;
+  }
+  tp *t = calloc(1, sizeof *t);
+  if (t == NULL) return -1;
+  t->host = host;
+  t->self = self;
+  const char *out = NULL;
+  if (host->config_path(cfg, "out", NULL, &out) < 0 ||
+      host->config_string(cfg, "result", "ok", &t->result) < 0 ||
+      host->config_int(cfg, "retry_times", 0, &t->retry_times) < 0 ||
+      host->config_int(cfg, "retry_after_ms", 0, &t->retry_after_ms) < 0 ||
+      host->config_int(cfg, "sleep_ms", 0, &t->sleep_ms) < 0 ||
+      host->config_template(cfg, "render", NULL, &t->render) < 0) {
+    free(t);
+    return -1;
+  }
+  if (out && (t->out = fopen(out, "a")) == NULL) {
+    snprintf(err, errlen, "cannot open %s", out);
+    free(t);
+    return -1;
+  }
+  if (t->out) setvbuf(t->out, NULL, _IOLBF, 0);
+  pthread_mutex_init(&t->mu, NULL);
+  *state = t;
+  return 0;
+}
+
+static int enter_key(tp *t, const char *key) {
+  int overlap = 0, placed = 0;
+  pthread_mutex_lock(&t->mu);
+  for (int i = 0; i < 64; i++) {
+    if (t->running[i] && strcmp(t->running[i], key) == 0) overlap = 1;
+  }
+  for (int i = 0; i < 64 && !placed; i++) {
+    if (t->running[i] == NULL) {
+      t->running[i] = strdup(key);
+      placed = 1;
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+  return overlap;
+}
+
+static void leave_key(tp *t, const char *key) {
+  pthread_mutex_lock(&t->mu);
+  for (int i = 0; i < 64; i++) {
+    if (t->running[i] && strcmp(t->running[i], key) == 0) {
+      free(t->running[i]);
+      t->running[i] = NULL;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&t->mu);
+}
+
+static hookd_result tp_deliver(void *state, const hookd_event *ev, hookd_outcome *out) {
+  tp *t = state;
+  const char *key = ev->order_key ? ev->order_key : "-";
+  if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
+  if (t->sleep_ms > 0) {
+    struct timespec ts = {t->sleep_ms / 1000, (t->sleep_ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+  }
+  hookd_result r = HOOKD_OK;
+  const char *name = "ok";
+  if (strcmp(t->result, "retry") == 0 ||
+      (strcmp(t->result, "ok") == 0 && (int64_t)ev->attempt <= t->retry_times)) {
+    r = HOOKD_RETRY;
+    name = "retry";
+    out->retry_after_ms = (uint32_t)t->retry_after_ms;
+    snprintf(out->message, sizeof out->message, "test plugin says retry");
+  } else if (strcmp(t->result, "fail") == 0) {
+    r = HOOKD_FAIL;
+    name = "fail";
+    snprintf(out->message, sizeof out->message, "test plugin says fail");
+  } else if (strcmp(t->result, "garbage") == 0) {
+    r = (hookd_result)42;
+    name = "garbage";
+  }
+  if (t->out) {
+    char *text = t->render ? t->host->render(t->render, ev, HOOKD_ESC_JSON, NULL) : NULL;
+    fprintf(t->out, "%s %s %u %s %s\n", ev->id, text ? text : ev->type, ev->attempt, key, name);
+    t->host->free(text);
+  }
+  t->host->log(t->self, ev, HOOKD_LOG_DEBUG, "test plugin: %s", name);
+  if (ev->order_key) leave_key(t, ev->order_key);
+  return r;
+}
+
+static void tp_destroy(void *state) {
+  tp *t = state;
+  if (t->out) {
+    fprintf(t->out, "DESTROY\n");
+    fclose(t->out);
+  }
+  t->host->template_free(t->render);
+  for (int i = 0; i < 64; i++) free(t->running[i]);
+  pthread_mutex_destroy(&t->mu);
+  free(t);
+}
+
+static const hookd_plugin descriptor = {
+    .abi = HOOKD_PLUGIN_ABI,
+    .struct_size = sizeof(hookd_plugin),
+    .name = "test_plugin",
+    .version = "0.0.1",
+    .description = "test-only plugin with configurable behaviour",
+    .init = tp_init,
+    .deliver = tp_deliver,
+    .destroy = tp_destroy,
+};
+
+HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
+  (void)host_abi;
+  return &descriptor;
+}

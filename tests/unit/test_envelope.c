@@ -1,0 +1,403 @@
+/* Unit tests for core/envelope.c: payloads, generic specs, every reason, paths and value text. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "envelope.h"
+
+#ifndef PAYLOAD_DIR
+#error "build with -DPAYLOAD_DIR=\"path/to/examples/payloads\""
+#endif
+
+/* Reads a payload into a buffer of exactly its size, with no NUL after it,
+ * so that AddressSanitizer catches a decoder that reads past len. */
+static char *read_payload(const char *name, size_t *len) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s", PAYLOAD_DIR, name);
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  long n = ftell(f);
+  assert_true(n > 0);
+  rewind(f);
+  char *buf = malloc((size_t)n);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *len = (size_t)n;
+  return buf;
+}
+
+static const envelope_spec cirrus = {ENVELOPE_CIRRUS_INSIGHT, NULL, NULL, NULL};
+
+/* Decodes text from an exact-size heap copy (no NUL terminator). */
+static int decode_text(const envelope_spec *spec, const char *text, envelope *env,
+                       const char **reason) {
+  size_t len = strlen(text);
+  char *copy = malloc(len != 0 ? len : 1);
+  assert_non_null(copy);
+  memcpy(copy, text, len);
+  int rc = envelope_decode(spec, copy, len, env, reason);
+  free(copy);
+  return rc;
+}
+
+static void check_payload(const char *file, const char *type, const char *id,
+                          const char *order_key) {
+  size_t len;
+  char *body = read_payload(file, &len);
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(envelope_decode(&cirrus, body, len, &env, &reason), 0);
+  free(body); /* the envelope must not keep pointers into the body */
+  assert_non_null(env.root);
+  assert_string_equal(env.type, type);
+  assert_string_equal(env.id, id);
+  if (order_key == NULL) {
+    assert_null(env.order_key);
+  } else {
+    assert_non_null(env.order_key);
+    assert_string_equal(env.order_key, order_key);
+  }
+  envelope_clear(&env);
+  assert_null(env.root);
+  assert_null(env.type);
+}
+
+static void test_payload_test_event(void **state) {
+  (void)state;
+  check_payload("developer.webhook.test.json", "developer.webhook.test",
+                "9d1c0f6e-2b7a-4c3d-8e9f-0a1b2c3d4e5f", NULL);
+}
+
+static void test_payload_scheduled(void **state) {
+  (void)state;
+  check_payload("scheduling.smartscheduler.scheduled.json", "scheduling.smartscheduler.scheduled",
+                "5a6b7c8d-1111-4e2f-a3b4-c5d6e7f80912", "c0ffee00-1234-4abc-9def-0123456789ab");
+}
+
+static void test_payload_rescheduled(void **state) {
+  (void)state;
+  check_payload("scheduling.smartscheduler.rescheduled.json",
+                "scheduling.smartscheduler.rescheduled", "5a6b7c8d-2222-4e2f-a3b4-c5d6e7f80912",
+                "c0ffee00-1234-4abc-9def-0123456789ab");
+}
+
+static void test_payload_canceled(void **state) {
+  (void)state;
+  check_payload("scheduling.smartscheduler.canceled.json", "scheduling.smartscheduler.canceled",
+                "5a6b7c8d-3333-4e2f-a3b4-c5d6e7f80912", "c0ffee00-1234-4abc-9def-0123456789ab");
+}
+
+static void test_payload_setting_changed(void **state) {
+  (void)state;
+  /* data has no id: no order key. */
+  check_payload("organization.setting.changed.json", "organization.setting.changed",
+                "77aa0000-4444-4e2f-a3b4-c5d6e7f80912", NULL);
+}
+
+static void test_cirrus_unknown_type_accepted(void **state) {
+  (void)state;
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(
+      decode_text(&cirrus, "{\"data\":{\"id\":7},\"eventType\":\"x.y\",\"eventId\":\"e1\"}", &env,
+                  &reason),
+      0);
+  assert_string_equal(env.type, "x.y");
+  assert_string_equal(env.order_key, "7"); /* numeric order key printed as an integer */
+  envelope_clear(&env);
+}
+
+static void test_cirrus_null_order_key(void **state) {
+  (void)state;
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(
+      decode_text(&cirrus, "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":null}}", &env,
+                  &reason),
+      0);
+  assert_null(env.order_key);
+  envelope_clear(&env);
+  assert_int_equal(
+      decode_text(&cirrus, "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":\"\"}}", &env,
+                  &reason),
+      0);
+  assert_null(env.order_key);
+  envelope_clear(&env);
+  assert_int_equal(
+      decode_text(&cirrus, "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":[1]}", &env, &reason),
+      0);
+  assert_null(env.order_key);
+  envelope_clear(&env);
+}
+
+static void test_generic_nested(void **state) {
+  (void)state;
+  envelope_spec spec = {ENVELOPE_GENERIC, "meta.kind", "meta.ids.0", "payload.account.id"};
+  envelope env;
+  const char *reason = NULL;
+  const char *body =
+      "{\"meta\":{\"kind\":\"invoice.paid\",\"ids\":[\"inv_1\",\"inv_2\"]},"
+      "\"payload\":{\"account\":{\"id\":\"acct_9\"}}}";
+  assert_int_equal(decode_text(&spec, body, &env, &reason), 0);
+  assert_string_equal(env.type, "invoice.paid");
+  assert_string_equal(env.id, "inv_1");
+  assert_string_equal(env.order_key, "acct_9");
+  envelope_clear(&env);
+}
+
+static void test_generic_number_id(void **state) {
+  (void)state;
+  envelope_spec spec = {ENVELOPE_GENERIC, "type", "id", NULL};
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":12345678901234}", &env, &reason), 0);
+  assert_string_equal(env.id, "12345678901234");
+  assert_null(env.order_key); /* spec without order key */
+  envelope_clear(&env);
+
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":-42}", &env, &reason), 0);
+  assert_string_equal(env.id, "-42");
+  envelope_clear(&env);
+
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":0}", &env, &reason), 0);
+  assert_string_equal(env.id, "0");
+  envelope_clear(&env);
+
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":9007199254740992}", &env, &reason),
+                   0);
+  assert_string_equal(env.id, "9007199254740992");
+  envelope_clear(&env);
+
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":1e3}", &env, &reason), 0);
+  assert_string_equal(env.id, "1000");
+  envelope_clear(&env);
+}
+
+static void test_generic_bad_number_ids(void **state) {
+  (void)state;
+  envelope_spec spec = {ENVELOPE_GENERIC, "type", "id", NULL};
+  envelope env;
+  const char *reason = NULL;
+  /* A fraction is not an id, and past 2^53 distinct ids would collide. */
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":1.5}", &env, &reason), -1);
+  assert_string_equal(reason, "event id is not a string or an exact integer");
+  assert_null(env.root);
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":18014398509481985}", &env, &reason),
+                   -1);
+  assert_string_equal(reason, "event id is not a string or an exact integer");
+  assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":true}", &env, &reason), -1);
+  assert_string_equal(reason, "event id is not a string or an exact integer");
+}
+
+static void test_generic_top_level_digits_key(void **state) {
+  (void)state;
+  envelope_spec spec = {ENVELOPE_GENERIC, "0", "1", "2"};
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(decode_text(&spec, "{\"0\":\"t\",\"1\":\"i\",\"2\":3.25}", &env, &reason), 0);
+  assert_string_equal(env.type, "t");
+  assert_string_equal(env.id, "i");
+  assert_string_equal(env.order_key, "3.25");
+  envelope_clear(&env);
+}
+
+static void expect_reason(const envelope_spec *spec, const char *body, const char *want) {
+  envelope env;
+  const char *reason = NULL;
+  memset(&env, 0xab, sizeof env); /* decode must leave a cleared envelope on failure */
+  assert_int_equal(decode_text(spec, body, &env, &reason), -1);
+  assert_non_null(reason);
+  assert_string_equal(reason, want);
+  assert_null(env.root);
+  assert_null(env.type);
+  assert_null(env.id);
+  assert_null(env.order_key);
+  envelope_clear(&env); /* harmless on a failed decode */
+}
+
+static void test_reasons_cirrus(void **state) {
+  (void)state;
+  expect_reason(&cirrus, "", "body is not JSON");
+  expect_reason(&cirrus, "not json", "body is not JSON");
+  expect_reason(&cirrus, "{\"eventType\":\"t\",", "body is not JSON");
+  expect_reason(&cirrus, "{\"eventType\":\"t\",\"eventId\":\"e\"} {}", "body is not JSON");
+  expect_reason(&cirrus, "[1,2]", "body is not a JSON object");
+  expect_reason(&cirrus, "\"str\"", "body is not a JSON object");
+  expect_reason(&cirrus, "42", "body is not a JSON object");
+  expect_reason(&cirrus, "{\"eventId\":\"e\"}", "missing or empty event type (eventType)");
+  expect_reason(&cirrus, "{\"eventType\":\"\",\"eventId\":\"e\"}",
+                "missing or empty event type (eventType)");
+  expect_reason(&cirrus, "{\"eventType\":null,\"eventId\":\"e\"}",
+                "missing or empty event type (eventType)");
+  expect_reason(&cirrus, "{\"eventType\":5,\"eventId\":\"e\"}",
+                "event type (eventType) is not a string");
+  expect_reason(&cirrus, "{\"eventType\":\"t\"}", "missing or empty event id (eventId)");
+  expect_reason(&cirrus, "{\"eventType\":\"t\",\"eventId\":\"\"}",
+                "missing or empty event id (eventId)");
+  expect_reason(&cirrus, "{\"eventType\":\"t\",\"eventId\":{}}",
+                "event id (eventId) is not a string or an exact integer");
+  /* Keys are case-sensitive. */
+  expect_reason(&cirrus, "{\"EventType\":\"t\",\"eventId\":\"e\"}",
+                "missing or empty event type (eventType)");
+}
+
+static void test_reasons_generic(void **state) {
+  (void)state;
+  envelope_spec spec = {ENVELOPE_GENERIC, "a.type", "a.id", NULL};
+  expect_reason(&spec, "{\"a\":{\"id\":\"x\"}}", "missing or empty event type");
+  expect_reason(&spec, "{\"a\":{\"type\":[],\"id\":\"x\"}}", "event type is not a string");
+  expect_reason(&spec, "{\"a\":{\"type\":\"t\"}}", "missing or empty event id");
+  expect_reason(&spec, "{\"a\":\"flat\"}", "missing or empty event type");
+}
+
+static void test_trailing_whitespace_ok(void **state) {
+  (void)state;
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(
+      decode_text(&cirrus, "  {\"eventType\":\"t\",\"eventId\":\"e\"}\r\n\t ", &env, &reason), 0);
+  assert_string_equal(env.id, "e");
+  envelope_clear(&env);
+}
+
+static void test_embedded_nul_rejected(void **state) {
+  (void)state;
+  static const char body[] = "{\"eventType\":\"t\",\"eventId\":\"e\"}\0{}";
+  envelope env;
+  const char *reason = NULL;
+  assert_int_equal(envelope_decode(&cirrus, body, sizeof body - 1, &env, &reason), -1);
+  assert_string_equal(reason, "body is not JSON");
+}
+
+/* ---- envelope_path ---- */
+
+static cJSON *load_canceled(void) {
+  size_t len;
+  char *body = read_payload("scheduling.smartscheduler.canceled.json", &len);
+  cJSON *root = cJSON_ParseWithLength(body, len);
+  free(body);
+  assert_non_null(root);
+  return root;
+}
+
+static void test_path_lookup(void **state) {
+  (void)state;
+  cJSON *root = load_canceled();
+  const cJSON *n = envelope_path(root, "data.meetingInfo.meetingName");
+  assert_true(cJSON_IsString(n));
+  assert_string_equal(n->valuestring, "Intro call: Prospect Inc");
+
+  n = envelope_path(root, "data.meetingInfo.formValues.0.answerText");
+  assert_string_equal(n->valuestring, "Prospect Inc");
+  n = envelope_path(root, "data.meetingInfo.formValues.1.question");
+  assert_string_equal(n->valuestring, "Team size");
+  n = envelope_path(root, "data.meetingInfo.surveyQuestions.0.isRequired");
+  assert_true(cJSON_IsFalse(n));
+  n = envelope_path(root, "deliveryAttempt");
+  assert_true(cJSON_IsNumber(n));
+
+  assert_ptr_equal(envelope_path(root, ""), root);
+  assert_null(envelope_path(root, "data.meetingInfo.formValues.2"));
+  assert_null(envelope_path(root, "data.meetingInfo.formValues.x"));
+  assert_null(envelope_path(root, "data.meetingInfo.formValues.-1"));
+  assert_null(envelope_path(root, "data.nope.meetingName"));
+  assert_null(envelope_path(root, "data.meetingInfo.meetingName.more"));
+  assert_null(envelope_path(root, "data..id"));
+  assert_null(envelope_path(root, "data."));
+  assert_null(envelope_path(root, ".data"));
+  assert_null(envelope_path(root, "Data.id")); /* case-sensitive */
+  assert_null(envelope_path(root, "dat"));     /* no prefix matches */
+  assert_null(envelope_path(NULL, "data"));
+  assert_null(envelope_path(root, NULL));
+  cJSON_Delete(root);
+}
+
+static void test_path_digit_keys(void **state) {
+  (void)state;
+  cJSON *root =
+      cJSON_Parse("{\"m\":{\"0\":\"zero\",\"10\":\"ten\"},\"a\":[[1,2],[3,{\"k\":\"v\"}]]}");
+  assert_non_null(root);
+  assert_string_equal(envelope_path(root, "m.0")->valuestring, "zero");
+  assert_string_equal(envelope_path(root, "m.10")->valuestring, "ten");
+  assert_null(envelope_path(root, "m.1"));
+  assert_int_equal(envelope_path(root, "a.1.0")->valueint, 3);
+  assert_string_equal(envelope_path(root, "a.1.1.k")->valuestring, "v");
+  assert_null(envelope_path(root, "a.99999999999999999999"));
+  cJSON_Delete(root);
+}
+
+/* ---- envelope_text ---- */
+
+static void expect_text(const cJSON *node, const char *want) {
+  char *s = envelope_text(node);
+  if (want == NULL) {
+    assert_null(s);
+    return;
+  }
+  assert_non_null(s);
+  assert_string_equal(s, want);
+  free(s);
+}
+
+static void test_text(void **state) {
+  (void)state;
+  cJSON *root = cJSON_Parse(
+      "{\"s\":\"a \\\"q\\\"\",\"i\":42,\"neg\":-7,\"f\":0.1,\"e\":1e300,\"t\":true,\"fa\":false,"
+      "\"n\":null,\"o\":{\"a\":[1,\"x\"]},\"arr\":[],\"big\":12345678901234}");
+  assert_non_null(root);
+  expect_text(envelope_path(root, "s"), "a \"q\"");
+  expect_text(envelope_path(root, "i"), "42");
+  expect_text(envelope_path(root, "neg"), "-7");
+  expect_text(envelope_path(root, "f"), "0.1");
+  expect_text(envelope_path(root, "e"), "1e+300");
+  expect_text(envelope_path(root, "t"), "true");
+  expect_text(envelope_path(root, "fa"), "false");
+  expect_text(envelope_path(root, "n"), NULL);
+  expect_text(envelope_path(root, "o"), "{\"a\":[1,\"x\"]}");
+  expect_text(envelope_path(root, "arr"), "[]");
+  expect_text(envelope_path(root, "big"), "12345678901234");
+  expect_text(NULL, NULL);
+  cJSON_Delete(root);
+}
+
+static void test_spec_clear(void **state) {
+  (void)state;
+  envelope_spec spec = {ENVELOPE_GENERIC, strdup("t"), strdup("i"), strdup("k")};
+  envelope_spec_clear(&spec);
+  assert_null(spec.type_field);
+  assert_null(spec.id_field);
+  assert_null(spec.order_key);
+  envelope_spec_clear(&spec);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_payload_test_event),
+      cmocka_unit_test(test_payload_scheduled),
+      cmocka_unit_test(test_payload_rescheduled),
+      cmocka_unit_test(test_payload_canceled),
+      cmocka_unit_test(test_payload_setting_changed),
+      cmocka_unit_test(test_cirrus_unknown_type_accepted),
+      cmocka_unit_test(test_cirrus_null_order_key),
+      cmocka_unit_test(test_generic_nested),
+      cmocka_unit_test(test_generic_number_id),
+      cmocka_unit_test(test_generic_bad_number_ids),
+      cmocka_unit_test(test_generic_top_level_digits_key),
+      cmocka_unit_test(test_reasons_cirrus),
+      cmocka_unit_test(test_reasons_generic),
+      cmocka_unit_test(test_trailing_whitespace_ok),
+      cmocka_unit_test(test_embedded_nul_rejected),
+      cmocka_unit_test(test_path_lookup),
+      cmocka_unit_test(test_path_digit_keys),
+      cmocka_unit_test(test_text),
+      cmocka_unit_test(test_spec_clear),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
