@@ -1,4 +1,5 @@
-/* The config file: load the .jsonc, substitute ${...}, check every key against DESIGN §4, fill typed settings and defaults. */
+/* The config file: load the .jsonc, substitute ${...}, check every key against DESIGN §4, fill
+ * typed settings and defaults. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -139,7 +140,8 @@ static int unknown_key(ctx *c, const char *key, const char *const *known) {
   size_t best = 3;
   size_t klen = strlen(key);
   for (size_t i = 0; known[i] && klen >= 4; i++)
-    if (strncmp(key, known[i], klen) == 0) return fail(c, "unknown key (did you mean '%s'?)", known[i]);
+    if (strncmp(key, known[i], klen) == 0)
+      return fail(c, "unknown key (did you mean '%s'?)", known[i]);
   for (size_t i = 0; known[i]; i++) {
     size_t d = edit_distance(key, known[i]);
     if (d < best) {
@@ -188,9 +190,9 @@ static int get_str(ctx *c, const cJSON *obj, const char *key, int allow_empty, c
 }
 
 static int bad_uint(ctx *c, uint64_t min, uint64_t max, int too_big) {
-  int plain = max >= UINT32_MAX && min <= 1;
   if (too_big && min <= 1) return fail(c, "must be at most %llu", (unsigned long long)max);
-  if (plain) return fail(c, min ? "expected a positive integer" : "expected a non-negative integer");
+  if (min <= 1)
+    return fail(c, min ? "expected a positive integer" : "expected a non-negative integer");
   return fail(c, "expected an integer from %llu to %llu", (unsigned long long)min,
               (unsigned long long)max);
 }
@@ -298,10 +300,10 @@ static const char *pattern_problem(const char *p) {
   for (;;) {
     size_t n = strcspn(seg, ".");
     if (n == 0) return "empty segment";
-    if (memchr(seg, '*', n) && !(n == 1 || (n == 2 && seg[1] == '*')))
-      return "'*' and '**' must be whole segments";
-    if (n == 2 && seg[0] == '*' && seg[1] == '*' && seg[n] != '\0')
-      return "'**' must be the last segment";
+    int star = n == 1 && seg[0] == '*';
+    int stars = n == 2 && seg[0] == '*' && seg[1] == '*';
+    if (memchr(seg, '*', n) && !star && !stars) return "'*' and '**' must be whole segments";
+    if (stars && seg[n] != '\0') return "'**' must be the last segment";
     if (seg[n] == '\0') return NULL;
     seg += n + 1;
   }
@@ -449,8 +451,12 @@ static int parse_spool(ctx *c, const cJSON *root) {
 }
 
 static int parse_limits(ctx *c, const cJSON *root) {
-  static const char *const keys[] = {"max_body_bytes",  "max_header_bytes", "header_timeout_ms",
-                                     "body_timeout_ms", "idle_timeout_ms",  "max_connections",
+  static const char *const keys[] = {"max_body_bytes",
+                                     "max_header_bytes",
+                                     "header_timeout_ms",
+                                     "body_timeout_ms",
+                                     "idle_timeout_ms",
+                                     "max_connections",
                                      NULL};
   config_limits *l = &c->cfg->limits;
   l->max_body_bytes = 1048576;
@@ -479,11 +485,10 @@ static int parse_limits(ctx *c, const cJSON *root) {
  * the global defaults and for a plugin entry's overrides. */
 static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *base,
                               config_delivery *out) {
-  static const char *const keys[] = {"concurrency", "max_attempts", "backoff_initial_ms",
-                                     "backoff_max_ms", "timeout_ms", NULL};
+  static const char *const keys[] = {"concurrency",    "max_attempts", "backoff_initial_ms",
+                                     "backoff_max_ms", "timeout_ms",   NULL};
   *out = *base;
-  if (check_keys(c, obj, keys) != 0 ||
-      get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
+  if (check_keys(c, obj, keys) != 0 || get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
       get_uint(c, obj, "backoff_initial_ms", 1, MAX_EXACT_INT, &out->backoff_initial_ms) < 0 ||
       get_uint(c, obj, "backoff_max_ms", 1, MAX_EXACT_INT, &out->backoff_max_ms) < 0 ||
       get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0)
@@ -551,8 +556,8 @@ static int parse_secrets(ctx *c, const cJSON *obj, verify_config *v) {
 static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   static const char *const all_keys[] = {"scheme", "algorithm", "header",      "encoding",
                                          "prefix", "secrets",   "tolerance_s", NULL};
-  static const char *const hmac_keys[] = {"scheme",   "algorithm", "header",
-                                          "encoding", "prefix",    "secrets", NULL};
+  static const char *const hmac_keys[] = {"scheme", "algorithm", "header", "encoding",
+                                          "prefix", "secrets",   NULL};
   static const char *const token_keys[] = {"scheme", "header", "secrets", NULL};
   static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
   static const char *const none_keys[] = {"scheme", NULL};
@@ -568,7 +573,8 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   const char *scheme;
   int rc = get_str(c, obj, "scheme", 1, &scheme);
   if (rc < 0) return -1;
-  if (rc == 0) return fail(c, "missing required key 'scheme' (hmac, standard-webhooks, token or none)");
+  if (rc == 0)
+    return fail(c, "missing required key 'scheme' (hmac, standard-webhooks, token or none)");
   if (verify_scheme_parse(scheme, &v->scheme) != 0) {
     kp_key(c, "scheme");
     return fail(c, "expected one of hmac, standard-webhooks, token, none");
@@ -623,9 +629,9 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
 }
 
 static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
-  static const char *const keys[] = {"name",     "path",           "format", "type_field",
-                                     "id_field", "order_key",      "success_status",
-                                     "verify",   NULL};
+  static const char *const keys[] = {"name",           "path",     "format",
+                                     "type_field",     "id_field", "order_key",
+                                     "success_status", "verify",   NULL};
   static const char *const formats[] = {"cirrus-insight", "generic", NULL};
   static const char *const generic_only[] = {"type_field", "id_field", "order_key", NULL};
   config *cfg = c->cfg;
@@ -762,8 +768,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
    * pieces, so a config cannot point the loader elsewhere. */
   if (!valid_name(module, 0)) {
     kp_key(c, "module");
-    return fail(c, "invalid module name '%s' (use letters, digits, '_' and '-'; no path)",
-                module);
+    return fail(c, "invalid module name '%s' (use letters, digits, '_' and '-'; no path)", module);
   }
   pl->module = dup_str(c, module);
 
@@ -982,9 +987,8 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   if (check_keys(&c, root, top_keys) != 0 || parse_listen(&c, root) != 0 ||
       parse_dirs(&c, root) != 0 || parse_log(&c, root) != 0 ||
       get_uint(&c, root, "shutdown_timeout_ms", 0, UINT32_MAX, &shutdown) < 0 ||
-      parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 ||
-      parse_delivery(&c, root) != 0 || parse_sources(&c, root) != 0 ||
-      parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0)
+      parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 || parse_delivery(&c, root) != 0 ||
+      parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0)
     goto fail;
   cfg->shutdown_timeout_ms = (uint32_t)shutdown;
   if (c.oom) {

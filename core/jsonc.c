@@ -1,4 +1,5 @@
-/* JSON with comments: blank comments, check syntax with exact positions, locate key paths, substitute ${...}. */
+/* JSON with comments: blank comments, check syntax with exact positions, locate key paths,
+ * substitute ${...}. */
 #include "jsonc.h"
 
 #include <errno.h>
@@ -165,7 +166,8 @@ typedef struct scanner {
   int oom;
 } scanner;
 
-static int sc_fail(scanner *sc, size_t pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int sc_fail(scanner *sc, size_t pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int sc_fail(scanner *sc, size_t pos, const char *fmt, ...) {
   if (sc->failed) return -1;
@@ -292,13 +294,28 @@ static int sc_string(scanner *sc, char **out) {
       int e = sc->pos + 1 < sc->len ? (unsigned char)sc->s[sc->pos + 1] : -1;
       char c1 = 0;
       switch (e) {
-        case '"': case '\\': case '/': c1 = (char)e; break;
-        case 'b': c1 = '\b'; break;
-        case 'f': c1 = '\f'; break;
-        case 'n': c1 = '\n'; break;
-        case 'r': c1 = '\r'; break;
-        case 't': c1 = '\t'; break;
-        default: break;
+        case '"':
+        case '\\':
+        case '/':
+          c1 = (char)e;
+          break;
+        case 'b':
+          c1 = '\b';
+          break;
+        case 'f':
+          c1 = '\f';
+          break;
+        case 'n':
+          c1 = '\n';
+          break;
+        case 'r':
+          c1 = '\r';
+          break;
+        case 't':
+          c1 = '\t';
+          break;
+        default:
+          break;
       }
       if (c1) {
         esc_char[0] = c1;
@@ -805,8 +822,7 @@ static int subst_file(sbuf *out, const char *path, size_t pathlen, const char *b
   }
   if (memchr(data, '\0', len)) {
     free(data);
-    snprintf(msg, msglen, "file '%.*s' (in '${file:...}') contains a NUL byte", (int)pathlen,
-             path);
+    snprintf(msg, msglen, "file '%.*s' (in '${file:...}') contains a NUL byte", (int)pathlen, path);
     return -1;
   }
   /* Editors end a file with a newline; a secret never does. */
@@ -901,8 +917,8 @@ static int subst_walk(const jsonc_doc *doc, cJSON *node, sbuf *path, const char 
   return 0;
 }
 
-int jsonc_substitute(const jsonc_doc *doc, cJSON *node, const char *keypath,
-                     const char *base_dir, char *err, size_t errlen) {
+int jsonc_substitute(const jsonc_doc *doc, cJSON *node, const char *keypath, const char *base_dir,
+                     char *err, size_t errlen) {
   if (!node) return 0;
   sbuf path = {0};
   if (sbuf_add(&path, keypath ? keypath : "", keypath ? strlen(keypath) : 0) != 0)

@@ -1,9 +1,10 @@
-/* email_notify plugin: sends one MIME email per event over SMTP (libcurl), optionally with an iCalendar invite. */
+/* email_notify plugin: one MIME email per event over SMTP (libcurl), optionally with an invite. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* timegm */
 #endif
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -89,16 +91,16 @@ static const char *const email_default_subject[EMAIL_KINDS] = {
     "hookd: {{eventType}}",
 };
 
-#define EMAIL_MEETING_LINES                                                              \
-  "Meeting:  {{data.meetingInfo.meetingName}}\n"                                         \
-  "Start:    {{data.meetingStart}}\n"                                                    \
-  "End:      {{data.meetingEnd}}\n"                                                      \
+#define EMAIL_MEETING_LINES                                                                   \
+  "Meeting:  {{data.meetingInfo.meetingName}}\n"                                              \
+  "Start:    {{data.meetingStart}}\n"                                                         \
+  "End:      {{data.meetingEnd}}\n"                                                           \
   "Invitee:  {{data.meetingInfo.primaryInviteeName}} <{{data.meetingInfo.primaryInvitee}}>\n" \
-  "Others:   {{data.meetingInfo.optionalInvitees|default:none}}\n"                       \
-  "Owner:    {{data.meetingOwner.firstName}} {{data.meetingOwner.lastName}} "           \
-  "<{{data.meetingOwner.username}}>\n"                                                   \
-  "Location: {{data.meetingInfo.location}}\n"                                            \
-  "\n"                                                                                   \
+  "Others:   {{data.meetingInfo.optionalInvitees|default:none}}\n"                            \
+  "Owner:    {{data.meetingOwner.firstName}} {{data.meetingOwner.lastName}} "                 \
+  "<{{data.meetingOwner.username}}>\n"                                                        \
+  "Location: {{data.meetingInfo.location}}\n"                                                 \
+  "\n"                                                                                        \
   "Event {{eventType}} {{eventId}}\n"
 
 static const char *const email_default_body[EMAIL_KINDS] = {
@@ -481,8 +483,8 @@ typedef struct ics_fields {
 } ics_fields;
 
 static void ics_fields_free(const hookd_host_api *host, ics_fields *f) {
-  char **all[] = {&f->id,       &f->start,   &f->end,         &f->stamp,       &f->canceled,
-                  &f->summary,  &f->location, &f->owner,      &f->owner_first, &f->owner_last,
+  char **all[] = {&f->id,      &f->start,        &f->end,     &f->stamp,       &f->canceled,
+                  &f->summary, &f->location,     &f->owner,   &f->owner_first, &f->owner_last,
                   &f->invitee, &f->invitee_name, &f->optional};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     if (*all[i]) host->free(*all[i]);
@@ -493,8 +495,8 @@ static void ics_fields_free(const hookd_host_api *host, ics_fields *f) {
 /* Builds the VCALENDAR text into `out`. Returns 1 when built, 0 when the
  * event carries no meeting (id, start and end), -1 when out of memory. The
  * method is CANCEL for a canceled meeting, REQUEST otherwise. */
-static int ics_build(const email_state *st, const hookd_event *ev, email_kind kind,
-                     email_buf *out, const char **method) {
+static int ics_build(const email_state *st, const hookd_event *ev, email_kind kind, email_buf *out,
+                     const char **method) {
   const hookd_host_api *host = st->host;
   ics_fields f = {0};
   email_buf tmp = {0};
@@ -601,15 +603,15 @@ static int email_rcpts_has(const email_rcpts *r, const char *a) {
 /* Splits one rendered entry on ',' and ';' (so a template may yield a list,
  * such as optionalInvitees), validates each address and adds the new ones.
  * Returns 0, -1 (bad address: message in outcome) or -2 (out of memory). */
-static int email_add_rendered(email_rcpts *r, char ***list, size_t *n, char *text,
-                              const char *key, size_t index, hookd_outcome *outcome) {
+static int email_add_rendered(email_rcpts *r, char ***list, size_t *n, char *text, const char *key,
+                              size_t index, hookd_outcome *outcome) {
   char *save = NULL;
   for (char *a = strtok_r(text, ",;", &save); a; a = strtok_r(NULL, ",;", &save)) {
     a = email_trim(a);
     if (!*a) continue; /* an empty value means "no one here", not an error */
     if (!email_addr_ok(a)) {
-      snprintf(outcome->message, sizeof outcome->message, "%s[%zu]: \"%.200s\" is not an email address",
-               key, index, a);
+      snprintf(outcome->message, sizeof outcome->message,
+               "%s[%zu]: \"%.200s\" is not an email address", key, index, a);
       return -1;
     }
     if (email_rcpts_has(r, a)) continue;
@@ -623,8 +625,8 @@ static int email_add_rendered(email_rcpts *r, char ***list, size_t *n, char *tex
 }
 
 /* Renders to and cc. Returns HOOKD_OK or the outcome of a failure. */
-static hookd_result email_render_rcpts(const email_state *st, const hookd_event *ev,
-                                       email_rcpts *r, hookd_outcome *outcome) {
+static hookd_result email_render_rcpts(const email_state *st, const hookd_event *ev, email_rcpts *r,
+                                       hookd_outcome *outcome) {
   for (int pass = 0; pass < 2; pass++) {
     hookd_template **tpl = pass ? st->cc : st->to;
     size_t nt = pass ? st->n_cc : st->n_to;
@@ -664,8 +666,8 @@ static email_kind email_kind_of(const char *type) {
 }
 
 /* Builds the whole RFC 5322 message. Returns HOOKD_OK or a failure result. */
-static hookd_result email_build(const email_state *st, const hookd_event *ev,
-                                const email_rcpts *r, email_buf *msg, hookd_outcome *outcome) {
+static hookd_result email_build(const email_state *st, const hookd_event *ev, const email_rcpts *r,
+                                email_buf *msg, hookd_outcome *outcome) {
   const hookd_host_api *host = st->host;
   email_kind kind = email_kind_of(ev->type);
   const hookd_template *subject_t = st->subject ? st->subject : st->def_subject[kind];
@@ -716,7 +718,8 @@ static hookd_result email_build(const email_state *st, const hookd_event *ev,
     buf_puts(msg, "Content-Transfer-Encoding: base64\r\n\r\n");
     buf_base64(msg, (const unsigned char *)(text.p ? text.p : ""), text.len, 76);
     buf_printf(msg, "--=_hookd_%s\r\n", digest);
-    buf_printf(msg, "Content-Type: text/calendar; charset=UTF-8; method=%s; name=\"invite.ics\"\r\n",
+    buf_printf(msg,
+               "Content-Type: text/calendar; charset=UTF-8; method=%s; name=\"invite.ics\"\r\n",
                method);
     buf_puts(msg, "Content-Transfer-Encoding: base64\r\n\r\n");
     buf_base64(msg, (const unsigned char *)ics.p, ics.len, 76);
@@ -927,9 +930,9 @@ static int email_init_list(email_state *st, const hookd_config *cfg, const char 
 
 static int email_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                       void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {"smtp_url", "tls",     "username", "password",
-                                     "from",     "to",      "cc",       "subject",
-                                     "body",     "timeout_ms", "ca_file", "attach_ics", NULL};
+  static const char *const keys[] = {"smtp_url", "tls",        "username", "password", "from",
+                                     "to",       "cc",         "subject",  "body",     "timeout_ms",
+                                     "ca_file",  "attach_ics", NULL};
   if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
   email_state *st = calloc(1, sizeof *st);
   if (!st) {
@@ -974,6 +977,10 @@ static int email_init(const hookd_host_api *host, hookd_instance *self, const ho
       host->config_string(cfg, "password", NULL, &st->password) < 0 ||
       host->config_string(cfg, "ca_file", NULL, &st->ca_file) < 0)
     goto fail;
+  if (st->ca_file && access(st->ca_file, R_OK) != 0) {
+    host->config_error(cfg, "ca_file", "%s: %s", st->ca_file, strerror(errno));
+    goto fail;
+  }
   if (st->password && !st->username) {
     host->config_error(cfg, "password", "needs a username");
     goto fail;
@@ -981,8 +988,12 @@ static int email_init(const hookd_host_api *host, hookd_instance *self, const ho
 
   rc = host->config_string(cfg, "from", NULL, &st->from);
   if (rc < 0) goto fail;
-  if (!st->from || !email_addr_ok(st->from)) {
+  if (!st->from) {
     host->config_error(cfg, "from", "required: the sender's address, e.g. \"hookd@example.com\"");
+    goto fail;
+  }
+  if (!email_addr_ok(st->from)) {
+    host->config_error(cfg, "from", "\"%s\" is not an email address", st->from);
     goto fail;
   }
   st->from_domain = strchr(st->from, '@') + 1;

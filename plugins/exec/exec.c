@@ -1,4 +1,4 @@
-/* exec plugin: runs a command per event with the body on stdin; its exit status decides the outcome. */
+/* exec plugin: runs a command per event, body on stdin; the exit status decides the outcome. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* pipe2, posix_spawn_file_actions_addchdir_np / addclosefrom_np */
 #endif
@@ -40,18 +40,18 @@ static const char *const exec_reserved_env[] = {"HOOKD_EVENT_ID", "HOOKD_EVENT_T
                                                 "HOOKD_SOURCE", "HOOKD_ATTEMPT", NULL};
 
 typedef struct exec_var {
-  const char *name;       /* host-owned config key */
-  hookd_template *value;  /* rendered per event with no escaping */
+  const char *name;      /* host-owned config key */
+  hookd_template *value; /* rendered per event with no escaping */
 } exec_var;
 
 /* Per instance; read-only after init, so deliver() may run on many threads. */
 typedef struct exec_state {
   const hookd_host_api *host;
   hookd_instance *self;
-  char **argv;       /* NULL-terminated; the strings belong to the host */
-  const char *cwd;   /* NULL: hookd's working directory */
+  char **argv;     /* NULL-terminated; the strings belong to the host */
+  const char *cwd; /* NULL: hookd's working directory */
   int64_t timeout_ms;
-  char **base_env;   /* owned copies of the environment at init, minus names we set */
+  char **base_env; /* owned copies of the environment at init, minus names we set */
   size_t n_base_env;
   exec_var *vars;
   size_t n_vars;
@@ -59,7 +59,7 @@ typedef struct exec_state {
 
 /* One output stream being captured. */
 typedef struct exec_capture {
-  int fd;            /* -1 once at EOF */
+  int fd; /* -1 once at EOF */
   size_t len;
   int truncated;
   char buf[EXEC_CAPTURE_MAX + 1];
@@ -68,8 +68,8 @@ typedef struct exec_capture {
 /* Everything one run of the command touches. */
 typedef struct exec_run {
   pid_t pid;
-  int pidfd;         /* -1 when the kernel has no pidfd_open */
-  int in_fd;         /* our end of the child's stdin, -1 once closed */
+  int pidfd; /* -1 when the kernel has no pidfd_open */
+  int in_fd; /* our end of the child's stdin, -1 once closed */
   const char *body;
   size_t body_len;
   size_t body_off;
@@ -183,8 +183,9 @@ static int exec_init(const hookd_host_api *host, hookd_instance *self, const hoo
   size_t n = 0;
   int rc = host->config_string_list(cfg, "command", &items, &n);
   if (rc == HOOKD_E_MISSING) {
-    host->config_error(cfg, "command",
-                       "required: the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]");
+    host->config_error(
+        cfg, "command",
+        "required: the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]");
     goto fail;
   }
   if (rc < 0) goto fail;
@@ -407,19 +408,32 @@ static int exec_pump(exec_run *run, int64_t deadline, int watch_exit) {
 
 static const char *exec_signal_name(int sig) {
   switch (sig) {
-    case SIGHUP: return "SIGHUP";
-    case SIGINT: return "SIGINT";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGILL: return "SIGILL";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGKILL: return "SIGKILL";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGALRM: return "SIGALRM";
-    case SIGTERM: return "SIGTERM";
-    default: return "signal";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGINT:
+      return "SIGINT";
+    case SIGQUIT:
+      return "SIGQUIT";
+    case SIGILL:
+      return "SIGILL";
+    case SIGABRT:
+      return "SIGABRT";
+    case SIGBUS:
+      return "SIGBUS";
+    case SIGFPE:
+      return "SIGFPE";
+    case SIGKILL:
+      return "SIGKILL";
+    case SIGSEGV:
+      return "SIGSEGV";
+    case SIGPIPE:
+      return "SIGPIPE";
+    case SIGALRM:
+      return "SIGALRM";
+    case SIGTERM:
+      return "SIGTERM";
+    default:
+      return "signal";
   }
 }
 
@@ -433,8 +447,7 @@ static void exec_log_capture(const exec_state *st, const hookd_event *ev, hookd_
   for (size_t i = 0; i < len; i++)
     if (c->buf[i] == '\0') c->buf[i] = '?';
   c->buf[len] = '\0';
-  st->host->log(st->self, ev, level, "%s: %s%s", what, c->buf,
-                c->truncated ? " [truncated]" : "");
+  st->host->log(st->self, ev, level, "%s: %s%s", what, c->buf, c->truncated ? " [truncated]" : "");
 }
 
 /* The first line of stderr, for a dead letter's message. */
@@ -477,8 +490,8 @@ static int exec_spawn(const exec_state *st, char **envp, int in_p[2], int out_p[
   sigset_t empty, defaults;
   sigemptyset(&empty);
   sigemptyset(&defaults);
-  static const int reset[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD,
-                              SIGUSR1, SIGUSR2, SIGALRM, SIGXFSZ, SIGTSTP, SIGTTIN, SIGTTOU};
+  static const int reset[] = {SIGPIPE, SIGINT,  SIGTERM, SIGHUP,  SIGQUIT, SIGCHLD, SIGUSR1,
+                              SIGUSR2, SIGALRM, SIGXFSZ, SIGTSTP, SIGTTIN, SIGTTOU};
   for (size_t i = 0; i < sizeof reset / sizeof reset[0]; i++) sigaddset(&defaults, reset[i]);
   if (!rc)
     rc = posix_spawnattr_setflags(
@@ -599,8 +612,7 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
     result = HOOKD_RETRY;
   } else if (reaped < 0) {
     /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
-    snprintf(outcome->message, sizeof outcome->message, "exit status unknown: %s",
-             strerror(errno));
+    snprintf(outcome->message, sizeof outcome->message, "exit status unknown: %s", strerror(errno));
     result = HOOKD_FAIL;
   } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     result = HOOKD_OK;
@@ -609,8 +621,8 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
              sep, first);
     result = HOOKD_RETRY;
   } else if (WIFEXITED(status)) {
-    snprintf(outcome->message, sizeof outcome->message, "exit status %d%s%s",
-             WEXITSTATUS(status), sep, first);
+    snprintf(outcome->message, sizeof outcome->message, "exit status %d%s%s", WEXITSTATUS(status),
+             sep, first);
     result = HOOKD_FAIL;
   } else {
     snprintf(outcome->message, sizeof outcome->message, "killed by %s (%d)%s%s",
@@ -622,7 +634,7 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
     host->log(st->self, ev, HOOKD_LOG_INFO, "%s exited 0 after %" PRId64 " ms", st->argv[0], took);
   else
     host->log(st->self, ev, result == HOOKD_RETRY ? HOOKD_LOG_WARN : HOOKD_LOG_ERROR,
-               "%s: %s after %" PRId64 " ms", st->argv[0], outcome->message, took);
+              "%s: %s after %" PRId64 " ms", st->argv[0], outcome->message, took);
   exec_log_capture(st, ev, HOOKD_LOG_INFO, "stdout", &run->out);
   exec_log_capture(st, ev, result == HOOKD_OK ? HOOKD_LOG_INFO : HOOKD_LOG_WARN, "stderr",
                    &run->err);

@@ -235,5 +235,5 @@ def test_readme_config_is_accepted(tmp_path):
     cfg = json.loads(strip_jsonc(block))
     for k in ("listen", "data_dir", "plugin_dirs", "admin_listen"):
         cfg.pop(k, None)  # the test's own port and directories
-    rc, output = hookd_check(cfg, tmp_path, env={"ALERT_TOKEN": "t0ken"})
+    rc, output = hookd_check(cfg, tmp_path, env={"ALERT_TOKEN": "t0ken", "CIRRUS_SIGNING_KEY": "k"})
     assert rc == 0, output

@@ -1,0 +1,266 @@
+"""HTTP answers of DESIGN §7, limits and connection handling, against the real daemon."""
+import json
+import socket
+import time
+
+import pytest
+
+from conftest import (cirrus_source, payload, read_jsonl, send_event, sign, wait_until,
+                      http_request)
+
+
+def sink_config(tmp, **extra):
+    cfg = {
+        "sources": [cirrus_source()],
+        "plugins": [{"name": "audit", "module": "file_sink",
+                     "config": {"path": str(tmp / "events.jsonl")}}],
+        "routes": [{"events": ["**"], "to": ["audit"]}],
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def raw(port, data, timeout=5.0, shut=False):
+    """Sends raw bytes and reads until the server closes or timeout; returns bytes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+    finally:
+        s.close()
+
+
+def statuses(resp):
+    return [int(line.split()[1]) for line in resp.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def signed_request(body, path="/webhooks/cirrus", extra=b""):
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Signature: " + sign(body).encode() + b"\r\nContent-Length: " +
+            str(len(body)).encode() + b"\r\n" + extra + b"\r\n" + body)
+
+
+@pytest.fixture
+def hookd(daemon_factory, tmp_path):
+    return daemon_factory(sink_config(tmp_path))
+
+
+def test_accepted_event_is_200_and_delivered(hookd, tmp_path):
+    assert send_event(hookd, payload("developer.webhook.test")) == 200
+    lines = wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+    assert [l["type"] for l in lines] == ["developer.webhook.test"]
+    assert lines[0]["event_id"] == "9d1c0f6e-2b7a-4c3d-8e9f-0a1b2c3d4e5f"
+    assert lines[0]["event"]["data"]["username"] == "dev.admin@example.com"
+
+
+def test_wrong_or_missing_signature_is_401_and_nothing_delivered(hookd, tmp_path):
+    body = payload("scheduling.smartscheduler.scheduled")
+    assert send_event(hookd, body, secret="not-the-secret") == 401
+    status, _, text = hookd.post("/webhooks/cirrus", body)
+    assert status == 401 and text == b"unauthorized\n"  # no detail on which
+    status, _, _ = hookd.post("/webhooks/cirrus", body, {"X-Signature": "zz"})
+    assert status == 401
+    # one more good event, to know the pipeline ran: only it arrives
+    assert send_event(hookd, payload("developer.webhook.test")) == 200
+    wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+    hookd.stop()
+    assert [l["type"] for l in read_jsonl(tmp_path / "events.jsonl")] == ["developer.webhook.test"]
+    assert hookd.log().count("rejected: signature missing or wrong (401)") == 3
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"{not json", b"body is not JSON"),
+    (b"[1,2]", b"body is not a JSON object"),
+    (b'{"eventId": "x1", "data": {}}', b"eventType"),
+    (b'{"eventType": "a.b", "data": {}}', b"eventId"),
+])
+def test_bad_json_is_400_with_reason(hookd, body, reason):
+    status, _, text = hookd.post("/webhooks/cirrus", body, {"X-Signature": sign(body)})
+    assert status == 400
+    assert reason in text and text.count(b"\n") == 1
+
+
+def test_unknown_path_404_and_wrong_method_405(hookd):
+    assert hookd.post("/nope", b"{}")[0] == 404
+    status, headers, _ = hookd.request("GET", "/webhooks/cirrus")
+    assert status == 405 and headers["allow"] == "POST"
+    status, headers, _ = hookd.request("PUT", "/webhooks/cirrus", b"{}")
+    assert status == 405
+
+
+def test_malformed_http_is_400_and_closed(hookd):
+    out = raw(hookd.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost x\r\n\r\n")
+    assert statuses(out) == [400] and b"Connection: close" in out
+    out = raw(hookd.port, b"GARBAGE\r\n\r\n")
+    assert statuses(out) == [400]
+
+
+def test_smuggling_content_length_with_chunked_is_400(hookd):
+    body = b"0\r\n\r\n"
+    out = raw(hookd.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n" + body)
+    assert statuses(out) == [400]
+    out = raw(hookd.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+              b"Content-Length: 3\r\n\r\n{}")
+    assert statuses(out) == [400]
+
+
+def test_content_length_over_limit_is_413_before_body(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"max_body_bytes": 1000}))
+    # The body is never sent: the answer comes from the Content-Length alone.
+    out = raw(d.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+    assert statuses(out) == [413]
+    # A chunked body that grows past the limit
+    chunk = b"400\r\n" + b"a" * 1024 + b"\r\n"
+    out = raw(d.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + chunk * 2)
+    assert statuses(out) == [413]
+    # A body within the limit still works
+    body = payload("developer.webhook.test")
+    assert len(body) < 1000
+    assert send_event(d, body) == 200
+
+
+def test_header_limit_is_431(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"max_header_bytes": 2048}))
+    out = raw(d.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n")
+    assert statuses(out) == [431]
+
+
+def test_slow_headers_and_slow_body_are_408_and_closed(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"header_timeout_ms": 300, "body_timeout_ms": 300}))
+    t0 = time.monotonic()
+    out = raw(d.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\n")
+    assert statuses(out) == [408] and b"Connection: close" in out
+    assert time.monotonic() - t0 < 3
+    out = raw(d.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":")
+    assert statuses(out) == [408]
+
+
+def test_idle_keepalive_connection_is_closed(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"idle_timeout_ms": 300}))
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    s.sendall(signed_request(payload("developer.webhook.test")))
+    data = s.recv(4096)
+    assert statuses(data) == [200]
+    t0 = time.monotonic()
+    assert s.recv(4096) == b""  # closed by the server, silently
+    assert time.monotonic() - t0 < 3
+    s.close()
+
+
+def test_pipelined_requests_answered_in_order(hookd, tmp_path):
+    reqs = b"".join(signed_request(payload(n)) for n in (
+        "scheduling.smartscheduler.scheduled", "scheduling.smartscheduler.rescheduled"))
+    reqs += b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    reqs += signed_request(payload("scheduling.smartscheduler.canceled"), extra=b"Connection: close\r\n")
+    out = raw(hookd.port, reqs)
+    assert statuses(out) == [200, 200, 404, 200]
+    lines = wait_until(lambda: len(read_jsonl(tmp_path / "events.jsonl")) == 3 and
+                       read_jsonl(tmp_path / "events.jsonl"))
+    assert [l["type"].rsplit(".", 1)[1] for l in lines] == ["scheduled", "rescheduled", "canceled"]
+
+
+def test_chunked_body_is_accepted(hookd, tmp_path):
+    body = payload("scheduling.smartscheduler.scheduled")
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 100]), body[i:i + 100])
+                      for i in range(0, len(body), 100)) + b"0\r\n\r\n"
+    out = raw(hookd.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+              b"Connection: close\r\nX-Signature: " + sign(body).encode() + b"\r\n\r\n" + chunks)
+    assert statuses(out) == [200]
+    wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+
+
+def test_body_split_across_many_writes(hookd, tmp_path):
+    req = signed_request(payload("scheduling.smartscheduler.scheduled"), extra=b"Connection: close\r\n")
+    s = socket.create_connection(("127.0.0.1", hookd.port), timeout=5)
+    for i in range(0, len(req), 37):
+        s.sendall(req[i:i + 37])
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert statuses(data) == [200]
+
+
+def test_duplicate_is_200_and_delivered_once(hookd, tmp_path):
+    body = payload("scheduling.smartscheduler.scheduled")
+    assert send_event(hookd, body) == 200
+    # Cirrus Insight resends the same eventId with a new deliveryAttempt
+    again = json.loads(body)
+    again["deliveryAttempt"] = 2
+    again["deliveryTimestamp"] = "2026-11-26T15:25:04Z"
+    assert send_event(hookd, json.dumps(again).encode()) == 200
+    assert send_event(hookd, payload("developer.webhook.test")) == 200
+    wait_until(lambda: len(read_jsonl(tmp_path / "events.jsonl")) == 2)
+    hookd.stop()
+    assert sorted(l["type"] for l in read_jsonl(tmp_path / "events.jsonl")) == [
+        "developer.webhook.test", "scheduling.smartscheduler.scheduled"]
+    assert "duplicate of an accepted event" in hookd.log()
+
+
+def test_max_connections_answers_503(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"max_connections": 2}))
+    a = socket.create_connection(("127.0.0.1", d.port))
+    b = socket.create_connection(("127.0.0.1", d.port))
+    out = raw(d.port, b"")
+    assert statuses(out) == [503] and b"Retry-After:" in out
+    a.close()
+    b.close()
+    # once they are gone, requests go through again
+    wait_until(lambda: send_event(d, payload("developer.webhook.test")) == 200)
+
+
+def test_shutdown_refuses_new_work_and_exits_zero(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path))
+    assert send_event(d, payload("developer.webhook.test")) == 200
+    assert d.stop() == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", d.port), timeout=1)
+
+
+def test_ipv6_and_ipv4_listeners(daemon_factory, tmp_path):
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    from conftest import free_port
+    port = free_port()
+    d = daemon_factory(sink_config(tmp_path, listen=[f"127.0.0.1:{port}", f"[::1]:{port}"]))
+    body = payload("developer.webhook.test")
+    s = socket.create_connection(("::1", port), timeout=5)
+    s.sendall(signed_request(body, extra=b"Connection: close\r\n"))
+    data = s.recv(4096)
+    s.close()
+    assert statuses(data) == [200]
+    assert send_event(d, payload("scheduling.smartscheduler.scheduled")) == 200
+
+
+def test_admin_endpoints(daemon_factory, tmp_path):
+    from conftest import free_port
+    admin = free_port()
+    d = daemon_factory(sink_config(tmp_path, admin_listen=f"127.0.0.1:{admin}"))
+    assert http_request(admin, "GET", "/healthz")[0] == 200
+    assert http_request(admin, "GET", "/readyz")[0] == 200
+    assert send_event(d, payload("developer.webhook.test")) == 200
+    assert send_event(d, payload("developer.webhook.test"), secret="bad") == 401
+    wait_until(lambda: b'hookd_deliveries_ok_total{instance="audit"} 1' in
+               http_request(admin, "GET", "/metrics")[2])
+    text = http_request(admin, "GET", "/metrics")[2].decode()
+    assert 'hookd_http_requests_total{status="401"} 1' in text
+    assert "hookd_events_accepted_total 1" in text
