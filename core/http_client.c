@@ -1,4 +1,5 @@
-/* Outbound HTTP for plugins: libcurl easy handles reused per worker thread, answers mapped to outcomes. */
+/* Outbound HTTP for plugins: libcurl easy handles reused per worker thread, answers mapped to
+ * outcomes. */
 #include "http_client.h"
 
 #include <ctype.h>
@@ -277,19 +278,25 @@ hookd_result http_client_perform(const hookd_http_request *req, hookd_http_respo
   int oom = 0;
 
   for (size_t i = 0; i < req->n_headers && !oom; i++) {
-    if ((tmp = curl_slist_append(hdrs, req->headers[i])) == NULL) oom = 1;
-    else hdrs = tmp;
+    if ((tmp = curl_slist_append(hdrs, req->headers[i])) == NULL)
+      oom = 1;
+    else
+      hdrs = tmp;
   }
   /* libcurl would add "Content-Type: application/x-www-form-urlencoded" to a
    * body the plugin did not label, and "Expect: 100-continue" (an extra round
    * trip) to a big one; "Name:" with no value removes a header. */
   if (!oom && !has_header(req, "Content-Type")) {
-    if ((tmp = curl_slist_append(hdrs, "Content-Type:")) == NULL) oom = 1;
-    else hdrs = tmp;
+    if ((tmp = curl_slist_append(hdrs, "Content-Type:")) == NULL)
+      oom = 1;
+    else
+      hdrs = tmp;
   }
   if (!oom && !has_header(req, "Expect")) {
-    if ((tmp = curl_slist_append(hdrs, "Expect:")) == NULL) oom = 1;
-    else hdrs = tmp;
+    if ((tmp = curl_slist_append(hdrs, "Expect:")) == NULL)
+      oom = 1;
+    else
+      hdrs = tmp;
   }
   if (oom) {
     curl_slist_free_all(hdrs);
@@ -300,9 +307,9 @@ hookd_result http_client_perform(const hookd_http_request *req, hookd_http_respo
   curl_easy_setopt(h, CURLOPT_URL, req->url);
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                   (long)(req->connect_timeout_ms ? req->connect_timeout_ms
-                                                  : DEFAULT_CONNECT_TIMEOUT_MS));
+  curl_easy_setopt(
+      h, CURLOPT_CONNECTTIMEOUT_MS,
+      (long)(req->connect_timeout_ms ? req->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS));
   curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
                    (long)(req->timeout_ms ? req->timeout_ms : DEFAULT_TIMEOUT_MS));
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);

@@ -1,4 +1,5 @@
-/* crm_update plugin: keeps a CRM record in step with each event (Salesforce upsert by external id, or any REST call). */
+/* crm_update plugin: keeps a CRM record in step with each event (Salesforce upsert by external id,
+ * or any REST call). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf, strcasecmp */
 #endif
@@ -176,10 +177,10 @@ static int http_url(const char *s) {
 }
 
 static int init_salesforce(crm *st, const hookd_config *cfg) {
-  static const char *const keys[] = {
-      "provider",      "instance_url", "token",       "api_version", "object",
-      "external_id_field", "external_id", "fields", "on_cancel",   "cancel_fields",
-      "timeout_ms",    "ca_file",      NULL};
+  static const char *const keys[] = {"provider",  "instance_url",      "token",       "api_version",
+                                     "object",    "external_id_field", "external_id", "fields",
+                                     "on_cancel", "cancel_fields",     "timeout_ms",  "ca_file",
+                                     NULL};
   const hookd_host_api *host = st->host;
   const char *instance, *token, *version, *object, *ext_field, *on_cancel;
   int rc;
@@ -203,8 +204,7 @@ static int init_salesforce(crm *st, const hookd_config *cfg) {
     return host->config_error(cfg, "external_id_field", "expected an API field name");
   if (!is_identifier(object, ""))
     return host->config_error(cfg, "object", "expected an API object name");
-  if (!is_identifier(version[0] == 'v' ? version + 1 : version, ".") ||
-      !strchr(version, '.'))
+  if (!is_identifier(version[0] == 'v' ? version + 1 : version, ".") || !strchr(version, '.'))
     return host->config_error(cfg, "api_version", "expected a version such as \"v59.0\"");
   if (strcmp(on_cancel, "update") == 0) {
     st->cancel_delete = 0;
@@ -252,7 +252,7 @@ static int init_salesforce(crm *st, const hookd_config *cfg) {
 }
 
 static int init_rest(crm *st, const hookd_config *cfg) {
-  static const char *const keys[] = {"provider", "method",     "url",     "headers", "body",
+  static const char *const keys[] = {"provider",    "method",     "url",     "headers", "body",
                                      "body_escape", "timeout_ms", "ca_file", NULL};
   static const char *const methods[] = {"POST", "PUT", "PATCH", "DELETE", "GET", NULL};
   const hookd_host_api *host = st->host;
@@ -269,10 +269,14 @@ static int init_rest(crm *st, const hookd_config *cfg) {
   while (*m && strcmp(*m, st->method) != 0) m++;
   if (!*m) return host->config_error(cfg, "method", "expected POST, PUT, PATCH, DELETE or GET");
   if (!st->url) return host->config_error(cfg, "url", "required");
-  if (strcmp(esc, "json") == 0) st->body_escape = HOOKD_ESC_JSON;
-  else if (strcmp(esc, "url") == 0) st->body_escape = HOOKD_ESC_URL;
-  else if (strcmp(esc, "none") == 0) st->body_escape = HOOKD_ESC_NONE;
-  else return host->config_error(cfg, "body_escape", "expected \"json\", \"url\" or \"none\"");
+  if (strcmp(esc, "json") == 0)
+    st->body_escape = HOOKD_ESC_JSON;
+  else if (strcmp(esc, "url") == 0)
+    st->body_escape = HOOKD_ESC_URL;
+  else if (strcmp(esc, "none") == 0)
+    st->body_escape = HOOKD_ESC_NONE;
+  else
+    return host->config_error(cfg, "body_escape", "expected \"json\", \"url\" or \"none\"");
   for (size_t i = 0; i < st->headers.n; i++) {
     const char *name = st->headers.v[i].name;
     if (!is_identifier(name, "-!#$%&'*+.^`|~"))
@@ -365,8 +369,10 @@ static int add_field(const crm *st, const hookd_event *ev, sb *b, const named *f
   sb_puts(b, b->len > 1 ? "," : "");
   sb_json(b, f->name);
   sb_puts(b, ":");
-  if (*v) sb_json(b, v);
-  else sb_puts(b, "null");
+  if (*v)
+    sb_json(b, v);
+  else
+    sb_puts(b, "null");
   st->host->free(v);
   return 0;
 }
@@ -391,8 +397,7 @@ static int record_json(const crm *st, const hookd_event *ev, int canceled, sb *b
   return b->oom ? -1 : 0;
 }
 
-static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev,
-                                       hookd_outcome *out) {
+static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev, hookd_outcome *out) {
   const hookd_host_api *host = st->host;
   char *id = host->render(st->external_id, ev, HOOKD_ESC_URL, NULL);
   if (!id) return oom(out);
@@ -471,8 +476,7 @@ static hookd_result deliver_rest(const crm *st, const hookd_event *ev, hookd_out
   }
   if (body && !st->has_content_type) lines[nh++] = "Content-Type: application/json";
   if (!http_url(url)) {
-    snprintf(out->message, sizeof out->message, "url renders to '%.200s', not an http(s) URL",
-             url);
+    snprintf(out->message, sizeof out->message, "url renders to '%.200s', not an http(s) URL", url);
     rc = HOOKD_FAIL;
     goto done;
   }

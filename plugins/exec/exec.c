@@ -572,8 +572,9 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
   err_p[0] = -1;
   run->body = ev->body ? ev->body : "";
   run->body_len = ev->body ? ev->body_len : 0;
+  /* A pidfd wakes poll() when the child exits (the kernel makes it
+   * close-on-exec); without one, exec_pump looks every EXEC_TICK_MS. */
   run->pidfd = (int)syscall(SYS_pidfd_open, run->pid, 0);
-  if (run->pidfd >= 0) fcntl(run->pidfd, F_SETFD, FD_CLOEXEC);
   if (run->body_len == 0) exec_close(&run->in_fd);
 
   int timed_out = 0, poll_failed = 0;
@@ -589,9 +590,10 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
   }
   exec_close(&run->in_fd);
 
-  int status = 0, reaped;
+  int status = 0, reaped, wait_errno = 0;
   while ((reaped = waitpid(run->pid, &status, 0)) < 0 && errno == EINTR) {
   }
+  if (reaped < 0) wait_errno = errno;
   exec_pump(run, exec_now_ms() + EXEC_DRAIN_MS, 0);
   if (run->saw_epipe) {
     struct timespec zero = {0, 0};
@@ -634,7 +636,7 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
     host->log(st->self, ev, HOOKD_LOG_INFO, "%s exited 0 after %" PRId64 " ms", st->argv[0], took);
   else
     host->log(st->self, ev, result == HOOKD_RETRY ? HOOKD_LOG_WARN : HOOKD_LOG_ERROR,
-              "%s: %s after %" PRId64 " ms", st->argv[0], outcome->message, took);
+              "%s: %s (ran %" PRId64 " ms)", st->argv[0], outcome->message, took);
   exec_log_capture(st, ev, HOOKD_LOG_INFO, "stdout", &run->out);
   exec_log_capture(st, ev, result == HOOKD_OK ? HOOKD_LOG_INFO : HOOKD_LOG_WARN, "stderr",
                    &run->err);

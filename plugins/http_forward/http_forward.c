@@ -1,4 +1,5 @@
-/* http_forward plugin: relays the raw event body to a URL, signed with Standard Webhooks headers. */
+/* http_forward plugin: relays the raw event body to a URL, signed with Standard Webhooks headers.
+ */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* vasprintf */
 #endif
@@ -60,9 +61,8 @@ static int decode_secret(const char *secret, unsigned char *key, size_t cap) {
 static int sign(const forward *st, const char *id, const char *ts, const char *body,
                 size_t body_len, char *out, size_t outlen) {
   char digest_name[] = "SHA256";
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
-      OSSL_PARAM_construct_end()};
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest_name, 0),
+                         OSSL_PARAM_construct_end()};
   unsigned char mac[EVP_MAX_MD_SIZE];
   size_t mac_len = 0;
   int ok = 0;
@@ -106,8 +106,8 @@ static hookd_result fwd_deliver(void *state, const hookd_event *ev, hookd_outcom
   const hookd_host_api *host = st->host;
   char id[256], ctype[256], ts[32], sig[128];
   header_safe(id, sizeof id, ev->id);
-  header_safe(ctype, sizeof ctype, ev->content_type && *ev->content_type ? ev->content_type
-                                                                         : "application/json");
+  header_safe(ctype, sizeof ctype,
+              ev->content_type && *ev->content_type ? ev->content_type : "application/json");
   /* A fresh timestamp per attempt: the receiver's tolerance window counts
    * from the send, and webhook-id stays the same for its deduplication. */
   snprintf(ts, sizeof ts, "%" PRId64, (int64_t)time(NULL));
@@ -176,9 +176,9 @@ static int is_token(const char *s) {
 }
 
 static int read_headers(forward *st, const hookd_config *cfg) {
-  static const char *const reserved[] = {"Content-Type", "Content-Length", "Host",
-                                         "webhook-id", "webhook-timestamp",
-                                         "webhook-signature", NULL};
+  static const char *const reserved[] = {
+      "Content-Type",      "Content-Length",    "Host", "webhook-id",
+      "webhook-timestamp", "webhook-signature", NULL};
   const hookd_host_api *host = st->host;
   const hookd_config *obj;
   int rc = host->config_object(cfg, "headers", &obj);

@@ -29,10 +29,10 @@ typedef struct text_rule {
 typedef struct slack {
   const hookd_host_api *host;
   hookd_instance *self;
-  char *post_url;             /* the webhook, or {api_url}/chat.postMessage */
-  char *auth_header;          /* "Authorization: Bearer ..." (Web API), or NULL */
-  hookd_template *channel;    /* Web API only */
-  hookd_template *text;       /* may be NULL: the default message */
+  char *post_url;          /* the webhook, or {api_url}/chat.postMessage */
+  char *auth_header;       /* "Authorization: Bearer ..." (Web API), or NULL */
+  hookd_template *channel; /* Web API only */
+  hookd_template *text;    /* may be NULL: the default message */
   text_rule *rules;
   size_t n_rules;
   const char *ca_file;
@@ -81,22 +81,43 @@ static size_t utf8_cut(const char *s, size_t max) {
  * also &, < and > escaped the way Slack asks, so a value can never become a
  * link or an @channel mention. */
 static void sb_char(sb *b, char ch, int mrkdwn) {
-  unsigned char c = (unsigned char)ch;
+  const char *rep = NULL;
   char esc[8];
-  if (mrkdwn && c == '&') sb_puts(b, "&amp;");
-  else if (mrkdwn && c == '<') sb_puts(b, "&lt;");
-  else if (mrkdwn && c == '>') sb_puts(b, "&gt;");
-  else if (c == '"') sb_puts(b, "\\\"");
-  else if (c == '\\') sb_puts(b, "\\\\");
-  else if (c == '\n') sb_puts(b, "\\n");
-  else if (c == '\t') sb_puts(b, "\\t");
-  else if (c == '\r') sb_puts(b, "\\r");
-  else if (c < 0x20 || c == 0x7f) {
-    snprintf(esc, sizeof esc, "\\u%04x", c);
-    sb_puts(b, esc);
-  } else {
-    sb_add(b, &ch, 1);
+  switch (ch) {
+    case '&':
+      rep = mrkdwn ? "&amp;" : NULL;
+      break;
+    case '<':
+      rep = mrkdwn ? "&lt;" : NULL;
+      break;
+    case '>':
+      rep = mrkdwn ? "&gt;" : NULL;
+      break;
+    case '"':
+      rep = "\\\"";
+      break;
+    case '\\':
+      rep = "\\\\";
+      break;
+    case '\n':
+      rep = "\\n";
+      break;
+    case '\t':
+      rep = "\\t";
+      break;
+    case '\r':
+      rep = "\\r";
+      break;
+    default:
+      if ((unsigned char)ch < 0x20 || ch == 0x7f) {
+        snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)ch);
+        rep = esc;
+      }
   }
+  if (rep)
+    sb_puts(b, rep);
+  else
+    sb_add(b, &ch, 1);
 }
 
 /* Appends s, at most max bytes ("…" marks a cut), escaped by sb_char(). */
@@ -166,8 +187,12 @@ static int parse_iso8601(const char *s, time_t *out) {
     p += strlen(p);
   }
   if (*p) return -1;
-  struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                  .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+  struct tm tm = {.tm_year = y - 1900,
+                  .tm_mon = mo - 1,
+                  .tm_mday = d,
+                  .tm_hour = h,
+                  .tm_min = mi,
+                  .tm_sec = sec};
   *out = timegm(&tm) - off;
   return 0;
 }
@@ -177,8 +202,7 @@ static void format_day(char *out, size_t n, const struct tm *tm) {
   static const char *wd[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static const char *mo[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  snprintf(out, n, "%s %d %s %d", wd[tm->tm_wday], tm->tm_mday, mo[tm->tm_mon],
-           tm->tm_year + 1900);
+  snprintf(out, n, "%s %d %s %d", wd[tm->tm_wday], tm->tm_mday, mo[tm->tm_mon], tm->tm_year + 1900);
 }
 
 /* "Tue 1 Dec 2026, 14:00–14:30 UTC", or across days "…, 23:30 – Wed 2 Dec
@@ -247,11 +271,22 @@ static void sb_link(sb *b, const char *url, const char *label) {
   sb_puts(b, "<");
   size_t n = utf8_cut(url, SLACK_FIELD_VALUE_MAX);
   for (size_t i = 0; i < n; i++) {
-    if (url[i] == '|') sb_puts(b, "%7C");
-    else if (url[i] == '>') sb_puts(b, "%3E");
-    else if (url[i] == '<') sb_puts(b, "%3C");
-    else if (url[i] == ' ') sb_puts(b, "%20");
-    else sb_char(b, url[i], 1);
+    switch (url[i]) {
+      case '|':
+        sb_puts(b, "%7C");
+        break;
+      case '>':
+        sb_puts(b, "%3E");
+        break;
+      case '<':
+        sb_puts(b, "%3C");
+        break;
+      case ' ':
+        sb_puts(b, "%20");
+        break;
+      default:
+        sb_char(b, url[i], 1);
+    }
   }
   sb_puts(b, "|");
   sb_text(b, label, SLACK_FIELD_VALUE_MAX, 1);
@@ -342,8 +377,10 @@ static void meeting_message(const slack *st, const hookd_event *ev, sb *b) {
   }
   if (location) {
     field_open(b, &firstf, "Location");
-    if (is_url(location)) sb_link(b, location, location);
-    else sb_text(b, location, SLACK_FIELD_VALUE_MAX, 1);
+    if (is_url(location))
+      sb_link(b, location, location);
+    else
+      sb_text(b, location, SLACK_FIELD_VALUE_MAX, 1);
     sb_puts(b, "\"}");
   }
   if (firstf) {
@@ -475,14 +512,13 @@ static int json_top(const char *body, const char *key, char *out, size_t n) {
 
 /* Maps a Web API answer ({"ok": true} or {"ok": false, "error": "..."}). */
 static hookd_result api_answer(const char *body, hookd_outcome *out) {
-  static const char *const transient[] = {"ratelimited", "rate_limited", "internal_error",
-                                          "fatal_error", "service_unavailable",
-                                          "request_timeout", NULL};
-  static const char *const auth[] = {"not_authed", "invalid_auth", "account_inactive",
-                                     "token_revoked", "token_expired", "no_permission",
+  static const char *const transient[] = {"ratelimited", "rate_limited",        "internal_error",
+                                          "fatal_error", "service_unavailable", "request_timeout",
+                                          NULL};
+  static const char *const auth[] = {"not_authed",    "invalid_auth",           "account_inactive",
+                                     "token_revoked", "token_expired",          "no_permission",
                                      "missing_scope", "not_allowed_token_type", NULL};
-  static const char *const channel[] = {"channel_not_found", "not_in_channel", "is_archived",
-                                        NULL};
+  static const char *const channel[] = {"channel_not_found", "not_in_channel", "is_archived", NULL};
   char ok[16], error[128];
   if (!json_top(body, "ok", ok, sizeof ok)) {
     snprintf(out->message, sizeof out->message, "unexpected Slack API answer: %.200s", body);
@@ -615,8 +651,8 @@ static int read_texts(slack *st, const hookd_config *cfg) {
   return 0;
 }
 
-static int slack_init(const hookd_host_api *host, hookd_instance *self,
-                      const hookd_config *cfg, void **state, char *err, size_t errlen) {
+static int slack_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
+                      void **state, char *err, size_t errlen) {
   static const char *const keys[] = {"webhook_url", "token",   "channel",    "api_url", "text",
                                      "texts",       "ca_file", "timeout_ms", NULL};
   if (host->struct_size < sizeof *host) {
@@ -667,8 +703,7 @@ static int slack_init(const hookd_host_api *host, hookd_instance *self,
   } else {
     size_t n = strlen(api_url);
     while (n > 0 && api_url[n - 1] == '/') n--;
-    if (asprintf(&st->post_url, "%.*s/chat.postMessage", (int)n, api_url) < 0)
-      st->post_url = NULL;
+    if (asprintf(&st->post_url, "%.*s/chat.postMessage", (int)n, api_url) < 0) st->post_url = NULL;
     if (strpbrk(token, "\r\n")) {
       host->config_error(cfg, "token", "contains a line break");
       goto fail;

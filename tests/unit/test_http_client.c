@@ -364,7 +364,8 @@ static void test_503_retry_after_http_date(void **state) {
 
 static void test_500_retry_without_retry_after(void **state) {
   (void)state;
-  answer("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops");
+  answer(
+      "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops");
   result r = perform_post();
   assert_int_equal(r.rc, HOOKD_RETRY);
   assert_int_equal(r.out.retry_after_ms, 0);
