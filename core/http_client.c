@@ -1,5 +1,4 @@
-/* Outbound HTTP for plugins: libcurl easy handles reused per worker thread, answers mapped to
- * outcomes. */
+/* Outbound HTTP for plugins: per-thread libcurl handles, answers mapped to outcomes. */
 #include "http_client.h"
 
 #include <ctype.h>
@@ -9,6 +8,23 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+
+/*
+ * Policy, beyond the mapping in http_client.h:
+ *   - Redirects are not followed. A 301/302 would turn a POST into a GET, and
+ *     any redirect sends the event somewhere the config does not name; a 3xx
+ *     is a FAIL whose message names the Location, so the operator fixes the
+ *     URL.
+ *   - Only http:// and https://. A malformed URL or another scheme is a FAIL:
+ *     waiting does not repair it. Every other curl error is a RETRY.
+ *   - A header line holding CR or LF is refused (FAIL) before anything is
+ *     sent. Without a Content-Type from the plugin none is sent (libcurl's
+ *     form-urlencoded default would be a lie), and Expect: 100-continue is
+ *     off.
+ *   - Retry-After (seconds or HTTP-date) is honoured up to one day.
+ *   - Proxies come from the environment (http_proxy, https_proxy, no_proxy),
+ *     as libcurl does by default.
+ */
 
 #ifndef HOOKD_VERSION
 #define HOOKD_VERSION "0"
@@ -117,11 +133,10 @@ void http_client_thread_cleanup(void) {
   }
 }
 
+/* The calling thread's handle, created on first use. Every request resets
+ * it when done, so it starts with default options. */
 static CURL *thread_handle(void) {
-  if (tl_curl)
-    curl_easy_reset(tl_curl);
-  else
-    tl_curl = curl_easy_init();
+  if (!tl_curl) tl_curl = curl_easy_init();
   return tl_curl;
 }
 
@@ -183,6 +198,14 @@ static int has_header(const hookd_http_request *req, const char *name) {
     const char *h = req->headers[i];
     if (h && strncasecmp(h, name, nl) == 0 && h[nl] == ':') return 1;
   }
+  return 0;
+}
+
+/* Appends a header line; returns 1 when out of memory (the list is kept). */
+static int add_header(struct curl_slist **list, const char *line) {
+  struct curl_slist *l = curl_slist_append(*list, line);
+  if (!l) return 1;
+  *list = l;
   return 0;
 }
 
@@ -273,31 +296,16 @@ hookd_result http_client_perform(const hookd_http_request *req, hookd_http_respo
 
   capture c = {.body = {.max = BODY_MAX}, .headers = {.max = HEADERS_MAX}};
   char errbuf[CURL_ERROR_SIZE] = "";
-  struct curl_slist *hdrs = NULL, *tmp;
+  struct curl_slist *hdrs = NULL;
   hookd_result result;
   int oom = 0;
 
-  for (size_t i = 0; i < req->n_headers && !oom; i++) {
-    if ((tmp = curl_slist_append(hdrs, req->headers[i])) == NULL)
-      oom = 1;
-    else
-      hdrs = tmp;
-  }
+  for (size_t i = 0; i < req->n_headers; i++) oom |= add_header(&hdrs, req->headers[i]);
   /* libcurl would add "Content-Type: application/x-www-form-urlencoded" to a
    * body the plugin did not label, and "Expect: 100-continue" (an extra round
    * trip) to a big one; "Name:" with no value removes a header. */
-  if (!oom && !has_header(req, "Content-Type")) {
-    if ((tmp = curl_slist_append(hdrs, "Content-Type:")) == NULL)
-      oom = 1;
-    else
-      hdrs = tmp;
-  }
-  if (!oom && !has_header(req, "Expect")) {
-    if ((tmp = curl_slist_append(hdrs, "Expect:")) == NULL)
-      oom = 1;
-    else
-      hdrs = tmp;
-  }
+  if (!has_header(req, "Content-Type")) oom |= add_header(&hdrs, "Content-Type:");
+  if (!has_header(req, "Expect")) oom |= add_header(&hdrs, "Expect:");
   if (oom) {
     curl_slist_free_all(hdrs);
     snprintf(outcome->message, sizeof outcome->message, "out of memory");
@@ -305,7 +313,11 @@ hookd_result http_client_perform(const hookd_http_request *req, hookd_http_respo
   }
 
   curl_easy_setopt(h, CURLOPT_URL, req->url);
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(
       h, CURLOPT_CONNECTTIMEOUT_MS,

@@ -1,5 +1,4 @@
-/* crm_update plugin: keeps a CRM record in step with each event (Salesforce upsert by external id,
- * or any REST call). */
+/* crm_update plugin: keeps CRM records in step with events (Salesforce upsert, or a REST call). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf, strcasecmp */
 #endif

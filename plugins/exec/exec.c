@@ -614,7 +614,8 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
     result = HOOKD_RETRY;
   } else if (reaped < 0) {
     /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
-    snprintf(outcome->message, sizeof outcome->message, "exit status unknown: %s", strerror(errno));
+    snprintf(outcome->message, sizeof outcome->message, "exit status unknown: %s",
+             strerror(wait_errno));
     result = HOOKD_FAIL;
   } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     result = HOOKD_OK;

@@ -1,5 +1,4 @@
-/* http_forward plugin: relays the raw event body to a URL, signed with Standard Webhooks headers.
- */
+/* http_forward plugin: relays the raw event body to a URL, signed per Standard Webhooks. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* vasprintf */
 #endif

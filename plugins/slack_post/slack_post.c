@@ -1,4 +1,4 @@
-/* slack_post plugin: posts a message per event to a Slack incoming webhook or chat.postMessage. */
+/* slack_post plugin: one Slack message per event (incoming webhook or chat.postMessage). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf, timegm */
 #endif
