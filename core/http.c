@@ -540,15 +540,9 @@ void http_accept(http_server *srv, uv_stream_t *listener) {
 
 /* --- answers ---------------------------------------------------------------- */
 
-void http_respond(http_conn *c, int status, const char *extra_headers, const char *body,
-                  size_t body_len) {
-  if (c->answered) return;
-  c->answered = 1;
-  metrics_count_status(status);
-  if (c->state == ST_CLOSED) {
-    return; /* the client went away; the object is freed by its close */
-  }
-  if (c->srv->draining) c->keep_alive = 0;
+/* Formats and writes an answer with headers and a body. */
+static void respond_full(http_conn *c, int status, const char *extra_headers, const char *body,
+                         size_t body_len) {
   char head[512];
   int hl = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                     status, http_status_text(status), body_len,
@@ -566,6 +560,33 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
   if (body_len) memcpy(out + hl, body, body_len);
   conn_write(c, out, total);
   if (out != stackbuf) free(out);
+}
+
+void http_respond(http_conn *c, int status, const char *extra_headers, const char *body,
+                  size_t body_len) {
+  if (c->answered) return;
+  c->answered = 1;
+  metrics_count_status(status);
+  if (c->state == ST_CLOSED) {
+    return; /* the client went away; the object is freed by its close */
+  }
+  if (c->srv->draining) c->keep_alive = 0;
+  if (body_len == 0 && extra_headers == NULL && status >= 200 && status < 600) {
+    /* The common answer (an accepted event) is the same bytes every time:
+     * format it once. */
+    static char cached[2][400][80];
+    static unsigned char cached_len[2][400];
+    int ka = c->keep_alive ? 1 : 0;
+    char *h = cached[ka][status - 200];
+    if (cached_len[ka][status - 200] == 0) {
+      int n = snprintf(h, sizeof cached[0][0], "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n%s\r\n",
+                       status, http_status_text(status), ka ? "" : "Connection: close\r\n");
+      cached_len[ka][status - 200] = (unsigned char)n;
+    }
+    conn_write(c, h, cached_len[ka][status - 200]);
+  } else {
+    respond_full(c, status, extra_headers, body, body_len);
+  }
   if (c->state == ST_CLOSED) return;
 
   if (c->body_cap > BODY_KEEP_BYTES) {

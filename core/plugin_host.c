@@ -301,6 +301,7 @@ void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_i
   view->body = d->ev->body;
   view->body_len = d->ev->body_len;
   view->content_type = d->ev->content_type;
+  view->timeout_ms = (uint32_t)inst->cfg->delivery.timeout_ms;
   view->host_private = d->ev;
 }
 

@@ -95,10 +95,12 @@ static char *read_file(const char *path) {
 /* The config around a list of plugin entries. The plugin list starts on line
  * PLUGINS_LINE of the file, which marker positions rely on. */
 #define SRC "{'name': 's', 'path': '/h', 'verify': {'scheme': 'none'}}"
-#define CFG_HEAD                          \
-  "{\n"                                   \
-  "  'plugin_dirs': ['" PLUGIN_DIR "'],\n" \
-  "  'sources': [" SRC "],\n"             \
+#define CFG_HEAD                   \
+  "{\n"                            \
+  "  'plugin_dirs': ['" PLUGIN_DIR \
+  "'],\n"                          \
+  "  'sources': [" SRC             \
+  "],\n"                           \
   "  'plugins': [\n"
 
 /* Writes the config (with ' for ") to a fresh file; out: its path. The
@@ -181,11 +183,12 @@ static void test_load_good(void **state) {
   char out[PATH_MAX];
   temp_name(out, sizeof out, "out");
   config cfg;
-  load_config(&cfg,
-              "    {'name': 'p', 'module': 'test_plugin', 'config': {'out': '%s', 'sleep_ms': 0}},\n"
-              "    {'name': 'n', 'module': 'noop'},\n"
-              "    {'name': 'p2', 'module': 'test_plugin'}",
-              out);
+  load_config(
+      &cfg,
+      "    {'name': 'p', 'module': 'test_plugin', 'config': {'out': '%s', 'sleep_ms': 0}},\n"
+      "    {'name': 'n', 'module': 'noop'},\n"
+      "    {'name': 'p2', 'module': 'test_plugin'}",
+      out);
   plugin_host h;
   char err[1024] = "";
   if (plugin_host_load(&h, &cfg, err, sizeof err) != 0) fail_msg("load failed: %s", err);
@@ -303,9 +306,10 @@ static void test_init_fails_destroys_earlier(void **state) {
   (void)state;
   char out[PATH_MAX], err[1024];
   temp_name(out, sizeof out, "out");
-  load_refused("    {'name': 'ok', 'module': 'test_plugin', 'config': {'out': '%s'}},\n"
-               "    {'name': 'bad', 'module': 'test_plugin', 'config': {'init_fail': true}}",
-               out, err, sizeof err);
+  load_refused(
+      "    {'name': 'ok', 'module': 'test_plugin', 'config': {'out': '%s'}},\n"
+      "    {'name': 'bad', 'module': 'test_plugin', 'config': {'init_fail': true}}",
+      out, err, sizeof err);
   assert_string_equal(err,
                       "plugin instance 'bad' (module test_plugin): init failed: told to fail "
                       "(init_fail is true)");
@@ -318,9 +322,10 @@ static void test_init_fails_destroys_earlier(void **state) {
 static void test_module_not_found(void **state) {
   (void)state;
   char err[1024];
-  load_refused("    {'name': 'm', 'module': 'test_plugin'},\n"
-               "    {'name': 'z', 'module': 'no_such_module'}",
-               NULL, err, sizeof err);
+  load_refused(
+      "    {'name': 'm', 'module': 'test_plugin'},\n"
+      "    {'name': 'z', 'module': 'no_such_module'}",
+      NULL, err, sizeof err);
   assert_string_equal(err,
                       "plugins[1]: plugin instance 'z': module 'no_such_module' not found: no "
                       "no_such_module.so in plugin_dirs (1 searched)");
@@ -377,9 +382,10 @@ static void expect_positioned(const char *err, const char *prefix, const char *t
 static void test_unknown_key(void **state) {
   (void)state;
   char err[1024];
-  load_refused("    {'name': 'p', 'module': 'test_plugin',\n"
-               "     'config': {'sleep_ms': 1, 'bogus': " MARK "true}}",
-               NULL, err, sizeof err);
+  load_refused(
+      "    {'name': 'p', 'module': 'test_plugin',\n"
+      "     'config': {'sleep_ms': 1, 'bogus': " MARK "true}}",
+      NULL, err, sizeof err);
   expect_positioned(err, "plugin instance 'p' (module test_plugin): init failed: ",
                     "plugins[0].config.bogus: unknown key 'bogus'");
 }
@@ -387,15 +393,15 @@ static void test_unknown_key(void **state) {
 static void test_wrong_type_int(void **state) {
   (void)state;
   char err[1024];
-  load_refused("    {'name': 'n', 'module': 'noop'},\n"
-               "    {'name': 'p', 'module': 'test_plugin',\n"
-               "     'config': {'sleep_ms': " MARK "'x'}}",
-               NULL, err, sizeof err);
+  load_refused(
+      "    {'name': 'n', 'module': 'noop'},\n"
+      "    {'name': 'p', 'module': 'test_plugin',\n"
+      "     'config': {'sleep_ms': " MARK "'x'}}",
+      NULL, err, sizeof err);
   expect_positioned(err, "plugin instance 'p' (module test_plugin): init failed: ",
                     "plugins[1].config.sleep_ms: expected an integer");
   /* A fraction is not an integer either. */
-  load_refused("    {'name': 'p', 'module': 'test_plugin', 'config': {'retry_times': " MARK
-               "1.5}}",
+  load_refused("    {'name': 'p', 'module': 'test_plugin', 'config': {'retry_times': " MARK "1.5}}",
                NULL, err, sizeof err);
   expect_positioned(err, "plugin instance 'p' (module test_plugin): init failed: ",
                     "plugins[0].config.retry_times: expected an integer");
@@ -404,8 +410,8 @@ static void test_wrong_type_int(void **state) {
 static void test_wrong_type_string(void **state) {
   (void)state;
   char err[1024];
-  load_refused("    {'name': 'p', 'module': 'test_plugin', 'config': {'result': " MARK "5}}",
-               NULL, err, sizeof err);
+  load_refused("    {'name': 'p', 'module': 'test_plugin', 'config': {'result': " MARK "5}}", NULL,
+               err, sizeof err);
   expect_positioned(err, "plugin instance 'p' (module test_plugin): init failed: ",
                     "plugins[0].config.result: expected a string");
 }
@@ -416,9 +422,10 @@ static void test_ignored_getter_error(void **state) {
   (void)state;
   char out[PATH_MAX], err[1024];
   temp_name(out, sizeof out, "out");
-  load_refused("    {'name': 'p', 'module': 'test_plugin',\n"
-               "     'config': {'out': '%s', 'init_fail': " MARK "'yes'}}",
-               out, err, sizeof err);
+  load_refused(
+      "    {'name': 'p', 'module': 'test_plugin',\n"
+      "     'config': {'out': '%s', 'init_fail': " MARK "'yes'}}",
+      out, err, sizeof err);
   expect_positioned(err, "plugin instance 'p' (module test_plugin): ",
                     "plugins[0].config.init_fail: expected true or false");
   char *text = read_file(out);
@@ -436,8 +443,8 @@ static void test_bad_template(void **state) {
   const char *prefix = "plugin instance 'p' (module test_plugin): init failed: ";
   char pos[32], want[PATH_MAX + 1024];
   marker_pos(pos, sizeof pos);
-  snprintf(want, sizeof want, "%s%s:%s: plugins[0].config.render: bad template: ", prefix,
-           cfg_path, pos);
+  snprintf(want, sizeof want, "%s%s:%s: plugins[0].config.render: bad template: ", prefix, cfg_path,
+           pos);
   if (strncmp(err, want, strlen(want)) != 0) fail_msg("got: %s\nwant prefix: %s", err, want);
 }
 
@@ -453,7 +460,8 @@ static void test_config_path_relative(void **state) {
   assert_int_equal(mkdir(sub, 0755), 0);
   snprintf(cfgfile, sizeof cfgfile, "%s/hookd.jsonc", dir);
   snprintf(want, sizeof want, "%s/sub/out.txt", dir);
-  char *text = q("{'plugin_dirs': ['" PLUGIN_DIR "'], 'sources': [" SRC "],\n"
+  char *text = q("{'plugin_dirs': ['" PLUGIN_DIR "'], 'sources': [" SRC
+                 "],\n"
                  " 'plugins': [{'name': 'p', 'module': 'test_plugin',\n"
                  "              'config': {'out': 'sub/out.txt'}}]}\n");
   write_file(cfgfile, text);
@@ -635,17 +643,18 @@ static void test_render(void **state) {
   plugin_host_event_view(&view, d, &inst);
 
   char err[256] = "";
-  hookd_template *t =
-      api->template_compile("{\"name\": \"{{data.meetingInfo.meetingName}}\", \"who\": "
-                            "\"{{data.meetingOwner.firstName|upper}}\", \"x\": "
-                            "\"{{data.nope|default:none}}\"}",
-                            err, sizeof err);
+  hookd_template *t = api->template_compile(
+      "{\"name\": \"{{data.meetingInfo.meetingName}}\", \"who\": "
+      "\"{{data.meetingOwner.firstName|upper}}\", \"x\": "
+      "\"{{data.nope|default:none}}\"}",
+      err, sizeof err);
   if (t == NULL) fail_msg("template_compile: %s", err);
   size_t len = 0;
   char *s = api->render(t, &view, HOOKD_ESC_JSON, &len);
   assert_non_null(s);
-  const char *want = "{\"name\": \"Say \\\"hi\\\"\\nnow & then\", \"who\": \"REP\", \"x\": "
-                     "\"none\"}";
+  const char *want =
+      "{\"name\": \"Say \\\"hi\\\"\\nnow & then\", \"who\": \"REP\", \"x\": "
+      "\"none\"}";
   assert_string_equal(s, want);
   assert_int_equal(len, strlen(want));
   /* What the JSON escaping produced parses back to the original value. */
@@ -666,8 +675,8 @@ static void test_render(void **state) {
   assert_string_equal(s, "Subject: Say \"hi\" now & then");
   api->free(s);
   /* And as a URL component. */
-  t = (api->template_free(t), api->template_compile("q={{data.meetingInfo.meetingName}}", err,
-                                                    sizeof err));
+  t = (api->template_free(t),
+       api->template_compile("q={{data.meetingInfo.meetingName}}", err, sizeof err));
   assert_non_null(t);
   s = api->render(t, &view, HOOKD_ESC_URL, &len);
   assert_non_null(s);
@@ -685,24 +694,15 @@ static void test_render(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_load_good),
-      cmocka_unit_test(test_unload_skip),
-      cmocka_unit_test(test_wrong_abi),
-      cmocka_unit_test(test_no_entry_symbol),
-      cmocka_unit_test(test_init_fails),
-      cmocka_unit_test(test_init_fails_destroys_earlier),
-      cmocka_unit_test(test_module_not_found),
-      cmocka_unit_test(test_plugin_dirs_order),
-      cmocka_unit_test(test_unknown_key),
-      cmocka_unit_test(test_wrong_type_int),
-      cmocka_unit_test(test_wrong_type_string),
-      cmocka_unit_test(test_ignored_getter_error),
-      cmocka_unit_test(test_bad_template),
-      cmocka_unit_test(test_config_path_relative),
-      cmocka_unit_test(test_host_api_table),
-      cmocka_unit_test(test_event_view),
-      cmocka_unit_test(test_event_get),
-      cmocka_unit_test(test_render),
+      cmocka_unit_test(test_load_good),         cmocka_unit_test(test_unload_skip),
+      cmocka_unit_test(test_wrong_abi),         cmocka_unit_test(test_no_entry_symbol),
+      cmocka_unit_test(test_init_fails),        cmocka_unit_test(test_init_fails_destroys_earlier),
+      cmocka_unit_test(test_module_not_found),  cmocka_unit_test(test_plugin_dirs_order),
+      cmocka_unit_test(test_unknown_key),       cmocka_unit_test(test_wrong_type_int),
+      cmocka_unit_test(test_wrong_type_string), cmocka_unit_test(test_ignored_getter_error),
+      cmocka_unit_test(test_bad_template),      cmocka_unit_test(test_config_path_relative),
+      cmocka_unit_test(test_host_api_table),    cmocka_unit_test(test_event_view),
+      cmocka_unit_test(test_event_get),         cmocka_unit_test(test_render),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

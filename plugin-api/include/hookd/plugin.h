@@ -19,6 +19,10 @@
  *     Events with one order key reach deliver() in the order hookd accepted
  *     them; a retried event holds back the later events of its key.
  *   - Every host function may be called from any thread unless it says so.
+ *   - hookd never reaps child processes it did not start (it does not ignore
+ *     SIGCHLD nor call waitpid(-1)), so a plugin may run and wait for its own.
+ *   - SIGPIPE is ignored in the whole process: a write to a closed pipe or
+ *     socket fails with EPIPE instead of killing hookd.
  *
  * Memory contract
  *   - Whoever allocates frees. Strings the host returns from render() and
@@ -110,6 +114,7 @@ typedef struct hookd_event {
   const char *body;         /* the raw request body, exactly as signed */
   size_t body_len;          /* its length in bytes (body is also NUL-terminated) */
   const char *content_type; /* the request's Content-Type, or "" */
+  uint32_t timeout_ms;      /* the instance's delivery timeout_ms: finish within it */
   const void *host_private; /* for the host's own use; do not touch */
   void *reserved[8];
 } hookd_event;
