@@ -2,6 +2,8 @@
  * typed settings and defaults. */
 #include "config.h"
 
+#include "router.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -292,21 +294,6 @@ static int valid_header_name(const char *s) {
       return 0;
   }
   return 1;
-}
-
-/* Returns NULL when the event pattern is well formed, or why not. */
-static const char *pattern_problem(const char *p) {
-  const char *seg = p;
-  for (;;) {
-    size_t n = strcspn(seg, ".");
-    if (n == 0) return "empty segment";
-    int star = n == 1 && seg[0] == '*';
-    int stars = n == 2 && seg[0] == '*' && seg[1] == '*';
-    if (memchr(seg, '*', n) && !star && !stars) return "'*' and '**' must be whole segments";
-    if (stars && seg[n] != '\0') return "'**' must be the last segment";
-    if (seg[n] == '\0') return NULL;
-    seg += n + 1;
-  }
 }
 
 static char *resolve_path(ctx *c, const char *p) {
@@ -830,7 +817,7 @@ static int parse_route_events(ctx *c, const cJSON *obj, config_route *r) {
     size_t m = kp_index(c, i);
     if (!cJSON_IsString(e)) return fail(c, "expected a string");
     if (!*e->valuestring) return fail(c, "expected a non-empty string");
-    const char *why = pattern_problem(e->valuestring);
+    const char *why = router_pattern_problem(e->valuestring);
     if (why) return fail(c, "invalid event pattern '%s': %s", e->valuestring, why);
     r->events[i] = dup_str(c, e->valuestring);
     kp_pop(c, m);

@@ -12,6 +12,7 @@
 #include "envelope.h"
 #include "http_client.h"
 #include "log.h"
+#include "router.h"
 #include "template.h"
 
 /* A view of one JSON object of a plugin's config, with its key path for
@@ -260,6 +261,11 @@ static hookd_result host_http(const hookd_instance *self, const hookd_http_reque
   return http_client_perform(req, resp, out);
 }
 
+static int host_pattern_match(const char *pattern, const char *type) {
+  if (router_pattern_problem(pattern) != NULL) return HOOKD_E_INVALID;
+  return router_pattern_match(pattern, type);
+}
+
 static const hookd_host_api host_api = {
     .struct_size = sizeof(hookd_host_api),
     .abi = HOOKD_PLUGIN_ABI,
@@ -282,6 +288,7 @@ static const hookd_host_api host_api = {
     .http = host_http,
     .http_response_free = http_client_response_free,
     .config_path = host_config_path,
+    .pattern_match = host_pattern_match,
 };
 
 const hookd_host_api *plugin_host_api(void) {

@@ -47,6 +47,13 @@ static uint64_t hash_str(const char *s) {
 
 /* NULL when the pattern is valid, else why not. Sets *wildcard when it has a
  * "*" or "**" segment. */
+static const char *pattern_check(const char *pattern, int *wildcard);
+
+const char *router_pattern_problem(const char *pattern) {
+  int wildcard;
+  return pattern_check(pattern, &wildcard);
+}
+
 static const char *pattern_check(const char *pattern, int *wildcard) {
   const char *seg = pattern;
   *wildcard = 0;

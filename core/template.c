@@ -17,11 +17,10 @@
  *     hold either.
  *   - "json" of a missing or null value is null, so a template that builds
  *     JSON stays valid JSON.
- *   - The escaping applies after all filters. With HOOKD_ESC_JSON the json
- *     filter's output is escaped once more as string content, because that
- *     escaping promises text that sits inside a JSON string; a plugin that
- *     builds whole JSON values from "{{x|json}}" renders with
- *     HOOKD_ESC_NONE.
+ *   - The escaping applies after all filters, except that with
+ *     HOOKD_ESC_JSON a value whose last filter is "json" goes in as it is:
+ *     it is already a complete JSON value, meant to stand outside quotes
+ *     ({"note": {{x|json}}}), and escaping it again would break the JSON.
  *   - Compile errors give columns in characters, counted from the start of
  *     the template across line breaks. */
 
@@ -621,7 +620,14 @@ char *template_render(const hookd_template *t, const cJSON *root, hookd_escape e
       apply_filter(t, &t->filters[p->first_filter + k], &v, &sc);
     }
     to_text(&v, &sc);
-    if (!v.missing) put_escaped(&out, v.s, v.n, esc);
+    int raw_json = esc == HOOKD_ESC_JSON && p->n_filters > 0 &&
+                   t->filters[p->first_filter + p->n_filters - 1].kind == FILTER_JSON;
+    if (v.missing) continue;
+    if (raw_json) {
+      buf_put(&out, v.s, v.n);
+    } else {
+      put_escaped(&out, v.s, v.n, esc);
+    }
   }
 
   int oom = out.oom || sc.b[0].oom || sc.b[1].oom;

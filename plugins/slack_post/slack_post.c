@@ -130,37 +130,6 @@ static void sb_text(sb *b, const char *s, size_t max, int mrkdwn) {
 
 #define NOLIMIT ((size_t)-1)
 
-/* --- event type patterns (exact, "*" one segment, "**" the rest) ---------- */
-
-static int pattern_valid(const char *p) {
-  if (!*p) return 0;
-  for (const char *seg = p;;) {
-    const char *e = strchr(seg, '.');
-    size_t n = e ? (size_t)(e - seg) : strlen(seg);
-    if (n == 0) return 0;
-    if (memchr(seg, '*', n) && !(n == 1 || (n == 2 && seg[1] == '*'))) return 0;
-    if (n == 2 && seg[0] == '*' && seg[1] == '*' && e) return 0;
-    if (!e) return 1;
-    seg = e + 1;
-  }
-}
-
-static int pattern_match(const char *p, const char *t) {
-  for (;;) {
-    const char *pe = strchr(p, '.'), *te = strchr(t, '.');
-    size_t pn = pe ? (size_t)(pe - p) : strlen(p), tn = te ? (size_t)(te - t) : strlen(t);
-    if (pn == 2 && p[0] == '*' && p[1] == '*') return *t != '\0';
-    if (pn == 1 && p[0] == '*') {
-      if (tn == 0) return 0;
-    } else if (pn != tn || memcmp(p, t, pn) != 0) {
-      return 0;
-    }
-    if (!pe || !te) return !pe && !te;
-    p = pe + 1;
-    t = te + 1;
-  }
-}
-
 /* --- times ----------------------------------------------------------------- */
 
 /* Reads an ISO 8601 timestamp ("2026-12-01T14:00:00Z", fractions and
@@ -438,7 +407,7 @@ static void plain_message(const hookd_event *ev, sb *b) {
 
 static const hookd_template *pick_template(const slack *st, const char *type) {
   for (size_t i = 0; i < st->n_rules; i++)
-    if (pattern_match(st->rules[i].pattern, type)) return st->rules[i].tpl;
+    if (st->host->pattern_match(st->rules[i].pattern, type) == 1) return st->rules[i].tpl;
   return st->text;
 }
 
@@ -565,7 +534,7 @@ static hookd_result slack_deliver(void *state, const hookd_event *ev, hookd_outc
     sb_text(&b, text, NOLIMIT, 0);
     sb_puts(&b, "\"");
     host->free(text);
-  } else if (pattern_match("scheduling.smartscheduler.*", ev->type)) {
+  } else if (st->host->pattern_match("scheduling.smartscheduler.*", ev->type) == 1) {
     meeting_message(st, ev, &b);
   } else {
     plain_message(ev, &b);
@@ -641,7 +610,7 @@ static int read_texts(slack *st, const hookd_config *cfg) {
   if (!st->rules) return HOOKD_E_NOMEM;
   for (size_t i = 0; i < n; i++) {
     const char *pattern = host->config_key_at(texts, i);
-    if (!pattern_valid(pattern))
+    if (host->pattern_match(pattern, "") == HOOKD_E_INVALID)
       return host->config_error(texts, pattern, "bad event type pattern '%s'", pattern);
     text_rule *r = &st->rules[st->n_rules];
     r->pattern = pattern;

@@ -172,9 +172,10 @@ static void test_filter_json(void **state) {
   expect_render("{{ctl|json}}", root, HOOKD_ESC_NONE,
                 "\"a\\u0001b\\u001fc\x7f"
                 "d\\te\"");
-  /* With JSON escaping the json filter's output is string content again. */
-  expect_render("\"{{q|json}}\"", root, HOOKD_ESC_JSON,
-                "\"\\\"say \\\\\\\"hi\\\\\\\" \\\\\\\\ now\\\"\"");
+  /* With JSON escaping a value ending in the json filter is already a JSON
+   * value: it goes in as it is, so a JSON body template stays valid. */
+  expect_render("{\"q\": {{q|json}}, \"n\": \"{{q}}\"}", root, HOOKD_ESC_JSON,
+                "{\"q\": \"say \\\"hi\\\" \\\\ now\", \"n\": \"say \\\"hi\\\" \\\\ now\"}");
   cJSON_Delete(root);
 }
 

@@ -80,7 +80,9 @@ typedef enum hookd_log_level {
  * text of the template. */
 typedef enum hookd_escape {
   HOOKD_ESC_NONE = 0,   /* values inserted as they are */
-  HOOKD_ESC_JSON = 1,   /* values escaped for the inside of a JSON string */
+  HOOKD_ESC_JSON = 1,   /* values escaped for the inside of a JSON string;
+                           a value whose last filter is |json is a whole JSON
+                           value and goes in as it is: {"a": {{x|json}}} */
   HOOKD_ESC_HEADER = 2, /* CR, LF and other control characters become spaces
                            (mail and HTTP headers: no header injection);
                            applied to the literal text too */
@@ -145,7 +147,9 @@ typedef struct hookd_http_request {
   void *reserved[6];
 } hookd_http_request;
 
-/* What host->http() captured. Free with host->http_response_free(). */
+/* What host->http() captured. The plugin zeroes it and sets struct_size;
+ * the host fills only the fields that struct_size covers. Free with
+ * host->http_response_free(). */
 typedef struct hookd_http_response {
   size_t struct_size;
   long status;          /* HTTP status, or 0 when no answer came (network error) */
@@ -236,6 +240,11 @@ typedef struct hookd_host_api {
    * Main thread, during init() only. */
   int (*config_path)(const hookd_config *cfg, const char *key, const char *def,
                      const char **out);
+
+  /* Matches an event type against a pattern with the router's rules (exact,
+   * "*" one dot-separated segment, "**" the rest). Returns 1 or 0, or
+   * HOOKD_E_INVALID for a malformed pattern. Any thread. */
+  int (*pattern_match)(const char *pattern, const char *type);
 } hookd_host_api;
 
 /* The descriptor a plugin returns from hookd_plugin_entry(). Static const data
