@@ -3,18 +3,23 @@ BUILD ?= build
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-# Debian 12 packages for building, running and testing hookd.
+# Debian 12 packages: what building and running needs, and what the tests add.
 DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev \
-       libsqlite3-dev libcurl4-openssl-dev libcmocka-dev python3 python3-pytest \
-       python3-aiosmtpd curl openssl wrk
+       libsqlite3-dev libcurl4-openssl-dev curl openssl
+# python3-pytest/aiosmtpd: integration suite (Debian's /usr/bin/python3);
+# prometheus: promtool checks /metrics; chromium + python3-websocket: the
+# status page test (DevTools protocol); groff-base: man page check;
+# systemd: systemd-analyze verify of the unit; wrk: benchmarks.
+TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd wrk \
+       prometheus chromium python3-websocket groff-base systemd
 
-.PHONY: all deps build run test clean
+.PHONY: all deps test-deps build run test clean
 
 all: build
 
 # Installs only what is missing (apt-get; sudo when not root).
-deps:
-	@missing=$$(for p in $(DEPS); do \
+define install_missing
+	@missing=$$(for p in $(1); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
 	done); \
 	if [ -n "$$missing" ]; then \
@@ -23,6 +28,13 @@ deps:
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_missing,$(DEPS))
+
+test-deps:
+	$(call install_missing,$(DEPS) $(TEST_DEPS))
 
 build: deps
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
@@ -35,7 +47,7 @@ run: build
 	  ./$(BUILD)/hookd run -c examples/hookd.jsonc
 
 # Every test: C unit tests, the SDK install check and the integration suite.
-test: build
+test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure
 
 clean:

@@ -1,7 +1,25 @@
-/* Admin endpoints on admin_listen: /healthz, /readyz and /metrics. */
+/* Admin endpoints on admin_listen: /healthz, /readyz, /metrics, the status page and dead-letter
+ * replay. */
 #ifndef HOOKD_ADMIN_H
 #define HOOKD_ADMIN_H
 
+/*
+ * GET  /healthz                        200 "ok" while the process answers
+ * GET  /readyz                         200 "ready", or 503 with the reason
+ * GET  /metrics                        Prometheus text exposition
+ * GET  /                               the status page (HTML, no external assets)
+ * GET  /status.json                    what the page shows, as JSON
+ * POST /dead-letters/ID/replay         dlq_replay(ID); needs "X-Hookd-Admin: 1"
+ *
+ * With admin_token set, every endpoint but /healthz and /readyz needs
+ * "Authorization: Bearer TOKEN" (or Basic with TOKEN as the password, so a
+ * browser can ask for it). Without a token, a POST is refused unless the Host
+ * is an IP address or localhost (DNS rebinding). The dead-letter work runs
+ * on libuv's threadpool (it opens the spool database); everything else on
+ * the loop thread.
+ */
+
+#include <uv.h>
 #include "config.h"
 #include "http.h"
 #include "plugin_host.h"
@@ -13,11 +31,16 @@ typedef struct admin {
   const config *cfg;
   plugin_host *host;
   spool *sp;
-  int draining; /* set when shutdown starts: /readyz answers 503 */
+  uv_loop_t *loop; /* for the threadpool work */
+  int listening;   /* set once every listener is bound */
+  int draining;    /* set when shutdown starts: /readyz answers 503 */
 } admin;
 
 /* http_handler callbacks; data is the admin. Loop thread. */
 int admin_on_headers(void *data, http_conn *c, http_request *req);
 void admin_on_request(void *data, http_conn *c, http_request *req);
+
+/* Why hookd is not ready, or NULL when it is. Loop thread. */
+const char *admin_not_ready(admin *a, char *buf, size_t len);
 
 #endif

@@ -5,6 +5,7 @@
 #include "router.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -359,6 +360,11 @@ static int parse_listen(ctx *c, const cJSON *root) {
     kp_pop(c, mark);
     cfg->admin_listen = dup_str(c, admin);
   }
+  /* A bearer token for the admin listener; a secret, so ${NAME} or ${file:PATH}. */
+  const char *token;
+  rc = get_str(c, root, "admin_token", 0, &token);
+  if (rc < 0) return -1;
+  if (rc == 1) cfg->admin_token = dup_str(c, token);
   return 0;
 }
 
@@ -412,11 +418,38 @@ static int parse_log(ctx *c, const cJSON *root) {
   return 0;
 }
 
+/* "7d", "12h", "30m", "90s" or "500ms" as milliseconds; -1 when malformed. */
+static int64_t parse_duration(const char *s) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s || errno != 0 || v > (1ull << 40)) return -1;
+  uint64_t unit;
+  if (strcmp(end, "ms") == 0) {
+    unit = 1;
+  } else if (strcmp(end, "s") == 0) {
+    unit = 1000;
+  } else if (strcmp(end, "m") == 0) {
+    unit = 60000;
+  } else if (strcmp(end, "h") == 0) {
+    unit = 3600000;
+  } else if (strcmp(end, "d") == 0) {
+    unit = 86400000;
+  } else {
+    return -1;
+  }
+  return (int64_t)(v * unit);
+}
+
 static int parse_spool(ctx *c, const cJSON *root) {
   static const char *const keys[] = {"sync", "max_pending", "retention", "min_free_bytes", NULL};
   static const char *const syncs[] = {"full", "normal", "off", NULL};
   static const spool_sync sync_values[] = {SPOOL_SYNC_FULL, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF};
-  c->cfg->sync = SPOOL_SYNC_FULL;
+  config *cfg = c->cfg;
+  cfg->sync = SPOOL_SYNC_FULL;
+  cfg->spool_max_pending = 100000;
+  cfg->spool_min_free_bytes = 64ull << 20;
+  cfg->spool_retention_ms = 7ll * 86400000;
   cJSON *spool;
   int rc = get_object(c, root, "spool", &spool);
   if (rc <= 0) return rc;
@@ -424,15 +457,20 @@ static int parse_spool(ctx *c, const cJSON *root) {
   if (check_keys(c, spool, keys) != 0) return -1;
   int sync = 0;
   if (get_choice(c, spool, "sync", syncs, &sync) < 0) return -1;
-  c->cfg->sync = sync_values[sync];
-  /* Known and type-checked so that configs written for later versions
-   * keep loading; nothing reads them yet. */
-  uint64_t ignored;
-  const char *retention;
-  if (get_uint(c, spool, "max_pending", 1, MAX_EXACT_INT, &ignored) < 0 ||
-      get_uint(c, spool, "min_free_bytes", 0, MAX_EXACT_INT, &ignored) < 0 ||
+  cfg->sync = sync_values[sync];
+  const char *retention = NULL;
+  if (get_uint(c, spool, "max_pending", 1, MAX_EXACT_INT, &cfg->spool_max_pending) < 0 ||
+      get_uint(c, spool, "min_free_bytes", 0, MAX_EXACT_INT, &cfg->spool_min_free_bytes) < 0 ||
       get_str(c, spool, "retention", 0, &retention) < 0)
     return -1;
+  if (retention != NULL) {
+    int64_t ms = parse_duration(retention);
+    if (ms <= 0) {
+      kp_key(c, "retention");
+      return fail(c, "expected a duration such as \"7d\", \"12h\", \"30m\" or \"90s\"");
+    }
+    cfg->spool_retention_ms = ms;
+  }
   kp_pop(c, mark);
   return 0;
 }
@@ -540,12 +578,49 @@ static int parse_secrets(ctx *c, const cJSON *obj, verify_config *v) {
   return 0;
 }
 
+/* hmac with a timestamp: signed_payload, timestamp_header or
+ * timestamp_key + signature_key (verify.h). */
+static int parse_verify_timestamp(ctx *c, const cJSON *obj, verify_config *v) {
+  static const char *const names[] = {"timestamp_header", "timestamp_key", "signature_key"};
+  char **dst[] = {&v->timestamp_header, &v->timestamp_key, &v->signature_key};
+  char why[256];
+  for (size_t i = 0; i < 3; i++) {
+    const char *s;
+    int rc = get_str(c, obj, names[i], 0, &s);
+    if (rc < 0) return -1;
+    if (rc == 0) continue;
+    if (i == 0 ? !valid_header_name(s) : (strchr(s, ',') || strchr(s, '=') || strchr(s, ' '))) {
+      kp_key(c, names[i]);
+      return fail(c, i == 0 ? "invalid header name '%s'" : "'%s' cannot be a key of a key=value list",
+                  s);
+    }
+    *dst[i] = dup_str(c, s);
+  }
+  const char *tmpl;
+  int rc = get_str(c, obj, "signed_payload", 0, &tmpl);
+  if (rc < 0) return -1;
+  if (rc == 1 && verify_payload_parse(v, tmpl, why, sizeof why) != 0) {
+    kp_key(c, "signed_payload");
+    return fail(c, "%s", why);
+  }
+  if (verify_config_check(v, why, sizeof why) != 0) {
+    if (rc == 1) kp_key(c, "signed_payload");
+    return fail(c, "%s", why);
+  }
+  return 0;
+}
+
 static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
-  static const char *const all_keys[] = {"scheme", "algorithm", "header",      "encoding",
-                                         "prefix", "secrets",   "tolerance_s", NULL};
-  static const char *const hmac_keys[] = {"scheme", "algorithm", "header", "encoding",
-                                          "prefix", "secrets",   NULL};
+  static const char *const all_keys[] = {
+      "scheme",      "algorithm",        "header",        "encoding",      "prefix",
+      "secrets",     "tolerance_s",      "signed_payload", "timestamp_header",
+      "timestamp_key", "signature_key",  "username",      NULL};
+  static const char *const hmac_keys[] = {
+      "scheme",         "algorithm",        "header",        "encoding",      "prefix",
+      "secrets",        "tolerance_s",      "signed_payload", "timestamp_header",
+      "timestamp_key",  "signature_key",    NULL};
   static const char *const token_keys[] = {"scheme", "header", "secrets", NULL};
+  static const char *const basic_keys[] = {"scheme", "username", "secrets", NULL};
   static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
   static const char *const none_keys[] = {"scheme", NULL};
 
@@ -561,16 +636,17 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   int rc = get_str(c, obj, "scheme", 1, &scheme);
   if (rc < 0) return -1;
   if (rc == 0)
-    return fail(c, "missing required key 'scheme' (hmac, standard-webhooks, token or none)");
+    return fail(c, "missing required key 'scheme' (hmac, standard-webhooks, token, basic or none)");
   if (verify_scheme_parse(scheme, &v->scheme) != 0) {
     kp_key(c, "scheme");
-    return fail(c, "expected one of hmac, standard-webhooks, token, none");
+    return fail(c, "expected one of hmac, standard-webhooks, token, basic, none");
   }
   v->tolerance_s = 300;
 
   const char *const *keys = v->scheme == VERIFY_HMAC                ? hmac_keys
                             : v->scheme == VERIFY_TOKEN             ? token_keys
                             : v->scheme == VERIFY_STANDARD_WEBHOOKS ? sw_keys
+                            : v->scheme == VERIFY_BASIC             ? basic_keys
                                                                     : none_keys;
   for (const cJSON *it = obj->child; it; it = it->next) {
     if (in_list(it->string, keys)) continue;
@@ -607,18 +683,72 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
     }
     v->header = dup_str(c, h);
   }
-  if (v->scheme == VERIFY_STANDARD_WEBHOOKS &&
+  if ((v->scheme == VERIFY_STANDARD_WEBHOOKS || v->scheme == VERIFY_HMAC) &&
       get_u32(c, obj, "tolerance_s", 1, &v->tolerance_s) < 0)
     return -1;
+  if (v->scheme == VERIFY_HMAC && parse_verify_timestamp(c, obj, v) != 0) return -1;
+  if (v->scheme == VERIFY_BASIC) {
+    const char *u;
+    rc = get_str(c, obj, "username", 0, &u);
+    if (rc < 0) return -1;
+    if (rc == 0) return missing(c, "username");
+    v->username = dup_str(c, u);
+    char why[256];
+    if (v->username && verify_config_check(v, why, sizeof why) != 0) {
+      kp_key(c, "username");
+      return fail(c, "%s", why);
+    }
+  }
   if (v->scheme != VERIFY_NONE && parse_secrets(c, obj, v) != 0) return -1;
   kp_pop(c, mark);
   return 0;
 }
 
+/* A list of CIDR networks ("allow_ips", "trusted_proxies"); absent leaves
+ * it empty. */
+static int parse_net_list(ctx *c, const cJSON *obj, const char *key, access_list *out) {
+  const cJSON *arr = member(obj, key);
+  if (!arr) return 0;
+  size_t mark = kp_key(c, key);
+  if (!cJSON_IsArray(arr)) return fail(c, "expected an array of addresses or CIDR networks");
+  size_t n = (size_t)cJSON_GetArraySize(arr), i = 0;
+  if (n == 0) return fail(c, "expected at least one network (leave the key out to allow any)");
+  out->nets = alloc_array(c, n, sizeof *out->nets);
+  if (!out->nets) return 0;
+  for (const cJSON *it = arr->child; it; it = it->next, i++) {
+    size_t m = kp_index(c, i);
+    char why[128];
+    if (!cJSON_IsString(it)) return fail(c, "expected a string");
+    if (access_net_parse(it->valuestring, &out->nets[i], why, sizeof why) != 0)
+      return fail(c, "%s: '%s'", why, it->valuestring);
+    out->n = i + 1;
+    kp_pop(c, m);
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* "user", "group" and "trusted_proxies" at the top level. */
+static int parse_security(ctx *c, const cJSON *root) {
+  static const char *const names[] = {"user", "group"};
+  char **dst[] = {&c->cfg->user, &c->cfg->group};
+  for (size_t i = 0; i < 2; i++) {
+    const char *s;
+    int rc = get_str(c, root, names[i], 0, &s);
+    if (rc < 0) return -1;
+    if (rc == 1) *dst[i] = dup_str(c, s);
+  }
+  if (c->cfg->group && !c->cfg->user) {
+    kp_key(c, "group");
+    return fail(c, "\"group\" needs \"user\" (hookd drops to both after binding)");
+  }
+  return parse_net_list(c, root, "trusted_proxies", &c->cfg->trusted_proxies);
+}
+
 static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
   static const char *const keys[] = {"name",           "path",     "format",
                                      "type_field",     "id_field", "order_key",
-                                     "success_status", "verify",   NULL};
+                                     "success_status", "verify",   "allow_ips", NULL};
   static const char *const formats[] = {"cirrus-insight", "generic", NULL};
   static const char *const generic_only[] = {"type_field", "id_field", "order_key", NULL};
   config *cfg = c->cfg;
@@ -699,6 +829,7 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
   if (get_uint(c, obj, "success_status", 200, 299, &status) < 0) return -1;
   src->success_status = (int)status;
 
+  if (parse_net_list(c, obj, "allow_ips", &src->allow_ips) != 0) return -1;
   return parse_verify(c, obj, &src->verify);
 }
 
@@ -953,7 +1084,7 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   static const char *const top_keys[] = {
       "listen", "admin_listen", "data_dir", "plugin_dirs", "log",    "shutdown_timeout_ms",
       "spool",  "limits",       "sources",  "plugins",     "routes", "delivery",
-      NULL};
+      "user",   "group",        "trusted_proxies", "admin_token", NULL};
   memset(cfg, 0, sizeof *cfg);
   ctx c = {.cfg = cfg, .doc = &cfg->doc, .err = err, .errlen = errlen};
   cfg->file = strdup(path);
@@ -975,6 +1106,7 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
       parse_dirs(&c, root) != 0 || parse_log(&c, root) != 0 ||
       get_uint(&c, root, "shutdown_timeout_ms", 0, UINT32_MAX, &shutdown) < 0 ||
       parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 || parse_delivery(&c, root) != 0 ||
+      parse_security(&c, root) != 0 ||
       parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0)
     goto fail;
   cfg->shutdown_timeout_ms = (uint32_t)shutdown;
@@ -995,6 +1127,7 @@ void config_free(config *cfg) {
   for (size_t i = 0; i < cfg->n_listen; i++) free(cfg->listen[i]);
   free(cfg->listen);
   free(cfg->admin_listen);
+  free(cfg->admin_token);
   free(cfg->data_dir);
   for (size_t i = 0; i < cfg->n_plugin_dirs; i++) free(cfg->plugin_dirs[i]);
   free(cfg->plugin_dirs);
@@ -1005,8 +1138,12 @@ void config_free(config *cfg) {
     free(s->keypath);
     envelope_spec_clear(&s->envelope);
     verify_config_clear(&s->verify);
+    access_list_clear(&s->allow_ips);
   }
   free(cfg->sources);
+  access_list_clear(&cfg->trusted_proxies);
+  free(cfg->user);
+  free(cfg->group);
   for (size_t i = 0; i < cfg->n_plugins; i++) {
     free(cfg->plugins[i].name);
     free(cfg->plugins[i].module);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cjson/cJSON.h>
+#include "access.h"
 #include "envelope.h"
 #include "jsonc.h"
 #include "log.h"
@@ -35,6 +36,7 @@ typedef struct config_source {
   envelope_spec envelope;
   int success_status;    /* 200 */
   verify_config verify;
+  access_list allow_ips; /* empty: any client */
   char *keypath;         /* "sources[0]", for messages */
 } config_source;
 
@@ -70,11 +72,15 @@ typedef struct config {
   char **listen;       /* "HOST:PORT" or "[V6]:PORT"; "listen" may be a string or a list */
   size_t n_listen;
   char *admin_listen;  /* NULL when absent */
+  char *admin_token;   /* NULL when absent: the admin endpoints need no token */
   char *data_dir;      /* resolved against dir */
   char **plugin_dirs;  /* resolved against dir */
   size_t n_plugin_dirs;
   config_limits limits;
-  spool_sync sync;
+  spool_sync sync;                /* "spool": {"sync": ...} */
+  uint64_t spool_max_pending;     /* 100000: past it new events get 503 */
+  uint64_t spool_min_free_bytes;  /* 64 MiB: disk floor of data_dir */
+  int64_t spool_retention_ms;     /* 7 days: finished events are pruned after */
   config_source *sources;
   size_t n_sources;
   config_plugin *plugins;
@@ -85,6 +91,9 @@ typedef struct config {
   log_level log_level;     /* "log": {"level": "info", "format": "text"} */
   log_format log_format;
   uint32_t shutdown_timeout_ms; /* 30000 */
+  access_list trusted_proxies;  /* peers whose X-Forwarded-For is believed */
+  char *user;                   /* run as this user after binding (NULL: stay) */
+  char *group;                  /* and this group (NULL: the user's primary group) */
 } config;
 
 /* Loads and checks the file. On failure returns -1 and writes one line to err:

@@ -41,6 +41,7 @@ typedef struct iqueue {
   size_t heap_len, heap_cap;
   size_t queued; /* deliveries held, running ones included */
   int stopping;
+  size_t live; /* workers that have not exited yet */
   pthread_t *threads;
   size_t n_threads;
   slot *slots;
@@ -200,6 +201,8 @@ static int enqueue(iqueue *q, delivery *d) {
   k->tail = d;
   q->queued++;
   METRICS_INC(q->inst->m.queued);
+  metrics_delivery_queued(&q->inst->m, q->inst->name, d->ev->source, d->ev->id, d->ev->type,
+                          d->ev->received_ms, d->attempt);
   if (k->head == d && !k->busy) heap_push(q, k);
   return 0;
 }
@@ -328,6 +331,8 @@ static void *worker_main(void *arg) {
     }
     s->d = NULL;
     delivery *done = settle(q, k, d, r, &out);
+    metrics_delivery_settled(&q->inst->m, q->inst->name, d->ev->source, d->ev->id,
+                             d->ev->received_ms, d->attempt, r, done != NULL, took, out.message);
     k->busy = 0;
     if (k->head) {
       heap_push(q, k);
@@ -341,8 +346,9 @@ static void *worker_main(void *arg) {
       pthread_mutex_lock(&q->mu);
     }
   }
-  pthread_mutex_unlock(&q->mu);
   http_client_thread_cleanup();
+  q->live--; /* last touch of q: a hung worker that ends late may let it be freed */
+  pthread_mutex_unlock(&q->mu);
   return NULL;
 }
 
@@ -366,8 +372,16 @@ static int start_queue(dispatch *dp, iqueue *q, plugin_instance *inst, char *err
     if (wa) {
       wa->q = q;
       wa->idx = i;
+      pthread_mutex_lock(&q->mu);
+      q->live++;
+      pthread_mutex_unlock(&q->mu);
       rc = pthread_create(&q->threads[i], NULL, worker_main, wa);
-      if (rc != 0) free(wa);
+      if (rc != 0) {
+        free(wa);
+        pthread_mutex_lock(&q->mu);
+        q->live--;
+        pthread_mutex_unlock(&q->mu);
+      }
     }
     if (rc != 0) {
       snprintf(err, errlen, "cannot start worker %zu for '%s': %s", i, inst->name, strerror(rc));
@@ -432,11 +446,10 @@ void dispatch_flush(dispatch *dp) {
     while (d) {
       delivery *next = d->next;
       if (enqueue(q, d) != 0) {
-        /* Out of memory: the delivery cannot be queued; with the in-memory
-         * spool it is lost, so say so loudly. */
+        /* Out of memory: the delivery stays pending in the spool and runs
+         * after the next start. */
         log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-        log_write(LOG_ERROR, &ctx, "out of memory queueing a delivery; dropped");
-        spool_dead(dp->sp, d, "out of memory");
+        log_write(LOG_ERROR, &ctx, "out of memory queueing a delivery; it resumes on restart");
         delivery_free(d);
       } else {
         n++;
@@ -501,20 +514,35 @@ size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
                   "a deliver() call did not return within the shutdown timeout; leaving it");
         pthread_detach(q->threads[j]);
         if (hung) hung[i] = 1;
-        q->stopping = 2; /* its memory must stay: the thread may still use it */
       }
     }
     q->n_threads = 0;
+    pthread_mutex_lock(&q->mu);
     left += q->queued;
+    pthread_mutex_unlock(&q->mu);
   }
   return left;
 }
 
-void dispatch_free(dispatch *dp) {
-  if (dp == NULL) return;
+int dispatch_busy(dispatch *dp) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    if (q->stopping == 2) continue; /* a hung worker may still touch it */
+    pthread_mutex_lock(&q->mu);
+    size_t live = q->live;
+    pthread_mutex_unlock(&q->mu);
+    if (live) return 1;
+  }
+  return 0;
+}
+
+void dispatch_free(dispatch *dp) {
+  if (dp == NULL) return;
+  /* A worker still inside deliver() after the shutdown timeout will touch
+   * its queue when it returns: then nothing may be freed (the process is
+   * about to exit anyway). */
+  if (dispatch_busy(dp)) return;
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    iqueue *q = &dp->qs[i];
     /* Unkeyed keyqs are reachable only through the heap (while stopping
      * nothing runs, so every one of them is in it). */
     while (q->heap_len) {

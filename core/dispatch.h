@@ -45,6 +45,10 @@ void dispatch_check_timeouts(dispatch *dp);
  * for an instance whose worker did not return in time; its state must not be
  * destroyed. Returns the number of deliveries that were left undelivered. */
 size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung);
+/* 1 while a worker (hung past dispatch_stop's timeout) is still running. */
+int dispatch_busy(dispatch *dp);
+/* Frees the dispatcher and what it still holds; does nothing while
+ * dispatch_busy() (a late worker would touch freed memory). */
 void dispatch_free(dispatch *dp);
 
 #endif

@@ -39,7 +39,7 @@ event *event_new(const char *source, const char *id, const char *type, const cha
   p[body_len] = '\0';
   ev->body = p;
   ev->body_len = body_len;
-  ev->root = root;
+  atomic_init(&ev->root, root);
   ev->received_ms = received_ms;
   ev->seq = 0;
   atomic_init(&ev->refs, 1);
@@ -53,9 +53,20 @@ void event_ref(event *ev) {
 void event_unref(event *ev) {
   if (ev == NULL) return;
   if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) == 1) {
-    cJSON_Delete(ev->root);
+    cJSON_Delete(atomic_load(&ev->root));
     free(ev);
   }
+}
+
+const cJSON *event_root(event *ev) {
+  cJSON *root = atomic_load_explicit(&ev->root, memory_order_acquire);
+  if (root != NULL) return root;
+  cJSON *mine = cJSON_ParseWithLength(ev->body, ev->body_len);
+  if (mine == NULL) return NULL;
+  cJSON *expected = NULL;
+  if (atomic_compare_exchange_strong(&ev->root, &expected, mine)) return mine;
+  cJSON_Delete(mine); /* another thread parsed it first */
+  return expected;
 }
 
 delivery *delivery_new(event *ev, uint32_t instance) {

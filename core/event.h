@@ -21,16 +21,21 @@ typedef struct event {
   const char *content_type;
   const char *body;     /* NUL-terminated */
   size_t body_len;
-  cJSON *root;          /* the parsed envelope, owned */
+  /* The parsed envelope, made on first use by event_root() so that a queued
+   * event costs only its bytes. Owned. */
+  _Atomic(cJSON *) root;
 } event;
 
 /* Copies the strings and the body into one allocation and takes ownership of
- * root. Returns NULL when out of memory (root is then not freed). The new
- * event holds one reference. */
+ * root (may be NULL: parsed when first needed). Returns NULL when out of
+ * memory (root is then not freed). The new event holds one reference. */
 event *event_new(const char *source, const char *id, const char *type, const char *order_key,
                  const char *content_type, const char *body, size_t body_len, cJSON *root,
                  int64_t received_ms);
 void event_ref(event *ev);
+/* The parsed body, parsing it on first use; NULL when it is not JSON or
+ * memory ran out. Any thread: concurrent first calls agree on one tree. */
+const cJSON *event_root(event *ev);
 void event_unref(event *ev);
 
 /* One event on its way to one plugin instance. Owned by whoever holds it:

@@ -306,6 +306,18 @@ static int on_body(llhttp_t *p, const char *at, size_t n) {
   return 0;
 }
 
+/* A chunk announces its size first: one that would take the body past the
+ * limit is refused now, not after the client has sent max_body_bytes. */
+static int on_chunk_header(llhttp_t *p) {
+  http_conn *c = p->data;
+  uint64_t max = c->srv->limits->max_body_bytes;
+  if (p->content_length > max || c->body_len + p->content_length > max) {
+    c->fatal_status = 413;
+    return -1;
+  }
+  return 0;
+}
+
 static int on_message_complete(llhttp_t *p) {
   http_conn *c = p->data;
   c->keep_alive = llhttp_should_keep_alive(p) && !c->srv->draining;
@@ -313,7 +325,12 @@ static int on_message_complete(llhttp_t *p) {
   uv_timer_stop(&c->timer);
   if (c->reject_status) {
     int st = c->reject_status;
-    http_respond(c, st, st == 405 ? "Allow: POST\r\n" : NULL, NULL, 0);
+    char allow[96] = "";
+    if (st == 405) {
+      snprintf(allow, sizeof allow, "Allow: %s\r\n",
+               c->srv->handler.allow ? c->srv->handler.allow : "POST");
+    }
+    http_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
   } else {
     if (c->body) c->body[c->body_len] = '\0';
     c->req.body = c->body ? c->body : "";
@@ -368,7 +385,11 @@ static void conn_write(http_conn *c, const char *data, size_t len) {
   if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
     free(wr);
     conn_close(c);
+    return;
   }
+  /* A client that sends requests but does not read the answers: stop
+   * reading it until its queued answers drain (on_write resumes). */
+  if (c->tcp.write_queue_size >= WRITE_QUEUE_HIGH) conn_update_reading(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -491,9 +512,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   feed(c, b->base, (size_t)n);
 }
 
-void http_accept(http_server *srv, uv_stream_t *listener) {
+/* A new connection object on srv's list, its handles initialised but not
+ * yet attached to a socket. */
+static http_conn *conn_new(http_server *srv) {
   http_conn *c = calloc(1, sizeof *c);
-  if (c == NULL) return;
+  if (c == NULL) return NULL;
   if (!settings_ready) {
     llhttp_settings_init(&settings);
     settings.on_message_begin = on_message_begin;
@@ -505,6 +528,7 @@ void http_accept(http_server *srv, uv_stream_t *listener) {
     settings.on_header_value_complete = on_header_value_complete;
     settings.on_headers_complete = on_headers_complete;
     settings.on_body = on_body;
+    settings.on_chunk_header = on_chunk_header;
     settings.on_message_complete = on_message_complete;
     settings_ready = 1;
   }
@@ -522,10 +546,12 @@ void http_accept(http_server *srv, uv_stream_t *listener) {
   srv->conns = c;
   llhttp_init(&c->parser, HTTP_REQUEST, &settings);
   c->parser.data = c;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-    conn_close(c);
-    return;
-  }
+  return c;
+}
+
+/* Starts serving a connection whose socket is attached. */
+static void conn_start(http_conn *c) {
+  http_server *srv = c->srv;
   uv_tcp_nodelay(&c->tcp, 1);
   if (*srv->open_conns > srv->limits->max_connections) {
     METRICS_INC(g_metrics.connections_refused);
@@ -534,8 +560,34 @@ void http_accept(http_server *srv, uv_stream_t *listener) {
     http_respond(c, 503, "Retry-After: 1\r\n", "too many connections\n", 21);
     return;
   }
+  if (srv->handler.on_accept && srv->handler.on_accept(srv->handler.data, c) != 0) {
+    conn_close(c);
+    return;
+  }
   set_state(c, ST_FRESH);
   conn_update_reading(c);
+}
+
+void http_accept(http_server *srv, uv_stream_t *listener) {
+  http_conn *c = conn_new(srv);
+  if (c == NULL) return;
+  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  conn_start(c);
+}
+
+int http_open_fd(http_server *srv, uv_os_sock_t fd) {
+  http_conn *c = conn_new(srv);
+  if (c == NULL) return UV_ENOMEM;
+  int rc = uv_tcp_open(&c->tcp, fd);
+  if (rc != 0) {
+    conn_close(c);
+    return rc;
+  }
+  conn_start(c);
+  return 0;
 }
 
 /* --- answers ---------------------------------------------------------------- */
@@ -546,7 +598,9 @@ static void respond_full(http_conn *c, int status, const char *extra_headers, co
   char head[512];
   int hl = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                     status, http_status_text(status), body_len,
-                    body_len ? "Content-Type: text/plain; charset=utf-8\r\n" : "",
+                    body_len && !(extra_headers && strcasestr(extra_headers, "Content-Type:"))
+                        ? "Content-Type: text/plain; charset=utf-8\r\n"
+                        : "",
                     extra_headers ? extra_headers : "", c->keep_alive ? "" : "Connection: close\r\n");
   if (hl < 0 || (size_t)hl >= sizeof head) hl = 0;
   char stackbuf[4096];
@@ -639,11 +693,18 @@ const char *http_request_header(const http_request *req, const char *name, size_
   return NULL;
 }
 
+int http_conn_peer_addr(http_conn *c, struct sockaddr_storage *out) {
+  int sl = sizeof *out;
+  memset(out, 0, sizeof *out);
+  if (c->state == ST_CLOSED || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)out, &sl) != 0)
+    return -1;
+  return out->ss_family == AF_INET || out->ss_family == AF_INET6 ? 0 : -1;
+}
+
 const char *http_conn_peer(http_conn *c) {
   if (c->peer[0]) return c->peer;
   struct sockaddr_storage ss;
-  int sl = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0) return "?";
+  if (http_conn_peer_addr(c, &ss) != 0) return "?";
   char ip[48];
   int port = 0;
   if (ss.ss_family == AF_INET6) {

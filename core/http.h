@@ -38,6 +38,11 @@ typedef struct http_handler {
    * until then). */
   void (*on_request)(void *data, http_conn *c, http_request *req);
   void *data;
+  /* Optional: called for a new connection before any byte is read. Returns
+   * 0 to serve it, non-zero to close it at once without an answer. */
+  int (*on_accept)(void *data, http_conn *c);
+  /* The Allow header of a 405 answer ("POST" when NULL). */
+  const char *allow;
 } http_handler;
 
 /* Shared state of the connections of one listener. */
@@ -55,6 +60,12 @@ typedef struct http_server {
 /* Accepts a pending connection on the listening stream. */
 void http_accept(http_server *srv, uv_stream_t *listener);
 
+/* Serves a connected stream socket it takes over (closed with the
+ * connection), like an accepted one: for in-process drivers such as the
+ * fuzz harness, which hands in one end of a socketpair. Returns 0 or a
+ * negative libuv error (fd then left open). */
+int http_open_fd(http_server *srv, uv_os_sock_t fd);
+
 /* Answers the request in progress. extra_headers: "Name: value\r\n" lines or
  * NULL; body may be NULL. After the answer the connection reads the next
  * request (keep-alive) or closes. */
@@ -68,6 +79,9 @@ const char *http_request_header(const http_request *req, const char *name, size_
 
 /* The peer address as text ("1.2.3.4:5678"), for logs. */
 const char *http_conn_peer(http_conn *c);
+
+/* The peer address. Returns 0, or -1 when unknown (not an IP socket). */
+int http_conn_peer_addr(http_conn *c, struct sockaddr_storage *out);
 
 /* Starts draining: idle connections close now, busy ones after their answer. */
 void http_server_drain(http_server *srv);

@@ -46,9 +46,36 @@ static void puts_raw(line *l, const char *s) {
   put(l, s, strlen(s));
 }
 
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not one
+ * (overlong forms, surrogates and code points past U+10FFFF included). */
+static size_t utf8_len(const unsigned char *p) {
+  unsigned c = p[0];
+  size_t n;
+  unsigned cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2, cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3, cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4, cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  for (size_t i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0; /* also stops at the NUL */
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) return 0;
+  if (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) return 0;
+  return n;
+}
+
 /* Escapes control characters (and, for JSON, quotes and backslashes) so no
- * field can forge a second log line. */
-static void put_escaped(line *l, const char *s, int json) {
+ * field can forge a second log line or break the JSON; bytes that are not
+ * UTF-8 become \xNN (text) or U+FFFD (JSON, which must be UTF-8). In text,
+ * quote_spaces also escapes '"' so a quoted value stays one field. */
+static void put_escaped(line *l, const char *s, int json, int quote) {
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
     char tmp[8];
     if (*p == '\n') {
@@ -60,10 +87,19 @@ static void put_escaped(line *l, const char *s, int json) {
     } else if (*p < 0x20 || *p == 0x7f) {
       int n = snprintf(tmp, sizeof tmp, json ? "\\u%04x" : "\\x%02x", *p);
       put(l, tmp, (size_t)n);
-    } else if (json && (*p == '"' || *p == '\\')) {
+    } else if ((json || quote) && (*p == '"' || *p == '\\')) {
       tmp[0] = '\\';
       tmp[1] = (char)*p;
       put(l, tmp, 2);
+    } else if (*p >= 0x80) {
+      size_t n = utf8_len(p);
+      if (n == 0) {
+        int k = snprintf(tmp, sizeof tmp, json ? "\\ufffd" : "\\x%02x", *p);
+        put(l, tmp, (size_t)k);
+      } else {
+        put(l, (const char *)p, n);
+        p += n - 1;
+      }
     } else {
       put(l, (const char *)p, 1);
     }
@@ -76,13 +112,16 @@ static void put_field(line *l, const char *key, const char *val, int json) {
     put(l, ",\"", 2);
     puts_raw(l, key);
     put(l, "\":\"", 3);
-    put_escaped(l, val, 1);
+    put_escaped(l, val, 1, 0);
     put(l, "\"", 1);
   } else {
+    /* logfmt: a value with a space, a quote or an '=' is quoted. */
+    int quote = val[0] == '\0' || strpbrk(val, " \"=\\") != NULL;
     put(l, " ", 1);
     puts_raw(l, key);
-    put(l, "=", 1);
-    put_escaped(l, val, 0);
+    put(l, quote ? "=\"" : "=", quote ? 2 : 1);
+    put_escaped(l, val, 0, quote);
+    if (quote) put(l, "\"", 1);
   }
 }
 
@@ -97,7 +136,8 @@ void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap
   gmtime_r(&ts.tv_sec, &tm);
   char when[96];
   snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(ts.tv_nsec / 1000000) % 1000);
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+           (long)(ts.tv_nsec / 1000000) % 1000);
 
   line l;
   l.len = 0;
@@ -108,14 +148,14 @@ void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap
     puts_raw(&l, "\",\"level\":\"");
     puts_raw(&l, level_names[level]);
     puts_raw(&l, "\",\"message\":\"");
-    put_escaped(&l, msg, 1);
+    put_escaped(&l, msg, 1, 0);
     put(&l, "\"", 1);
   } else {
     puts_raw(&l, when);
     put(&l, " ", 1);
     puts_raw(&l, level_names[level]);
     put(&l, " ", 1);
-    put_escaped(&l, msg, 0);
+    put_escaped(&l, msg, 0, 0);
   }
   if (ctx != NULL) {
     put_field(&l, "source", ctx->source, json);

@@ -8,13 +8,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "config.h"
 #include "dispatch.h"
+#include "dlq.h"
 #include "http_client.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "privs.h"
 #include "router.h"
 #include "server.h"
 #include "spool.h"
@@ -32,6 +35,10 @@ static const char usage[] =
     "  run -c FILE     run the service (also: hookd -c FILE)\n"
     "  check -c FILE   validate the config, load every plugin, init and destroy it;\n"
     "                  exit 0 when all is well, 2 otherwise\n"
+    "  dlq list -c FILE            dead letters, newest first\n"
+    "  dlq show ID -c FILE         one dead letter with its event\n"
+    "  dlq replay ID|--all -c FILE deliver again (a running hookd picks it up within a second)\n"
+    "  dlq purge ID -c FILE        forget a dead letter\n"
     "  version         versions of hookd, the plugin ABI and the libraries\n"
     "  help            this text (also: -h, --help)\n"
     "\n"
@@ -53,6 +60,7 @@ typedef struct hookd_daemon {
   uv_timer_t deadline;
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
+  int64_t stop_started; /* mono ms of the first SIGTERM/SIGINT */
 } hookd_daemon;
 
 static void on_spooled(void *data, delivery *d) {
@@ -85,9 +93,11 @@ static void on_drained(void *data) {
   close_handle((uv_handle_t *)&dm->flush);
   close_handle((uv_handle_t *)&dm->watchdog);
   close_handle((uv_handle_t *)&dm->deadline);
-  close_handle((uv_handle_t *)&dm->sig_term);
-  close_handle((uv_handle_t *)&dm->sig_int);
-  close_handle((uv_handle_t *)&dm->sig_hup);
+  /* The signal handlers stay installed (a second SIGTERM during the
+   * delivery drain must not kill hookd) but no longer keep the loop up. */
+  uv_unref((uv_handle_t *)&dm->sig_term);
+  uv_unref((uv_handle_t *)&dm->sig_int);
+  uv_unref((uv_handle_t *)&dm->sig_hup);
 }
 
 static void on_deadline(uv_timer_t *t) {
@@ -104,8 +114,9 @@ static void on_signal(uv_signal_t *h, int signum) {
               "SIGHUP: config reload is not supported by this build; config unchanged");
     return;
   }
-  if (dm->stopping) return;
+  if (dm->stopping) return; /* already stopping: repeats change nothing */
   dm->stopping = 1;
+  dm->stop_started = mono_ms();
   log_write(LOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
   uv_timer_start(&dm->deadline, on_deadline, dm->cfg.shutdown_timeout_ms, 0);
@@ -126,6 +137,11 @@ static int cmd_check(const char *file) {
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
   log_setup(LOG_WARN, cfg.log_format);
   char err[1024];
+  if (privs_check(&cfg, err, sizeof err) != 0) {
+    fprintf(stderr, "hookd: %s\n", err);
+    config_free(&cfg);
+    return EXIT_USAGE;
+  }
   plugin_host host;
   int rc = 0;
   if (plugin_host_load(&host, &cfg, err, sizeof err) != 0) {
@@ -169,22 +185,34 @@ static int cmd_run(const char *file) {
     goto out_host;
   }
   rc = EXIT_RUNTIME;
-  dm->sp = spool_open(&dm->cfg, on_spooled, dm, err, sizeof err);
+  uv_loop_init(&dm->loop);
+  dm->sp = spool_open(&dm->cfg, &dm->loop, on_spooled, dm, err, sizeof err);
   if (dm->sp == NULL) {
-    log_write(LOG_ERROR, NULL, "cannot open the spool: %s", err);
-    goto out_router;
+    log_write(LOG_ERROR, NULL, "%s", err);
+    goto out_loop;
   }
   dm->dp = dispatch_new(&dm->host, dm->sp, err, sizeof err);
   if (dm->dp == NULL) {
     log_write(LOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
     goto out_spool;
   }
-  uv_loop_init(&dm->loop);
+  /* Unfinished deliveries go back to the dispatcher before any new event
+   * can be accepted, so order per key holds across the restart. */
+  if (spool_recover(dm->sp) < 0) {
+    log_write(LOG_ERROR, NULL, "cannot read the spool back");
+    goto out_dispatch;
+  }
   dm->srv = server_new(&dm->loop, &dm->cfg, dm->rt, dm->sp, &dm->host, err, sizeof err);
   if (dm->srv == NULL) {
     log_write(LOG_ERROR, NULL, "%s", err);
-    dispatch_stop(dm->dp, 0, NULL);
-    goto out_loop;
+    goto out_dispatch;
+  }
+  /* Listeners are bound, files are open: root is no longer needed. */
+  privs_warn_if_root(&dm->cfg);
+  if (privs_drop(&dm->cfg, err, sizeof err) != 0) {
+    log_write(LOG_ERROR, NULL, "%s", err);
+    server_drain(dm->srv, NULL, NULL);
+    goto out_dispatch;
   }
   uv_check_init(&dm->loop, &dm->flush);
   dm->flush.data = dm;
@@ -208,15 +236,27 @@ static int cmd_run(const char *file) {
   uv_run(&dm->loop, UV_RUN_DEFAULT);
 
   /* Requests are answered; now let running deliveries end (bounded). */
+  /* shutdown_timeout_ms bounds the whole stop, requests and deliveries. */
+  int64_t spent = dm->stopping ? mono_ms() - dm->stop_started : 0;
+  int64_t budget = (int64_t)dm->cfg.shutdown_timeout_ms - spent;
   unsigned char *hung = calloc(dm->host.n_insts + 1, 1);
-  size_t left = dispatch_stop(dm->dp, dm->cfg.shutdown_timeout_ms, hung);
+  size_t left = dispatch_stop(dm->dp, budget > 0 ? (uint32_t)budget : 0, hung);
   if (left) {
-    log_write(LOG_WARN, NULL,
-              "%zu accepted deliveries were not delivered; the in-memory spool does not keep "
-              "them across a restart",
+    log_write(LOG_INFO, NULL, "%zu deliveries left in the spool; they resume on the next start",
               left);
   }
+  if (dispatch_busy(dm->dp)) {
+    /* A deliver() call outlived shutdown_timeout_ms. hookd cannot stop it;
+     * commit what is known and exit without freeing what it may still
+     * touch. Its delivery runs again on the next start. */
+    spool_stop(dm->sp);
+    free(hung);
+    log_write(LOG_WARN, NULL, "stopped with a deliver() call still running");
+    return 0;
+  }
   dispatch_free(dm->dp);
+  /* The writer commits the outcomes the workers reported, then closes. */
+  spool_close(dm->sp);
   plugin_host_unload(&dm->host, hung);
   free(hung);
   /* Close every handle (including those on_deadline left open) and free. */
@@ -224,24 +264,124 @@ static int cmd_run(const char *file) {
   uv_run(&dm->loop, UV_RUN_DEFAULT);
   uv_loop_close(&dm->loop);
   server_free(dm->srv);
-  spool_close(dm->sp);
   router_free(dm->rt);
   config_free(&dm->cfg);
   free(dm);
   log_write(LOG_INFO, NULL, "stopped");
   return 0;
 
-out_loop:
-  uv_loop_close(&dm->loop);
+out_dispatch:
+  dispatch_stop(dm->dp, 0, NULL);
   dispatch_free(dm->dp);
 out_spool:
   spool_close(dm->sp);
-out_router:
+out_loop:
+  uv_walk(&dm->loop, close_walk, NULL);
+  uv_run(&dm->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&dm->loop);
+  server_free(dm->srv);
   router_free(dm->rt);
 out_host:
   plugin_host_unload(&dm->host, NULL);
   config_free(&dm->cfg);
   free(dm);
+  return rc;
+}
+
+static void print_entry(const dlq_entry *e) {
+  char when[32];
+  time_t t = (time_t)(e->failed_ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  printf("%-6lld %s  %-20s %-40s %s  attempts=%u  %s\n", (long long)e->id, when, e->instance,
+         e->event_id, e->type, e->attempts, e->error);
+}
+
+/* hookd dlq list|show ID|replay ID|replay --all|purge ID -c FILE */
+static int cmd_dlq(const char *file, int argc, char **argv) {
+  if (argc < 1) {
+    fprintf(stderr, "hookd: dlq needs list, show ID, replay ID, replay --all or purge ID\n");
+    return EXIT_USAGE;
+  }
+  const char *sub = argv[0];
+  int64_t id = 0;
+  int all = 0;
+  if (strcmp(sub, "list") != 0) {
+    if (argc < 2) {
+      fprintf(stderr, "hookd: dlq %s needs an id\n", sub);
+      return EXIT_USAGE;
+    }
+    char *end;
+    all = strcmp(sub, "replay") == 0 && strcmp(argv[1], "--all") == 0;
+    id = all ? 0 : strtoll(argv[1], &end, 10);
+    if (!all && (*end != '\0' || id <= 0)) {
+      fprintf(stderr, "hookd: '%s' is not a dead letter id\n", argv[1]);
+      return EXIT_USAGE;
+    }
+    if (strcmp(sub, "show") && strcmp(sub, "replay") && strcmp(sub, "purge")) {
+      fprintf(stderr, "hookd: unknown dlq command '%s'\n", sub);
+      return EXIT_USAGE;
+    }
+  }
+  config cfg;
+  if (load_config(&cfg, file) != 0) return EXIT_USAGE;
+  char err[1024];
+  dlq *q;
+  if (dlq_open(cfg.data_dir, &q, err, sizeof err) != 0) {
+    fprintf(stderr, "hookd: %s\n", err);
+    config_free(&cfg);
+    return EXIT_RUNTIME;
+  }
+  int rc = 0;
+  if (strcmp(sub, "list") == 0) {
+    dlq_entry *e;
+    size_t n;
+    if (dlq_list(q, 0, &e, &n) != 0) {
+      rc = EXIT_RUNTIME;
+    } else {
+      for (size_t i = 0; i < n; i++) print_entry(&e[i]);
+      if (n == 0) printf("no dead letters\n");
+      dlq_entries_free(e, n);
+    }
+  } else if (strcmp(sub, "show") == 0) {
+    dlq_entry e;
+    char *body;
+    size_t len;
+    int r = dlq_show(q, id, &e, &body, &len);
+    if (r == 0) {
+      print_entry(&e);
+      printf("source: %s\n%.*s\n", e.source, (int)len, body);
+      dlq_entry_clear(&e);
+      free(body);
+    } else if (r == 1) {
+      fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+      rc = EXIT_RUNTIME;
+    } else {
+      rc = EXIT_RUNTIME;
+    }
+  } else if (strcmp(sub, "replay") == 0) {
+    int64_t n = dlq_replay(q, id);
+    if (n < 0) {
+      rc = EXIT_RUNTIME;
+    } else if (n == 0 && !all) {
+      fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+      rc = EXIT_RUNTIME;
+    } else {
+      printf("%lld dead letter(s) queued for delivery again\n", (long long)n);
+    }
+  } else {
+    int r = dlq_purge(q, id);
+    if (r == 1) {
+      printf("dead letter %lld purged\n", (long long)id);
+    } else {
+      if (r == 0) fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+      rc = EXIT_RUNTIME;
+    }
+  }
+  if (rc == EXIT_RUNTIME && dlq_error(q)[0]) fprintf(stderr, "hookd: %s\n", dlq_error(q));
+  dlq_close(q);
+  config_free(&cfg);
   return rc;
 }
 
@@ -260,14 +400,19 @@ static int cmd_version(void) {
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   const char *cmd = NULL, *file = NULL;
+  char **rest = calloc((size_t)argc + 1, sizeof *rest); /* arguments after the command */
+  int n_rest = 0;
+  if (rest == NULL) return EXIT_RUNTIME;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0) {
       fputs(usage, stdout);
+      free(rest);
       return 0;
     } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
       if (++i == argc) {
         fprintf(stderr, "hookd: %s needs a file name\n%s", a, usage);
+        free(rest);
         return EXIT_USAGE;
       }
       file = argv[i];
@@ -275,30 +420,33 @@ int main(int argc, char **argv) {
       file = a + 9;
     } else if (cmd == NULL && a[0] != '-') {
       cmd = a;
+    } else if (cmd != NULL && strcmp(cmd, "dlq") == 0) {
+      rest[n_rest++] = argv[i];
     } else {
       fprintf(stderr, "hookd: unexpected argument '%s'\n%s", a, usage);
+      free(rest);
       return EXIT_USAGE;
     }
   }
+  int rc = EXIT_USAGE;
   if (cmd == NULL) cmd = file ? "run" : NULL;
   if (cmd == NULL) {
     fputs(usage, stderr);
-    return EXIT_USAGE;
-  }
-  if (strcmp(cmd, "version") == 0) return cmd_version();
-  if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+  } else if (strcmp(cmd, "version") == 0) {
+    rc = cmd_version();
+  } else if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "dlq") != 0) {
     fprintf(stderr, "hookd: unknown command '%s'\n%s", cmd, usage);
-    return EXIT_USAGE;
-  }
-  if (file == NULL) {
+  } else if (file == NULL) {
     fprintf(stderr, "hookd: %s needs -c FILE\n", cmd);
-    return EXIT_USAGE;
-  }
-  if (http_client_global_init() != 0) {
+  } else if (strcmp(cmd, "dlq") == 0) {
+    rc = cmd_dlq(file, n_rest, rest);
+  } else if (http_client_global_init() != 0) {
     fprintf(stderr, "hookd: cannot initialise libcurl\n");
-    return EXIT_RUNTIME;
+    rc = EXIT_RUNTIME;
+  } else {
+    rc = strcmp(cmd, "check") == 0 ? cmd_check(file) : cmd_run(file);
+    http_client_global_cleanup();
   }
-  int rc = strcmp(cmd, "check") == 0 ? cmd_check(file) : cmd_run(file);
-  http_client_global_cleanup();
+  free(rest);
   return rc;
 }

@@ -12,6 +12,7 @@
 #include "envelope.h"
 #include "http_client.h"
 #include "log.h"
+#include "privs.h"
 #include "router.h"
 #include "template.h"
 
@@ -109,7 +110,10 @@ static int host_config_int(const hookd_config *cfg, const char *key, int64_t def
   cJSON *v = item(cfg, key);
   *out = def;
   if (v == NULL) return HOOKD_E_MISSING;
-  if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble) {
+  /* Range first: casting a double outside int64 is undefined. */
+  if (!cJSON_IsNumber(v) || !(v->valuedouble >= -9007199254740992.0 &&
+                              v->valuedouble <= 9007199254740992.0) ||
+      v->valuedouble != (double)(int64_t)v->valuedouble) {
     return record_f(cfg, key, "expected an integer");
   }
   *out = (int64_t)v->valuedouble;
@@ -241,18 +245,20 @@ static void host_free(void *p) {
   free(p);
 }
 
-static const cJSON *event_root(const hookd_event *ev) {
-  const event *e = ev ? ev->host_private : NULL;
-  return e ? e->root : NULL;
+static const cJSON *view_root(const hookd_event *ev) {
+  /* The view is read-only for the plugin; the event itself may still
+   * parse its body lazily. */
+  event *e = ev ? (event *)ev->host_private : NULL;
+  return e ? event_root(e) : NULL;
 }
 
 static char *host_render(const hookd_template *t, const hookd_event *ev, hookd_escape esc,
                          size_t *len) {
-  return template_render(t, event_root(ev), esc, len);
+  return template_render(t, view_root(ev), esc, len);
 }
 
 static char *host_event_get(const hookd_event *ev, const char *path) {
-  return envelope_text(envelope_path(event_root(ev), path));
+  return envelope_text(envelope_path(view_root(ev), path));
 }
 
 static hookd_result host_http(const hookd_instance *self, const hookd_http_request *req,
@@ -314,17 +320,42 @@ void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_i
 
 /* --- loading --------------------------------------------------------------- */
 
-/* Finds <module>.so in the plugin directories, in order. */
-static char *find_module(const config *cfg, const char *module) {
+/* Finds <module>.so in the plugin directories, in order. Loading runs the
+ * file's code as hookd, so every directory searched up to the one that has
+ * it must be safe (a directory others can write could get a module planted
+ * that shadows the real one), and so must the file and, behind a symlink,
+ * the directory it really lives in (privs_check_code_path). */
+static char *find_module(const config *cfg, const char *module, char *err, size_t errlen) {
+  /* config.c allows no path pieces in module names; refuse them here too. */
+  if (*module == '\0' || *module == '.' || strchr(module, '/') != NULL) {
+    snprintf(err, errlen, "invalid module name '%s' (a file name in plugin_dirs, no path)", module);
+    return NULL;
+  }
   for (size_t i = 0; i < cfg->n_plugin_dirs; i++) {
+    struct stat st;
+    if (stat(cfg->plugin_dirs[i], &st) != 0) continue;
+    if (privs_check_code_path(cfg->plugin_dirs[i], 1, err, errlen) != 0) return NULL;
     size_t n = strlen(cfg->plugin_dirs[i]) + strlen(module) + 5;
     char *path = malloc(n);
-    if (path == NULL) return NULL;
+    if (path == NULL) break;
     snprintf(path, n, "%s/%s.so", cfg->plugin_dirs[i], module);
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return path;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+      char *real = realpath(path, NULL);
+      char *slash = real ? strrchr(real, '/') : NULL;
+      if (slash) *slash = '\0';
+      if (privs_check_code_path(path, 0, err, errlen) != 0 ||
+          (slash && slash != real && privs_check_code_path(real, 1, err, errlen) != 0)) {
+        free(real);
+        free(path);
+        return NULL;
+      }
+      free(real);
+      return path;
+    }
     free(path);
   }
+  snprintf(err, errlen, "module '%s' not found: no %s.so in plugin_dirs (%zu searched)", module,
+           module, cfg->n_plugin_dirs);
   return NULL;
 }
 
@@ -332,12 +363,8 @@ static char *find_module(const config *cfg, const char *module) {
  * crashes: nothing of the descriptor is read beyond what struct_size says
  * the plugin has. */
 static int load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
-  m->path = find_module(cfg, m->name);
-  if (m->path == NULL) {
-    snprintf(err, errlen, "module '%s' not found: no %s.so in plugin_dirs (%zu searched)",
-             m->name, m->name, cfg->n_plugin_dirs);
-    return -1;
-  }
+  m->path = find_module(cfg, m->name, err, errlen);
+  if (m->path == NULL) return -1;
   dlerror();
   m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
   if (m->dl == NULL) {

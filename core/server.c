@@ -6,6 +6,7 @@
 #include <string.h>
 #include <llhttp.h>
 
+#include "access.h"
 #include "admin.h"
 #include "envelope.h"
 #include "event.h"
@@ -42,15 +43,25 @@ struct server {
 
 /* --- the webhook path ---------------------------------------------------- */
 
+/* allow_ips: a peer no source would take is closed before it sends a byte. */
+static int web_on_accept(void *data, http_conn *c) {
+  struct sockaddr_storage peer;
+  if (http_conn_peer_addr(c, &peer) != 0) return 0; /* unknown: judged per request */
+  return access_accept(((server *)data)->cfg, (const struct sockaddr *)&peer);
+}
+
 static int web_on_headers(void *data, http_conn *c, http_request *req) {
   server *s = data;
-  (void)c;
   const config_source *src = NULL;
   for (size_t i = 0; i < s->cfg->n_sources && src == NULL; i++) {
     if (strcmp(s->cfg->sources[i].path, req->path) == 0) src = &s->cfg->sources[i];
   }
   if (src == NULL) return 404;
   if (req->method != HTTP_POST) return 405;
+  struct sockaddr_storage peer;
+  int peer_ok = http_conn_peer_addr(c, &peer) == 0;
+  int denied = access_request(s->cfg, src, peer_ok ? (const struct sockaddr *)&peer : NULL, req);
+  if (denied) return denied;
   req->route = src;
   return 0;
 }
@@ -59,18 +70,38 @@ static const char *verify_header(void *ctx, const char *name, size_t *len) {
   return http_request_header(ctx, name, len);
 }
 
+/* A request waiting for its event to be durable. */
 typedef struct store_ctx {
   http_conn *c;
   const config_source *src;
+  event *ev;
+  size_t n;
+  uint64_t t0; /* request complete (uv_hrtime): ingest latency */
 } store_ctx;
 
 static void answer_stored(void *data, int status) {
   store_ctx *sc = data;
-  if (status == 0) {
-    http_respond(sc->c, sc->src->success_status, NULL, NULL, 0);
+  const config_source *src = sc->src;
+  log_ctx ctx = {.source = src->name, .event_id = sc->ev->id};
+  metrics_source_resume(src->name, sc->t0);
+  if (status == SPOOL_STORED) {
+    metrics_event_accepted(src->name, sc->ev->id, sc->ev->type, sc->ev->received_ms, sc->n);
+    if (sc->n == 0) {
+      log_write(LOG_INFO, &ctx, "accepted %s: no route matches", sc->ev->type);
+    } else {
+      log_write(LOG_INFO, &ctx, "accepted %s for %zu plugin instance(s)", sc->ev->type, sc->n);
+    }
+    http_respond(sc->c, src->success_status, NULL, NULL, 0);
+  } else if (status == SPOOL_DUPLICATE) {
+    METRICS_INC(g_metrics.events_duplicate);
+    log_write(LOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again",
+              sc->ev->type);
+    http_respond(sc->c, src->success_status, NULL, NULL, 0);
   } else {
-    http_respond_text(sc->c, 503, "could not store the event, try again later");
+    log_write(LOG_ERROR, &ctx, "rejected: the spool could not store the event (503)");
+    http_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n", 37);
   }
+  event_unref(sc->ev);
   free(sc);
 }
 
@@ -78,6 +109,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   server *s = data;
   const config_source *src = req->route;
   log_ctx ctx = {.source = src->name};
+  uint64_t t0 = metrics_source_begin(src->name);
 
   verify_input in = {verify_header, req, req->body, req->body_len, now_ms() / 1000};
   if (verify_request(&src->verify, &in) != 0) {
@@ -96,6 +128,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   }
   ctx.event_id = env.id;
   if (s->draining) {
+    log_write(LOG_INFO, &ctx, "rejected: shutting down (503)");
     envelope_clear(&env);
     http_respond(c, 503, "Retry-After: 5\r\n", "shutting down\n", 14);
     return;
@@ -107,35 +140,38 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, src->success_status, NULL, NULL, 0);
     return;
   }
+  const char *busy = spool_admit(s->sp);
+  if (busy != NULL) {
+    log_write(LOG_WARN, &ctx, "rejected: %s (503)", busy);
+    envelope_clear(&env);
+    http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
+    return;
+  }
   size_t n = router_match(s->rt, src->name, env.type, env.root, s->match, s->cfg->n_plugins);
   size_t clen = 0;
   const char *ctype = http_request_header(req, "Content-Type", &clen);
   char ctbuf[128];
   snprintf(ctbuf, sizeof ctbuf, "%.*s", (int)(ctype ? clen : 0), ctype ? ctype : "");
+  /* The parse tree is dropped: a queued event costs only its bytes, and a
+   * plugin that needs fields parses it once, on a worker. */
   event *ev = event_new(src->name, env.id, env.type, env.order_key, ctbuf, req->body,
-                        req->body_len, env.root, now_ms());
-  if (ev == NULL) {
-    envelope_clear(&env);
+                        req->body_len, NULL, now_ms());
+  envelope_clear(&env);
+  store_ctx *sc = ev ? malloc(sizeof *sc) : NULL;
+  if (sc == NULL) {
+    log_write(LOG_ERROR, &ctx, "rejected: out of memory (503)");
+    event_unref(ev);
     http_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
     return;
   }
-  env.root = NULL; /* the event owns the parse tree now */
-  if (n == 0) {
-    METRICS_INC(g_metrics.events_unrouted);
-    log_write(LOG_INFO, &ctx, "accepted %s: no route matches", env.type);
-  } else {
-    log_write(LOG_INFO, &ctx, "accepted %s for %zu plugin instance(s)", env.type, n);
-  }
-  METRICS_INC(g_metrics.events_accepted);
-  store_ctx *sc = malloc(sizeof *sc);
-  if (sc == NULL || (sc->c = c, sc->src = src,
-                     spool_store(s->sp, ev, s->match, n, answer_stored, sc)) != 0) {
+  *sc = (store_ctx){.c = c, .src = src, .ev = ev, .n = n, .t0 = t0};
+  if (spool_store(s->sp, ev, s->match, n, answer_stored, sc) != 0) {
+    log_write(LOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
+    event_unref(ev);
     free(sc);
-    log_write(LOG_ERROR, &ctx, "spool refused the event; answered 503");
-    http_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
+    http_respond(c, 503, "Retry-After: 5\r\n", NULL, 0);
   }
-  event_unref(ev);
-  envelope_clear(&env);
+  metrics_source_end();
 }
 
 /* --- listeners ------------------------------------------------------------------- */
@@ -236,12 +272,16 @@ server *server_new(uv_loop_t *loop, const config *cfg, router *rt, spool *sp, pl
     return NULL;
   }
   s->web = (http_server){.loop = loop, .limits = &cfg->limits,
-                         .handler = {web_on_headers, web_on_request, s},
+                         .handler = {.on_headers = web_on_headers, .on_request = web_on_request,
+                                     .data = s, .on_accept = web_on_accept},
                          .open_conns = &s->open_conns, .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;
-  s->adm = (admin){.cfg = cfg, .host = host, .sp = sp};
-  s->admin.handler = (http_handler){admin_on_headers, admin_on_request, &s->adm};
+  s->adm = (admin){.cfg = cfg, .host = host, .sp = sp, .loop = loop};
+  s->admin.handler = (http_handler){.on_headers = admin_on_headers,
+                                    .on_request = admin_on_request,
+                                    .data = &s->adm,
+                                    .allow = "GET, HEAD"};
   s->admin.on_empty = on_admin_empty;
   int rc = 0;
   for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
@@ -258,6 +298,7 @@ server *server_new(uv_loop_t *loop, const config *cfg, router *rt, spool *sp, pl
     server_free(s);
     return NULL;
   }
+  s->adm.listening = 1;
   return s;
 }
 

@@ -1,4 +1,4 @@
-/* Signature verification on the raw request bytes: hmac, standard-webhooks, token, none. */
+/* Signature verification on the raw request bytes: hmac (optionally timestamped), standard-webhooks, token, basic, none. */
 #ifndef HOOKD_VERIFY_H
 #define HOOKD_VERIFY_H
 
@@ -9,7 +9,8 @@ typedef enum {
   VERIFY_NONE = 0,
   VERIFY_HMAC,              /* HMAC of the body (or of signed_payload) in a header */
   VERIFY_STANDARD_WEBHOOKS, /* webhook-id / webhook-timestamp / webhook-signature */
-  VERIFY_TOKEN              /* shared secret sent as it is in a header */
+  VERIFY_TOKEN,             /* shared secret sent as it is in a header */
+  VERIFY_BASIC              /* Authorization: Basic, one user name, passwords as secrets */
 } verify_scheme;
 
 typedef enum { VERIFY_SHA1 = 0, VERIFY_SHA256, VERIFY_SHA512 } verify_algorithm;
@@ -22,6 +23,14 @@ typedef struct verify_secret {
   size_t len;
 } verify_secret;
 
+/* One piece of an hmac signed_payload template such as "v0:{timestamp}:{body}". */
+typedef enum { VERIFY_PART_TEXT = 0, VERIFY_PART_TIMESTAMP, VERIFY_PART_BODY } verify_part_kind;
+typedef struct verify_part {
+  verify_part_kind kind;
+  char *text; /* VERIFY_PART_TEXT: the literal (owned), else NULL */
+  size_t len;
+} verify_part;
+
 /* One source's verification settings. Built by config.c, read-only after. */
 typedef struct verify_config {
   verify_scheme scheme;
@@ -31,7 +40,17 @@ typedef struct verify_config {
   char *prefix;               /* hmac: text before the signature, e.g. "sha256=" ("" none) */
   verify_secret *secrets;     /* tried in order (key rotation) */
   size_t n_secrets;
-  uint32_t tolerance_s;       /* standard-webhooks: allowed clock skew, default 300 */
+  uint32_t tolerance_s;       /* standard-webhooks, timestamped hmac: allowed clock skew, default 300 */
+  /* hmac with a timestamp (all NULL/0: the MAC covers the body alone). The
+   * timestamp is read from timestamp_header (Zoom, Slack), or, with
+   * timestamp_key, from a "t=...,v1=..." list in `header` whose signature
+   * entries are named signature_key (Calendly, Stripe). */
+  char *timestamp_header;
+  char *timestamp_key;
+  char *signature_key;
+  verify_part *payload;       /* signed_payload, compiled; NULL means "{body}" */
+  size_t n_payload;
+  char *username;             /* basic */
 } verify_config;
 
 /* Access to the request, so verify needs no HTTP types. header() returns the
@@ -55,6 +74,18 @@ int verify_encoding_parse(const char *s, verify_encoding *out);
  * otherwise). Returns 0 or -1 with a reason in err. */
 int verify_secret_set(verify_scheme scheme, const char *text, verify_secret *out, char *err,
                       size_t errlen);
+
+/* Compiles an hmac signed_payload template into cfg->payload: literal text
+ * with the placeholders {timestamp} and {body} ({body} exactly once). Any
+ * other "{name}" is an error (a typo would silently sign something else).
+ * Returns 0 or -1 with a reason in err. */
+int verify_payload_parse(verify_config *cfg, const char *tmpl, char *err, size_t errlen);
+
+/* Checks that the settings of an hmac or basic config fit together (a
+ * timestamp header needs {timestamp} in signed_payload and the reverse;
+ * signature_key comes with timestamp_key; basic needs a user name without
+ * ':'). Returns 0 or -1 with a reason in err. */
+int verify_config_check(const verify_config *cfg, char *err, size_t errlen);
 
 /* Checks the request. Returns 0 when one secret matches, -1 otherwise (missing
  * header, bad encoding, wrong signature, timestamp out of tolerance). Every

@@ -184,7 +184,7 @@ def test_deliver_over_timeout_is_logged_and_counted(daemon_factory, tmp_path):
     # counted once, and its result still counts (at-least-once)
     text = http_request(admin, "GET", "/metrics")[2].decode()
     assert 'hookd_delivery_timeouts_total{instance="t"} 1' in text
-    wait_until(lambda: 'hookd_deliveries_ok_total{instance="t"} 1' in
+    wait_until(lambda: 'hookd_deliveries_total{instance="t",outcome="delivered"} 1' in
                http_request(admin, "GET", "/metrics")[2].decode())
 
 

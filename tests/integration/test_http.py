@@ -259,8 +259,8 @@ def test_admin_endpoints(daemon_factory, tmp_path):
     assert http_request(admin, "GET", "/readyz")[0] == 200
     assert send_event(d, payload("developer.webhook.test")) == 200
     assert send_event(d, payload("developer.webhook.test"), secret="bad") == 401
-    wait_until(lambda: b'hookd_deliveries_ok_total{instance="audit"} 1' in
+    wait_until(lambda: b'hookd_deliveries_total{instance="audit",outcome="delivered"} 1' in
                http_request(admin, "GET", "/metrics")[2])
     text = http_request(admin, "GET", "/metrics")[2].decode()
-    assert 'hookd_http_requests_total{status="401"} 1' in text
+    assert 'hookd_http_requests_total{source="cirrus",status="401"} 1' in text
     assert "hookd_events_accepted_total 1" in text

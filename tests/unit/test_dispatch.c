@@ -1,4 +1,4 @@
-/* Unit tests for dispatch.c with the in-memory spool and the real test plugin: ordering per key,
+/* Unit tests for dispatch.c with the SQLite spool and the real test plugin: ordering per key,
  * concurrency, retries and backoff, dead letters, timeouts and shutdown. No daemon, no sockets. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,8 @@ static size_t parse_recs(const char *text, rec **out) {
 /* ---- the harness: config -> plugin host -> spool -> dispatcher ---- */
 
 typedef struct harness {
+  uv_loop_t loop; /* only for the spool's answers; run by store() */
+  uv_idle_t alive; /* the spool's async handle is unref'd: this keeps the loop polling */
   config cfg;
   plugin_host host;
   spool *sp;
@@ -136,6 +139,10 @@ typedef struct harness {
 static void on_sink(void *data, delivery *d) {
   harness *h = data;
   dispatch_submit(h->dp, d);
+}
+
+static void on_idle(uv_idle_t *h) {
+  (void)h;
 }
 
 static void on_stored(void *data, int status) {
@@ -160,10 +167,10 @@ static void start(harness *h, size_t n, const char *const *conf, const char *con
   }
   char text[16384];
   snprintf(text, sizeof text,
-           "{'plugin_dirs': ['%s'],\n"
+           "{'plugin_dirs': ['%s'], 'data_dir': '%s/var-%d',\n"
            " 'sources': [{'name': 's', 'path': '/h', 'verify': {'scheme': 'none'}}],\n"
            " 'plugins': [\n%s]}\n",
-           PLUGIN_DIR, plugins);
+           PLUGIN_DIR, tmpdir, n_files + 1, plugins);
   for (char *p = text; *p; p++)
     if (*p == '\'') *p = '"';
   char path[PATH_MAX];
@@ -177,10 +184,14 @@ static void start(harness *h, size_t n, const char *const *conf, const char *con
   if (config_load(&h->cfg, path, err, sizeof err) != 0) fail_msg("config_load: %s", err);
   if (plugin_host_load(&h->host, &h->cfg, err, sizeof err) != 0)
     fail_msg("plugin_host_load: %s", err);
-  h->sp = spool_open(&h->cfg, on_sink, h, err, sizeof err);
+  uv_loop_init(&h->loop);
+  uv_idle_init(&h->loop, &h->alive);
+  uv_idle_start(&h->alive, on_idle);
+  h->sp = spool_open(&h->cfg, &h->loop, on_sink, h, err, sizeof err);
   if (h->sp == NULL) fail_msg("spool_open: %s", err);
   h->dp = dispatch_new(&h->host, h->sp, err, sizeof err);
   if (h->dp == NULL) fail_msg("dispatch_new: %s", err);
+  if (spool_recover(h->sp) != 0) fail_msg("spool_recover: a fresh spool has nothing to recover");
 }
 
 /* One instance, shorthand. */
@@ -198,6 +209,9 @@ static size_t stop(harness *h) {
   dispatch_free(h->dp);
   plugin_host_unload(&h->host, NULL);
   spool_close(h->sp);
+  uv_close((uv_handle_t *)&h->alive, NULL);
+  uv_run(&h->loop, UV_RUN_DEFAULT); /* the spool's async handle closes */
+  uv_loop_close(&h->loop);
   config_free(&h->cfg);
   return left;
 }
@@ -235,6 +249,13 @@ static void store(harness *h, const char *id, const char *key, const size_t *ins
   free(body);
   int calls = h->stored_calls;
   assert_int_equal(spool_store(h->sp, ev, insts, n, on_stored, h), 0);
+  /* The answer comes from the spool's writer thread through the loop. */
+  int64_t end = mono_ms() + WAIT_MS;
+  while (h->stored_calls == calls) {
+    if (mono_ms() > end) fail_msg("the spool did not answer within %d ms", WAIT_MS);
+    uv_run(&h->loop, UV_RUN_NOWAIT);
+    sleep_ms(1);
+  }
   assert_int_equal(h->stored_calls, calls + 1);
   assert_int_equal(h->stored_bad, 0);
   event_unref(ev);
@@ -243,6 +264,12 @@ static void store(harness *h, const char *id, const char *key, const size_t *ins
 static void store0(harness *h, const char *id, const char *key) {
   static const size_t inst0[] = {0};
   store(h, id, key, inst0, 1);
+}
+
+static size_t spool_pending(spool *sp) {
+  spool_stats st;
+  spool_get_stats(sp, &st);
+  return (size_t)st.pending;
 }
 
 static void wait_pending(harness *h, size_t n) {
@@ -289,20 +316,16 @@ static int group_setup(void **state) {
   return base_payload && mkdtemp(tmpdir) ? 0 : -1;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
 static int group_teardown(void **state) {
   (void)state;
   cJSON_Delete(base_payload);
-  DIR *d = opendir(tmpdir);
-  if (d == NULL) return -1;
-  struct dirent *e;
-  char path[PATH_MAX + 256];
-  while ((e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    snprintf(path, sizeof path, "%s/%s", tmpdir, e->d_name);
-    unlink(path);
-  }
-  closedir(d);
-  return rmdir(tmpdir);
+  /* Spool directories included: depth first. */
+  return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- ordering and concurrency ---- */
@@ -691,26 +714,17 @@ static void test_stop_waits_for_running(void **state) {
   assert_non_null(strstr(text, "\nDESTROY\n"));
   free(text);
   spool_close(h.sp);
+  uv_close((uv_handle_t *)&h.alive, NULL);
+  uv_run(&h.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&h.loop);
   config_free(&h.cfg);
 }
 
-static int count_threads(void) {
-  DIR *d = opendir("/proc/self/task");
-  assert_non_null(d);
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
-  closedir(d);
-  return n;
-}
-
 /* A deliver() that outlives the shutdown timeout: dispatch_stop returns on
- * time and marks its instance hung. The test then waits for the worker to
- * finish on its own (the thread is detached: it is gone from
- * /proc/self/task when it has exited) before freeing anything it uses. */
+ * time and marks its instance hung, and dispatch_busy says so until the
+ * worker finishes on its own; only then is anything freed. */
 static void test_stop_detects_hung(void **state) {
   (void)state;
-  int threads_before = count_threads();
   harness h;
   start1(&h, "'sleep_ms': 2000", "'concurrency': 1, 'timeout_ms': 1");
   store0(&h, "h1", "k");
@@ -735,7 +749,7 @@ static void test_stop_detects_hung(void **state) {
   free(r);
   free(text);
   int64_t end = mono_ms() + WAIT_MS;
-  while (count_threads() > threads_before) {
+  while (dispatch_busy(h.dp)) {
     if (mono_ms() > end) fail_msg("the hung worker never exited");
     sleep_ms(2);
   }
@@ -744,10 +758,16 @@ static void test_stop_detects_hung(void **state) {
   dispatch_free(h.dp);
   plugin_host_unload(&h.host, NULL);
   spool_close(h.sp);
+  uv_close((uv_handle_t *)&h.alive, NULL);
+  uv_run(&h.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&h.loop);
   config_free(&h.cfg);
 }
 
-int main(void) {
+/* An optional argument runs only the tests whose names match it (cmocka
+ * pattern: * and ?). */
+int main(int argc, char **argv) {
+  if (argc > 1) cmocka_set_test_filter(argv[1]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_order_per_key),
       cmocka_unit_test(test_keys_run_in_parallel),

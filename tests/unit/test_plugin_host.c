@@ -530,6 +530,16 @@ static event *payload_event(const char *file, const char *meeting_name) {
   return ev;
 }
 
+/* An instance as the event view needs it, without loading a module. */
+static void fake_instance(plugin_instance *inst, config_plugin *cp) {
+  memset(cp, 0, sizeof *cp);
+  cp->name = "audit";
+  cp->delivery.timeout_ms = 1234;
+  memset(inst, 0, sizeof *inst);
+  inst->name = cp->name;
+  inst->cfg = cp;
+}
+
 static void test_host_api_table(void **state) {
   (void)state;
   const hookd_host_api *api = plugin_host_api();
@@ -565,8 +575,8 @@ static void test_event_view(void **state) {
   assert_non_null(d);
   d->attempt = 3;
   plugin_instance inst;
-  memset(&inst, 0, sizeof inst);
-  inst.name = "audit";
+  config_plugin cp;
+  fake_instance(&inst, &cp);
   hookd_event view;
   memset(&view, 0xa5, sizeof view); /* everything not set must be zeroed */
   plugin_host_event_view(&view, d, &inst);
@@ -581,6 +591,7 @@ static void test_event_view(void **state) {
   assert_ptr_equal(view.body, ev->body);
   assert_int_equal(view.body_len, ev->body_len);
   assert_string_equal(view.content_type, "application/json");
+  assert_int_equal(view.timeout_ms, 1234);
   assert_ptr_equal(view.host_private, ev);
   for (size_t i = 0; i < sizeof view.reserved / sizeof view.reserved[0]; i++)
     assert_null(view.reserved[i]);
@@ -606,8 +617,8 @@ static void test_event_get(void **state) {
   delivery *d = delivery_new(ev, 0);
   event_unref(ev); /* the delivery holds it now */
   plugin_instance inst;
-  memset(&inst, 0, sizeof inst);
-  inst.name = "audit";
+  config_plugin cp;
+  fake_instance(&inst, &cp);
   hookd_event view;
   plugin_host_event_view(&view, d, &inst);
 
@@ -637,8 +648,8 @@ static void test_render(void **state) {
   delivery *d = delivery_new(ev, 0);
   event_unref(ev);
   plugin_instance inst;
-  memset(&inst, 0, sizeof inst);
-  inst.name = "audit";
+  config_plugin cp;
+  fake_instance(&inst, &cp);
   hookd_event view;
   plugin_host_event_view(&view, d, &inst);
 
@@ -692,7 +703,10 @@ static void test_render(void **state) {
   delivery_free(d);
 }
 
-int main(void) {
+/* An optional argument runs only the tests whose names match it (cmocka
+ * pattern: * and ?). */
+int main(int argc, char **argv) {
+  if (argc > 1) cmocka_set_test_filter(argv[1]);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_load_good),         cmocka_unit_test(test_unload_skip),
       cmocka_unit_test(test_wrong_abi),         cmocka_unit_test(test_no_entry_symbol),

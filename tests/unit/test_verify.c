@@ -498,6 +498,251 @@ static void test_secret_set(void **state) {
   free(s.key);
 }
 
+
+/* ---- hmac with a timestamp ------------------------------------------ */
+
+/* Slack's published example ("Verifying requests from Slack"): the same
+ * v0=<hex> over "v0:{timestamp}:{body}" form that Zoom uses. */
+#define SLACK_SECRET "8f742231b10e8888abcd99yyyzzz85a5"
+#define SLACK_TS "1531420618"
+#define SLACK_NOW INT64_C(1531420618)
+#define SLACK_BODY                                                                               \
+  "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id="       \
+  "G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-"   \
+  "collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%"            \
+  "2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121."             \
+  "803a0bc887a14d10d2c447fce8b6703c"
+#define SLACK_SIG "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+
+/* Zoom and Calendly forms, computed with Python's hmac module:
+ * hmac.new(key, b"v0:1700000000:" + body, sha256).hexdigest() and
+ * hmac.new(key, b"1700000000." + body, sha256).hexdigest(). */
+#define TS_NOW INT64_C(1700000000)
+#define ZOOM_SECRET "zoom-secret-token"
+#define ZOOM_BODY "{\"event\":\"meeting.started\"}"
+#define ZOOM_SIG "v0=786c4446a640d95353b44534c52c31a8be0a5eadf45b4a1715cb39d62fa6acd1"
+#define CAL_SECRET "calendly-signing-key"
+#define CAL_OLD_SECRET "old-calendly-key"
+#define CAL_BODY "{\"event\":\"invitee.created\"}"
+#define CAL_HEX "81a9bfd092b45e5532457d73f595f87d45462d421449a6bae3fa0fa5ec207239"
+#define CAL_OLD_HEX "28736c351761427f64a1ae6f2f77853595df58fd9a497a7759b33bc518e7a357"
+
+/* A Zoom/Slack style config: signature in sig_header with prefix "v0=",
+ * timestamp in ts_header, signed_payload "v0:{timestamp}:{body}". */
+static verify_config zoom_cfg(const char *secret, const char *sig_header, const char *ts_header) {
+  const char *const secrets[] = {secret};
+  char err[128];
+  verify_config cfg =
+      make_cfg(VERIFY_HMAC, VERIFY_SHA256, VERIFY_HEX, sig_header, "v0=", secrets, 1);
+  cfg.timestamp_header = strdup(ts_header);
+  assert_int_equal(verify_payload_parse(&cfg, "v0:{timestamp}:{body}", err, sizeof err), 0);
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), 0);
+  return cfg;
+}
+
+static int check_zoom(const char *sig, const char *ts, const char *body, int64_t now) {
+  verify_config cfg = zoom_cfg(ZOOM_SECRET, "x-zm-signature", "x-zm-request-timestamp");
+  fake_req r = {0};
+  if (sig) req_add(&r, "X-Zm-Signature", sig);
+  if (ts) req_add(&r, "X-Zm-Request-Timestamp", ts);
+  verify_input in = make_input(&r, body, now);
+  int rc = verify_request(&cfg, &in);
+  verify_config_clear(&cfg);
+  return rc;
+}
+
+static void test_slack_vector(void **state) {
+  (void)state;
+  verify_config cfg = zoom_cfg(SLACK_SECRET, "X-Slack-Signature", "X-Slack-Request-Timestamp");
+  fake_req r = {0};
+  req_add(&r, "x-slack-signature", SLACK_SIG);
+  req_add(&r, "x-slack-request-timestamp", SLACK_TS);
+  verify_input in = make_input(&r, SLACK_BODY, SLACK_NOW);
+  assert_int_equal(verify_request(&cfg, &in), 0);
+  /* The published request is from 2018: with the real clock it is a replay. */
+  in.now_s = (int64_t)time(NULL);
+  assert_int_equal(verify_request(&cfg, &in), -1);
+  in.now_s = SLACK_NOW;
+  in.body_len--; /* one byte short */
+  assert_int_equal(verify_request(&cfg, &in), -1);
+  verify_config_clear(&cfg);
+}
+
+static void test_zoom(void **state) {
+  (void)state;
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", ZOOM_BODY, TS_NOW), 0);
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", ZOOM_BODY, TS_NOW + 300), 0);
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", ZOOM_BODY, TS_NOW - 300), 0);
+  /* Outside the tolerance the valid signature does not help (replay). */
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", ZOOM_BODY, TS_NOW + 301), -1);
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", ZOOM_BODY, TS_NOW - 301), -1);
+  /* A fresh timestamp that is not the signed one. */
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000001", ZOOM_BODY, TS_NOW), -1);
+  assert_int_equal(check_zoom(ZOOM_SIG, NULL, ZOOM_BODY, TS_NOW), -1);
+  assert_int_equal(check_zoom(NULL, "1700000000", ZOOM_BODY, TS_NOW), -1);
+  assert_int_equal(check_zoom(ZOOM_SIG, "", ZOOM_BODY, TS_NOW), -1);
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000.5", ZOOM_BODY, TS_NOW), -1);
+  assert_int_equal(check_zoom(ZOOM_SIG, "-1700000000", ZOOM_BODY, TS_NOW), -1);
+  assert_int_equal(check_zoom(ZOOM_SIG + 3, "1700000000", ZOOM_BODY, TS_NOW), -1); /* no v0= */
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", "{\"event\":\"meeting.ended\"}", TS_NOW),
+                   -1);
+}
+
+static int check_calendly(const char *header, const char *body, int64_t now, int rotate) {
+  const char *const secrets[] = {rotate ? CAL_OLD_SECRET : CAL_SECRET, CAL_SECRET};
+  char err[128];
+  verify_config cfg = make_cfg(VERIFY_HMAC, VERIFY_SHA256, VERIFY_HEX,
+                               "Calendly-Webhook-Signature", NULL, secrets, rotate ? 2 : 1);
+  cfg.timestamp_key = strdup("t");
+  cfg.signature_key = strdup("v1");
+  assert_int_equal(verify_payload_parse(&cfg, "{timestamp}.{body}", err, sizeof err), 0);
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), 0);
+  fake_req r = {0};
+  if (header) req_add(&r, "calendly-webhook-signature", header);
+  verify_input in = make_input(&r, body, now);
+  int rc = verify_request(&cfg, &in);
+  verify_config_clear(&cfg);
+  return rc;
+}
+
+static void test_calendly(void **state) {
+  (void)state;
+  assert_int_equal(check_calendly("t=1700000000,v1=" CAL_HEX, CAL_BODY, TS_NOW, 0), 0);
+  assert_int_equal(check_calendly(" t=1700000000 , v1=" CAL_HEX " ", CAL_BODY, TS_NOW, 0), 0);
+  /* Order of the items does not matter. */
+  assert_int_equal(check_calendly("v1=" CAL_HEX ",t=1700000000", CAL_BODY, TS_NOW, 0), 0);
+  /* Several v1 entries (a sender rotating keys), unknown keys skipped. */
+  assert_int_equal(
+      check_calendly("t=1700000000,v1=" CAL_OLD_HEX ",v0=abcd,v1=" CAL_HEX, CAL_BODY, TS_NOW, 0),
+      0);
+  /* Several secrets on our side. */
+  assert_int_equal(check_calendly("t=1700000000,v1=" CAL_HEX, CAL_BODY, TS_NOW, 1), 0);
+  assert_int_equal(check_calendly("t=1700000000,v1=" CAL_OLD_HEX, CAL_BODY, TS_NOW, 1), 0);
+  assert_int_equal(check_calendly("t=1700000000,v1=" CAL_OLD_HEX, CAL_BODY, TS_NOW, 0), -1);
+  /* Replay, tampering, and malformed headers. */
+  assert_int_equal(check_calendly("t=1700000000,v1=" CAL_HEX, CAL_BODY, TS_NOW + 301, 0), -1);
+  assert_int_equal(check_calendly("t=1700000001,v1=" CAL_HEX, CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly("t=1700000000,v1=" CAL_HEX, "{}", TS_NOW, 0), -1);
+  assert_int_equal(check_calendly("v1=" CAL_HEX, CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly("t=1700000000", CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly("t=1700000000,t=1700000000,v1=" CAL_HEX, CAL_BODY, TS_NOW, 0),
+                   -1);
+  assert_int_equal(check_calendly("t=1700000000,v1" CAL_HEX, CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly("T=1700000000,V1=" CAL_HEX, CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly("", CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly(",,,", CAL_BODY, TS_NOW, 0), -1);
+  assert_int_equal(check_calendly(NULL, CAL_BODY, TS_NOW, 0), -1);
+  /* More candidates than a sender would ever send: refused, not hashed. */
+  char many[2048] = "t=1700000000";
+  for (int i = 0; i < 8; i++) strcat(many, ",v1=" CAL_OLD_HEX);
+  strcat(many, ",v1=" CAL_HEX);
+  assert_int_equal(check_calendly(many, CAL_BODY, TS_NOW, 0), -1);
+}
+
+static void test_payload_parse(void **state) {
+  (void)state;
+  verify_config cfg = {.scheme = VERIFY_HMAC};
+  char err[160];
+  assert_int_equal(verify_payload_parse(&cfg, "v0:{timestamp}:{body}", err, sizeof err), 0);
+  assert_int_equal(cfg.n_payload, 4);
+  assert_int_equal(cfg.payload[0].kind, VERIFY_PART_TEXT);
+  assert_string_equal(cfg.payload[0].text, "v0:");
+  assert_int_equal(cfg.payload[1].kind, VERIFY_PART_TIMESTAMP);
+  assert_int_equal(cfg.payload[2].kind, VERIFY_PART_TEXT);
+  assert_int_equal(cfg.payload[3].kind, VERIFY_PART_BODY);
+  /* Parsing again replaces (no leak under ASan). */
+  assert_int_equal(verify_payload_parse(&cfg, "{body}", err, sizeof err), 0);
+  assert_int_equal(cfg.n_payload, 1);
+  /* Braces that are not a placeholder are text. */
+  assert_int_equal(verify_payload_parse(&cfg, "{ {body}}{", err, sizeof err), 0);
+  assert_int_equal(cfg.n_payload, 3);
+  assert_string_equal(cfg.payload[0].text, "{ ");
+  assert_string_equal(cfg.payload[2].text, "}{");
+  assert_int_equal(verify_payload_parse(&cfg, "{timestamp}.{bdy}", err, sizeof err), -1);
+  assert_non_null(strstr(err, "{bdy}"));
+  assert_int_equal(verify_payload_parse(&cfg, "{timestamp}", err, sizeof err), -1);
+  assert_int_equal(verify_payload_parse(&cfg, "{body}{body}", err, sizeof err), -1);
+  assert_int_equal(verify_payload_parse(&cfg, "", err, sizeof err), -1);
+  char big[512] = "";
+  for (int i = 0; i < 20; i++) strcat(big, "{timestamp}.");
+  strcat(big, "{body}");
+  assert_int_equal(verify_payload_parse(&cfg, big, err, sizeof err), -1);
+  /* The failed parses kept the last good one. */
+  assert_int_equal(cfg.n_payload, 3);
+  verify_config_clear(&cfg);
+  assert_null(cfg.payload);
+}
+
+static void test_config_check(void **state) {
+  (void)state;
+  verify_config cfg = {.scheme = VERIFY_HMAC};
+  char err[200];
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), 0);
+  /* A timestamp that is not signed protects nothing. */
+  cfg.timestamp_header = strdup("X-Ts");
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), -1);
+  assert_non_null(strstr(err, "{timestamp}"));
+  assert_int_equal(verify_payload_parse(&cfg, "{timestamp}.{body}", err, sizeof err), 0);
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), 0);
+  cfg.timestamp_key = strdup("t");
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), -1); /* both */
+  free(cfg.timestamp_header);
+  cfg.timestamp_header = NULL;
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), -1); /* no signature_key */
+  cfg.signature_key = strdup("v1");
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), 0);
+  free(cfg.timestamp_key);
+  cfg.timestamp_key = NULL;
+  assert_int_equal(verify_config_check(&cfg, err, sizeof err), -1); /* {timestamp} unset */
+  verify_config_clear(&cfg);
+
+  verify_config b = {.scheme = VERIFY_BASIC};
+  assert_int_equal(verify_config_check(&b, err, sizeof err), -1);
+  b.username = strdup("a:b");
+  assert_int_equal(verify_config_check(&b, err, sizeof err), -1);
+  free(b.username);
+  b.username = strdup("cirrus");
+  assert_int_equal(verify_config_check(&b, err, sizeof err), 0);
+  verify_config_clear(&b);
+}
+
+/* ---- basic ---------------------------------------------------------- */
+
+static int check_basic(const char *value) {
+  static const char *const secrets[] = {"old-password", "p@ss:word"};
+  verify_config cfg = make_cfg(VERIFY_BASIC, VERIFY_SHA256, VERIFY_HEX, NULL, NULL, secrets, 2);
+  cfg.username = strdup("cirrus");
+  fake_req r = {0};
+  if (value) req_add(&r, "authorization", value);
+  verify_input in = make_input(&r, "{}", 0);
+  int rc = verify_request(&cfg, &in);
+  verify_config_clear(&cfg);
+  return rc;
+}
+
+static void test_basic(void **state) {
+  (void)state;
+  /* base64 of "cirrus:p@ss:word": the password may hold ':'. */
+  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29yZA=="), 0);
+  assert_int_equal(check_basic("basic  Y2lycnVzOnBAc3M6d29yZA== "), 0);
+  assert_int_equal(check_basic("Basic Y2lycnVzOm9sZC1wYXNzd29yZA=="), 0); /* cirrus:old-password */
+  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29yZQ=="), -1);    /* cirrus:p@ss:word wrong */
+  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29y"), -1);        /* cirrus:p@ss:wor */
+  assert_int_equal(check_basic("Basic YWRtaW46cEBzczp3b3Jk"), -1);        /* admin:p@ss:word */
+  assert_int_equal(check_basic("Bearer Y2lycnVzOnBAc3M6d29yZA=="), -1);
+  assert_int_equal(check_basic("BasicY2lycnVzOnBAc3M6d29yZA=="), -1);
+  assert_int_equal(check_basic("Basic"), -1);
+  assert_int_equal(check_basic("Basic "), -1);
+  assert_int_equal(check_basic("Basic !!!!"), -1);
+  assert_int_equal(check_basic(NULL), -1);
+  char big[4000] = "Basic ";
+  for (int i = 0; i < 900; i++) strcat(big, "QUFB");
+  assert_int_equal(check_basic(big), -1);
+  verify_scheme s;
+  assert_int_equal(verify_scheme_parse("basic", &s), 0);
+  assert_int_equal(s, VERIFY_BASIC);
+}
+
 /* ---- threads -------------------------------------------------------- */
 
 typedef struct thread_arg {
@@ -577,6 +822,12 @@ int main(void) {
       cmocka_unit_test(test_none),
       cmocka_unit_test(test_parse),
       cmocka_unit_test(test_secret_set),
+      cmocka_unit_test(test_slack_vector),
+      cmocka_unit_test(test_zoom),
+      cmocka_unit_test(test_calendly),
+      cmocka_unit_test(test_payload_parse),
+      cmocka_unit_test(test_config_check),
+      cmocka_unit_test(test_basic),
       cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
