@@ -13,7 +13,7 @@ DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev 
 TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd wrk \
        prometheus chromium python3-websocket groff-base systemd
 
-.PHONY: all deps test-deps build run test clean
+.PHONY: all deps test-deps build run test fuzz memcheck clean
 
 all: build
 
@@ -49,6 +49,23 @@ run: build
 # Every test: C unit tests, the SDK install check and the integration suite.
 test: test-deps build
 	cd $(BUILD) && ctest --output-on-failure
+
+# libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined), each run for
+# FUZZ_SECONDS (default 60) from seeds made of examples/payloads: tests/fuzz/run.sh.
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(call install_missing,$(DEPS) clang llvm python3)
+	FUZZ_BUILD=$(CURDIR)/build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
+
+# A representative part of the integration suite with every daemon under
+# valgrind memcheck: an error or a definite/indirect leak fails the test.
+MEMCHECK_TESTS ?= test_http.py test_security.py test_delivery.py test_cli.py
+memcheck: test-deps
+	$(call install_missing,valgrind)
+	cmake -S . -B build-memcheck -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+	cmake --build build-memcheck -j$(JOBS)
+	cd tests/integration && HOOKD_VALGRIND=1 HOOKD_BUILD_DIR=$(CURDIR)/build-memcheck \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider $(MEMCHECK_TESTS)
 
 clean:
 	rm -rf $(BUILD)

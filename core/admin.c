@@ -26,10 +26,11 @@ typedef enum {
   R_JSON,
   R_REPLAY,
   R_UNAUTHORIZED, /* answered 401 with WWW-Authenticate in on_request */
+  R_RELOAD,
   R_COUNT
 } route_kind;
-static const route_kind routes[R_COUNT] = {R_HEALTH, R_READY,  R_METRICS,     R_PAGE,
-                                           R_JSON,   R_REPLAY, R_UNAUTHORIZED};
+static const route_kind routes[R_COUNT] = {R_HEALTH, R_READY,  R_METRICS,      R_PAGE,
+                                           R_JSON,   R_REPLAY, R_UNAUTHORIZED, R_RELOAD};
 
 #define DEAD_SHOWN 100 /* dead letters the page lists */
 
@@ -115,6 +116,9 @@ int admin_on_headers(void *data, http_conn *c, http_request *req) {
   } else if (strncmp(p, "/dead-letters/", 14) == 0 && strlen(p) > 21 &&
              strcmp(p + strlen(p) - 7, "/replay") == 0) {
     k = R_REPLAY;
+    post = 1;
+  } else if (strcmp(p, "/reload") == 0) {
+    k = R_RELOAD;
     post = 1;
   } else {
     metrics_count_admin(404);
@@ -671,6 +675,18 @@ void admin_on_request(void *data, http_conn *c, http_request *req) {
               req->method == HTTP_HEAD ? NULL : buf, req->method == HTTP_HEAD ? 0 : len);
       }
       free(buf);
+      break;
+    }
+    case R_RELOAD: {
+      /* Loads, checks and swaps in one go on the loop thread, like SIGHUP. */
+      char err[1024];
+      if (a->reload == NULL) {
+        reply_text(c, 503, "reload is not available");
+      } else if (a->reload(a->reload_data, err, sizeof err) != 0) {
+        reply_text(c, 400, err);
+      } else {
+        reply_text(c, 200, "reloaded");
+      }
       break;
     }
     case R_UNAUTHORIZED:

@@ -10,6 +10,7 @@
  * GET  /                               the status page (HTML, no external assets)
  * GET  /status.json                    what the page shows, as JSON
  * POST /dead-letters/ID/replay         dlq_replay(ID); needs "X-Hookd-Admin: 1"
+ * POST /reload                         reload the config (as SIGHUP); same header
  *
  * With admin_token set, every endpoint but /healthz and /readyz needs
  * "Authorization: Bearer TOKEN" (or Basic with TOKEN as the password, so a
@@ -34,6 +35,9 @@ typedef struct admin {
   uv_loop_t *loop; /* for the threadpool work */
   int listening;   /* set once every listener is bound */
   int draining;    /* set when shutdown starts: /readyz answers 503 */
+  /* POST /reload: returns 0 or -1 with the reason. */
+  int (*reload)(void *data, char *err, size_t errlen);
+  void *reload_data;
 } admin;
 
 /* http_handler callbacks; data is the admin. Loop thread. */

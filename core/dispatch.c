@@ -430,10 +430,6 @@ void dispatch_submit(dispatch *dp, delivery *d) {
   q->dirty = 1;
 }
 
-void dispatch_sink(void *dp, delivery *d) {
-  dispatch_submit(dp, d);
-}
-
 void dispatch_flush(dispatch *dp) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
@@ -522,6 +518,18 @@ size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
     pthread_mutex_unlock(&q->mu);
   }
   return left;
+}
+
+int dispatch_idle(dispatch *dp) {
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    iqueue *q = &dp->qs[i];
+    if (q->inbox_head) return 0;
+    pthread_mutex_lock(&q->mu);
+    size_t queued = q->queued;
+    pthread_mutex_unlock(&q->mu);
+    if (queued) return 0;
+  }
+  return 1;
 }
 
 int dispatch_busy(dispatch *dp) {

@@ -33,8 +33,6 @@ dispatch *dispatch_new(plugin_host *host, spool *sp, char *err, size_t errlen);
  * a burst of requests costs one lock and one wake-up per instance. */
 void dispatch_submit(dispatch *dp, delivery *d);
 void dispatch_flush(dispatch *dp);
-/* A spool_sink_fn that calls dispatch_submit. */
-void dispatch_sink(void *dp, delivery *d);
 
 /* Logs and counts deliver() calls running past their timeout. Any thread
  * but a worker; the daemon calls it once a second. */
@@ -45,6 +43,8 @@ void dispatch_check_timeouts(dispatch *dp);
  * for an instance whose worker did not return in time; its state must not be
  * destroyed. Returns the number of deliveries that were left undelivered. */
 size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung);
+/* 1 when no delivery is queued, waiting for a retry or running. Loop thread. */
+int dispatch_idle(dispatch *dp);
 /* 1 while a worker (hung past dispatch_stop's timeout) is still running. */
 int dispatch_busy(dispatch *dp);
 /* Frees the dispatcher and what it still holds; does nothing while

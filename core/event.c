@@ -80,6 +80,7 @@ delivery *delivery_new(event *ev, uint32_t instance) {
 
 void delivery_free(delivery *d) {
   if (d == NULL) return;
+  free(d->instance_name);
   event_unref(d->ev);
   free(d);
 }

@@ -46,6 +46,7 @@ typedef struct delivery {
   uint32_t attempt;     /* attempts made so far (0 before the first) */
   int64_t due_ms;       /* not before (Unix ms) */
   uint64_t spool_id;    /* the spool's handle for this delivery */
+  char *instance_name;  /* set only between the spool reading it back and the sink; owned */
   struct delivery *next; /* intrusive queue link */
 } delivery;
 

@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "generation.h"
 #include "dlq.h"
 #include "http_client.h"
 #include "log.h"
@@ -44,15 +45,14 @@ static const char usage[] =
     "\n"
     "exit codes: 0 success, 1 runtime failure, 2 bad config or usage.\n"
     "signals: SIGTERM and SIGINT stop gracefully (in-flight requests are answered,\n"
-    "running deliveries finish within shutdown_timeout_ms).\n";
+    "running deliveries finish within shutdown_timeout_ms); SIGHUP reloads the config.\n";
 
 /* Everything `run` owns, torn down in reverse order. */
 typedef struct hookd_daemon {
-  config cfg;
-  plugin_host host;
-  router *rt;
+  const char *file;
+  generation *gen;     /* current */
+  generation *retired; /* reloaded away, finishing their queued deliveries */
   spool *sp;
-  dispatch *dp;
   server *srv;
   uv_loop_t loop;
   uv_check_t flush;
@@ -63,19 +63,89 @@ typedef struct hookd_daemon {
   int64_t stop_started; /* mono ms of the first SIGTERM/SIGINT */
 } hookd_daemon;
 
-static void on_spooled(void *data, delivery *d) {
+/* Recovered and replayed deliveries go to the current generation's
+ * instance of that name. */
+static int on_spooled(void *data, delivery *d, const char *instance) {
   hookd_daemon *dm = data;
-  dispatch_submit(dm->dp, d);
+  const config *cfg = &dm->gen->cfg;
+  for (size_t i = 0; i < cfg->n_plugins; i++) {
+    if (strcmp(cfg->plugins[i].name, instance) == 0) {
+      d->instance = (uint32_t)i;
+      dispatch_submit(dm->gen->dp, d);
+      return 0;
+    }
+  }
+  return -1;
 }
 
 static void on_flush(uv_check_t *h) {
   hookd_daemon *dm = h->data;
-  dispatch_flush(dm->dp);
+  dispatch_flush(dm->gen->dp);
+  for (generation *g = dm->retired; g; g = g->next) dispatch_flush(g->dp);
+}
+
+/* Frees retired generations that have nothing left to do. */
+static void reap(hookd_daemon *dm) {
+  for (generation **pp = &dm->retired; *pp;) {
+    generation *g = *pp;
+    if (!generation_reapable(g)) {
+      pp = &g->next;
+      continue;
+    }
+    *pp = g->next;
+    if (generation_free(g, 1000, NULL) == 0) {
+      log_write(LOG_INFO, NULL, "reload: the previous config's plugin instances are drained and closed");
+    }
+  }
 }
 
 static void on_watchdog(uv_timer_t *t) {
   hookd_daemon *dm = t->data;
-  dispatch_check_timeouts(dm->dp);
+  dispatch_check_timeouts(dm->gen->dp);
+  for (generation *g = dm->retired; g; g = g->next) dispatch_check_timeouts(g->dp);
+  reap(dm);
+}
+
+/* Loads the config file again as a new generation and swaps it in. A
+ * config that fails changes nothing. */
+static int reload(void *data, char *err, size_t errlen) {
+  hookd_daemon *dm = data;
+  if (dm->stopping) {
+    snprintf(err, errlen, "shutting down");
+    return -1;
+  }
+  generation *g = generation_load(dm->file, 0, err, errlen);
+  if (g == NULL) {
+    log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
+    return -1;
+  }
+  if (generation_start(g, dm->sp, err, errlen) != 0 || server_set_generation(dm->srv, g) != 0) {
+    if (!err[0]) snprintf(err, errlen, "out of memory");
+    log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
+    g->retired = 1;
+    generation_unref(g);
+    generation_free(g, 1000, NULL);
+    return -1;
+  }
+  char fixed[256];
+  generation_fixed_changes(&dm->gen->cfg, &g->cfg, fixed, sizeof fixed);
+  if (fixed[0]) {
+    log_write(LOG_WARN, NULL, "reload: %s changed; that takes a restart (the old values stay)",
+              fixed);
+  }
+  generation *old = dm->gen;
+  old->retired = 1;
+  old->next = dm->retired;
+  dm->retired = old;
+  generation_unref(old); /* the daemon's reference; the server moved to g */
+  dm->gen = g;
+  generation_unref(g); /* the server holds it now; load's reference goes */
+  log_setup(g->cfg.log_level, g->cfg.log_format);
+  log_write(LOG_INFO, NULL, "reloaded %s: %zu source(s), %zu plugin instance(s), %zu route(s)",
+            dm->file, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
+  reap(dm);
+  err[0] = '\0';
+  return 0;
 }
 
 static void close_handle(uv_handle_t *h) {
@@ -89,7 +159,7 @@ static void close_walk(uv_handle_t *h, void *arg) {
 
 static void on_drained(void *data) {
   hookd_daemon *dm = data;
-  dispatch_flush(dm->dp);
+  on_flush(&dm->flush);
   close_handle((uv_handle_t *)&dm->flush);
   close_handle((uv_handle_t *)&dm->watchdog);
   close_handle((uv_handle_t *)&dm->deadline);
@@ -103,15 +173,16 @@ static void on_drained(void *data) {
 static void on_deadline(uv_timer_t *t) {
   hookd_daemon *dm = t->data;
   log_write(LOG_WARN, NULL, "requests still open after shutdown_timeout_ms; stopping anyway");
-  dispatch_flush(dm->dp);
+  on_flush(&dm->flush);
   uv_stop(&dm->loop);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
   hookd_daemon *dm = h->data;
   if (signum == SIGHUP) {
-    log_write(LOG_WARN, NULL,
-              "SIGHUP: config reload is not supported by this build; config unchanged");
+    char err[1024];
+    log_write(LOG_INFO, NULL, "SIGHUP: reloading %s", dm->file);
+    reload(dm, err, sizeof err);
     return;
   }
   if (dm->stopping) return; /* already stopping: repeats change nothing */
@@ -119,7 +190,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   dm->stop_started = mono_ms();
   log_write(LOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
-  uv_timer_start(&dm->deadline, on_deadline, dm->cfg.shutdown_timeout_ms, 0);
+  uv_timer_start(&dm->deadline, on_deadline, dm->gen->cfg.shutdown_timeout_ms, 0);
   server_drain(dm->srv, on_drained, dm);
 }
 
@@ -167,52 +238,43 @@ static int cmd_run(const char *file) {
   hookd_daemon *dm = calloc(1, sizeof *dm);
   char err[1024];
   if (dm == NULL) return EXIT_RUNTIME;
-  if (load_config(&dm->cfg, file) != 0) {
+  dm->file = file;
+  dm->gen = generation_load(file, 1, err, sizeof err);
+  if (dm->gen == NULL) {
+    fprintf(stderr, "hookd: %s\n", err);
     free(dm);
     return EXIT_USAGE;
   }
-  log_setup(dm->cfg.log_level, dm->cfg.log_format);
-  int rc = EXIT_USAGE;
-  if (plugin_host_load(&dm->host, &dm->cfg, err, sizeof err) != 0) {
-    log_write(LOG_ERROR, NULL, "%s", err);
-    config_free(&dm->cfg);
-    free(dm);
-    return EXIT_USAGE;
-  }
-  dm->rt = router_new(&dm->cfg, err, sizeof err);
-  if (dm->rt == NULL) {
-    log_write(LOG_ERROR, NULL, "%s", err);
-    goto out_host;
-  }
-  rc = EXIT_RUNTIME;
+  generation *g = dm->gen;
+  int rc = EXIT_RUNTIME;
   uv_loop_init(&dm->loop);
-  dm->sp = spool_open(&dm->cfg, &dm->loop, on_spooled, dm, err, sizeof err);
+  dm->sp = spool_open(&g->cfg, &dm->loop, on_spooled, dm, err, sizeof err);
   if (dm->sp == NULL) {
     log_write(LOG_ERROR, NULL, "%s", err);
-    goto out_loop;
+    goto out;
   }
-  dm->dp = dispatch_new(&dm->host, dm->sp, err, sizeof err);
-  if (dm->dp == NULL) {
+  if (generation_start(g, dm->sp, err, sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
-    goto out_spool;
+    goto out;
   }
   /* Unfinished deliveries go back to the dispatcher before any new event
    * can be accepted, so order per key holds across the restart. */
   if (spool_recover(dm->sp) < 0) {
     log_write(LOG_ERROR, NULL, "cannot read the spool back");
-    goto out_dispatch;
+    goto out;
   }
-  dm->srv = server_new(&dm->loop, &dm->cfg, dm->rt, dm->sp, &dm->host, err, sizeof err);
+  dm->srv = server_new(&dm->loop, g, dm->sp, err, sizeof err);
   if (dm->srv == NULL) {
     log_write(LOG_ERROR, NULL, "%s", err);
-    goto out_dispatch;
+    goto out;
   }
+  server_set_reload(dm->srv, reload, dm);
   /* Listeners are bound, files are open: root is no longer needed. */
-  privs_warn_if_root(&dm->cfg);
-  if (privs_drop(&dm->cfg, err, sizeof err) != 0) {
+  privs_warn_if_root(&g->cfg);
+  if (privs_drop(&g->cfg, err, sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "%s", err);
     server_drain(dm->srv, NULL, NULL);
-    goto out_dispatch;
+    goto out;
   }
   uv_check_init(&dm->loop, &dm->flush);
   dm->flush.data = dm;
@@ -231,60 +293,53 @@ static int cmd_run(const char *file) {
   uv_signal_start(&dm->sig_int, on_signal, SIGINT);
   uv_signal_start(&dm->sig_hup, on_signal, SIGHUP);
   log_write(LOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
-            HOOKD_VERSION, dm->cfg.n_sources, dm->cfg.n_plugins, dm->cfg.n_routes);
+            HOOKD_VERSION, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
 
   uv_run(&dm->loop, UV_RUN_DEFAULT);
+  rc = 0;
 
-  /* Requests are answered; now let running deliveries end (bounded). */
-  /* shutdown_timeout_ms bounds the whole stop, requests and deliveries. */
+out:
+  /* Requests are answered; now let running deliveries end, in every
+   * generation, within what is left of shutdown_timeout_ms. */
+  if (dm->srv) server_free(dm->srv); /* drops the server's generation reference */
+  dm->srv = NULL;
   int64_t spent = dm->stopping ? mono_ms() - dm->stop_started : 0;
-  int64_t budget = (int64_t)dm->cfg.shutdown_timeout_ms - spent;
-  unsigned char *hung = calloc(dm->host.n_insts + 1, 1);
-  size_t left = dispatch_stop(dm->dp, budget > 0 ? (uint32_t)budget : 0, hung);
+  int64_t budget = (int64_t)dm->gen->cfg.shutdown_timeout_ms - spent;
+  if (budget < 0) budget = 0;
+  size_t left = 0;
+  int busy = 0;
+  dm->gen->retired = 1;
+  dm->gen->next = dm->retired;
+  dm->retired = NULL;
+  for (generation *r = dm->gen, *next; r; r = next) {
+    next = r->next;
+    size_t l = 0;
+    int64_t t0 = mono_ms();
+    if (generation_free(r, (uint32_t)budget, &l) != 0) busy = 1;
+    budget -= mono_ms() - t0;
+    if (budget < 0) budget = 0;
+    left += l;
+  }
   if (left) {
     log_write(LOG_INFO, NULL, "%zu deliveries left in the spool; they resume on the next start",
               left);
   }
-  if (dispatch_busy(dm->dp)) {
+  if (busy) {
     /* A deliver() call outlived shutdown_timeout_ms. hookd cannot stop it;
      * commit what is known and exit without freeing what it may still
      * touch. Its delivery runs again on the next start. */
-    spool_stop(dm->sp);
-    free(hung);
+    if (dm->sp) spool_stop(dm->sp);
     log_write(LOG_WARN, NULL, "stopped with a deliver() call still running");
-    return 0;
+    return rc;
   }
-  dispatch_free(dm->dp);
   /* The writer commits the outcomes the workers reported, then closes. */
   spool_close(dm->sp);
-  plugin_host_unload(&dm->host, hung);
-  free(hung);
   /* Close every handle (including those on_deadline left open) and free. */
   uv_walk(&dm->loop, close_walk, NULL);
   uv_run(&dm->loop, UV_RUN_DEFAULT);
   uv_loop_close(&dm->loop);
-  server_free(dm->srv);
-  router_free(dm->rt);
-  config_free(&dm->cfg);
   free(dm);
-  log_write(LOG_INFO, NULL, "stopped");
-  return 0;
-
-out_dispatch:
-  dispatch_stop(dm->dp, 0, NULL);
-  dispatch_free(dm->dp);
-out_spool:
-  spool_close(dm->sp);
-out_loop:
-  uv_walk(&dm->loop, close_walk, NULL);
-  uv_run(&dm->loop, UV_RUN_DEFAULT);
-  uv_loop_close(&dm->loop);
-  server_free(dm->srv);
-  router_free(dm->rt);
-out_host:
-  plugin_host_unload(&dm->host, NULL);
-  config_free(&dm->cfg);
-  free(dm);
+  if (rc == 0) log_write(LOG_INFO, NULL, "stopped");
   return rc;
 }
 

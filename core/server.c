@@ -23,10 +23,8 @@ typedef struct listener {
 
 struct server {
   uv_loop_t *loop;
-  const config *cfg;
-  router *rt;
+  generation *gen; /* current: config, router, plugin instances, dispatcher */
   spool *sp;
-  plugin_host *host;
   http_server web;
   http_server admin;
   admin adm;
@@ -35,6 +33,7 @@ struct server {
   size_t n_ls;
   size_t open_listeners;
   size_t *match; /* router_match output, one slot per plugin instance */
+  size_t match_cap;
   int draining;
   int web_empty, admin_empty;
   void (*done)(void *);
@@ -47,20 +46,21 @@ struct server {
 static int web_on_accept(void *data, http_conn *c) {
   struct sockaddr_storage peer;
   if (http_conn_peer_addr(c, &peer) != 0) return 0; /* unknown: judged per request */
-  return access_accept(((server *)data)->cfg, (const struct sockaddr *)&peer);
+  return access_accept(&((server *)data)->gen->cfg, (const struct sockaddr *)&peer);
 }
 
 static int web_on_headers(void *data, http_conn *c, http_request *req) {
   server *s = data;
+  const config *cfg = &s->gen->cfg;
   const config_source *src = NULL;
-  for (size_t i = 0; i < s->cfg->n_sources && src == NULL; i++) {
-    if (strcmp(s->cfg->sources[i].path, req->path) == 0) src = &s->cfg->sources[i];
+  for (size_t i = 0; i < cfg->n_sources && src == NULL; i++) {
+    if (strcmp(cfg->sources[i].path, req->path) == 0) src = &cfg->sources[i];
   }
   if (src == NULL) return 404;
   if (req->method != HTTP_POST) return 405;
   struct sockaddr_storage peer;
   int peer_ok = http_conn_peer_addr(c, &peer) == 0;
-  int denied = access_request(s->cfg, src, peer_ok ? (const struct sockaddr *)&peer : NULL, req);
+  int denied = access_request(cfg, src, peer_ok ? (const struct sockaddr *)&peer : NULL, req);
   if (denied) return denied;
   req->route = src;
   return 0;
@@ -73,17 +73,21 @@ static const char *verify_header(void *ctx, const char *name, size_t *len) {
 /* A request waiting for its event to be durable. */
 typedef struct store_ctx {
   http_conn *c;
+  generation *gen; /* referenced: src and the instance names live in it */
   const config_source *src;
   event *ev;
   size_t n;
   uint64_t t0; /* request complete (uv_hrtime): ingest latency */
 } store_ctx;
 
-static void answer_stored(void *data, int status) {
+static void answer_stored(void *data, int status, delivery **ds, size_t nd) {
   store_ctx *sc = data;
   const config_source *src = sc->src;
   log_ctx ctx = {.source = src->name, .event_id = sc->ev->id};
   metrics_source_resume(src->name, sc->t0);
+  /* The deliveries go to the generation that routed them, even when a
+   * reload happened meanwhile. */
+  for (size_t i = 0; i < nd; i++) dispatch_submit(sc->gen->dp, ds[i]);
   if (status == SPOOL_STORED) {
     metrics_event_accepted(src->name, sc->ev->id, sc->ev->type, sc->ev->received_ms, sc->n);
     if (sc->n == 0) {
@@ -102,6 +106,7 @@ static void answer_stored(void *data, int status) {
     http_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n", 37);
   }
   event_unref(sc->ev);
+  generation_unref(sc->gen);
   free(sc);
 }
 
@@ -147,7 +152,8 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  size_t n = router_match(s->rt, src->name, env.type, env.root, s->match, s->cfg->n_plugins);
+  generation *g = s->gen;
+  size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
   size_t clen = 0;
   const char *ctype = http_request_header(req, "Content-Type", &clen);
   char ctbuf[128];
@@ -164,10 +170,12 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
     return;
   }
-  *sc = (store_ctx){.c = c, .src = src, .ev = ev, .n = n, .t0 = t0};
-  if (spool_store(s->sp, ev, s->match, n, answer_stored, sc) != 0) {
+  *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
+  generation_ref(g);
+  if (spool_store(s->sp, ev, s->match, g->names, n, answer_stored, sc) != 0) {
     log_write(LOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
     event_unref(ev);
+    generation_unref(g);
     free(sc);
     http_respond(c, 503, "Retry-After: 5\r\n", NULL, 0);
   }
@@ -250,25 +258,46 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_done(l->s);
 }
 
-server *server_new(uv_loop_t *loop, const config *cfg, router *rt, spool *sp, plugin_host *host,
-                   char *err, size_t errlen) {
+/* Makes g current: requests from now on use its config, router and
+ * instances. Returns 0, or -1 when out of memory (nothing changed). */
+int server_set_generation(server *s, generation *g) {
+  size_t need = g->cfg.n_plugins ? g->cfg.n_plugins : 1;
+  if (need > s->match_cap) {
+    size_t *m = realloc(s->match, need * sizeof *m);
+    if (m == NULL) return -1;
+    s->match = m;
+    s->match_cap = need;
+  }
+  generation_ref(g);
+  if (s->gen) generation_unref(s->gen);
+  s->gen = g;
+  /* New requests and new connections see the new limits. */
+  s->web.limits = &g->cfg.limits;
+  s->admin.limits = &g->cfg.limits;
+  s->adm.cfg = &g->cfg;
+  s->adm.host = &g->host;
+  return 0;
+}
+
+void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t errlen),
+                       void *data) {
+  s->adm.reload = reload;
+  s->adm.reload_data = data;
+}
+
+server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t errlen) {
+  const config *cfg = &g->cfg;
   server *s = calloc(1, sizeof *s);
   if (s == NULL) {
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
   s->loop = loop;
-  s->cfg = cfg;
-  s->rt = rt;
   s->sp = sp;
-  s->host = host;
-  s->match = calloc(cfg->n_plugins ? cfg->n_plugins : 1, sizeof *s->match);
   s->ls = calloc(cfg->n_listen + 1, sizeof *s->ls);
-  if (s->match == NULL || s->ls == NULL) {
+  if (s->ls == NULL || server_set_generation(s, g) != 0) {
     snprintf(err, errlen, "out of memory");
-    free(s->match);
-    free(s->ls);
-    free(s);
+    server_free(s);
     return NULL;
   }
   s->web = (http_server){.loop = loop, .limits = &cfg->limits,
@@ -277,7 +306,7 @@ server *server_new(uv_loop_t *loop, const config *cfg, router *rt, spool *sp, pl
                          .open_conns = &s->open_conns, .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;
-  s->adm = (admin){.cfg = cfg, .host = host, .sp = sp, .loop = loop};
+  s->adm = (admin){.cfg = cfg, .host = &g->host, .sp = sp, .loop = loop};
   s->admin.handler = (http_handler){.on_headers = admin_on_headers,
                                     .on_request = admin_on_request,
                                     .data = &s->adm,
@@ -317,6 +346,7 @@ void server_drain(server *s, void (*done)(void *data), void *data) {
 
 void server_free(server *s) {
   if (s == NULL) return;
+  if (s->gen) generation_unref(s->gen);
   free(s->match);
   free(s->ls);
   free(s);

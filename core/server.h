@@ -4,20 +4,25 @@
 
 #include <stddef.h>
 #include <uv.h>
-#include "config.h"
-#include "dispatch.h"
-#include "plugin_host.h"
-#include "router.h"
+#include "generation.h"
 #include "spool.h"
 
 typedef struct server server;
 
 /* Binds every address of cfg->listen (and admin_listen) and starts
- * accepting. Everything passed in must outlive the server. Returns NULL with
+ * accepting. The server holds a reference on g; sp must outlive it. Returns NULL with
  * err set when an address cannot be bound; call it before the loop has other
  * handles (it runs the loop to close what it opened). */
-server *server_new(uv_loop_t *loop, const config *cfg, router *rt, spool *sp, plugin_host *host,
-                   char *err, size_t errlen);
+server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t errlen);
+
+/* Makes g the current generation (the server holds a reference; requests in
+ * flight keep theirs). Listen addresses stay as bound. Returns 0 or -1. */
+int server_set_generation(server *s, generation *g);
+
+/* What POST /reload on the admin listener calls: returns 0, or -1 with the
+ * reason in err. */
+void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t errlen),
+                       void *data);
 
 /* Stops accepting, answers requests in progress, closes connections, then
  * calls done(data) once. */

@@ -58,6 +58,7 @@ static const char schema_sql[] =
 typedef struct store_req {
   event *ev;
   size_t n;
+  const char *const *names; /* instance names by index, owned by the caller until stored() */
   spool_stored_fn stored;
   void *data;
   int status;
@@ -86,7 +87,11 @@ typedef struct recent {
 } recent;
 
 struct spool {
-  const config *cfg;
+  /* Settings copied at open: a reload does not change them (they need a
+   * restart), and the writer reads them without locks. */
+  char *data_dir;
+  uint64_t max_pending, min_free_bytes;
+  int64_t retention_ms;
   uv_loop_t *loop;
   spool_sink_fn sink;
   void *sink_data;
@@ -179,13 +184,6 @@ int spool_seen(spool *sp, const char *source, const char *id) {
   return 0;
 }
 
-static int instance_index(const spool *sp, const char *name) {
-  for (size_t i = 0; i < sp->cfg->n_plugins; i++) {
-    if (strcmp(sp->cfg->plugins[i].name, name) == 0) return (int)i;
-  }
-  return -1;
-}
-
 /* --- opening ------------------------------------------------------------------ */
 
 static int check_schema(spool *sp, char *err, size_t errlen) {
@@ -257,7 +255,10 @@ spool *spool_open(const config *cfg, uv_loop_t *loop, spool_sink_fn sink, void *
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
-  sp->cfg = cfg;
+  sp->data_dir = strdup(cfg->data_dir);
+  sp->max_pending = cfg->spool_max_pending;
+  sp->min_free_bytes = cfg->spool_min_free_bytes;
+  sp->retention_ms = cfg->spool_retention_ms;
   sp->loop = loop;
   sp->sink = sink;
   sp->sink_data = sink_data;
@@ -332,15 +333,7 @@ static delivery *load_deliveries(spool *sp, int state, int64_t *count) {
   int64_t ev_seq = -1;
   while (sqlite3_step(st) == SQLITE_ROW) {
     const char *inst = (const char *)sqlite3_column_text(st, 1);
-    int idx = instance_index(sp, inst);
     int64_t seq = sqlite3_column_int64(st, 4);
-    if (idx < 0) {
-      log_write(LOG_WARN, &(log_ctx){.instance = inst},
-                "spool: a delivery to plugin instance '%s' waits, but the config has no such "
-                "instance; it stays in the spool",
-                inst);
-      continue;
-    }
     if (seq != ev_seq) {
       if (ev) event_unref(ev);
       const char *key = (const char *)sqlite3_column_text(st, 8);
@@ -353,8 +346,11 @@ static delivery *load_deliveries(spool *sp, int state, int64_t *count) {
       ev->seq = (uint64_t)seq;
       ev_seq = seq;
     }
-    delivery *d = delivery_new(ev, (uint32_t)idx);
-    if (d == NULL) break;
+    delivery *d = delivery_new(ev, UINT32_MAX);
+    if (d == NULL || (d->instance_name = strdup(inst)) == NULL) {
+      delivery_free(d);
+      break;
+    }
     d->spool_id = (uint64_t)sqlite3_column_int64(st, 0);
     d->attempt = (uint32_t)sqlite3_column_int(st, 2);
     d->due_ms = sqlite3_column_int64(st, 3);
@@ -367,13 +363,29 @@ static delivery *load_deliveries(spool *sp, int state, int64_t *count) {
   return head;
 }
 
-static void hand_over(spool *sp, delivery *list) {
+/* Gives recovered or replayed deliveries to the sink, which maps their
+ * instance names to the running config. Returns how many it took; the rest
+ * stay pending in the database (their instance is not configured now). */
+static uint64_t hand_over(spool *sp, delivery *list) {
+  uint64_t taken = 0;
   while (list) {
     delivery *next = list->next;
     list->next = NULL;
-    sp->sink(sp->sink_data, list);
+    char *name = list->instance_name;
+    list->instance_name = NULL;
+    if (sp->sink(sp->sink_data, list, name) == 0) {
+      taken++;
+    } else {
+      log_write(LOG_WARN, &(log_ctx){.instance = name, .event_id = list->ev->id},
+                "a delivery waits for plugin instance '%s', which the config does not have; it "
+                "stays in the spool",
+                name);
+      delivery_free(list);
+    }
+    free(name);
     list = next;
   }
+  return taken;
 }
 
 int64_t spool_recover(spool *sp) {
@@ -385,8 +397,8 @@ int64_t spool_recover(spool *sp) {
   int64_t n;
   delivery *list = load_deliveries(sp, ST_PENDING, &n);
   if (n < 0) return -1;
+  n = (int64_t)hand_over(sp, list);
   atomic_store(&sp->pending, (uint64_t)n);
-  hand_over(sp, list);
   if (n > 0) log_write(LOG_INFO, NULL, "spool: resuming %lld unfinished deliveries", (long long)n);
   if (pthread_create(&sp->writer, NULL, writer_main, sp) != 0) {
     log_write(LOG_ERROR, NULL, "spool: cannot start the writer thread");
@@ -430,7 +442,7 @@ static int write_store(spool *sp, store_req *r, int64_t now) {
   for (size_t i = 0; i < r->n; i++) {
     st = sp->ins_delivery;
     sqlite3_bind_int64(st, 1, seq);
-    sqlite3_bind_text(st, 2, sp->cfg->plugins[r->instances[i]].name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->names[r->instances[i]], -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
     rc = sqlite3_step(st);
     sqlite3_reset(st);
@@ -513,14 +525,14 @@ static void count_stats(spool *sp) {
   if (stat(wal, &stb) == 0) bytes += (uint64_t)stb.st_size;
   atomic_store(&sp->db_bytes, bytes);
   struct statvfs vfs;
-  if (statvfs(sp->cfg->data_dir, &vfs) == 0) {
+  if (statvfs(sp->data_dir, &vfs) == 0) {
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    int low = avail < sp->cfg->spool_min_free_bytes;
+    int low = avail < sp->min_free_bytes;
     if (low != atomic_load(&sp->disk_low)) {
       log_write(low ? LOG_WARN : LOG_INFO, NULL,
                 low ? "spool: free space in %s is below spool.min_free_bytes: new events get 503"
                     : "spool: free space in %s is back above spool.min_free_bytes",
-                sp->cfg->data_dir);
+                sp->data_dir);
     }
     atomic_store(&sp->disk_low, low);
   }
@@ -529,7 +541,7 @@ static void count_stats(spool *sp) {
 /* Deletes finished events past retention, a small batch at a time so the
  * writer is never held up for long. */
 static void prune(spool *sp) {
-  int64_t before = now_ms() - sp->cfg->spool_retention_ms;
+  int64_t before = now_ms() - sp->retention_ms;
   char sql[512];
   snprintf(sql, sizeof sql,
            "BEGIN IMMEDIATE;"
@@ -565,7 +577,7 @@ static void pick_up_replays(spool *sp) {
     return;
   }
   log_write(LOG_INFO, NULL, "spool: %lld replayed dead letter(s) queued again", (long long)n);
-  atomic_fetch_add(&sp->pending, (uint64_t)n);
+  atomic_fetch_sub(&sp->dead, (uint64_t)n);
   pthread_mutex_lock(&sp->mu);
   delivery **tail = &sp->replayed;
   while (*tail) tail = &(*tail)->next;
@@ -660,15 +672,18 @@ static void on_async(uv_async_t *h) {
   sp->out_head = sp->out_tail = NULL;
   sp->replayed = NULL;
   pthread_mutex_unlock(&sp->mu);
-  hand_over(sp, replayed);
+  atomic_fetch_add(&sp->pending, hand_over(sp, replayed));
   int64_t now = now_ms();
   while (done) {
     store_req *r = done;
     done = r->next;
-    if (r->status == SPOOL_STORED) {
+    delivery *stack[16];
+    delivery **ds = stack;
+    size_t nd = 0;
+    if (r->status == SPOOL_STORED && r->n > 0) {
+      if (r->n > 16) ds = malloc(r->n * sizeof *ds);
       int64_t *ids = req_ids(r);
-      atomic_fetch_add(&sp->pending, r->n);
-      for (size_t i = 0; i < r->n; i++) {
+      for (size_t i = 0; ds && i < r->n; i++) {
         delivery *d = delivery_new(r->ev, (uint32_t)r->instances[i]);
         if (d == NULL) {
           /* Stored but not queued: it is delivered after the next start. */
@@ -678,31 +693,34 @@ static void on_async(uv_async_t *h) {
         }
         d->spool_id = (uint64_t)ids[i];
         d->due_ms = now;
-        sp->sink(sp->sink_data, d);
+        ds[nd++] = d;
       }
+      atomic_fetch_add(&sp->pending, nd);
     }
     if (r->status != SPOOL_EIO) remember(sp, r->ev->source, r->ev->id);
-    r->stored(r->data, r->status);
+    r->stored(r->data, r->status, ds, nd);
+    if (ds != stack) free(ds);
     event_unref(r->ev);
     free(r);
   }
 }
 
 const char *spool_admit(spool *sp) {
-  if (atomic_load(&sp->pending) >= sp->cfg->spool_max_pending) {
+  if (atomic_load(&sp->pending) >= sp->max_pending) {
     return "too many pending deliveries (spool.max_pending)";
   }
   if (atomic_load(&sp->disk_low)) return "free disk space below spool.min_free_bytes";
   return NULL;
 }
 
-int spool_store(spool *sp, event *ev, const size_t *instances, size_t n, spool_stored_fn stored,
-                void *data) {
+int spool_store(spool *sp, event *ev, const size_t *instances, const char *const *names, size_t n,
+                spool_stored_fn stored, void *data) {
   store_req *r = malloc(sizeof *r + n * (sizeof(size_t) + sizeof(int64_t)));
   if (r == NULL) return -1;
   event_ref(ev);
   r->ev = ev;
   r->n = n;
+  r->names = names;
   r->stored = stored;
   r->data = data;
   r->status = SPOOL_EIO;
@@ -819,6 +837,7 @@ void spool_close(spool *sp) {
   }
   for (size_t i = 0; i < RECENT_IDS; i++) free(sp->recent[i].key);
   free(sp->path);
+  free(sp->data_dir);
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
   if (sp->async.loop != NULL) {

@@ -22,15 +22,20 @@
 
 typedef struct spool spool;
 
-/* Receives each delivery that is durable (new, recovered on start, or
- * replayed). It then belongs to the sink. Loop thread. */
-typedef void (*spool_sink_fn)(void *data, delivery *d);
+/* Receives each delivery recovered on start or replayed, with the name of
+ * its plugin instance; sets d->instance and takes it (returns 0), or
+ * returns -1 when no such instance is configured now (the delivery stays
+ * pending in the database). Loop thread. */
+typedef int (*spool_sink_fn)(void *data, delivery *d, const char *instance);
 
 /* The result of a spool_store(), on the loop thread. */
 #define SPOOL_STORED 0    /* durable: answer the success status */
 #define SPOOL_DUPLICATE 1 /* (source, id) was accepted before: success, nothing stored */
 #define SPOOL_EIO (-5)    /* the commit failed: answer 503 */
-typedef void (*spool_stored_fn)(void *data, int status);
+/* With SPOOL_STORED, ds holds the new deliveries (one per instance index
+ * given to spool_store, in that order); each now belongs to the callee. The
+ * array itself is only valid during the call. */
+typedef void (*spool_stored_fn)(void *data, int status, delivery **ds, size_t n);
 
 /* Opens (creating when needed) data_dir/spool.db and starts the writer
  * thread. Refuses a database of another schema version with a clear
@@ -60,11 +65,13 @@ const char *spool_admit(spool *sp);
 int spool_seen(spool *sp, const char *source, const char *id);
 
 /* Queues ev (the spool takes a reference) with one delivery per instance
- * index (n may be 0). stored(data, status) runs on the loop thread once the
+ * index (n may be 0); names[k] is the name of instance index k, stored with
+ * the delivery so that a restart or a reload maps it back by name (names
+ * must stay valid until stored() runs; instances is copied). stored(data, status) runs on the loop thread once the
  * transaction holding it committed, or failed. Returns 0, or a negative code
  * when it was refused at once (stored is then not called). */
-int spool_store(spool *sp, event *ev, const size_t *instances, size_t n, spool_stored_fn stored,
-                void *data);
+int spool_store(spool *sp, event *ev, const size_t *instances, const char *const *names, size_t n,
+                spool_stored_fn stored, void *data);
 
 /* Delivery outcomes, from workers. The caller keeps ownership of d. */
 void spool_complete(spool *sp, const delivery *d);

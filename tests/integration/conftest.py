@@ -184,6 +184,25 @@ def daemon_factory(tmp_path):
         daemon.expect_exit_zero = expect_exit_zero
         started.append(daemon)
         daemon.wait_ready()
+        # Every other listener too: under valgrind the binds are slow
+        # enough for a test to race the second one.
+        others = ([] if isinstance(cfg["listen"], str) else cfg["listen"][1:]) + \
+            ([cfg["admin_listen"]] if cfg.get("admin_listen") else [])
+        for addr in others:
+            host, p = addr.rsplit(":", 1)
+            host = host.strip("[]") or "127.0.0.1"
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+            def up(host=host, p=int(p)):
+                if daemon.proc.poll() is not None:
+                    raise AssertionError(f"hookd exited with {daemon.proc.returncode}:\n{daemon.log()}")
+                try:
+                    with socket.create_connection((host, p), timeout=0.2):
+                        return True
+                except OSError:
+                    return False
+            if int(p) != 0:
+                wait_until(up, 10.0 * SLOW, what=f"hookd to listen on {addr}")
         return daemon
 
     yield make

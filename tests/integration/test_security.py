@@ -417,6 +417,7 @@ def test_drops_root_to_user_and_group_after_binding(daemon_factory):
                    data_dir=str(work / "var"))
         # A privileged port would prove binding came first; any port proves the drop.
         d = daemon_factory(cfg)
+        d.wait_for_log("running as user nobody", timeout=30)
         uids, gids, groups = proc_ids(d.proc.pid)
         assert uids == [NOBODY] * 4 and gids == [NOGROUP] * 4 and groups in ([NOGROUP], []), (uids, gids, groups)
         assert post(d, "/s", event(1), {}) == 200

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# hookd benchmark suite: builds hookd (Release), starts it with its own configs
+# (signed Cirrus Insight source -> the `noop` test plugin, log level warn) and
+# prints a table. Only 127.0.0.1 is used; every load run is bounded in time and count.
+#
+#   tests/bench/run.sh [all|table|compare|callgrind|profile]...   (default: table)
+#     table      ingest (sync off/normal/full, repeated and unique ids, 64 KiB), end-to-end
+#                delivery, latency at half load, RSS idle and with 10,000 idle connections
+#     compare    ../shared/bench/compare.sh against hookd with sync off and full
+#     callgrind  instructions per request (valgrind --tool=callgrind, two request counts)
+#     profile    perf record/report of hookd under unique-id load, sync full and off
+#
+# Env: BENCH_BUILD (build dir, default build-bench), BENCH_PORT (default 28480, admin +10),
+#      SECS (per ingest run, default 5), CONNS (default 32), UNIQ (unique bodies built per run,
+#      default 200000), E2E_N (default 50000), IDLE_CONNS (default 10000), COMPARE (compare.sh),
+#      BENCH_OUT (where configs, logs and profiles go; default a fresh temp dir).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+BUILD=${BENCH_BUILD:-$root/build-bench}
+PORT=${BENCH_PORT:-28480}
+APORT=$((PORT + 10))
+SECS=${SECS:-5}
+CONNS=${CONNS:-32}
+UNIQ=${UNIQ:-200000}
+E2E_N=${E2E_N:-50000}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+COMPARE=${COMPARE:-$root/../shared/bench/compare.sh}
+KEY=bench-signing-key
+PAYLOAD=$root/examples/payloads/scheduling.smartscheduler.scheduled.json
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/hookd-bench.XXXXXX)}
+mkdir -p "$OUT"
+HOOKD_PID=
+HB_PID=
+
+cleanup() {
+  [ -n "$HB_PID" ] && kill "$HB_PID" 2>/dev/null || true
+  [ -n "$HOOKD_PID" ] && kill "$HOOKD_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+log() { printf '== %s\n' "$*" >&2; }
+
+build() {
+  log "building hookd (Release) in $BUILD"
+  cmake -S "$root" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log"
+  cmake --build "$BUILD" -j"$(nproc)" >>"$OUT/cmake.log"
+  [ -f "$BUILD/plugins/noop.so" ] || { echo "no $BUILD/plugins/noop.so" >&2; exit 1; }
+  cc -O2 -Wall -Wextra -o "$OUT/hbench" "$here/hbench.c" -lcrypto
+  # Bodies: the 1.7 KiB scheduled event; __UID__ marks eventId and data.id (unique runs).
+  cp "$PAYLOAD" "$OUT/body.json"
+  sed -e 's/"eventId": "[^"]*"/"eventId": "__UID__"/' \
+      -e 's/"id": "c0ffee00-[^"]*"/"id": "__UID__"/' "$PAYLOAD" >"$OUT/body-uniq.json"
+  # 64 KiB: the same event with a padding field in data, exactly 65536 bytes.
+  local cur pad
+  cur=$(wc -c <"$OUT/body-uniq.json")
+  pad=$((65536 - cur - 15))
+  sed -e "s/\"data\": {/\"data\": {\"padding\": \"$(head -c "$pad" /dev/zero | tr '\0' x)\",/" \
+      "$OUT/body-uniq.json" >"$OUT/body-64k-uniq.json"
+}
+
+# config SYNC NAME [extra top-level json]: a config file in $OUT/NAME/.
+config() {
+  local sync=$1 dir=$OUT/$2
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat >"$dir/hookd.jsonc" <<EOF
+{
+  "listen": "127.0.0.1:$PORT",
+  "admin_listen": "127.0.0.1:$APORT",
+  "data_dir": "var",
+  "plugin_dirs": ["$BUILD/plugins"],
+  "log": { "level": "warn", "format": "text" },
+  "limits": { "max_connections": 20000 },
+  "spool": { "sync": "$sync" },
+  "sources": [ { "name": "cirrus", "path": "/webhooks/cirrus", "format": "cirrus-insight",
+                 "verify": { "scheme": "hmac", "algorithm": "sha256", "header": "X-Signature",
+                             "encoding": "hex", "secrets": ["\${BENCH_KEY}"] } } ],
+  "plugins": [ { "name": "noop", "module": "noop", "config": {} } ],
+  "routes": [ { "source": "cirrus", "events": ["scheduling.smartscheduler.*"], "to": ["noop"] } ]
+}
+EOF
+  echo "$dir/hookd.jsonc"
+}
+
+# start CONFIG [wrapper...]: starts hookd, waits for /readyz.
+start() {
+  local cfg=$1; shift
+  BENCH_KEY=$KEY CIRRUS_SIGNING_KEY=$KEY "$@" "$BUILD/hookd" run -c "$cfg" \
+    >"$(dirname "$cfg")/hookd.out" 2>&1 &
+  HOOKD_PID=$!
+  for _ in $(seq 1 600); do
+    curl -fs "http://127.0.0.1:$APORT/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$HOOKD_PID" 2>/dev/null || { cat "$(dirname "$cfg")/hookd.out" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "hookd did not get ready" >&2; exit 1
+}
+
+stop() {
+  [ -n "$HOOKD_PID" ] || return 0
+  kill -TERM "$HOOKD_PID" 2>/dev/null || true
+  for _ in $(seq 1 600); do kill -0 "$HOOKD_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$HOOKD_PID" 2>/dev/null || true
+  wait "$HOOKD_PID" 2>/dev/null || true
+  HOOKD_PID=
+}
+
+hb() { "$OUT/hbench" "$1" -p "$PORT" -P /webhooks/cirrus -k "$KEY" "${@:2}"; }
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }  # field NAME < hbench line
+delivered() {
+  curl -fs "http://127.0.0.1:$APORT/metrics" |
+    awk '/^hookd_deliveries_total\{.*instance="noop".*outcome="delivered"/ {print $2}'
+}
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+
+declare -A R
+ingest_cases() {
+  local sync line
+  for sync in off normal full; do
+    start "$(config "$sync" "ingest-$sync")"
+    hb load -b "$OUT/body.json" -c "$CONNS" -d 1 -n 100000 >/dev/null  # warm-up
+    line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d "$SECS" -n "$UNIQ")
+    echo "ingest unique sync=$sync: $line" >&2; R[uniq_$sync]=$line
+    line=$(hb load -b "$OUT/body.json" -c "$CONNS" -d "$SECS" -n 2000000)
+    echo "ingest repeated sync=$sync: $line" >&2; R[rep_$sync]=$line
+    stop
+  done
+  for sync in full off; do
+    start "$(config "$sync" "big-$sync")"
+    line=$(hb load -b "$OUT/body-64k-uniq.json" -u -c "$CONNS" -d "$SECS" -n 30000)
+    echo "ingest 64KiB unique sync=$sync: $line" >&2; R[big_$sync]=$line
+    stop
+  done
+}
+
+e2e_cases() {
+  local sync line t0 t1 n d
+  for sync in full off; do
+    start "$(config "$sync" "e2e-$sync")"
+    t0=$(date +%s.%N)
+    line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 60 -n "$E2E_N")
+    n=$(echo "$line" | field requests)
+    for _ in $(seq 1 1200); do
+      d=$(delivered); [ "${d:-0}" -ge "$n" ] && break; sleep 0.02
+    done
+    t1=$(date +%s.%N)
+    R[e2e_$sync]=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+    R[e2e_ingest_$sync]=$(echo "$line" | field rps)
+    echo "e2e sync=$sync: sent $n delivered $d in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}') s: ${R[e2e_$sync]}/s; $line" >&2
+    stop
+  done
+}
+
+latency_cases() {
+  local sync line rate
+  for sync in full off; do
+    rate=$(( $(echo "${R[uniq_$sync]}" | field rps) / 2 ))
+    start "$(config "$sync" "lat-$sync")"
+    line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -r "$rate" -d 10 -n $((rate * 10 + 10)))
+    echo "latency sync=$sync at $rate/s: $line" >&2; R[lat_$sync]=$line
+    stop
+  done
+}
+
+rss_cases() {
+  local dir=$OUT/example base line
+  rm -rf "$dir"; mkdir -p "$dir"
+  # The example config as shipped, with this run's ports and paths.
+  sed -e "s/127.0.0.1:8080/127.0.0.1:$PORT/; s/127.0.0.1:9090/127.0.0.1:$APORT/" \
+      -e "s#\"../var\"#\"var\"#; s#\"../var/events.jsonl\"#\"var/events.jsonl\"#" \
+      -e "s#\"../build/plugins\"#\"$BUILD/plugins\"#" "$root/examples/hookd.jsonc" >"$dir/hookd.jsonc"
+  start "$dir/hookd.jsonc"; sleep 2
+  R[rss_example]=$(rss_kib "$HOOKD_PID"); stop
+  start "$(config full idle)"
+  hb load -b "$OUT/body.json" -c 4 -d 1 -n 1000 >/dev/null; sleep 2
+  base=$(rss_kib "$HOOKD_PID"); R[rss_bench]=$base
+  ulimit -n 20000 2>/dev/null || true
+  hb idle -b "$OUT/body.json" -c "$IDLE_CONNS" -d 50 >"$OUT/idle.out" &
+  HB_PID=$!
+  for _ in $(seq 1 400); do grep -q ready "$OUT/idle.out" 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  R[rss_conns]=$(rss_kib "$HOOKD_PID")
+  R[rss_per_conn]=$(awk -v a="$base" -v b="${R[rss_conns]}" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (b - a) / n}')
+  echo "rss: example ${R[rss_example]} KiB, bench idle $base KiB, with $IDLE_CONNS conns ${R[rss_conns]} KiB ($(cat "$OUT/idle.out" | head -1))" >&2
+  kill "$HB_PID" 2>/dev/null || true; wait "$HB_PID" 2>/dev/null || true; HB_PID=
+  stop
+}
+
+table() {
+  ingest_cases; e2e_cases; latency_cases; rss_cases
+  local f
+  f() { echo "${R[$1]}" | field "$2"; }
+  echo
+  echo "hookd benchmark — $(date -u +%F), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r); client: tests/bench/hbench.c, $CONNS connections, ${SECS}s per run"
+  echo
+  echo "| case | sync off | sync normal | sync full |"
+  echo "|---|---:|---:|---:|"
+  echo "| ingest req/s, 1.7 KiB signed, same body (dedup fast path) | $(f rep_off rps) | $(f rep_normal rps) | $(f rep_full rps) |"
+  echo "| ingest req/s, 1.7 KiB signed, unique ids (every one stored) | $(f uniq_off rps) | $(f uniq_normal rps) | $(f uniq_full rps) |"
+  echo "| ingest req/s, 64 KiB signed, unique ids | $(f big_off rps) | – | $(f big_full rps) |"
+  echo "| end-to-end delivered/s to noop (first request to last delivery) | ${R[e2e_off]} | – | ${R[e2e_full]} |"
+  echo "| latency p50 / p99 / p99.9 (ms) at half the unique-id max ($(f lat_off rate) / $(f lat_full rate) req/s) | $(f lat_off p50_us | awk '{printf "%.2f", $1/1000}') / $(f lat_off p99_us | awk '{printf "%.2f", $1/1000}') / $(f lat_off p999_us | awk '{printf "%.2f", $1/1000}') | – | $(f lat_full p50_us | awk '{printf "%.2f", $1/1000}') / $(f lat_full p99_us | awk '{printf "%.2f", $1/1000}') / $(f lat_full p999_us | awk '{printf "%.2f", $1/1000}') |"
+  echo
+  echo "| memory | VmRSS |"
+  echo "|---|---:|"
+  echo "| idle, example config (file_sink) | ${R[rss_example]} KiB |"
+  echo "| idle, bench config (noop), after 1000 requests | ${R[rss_bench]} KiB |"
+  echo "| with $IDLE_CONNS idle keep-alive connections | ${R[rss_conns]} KiB (${R[rss_per_conn]} KiB per connection) |"
+}
+
+compare() {
+  local sync sig
+  sig=$(openssl dgst -sha256 -hmac "$KEY" -hex <"$PAYLOAD" | sed 's/^.* //')
+  for sync in off full; do
+    start "$(config "$sync" "compare-$sync")"
+    log "compare.sh, sync $sync"
+    BODY=$PAYLOAD EXTRA_HEADER="X-Signature: $sig" "$COMPARE" "http://127.0.0.1:$PORT/webhooks/cirrus" 3 |
+      sed "s/^/sync=$sync  /"
+    stop
+  done
+}
+
+# Instructions per request: total Ir (all threads) with N1 and N2 unique
+# requests, each run waiting for every delivery; the difference over N2 - N1.
+callgrind() {
+  local sync n ir
+  command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; return 1; }
+  for sync in off full; do
+    declare -A IR=()
+    for n in 2000 12000; do
+      start "$(config "$sync" "cg-$sync-$n")" valgrind --tool=callgrind --dump-instr=no \
+        --callgrind-out-file="$OUT/callgrind.$sync.$n"
+      hb load -b "$OUT/body-uniq.json" -u -c 4 -d 120 -n "$n" >"$OUT/cg-$sync-$n.hb"
+      for _ in $(seq 1 600); do [ "$(delivered)" -ge "$n" ] 2>/dev/null && break; sleep 0.1; done
+      stop
+      ir=$(awk '/^(summary|totals):/ {print $2}' "$OUT/callgrind.$sync.$n" | tail -1)
+      IR[$n]=$ir
+    done
+    echo "callgrind sync=$sync: Ir(2000)=${IR[2000]} Ir(12000)=${IR[12000]} -> $(( (IR[12000] - IR[2000]) / 10000 )) instructions per request (all threads, delivery included)"
+    callgrind_annotate --inclusive=no "$OUT/callgrind.$sync.12000" 2>/dev/null | head -45 >"$OUT/callgrind.$sync.top.txt" || true
+  done
+}
+
+profile() {
+  local sync
+  command -v perf >/dev/null || { echo "perf not installed" >&2; return 1; }
+  for sync in full off; do
+    start "$(config "$sync" "perf-$sync")"
+    perf record -F 1999 -o "$OUT/perf.$sync.data" -p "$HOOKD_PID" -- sleep "$SECS" 2>/dev/null &
+    local pp=$!
+    hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d "$SECS" -n "$UNIQ" >&2
+    wait "$pp" || true
+    stop
+    perf report -i "$OUT/perf.$sync.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
+      grep -v '^#' | grep '%' | head -40 >"$OUT/perf.$sync.top.txt"
+    echo "perf sync=$sync (self, top 40): $OUT/perf.$sync.top.txt"
+    head -25 "$OUT/perf.$sync.top.txt"
+  done
+}
+
+build
+[ $# -eq 0 ] && set -- table
+for what in "$@"; do
+  case $what in
+    all) table; compare; callgrind; profile ;;
+    table|compare|callgrind|profile) "$what" ;;
+    *) echo "unknown: $what" >&2; exit 2 ;;
+  esac
+done
+echo "(configs, logs and profiles: $OUT)" >&2
