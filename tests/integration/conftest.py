@@ -233,3 +233,47 @@ def read_jsonl(path):
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def strip_jsonc(text):
+    """Drops // and /* */ comments outside strings (the README blocks are JSONC)."""
+    out, i, n, in_str = [], 0, len(text), False
+    while i < n:
+        c = text[i]
+        if in_str:
+            out.append(c)
+            if c == "\\":
+                out.append(text[i + 1])
+                i += 1
+            elif c == '"':
+                in_str = False
+        elif c == '"':
+            in_str = True
+            out.append(c)
+        elif text.startswith("//", i):
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        elif text.startswith("/*", i):
+            i = text.index("*/", i) + 2
+            continue
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+README_EXAMPLE = r"## Example\s+```jsonc\n(.*?)```"  # the jsonc block under "## Example"
+README_FIRST_JSONC = r"```jsonc\n(.*?)```"  # the README's first jsonc block
+
+
+def check_readme_config(plugin, tmp, env, block_re=README_EXAMPLE):
+    """The config block of plugins/<plugin>/README.md (group 1 of block_re)
+    must pass `hookd check` with env set."""
+    readme = (ROOT / "plugins" / plugin / "README.md").read_text()
+    block = re.search(block_re, readme, re.S).group(1)
+    cfg = json.loads(strip_jsonc(block))
+    for k in ("listen", "data_dir", "plugin_dirs", "admin_listen"):
+        cfg.pop(k, None)  # the test's own port and directories
+    rc, output = hookd_check(cfg, tmp, env=env)
+    assert rc == 0, output

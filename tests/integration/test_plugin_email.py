@@ -12,8 +12,8 @@ from email import policy
 import pytest
 from aiosmtpd.controller import Controller
 
-from conftest import (HOOKD, ROOT, cirrus_source, free_port, hookd_check, payload, send_event,
-                      wait_until)
+from conftest import (HOOKD, README_FIRST_JSONC, check_readme_config, cirrus_source, free_port,
+                      hookd_check, payload, send_event, wait_until)
 
 FAST_DELIVERY = {"concurrency": 4, "max_attempts": 5, "backoff_initial_ms": 100,
                  "backoff_max_ms": 400, "timeout_ms": 30000}
@@ -101,34 +101,6 @@ def prop(lines, name):
         if head.split(";")[0] == name:
             return value
     return None
-
-
-def strip_jsonc(text):
-    """Blanks // and /* */ comments outside strings (the README blocks are JSONC)."""
-    out, i, n, in_str = [], 0, len(text), False
-    while i < n:
-        c = text[i]
-        if in_str:
-            out.append(c)
-            if c == "\\":
-                out.append(text[i + 1])
-                i += 1
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-            out.append(c)
-        elif text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        elif text.startswith("/*", i):
-            i = text.index("*/", i) + 2
-            continue
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
 
 
 def test_message_headers_subject_and_body(daemon_factory, smtp):
@@ -295,11 +267,5 @@ def test_check_rejects_bad_config(tmp_path):
 
 
 def test_readme_config_is_accepted(tmp_path):
-    readme = (ROOT / "plugins" / "email_notify" / "README.md").read_text()
-    block = re.search(r"```jsonc\n(.*?)```", readme, re.S).group(1)
-    cfg = json.loads(strip_jsonc(block))
-    for k in ("listen", "data_dir", "plugin_dirs", "admin_listen"):
-        cfg.pop(k, None)  # the test's own port and directories
-    rc, output = hookd_check(cfg, tmp_path, env={
+    check_readme_config("email_notify", tmp_path, block_re=README_FIRST_JSONC, env={
         "CIRRUS_SIGNING_KEY": "k", "SMTP_USER": "hookd", "SMTP_PASSWORD": "secret"})
-    assert rc == 0, output

@@ -2,13 +2,13 @@
 import json
 import os
 import pathlib
-import re
 import stat
 import time
 
 import pytest
 
-from conftest import ROOT, cirrus_source, hookd_check, payload, send_event, wait_until
+from conftest import (README_FIRST_JSONC, check_readme_config, cirrus_source, hookd_check, payload,
+                      send_event, wait_until)
 
 # Short backoff so that retries happen within a test's patience.
 FAST_DELIVERY = {"concurrency": 4, "max_attempts": 5, "backoff_initial_ms": 100,
@@ -57,34 +57,6 @@ def process_gone(pid):
     except FileNotFoundError:
         return True
     return st.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def strip_jsonc(text):
-    """Blanks // and /* */ comments outside strings (the README blocks are JSONC)."""
-    out, i, n, in_str = [], 0, len(text), False
-    while i < n:
-        c = text[i]
-        if in_str:
-            out.append(c)
-            if c == "\\":
-                out.append(text[i + 1])
-                i += 1
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-            out.append(c)
-        elif text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        elif text.startswith("/*", i):
-            i = text.index("*/", i) + 2
-            continue
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
 
 
 def test_exit_zero_gets_body_and_environment(daemon_factory, tmp_path):
@@ -230,10 +202,5 @@ def test_check_rejects_bad_config(tmp_path):
 
 
 def test_readme_config_is_accepted(tmp_path):
-    readme = (ROOT / "plugins" / "exec" / "README.md").read_text()
-    block = re.search(r"```jsonc\n(.*?)```", readme, re.S).group(1)
-    cfg = json.loads(strip_jsonc(block))
-    for k in ("listen", "data_dir", "plugin_dirs", "admin_listen"):
-        cfg.pop(k, None)  # the test's own port and directories
-    rc, output = hookd_check(cfg, tmp_path, env={"ALERT_TOKEN": "t0ken", "CIRRUS_SIGNING_KEY": "k"})
-    assert rc == 0, output
+    check_readme_config("exec", tmp_path, block_re=README_FIRST_JSONC,
+                        env={"ALERT_TOKEN": "t0ken", "CIRRUS_SIGNING_KEY": "k"})

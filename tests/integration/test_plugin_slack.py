@@ -1,106 +1,19 @@
 """slack_post plugin: the real daemon posting to a local server that imitates Slack's
 incoming webhooks and chat.postMessage (429 Retry-After, 500, ok:false)."""
-import http.server
 import json
 import re
-import threading
-import time
 
 import pytest
 
-from conftest import ROOT, cirrus_source, hookd_check, payload, send_event, wait_until
+from conftest import check_readme_config, cirrus_source, hookd_check, payload, send_event
+from fakehttp import answers
+
+pytest_plugins = ["fakehttp"]  # the fake_server fixture
 
 FAST_DELIVERY = {"concurrency": 4, "max_attempts": 5, "backoff_initial_ms": 100,
                  "backoff_max_ms": 5000, "timeout_ms": 30000}
 
 SCHEDULED_ID = "5a6b7c8d-1111-4e2f-a3b4-c5d6e7f80912"
-
-
-class Request:
-    def __init__(self, method, path, headers, body):
-        self.method, self.path, self.headers, self.body = method, path, headers, body
-        self.at = time.monotonic()
-
-    def json(self):
-        return json.loads(self.body)
-
-
-class FakeServer:
-    """An HTTP server on 127.0.0.1:0 in a thread. respond(request, n) gives
-    (status, headers, body) for the n-th request (1-based); every request is
-    recorded in order."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.requests = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def handle_one(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                req = Request(self.command, self.path,
-                              {k.lower(): v for k, v in self.headers.items()},
-                              self.rfile.read(n) if n else b"")
-                with outer.lock:
-                    outer.requests.append(req)
-                    count = len(outer.requests)
-                status, headers, body = outer.respond(req, count)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_POST = do_PUT = do_PATCH = do_DELETE = do_GET = handle_one
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def got(self):
-        with self.lock:
-            return list(self.requests)
-
-    def wait_count(self, n, timeout=10):
-        return wait_until(lambda: len(self.got()) >= n and self.got(), timeout,
-                          what=f"{n} request(s) at the fake server")
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def fake_server():
-    servers = []
-
-    def make(respond):
-        s = FakeServer(respond)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.close()
-
-
-def answers(*replies):
-    """respond() that gives the replies in turn, then repeats the last."""
-    def respond(req, n):
-        status, headers, body = replies[min(n, len(replies)) - 1]
-        return status, headers, body if isinstance(body, bytes) else body.encode()
-    return respond
 
 
 WEBHOOK_OK = (200, {"Content-Type": "text/html"}, "ok")
@@ -349,41 +262,7 @@ def test_check_accepts_good_config(tmp_path):
     assert rc == 0, output
 
 
-def strip_jsonc(text):
-    """Drops // and /* */ comments outside strings."""
-    out, i, n, in_str = [], 0, len(text), False
-    while i < n:
-        c = text[i]
-        if in_str:
-            out.append(c)
-            if c == "\\":
-                out.append(text[i + 1])
-                i += 1
-            elif c == '"':
-                in_str = False
-        elif c == '"':
-            in_str = True
-            out.append(c)
-        elif text.startswith("//", i):
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        elif text.startswith("/*", i):
-            i = text.index("*/", i) + 2
-            continue
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
-
-
 def test_readme_config_is_accepted(tmp_path):
-    readme = (ROOT / "plugins" / "slack_post" / "README.md").read_text()
-    block = re.search(r"## Example\s+```jsonc\n(.*?)```", readme, re.S).group(1)
-    cfg = json.loads(strip_jsonc(block))
-    for k in ("listen", "data_dir", "plugin_dirs", "admin_listen"):
-        cfg.pop(k, None)
-    rc, output = hookd_check(cfg, tmp_path, env={
+    check_readme_config("slack_post", tmp_path, env={
         "CIRRUS_SIGNING_KEY": "k", "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/X",
         "SLACK_BOT_TOKEN": "xoxb-1"})
-    assert rc == 0, output
