@@ -17,6 +17,7 @@
 /* After an answer that closes the connection, unread input is drained this
  * long so the client sees the answer rather than a reset. */
 #define LINGER_MS 2000
+#define LINGER_BYTES (1024 * 1024)
 /* A kept body buffer larger than this is released after its request. */
 #define BODY_KEEP_BYTES (64 * 1024)
 
@@ -63,6 +64,7 @@ struct http_conn {
   /* Input received after a request whose answer is pending. */
   char *pending;
   size_t pending_len;
+  size_t linger_bytes; /* input discarded while lingering */
   http_request req;
   char peer[64];
 };
@@ -508,7 +510,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     return;
   }
   if (n == 0) return;
-  if (c->state == ST_LINGER) return;
+  if (c->state == ST_LINGER) {
+    /* Draining after a closing answer, so the client reads it rather than a
+     * reset; a client that keeps sending past LINGER_BYTES gets the reset. */
+    c->linger_bytes += (size_t)n;
+    if (c->linger_bytes > LINGER_BYTES) conn_close(c);
+    return;
+  }
   feed(c, b->base, (size_t)n);
 }
 

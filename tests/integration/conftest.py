@@ -17,6 +17,8 @@ BUILD = pathlib.Path(os.environ.get("HOOKD_BUILD_DIR", ROOT / "build")).resolve(
 HOOKD = BUILD / "hookd"
 PLUGIN_DIR = BUILD / "plugins"
 PAYLOADS = ROOT / "examples" / "payloads"
+# A build under AddressSanitizer (its memory figures are not comparable).
+SANITIZED = HOOKD.exists() and b"__asan_init" in HOOKD.read_bytes()
 SECRET = "test-secret"
 # HOOKD_VALGRIND=1 runs every daemon under valgrind memcheck: an error or a
 # definite/indirect leak in hookd makes it exit 99, which fails the test at

@@ -11,12 +11,16 @@ import time
 
 import pytest
 
-from conftest import VALGRIND, cirrus_source, payload, read_jsonl, send_event, sign, wait_until
+from conftest import SANITIZED, VALGRIND, cirrus_source, payload, read_jsonl, send_event, sign, wait_until
 
 # RSS figures are meaningless under valgrind (its own memory is counted).
 pytestmark = pytest.mark.skipif(VALGRIND, reason="RSS and timing bounds do not hold under valgrind")
 
 MB = 1024 * 1024
+# AddressSanitizer keeps freed memory in quarantine and adds shadow memory,
+# so RSS bounds only mean something in a normal build; under ASan they are
+# loosened (the sanitizer checks the memory itself there).
+SLACK = 8 if SANITIZED else 1
 
 
 def rss(d):
@@ -150,7 +154,7 @@ def test_slowloris_headers_and_body_get_408_on_time(daemon_factory, tmp_path):
     normal_traffic_ok(d)
     after = rss(d)
     report("slowloris", before, after)
-    assert after - before < 8 * MB
+    assert after - before < 8 * MB * SLACK
 
 
 def raise_nofile(n):
@@ -203,7 +207,7 @@ def test_ten_thousand_idle_connections_while_traffic_gets_through(daemon_factory
     report("10,000 idle connections", before, held,
            f", {per_conn:.0f} B per connection; opened in {opened:.1f}s; "
            f"50 events served in {served:.2f}s while held")
-    assert per_conn < 8192, per_conn
+    assert per_conn < 8192 * SLACK, per_conn
     assert served < 10
 
 
@@ -238,7 +242,7 @@ def test_header_floods_are_431(daemon_factory, tmp_path):
     normal_traffic_ok(d)
     after = rss(d)
     report("header floods", before, after, f" after {sent / MB:.1f} MiB sent")
-    assert after - before < 8 * MB
+    assert after - before < 8 * MB * SLACK
 
 
 @pytest.mark.parametrize("cl,status", [
@@ -257,7 +261,7 @@ def test_huge_or_bogus_content_length(daemon_factory, tmp_path, cl, status):
     normal_traffic_ok(d, 2)
     after = rss(d)
     report(f"Content-Length {cl.decode()}", before, after)
-    assert after - before < 4 * MB
+    assert after - before < 4 * MB * SLACK
 
 
 def test_never_ending_chunked_body_is_413(daemon_factory, tmp_path):
@@ -292,7 +296,7 @@ def test_never_ending_chunked_body_is_413(daemon_factory, tmp_path):
     normal_traffic_ok(d)
     after = rss(d)
     report("endless chunked body", before, after, f" after {sent / MB:.1f} MiB sent")
-    assert after - before < 8 * MB
+    assert after - before < 8 * MB * SLACK
 
 
 SMUGGLING = {
@@ -366,4 +370,4 @@ def test_client_that_never_reads_its_answers(daemon_factory, tmp_path):
     s.close()
     normal_traffic_ok(d, 2)
     report("client that never reads", before, stuck, f" after {sent / 1024:.0f} KiB of requests sent")
-    assert stuck - before < 16 * MB
+    assert stuck - before < 16 * MB * SLACK
