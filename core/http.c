@@ -56,9 +56,11 @@ struct http_conn {
   char *arena;
   size_t arena_len, arena_cap, header_bytes;
   uint32_t url_off;
-  hdr_span hdr[MAX_HEADERS];
-  http_header headers[MAX_HEADERS];
-  size_t n_hdr;
+  /* Grown on demand (16, 32, ... MAX_HEADERS) so an idle connection that
+   * never sent a request holds none. */
+  hdr_span *hdr;
+  http_header *headers;
+  size_t n_hdr, hdr_cap;
   char *body;
   size_t body_len, body_cap;
   /* Input received after a request whose answer is pending. */
@@ -199,15 +201,34 @@ static int on_url_complete(llhttp_t *p) {
   return arena_put(c, "", 1);
 }
 
+/* Starts a new header entry; -1 past MAX_HEADERS (431) or out of memory. */
+static int new_header(http_conn *c) {
+  if (c->n_hdr == MAX_HEADERS) {
+    c->fatal_status = 431;
+    return -1;
+  }
+  if (c->n_hdr == c->hdr_cap) {
+    size_t cap = c->hdr_cap ? c->hdr_cap * 2 : 16;
+    if (cap > MAX_HEADERS) cap = MAX_HEADERS;
+    hdr_span *h = realloc(c->hdr, cap * sizeof *h);
+    if (h) c->hdr = h;
+    http_header *hh = h ? realloc(c->headers, cap * sizeof *hh) : NULL;
+    if (hh == NULL) {
+      c->fatal_status = 503;
+      return -1;
+    }
+    c->headers = hh;
+    c->hdr_cap = cap;
+  }
+  c->hdr[c->n_hdr++].name_off = (uint32_t)c->arena_len;
+  return 0;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = p->data;
   if (header_bytes(c, n) != 0) return -1;
   if (!c->in_field) {
-    if (c->n_hdr == MAX_HEADERS) {
-      c->fatal_status = 431;
-      return -1;
-    }
-    c->hdr[c->n_hdr++].name_off = (uint32_t)c->arena_len;
+    if (new_header(c) != 0) return -1;
     c->in_field = 1;
   }
   return arena_put(c, at, n);
@@ -216,8 +237,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 static int on_header_field_complete(llhttp_t *p) {
   http_conn *c = p->data;
   if (!c->in_field) { /* an empty name: llhttp rejects these, but be safe */
-    if (c->n_hdr == MAX_HEADERS) return -1;
-    c->hdr[c->n_hdr++].name_off = (uint32_t)c->arena_len;
+    if (new_header(c) != 0) return -1;
   }
   c->in_field = 0;
   return arena_put(c, "", 1);
@@ -406,6 +426,8 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--c->open_handles > 0) return;
   http_server *srv = c->srv;
   free(c->arena);
+  free(c->hdr);
+  free(c->headers);
   free(c->body);
   free(c->pending);
   free(c);
