@@ -13,7 +13,7 @@ DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev 
 TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd wrk \
        prometheus chromium python3-websocket groff-base systemd
 
-.PHONY: all deps test-deps build run test fuzz memcheck clean
+.PHONY: all deps test-deps build run test fuzz memcheck bench clean
 
 all: build
 
@@ -66,6 +66,13 @@ memcheck: test-deps
 	cmake --build build-memcheck -j$(JOBS)
 	cd tests/integration && HOOKD_VALGRIND=1 HOOKD_BUILD_DIR=$(CURDIR)/build-memcheck \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider $(MEMCHECK_TESTS)
+
+# Benchmark suite (Release build in build-bench, hookd -> noop plugin): prints
+# the table of tests/bench/run.sh; BENCH="table compare callgrind profile" for all.
+BENCH ?= table
+bench: test-deps
+	$(call install_missing,valgrind linux-perf webhook nodejs)
+	tests/bench/run.sh $(BENCH)
 
 clean:
 	rm -rf $(BUILD)

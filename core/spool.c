@@ -155,7 +155,7 @@ static void remember(spool *sp, const char *source, const char *id) {
   sp->recent_pos = (sp->recent_pos + 1) % RECENT_IDS;
   if (r->key) { /* forget the oldest: unlink it from its chain */
     int32_t *pp = &sp->buckets[bucket_of(r->hash)];
-    while (*pp != slot) pp = &sp->recent[*pp - 1].next;
+    while (*pp != slot + 1) pp = &sp->recent[*pp - 1].next;
     *pp = r->next;
     free(r->key);
   }

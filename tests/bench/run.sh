@@ -10,13 +10,14 @@
 #     callgrind  instructions per request (valgrind --tool=callgrind, two request counts)
 #     profile    perf record/report of hookd under unique-id load, sync full and off
 #
-# Env: BENCH_BUILD (build dir, default build-bench), BENCH_PORT (default 28480, admin +10),
+# Env: BENCH_SRC (source tree to build, default this one), BENCH_BUILD (build dir, default build-bench), BENCH_PORT (default 28480, admin +10),
 #      SECS (per ingest run, default 5), CONNS (default 32), UNIQ (unique bodies built per run,
 #      default 200000), E2E_N (default 50000), IDLE_CONNS (default 10000), COMPARE (compare.sh),
 #      BENCH_OUT (where configs, logs and profiles go; default a fresh temp dir).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+SRC=${BENCH_SRC:-$root}  # the source tree built and measured (default: this one)
 BUILD=${BENCH_BUILD:-$root/build-bench}
 PORT=${BENCH_PORT:-28480}
 APORT=$((PORT + 10))
@@ -44,7 +45,7 @@ log() { printf '== %s\n' "$*" >&2; }
 
 build() {
   log "building hookd (Release) in $BUILD"
-  cmake -S "$root" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log"
+  cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log"
   cmake --build "$BUILD" -j"$(nproc)" >>"$OUT/cmake.log"
   [ -f "$BUILD/plugins/noop.so" ] || { echo "no $BUILD/plugins/noop.so" >&2; exit 1; }
   cc -O2 -Wall -Wextra -o "$OUT/hbench" "$here/hbench.c" -lcrypto
@@ -253,9 +254,9 @@ profile() {
     wait "$pp" || true
     stop
     perf report -i "$OUT/perf.$sync.data" --no-children --sort dso,symbol --stdio 2>/dev/null |
-      grep -v '^#' | grep '%' | head -40 >"$OUT/perf.$sync.top.txt"
+      grep -v '^#' | grep '%' | head -40 >"$OUT/perf.$sync.top.txt" || true
     echo "perf sync=$sync (self, top 40): $OUT/perf.$sync.top.txt"
-    head -25 "$OUT/perf.$sync.top.txt"
+    head -25 "$OUT/perf.$sync.top.txt" || true
   done
 }
 

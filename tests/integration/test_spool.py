@@ -394,3 +394,35 @@ def test_bad_spool_settings_are_config_errors(tmp_path):
     assert rc == 2 and "spool.retention" in out
     rc, out = hookd_check(base_config(tmp_path, [], [], spool={"sync": "sometimes"}), tmp_path)
     assert rc == 2 and "spool.sync" in out
+
+
+def test_more_events_than_the_dedup_cache_holds(daemon_factory, tmp_path):
+    """The loop thread remembers the last 4,096 ids; past that, ids are
+    forgotten there (oldest first) and the database's UNIQUE constraint
+    still answers a resend of an old one."""
+    d = daemon_factory(base_config(tmp_path, [], [], spool={"sync": "off"},
+                                   log={"level": "warn"}))
+
+    def client(c):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        got = []
+        for i in range(c, 4600, 8):
+            body = meeting_event(f"many-{i}", f"m{i}")
+            conn.request("POST", "/webhooks/cirrus", body,
+                         {"X-Signature": sign(body), "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            got.append(r.status)
+        conn.close()
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [s for f in [pool.submit(client, c) for c in range(8)] for s in f.result()]
+    assert statuses == [200] * 4600
+    # many-0 left the in-memory cache long ago: the database says duplicate
+    assert send_event(d, meeting_event("many-0", "m0")) == 200
+    assert send_event(d, meeting_event("fresh", "m-fresh")) == 200
+    db = sqlite3.connect(tmp_path / "var" / "spool.db")
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 4601
+    db.close()
