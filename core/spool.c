@@ -38,6 +38,8 @@
 /* Housekeeping (replay pick-up, pruning, disk check) runs this often. */
 #define HOUSEKEEPING_MS 500
 #define PRUNE_BATCH 500
+/* Queued outcomes that wake the writer by themselves. */
+#define OPS_WAKE 256
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -105,6 +107,7 @@ struct spool {
   pthread_cond_t cv;
   store_req *in_head, *in_tail;     /* stores queued by the loop */
   op *ops_head, *ops_tail;          /* outcomes queued by workers */
+  size_t n_ops;
   store_req *out_head, *out_tail;   /* stores committed (or failed), back to the loop */
   delivery *replayed;               /* replayed deliveries, back to the loop */
   int stopping;
@@ -616,6 +619,7 @@ static void *writer_main(void *arg) {
     op *ops = sp->ops_head;
     sp->in_head = sp->in_tail = NULL;
     sp->ops_head = sp->ops_tail = NULL;
+    sp->n_ops = 0;
     int stopping = sp->stopping;
     pthread_mutex_unlock(&sp->mu);
 
@@ -775,7 +779,10 @@ static void push_op(spool *sp, op_kind kind, const delivery *d, const char *erro
     sp->ops_head = o;
   }
   sp->ops_tail = o;
-  pthread_cond_signal(&sp->cv);
+  /* Outcomes are not urgent (losing one to a crash means a redelivery):
+   * they ride along with the next batch of stores or the housekeeping tick,
+   * and wake the writer on their own only when many pile up. */
+  if (++sp->n_ops >= OPS_WAKE) pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
 }
 
