@@ -222,7 +222,7 @@ static int get_uint(ctx *c, const cJSON *obj, const char *key, uint64_t min, uin
 }
 
 static int get_u32(ctx *c, const cJSON *obj, const char *key, uint64_t min, uint32_t *out) {
-  uint64_t v;
+  uint64_t v = 0;
   int rc = get_uint(c, obj, key, min, UINT32_MAX, &v);
   if (rc == 1) *out = (uint32_t)v;
   return rc;
@@ -245,7 +245,7 @@ static int get_object(ctx *c, const cJSON *obj, const char *key, cJSON **out) {
  * the index of the one given goes to *out. */
 static int get_choice(ctx *c, const cJSON *obj, const char *key, const char *const *choices,
                       int *out) {
-  const char *s;
+  const char *s = NULL;
   int rc = get_str(c, obj, key, 1, &s);
   if (rc <= 0) return rc;
   for (int i = 0; choices[i]; i++) {
@@ -351,7 +351,7 @@ static int parse_listen(ctx *c, const cJSON *root) {
   }
   kp_pop(c, mark);
 
-  const char *admin;
+  const char *admin = NULL;
   int rc = get_str(c, root, "admin_listen", 0, &admin);
   if (rc < 0) return -1;
   if (rc == 1) {
@@ -361,7 +361,7 @@ static int parse_listen(ctx *c, const cJSON *root) {
     cfg->admin_listen = dup_str(c, admin);
   }
   /* A bearer token for the admin listener; a secret, so ${NAME} or ${file:PATH}. */
-  const char *token;
+  const char *token = NULL;
   rc = get_str(c, root, "admin_token", 0, &token);
   if (rc < 0) return -1;
   if (rc == 1) cfg->admin_token = dup_str(c, token);
@@ -399,12 +399,12 @@ static int parse_log(ctx *c, const cJSON *root) {
   static const char *const formats[] = {"text", "json", NULL};
   c->cfg->log_level = LOG_INFO;
   c->cfg->log_format = LOG_FORMAT_TEXT;
-  cJSON *log;
+  cJSON *log = NULL;
   int rc = get_object(c, root, "log", &log);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "log");
   if (check_keys(c, log, keys) != 0) return -1;
-  const char *level;
+  const char *level = NULL;
   rc = get_str(c, log, "level", 1, &level);
   if (rc < 0) return -1;
   if (rc == 1 && log_level_parse(level, &c->cfg->log_level) != 0) {
@@ -450,7 +450,7 @@ static int parse_spool(ctx *c, const cJSON *root) {
   cfg->spool_max_pending = 100000;
   cfg->spool_min_free_bytes = 64ull << 20;
   cfg->spool_retention_ms = 7ll * 86400000;
-  cJSON *spool;
+  cJSON *spool = NULL;
   int rc = get_object(c, root, "spool", &spool);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "spool");
@@ -490,7 +490,7 @@ static int parse_limits(ctx *c, const cJSON *root) {
   l->body_timeout_ms = 30000;
   l->idle_timeout_ms = 60000;
   l->max_connections = 10000;
-  cJSON *limits;
+  cJSON *limits = NULL;
   int rc = get_object(c, root, "limits", &limits);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "limits");
@@ -518,7 +518,7 @@ static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *b
       get_uint(c, obj, "backoff_max_ms", 1, MAX_EXACT_INT, &out->backoff_max_ms) < 0 ||
       get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0)
     return -1;
-  uint64_t conc;
+  uint64_t conc = 0;
   int rc = get_uint(c, obj, "concurrency", 1, MAX_CONCURRENCY, &conc);
   if (rc < 0) return -1;
   if (rc == 1) out->concurrency = (uint32_t)conc;
@@ -543,7 +543,7 @@ static int parse_delivery(ctx *c, const cJSON *root) {
                                            .backoff_max_ms = 3600000,
                                            .timeout_ms = 30000};
   c->cfg->delivery = defaults;
-  cJSON *obj;
+  cJSON *obj = NULL;
   int rc = get_object(c, root, "delivery", &obj);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "delivery");
@@ -585,7 +585,7 @@ static int parse_verify_timestamp(ctx *c, const cJSON *obj, verify_config *v) {
   char **dst[] = {&v->timestamp_header, &v->timestamp_key, &v->signature_key};
   char why[256];
   for (size_t i = 0; i < 3; i++) {
-    const char *s;
+    const char *s = NULL;
     int rc = get_str(c, obj, names[i], 0, &s);
     if (rc < 0) return -1;
     if (rc == 0) continue;
@@ -596,7 +596,7 @@ static int parse_verify_timestamp(ctx *c, const cJSON *obj, verify_config *v) {
     }
     *dst[i] = dup_str(c, s);
   }
-  const char *tmpl;
+  const char *tmpl = NULL;
   int rc = get_str(c, obj, "signed_payload", 0, &tmpl);
   if (rc < 0) return -1;
   if (rc == 1 && verify_payload_parse(v, tmpl, why, sizeof why) != 0) {
@@ -632,7 +632,7 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   size_t mark = kp_key(c, "verify");
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
 
-  const char *scheme;
+  const char *scheme = NULL;
   int rc = get_str(c, obj, "scheme", 1, &scheme);
   if (rc < 0) return -1;
   if (rc == 0)
@@ -673,7 +673,7 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
     v->prefix = dup_str(c, s);
   }
   if (v->scheme == VERIFY_HMAC || v->scheme == VERIFY_TOKEN) {
-    const char *h;
+    const char *h = NULL;
     rc = get_str(c, obj, "header", 0, &h);
     if (rc < 0) return -1;
     if (rc == 0) return missing(c, "header");
@@ -688,7 +688,7 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
     return -1;
   if (v->scheme == VERIFY_HMAC && parse_verify_timestamp(c, obj, v) != 0) return -1;
   if (v->scheme == VERIFY_BASIC) {
-    const char *u;
+    const char *u = NULL;
     rc = get_str(c, obj, "username", 0, &u);
     if (rc < 0) return -1;
     if (rc == 0) return missing(c, "username");
@@ -733,7 +733,7 @@ static int parse_security(ctx *c, const cJSON *root) {
   static const char *const names[] = {"user", "group"};
   char **dst[] = {&c->cfg->user, &c->cfg->group};
   for (size_t i = 0; i < 2; i++) {
-    const char *s;
+    const char *s = NULL;
     int rc = get_str(c, root, names[i], 0, &s);
     if (rc < 0) return -1;
     if (rc == 1) *dst[i] = dup_str(c, s);
@@ -757,7 +757,7 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
   src->keypath = dup_str(c, kp(c));
   if (check_keys(c, obj, keys) != 0) return -1;
 
-  const char *name;
+  const char *name = NULL;
   int rc = get_str(c, obj, "name", 0, &name);
   if (rc < 0) return -1;
   if (rc == 0) return missing(c, "name");
@@ -773,7 +773,7 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
   }
   src->name = dup_str(c, name);
 
-  const char *path;
+  const char *path = NULL;
   rc = get_str(c, obj, "path", 0, &path);
   if (rc < 0) return -1;
   if (rc == 0) return missing(c, "path");
@@ -811,7 +811,7 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
     char **fields[] = {&src->envelope.type_field, &src->envelope.id_field,
                        &src->envelope.order_key};
     for (size_t i = 0; generic_only[i]; i++) {
-      const char *f;
+      const char *f = NULL;
       rc = get_str(c, obj, generic_only[i], 0, &f);
       if (rc < 0) return -1;
       if (rc == 0 && i < 2)
@@ -862,7 +862,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   pl->delivery = cfg->delivery;
   if (check_keys(c, obj, keys) != 0) return -1;
 
-  const char *name;
+  const char *name = NULL;
   int rc = get_str(c, obj, "name", 0, &name);
   if (rc < 0) return -1;
   if (rc == 0) return missing(c, "name");
@@ -878,7 +878,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   }
   pl->name = dup_str(c, name);
 
-  const char *module;
+  const char *module = NULL;
   rc = get_str(c, obj, "module", 0, &module);
   if (rc < 0) return -1;
   if (rc == 0) return missing(c, "module");
@@ -890,7 +890,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   }
   pl->module = dup_str(c, module);
 
-  cJSON *pconf;
+  cJSON *pconf = NULL;
   if (get_object(c, obj, "config", &pconf) < 0) return -1;
   if (!pconf) {
     /* Attached to the document so that it lives and dies with doc.root
@@ -904,7 +904,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   }
   pl->config = pconf;
 
-  cJSON *del;
+  cJSON *del = NULL;
   if (get_object(c, obj, "delivery", &del) < 0) return -1;
   if (del) {
     size_t mark = kp_key(c, "delivery");
@@ -987,7 +987,7 @@ static int parse_route_to(ctx *c, const cJSON *obj, config_route *r) {
 }
 
 static int parse_route_when(ctx *c, const cJSON *obj, config_route *r) {
-  cJSON *when;
+  cJSON *when = NULL;
   int rc = get_object(c, obj, "when", &when);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "when");
@@ -1016,7 +1016,7 @@ static int parse_route(ctx *c, const cJSON *obj, config_route *r) {
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
   r->keypath = dup_str(c, kp(c));
   if (check_keys(c, obj, keys) != 0) return -1;
-  const char *source;
+  const char *source = NULL;
   int rc = get_str(c, obj, "source", 0, &source);
   if (rc < 0) return -1;
   if (rc == 1) {
