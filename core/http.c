@@ -751,6 +751,17 @@ const char *http_conn_peer(http_conn *c) {
   return c->peer;
 }
 
+void http_server_abort(http_server *srv) {
+  http_conn *c = srv->conns;
+  while (c) {
+    http_conn *next = c->next;
+    /* A request waiting for the spool keeps its connection until the
+     * answer comes (the answer refers to it); every other one closes now. */
+    if (!(c->state == ST_HANDLING && !c->answered)) conn_close(c);
+    c = next;
+  }
+}
+
 void http_server_drain(http_server *srv) {
   srv->draining = 1;
   http_conn *c = srv->conns;

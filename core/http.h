@@ -85,6 +85,9 @@ int http_conn_peer_addr(http_conn *c, struct sockaddr_storage *out);
 
 /* Starts draining: idle connections close now, busy ones after their answer. */
 void http_server_drain(http_server *srv);
+/* Closes every connection except those whose request waits for an answer
+ * from the spool (shutdown past its deadline: slow clients are cut off). */
+void http_server_abort(http_server *srv);
 
 const char *http_status_text(int status);
 

@@ -60,6 +60,8 @@ typedef struct hookd_daemon {
   uv_timer_t deadline;
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
+  int aborted;   /* past shutdown_timeout_ms: slow connections were closed */
+  int hard_stop; /* the loop was stopped with handles still open */
   int64_t stop_started; /* mono ms of the first SIGTERM/SIGINT */
 } hookd_daemon;
 
@@ -172,7 +174,19 @@ static void on_drained(void *data) {
 
 static void on_deadline(uv_timer_t *t) {
   hookd_daemon *dm = t->data;
-  log_write(LOG_WARN, NULL, "requests still open after shutdown_timeout_ms; stopping anyway");
+  if (!dm->aborted) {
+    /* Slow clients are cut off; requests waiting for the spool get their
+     * answer first (the drain then completes by itself). */
+    log_write(LOG_WARN, NULL, "requests still open after shutdown_timeout_ms; closing them");
+    dm->aborted = 1;
+    server_abort(dm->srv);
+    uv_timer_start(&dm->deadline, on_deadline, 5000, 0);
+    return;
+  }
+  /* The spool did not answer for 5 s more: stop the loop. The server's
+   * memory is then left alone (a late answer may still refer to it). */
+  log_write(LOG_ERROR, NULL, "the spool did not answer pending requests; stopping anyway");
+  dm->hard_stop = 1;
   on_flush(&dm->flush);
   uv_stop(&dm->loop);
 }
@@ -274,6 +288,7 @@ static int cmd_run(const char *file) {
   if (privs_drop(&g->cfg, err, sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "%s", err);
     server_drain(dm->srv, NULL, NULL);
+    uv_run(&dm->loop, UV_RUN_DEFAULT); /* the listeners' closes finish */
     goto out;
   }
   uv_check_init(&dm->loop, &dm->flush);
@@ -301,7 +316,12 @@ static int cmd_run(const char *file) {
 out:
   /* Requests are answered; now let running deliveries end, in every
    * generation, within what is left of shutdown_timeout_ms. */
-  if (dm->srv) server_free(dm->srv); /* drops the server's generation reference */
+  if (dm->hard_stop) {
+    /* Connections are still open and refer to the server: leave it. */
+    if (dm->srv) generation_unref(dm->gen);
+  } else if (dm->srv) {
+    server_free(dm->srv); /* drops the server's generation reference */
+  }
   dm->srv = NULL;
   int64_t spent = dm->stopping ? mono_ms() - dm->stop_started : 0;
   int64_t budget = (int64_t)dm->gen->cfg.shutdown_timeout_ms - spent;

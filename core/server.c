@@ -344,6 +344,11 @@ void server_drain(server *s, void (*done)(void *data), void *data) {
   http_server_drain(&s->admin);
 }
 
+void server_abort(server *s) {
+  http_server_abort(&s->web);
+  http_server_abort(&s->admin);
+}
+
 void server_free(server *s) {
   if (s == NULL) return;
   if (s->gen) generation_unref(s->gen);

@@ -28,6 +28,10 @@ void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t er
  * calls done(data) once. */
 void server_drain(server *s, void (*done)(void *data), void *data);
 
+/* After server_drain: closes the connections still open, except those
+ * waiting for the spool's answer; the drain's done() follows once they end. */
+void server_abort(server *s);
+
 /* Frees the server after its handles closed (after the loop ran out). */
 void server_free(server *s);
 

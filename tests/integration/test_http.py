@@ -264,3 +264,17 @@ def test_admin_endpoints(daemon_factory, tmp_path):
     text = http_request(admin, "GET", "/metrics")[2].decode()
     assert 'hookd_http_requests_total{source="cirrus",status="401"} 1' in text
     assert "hookd_events_accepted_total 1" in text
+
+
+def test_shutdown_cuts_off_slow_clients_after_the_timeout(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, shutdown_timeout_ms=500,
+                                   limits={"header_timeout_ms": 60000}))
+    slow = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    slow.sendall(b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+    assert send_event(d, payload("developer.webhook.test")) == 200
+    t0 = time.monotonic()
+    assert d.stop(timeout=10) == 0
+    assert time.monotonic() - t0 < 4
+    assert slow.recv(4096) == b""  # closed without an answer
+    slow.close()
+    assert "requests still open after shutdown_timeout_ms; closing them" in d.log()
