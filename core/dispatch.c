@@ -505,6 +505,15 @@ size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     for (size_t j = 0; j < q->n_threads; j++) {
+      /* A worker outside deliver() exits at once (stopping is set): wait
+       * for it whatever the budget; only a running deliver() can hang. */
+      pthread_mutex_lock(&q->mu);
+      int running = q->slots[j].d != NULL;
+      pthread_mutex_unlock(&q->mu);
+      if (!running) {
+        pthread_join(q->threads[j], NULL);
+        continue;
+      }
       if (pthread_timedjoin_np(q->threads[j], NULL, &deadline) != 0) {
         log_write(LOG_ERROR, &(log_ctx){.instance = q->inst->name},
                   "a deliver() call did not return within the shutdown timeout; leaving it");

@@ -51,6 +51,7 @@ struct http_conn {
   int keep_alive;
   int fatal_status;  /* a limit broken inside a callback: answer and close */
   int reject_status; /* decided at headers: discard the body, then answer */
+  int req_open;      /* on_headers accepted the request; on_release is owed */
   int in_field, in_value;
   /* Request line and headers, NUL-separated, offsets in hdr. */
   char *arena;
@@ -81,6 +82,7 @@ static llhttp_settings_t settings;
 static int settings_ready;
 
 static void conn_close(http_conn *c);
+static void release_req(http_conn *c);
 static void conn_update_reading(http_conn *c);
 static void feed(http_conn *c, const char *data, size_t len);
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
@@ -285,6 +287,7 @@ static int on_headers_complete(llhttp_t *p) {
     return -1;
   }
   int st = c->srv->handler.on_headers(c->srv->handler.data, c, &c->req);
+  if (st == 0) c->req_open = 1;
   if (st != 0) {
     c->reject_status = st;
   } else if ((p->flags & F_CONTENT_LENGTH) && p->content_length + 1 > c->body_cap) {
@@ -358,6 +361,7 @@ static int on_message_complete(llhttp_t *p) {
     c->req.body = c->body ? c->body : "";
     c->req.body_len = c->body_len;
     c->srv->handler.on_request(c->srv->handler.data, c, &c->req);
+    release_req(c);
   }
   if (c->state == ST_CLOSED || c->state == ST_LINGER) return HPE_PAUSED;
   /* No answer yet (it will come from the spool): stop parsing here so a
@@ -436,8 +440,16 @@ static void on_handle_closed(uv_handle_t *h) {
   if (srv->draining && srv->conns == NULL && srv->on_empty) srv->on_empty(srv->on_empty_data);
 }
 
+/* Gives the handler back what its on_headers took for this request. */
+static void release_req(http_conn *c) {
+  if (!c->req_open) return;
+  c->req_open = 0;
+  if (c->srv->handler.on_release) c->srv->handler.on_release(c->srv->handler.data, &c->req);
+}
+
 static void conn_close(http_conn *c) {
   if (c->state == ST_CLOSED) return;
+  release_req(c);
   c->state = ST_CLOSED;
   if (c->prev) {
     c->prev->next = c->next;

@@ -25,6 +25,7 @@ typedef struct http_request {
   const char *body;      /* NUL-terminated (the NUL is not counted) */
   size_t body_len;
   const void *route;     /* set by on_headers for on_request */
+  void *ctx;             /* the handler's own, set by on_headers, handed to on_release */
 } http_request;
 
 /* What a listener does with requests. Both run on the loop thread. */
@@ -43,6 +44,10 @@ typedef struct http_handler {
   int (*on_accept)(void *data, http_conn *c);
   /* The Allow header of a 405 answer ("POST" when NULL). */
   const char *allow;
+  /* Optional: called once for every request whose on_headers returned 0,
+   * after on_request returned or when the request was abandoned (the
+   * connection closed first), so what on_headers took can be given back. */
+  void (*on_release)(void *data, http_request *req);
 } http_handler;
 
 /* Shared state of the connections of one listener. */

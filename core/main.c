@@ -140,8 +140,7 @@ static int reload(void *data, char *err, size_t errlen) {
   old->next = dm->retired;
   dm->retired = old;
   generation_unref(old); /* the daemon's reference; the server moved to g */
-  dm->gen = g;
-  generation_unref(g); /* the server holds it now; load's reference goes */
+  dm->gen = g;          /* and keeps the reference generation_load gave */
   log_setup(g->cfg.log_level, g->cfg.log_format);
   log_write(LOG_INFO, NULL, "reloaded %s: %zu source(s), %zu plugin instance(s), %zu route(s)",
             dm->file, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);

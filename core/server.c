@@ -62,8 +62,17 @@ static int web_on_headers(void *data, http_conn *c, http_request *req) {
   int peer_ok = http_conn_peer_addr(c, &peer) == 0;
   int denied = access_request(cfg, src, peer_ok ? (const struct sockaddr *)&peer : NULL, req);
   if (denied) return denied;
+  /* src lives in the current generation: hold it until the request is
+   * done, even if a reload retires it while the body arrives. */
   req->route = src;
+  req->ctx = s->gen;
+  generation_ref(s->gen);
   return 0;
+}
+
+static void web_on_release(void *data, http_request *req) {
+  (void)data;
+  generation_unref(req->ctx);
 }
 
 static const char *verify_header(void *ctx, const char *name, size_t *len) {
@@ -152,7 +161,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  generation *g = s->gen;
+  generation *g = req->ctx; /* the generation that matched the path */
   size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
   size_t clen = 0;
   const char *ctype = http_request_header(req, "Content-Type", &clen);
@@ -302,7 +311,8 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
   }
   s->web = (http_server){.loop = loop, .limits = &cfg->limits,
                          .handler = {.on_headers = web_on_headers, .on_request = web_on_request,
-                                     .data = s, .on_accept = web_on_accept},
+                                     .data = s, .on_accept = web_on_accept,
+                                     .on_release = web_on_release},
                          .open_conns = &s->open_conns, .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;

@@ -1,4 +1,5 @@
 """The command line: help, version, check (exit 0 or 2 with file:line:col messages), run failures."""
+import json
 import os
 import subprocess
 
@@ -33,8 +34,16 @@ def test_help_and_version():
 
 
 def test_example_config_checks(tmp_path):
-    p = run("check", "-c", str(ROOT / "examples" / "hookd.jsonc"),
-            env={"CIRRUS_SIGNING_KEY": "k"})
+    # The example points at ../build/plugins (what `make run` builds); the
+    # suite may run from another build directory, so point the copy at it.
+    text = (ROOT / "examples" / "hookd.jsonc").read_text()
+    assert '"plugin_dirs": ["../build/plugins"' in text
+    example = ROOT / "examples" / f".check-{os.getpid()}.jsonc"
+    example.write_text(text.replace('"../build/plugins"', json.dumps(str(PLUGIN_DIR))))
+    try:
+        p = run("check", "-c", str(example), env={"CIRRUS_SIGNING_KEY": "k"})
+    finally:
+        example.unlink()
     assert p.returncode == 0, p.stderr
     # without the variable: a positioned error naming it
     e = {k: v for k, v in os.environ.items() if k != "CIRRUS_SIGNING_KEY"}

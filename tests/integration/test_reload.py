@@ -131,3 +131,32 @@ def test_reload_adds_an_instance_and_route(daemon_factory, tmp_path):
     assert send_event(d, meeting_event("two")) == 200  # still on the old port
     wait_until(lambda: [l[0] for l in lines(b)] == ["two"])
     wait_until(lambda: [l[0] for l in lines(a) if l[0] != "DESTROY"] == ["one", "two"])
+
+
+def test_request_spanning_a_reload_uses_the_config_that_took_it(daemon_factory, tmp_path):
+    """Headers before the reload, body after: the old generation (its source
+    and routes) must stay alive for that request."""
+    import socket
+    from conftest import sign
+    out = tmp_path / "events.jsonl"
+    d = daemon_factory({"sources": [cirrus_source()],
+                        "plugins": [{"name": "audit", "module": "file_sink",
+                                     "config": {"path": str(out)}}],
+                        "routes": [{"events": ["**"], "to": ["audit"]}]})
+    body = meeting_event("spanning")
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"X-Signature: " + sign(body).encode() + b"\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body[:10])
+    # a new config whose source has another path: the old one must still answer
+    rewrite(d, {"sources": [cirrus_source(path="/elsewhere")]})
+    d.signal(signal.SIGHUP)
+    d.wait_for_log("drained and closed|reloaded ")
+    s.sendall(body[10:])
+    answer = s.recv(4096)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    wait_until(lambda: [l["event_id"] for l in read_jsonl(out)] == ["spanning"])
+    assert send_event(d, meeting_event("after"), path="/elsewhere") == 200
+    wait_until(lambda: len(read_jsonl(out)) == 2)
+    d.wait_for_log("drained and closed")
