@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <llhttp.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@
  * long so the client sees the answer rather than a reset. */
 #define LINGER_MS 2000
 #define LINGER_BYTES (1024 * 1024)
+/* An idle connection gives its buffers back after this long. */
+#define TRIM_MS 1000
 /* A kept body buffer larger than this is released after its request. */
 #define BODY_KEEP_BYTES (64 * 1024)
 
@@ -68,6 +71,7 @@ struct http_conn {
   char *pending;
   size_t pending_len;
   size_t linger_bytes; /* input discarded while lingering */
+  uint64_t idle_left_ms; /* idle time left after the buffers were dropped */
   http_request req;
   char peer[64];
 };
@@ -107,6 +111,27 @@ const char *http_status_text(int status) {
   }
 }
 
+/* A connection idle for TRIM_MS keeps no buffers: it then costs its
+ * handles and this struct only. Busy connections keep them, so a stream of
+ * requests allocates nothing. Never inside llhttp callbacks. */
+static unsigned long trims; /* idle_trim calls, for http_release_memory */
+
+static void idle_trim(http_conn *c) {
+  trims++;
+  free(c->body);
+  c->body = NULL;
+  c->body_cap = 0;
+  free(c->arena);
+  c->arena = NULL;
+  c->arena_cap = c->arena_len = 0;
+  free(c->hdr);
+  free(c->headers);
+  c->hdr = NULL;
+  c->headers = NULL;
+  c->hdr_cap = c->n_hdr = 0;
+  memset(&c->req, 0, sizeof c->req);
+}
+
 /* --- timers and state ------------------------------------------------------ */
 
 static void on_timer(uv_timer_t *t) {
@@ -125,6 +150,15 @@ static void on_timer(uv_timer_t *t) {
     }
     case ST_HANDLING:
       break;
+    case ST_IDLE:
+      if (c->idle_left_ms > 0) {
+        idle_trim(c);
+        uv_timer_start(&c->timer, on_timer, c->idle_left_ms, 0);
+        c->idle_left_ms = 0;
+        break;
+      }
+      conn_close(c);
+      break;
     default:
       conn_close(c);
       break;
@@ -138,7 +172,13 @@ static void set_state(http_conn *c, conn_state st) {
   switch (st) {
     case ST_FRESH:
     case ST_HEADERS: ms = l->header_timeout_ms; break;
-    case ST_IDLE: ms = l->idle_timeout_ms; break;
+    case ST_IDLE:
+      /* First a short wait to drop the buffers, then the rest of the idle
+       * timeout. */
+      ms = l->idle_timeout_ms;
+      c->idle_left_ms = ms > TRIM_MS ? ms - TRIM_MS : 0;
+      if (ms > TRIM_MS) ms = TRIM_MS;
+      break;
     case ST_BODY: ms = l->body_timeout_ms; break;
     case ST_LINGER: ms = LINGER_MS; break;
     default: break;
@@ -761,6 +801,15 @@ const char *http_conn_peer(http_conn *c) {
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
   }
   return c->peer;
+}
+
+void http_release_memory(void) {
+  static unsigned long seen;
+  if (trims == seen) return;
+  seen = trims;
+  /* Buffers that idle connections dropped sit as free chunks inside the
+   * heap; give those pages back so RSS follows the idle connection count. */
+  malloc_trim(0);
 }
 
 void http_server_abort(http_server *srv) {

@@ -90,6 +90,11 @@ int http_conn_peer_addr(http_conn *c, struct sockaddr_storage *out);
 
 /* Starts draining: idle connections close now, busy ones after their answer. */
 void http_server_drain(http_server *srv);
+/* Returns the memory that idle connections gave back to the system (when
+ * any did since the last call). Loop thread; the daemon calls it once a
+ * second. */
+void http_release_memory(void);
+
 /* Closes every connection except those whose request waits for an answer
  * from the spool (shutdown past its deadline: slow clients are cut off). */
 void http_server_abort(http_server *srv);

@@ -15,6 +15,7 @@
 #include "dispatch.h"
 #include "generation.h"
 #include "dlq.h"
+#include "http.h"
 #include "http_client.h"
 #include "log.h"
 #include "plugin_host.h"
@@ -106,6 +107,7 @@ static void on_watchdog(uv_timer_t *t) {
   dispatch_check_timeouts(dm->gen->dp);
   for (generation *g = dm->retired; g; g = g->next) dispatch_check_timeouts(g->dp);
   reap(dm);
+  http_release_memory();
 }
 
 /* Loads the config file again as a new generation and swaps it in. A
