@@ -1,6 +1,9 @@
 /* Envelope decoding: parse a body with cJSON, pick type, id and order key, look up dotted paths. */
 #include "envelope.h"
 
+#include "jscan.h"
+
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +214,90 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
       }
     }
   }
+  return 0;
+}
+
+/* A found value as text the way the tree path would print it: strings
+ * unescaped, numbers through number_text. Returns 1 with *text set (NULL
+ * when out of memory), 0 when the value must go the tree path (a string
+ * with \u0000, an object or array). */
+static int scalar_text(const jscan_value *v, char **text) {
+  *text = NULL;
+  if (v->kind == JSCAN_STRING) {
+    char *s = malloc(v->len + 1);
+    if (s == NULL) return 1;
+    if (jscan_unescape(v, s) < 0) {
+      free(s);
+      return 0;
+    }
+    *text = s;
+    return 1;
+  }
+  if (v->kind == JSCAN_NUMBER) {
+    char num[NUMBER_TEXT_MAX * 2 + 8];
+    memcpy(num, v->start, v->len); /* jscan keeps numbers to 60 characters */
+    num[v->len] = '\0';
+    size_t n = number_text(strtod(num, NULL), num);
+    *text = copy_text(num, n);
+    return 1;
+  }
+  if (v->kind == JSCAN_TRUE) *text = copy_text("true", 4);
+  if (v->kind == JSCAN_FALSE) *text = copy_text("false", 5);
+  return v->kind == JSCAN_TRUE || v->kind == JSCAN_FALSE;
+}
+
+static int number_is_exact_integer(const jscan_value *v) {
+  char num[NUMBER_TEXT_MAX * 2 + 8];
+  memcpy(num, v->start, v->len);
+  num[v->len] = '\0';
+  return is_exact_integer(strtod(num, NULL));
+}
+
+int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len,
+                           envelope *out, const char **reason) {
+  fields f;
+  jscan_path paths[3];
+  jscan_value v[3];
+  memset(out, 0, sizeof *out);
+  if (spec == NULL || body == NULL || len == 0 || len > INT32_MAX) goto tree;
+  spec_fields(spec, &f);
+  if (f.type_path == NULL || f.id_path == NULL) goto tree;
+  size_t np = f.order_path != NULL ? 3 : 2;
+  if (jscan_path_init(&paths[0], f.type_path) != 0 || jscan_path_init(&paths[1], f.id_path) != 0 ||
+      (np == 3 && jscan_path_init(&paths[2], f.order_path) != 0)) {
+    goto tree;
+  }
+  /* Not strict JSON, or not something jscan answers for: cJSON decides. */
+  if (jscan(body, len, paths, np, v) != 0) goto tree;
+
+  /* The same checks, in the same order, as envelope_decode. */
+  if (v[0].kind == JSCAN_MISSING || v[0].kind == JSCAN_NULL) return fail(out, reason, f.no_type);
+  if (v[0].kind != JSCAN_STRING) return fail(out, reason, f.bad_type);
+  if (v[0].len == 0) return fail(out, reason, f.no_type);
+  if (v[1].kind == JSCAN_MISSING || v[1].kind == JSCAN_NULL) return fail(out, reason, f.no_id);
+  if (v[1].kind == JSCAN_STRING) {
+    if (v[1].len == 0) return fail(out, reason, f.no_id);
+  } else if (v[1].kind != JSCAN_NUMBER || !number_is_exact_integer(&v[1])) {
+    return fail(out, reason, f.bad_id);
+  }
+  if (!scalar_text(&v[1], &out->id) || !scalar_text(&v[0], &out->type)) goto tree_clear;
+  if (out->id == NULL || out->type == NULL) return fail(out, reason, "out of memory");
+  /* An escaped "\u0000..." decodes to the empty string in cJSON: the tree
+   * path gave that answer (tree_clear above); here the text is never empty. */
+  if (np == 3 && v[2].kind != JSCAN_MISSING && v[2].kind != JSCAN_NULL) {
+    if (!scalar_text(&v[2], &out->order_key)) goto tree_clear;
+    if (out->order_key == NULL) return fail(out, reason, "out of memory");
+    if (out->order_key[0] == '\0') {
+      free(out->order_key);
+      out->order_key = NULL;
+    }
+  }
+  return 0;
+
+tree_clear:
+  envelope_clear(out);
+tree:
+  if (envelope_decode(spec, body, len, out, reason) != 0) return -1;
   return 0;
 }
 

@@ -30,6 +30,11 @@ typedef struct envelope {
  * 'eventType'", ...) in *reason; on failure nothing needs freeing. */
 int envelope_decode(const envelope_spec *spec, const char *body, size_t len, envelope *out,
                     const char **reason);
+/* The same answer as envelope_decode, found by one pass over the body
+ * without building a tree when it can (then out->root is NULL); bodies it
+ * cannot answer for go to envelope_decode. */
+int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len,
+                           envelope *out, const char **reason);
 void envelope_clear(envelope *env);
 
 /* The node at a dotted path ("data.meetingInfo.formValues.0.answerText";

@@ -32,6 +32,7 @@ struct router {
   size_t *exact_routes;
   wild *wilds;
   size_t n_wilds;
+  int needs_tree; /* some route has `when` tests */
 };
 
 /* FNV-1a: short keys, no adversary (the keys come from the config), and
@@ -244,6 +245,7 @@ router *router_new(const config *cfg, char *err, size_t errlen) {
   size_t ne = 0;
   for (size_t i = 0; i < cfg->n_routes; i++) {
     const config_route *rt = &cfg->routes[i];
+    if (rt->n_when > 0) r->needs_tree = 1;
     for (size_t j = 0; j < rt->n_events; j++) {
       int wildcard;
       pattern_check(rt->events[j], &wildcard);
@@ -373,6 +375,10 @@ static void emit_route(emitter *e, size_t ri) {
     if (e->count < e->max) e->out[e->count] = p;
     e->count++;
   }
+}
+
+int router_needs_tree(const router *r) {
+  return r->needs_tree;
 }
 
 size_t router_match(const router *r, const char *source, const char *type, const cJSON *root,

@@ -21,6 +21,10 @@ void router_free(router *r);
 size_t router_match(const router *r, const char *source, const char *type, const cJSON *root,
                     size_t *out, size_t max);
 
+/* 1 when some route has `when` tests, which read the parsed body: then
+ * router_match needs the root. */
+int router_needs_tree(const router *r);
+
 /* Matches one pattern against a type, without compiling (for tests and
  * plugins' own maps). Returns 1 or 0. */
 int router_pattern_match(const char *pattern, const char *type);

@@ -134,7 +134,13 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   }
   envelope env;
   const char *reason = NULL;
-  if (envelope_decode(&src->envelope, req->body, req->body_len, &env, &reason) != 0) {
+  generation *g = req->ctx; /* the generation that matched the path */
+  /* The tree is built only when a `when` route reads it; otherwise one pass
+   * over the body finds type, id and order key. */
+  int rc = router_needs_tree(g->rt)
+               ? envelope_decode(&src->envelope, req->body, req->body_len, &env, &reason)
+               : envelope_decode_fields(&src->envelope, req->body, req->body_len, &env, &reason);
+  if (rc != 0) {
     ctx.peer = http_conn_peer(c);
     log_write(LOG_INFO, &ctx, "rejected: %s (400)", reason);
     http_respond_text(c, 400, reason);
@@ -161,7 +167,6 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  generation *g = req->ctx; /* the generation that matched the path */
   size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
   size_t clen = 0;
   const char *ctype = http_request_header(req, "Content-Type", &clen);

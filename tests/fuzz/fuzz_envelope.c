@@ -1,4 +1,5 @@
-/* libFuzzer target: envelope decoding (cirrus-insight and generic) and dotted paths. */
+/* libFuzzer target: envelope decoding (cirrus-insight and generic) and dotted paths, and the
+ * one-pass decoder (jscan) giving exactly the answer of the cJSON tree for every input. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +12,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                             {.format = ENVELOPE_GENERIC, .type_field = type_field,
                              .id_field = id_field, .order_key = order_key}};
   for (size_t i = 0; i < 2; i++) {
-    envelope env;
-    const char *reason = NULL;
-    if (envelope_decode(&specs[i], (const char *)data, size, &env, &reason) != 0) {
+    envelope env, fast;
+    const char *reason = NULL, *fast_reason = NULL;
+    int rc = envelope_decode(&specs[i], (const char *)data, size, &env, &reason);
+    int fast_rc = envelope_decode_fields(&specs[i], (const char *)data, size, &fast, &fast_reason);
+    if (rc != fast_rc) abort();
+    if (rc != 0) {
       if (!reason || !*reason || strchr(reason, '\n')) abort();
+      if (strcmp(reason, fast_reason) != 0) abort();
       continue;
     }
+    if (strcmp(env.type, fast.type) != 0 || strcmp(env.id, fast.id) != 0) abort();
+    if ((env.order_key == NULL) != (fast.order_key == NULL)) abort();
+    if (env.order_key && strcmp(env.order_key, fast.order_key) != 0) abort();
+    envelope_clear(&fast);
     if (!env.root || !env.type || !env.id) abort();
     (void)strlen(env.type);
     (void)strlen(env.id);

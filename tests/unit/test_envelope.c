@@ -43,8 +43,33 @@ static int decode_text(const envelope_spec *spec, const char *text, envelope *en
   assert_non_null(copy);
   memcpy(copy, text, len);
   int rc = envelope_decode(spec, copy, len, env, reason);
+  /* The one-pass decoder must give exactly the same answer. */
+  envelope fast;
+  const char *fast_reason = NULL;
+  int fast_rc = envelope_decode_fields(spec, copy, len, &fast, &fast_reason);
   free(copy);
+  assert_int_equal(fast_rc, rc);
+  if (rc != 0) {
+    assert_string_equal(fast_reason, *reason);
+  } else {
+    assert_string_equal(fast.type, env->type);
+    assert_string_equal(fast.id, env->id);
+    if (env->order_key == NULL) {
+      assert_null(fast.order_key);
+    } else {
+      assert_non_null(fast.order_key);
+      assert_string_equal(fast.order_key, env->order_key);
+    }
+  }
+  envelope_clear(&fast);
   return rc;
+}
+
+/* Both decoders on text; returns the tree decoder's result in env. */
+static void same_answer(const envelope_spec *spec, const char *text) {
+  envelope env;
+  const char *reason = NULL;
+  if (decode_text(spec, text, &env, &reason) == 0) envelope_clear(&env);
 }
 
 static void check_payload(const char *file, const char *type, const char *id,
@@ -54,7 +79,18 @@ static void check_payload(const char *file, const char *type, const char *id,
   envelope env;
   const char *reason = NULL;
   assert_int_equal(envelope_decode(&cirrus, body, len, &env, &reason), 0);
+  envelope fast;
+  assert_int_equal(envelope_decode_fields(&cirrus, body, len, &fast, &reason), 0);
   free(body); /* the envelope must not keep pointers into the body */
+  assert_null(fast.root); /* found in one pass, no tree */
+  assert_string_equal(fast.type, type);
+  assert_string_equal(fast.id, id);
+  if (order_key == NULL) {
+    assert_null(fast.order_key);
+  } else {
+    assert_string_equal(fast.order_key, order_key);
+  }
+  envelope_clear(&fast);
   assert_non_null(env.root);
   assert_string_equal(env.type, type);
   assert_string_equal(env.id, id);
@@ -287,6 +323,98 @@ static cJSON *load_canceled(void) {
   return root;
 }
 
+/* Inputs at the edges of what the one-pass decoder handles itself: each
+ * must get the tree decoder's answer (decode_text compares the two). */
+static void test_fields_match_tree(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      "{\"eventType\":\"a\\u00e9\\ud83d\\ude00\\n\\\"\",\"eventId\":\"x\\/y\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"\\u0000abc\"}",
+      "{\"eventType\":\"\\u0000\",\"eventId\":\"e\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":\"\\ud800\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":\"\\udc00\\ud800\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":\"\\ud800\\u0041\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":\"raw\ttab\"}",
+      "\xef\xbb\xbf{\"eventType\":\"t\",\"eventId\":\"e\"}",
+      "\x01{\"eventType\":\"t\",\"eventId\":\"e\"}\x02",
+      "{\"eventType\":\"t\",\"eventId\":\"first\",\"eventId\":\"second\"}",
+      "{\"data\":{\"x\":1},\"data\":{\"id\":\"k\"},\"eventType\":\"t\",\"eventId\":\"e\"}",
+      "{\"data\":{\"id\":\"k1\",\"id\":\"k2\"},\"eventType\":\"t\",\"eventId\":\"e\"}",
+      "{\"data\":{\"i\\u0064\":\"esc\"},\"eventType\":\"t\",\"eventId\":\"e\"}",
+      "{\"event\\u0054ype\":\"t\",\"eventId\":\"e\"}",
+      "{\"other\\u0054\":1,\"eventType\":\"t\",\"eventId\":\"e\"}",
+      "{\"eventType\":\"t\",\"eventId\":12345678901234567890}",
+      "{\"eventType\":\"t\",\"eventId\":-0}",
+      "{\"eventType\":\"t\",\"eventId\":1e3}",
+      "{\"eventType\":\"t\",\"eventId\":1.5}",
+      "{\"eventType\":\"t\",\"eventId\":01}",
+      "{\"eventType\":\"t\",\"eventId\":+1}",
+      "{\"eventType\":\"t\",\"eventId\":1.}",
+      "{\"eventType\":\"t\",\"eventId\":1e999}",
+      "{\"eventType\":\"t\",\"eventId\":true}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":true}}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":false}}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":{\"a\":[1,2]}}}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":[]}}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":0.1}}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":{\"id\":\"\"}}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":[{\"id\":1}]}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"data\":\"id\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\"",
+      "{\"eventType\":\"t\" \"eventId\":\"e\"}",
+      "{\"eventType\":tru,\"eventId\":\"e\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":[1,,2]}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":\"bad \\x escape\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":\"\\u12\"}",
+      "{\"eventType\":\"t\",\"eventId\":\"e\"}   \r\n",
+      "{\"eventType\":\"t\",\"eventId\":\"e\"}\f",
+  };
+  for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) same_answer(&cirrus, bodies[i]);
+
+  envelope_spec arr = {ENVELOPE_GENERIC, "meta.0.type", "meta.1", "items.10.k"};
+  same_answer(&arr, "{\"meta\":[{\"type\":\"t\"},7],\"items\":[0,1,2,3,4,5,6,7,8,9,{\"k\":\"ten\"}]}");
+  same_answer(&arr, "{\"meta\":{\"0\":{\"type\":\"t\"},\"1\":\"obj\"}}");
+  same_answer(&arr, "{\"meta\":[[],\"x\"],\"items\":[]}");
+  envelope_spec lead = {ENVELOPE_GENERIC, "t", "00", NULL};
+  same_answer(&lead, "{\"t\":\"x\",\"00\":\"by key\"}");
+  envelope_spec deep = {ENVELOPE_GENERIC, "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q", "id", NULL};
+  same_answer(&deep, "{\"id\":\"x\"}");
+
+  /* Nesting past what the one-pass decoder follows, and past cJSON's limit. */
+  for (size_t depth = 200; depth <= 1100; depth += 300) {
+    char *body = malloc(depth * 2 + 64);
+    assert_non_null(body);
+    size_t n = (size_t)sprintf(body, "{\"eventType\":\"t\",\"eventId\":\"e\",\"x\":");
+    for (size_t k = 0; k < depth; k++) body[n++] = '[';
+    for (size_t k = 0; k < depth; k++) body[n++] = ']';
+    body[n++] = '}';
+    body[n] = '\0';
+    same_answer(&cirrus, body);
+    free(body);
+  }
+}
+
+/* The payloads decode without a tree (that is the point of the one-pass
+ * decoder) and to the same fields. */
+static void test_fields_no_tree(void **state) {
+  (void)state;
+  static const char *const files[] = {"developer.webhook.test.json",
+                                      "scheduling.smartscheduler.scheduled.json"};
+  for (size_t i = 0; i < 2; i++) {
+    size_t len;
+    char *body = read_payload(files[i], &len);
+    envelope env;
+    const char *reason = NULL;
+    assert_int_equal(envelope_decode_fields(&cirrus, body, len, &env, &reason), 0);
+    assert_null(env.root);
+    assert_non_null(env.type);
+    assert_non_null(env.id);
+    envelope_clear(&env);
+    free(body);
+  }
+}
+
 static void test_path_lookup(void **state) {
   (void)state;
   cJSON *root = load_canceled();
@@ -394,6 +522,8 @@ int main(void) {
       cmocka_unit_test(test_reasons_generic),
       cmocka_unit_test(test_trailing_whitespace_ok),
       cmocka_unit_test(test_embedded_nul_rejected),
+      cmocka_unit_test(test_fields_match_tree),
+      cmocka_unit_test(test_fields_no_tree),
       cmocka_unit_test(test_path_lookup),
       cmocka_unit_test(test_path_digit_keys),
       cmocka_unit_test(test_text),
