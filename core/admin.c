@@ -219,11 +219,18 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
       "# TYPE hookd_spool_commit_errors_total counter\n"
       "hookd_spool_commit_errors_total %" PRIu64
       "\n"
+      "# HELP hookd_spool_checkpoints_total WAL checkpoints completed (copies of the WAL into "
+      "the database file).\n"
+      "# TYPE hookd_spool_checkpoints_total counter\nhookd_spool_checkpoints_total %" PRIu64
+      "\n"
+      "# HELP hookd_spool_wal_pages Pages in the spool's WAL after the last commit.\n"
+      "# TYPE hookd_spool_wal_pages gauge\nhookd_spool_wal_pages %d\n"
       "# HELP hookd_spool_oldest_pending_age_seconds Age of the oldest unfinished delivery in "
       "the spool (0 when none).\n"
       "# TYPE hookd_spool_oldest_pending_age_seconds gauge\n"
       "hookd_spool_oldest_pending_age_seconds %.3f\n",
-      st.pending, st.dead, st.db_bytes, st.commits, st.commit_errors, oldest > 0 ? oldest : 0);
+      st.pending, st.dead, st.db_bytes, st.commits, st.commit_errors, st.checkpoints, st.wal_pages,
+      oldest > 0 ? oldest : 0);
   return rc;
 }
 

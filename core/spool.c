@@ -40,6 +40,11 @@
 #define PRUNE_BATCH 500
 /* Queued outcomes that wake the writer by themselves. */
 #define OPS_WAKE 256
+/* WAL pages that start a checkpoint on the checkpoint thread, and the WAL
+ * size past which the writer stops to checkpoint itself (the checkpoint
+ * thread could not catch up, and the WAL must not grow without bound). */
+#define CHECKPOINT_PAGES 1000
+#define CHECKPOINT_FORCE_PAGES 16000
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -122,6 +127,20 @@ struct spool {
   atomic_int_fast64_t oldest_pending_ms;
   atomic_int disk_low;
   atomic_int failing; /* the last commit failed */
+
+  /* Checkpoints copy the WAL into the database file (and fsync it). Run
+   * inside a commit, as SQLite's automatic checkpoint does, they held every
+   * waiting request for that long; here they run on a thread and a
+   * connection of their own, and commits go on meanwhile. */
+  int sync;
+  sqlite3 *ckpt_db;
+  pthread_t ckpt;
+  int ckpt_started;
+  pthread_mutex_t ckpt_mu;
+  pthread_cond_t ckpt_cv;
+  int ckpt_due, ckpt_stop;
+  atomic_int wal_pages;
+  atomic_uint_fast64_t checkpoints;
 };
 
 static int64_t *req_ids(store_req *r) {
@@ -242,6 +261,10 @@ static int prepare(spool *sp, char *err, size_t errlen) {
   return 0;
 }
 
+static const char *const sync_pragma[] = {"PRAGMA synchronous = FULL",
+                                          "PRAGMA synchronous = NORMAL",
+                                          "PRAGMA synchronous = OFF"};
+
 static void on_async(uv_async_t *h);
 static void *writer_main(void *arg);
 
@@ -272,9 +295,9 @@ spool *spool_open(const config *cfg, uv_loop_t *loop, spool_sink_fn sink, void *
   }
   pthread_mutex_init(&sp->mu, NULL);
   pthread_cond_init(&sp->cv, NULL);
-  static const char *const sync_pragma[] = {"PRAGMA synchronous = FULL",
-                                            "PRAGMA synchronous = NORMAL",
-                                            "PRAGMA synchronous = OFF"};
+  pthread_mutex_init(&sp->ckpt_mu, NULL);
+  pthread_cond_init(&sp->ckpt_cv, NULL);
+  sp->sync = cfg->sync;
   char why[512] = "";
   if (sqlite3_open_v2(sp->path, &sp->db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
@@ -311,6 +334,92 @@ spool *spool_open(const config *cfg, uv_loop_t *loop, spool_sink_fn sink, void *
   /* The async handle must not keep the loop alive at shutdown. */
   uv_unref((uv_handle_t *)&sp->async);
   return sp;
+}
+
+/* --- checkpoints ------------------------------------------------------------------ */
+
+/* SQLite calls this on the writer's connection after each commit, with the
+ * WAL's length in pages. It replaces the automatic checkpoint. */
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
+  spool *sp = arg;
+  atomic_store(&sp->wal_pages, pages);
+  if (pages >= CHECKPOINT_FORCE_PAGES) {
+    /* The checkpoint thread keeps losing the race with new commits (the
+     * WAL only starts over when a checkpoint has copied all of it): copy
+     * it all here, once, while no commit can add to it. */
+    int log = 0, copied = 0;
+    if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, &log, &copied) ==
+        SQLITE_OK) {
+      atomic_fetch_add(&sp->checkpoints, 1);
+    }
+    return SQLITE_OK;
+  }
+  if (pages >= CHECKPOINT_PAGES) {
+    pthread_mutex_lock(&sp->ckpt_mu);
+    sp->ckpt_due = 1;
+    pthread_cond_signal(&sp->ckpt_cv);
+    pthread_mutex_unlock(&sp->ckpt_mu);
+  }
+  return SQLITE_OK;
+}
+
+static void *checkpoint_main(void *arg) {
+  spool *sp = arg;
+  pthread_mutex_lock(&sp->ckpt_mu);
+  for (;;) {
+    while (!sp->ckpt_due && !sp->ckpt_stop) pthread_cond_wait(&sp->ckpt_cv, &sp->ckpt_mu);
+    if (sp->ckpt_stop) break;
+    sp->ckpt_due = 0;
+    pthread_mutex_unlock(&sp->ckpt_mu);
+    /* PASSIVE: copies what it can without waiting for (or blocking) the
+     * writer. What a commit adds meanwhile is the next checkpoint's. */
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    if (rc == SQLITE_OK) {
+      atomic_fetch_add(&sp->checkpoints, 1);
+    } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+      log_write(LOG_WARN, NULL, "spool: checkpoint failed: %s", sqlite3_errmsg(sp->ckpt_db));
+    }
+    pthread_mutex_lock(&sp->ckpt_mu);
+  }
+  pthread_mutex_unlock(&sp->ckpt_mu);
+  return NULL;
+}
+
+/* Opens the checkpoint thread's connection and starts it. On failure the
+ * writer keeps SQLite's automatic checkpoint: slower answers, nothing lost. */
+static void start_checkpoints(spool *sp) {
+  char why[256] = "";
+  if (sqlite3_open_v2(sp->path, &sp->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+      SQLITE_OK) {
+    snprintf(why, sizeof why, "%s", sp->ckpt_db ? sqlite3_errmsg(sp->ckpt_db) : "out of memory");
+  } else {
+    sqlite3_busy_timeout(sp->ckpt_db, 1000);
+    exec_sql(sp->ckpt_db, sync_pragma[sp->sync], why, sizeof why);
+  }
+  if (!why[0] && pthread_create(&sp->ckpt, NULL, checkpoint_main, sp) != 0) {
+    snprintf(why, sizeof why, "cannot start a thread");
+  }
+  if (why[0]) {
+    log_write(LOG_WARN, NULL, "spool: checkpoints stay on the writer thread: %s", why);
+    sqlite3_close(sp->ckpt_db);
+    sp->ckpt_db = NULL;
+    return;
+  }
+  sp->ckpt_started = 1;
+  sqlite3_wal_hook(sp->db, on_wal_commit, sp);
+}
+
+static void stop_checkpoints(spool *sp) {
+  if (!sp->ckpt_started) return;
+  pthread_mutex_lock(&sp->ckpt_mu);
+  sp->ckpt_stop = 1;
+  pthread_cond_signal(&sp->ckpt_cv);
+  pthread_mutex_unlock(&sp->ckpt_mu);
+  pthread_join(sp->ckpt, NULL);
+  sp->ckpt_started = 0;
+  sqlite3_close(sp->ckpt_db);
+  sp->ckpt_db = NULL;
 }
 
 /* --- recovery and replay --------------------------------------------------------- */
@@ -403,6 +512,7 @@ int64_t spool_recover(spool *sp) {
   n = (int64_t)hand_over(sp, list);
   atomic_store(&sp->pending, (uint64_t)n);
   if (n > 0) log_write(LOG_INFO, NULL, "spool: resuming %lld unfinished deliveries", (long long)n);
+  start_checkpoints(sp);
   if (pthread_create(&sp->writer, NULL, writer_main, sp) != 0) {
     log_write(LOG_ERROR, NULL, "spool: cannot start the writer thread");
     return -1;
@@ -807,6 +917,8 @@ void spool_get_stats(spool *sp, spool_stats *out) {
   out->db_bytes = atomic_load(&sp->db_bytes);
   out->commits = atomic_load(&sp->commits);
   out->commit_errors = atomic_load(&sp->commit_errors);
+  out->checkpoints = atomic_load(&sp->checkpoints);
+  out->wal_pages = atomic_load(&sp->wal_pages);
   out->oldest_pending_ms = atomic_load(&sp->oldest_pending_ms);
 }
 
@@ -823,6 +935,7 @@ void spool_stop(spool *sp) {
     pthread_join(sp->writer, NULL);
     sp->writer_started = 0;
   }
+  stop_checkpoints(sp);
   pthread_mutex_lock(&sp->mu);
   sp->closed = 1;
   pthread_mutex_unlock(&sp->mu);
@@ -855,6 +968,8 @@ void spool_close(spool *sp) {
   free(sp->data_dir);
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
+  pthread_mutex_destroy(&sp->ckpt_mu);
+  pthread_cond_destroy(&sp->ckpt_cv);
   if (sp->async.loop != NULL) {
     uv_close((uv_handle_t *)&sp->async, on_async_closed);
   } else {

@@ -85,6 +85,8 @@ typedef struct spool_stats {
   uint64_t db_bytes;     /* size of spool.db and its WAL */
   uint64_t commits;      /* transactions committed */
   uint64_t commit_errors;
+  uint64_t checkpoints;   /* WAL checkpoints completed */
+  int wal_pages;          /* WAL length after the last commit */
   int64_t oldest_pending_ms; /* accept time of the oldest unfinished delivery, 0 if none */
 } spool_stats;
 void spool_get_stats(spool *sp, spool_stats *out);

@@ -426,3 +426,49 @@ def test_more_events_than_the_dedup_cache_holds(daemon_factory, tmp_path):
     db = sqlite3.connect(tmp_path / "var" / "spool.db")
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 4601
     db.close()
+
+
+def test_checkpoints_run_beside_the_writer(daemon_factory, tmp_path):
+    """The WAL is copied into spool.db by the checkpoint thread while events
+    keep coming: checkpoints are counted, the WAL starts over instead of
+    growing with every event, and everything stored is in the database."""
+    from conftest import http_request
+    admin = free_port()
+    d = daemon_factory(base_config(tmp_path, [], [], spool={"sync": "normal"},
+                                   log={"level": "warn"}, admin_listen=f"127.0.0.1:{admin}"))
+    n = 6000  # ~1.7 KiB each: several times the 1,000-page checkpoint threshold
+
+    def client(c):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+        got = []
+        for i in range(c, n, 8):
+            body = meeting_event(f"ck-{i}", f"m{i}")
+            conn.request("POST", "/webhooks/cirrus", body,
+                         {"X-Signature": sign(body), "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            got.append(r.status)
+        conn.close()
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [s for f in [pool.submit(client, c) for c in range(8)] for s in f.result()]
+    assert statuses == [200] * n
+
+    def metric(name):
+        body = http_request(admin, "GET", "/metrics")[2].decode()
+        return int(float(next(line.split()[1] for line in body.splitlines()
+                               if line.startswith(name + " "))))
+
+    wait_until(lambda: metric("hookd_spool_checkpoints_total") >= 2, 20,
+               what="checkpoints by the checkpoint thread")
+    # 6,000 events wrote well over 2,000 WAL pages; the WAL started over
+    assert metric("hookd_spool_wal_pages") < 2000
+    db_path = tmp_path / "var" / "spool.db"
+    assert db_path.stat().st_size > 4 * 1024 * 1024  # the events reached the database file
+    db = sqlite3.connect(db_path)
+    assert db.execute("SELECT count(*) FROM events").fetchone()[0] == n
+    db.close()
+    d.stop()
+    assert integrity(tmp_path) == "ok"
