@@ -76,9 +76,17 @@ typedef struct store_req {
 
 typedef enum { OP_DONE, OP_RETRY, OP_DEAD } op_kind;
 
+/* What a finished delivery means for its event's done mark. */
+typedef enum {
+  EV_ASK,  /* the database says whether every delivery of the event is done */
+  EV_DONE, /* the last one of a fresh event, and none went dead */
+  EV_OPEN  /* others of the same fresh event are still running */
+} ev_mark;
+
 /* One delivery outcome waiting to be written. */
 typedef struct op {
   op_kind kind;
+  ev_mark mark;
   int64_t delivery_id;
   int64_t seq;
   uint32_t attempt;
@@ -104,7 +112,8 @@ struct spool {
   void *sink_data;
   char *path;
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
-  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *event_done;
+  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *event_done, *event_done_now, *begin,
+      *commit;
 
   pthread_t writer;
   int writer_started;
@@ -250,6 +259,10 @@ static int prepare(spool *sp, char *err, size_t errlen) {
       {&sp->event_done,
        "UPDATE events SET done_ms = ?2 WHERE seq = ?1 AND NOT EXISTS "
        "(SELECT 1 FROM deliveries WHERE seq = ?1 AND state <> 1)"},
+      /* The worker knew it finished the event's last delivery. */
+      {&sp->event_done_now, "UPDATE events SET done_ms = ?2 WHERE seq = ?1"},
+      {&sp->begin, "BEGIN IMMEDIATE"},
+      {&sp->commit, "COMMIT"},
   };
   for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
     if (sqlite3_prepare_v3(sp->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, stmts[i].st,
@@ -582,8 +595,8 @@ static int write_op(spool *sp, const op *o, int64_t now) {
   int rc = sqlite3_step(st);
   sqlite3_reset(st);
   if (rc != SQLITE_DONE) return -1;
-  if (o->kind == OP_DONE) {
-    st = sp->event_done;
+  if (o->kind == OP_DONE && o->mark != EV_OPEN) {
+    st = o->mark == EV_DONE ? sp->event_done_now : sp->event_done;
     sqlite3_bind_int64(st, 1, o->seq);
     sqlite3_bind_int64(st, 2, now);
     rc = sqlite3_step(st);
@@ -596,14 +609,18 @@ static int write_op(spool *sp, const op *o, int64_t now) {
 /* Writes one batch in one transaction. Returns 0, or -1 after rolling back. */
 static int write_batch(spool *sp, store_req *stores, op *ops) {
   int64_t now = now_ms();
-  if (sqlite3_exec(sp->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) goto fail;
+  int rc = sqlite3_step(sp->begin);
+  sqlite3_reset(sp->begin);
+  if (rc != SQLITE_DONE) goto fail;
   for (store_req *r = stores; r; r = r->next) {
     if (write_store(sp, r, now) != 0) goto fail;
   }
   for (op *o = ops; o; o = o->next) {
     if (write_op(sp, o, now) != 0) goto fail;
   }
-  if (sqlite3_exec(sp->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) goto fail;
+  rc = sqlite3_step(sp->commit);
+  sqlite3_reset(sp->commit);
+  if (rc != SQLITE_DONE) goto fail;
   atomic_fetch_add(&sp->commits, 1);
   atomic_store(&sp->failing, 0);
   return 0;
@@ -818,6 +835,9 @@ static void on_async(uv_async_t *h) {
         ds[nd++] = d;
       }
       atomic_fetch_add(&sp->pending, nd);
+      /* Before the deliveries reach a worker. */
+      atomic_store(&r->ev->open, (unsigned)nd);
+      atomic_store(&r->ev->fresh, nd == r->n);
     }
     if (r->status != SPOOL_EIO) remember(sp, r->ev->source, r->ev->id);
     r->stored(r->data, r->status, ds, nd);
@@ -861,6 +881,15 @@ int spool_store(spool *sp, event *ev, const size_t *instances, const char *const
 }
 
 static void push_op(spool *sp, op_kind kind, const delivery *d, const char *error) {
+  ev_mark mark = EV_ASK;
+  event *ev = d->ev;
+  if (kind != OP_RETRY && atomic_load(&ev->fresh)) {
+    if (kind == OP_DEAD) atomic_store(&ev->had_dead, 1);
+    unsigned left = atomic_fetch_sub(&ev->open, 1) - 1;
+    /* An event with a dead letter is not done (until a replay, which loads
+     * it afresh and asks the database). */
+    mark = left == 0 && !atomic_load(&ev->had_dead) ? EV_DONE : EV_OPEN;
+  }
   size_t el = error ? strlen(error) : 0;
   op *o = malloc(sizeof *o + el + 1);
   if (o == NULL) {
@@ -869,6 +898,7 @@ static void push_op(spool *sp, op_kind kind, const delivery *d, const char *erro
     return;
   }
   o->kind = kind;
+  o->mark = mark;
   o->delivery_id = (int64_t)d->spool_id;
   o->seq = (int64_t)d->ev->seq;
   o->attempt = d->attempt;
@@ -943,6 +973,10 @@ void spool_stop(spool *sp) {
   sqlite3_finalize(sp->ins_delivery);
   sqlite3_finalize(sp->upd_delivery);
   sqlite3_finalize(sp->event_done);
+  sqlite3_finalize(sp->event_done_now);
+  sqlite3_finalize(sp->begin);
+  sqlite3_finalize(sp->commit);
+  sp->event_done_now = sp->begin = sp->commit = NULL;
   sp->ins_event = sp->ins_delivery = sp->upd_delivery = sp->event_done = NULL;
   if (sp->db) sqlite3_close(sp->db);
   sp->db = NULL;

@@ -472,3 +472,46 @@ def test_checkpoints_run_beside_the_writer(daemon_factory, tmp_path):
     db.close()
     d.stop()
     assert integrity(tmp_path) == "ok"
+
+
+def test_event_is_done_only_when_every_delivery_is(tmp_path):
+    """An event for two instances is marked done (and so pruned later) only
+    after both delivered; one dead letter keeps it, and after the dead
+    letter is replayed and delivered it is done too."""
+    ok_out, bad_out = tmp_path / "ok.txt", tmp_path / "bad.txt"
+    plugins = [{"name": "ok", "module": "test_plugin",
+                "config": {"out": str(ok_out), "result": "ok"}},
+               {"name": "bad", "module": "test_plugin",
+                "config": {"out": str(bad_out), "result": "fail"}}]
+    cfg = base_config(tmp_path, plugins,
+                      [{"events": ["scheduling.smartscheduler.scheduled"], "to": ["ok", "bad"]},
+                       {"events": ["scheduling.smartscheduler.canceled"], "to": ["ok"]},
+                       {"events": ["scheduling.smartscheduler.canceled"], "to": ["ok"]}],
+                      spool={"sync": "normal"})
+    d = start(tmp_path, cfg)
+    assert send_event(d, meeting_event("two-targets", "m1", "scheduled")) == 200
+    assert send_event(d, meeting_event("one-target", "m2", "canceled")) == 200
+    d.wait_for_log(r"failed for good.*two-targets")
+    db = sqlite3.connect(tmp_path / "var" / "spool.db")
+
+    def done(event_id):
+        return db.execute("SELECT done_ms IS NOT NULL FROM events WHERE event_id = ?",
+                          (event_id,)).fetchone()[0] == 1
+
+    wait_until(lambda: done("one-target"), what="the event with one delivery marked done")
+    wait_until(lambda: db.execute("SELECT count(*) FROM deliveries WHERE state = 1")
+               .fetchone()[0] == 2, what="both ok deliveries written")
+    assert not done("two-targets")  # 'bad' is a dead letter
+    assert ok_out.read_text().count("two-targets") == 1
+    # the dead letter replayed, now succeeding: the event is done
+    assert d.stop() == 0
+    cfg["plugins"][1]["config"]["result"] = "ok"
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(cfg))
+    assert "1 dead letter(s)" in dlq(path, "replay", "--all").stdout
+    d = start(tmp_path, cfg)
+    wait_until(lambda: done("two-targets"), what="the replayed event marked done")
+    assert ok_out.read_text().count("two-targets") == 1  # 'ok' was not delivered again
+    assert bad_out.read_text().count("two-targets") == 2
+    db.close()
+    assert d.stop() == 0
