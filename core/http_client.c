@@ -7,7 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include <curl/curl.h>
+#include "curl_lazy.h"
 
 /*
  * Policy, beyond the mapping in http_client.h:
@@ -24,6 +24,9 @@
  *   - Retry-After (seconds or HTTP-date) is honoured up to one day.
  *   - Proxies come from the environment (http_proxy, https_proxy, no_proxy),
  *     as libcurl does by default.
+ *   - libcurl is loaded at the first request (curl_lazy.h), not at start-up.
+ *     When it cannot be loaded the request is a FAIL naming the reason: the
+ *     process does not try again, so waiting would not repair it.
  */
 
 #ifndef HOOKD_VERSION
@@ -119,24 +122,31 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
 }
 
 int http_client_global_init(void) {
-  return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+  return curl_lazy() ? 0 : -1;
 }
 
 void http_client_global_cleanup(void) {
-  curl_global_cleanup();
+  curl_lazy_cleanup();
+}
+
+const char *http_client_libcurl_version(void) {
+  const curl_fns *cu = curl_lazy();
+  return cu ? cu->version_info(CURLVERSION_NOW)->version : NULL;
 }
 
 void http_client_thread_cleanup(void) {
+  /* A thread that never sent a request has no handle, and libcurl may never
+   * have been loaded: only a thread with a handle asks for the table. */
   if (tl_curl) {
-    curl_easy_cleanup(tl_curl);
+    curl_lazy()->easy_cleanup(tl_curl);
     tl_curl = NULL;
   }
 }
 
 /* The calling thread's handle, created on first use. Every request resets
  * it when done, so it starts with default options. */
-static CURL *thread_handle(void) {
-  if (!tl_curl) tl_curl = curl_easy_init();
+static CURL *thread_handle(const curl_fns *cu) {
+  if (!tl_curl) tl_curl = cu->easy_init();
   return tl_curl;
 }
 
@@ -160,13 +170,17 @@ int64_t http_client_retry_after_ms(const char *value, time_t now) {
   }
 
   /* An HTTP-date: curl_getdate() reads IMF-fixdate and the two obsolete
-   * forms. It also takes looser text, so insist on a weekday-like start. */
+   * forms. It also takes looser text, so insist on a weekday-like start.
+   * Without libcurl the date counts as unparsable; answers only come through
+   * libcurl anyway. */
   if (!isalpha((unsigned char)value[0])) return -1;
   char tmp[64];
   if (n >= sizeof tmp) return -1;
+  const curl_fns *cu = curl_lazy();
+  if (!cu) return -1;
   memcpy(tmp, value, n);
   tmp[n] = '\0';
-  time_t t = curl_getdate(tmp, NULL);
+  time_t t = cu->getdate(tmp, NULL);
   if (t == (time_t)-1) return -1;
   if (t <= now) return 0;
   int64_t d = (int64_t)(t - now);
@@ -202,8 +216,8 @@ static int has_header(const hookd_http_request *req, const char *name) {
 }
 
 /* Appends a header line; returns 1 when out of memory (the list is kept). */
-static int add_header(struct curl_slist **list, const char *line) {
-  struct curl_slist *l = curl_slist_append(*list, line);
+static int add_header(const curl_fns *cu, struct curl_slist **list, const char *line) {
+  struct curl_slist *l = cu->slist_append(*list, line);
   if (!l) return 1;
   *list = l;
   return 0;
@@ -216,28 +230,29 @@ static hookd_result fail(hookd_outcome *o, const char *msg) {
 
 /* Sets the method and the body. POSTFIELDS does not copy: req->body stays
  * valid for the whole call. */
-static void set_method(CURL *h, const hookd_http_request *req) {
+static void set_method(const curl_fns *cu, CURL *h, const hookd_http_request *req) {
   const char *m = req->method ? req->method : "POST";
   const char *body = req->body ? req->body : "";
   int has_body = req->body != NULL;
   if (strcmp(m, "GET") == 0 && !has_body) {
-    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    cu->easy_setopt(h, CURLOPT_HTTPGET, 1L);
     return;
   }
   if (strcmp(m, "HEAD") == 0) {
-    curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    cu->easy_setopt(h, CURLOPT_NOBODY, 1L);
     return;
   }
   /* DELETE (and GET) without a body send no Content-Length; every other
    * method sends its body, an empty one as Content-Length: 0. */
   if (has_body || (strcmp(m, "DELETE") != 0 && strcmp(m, "GET") != 0)) {
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    cu->easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    cu->easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
   }
-  if (strcmp(m, "POST") != 0) curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
+  if (strcmp(m, "POST") != 0) cu->easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 }
 
-static hookd_result map_answer(CURL *h, long status, const capture *c, hookd_outcome *o) {
+static hookd_result map_answer(const curl_fns *cu, CURL *h, long status, const capture *c,
+                               hookd_outcome *o) {
   if (status >= 200 && status <= 299) return HOOKD_OK;
 
   char snip[SNIPPET_MAX + 1];
@@ -247,7 +262,7 @@ static hookd_result map_answer(CURL *h, long status, const capture *c, hookd_out
      * 302) or goes elsewhere is worse than a dead letter that names the new
      * place, so the operator fixes the URL. */
     char *loc = NULL;
-    curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &loc);
+    cu->easy_getinfo(h, CURLINFO_REDIRECT_URL, &loc);
     snprintf(o->message, sizeof o->message, "HTTP %ld: redirect to %s not followed", status,
              loc ? loc : "(no Location)");
     return HOOKD_FAIL;
@@ -288,7 +303,13 @@ hookd_result http_client_perform(const hookd_http_request *req, hookd_http_respo
       return fail(outcome, "invalid HTTP request header (empty, or contains CR or LF)");
   }
 
-  CURL *h = thread_handle();
+  const curl_fns *cu = curl_lazy();
+  if (!cu) {
+    snprintf(outcome->message, sizeof outcome->message, "outbound HTTP unavailable: %s",
+             curl_lazy_error());
+    return HOOKD_FAIL;
+  }
+  CURL *h = thread_handle(cu);
   if (!h) {
     snprintf(outcome->message, sizeof outcome->message, "curl_easy_init failed");
     return HOOKD_RETRY;
@@ -300,64 +321,64 @@ hookd_result http_client_perform(const hookd_http_request *req, hookd_http_respo
   hookd_result result;
   int oom = 0;
 
-  for (size_t i = 0; i < req->n_headers; i++) oom |= add_header(&hdrs, req->headers[i]);
+  for (size_t i = 0; i < req->n_headers; i++) oom |= add_header(cu, &hdrs, req->headers[i]);
   /* libcurl would add "Content-Type: application/x-www-form-urlencoded" to a
    * body the plugin did not label, and "Expect: 100-continue" (an extra round
    * trip) to a big one; "Name:" with no value removes a header. */
-  if (!has_header(req, "Content-Type")) oom |= add_header(&hdrs, "Content-Type:");
-  if (!has_header(req, "Expect")) oom |= add_header(&hdrs, "Expect:");
+  if (!has_header(req, "Content-Type")) oom |= add_header(cu, &hdrs, "Content-Type:");
+  if (!has_header(req, "Expect")) oom |= add_header(cu, &hdrs, "Expect:");
   if (oom) {
-    curl_slist_free_all(hdrs);
+    cu->slist_free_all(hdrs);
     snprintf(outcome->message, sizeof outcome->message, "out of memory");
     return HOOKD_RETRY;
   }
 
-  curl_easy_setopt(h, CURLOPT_URL, req->url);
+  cu->easy_setopt(h, CURLOPT_URL, req->url);
 #if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  cu->easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  cu->easy_setopt(h, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(
+  cu->easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  cu->easy_setopt(
       h, CURLOPT_CONNECTTIMEOUT_MS,
       (long)(req->connect_timeout_ms ? req->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS));
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
-                   (long)(req->timeout_ms ? req->timeout_ms : DEFAULT_TIMEOUT_MS));
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (req->ca_file && *req->ca_file) curl_easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(h, CURLOPT_USERAGENT, "hookd/" HOOKD_VERSION);
-  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &c);
-  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(h, CURLOPT_HEADERDATA, &c);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-  set_method(h, req);
+  cu->easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                  (long)(req->timeout_ms ? req->timeout_ms : DEFAULT_TIMEOUT_MS));
+  cu->easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+  cu->easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (req->ca_file && *req->ca_file) cu->easy_setopt(h, CURLOPT_CAINFO, req->ca_file);
+  cu->easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  cu->easy_setopt(h, CURLOPT_USERAGENT, "hookd/" HOOKD_VERSION);
+  cu->easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  cu->easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  cu->easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  cu->easy_setopt(h, CURLOPT_WRITEDATA, &c);
+  cu->easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  cu->easy_setopt(h, CURLOPT_HEADERDATA, &c);
+  cu->easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+  set_method(cu, h, req);
   /* Proxies: libcurl reads http_proxy / https_proxy / no_proxy from the
    * environment by default, and curl_easy_reset() keeps it that way. */
 
-  CURLcode rc = curl_easy_perform(h);
+  CURLcode rc = cu->easy_perform(h);
   long status = 0;
-  if (rc == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  if (rc == CURLE_OK) cu->easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 
   if (rc != CURLE_OK) {
     snprintf(outcome->message, sizeof outcome->message, "%s",
-             errbuf[0] ? errbuf : curl_easy_strerror(rc));
+             errbuf[0] ? errbuf : cu->easy_strerror(rc));
     result = curl_error_is_permanent(rc) ? HOOKD_FAIL : HOOKD_RETRY;
     /* A transfer that broke after the status line is still a network error:
      * report no status, and keep what was captured for the curious. */
   } else {
-    result = map_answer(h, status, &c, outcome);
+    result = map_answer(cu, h, status, &c, outcome);
   }
 
-  curl_slist_free_all(hdrs);
+  cu->slist_free_all(hdrs);
   /* Drop the handle's pointers to this call's buffers and header list now,
    * not at the next reset. */
-  curl_easy_reset(h);
+  cu->easy_reset(h);
 
   if (resp && buf_finish(&c.body) == 0 && buf_finish(&c.headers) == 0) {
     resp->status = status;

@@ -6,10 +6,20 @@
 #include <time.h>
 #include "hookd/plugin.h"
 
-/* Once per process, on the main thread, before any worker starts / after all
- * have stopped. Returns 0 or -1. */
+/* libcurl is loaded (dlopen) and initialised at the first request, not at
+ * start-up: most of the daemon's idle memory would otherwise be libcurl and
+ * the TLS, SSH, LDAP and Kerberos libraries it pulls in, for configs whose
+ * plugins never send HTTP. */
+
+/* Loads libcurl now rather than at the first request; optional. Any thread,
+ * any number of times. Returns 0, or -1 when it cannot be loaded (logged). */
 int http_client_global_init(void);
+/* Once per process, after every worker has stopped; does nothing when
+ * libcurl was never loaded. */
 void http_client_global_cleanup(void);
+
+/* The libcurl version, loading it if needed; NULL when it cannot be loaded. */
+const char *http_client_libcurl_version(void);
 
 /* Frees the calling thread's cached curl handle; worker threads call it
  * before they exit. */

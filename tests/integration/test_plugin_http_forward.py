@@ -192,3 +192,21 @@ def test_check_rejects_bad_config(tmp_path, cfg, needle):
 def test_readme_config_is_accepted(tmp_path):
     check_readme_config("http_forward", tmp_path, env={"CIRRUS_SIGNING_KEY": "k",
                                                        "FORWARD_SECRET": SECRET})
+
+
+def maps_libcurl(d):
+    with open(f"/proc/{d.proc.pid}/maps") as f:
+        return [line for line in f.read().splitlines()
+                if line.rsplit("/", 1)[-1].startswith("libcurl.so")]
+
+
+def test_libcurl_is_loaded_at_the_first_request_only(daemon_factory, fake_server):
+    """libcurl (and the TLS, SSH, LDAP and Kerberos libraries it pulls in,
+    ~4 MiB resident) is mapped only when a plugin first sends HTTP."""
+    rx = fake_server(receiver(SECRET))
+    d = daemon_factory(fwd_config({"url": rx.url("/in"), "secret": SECRET}))
+    assert not maps_libcurl(d)
+    assert send_event(d, event()) == 200
+    delivered(d, "scheduling.smartscheduler.scheduled")
+    assert maps_libcurl(d)
+    assert len(rx.got()) == 1
