@@ -149,6 +149,7 @@ struct spool {
   pthread_cond_t ckpt_cv;
   int ckpt_due, ckpt_stop;
   atomic_int wal_pages;
+  int wal_asked; /* WAL length when a checkpoint was last asked for (writer only) */
   atomic_uint_fast64_t checkpoints;
 };
 
@@ -367,7 +368,12 @@ static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
     }
     return SQLITE_OK;
   }
-  if (pages >= CHECKPOINT_PAGES) {
+  /* Once per CHECKPOINT_PAGES of new WAL, not after every commit: the WAL
+   * stays long until the writer starts it over, and a checkpoint with
+   * nothing to copy still syncs, competing with the commits' own syncs. */
+  if (pages < sp->wal_asked) sp->wal_asked = 0; /* the WAL started over */
+  if (pages - sp->wal_asked >= CHECKPOINT_PAGES) {
+    sp->wal_asked = pages;
     pthread_mutex_lock(&sp->ckpt_mu);
     sp->ckpt_due = 1;
     pthread_cond_signal(&sp->ckpt_cv);

@@ -180,7 +180,7 @@ rss_cases() {
   hb idle -b "$OUT/body.json" -c "$IDLE_CONNS" -d 50 >"$OUT/idle.out" &
   HB_PID=$!
   for _ in $(seq 1 400); do grep -q ready "$OUT/idle.out" 2>/dev/null && break; sleep 0.1; done
-  sleep 1
+  sleep 3  # connections idle past TRIM_MS (1 s) give their buffers back
   R[rss_conns]=$(rss_kib "$HOOKD_PID")
   R[rss_per_conn]=$(awk -v a="$base" -v b="${R[rss_conns]}" -v n="$IDLE_CONNS" 'BEGIN {printf "%.2f", (b - a) / n}')
   echo "rss: example ${R[rss_example]} KiB, bench idle $base KiB, with $IDLE_CONNS conns ${R[rss_conns]} KiB ($(cat "$OUT/idle.out" | head -1))" >&2
