@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -169,6 +170,18 @@ static int exec_sql(sqlite3 *db, const char *sql, char *err, size_t errlen) {
   return 0;
 }
 
+/* Busy handler of both connections: they wait for each other only for a
+ * commit or the tail of a checkpoint, a millisecond or so, so poll every
+ * 100 us (SQLite's own handler sleeps 1, 2, 5, 10... ms, far past the
+ * moment the lock is free). Gives up after 5 s. */
+static int short_waits(void *arg, int n) {
+  (void)arg;
+  if (n >= 50000) return 0;
+  struct timespec ts = {0, 100 * 1000};
+  nanosleep(&ts, NULL);
+  return 1;
+}
+
 static uint64_t hash_key(const char *a, const char *b) {
   uint64_t h = 1469598103934665603ull;
   for (const unsigned char *p = (const unsigned char *)a; *p; p++) h = (h ^ *p) * 1099511628211ull;
@@ -318,7 +331,7 @@ spool *spool_open(const config *cfg, uv_loop_t *loop, spool_sink_fn sink, void *
                       NULL) != SQLITE_OK) {
     snprintf(why, sizeof why, "%s", sp->db ? sqlite3_errmsg(sp->db) : "out of memory");
   } else {
-    sqlite3_busy_timeout(sp->db, 5000);
+    sqlite3_busy_handler(sp->db, short_waits, NULL);
     sqlite3_stmt *st = NULL;
     /* journal_mode answers with the mode it got: a read-only directory
      * cannot give WAL, and that must not pass silently. */
@@ -390,10 +403,16 @@ static void *checkpoint_main(void *arg) {
     if (sp->ckpt_stop) break;
     sp->ckpt_due = 0;
     pthread_mutex_unlock(&sp->ckpt_mu);
-    /* PASSIVE: copies what it can without waiting for (or blocking) the
-     * writer. What a commit adds meanwhile is the next checkpoint's. */
+    /* PASSIVE copies the bulk without waiting for (or blocking) the writer.
+     * The WAL only starts over when a checkpoint has copied all of it, and
+     * commits go on meanwhile, so FULL then waits for a gap between two
+     * commits and copies the few pages they added, holding the writer off
+     * for just that long; the next commit starts the WAL over. */
     int log = 0, copied = 0;
     int rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_FULL, &log, &copied);
+    }
     if (rc == SQLITE_OK) {
       atomic_fetch_add(&sp->checkpoints, 1);
     } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
@@ -413,7 +432,7 @@ static void start_checkpoints(spool *sp) {
       SQLITE_OK) {
     snprintf(why, sizeof why, "%s", sp->ckpt_db ? sqlite3_errmsg(sp->ckpt_db) : "out of memory");
   } else {
-    sqlite3_busy_timeout(sp->ckpt_db, 1000);
+    sqlite3_busy_handler(sp->ckpt_db, short_waits, NULL);
     exec_sql(sp->ckpt_db, sync_pragma[sp->sync], why, sizeof why);
   }
   if (!why[0] && pthread_create(&sp->ckpt, NULL, checkpoint_main, sp) != 0) {
