@@ -13,10 +13,12 @@ struct dlq {
   char error[256];
 };
 
+/* "state <> 1" beside every test on state lets SQLite use the partial index
+ * deliveries_open (unfinished deliveries only; see spool.c). */
 static const char select_cols[] =
     "SELECT d.id, e.source, e.event_id, e.type, d.instance, coalesce(d.last_error, ''), "
     "d.attempt, e.received_ms, d.updated_ms, e.body FROM deliveries d JOIN events e "
-    "ON e.seq = d.seq WHERE d.state = 2";
+    "ON e.seq = d.seq WHERE d.state = 2 AND d.state <> 1";
 
 static int64_t now_ms_(void) {
   struct timespec ts;
@@ -176,9 +178,9 @@ int64_t dlq_replay(dlq *q, int64_t id) {
   /* State 3 ("replay") is picked up by a running hookd within a second and
    * treated as pending by the next start. */
   const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, attempt = 0, next_ms = ?2, "
-                             "updated_ms = ?2 WHERE state = 2 AND id = ?1"
+                             "updated_ms = ?2 WHERE state = 2 AND state <> 1 AND id = ?1"
                            : "UPDATE deliveries SET state = 3, attempt = 0, next_ms = ?2, "
-                             "updated_ms = ?2 WHERE state = 2";
+                             "updated_ms = ?2 WHERE state = 2 AND state <> 1";
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) return fail(q);
   if (id > 0) sqlite3_bind_int64(s, 1, id);

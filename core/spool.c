@@ -58,7 +58,12 @@ static const char schema_sql[] =
     " id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
     " last_error TEXT, updated_ms INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, seq);"
+    /* Unfinished deliveries only: a done one (nearly all of them) leaves the
+     * index instead of moving to another part of it, one page write less per
+     * commit. Queries by state say `state <> 1` so that SQLite may use it.
+     * (Spools made before this had deliveries_state over every row.) */
+    "DROP INDEX IF EXISTS deliveries_state;"
+    "CREATE INDEX IF NOT EXISTS deliveries_open ON deliveries(state, seq) WHERE state <> 1;"
     "CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);"
     "CREATE INDEX IF NOT EXISTS events_done ON events(done_ms) WHERE done_ms IS NOT NULL;";
 
@@ -470,7 +475,7 @@ static delivery *load_deliveries(spool *sp, int state, int64_t *count) {
   const char *sql =
       "SELECT d.id, d.instance, d.attempt, d.next_ms, e.seq, e.source, e.event_id, e.type, "
       "e.order_key, e.content_type, e.received_ms, e.body FROM deliveries d JOIN events e "
-      "ON e.seq = d.seq WHERE d.state = ?1 ORDER BY e.seq, d.id";
+      "ON e.seq = d.seq WHERE d.state = ?1 AND d.state <> 1 ORDER BY e.seq, d.id";
   *count = 0;
   if (sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL) != SQLITE_OK) {
     log_write(LOG_ERROR, NULL, "spool: %s", sqlite3_errmsg(sp->db));
@@ -541,7 +546,7 @@ static uint64_t hand_over(spool *sp, delivery *list) {
 int64_t spool_recover(spool *sp) {
   char err[256];
   /* Replays asked for while hookd was stopped are pending like the rest. */
-  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3", err, sizeof err) != 0) {
+  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3 AND state <> 1", err, sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "spool: %s", err);
   }
   int64_t n;
@@ -667,12 +672,12 @@ static int64_t query_int(sqlite3 *db, const char *sql) {
 }
 
 static void count_stats(spool *sp) {
-  atomic_store(&sp->dead, (uint64_t)query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 2"));
+  atomic_store(&sp->dead, (uint64_t)query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 2 AND state <> 1"));
   atomic_store(&sp->oldest_pending_ms,
                query_int(sp->db,
                          /* accept order is seq order: the index finds the oldest at once */
                          "SELECT coalesce((SELECT received_ms FROM events WHERE seq = "
-                         "(SELECT min(seq) FROM deliveries WHERE state = 0)), 0)"));
+                         "(SELECT min(seq) FROM deliveries WHERE state = 0 AND state <> 1)), 0)"));
   uint64_t bytes = 0;
   struct stat stb;
   char wal[4200];
@@ -725,12 +730,12 @@ static void prune(spool *sp) {
 
 /* Picks up dead letters that `hookd dlq replay` sent back. */
 static void pick_up_replays(spool *sp) {
-  if (query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 3") == 0) return;
+  if (query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 3 AND state <> 1") == 0) return;
   int64_t n;
   delivery *list = load_deliveries(sp, ST_REPLAY, &n);
   if (n <= 0) return;
   char err[256];
-  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3", err, sizeof err) != 0) {
+  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3 AND state <> 1", err, sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "spool: replay: %s", err);
     while (list) {
       delivery *next = list->next;

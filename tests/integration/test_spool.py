@@ -515,3 +515,52 @@ def test_event_is_done_only_when_every_delivery_is(tmp_path):
     assert bad_out.read_text().count("two-targets") == 2
     db.close()
     assert d.stop() == 0
+
+
+def test_spool_from_before_the_partial_index_is_upgraded(tmp_path):
+    """A spool written by an earlier hookd (index deliveries_state over every
+    delivery) opens with the partial index instead, and what it held as
+    pending and dead is still found through it."""
+    var = tmp_path / "var"
+    var.mkdir()
+    db = sqlite3.connect(var / "spool.db")
+    db.executescript("""
+        PRAGMA journal_mode = WAL;
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES('schema_version', '1');
+        CREATE TABLE events(seq INTEGER PRIMARY KEY, source TEXT NOT NULL,
+          event_id TEXT NOT NULL, type TEXT NOT NULL, order_key TEXT,
+          content_type TEXT NOT NULL, received_ms INTEGER NOT NULL, body BLOB NOT NULL,
+          done_ms INTEGER, UNIQUE(source, event_id));
+        CREATE TABLE deliveries(id INTEGER PRIMARY KEY, seq INTEGER NOT NULL,
+          instance TEXT NOT NULL, state INTEGER NOT NULL, attempt INTEGER NOT NULL,
+          next_ms INTEGER NOT NULL, last_error TEXT, updated_ms INTEGER NOT NULL);
+        CREATE INDEX deliveries_state ON deliveries(state, seq);
+        CREATE INDEX deliveries_seq ON deliveries(seq);
+        CREATE INDEX events_done ON events(done_ms) WHERE done_ms IS NOT NULL;
+    """)
+    for seq, (eid, state) in enumerate([("old-done", 1), ("old-pending", 0), ("old-dead", 2)], 1):
+        body = meeting_event(eid, f"m{seq}").decode()
+        db.execute("INSERT INTO events VALUES(?, 'cirrus', ?, "
+                   "'scheduling.smartscheduler.rescheduled', ?, 'application/json', 1, ?, ?)",
+                   (seq, eid, f"m{seq}", body, 2 if state == 1 else None))
+        db.execute("INSERT INTO deliveries VALUES(?, ?, 'audit', ?, 1, 0, ?, 1)",
+                   (seq, seq, state, "boom" if state == 2 else None))
+    db.commit()
+    db.close()
+    out = tmp_path / "events.jsonl"
+    cfg = base_config(tmp_path,
+                      [{"name": "audit", "module": "file_sink", "config": {"path": str(out)}}],
+                      [{"events": ["**"], "to": ["audit"]}])
+    d = start(tmp_path, cfg)
+    wait_until(lambda: len(read_jsonl(out)) == 1, what="the pending delivery resumed")
+    assert read_jsonl(out)[0]["event_id"] == "old-pending"
+    p = dlq(tmp_path / "d.json", "list")
+    assert p.returncode == 0 and "old-dead" in p.stdout and "old-pending" not in p.stdout
+    assert d.stop() == 0
+    db = sqlite3.connect(var / "spool.db")
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db.close()
+    assert "deliveries_state" not in names and "deliveries_open" in names
+    assert integrity(tmp_path) == "ok"
+    assert len(read_jsonl(out)) == 1  # the done one was not delivered again
