@@ -13,7 +13,9 @@
 # Env: BENCH_SRC (source tree to build, default this one), BENCH_BUILD (build dir, default build-bench), BENCH_PORT (default 28480, admin +10),
 #      SECS (per ingest run, default 5), CONNS (default 32), UNIQ (unique bodies built per run,
 #      default 200000), E2E_N (default 50000), IDLE_CONNS (default 10000), COMPARE (compare.sh),
-#      BENCH_OUT (where configs, logs and profiles go; default a fresh temp dir).
+#      BENCH_OUT (where configs, logs and profiles go; default a fresh temp dir),
+#      REPS (runs per table cell, default 3: the cell is the median run; this
+#      machine's neighbours swing single runs by a third).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -26,6 +28,7 @@ CONNS=${CONNS:-32}
 UNIQ=${UNIQ:-200000}
 E2E_N=${E2E_N:-50000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+REPS=${REPS:-3}
 COMPARE=${COMPARE:-$root/../shared/bench/compare.sh}
 KEY=bench-signing-key
 PAYLOAD=$root/examples/payloads/scheduling.smartscheduler.scheduled.json
@@ -109,6 +112,9 @@ stop() {
 
 hb() { "$OUT/hbench" "$1" -p "$PORT" -P /webhooks/cirrus -k "$KEY" "${@:2}"; }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }  # field NAME < hbench line
+# median FIELD < lines: the line whose FIELD is the median of all lines'.
+median() { awk -v f="$1" '{for (i = 1; i <= NF; i++) if (index($i, f "=") == 1) v = substr($i, length(f) + 2); k[NR] = v + 0; l[NR] = $0}
+  END {for (i = 1; i <= NR; i++) {r = 0; for (j = 1; j <= NR; j++) if (k[j] < k[i] || (k[j] == k[i] && j < i)) r++; if (r == int((NR - 1) / 2)) print l[i]}}'; }
 delivered() {
   curl -fs "http://127.0.0.1:$APORT/metrics" |
     awk '/^hookd_deliveries_total\{.*instance="noop".*outcome="delivered"/ {print $2}'
@@ -118,49 +124,65 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 declare -A R
 ingest_cases() {
   local sync line
+  local r u r64
   for sync in off normal full; do
-    start "$(config "$sync" "ingest-$sync")"
-    hb load -b "$OUT/body.json" -c "$CONNS" -d 1 -n 100000 >/dev/null  # warm-up
-    line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d "$SECS" -n "$UNIQ")
-    echo "ingest unique sync=$sync: $line" >&2; R[uniq_$sync]=$line
-    line=$(hb load -b "$OUT/body.json" -c "$CONNS" -d "$SECS" -n 2000000)
-    echo "ingest repeated sync=$sync: $line" >&2; R[rep_$sync]=$line
-    stop
-  done
-  for sync in full off; do
-    start "$(config "$sync" "big-$sync")"
-    line=$(hb load -b "$OUT/body-64k-uniq.json" -u -c "$CONNS" -d "$SECS" -n 30000)
-    echo "ingest 64KiB unique sync=$sync: $line" >&2; R[big_$sync]=$line
-    stop
+    u=; r=; r64=
+    for _ in $(seq 1 "$REPS"); do
+      start "$(config "$sync" "ingest-$sync")"
+      hb load -b "$OUT/body.json" -c "$CONNS" -d 1 -n 100000 >/dev/null  # warm-up
+      line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d "$SECS" -n "$UNIQ")
+      echo "ingest unique sync=$sync: $line" >&2; u+="$line"$'\n'
+      line=$(hb load -b "$OUT/body.json" -c "$CONNS" -d "$SECS" -n 2000000)
+      echo "ingest repeated sync=$sync: $line" >&2; r+="$line"$'\n'
+      stop
+      [ "$sync" = normal ] && continue
+      start "$(config "$sync" "big-$sync")"
+      line=$(hb load -b "$OUT/body-64k-uniq.json" -u -c "$CONNS" -d "$SECS" -n 30000)
+      echo "ingest 64KiB unique sync=$sync: $line" >&2; r64+="$line"$'\n'
+      stop
+    done
+    R[uniq_$sync]=$(printf '%s' "$u" | median rps)
+    R[rep_$sync]=$(printf '%s' "$r" | median rps)
+    [ "$sync" = normal ] || R[big_$sync]=$(printf '%s' "$r64" | median rps)
   done
 }
 
 e2e_cases() {
-  local sync line t0 t1 n d
+  local sync line t0 t1 n d runs
   for sync in full off; do
-    start "$(config "$sync" "e2e-$sync")"
-    t0=$(date +%s.%N)
-    line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 60 -n "$E2E_N")
-    n=$(echo "$line" | field requests)
-    for _ in $(seq 1 1200); do
-      d=$(delivered); [ "${d:-0}" -ge "$n" ] && break; sleep 0.02
+    runs=
+    for _ in $(seq 1 "$REPS"); do
+      start "$(config "$sync" "e2e-$sync")"
+      t0=$(date +%s.%N)
+      line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 60 -n "$E2E_N")
+      n=$(echo "$line" | field requests)
+      for _ in $(seq 1 1200); do
+        d=$(delivered); [ "${d:-0}" -ge "$n" ] && break; sleep 0.02
+      done
+      t1=$(date +%s.%N)
+      line="e2e=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}') $line"
+      echo "e2e sync=$sync: sent $n delivered $d in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}') s: $line" >&2
+      runs+="$line"$'\n'
+      stop
     done
-    t1=$(date +%s.%N)
-    R[e2e_$sync]=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+    line=$(printf '%s' "$runs" | median e2e)
+    R[e2e_$sync]=$(echo "$line" | sed 's/^e2e=\([0-9]*\).*/\1/')
     R[e2e_ingest_$sync]=$(echo "$line" | field rps)
-    echo "e2e sync=$sync: sent $n delivered $d in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}') s: ${R[e2e_$sync]}/s; $line" >&2
-    stop
   done
 }
 
 latency_cases() {
-  local sync line rate
+  local sync line rate runs
   for sync in full off; do
     rate=$(( $(echo "${R[uniq_$sync]}" | field rps) / 2 ))
-    start "$(config "$sync" "lat-$sync")"
-    line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -r "$rate" -d 10 -n $((rate * 10 + 10)))
-    echo "latency sync=$sync at $rate/s: $line" >&2; R[lat_$sync]=$line
-    stop
+    runs=
+    for _ in $(seq 1 "$REPS"); do
+      start "$(config "$sync" "lat-$sync")"
+      line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -r "$rate" -d 10 -n $((rate * 10 + 10)))
+      echo "latency sync=$sync at $rate/s: $line" >&2; runs+="$line"$'\n'
+      stop
+    done
+    R[lat_$sync]=$(printf '%s' "$runs" | median p99_us)
   done
 }
 
@@ -193,7 +215,7 @@ table() {
   local f
   f() { echo "${R[$1]}" | field "$2"; }
   echo
-  echo "hookd benchmark — $(date -u +%F), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r); client: tests/bench/hbench.c, $CONNS connections, ${SECS}s per run"
+  echo "hookd benchmark — $(date -u +%F), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r); client: tests/bench/hbench.c, $CONNS connections, ${SECS}s per run, median of $REPS runs per cell"
   echo
   echo "| case | sync off | sync normal | sync full |"
   echo "|---|---:|---:|---:|"
