@@ -395,6 +395,29 @@ static void test_fields_match_tree(void **state) {
   }
 }
 
+/* Every special byte at every offset of strings up to 40 bytes long: the
+ * one-pass decoder reads 16 bytes at a time and must see each of them. */
+static void test_fields_string_offsets(void **state) {
+  (void)state;
+  static const char *const specials[] = {"\\\"", "\\\\", "\\u00e9", "\t", "\x01", "\xc3\xa9",
+                                         "\xff", "\"", "\\q"};
+  char id[64], body[256];
+  for (size_t len = 0; len <= 40; len++) {
+    for (size_t at = 0; at <= len; at++) {
+      for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+        memset(id, 'a', len);
+        size_t sl = strlen(specials[k]);
+        memcpy(id + at, specials[k], sl);
+        id[len + sl] = '\0';
+        memset(id + at + sl, 'b', len - at);
+        snprintf(body, sizeof body, "{\"eventType\":\"t\",\"pad\":\"%s\",\"eventId\":\"%s\"}",
+                 id, id);
+        same_answer(&cirrus, body);
+      }
+    }
+  }
+}
+
 /* The payloads decode without a tree (that is the point of the one-pass
  * decoder) and to the same fields. */
 static void test_fields_no_tree(void **state) {
@@ -523,6 +546,7 @@ int main(void) {
       cmocka_unit_test(test_trailing_whitespace_ok),
       cmocka_unit_test(test_embedded_nul_rejected),
       cmocka_unit_test(test_fields_match_tree),
+      cmocka_unit_test(test_fields_string_offsets),
       cmocka_unit_test(test_fields_no_tree),
       cmocka_unit_test(test_path_lookup),
       cmocka_unit_test(test_path_digit_keys),
