@@ -42,8 +42,8 @@
 /* Queued outcomes that wake the writer by themselves. */
 #define OPS_WAKE 256
 /* WAL pages that start a checkpoint on the checkpoint thread, and the WAL
- * size past which the writer stops to checkpoint itself (the checkpoint
- * thread could not catch up, and the WAL must not grow without bound). */
+ * length past which the writer checkpoints after every commit itself (the
+ * checkpoint thread could not keep up). */
 #define CHECKPOINT_PAGES 1000
 #define CHECKPOINT_FORCE_PAGES 16000
 
@@ -156,6 +156,7 @@ struct spool {
   int ckpt_due, ckpt_stop;
   atomic_int wal_pages;
   int wal_asked; /* WAL length when a checkpoint was last asked for (writer only) */
+  atomic_int ckpt_tail; /* the checkpoint thread made a pass: the writer copies the rest */
   atomic_uint_fast64_t checkpoints;
 };
 
@@ -375,20 +376,23 @@ spool *spool_open(const config *cfg, uv_loop_t *loop, spool_sink_fn sink, void *
 static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int pages) {
   spool *sp = arg;
   atomic_store(&sp->wal_pages, pages);
-  if (pages >= CHECKPOINT_FORCE_PAGES) {
-    /* The checkpoint thread keeps losing the race with new commits (the
-     * WAL only starts over when a checkpoint has copied all of it): copy
-     * it all here, once, while no commit can add to it. */
+  /* The WAL only starts over when a checkpoint has copied all of it, and
+   * commits go on while the checkpoint thread copies. So after its pass the
+   * writer copies the few pages added meanwhile itself, here, where no
+   * commit can add more; the next commit then starts the WAL over. The same
+   * when the WAL got long anyway. PASSIVE never waits: a reader that holds
+   * an old snapshot (`hookd dlq`, an sqlite3 shell) delays the restart, not
+   * the writer. */
+  if (atomic_exchange(&sp->ckpt_tail, 0) || pages >= CHECKPOINT_FORCE_PAGES) {
     int log = 0, copied = 0;
-    if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, &log, &copied) ==
+    if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log, &copied) ==
         SQLITE_OK) {
       atomic_fetch_add(&sp->checkpoints, 1);
     }
     return SQLITE_OK;
   }
-  /* Once per CHECKPOINT_PAGES of new WAL, not after every commit: the WAL
-   * stays long until the writer starts it over, and a checkpoint with
-   * nothing to copy still syncs, competing with the commits' own syncs. */
+  /* Once per CHECKPOINT_PAGES of new WAL, not after every commit: each pass
+   * syncs the database file, competing with the commits' own syncs. */
   if (pages < sp->wal_asked) sp->wal_asked = 0; /* the WAL started over */
   if (pages - sp->wal_asked >= CHECKPOINT_PAGES) {
     sp->wal_asked = pages;
@@ -408,18 +412,13 @@ static void *checkpoint_main(void *arg) {
     if (sp->ckpt_stop) break;
     sp->ckpt_due = 0;
     pthread_mutex_unlock(&sp->ckpt_mu);
-    /* PASSIVE copies the bulk without waiting for (or blocking) the writer.
-     * The WAL only starts over when a checkpoint has copied all of it, and
-     * commits go on meanwhile, so FULL then waits for a gap between two
-     * commits and copies the few pages they added, holding the writer off
-     * for just that long; the next commit starts the WAL over. */
+    /* PASSIVE copies the bulk without waiting for (or blocking) the
+     * writer; the writer copies the rest after its next commit. */
     int log = 0, copied = 0;
     int rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
     if (rc == SQLITE_OK) {
-      rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_FULL, &log, &copied);
-    }
-    if (rc == SQLITE_OK) {
       atomic_fetch_add(&sp->checkpoints, 1);
+      atomic_store(&sp->ckpt_tail, 1);
     } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
       log_write(LOG_WARN, NULL, "spool: checkpoint failed: %s", sqlite3_errmsg(sp->ckpt_db));
     }

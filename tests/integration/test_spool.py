@@ -564,3 +564,62 @@ def test_spool_from_before_the_partial_index_is_upgraded(tmp_path):
     assert "deliveries_state" not in names and "deliveries_open" in names
     assert integrity(tmp_path) == "ok"
     assert len(read_jsonl(out)) == 1  # the done one was not delivered again
+
+
+def test_reader_holding_a_snapshot_does_not_hold_up_ingest(daemon_factory, tmp_path):
+    """A reader that keeps a read transaction open on spool.db (an sqlite3
+    shell, a slow `hookd dlq`) pins the WAL: checkpoints cannot finish and the
+    WAL grows, but no request waits for the reader; once it lets go the WAL
+    is copied and starts over."""
+    from conftest import http_request
+    admin = free_port()
+    d = daemon_factory(base_config(tmp_path, [], [], spool={"sync": "normal"},
+                                   log={"level": "warn"}, admin_listen=f"127.0.0.1:{admin}"))
+    assert send_event(d, meeting_event("before-reader", "m0")) == 200
+    reader = sqlite3.connect(tmp_path / "var" / "spool.db", isolation_level=None)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+    n = 6000
+
+    def client(c):
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        got, slowest = [], 0.0
+        for i in range(c, n, 8):
+            body = meeting_event(f"pinned-{i}", f"m{i}")
+            t0 = time.monotonic()
+            conn.request("POST", "/webhooks/cirrus", body,
+                         {"X-Signature": sign(body), "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            slowest = max(slowest, time.monotonic() - t0)
+            got.append(r.status)
+        conn.close()
+        return got, slowest
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [f.result() for f in [pool.submit(client, c) for c in range(8)]]
+    assert [s for got, _ in results for s in got] == [200] * n
+    # a checkpoint that waited for the reader would have held requests for seconds
+    assert max(slowest for _, slowest in results) < 2.0
+
+    def metric(name):
+        body = http_request(admin, "GET", "/metrics")[2].decode()
+        return int(float(next(line.split()[1] for line in body.splitlines()
+                               if line.startswith(name + " "))))
+
+    assert metric("hookd_spool_wal_pages") > 2000  # pinned: it could not start over
+    assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # its snapshot
+    reader.execute("COMMIT")
+    reader.close()
+    i = 0
+
+    def wal_started_over():
+        nonlocal i
+        i += 1
+        assert send_event(d, meeting_event(f"after-reader-{i}", "m1")) == 200
+        return metric("hookd_spool_wal_pages") < 1000
+
+    wait_until(wal_started_over, 20, interval=0.05, what="the WAL to start over")
+    d.stop()
+    assert integrity(tmp_path) == "ok"
