@@ -45,6 +45,11 @@
  * length past which the writer checkpoints after every commit itself (the
  * checkpoint thread could not keep up). */
 #define CHECKPOINT_PAGES 1000
+/* The checkpoint thread makes passes until one copies no more than this
+ * (what commits added during the previous pass), and leaves the rest to
+ * the writer, whose commits wait for it. */
+#define CHECKPOINT_TAIL_PAGES 64
+#define CHECKPOINT_MAX_PASSES 8
 #define CHECKPOINT_FORCE_PAGES 16000
 
 static const char schema_sql[] =
@@ -412,10 +417,20 @@ static void *checkpoint_main(void *arg) {
     if (sp->ckpt_stop) break;
     sp->ckpt_due = 0;
     pthread_mutex_unlock(&sp->ckpt_mu);
-    /* PASSIVE copies the bulk without waiting for (or blocking) the
-     * writer; the writer copies the rest after its next commit. */
-    int log = 0, copied = 0;
-    int rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+    /* PASSIVE copies without waiting for (or blocking) the writer. Each
+     * pass copies what commits added during the one before, so the passes
+     * get shorter; the writer copies the last few pages after its next
+     * commit. */
+    int rc = SQLITE_OK, before = 0;
+    for (int pass = 0; pass < CHECKPOINT_MAX_PASSES; pass++) {
+      int log = 0, copied = 0;
+      rc = sqlite3_wal_checkpoint_v2(sp->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+      if (rc != SQLITE_OK) break;
+      int added = copied - before;
+      before = copied;
+      /* copied < log: a reader pins older frames; more passes do not help */
+      if (copied < log || (pass > 0 && added <= CHECKPOINT_TAIL_PAGES)) break;
+    }
     if (rc == SQLITE_OK) {
       atomic_fetch_add(&sp->checkpoints, 1);
       atomic_store(&sp->ckpt_tail, 1);
