@@ -560,7 +560,8 @@ static uint64_t hand_over(spool *sp, delivery *list) {
 int64_t spool_recover(spool *sp) {
   char err[256];
   /* Replays asked for while hookd was stopped are pending like the rest. */
-  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3 AND state <> 1", err, sizeof err) != 0) {
+  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3 AND state <> 1", err,
+               sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "spool: %s", err);
   }
   int64_t n;
@@ -686,7 +687,8 @@ static int64_t query_int(sqlite3 *db, const char *sql) {
 }
 
 static void count_stats(spool *sp) {
-  atomic_store(&sp->dead, (uint64_t)query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 2 AND state <> 1"));
+  atomic_store(&sp->dead, (uint64_t)query_int(sp->db, "SELECT count(*) FROM deliveries WHERE "
+                                                      "state = 2 AND state <> 1"));
   atomic_store(&sp->oldest_pending_ms,
                query_int(sp->db,
                          /* accept order is seq order: the index finds the oldest at once */
@@ -744,12 +746,15 @@ static void prune(spool *sp) {
 
 /* Picks up dead letters that `hookd dlq replay` sent back. */
 static void pick_up_replays(spool *sp) {
-  if (query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 3 AND state <> 1") == 0) return;
+  if (query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 3 AND state <> 1") == 0) {
+    return;
+  }
   int64_t n;
   delivery *list = load_deliveries(sp, ST_REPLAY, &n);
   if (n <= 0) return;
   char err[256];
-  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3 AND state <> 1", err, sizeof err) != 0) {
+  if (exec_sql(sp->db, "UPDATE deliveries SET state = 0 WHERE state = 3 AND state <> 1", err,
+               sizeof err) != 0) {
     log_write(LOG_ERROR, NULL, "spool: replay: %s", err);
     while (list) {
       delivery *next = list->next;
