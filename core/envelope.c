@@ -217,6 +217,14 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
   return 0;
 }
 
+/* A number jscan found, as cJSON reads it (strtod of the text). */
+static double number_value(const jscan_value *v) {
+  char num[NUMBER_TEXT_MAX * 2 + 8];
+  memcpy(num, v->start, v->len); /* jscan keeps numbers to 60 characters */
+  num[v->len] = '\0';
+  return strtod(num, NULL);
+}
+
 /* A found value as text the way the tree path would print it: strings
  * unescaped, numbers through number_text. Returns 1 with *text set (NULL
  * when out of memory), 0 when the value must go the tree path (a string
@@ -234,23 +242,14 @@ static int scalar_text(const jscan_value *v, char **text) {
     return 1;
   }
   if (v->kind == JSCAN_NUMBER) {
-    char num[NUMBER_TEXT_MAX * 2 + 8];
-    memcpy(num, v->start, v->len); /* jscan keeps numbers to 60 characters */
-    num[v->len] = '\0';
-    size_t n = number_text(strtod(num, NULL), num);
+    char num[NUMBER_TEXT_MAX];
+    size_t n = number_text(number_value(v), num);
     *text = copy_text(num, n);
     return 1;
   }
   if (v->kind == JSCAN_TRUE) *text = copy_text("true", 4);
   if (v->kind == JSCAN_FALSE) *text = copy_text("false", 5);
   return v->kind == JSCAN_TRUE || v->kind == JSCAN_FALSE;
-}
-
-static int number_is_exact_integer(const jscan_value *v) {
-  char num[NUMBER_TEXT_MAX * 2 + 8];
-  memcpy(num, v->start, v->len);
-  num[v->len] = '\0';
-  return is_exact_integer(strtod(num, NULL));
 }
 
 int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len,
@@ -277,7 +276,7 @@ int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t l
   if (v[1].kind == JSCAN_MISSING || v[1].kind == JSCAN_NULL) return fail(out, reason, f.no_id);
   if (v[1].kind == JSCAN_STRING) {
     if (v[1].len == 0) return fail(out, reason, f.no_id);
-  } else if (v[1].kind != JSCAN_NUMBER || !number_is_exact_integer(&v[1])) {
+  } else if (v[1].kind != JSCAN_NUMBER || !is_exact_integer(number_value(&v[1]))) {
     return fail(out, reason, f.bad_id);
   }
   if (!scalar_text(&v[1], &out->id) || !scalar_text(&v[0], &out->type)) goto tree_clear;

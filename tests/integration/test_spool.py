@@ -55,6 +55,40 @@ def integrity(tmp):
         db.close()
 
 
+def post_many(d, prefix, n, clients=8, timeout=10):
+    """Posts events prefix-0 .. prefix-(n-1) (meeting m<i>) from `clients`
+    keep-alive connections at once. Returns every status, in no particular
+    order, and the slowest request's seconds."""
+    import http.client
+
+    def client(c):
+        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=timeout)
+        got, slowest = [], 0.0
+        for i in range(c, n, clients):
+            body = meeting_event(f"{prefix}-{i}", f"m{i}")
+            t0 = time.monotonic()
+            conn.request("POST", "/webhooks/cirrus", body,
+                         {"X-Signature": sign(body), "Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            slowest = max(slowest, time.monotonic() - t0)
+            got.append(r.status)
+        conn.close()
+        return got, slowest
+
+    with ThreadPoolExecutor(clients) as pool:
+        results = [f.result() for f in [pool.submit(client, c) for c in range(clients)]]
+    return [s for got, _ in results for s in got], max(slowest for _, slowest in results)
+
+
+def metric(admin_port, name):
+    """The value of an unlabelled sample on the admin listener's /metrics."""
+    from conftest import http_request
+    body = http_request(admin_port, "GET", "/metrics")[2].decode()
+    return int(float(next(line.split()[1] for line in body.splitlines()
+                           if line.startswith(name + " "))))
+
+
 def test_kill9_loses_nothing_and_keeps_order(tmp_path):
     """2,000 events for 200 meetings from 16 clients; SIGKILL in the middle;
     every event that got a 200 reaches file_sink, each meeting in order."""
@@ -403,22 +437,7 @@ def test_more_events_than_the_dedup_cache_holds(daemon_factory, tmp_path):
     d = daemon_factory(base_config(tmp_path, [], [], spool={"sync": "off"},
                                    log={"level": "warn"}))
 
-    def client(c):
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
-        got = []
-        for i in range(c, 4600, 8):
-            body = meeting_event(f"many-{i}", f"m{i}")
-            conn.request("POST", "/webhooks/cirrus", body,
-                         {"X-Signature": sign(body), "Content-Type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            got.append(r.status)
-        conn.close()
-        return got
-
-    with ThreadPoolExecutor(8) as pool:
-        statuses = [s for f in [pool.submit(client, c) for c in range(8)] for s in f.result()]
+    statuses, _ = post_many(d, "many", 4600)
     assert statuses == [200] * 4600
     # many-0 left the in-memory cache long ago: the database says duplicate
     assert send_event(d, meeting_event("many-0", "m0")) == 200
@@ -432,39 +451,18 @@ def test_checkpoints_run_beside_the_writer(daemon_factory, tmp_path):
     """The WAL is copied into spool.db by the checkpoint thread while events
     keep coming: checkpoints are counted, the WAL starts over instead of
     growing with every event, and everything stored is in the database."""
-    from conftest import http_request
     admin = free_port()
     d = daemon_factory(base_config(tmp_path, [], [], spool={"sync": "normal"},
                                    log={"level": "warn"}, admin_listen=f"127.0.0.1:{admin}"))
     n = 6000  # ~1.7 KiB each: several times the 1,000-page checkpoint threshold
 
-    def client(c):
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
-        got = []
-        for i in range(c, n, 8):
-            body = meeting_event(f"ck-{i}", f"m{i}")
-            conn.request("POST", "/webhooks/cirrus", body,
-                         {"X-Signature": sign(body), "Content-Type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            got.append(r.status)
-        conn.close()
-        return got
-
-    with ThreadPoolExecutor(8) as pool:
-        statuses = [s for f in [pool.submit(client, c) for c in range(8)] for s in f.result()]
+    statuses, _ = post_many(d, "ck", n)
     assert statuses == [200] * n
 
-    def metric(name):
-        body = http_request(admin, "GET", "/metrics")[2].decode()
-        return int(float(next(line.split()[1] for line in body.splitlines()
-                               if line.startswith(name + " "))))
-
-    wait_until(lambda: metric("hookd_spool_checkpoints_total") >= 2, 20,
+    wait_until(lambda: metric(admin, "hookd_spool_checkpoints_total") >= 2, 20,
                what="checkpoints by the checkpoint thread")
     # 6,000 events wrote well over 2,000 WAL pages; the WAL started over
-    assert metric("hookd_spool_wal_pages") < 2000
+    assert metric(admin, "hookd_spool_wal_pages") < 2000
     db_path = tmp_path / "var" / "spool.db"
     assert db_path.stat().st_size > 4 * 1024 * 1024  # the events reached the database file
     db = sqlite3.connect(db_path)
@@ -571,7 +569,6 @@ def test_reader_holding_a_snapshot_does_not_hold_up_ingest(daemon_factory, tmp_p
     shell, a slow `hookd dlq`) pins the WAL: checkpoints cannot finish and the
     WAL grows, but no request waits for the reader; once it lets go the WAL
     is copied and starts over."""
-    from conftest import http_request
     admin = free_port()
     d = daemon_factory(base_config(tmp_path, [], [], spool={"sync": "normal"},
                                    log={"level": "warn"}, admin_listen=f"127.0.0.1:{admin}"))
@@ -581,34 +578,12 @@ def test_reader_holding_a_snapshot_does_not_hold_up_ingest(daemon_factory, tmp_p
     assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 1
     n = 6000
 
-    def client(c):
-        import http.client
-        conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
-        got, slowest = [], 0.0
-        for i in range(c, n, 8):
-            body = meeting_event(f"pinned-{i}", f"m{i}")
-            t0 = time.monotonic()
-            conn.request("POST", "/webhooks/cirrus", body,
-                         {"X-Signature": sign(body), "Content-Type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            slowest = max(slowest, time.monotonic() - t0)
-            got.append(r.status)
-        conn.close()
-        return got, slowest
-
-    with ThreadPoolExecutor(8) as pool:
-        results = [f.result() for f in [pool.submit(client, c) for c in range(8)]]
-    assert [s for got, _ in results for s in got] == [200] * n
+    statuses, slowest = post_many(d, "pinned", n, timeout=30)
+    assert statuses == [200] * n
     # a checkpoint that waited for the reader would have held requests for seconds
-    assert max(slowest for _, slowest in results) < 2.0
+    assert slowest < 2.0
 
-    def metric(name):
-        body = http_request(admin, "GET", "/metrics")[2].decode()
-        return int(float(next(line.split()[1] for line in body.splitlines()
-                               if line.startswith(name + " "))))
-
-    assert metric("hookd_spool_wal_pages") > 2000  # pinned: it could not start over
+    assert metric(admin, "hookd_spool_wal_pages") > 2000  # pinned: it could not start over
     assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 1  # its snapshot
     reader.execute("COMMIT")
     reader.close()
@@ -618,7 +593,7 @@ def test_reader_holding_a_snapshot_does_not_hold_up_ingest(daemon_factory, tmp_p
         nonlocal i
         i += 1
         assert send_event(d, meeting_event(f"after-reader-{i}", "m1")) == 200
-        return metric("hookd_spool_wal_pages") < 1000
+        return metric(admin, "hookd_spool_wal_pages") < 1000
 
     wait_until(wal_started_over, 20, interval=0.05, what="the WAL to start over")
     d.stop()
