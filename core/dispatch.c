@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crash.h"
 #include "http_client.h"
 #include "log.h"
 
@@ -245,7 +246,9 @@ static void run(iqueue *q, worker *w, delivery *d) {
   w->started = mono_ms();
   pthread_mutex_unlock(&q->mu);
 
+  crash_enter(q->inst->name, ev->id, d->spool_id);
   int r = plugin_host_deliver(q->inst, &view, &out);
+  crash_leave();
 
   pthread_mutex_lock(&q->mu);
   int off = w->written_off;
@@ -285,6 +288,7 @@ static void stuck_returned(iqueue *q) {
 static void *worker_main(void *arg) {
   worker *w = arg;
   iqueue *q = w->q;
+  crash_thread_start();
   pthread_mutex_lock(&q->mu);
   for (;;) {
     if (q->stopping || q->lost || w->written_off) break;
@@ -311,7 +315,10 @@ static void *worker_main(void *arg) {
       wait_until(q, next);
     }
   }
+  pthread_mutex_unlock(&q->mu);
   http_client_thread_cleanup();
+  crash_thread_end();
+  pthread_mutex_lock(&q->mu);
   for (worker **pp = &q->workers; *pp; pp = &(*pp)->next) {
     if (*pp == w) {
       *pp = w->next;
@@ -493,16 +500,17 @@ void dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
     iqueue *q = &dp->qs[i];
     pthread_mutex_lock(&q->mu);
     /* Workers outside deliver() leave at once; only a running call can
-     * keep one past the deadline. */
-    while (q->live > 0 &&
+     * keep one past the deadline. Written-off calls are not waited for:
+     * their deliveries were settled already. */
+    while (q->live > q->stuck &&
            pthread_cond_timedwait(&q->exit_cv, &q->mu, &deadline) != ETIMEDOUT) {
     }
-    if (q->live > 0) {
+    if (q->live > q->stuck) {
       log_write(LOG_ERROR, &(log_ctx){.instance = q->inst->name},
                 "%zu deliver() call(s) did not return within the shutdown timeout; leaving them",
-                q->live);
-      if (hung) hung[i] = 1;
+                q->live - q->stuck);
     }
+    if (q->live > 0 && hung) hung[i] = 1;
     pthread_mutex_unlock(&q->mu);
     spool_lane_detach(q->lane, q);
   }

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "crash.h"
 #include "dispatch.h"
 #include "generation.h"
 #include "dlq.h"
@@ -549,6 +550,7 @@ static int cmd_run(const char *file) {
   hookd_daemon *dm = calloc(1, sizeof *dm);
   char err[1024];
   if (dm == NULL) return EXIT_RUNTIME;
+  crash_install();
   dm->file = file;
   pthread_mutex_init(&dm->reload_mu, NULL);
   dm->gen = generation_load(file, 1, err, sizeof err);

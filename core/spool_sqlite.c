@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crash.h"
 #include "keysched.h"
 #include "log.h"
 
@@ -732,6 +733,7 @@ spool *spool_sqlite_open(const config *cfg, uv_loop_t *loop, int *code, char *er
   sp->lane_defaults.max_crashes = cfg->delivery.max_crashes;
   sp->sync = cfg->sync;
   sp->loop = loop;
+  crash_journal_set(sp->data_dir);
   pthread_mutex_init(&sp->mu, NULL);
   pthread_cond_init(&sp->cv, NULL);
   pthread_cond_init(&sp->started_cv, NULL);
@@ -893,6 +895,20 @@ static uint32_t max_crashes_of(sq_spool *sp, const char *instance) {
   return max;
 }
 
+/* A delivery that ran beside the one that faulted (the crash journal names
+ * that one): it runs again, its attempt not counted, no crash. */
+static int account_bystander(sq_spool *sp, sqlite3_stmt *row) {
+  log_ctx ctx = {.source = (const char *)sqlite3_column_text(row, 5),
+                 .instance = (const char *)sqlite3_column_text(row, 2),
+                 .event_id = (const char *)sqlite3_column_text(row, 6)};
+  log_write(LOG_INFO, &ctx,
+            "delivery of %s was running when another delivery crashed hookd; it runs again "
+            "(no crash counted)",
+            (const char *)sqlite3_column_text(row, 7));
+  (void)sp;
+  return SQLITE_OK;
+}
+
 /* One delivery that was running when hookd stopped: a crash counted, and a
  * dead letter at max_crashes. */
 static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
@@ -944,12 +960,21 @@ static int account_crashes(sq_spool *sp, char *why, size_t len) {
       "FROM running r JOIN deliveries d ON d.id = r.id JOIN events e ON e.seq = d.seq "
       "WHERE d.state = 0 ORDER BY r.id";
   int64_t now = now_ms();
+  /* A fault names the delivery that caused it; without a journal (kill -9,
+   * OOM, power loss, exit()) every running delivery is a suspect. */
+  uint64_t *faulted = NULL;
+  size_t n_faulted = 0;
+  int journal = crash_journal_read(sp->data_dir, &faulted, &n_faulted);
   int rc = step_done(sp->begin);
   sqlite3_stmt *st = NULL;
   if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
   while (next_row(st, &rc)) {
-    rc = account_one(sp, st, now);
+    uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
+    int suspect = journal != 1;
+    for (size_t i = 0; i < n_faulted && !suspect; i++) suspect = faulted[i] == id;
+    rc = suspect ? account_one(sp, st, now) : account_bystander(sp, st);
   }
+  free(faulted);
   if (rc == SQLITE_DONE) rc = SQLITE_OK;
   sqlite3_finalize(st);
   if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, "DELETE FROM running", NULL, NULL, NULL);
@@ -959,6 +984,7 @@ static int account_crashes(sq_spool *sp, char *why, size_t len) {
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
     return is_damage(rc) ? SPOOL_EDAMAGED : SPOOL_EFAIL;
   }
+  if (journal == 1) crash_journal_clear(sp->data_dir);
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hookd/plugin.h>
 
@@ -23,6 +24,9 @@
  *                  "POISON <id> <attempt>" is written first)
  *   poison_action  "segv" (default) | "abort" | "hang" (sleeps hang_ms, default forever)
  *   hang_ms        see poison_action
+ *   poison_attempts poison only in attempts up to this one (0: every attempt)
+ *   mark_init      true: write "INIT <pid>" when the instance starts (a
+ *                  process life begins)
  * A delivery that starts while another with the same order key runs writes
  * an "OVERLAP" line: the ordering tests look for it.
  */
@@ -32,7 +36,8 @@ typedef struct tp {
   hookd_instance *self;
   FILE *out;
   const char *result;
-  int64_t retry_times, retry_after_ms, sleep_ms, sleep_attempts, retry_pct, hang_ms;
+  int64_t retry_times, retry_after_ms, sleep_ms, sleep_attempts, retry_pct, hang_ms,
+      poison_attempts;
   const char *const *poison;
   size_t n_poison;
   const char *poison_action;
@@ -47,7 +52,7 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
                                      "retry_after_ms", "sleep_ms", "init_fail",
                                      "render",   "sleep_attempts", "retry_pct",
                                      "poison",   "poison_action", "hang_ms",
-                                     NULL};
+                                     "poison_attempts", "mark_init", NULL};
   if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
   int init_fail = 0;
   host->config_bool(cfg, "init_fail", 0, &init_fail);
@@ -70,7 +75,8 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
       host->config_int(cfg, "retry_pct", 0, &t->retry_pct) < 0 ||
       host->config_int(cfg, "hang_ms", -1, &t->hang_ms) < 0 ||
       host->config_string(cfg, "poison_action", "segv", &t->poison_action) < 0 ||
-      host->config_string_list(cfg, "poison", &t->poison, &t->n_poison) < 0) {
+      host->config_string_list(cfg, "poison", &t->poison, &t->n_poison) < 0 ||
+      host->config_int(cfg, "poison_attempts", 0, &t->poison_attempts) < 0) {
     free(t);
     return -1;
   }
@@ -80,6 +86,9 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
     return -1;
   }
   if (t->out) setvbuf(t->out, NULL, _IOLBF, 0);
+  int mark_init = 0;
+  host->config_bool(cfg, "mark_init", 0, &mark_init);
+  if (mark_init && t->out) fprintf(t->out, "INIT %ld\n", (long)getpid());
   pthread_mutex_init(&t->mu, NULL);
   *state = t;
   return 0;
@@ -121,6 +130,7 @@ static void sleep_ms(int64_t ms) {
 
 /* The poison: crash or hang on a chosen event, after saying so. */
 static void poison(tp *t, const hookd_event *ev) {
+  if (t->poison_attempts > 0 && (int64_t)ev->attempt > t->poison_attempts) return;
   for (size_t i = 0; i < t->n_poison; i++) {
     if (strcmp(t->poison[i], ev->id) != 0) continue;
     if (t->out) {
