@@ -3,6 +3,8 @@
 #include "config.h"
 
 #include "router.h"
+#include "metrics.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The largest integer a JSON number (a double in cJSON) holds exactly. */
@@ -316,55 +320,138 @@ static int check_addr(ctx *c, const char *s) {
   return 0;
 }
 
+/* Warns when a file holding a secret or a private key can be read by users
+ * other than its owner (group or others): hookd still starts, since the
+ * administrator may mean it, but says so once per load. */
+static void warn_if_readable(const char *path, const char *what) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
+  log_write(LOG_WARN, NULL,
+            "%s '%s' is readable by %s (mode %03o): make it readable by hookd's user only "
+            "(chmod 600)",
+            what, path, (st.st_mode & S_IROTH) ? "every user" : "its group",
+            (unsigned)(st.st_mode & 0777));
+}
+
+/* "tls": { "cert", "key", "client_ca"? } of a listen entry at the current
+ * key path: the files are read and the context built now, so a reload with a
+ * broken certificate fails as a whole and the one in use stays. */
+static int parse_tls(ctx *c, const cJSON *obj, config_tls *t) {
+  static const char *const keys[] = {"cert", "key", "client_ca", NULL};
+  static const char *const names[] = {"cert", "key", "client_ca"};
+  char **dst[] = {&t->cert, &t->key, &t->client_ca};
+  size_t mark = kp_key(c, "tls");
+  if (!cJSON_IsObject(obj)) return fail(c, "expected an object with \"cert\" and \"key\"");
+  if (check_keys(c, obj, keys) != 0) return -1;
+  for (size_t i = 0; i < 3; i++) {
+    const char *v = NULL;
+    int rc = get_str(c, obj, names[i], 0, &v);
+    if (rc < 0) return -1;
+    if (rc == 0 && i < 2) return missing(c, names[i]);
+    if (rc == 1) *dst[i] = resolve_path(c, v);
+  }
+  if (c->oom) return 0;
+  warn_if_readable(t->key, "TLS private key");
+  const char *field = "cert";
+  char why[512];
+  t->ctx = tls_ctx_new(t->cert, t->key, t->client_ca, &field, why, sizeof why);
+  if (t->ctx == NULL) {
+    metrics_tls_reload(0); /* on a reload the certificate in use stays */
+    kp_key(c, field);
+    return fail(c, "%s", why);
+  }
+  if (tls_ctx_not_after(t->ctx) < (int64_t)time(NULL)) {
+    log_write(LOG_WARN, NULL, "%s: the certificate in '%s' (%s) has expired", kp(c), t->cert,
+              tls_ctx_subject(t->ctx));
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* One listen entry at the current key path: "HOST:PORT", or an object
+ * {"address": "HOST:PORT", "tls": {...}}. */
+static int parse_listen_entry(ctx *c, const cJSON *a, size_t i) {
+  static const char *const keys[] = {"address", "tls", NULL};
+  config *cfg = c->cfg;
+  const char *addr = NULL;
+  if (cJSON_IsString(a)) {
+    addr = a->valuestring;
+    if (check_addr(c, addr) != 0) return -1;
+  } else if (cJSON_IsObject(a)) {
+    if (check_keys(c, a, keys) != 0) return -1;
+    int rc = get_str(c, a, "address", 0, &addr);
+    if (rc < 0) return -1;
+    if (rc == 0) return missing(c, "address");
+    size_t mark = kp_key(c, "address");
+    if (check_addr(c, addr) != 0) return -1;
+    kp_pop(c, mark);
+    const cJSON *tls = member(a, "tls");
+    if (tls && parse_tls(c, tls, &cfg->listen_tls[i]) != 0) return -1;
+  } else {
+    return fail(c, "expected an address string or an object with \"address\" and \"tls\"");
+  }
+  cfg->listen[i] = dup_str(c, addr);
+  return 0;
+}
+
+/* Loopback: 127.0.0.0/8, ::1 (and IPv4-mapped loopback). */
+static int addr_is_loopback(const char *s) {
+  struct sockaddr_storage ss;
+  access_addr a;
+  if (config_parse_addr(s, &ss) != 0 || access_addr_from_sockaddr((struct sockaddr *)&ss, &a) != 0)
+    return 0;
+  static const uint8_t v6_loopback[16] = {[15] = 1};
+  if (a.family == 4) return a.bytes[0] == 127;
+  return memcmp(a.bytes, v6_loopback, 16) == 0;
+}
+
 static int parse_listen(ctx *c, const cJSON *root) {
   config *cfg = c->cfg;
   const cJSON *it = member(root, "listen");
   size_t mark = kp_key(c, "listen");
+  size_t n = !it || !cJSON_IsArray(it) ? 1 : (size_t)cJSON_GetArraySize(it);
+  if (it && !cJSON_IsString(it) && !cJSON_IsArray(it) && !cJSON_IsObject(it))
+    return fail(c, "expected an address, an object with \"address\", or an array of them");
+  if (n == 0) return fail(c, "expected at least one address");
+  cfg->listen = alloc_array(c, n, sizeof *cfg->listen);
+  cfg->listen_tls = alloc_array(c, n, sizeof *cfg->listen_tls);
+  if (!cfg->listen || !cfg->listen_tls) return 0;
+  cfg->n_listen = n;
   if (!it) {
-    cfg->listen = alloc_array(c, 1, sizeof *cfg->listen);
-    if (cfg->listen) {
-      cfg->n_listen = 1;
-      cfg->listen[0] = dup_str(c, "127.0.0.1:8080");
-    }
-  } else if (cJSON_IsString(it)) {
-    if (check_addr(c, it->valuestring) != 0) return -1;
-    cfg->listen = alloc_array(c, 1, sizeof *cfg->listen);
-    if (cfg->listen) {
-      cfg->n_listen = 1;
-      cfg->listen[0] = dup_str(c, it->valuestring);
-    }
-  } else if (cJSON_IsArray(it)) {
-    size_t n = (size_t)cJSON_GetArraySize(it);
-    if (n == 0) return fail(c, "expected at least one address");
-    cfg->listen = alloc_array(c, n, sizeof *cfg->listen);
-    cfg->n_listen = cfg->listen ? n : 0;
+    cfg->listen[0] = dup_str(c, "127.0.0.1:8080");
+  } else if (!cJSON_IsArray(it)) {
+    if (parse_listen_entry(c, it, 0) != 0) return -1;
+  } else {
     size_t i = 0;
-    for (const cJSON *a = it->child; a && cfg->listen; a = a->next, i++) {
+    for (const cJSON *a = it->child; a; a = a->next, i++) {
       size_t m = kp_index(c, i);
-      if (!cJSON_IsString(a)) return fail(c, "expected a string");
-      if (check_addr(c, a->valuestring) != 0) return -1;
-      cfg->listen[i] = dup_str(c, a->valuestring);
+      if (parse_listen_entry(c, a, i) != 0) return -1;
       kp_pop(c, m);
     }
-  } else {
-    return fail(c, "expected a string or an array of strings");
   }
   kp_pop(c, mark);
 
+  /* A bearer token for the admin listener; a secret, so ${NAME} or ${file:PATH}. */
+  const char *token = NULL;
+  int rc = get_str(c, root, "admin_token", 0, &token);
+  if (rc < 0) return -1;
+  if (rc == 1) cfg->admin_token = dup_str(c, token);
   const char *admin = NULL;
-  int rc = get_str(c, root, "admin_listen", 0, &admin);
+  rc = get_str(c, root, "admin_listen", 0, &admin);
   if (rc < 0) return -1;
   if (rc == 1) {
     mark = kp_key(c, "admin_listen");
     if (check_addr(c, admin) != 0) return -1;
+    /* Anyone who reaches the admin listener can reload and replay: off the
+     * loopback interface it must ask for a token. */
+    if (!addr_is_loopback(admin) && token == NULL)
+      return fail(c,
+                  "'%s' is reachable from other hosts: set \"admin_token\" (e.g. "
+                  "\"${file:admin-token}\") or listen on 127.0.0.1 or [::1]",
+                  admin);
     kp_pop(c, mark);
     cfg->admin_listen = dup_str(c, admin);
   }
-  /* A bearer token for the admin listener; a secret, so ${NAME} or ${file:PATH}. */
-  const char *token = NULL;
-  rc = get_str(c, root, "admin_token", 0, &token);
-  if (rc < 0) return -1;
-  if (rc == 1) cfg->admin_token = dup_str(c, token);
   return 0;
 }
 
@@ -1124,8 +1211,17 @@ fail:
 
 void config_free(config *cfg) {
   if (!cfg) return;
-  for (size_t i = 0; i < cfg->n_listen; i++) free(cfg->listen[i]);
+  for (size_t i = 0; i < cfg->n_listen; i++) {
+    free(cfg->listen[i]);
+    if (cfg->listen_tls) {
+      free(cfg->listen_tls[i].cert);
+      free(cfg->listen_tls[i].key);
+      free(cfg->listen_tls[i].client_ca);
+      tls_ctx_unref(cfg->listen_tls[i].ctx);
+    }
+  }
   free(cfg->listen);
+  free(cfg->listen_tls);
   free(cfg->admin_listen);
   free(cfg->admin_token);
   free(cfg->data_dir);

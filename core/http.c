@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "tls.h"
 
 #define MAX_HEADERS 100
 /* Stop reading from a client that does not read its answers past this much
@@ -72,6 +73,12 @@ struct http_conn {
   size_t pending_len;
   size_t linger_bytes; /* input discarded while lingering */
   uint64_t idle_left_ms; /* idle time left after the buffers were dropped */
+  /* TLS listeners: the context until the first byte (the SSL state is made
+   * only for a client that speaks), then the connection's TLS state. */
+  tls_ctx *tls_pending;
+  tls_conn *tls;
+  uint64_t accepted_ms; /* uv_now at accept: the first request's header deadline */
+  unsigned long served; /* requests answered */
   http_request req;
   char peer[64];
 };
@@ -130,6 +137,7 @@ static void idle_trim(http_conn *c) {
   c->headers = NULL;
   c->hdr_cap = c->n_hdr = 0;
   memset(&c->req, 0, sizeof c->req);
+  if (c->tls) tls_conn_trim(c->tls);
 }
 
 /* --- timers and state ------------------------------------------------------ */
@@ -160,6 +168,7 @@ static void on_timer(uv_timer_t *t) {
       conn_close(c);
       break;
     default:
+      if (c->state == ST_FRESH && c->tls) tls_conn_abandon(c->tls, "timeout");
       conn_close(c);
       break;
   }
@@ -171,7 +180,16 @@ static void set_state(http_conn *c, conn_state st) {
   uint64_t ms = 0;
   switch (st) {
     case ST_FRESH:
-    case ST_HEADERS: ms = l->header_timeout_ms; break;
+    case ST_HEADERS:
+      ms = l->header_timeout_ms;
+      /* Over TLS the handshake counts against the first request's header
+       * time: the deadline runs from the accept, not from the first
+       * decrypted byte. */
+      if (st == ST_HEADERS && c->tls && c->served == 0) {
+        uint64_t spent = uv_now(c->srv->loop) - c->accepted_ms;
+        ms = spent < ms ? ms - spent : 1;
+      }
+      break;
     case ST_IDLE:
       /* First a short wait to drop the buffers, then the rest of the idle
        * timeout. */
@@ -426,7 +444,8 @@ static void on_write(uv_write_t *w, int status) {
   conn_update_reading(c);
 }
 
-static void conn_write(http_conn *c, const char *data, size_t len) {
+/* Writes bytes to the socket as they are (ciphertext on a TLS connection). */
+static void sock_write(http_conn *c, const char *data, size_t len) {
   if (c->state == ST_CLOSED) return;
   if (c->tcp.write_queue_size == 0) {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -458,6 +477,27 @@ static void conn_write(http_conn *c, const char *data, size_t len) {
   if (c->tcp.write_queue_size >= WRITE_QUEUE_HIGH) conn_update_reading(c);
 }
 
+/* Sends what the TLS layer has queued (records, alerts, tickets). */
+static void tls_flush(http_conn *c) {
+  char buf[17 * 1024];
+  size_t n;
+  while (c->state != ST_CLOSED && (n = tls_conn_take(c->tls, buf, sizeof buf)) > 0)
+    sock_write(c, buf, n);
+}
+
+static void conn_write(http_conn *c, const char *data, size_t len) {
+  if (c->state == ST_CLOSED) return;
+  if (c->tls == NULL) {
+    sock_write(c, data, len);
+    return;
+  }
+  if (tls_conn_write(c->tls, data, len) != 0) {
+    conn_close(c);
+    return;
+  }
+  tls_flush(c);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)req;
   (void)status;
@@ -474,6 +514,8 @@ static void on_handle_closed(uv_handle_t *h) {
   free(c->headers);
   free(c->body);
   free(c->pending);
+  tls_conn_free(c->tls);
+  tls_ctx_unref(c->tls_pending);
   free(c);
   (*srv->open_conns)--;
   METRICS_DEC(g_metrics.connections_open);
@@ -568,19 +610,108 @@ static void feed(http_conn *c, const char *data, size_t len) {
   }
 }
 
+/* End of input: EOF, a read error or a TLS close_notify. A request waiting
+ * for its answer keeps the connection object alive until then (the answer
+ * is dropped); the spool's callback still refers to it. */
+static void on_eof(http_conn *c) {
+  if (c->state == ST_HANDLING && !c->answered) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    c->keep_alive = 0;
+    c->paused = 1;
+    return;
+  }
+  if (c->state == ST_FRESH && c->tls) tls_conn_abandon(c->tls, "closed");
+  conn_close(c);
+}
+
+/* After a closing answer, or a TLS failure: half-close once the output is
+ * written, then drain input for a while so the peer reads what was sent
+ * instead of a reset. */
+static void conn_finish(http_conn *c) {
+  c->keep_alive = 0;
+  c->paused = 0;
+  set_state(c, ST_LINGER);
+  uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
+  conn_update_reading(c);
+}
+
+/* Plaintext from the peer (decrypted, on a TLS connection). */
+static void take_plain(http_conn *c, const char *data, size_t len) {
+  if (c->state == ST_LINGER || c->state == ST_CLOSED) return;
+  if (c->paused) {
+    stash(c, data, len); /* behind a request that waits for its answer */
+    return;
+  }
+  feed(c, data, len);
+}
+
+/* A fatal TLS error: the alert goes out, the connection ends. It never
+ * becomes a request, so nothing of it reaches a handler or a plugin. */
+static void tls_failed(http_conn *c) {
+  const char *why = tls_conn_failure(c->tls);
+  if (log_enabled(LOG_DEBUG)) {
+    log_ctx ctx = {.peer = http_conn_peer(c)};
+    log_write(LOG_DEBUG, &ctx, "TLS %s failed: %s",
+              tls_conn_established(c->tls) ? "connection" : "handshake", why);
+  }
+  tls_flush(c);
+  if (c->state == ST_CLOSED) return;
+  if (c->state == ST_HANDLING && !c->answered) {
+    on_eof(c);
+    return;
+  }
+  if (strcmp(why, "plain_http") == 0) {
+    /* A client that sent plain HTTP to the TLS port reads why. */
+    static const char ans[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Length: 37\r\nConnection: close\r\n\r\nthis port speaks HTTPS: use https://\n";
+    sock_write(c, ans, sizeof ans - 1);
+    if (c->state == ST_CLOSED) return;
+  }
+  conn_finish(c);
+}
+
+/* Ciphertext from the socket: decrypt all of it now (plaintext that arrives
+ * behind a pending answer is stashed like on a plain connection), so
+ * nothing waits inside the TLS buffers for a read that may never come. */
+static void tls_read(http_conn *c, const char *data, size_t len) {
+  static char plain[16 * 1024]; /* one TLS record */
+  if (c->tls == NULL) {
+    c->tls = tls_conn_new(c->tls_pending);
+    tls_ctx_unref(c->tls_pending);
+    c->tls_pending = NULL;
+    if (c->tls == NULL) {
+      conn_close(c);
+      return;
+    }
+  }
+  if (tls_conn_put(c->tls, data, len) != 0) {
+    on_eof(c);
+    return;
+  }
+  for (;;) {
+    long n = tls_conn_read(c->tls, plain, sizeof plain);
+    if (n > 0) {
+      take_plain(c, plain, (size_t)n);
+      if (c->state == ST_CLOSED) return;
+      continue;
+    }
+    tls_flush(c);
+    if (c->state == ST_CLOSED || n == TLS_AGAIN) return;
+    if (n == TLS_CLOSED) {
+      on_eof(c);
+    } else {
+      tls_failed(c);
+    }
+    return;
+  }
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   http_conn *c = s->data;
   if (n < 0) {
-    /* EOF or error. A request waiting for its answer keeps the connection
-     * object alive until then (the answer is dropped). */
-    if (c->state == ST_HANDLING && !c->answered) {
-      uv_read_stop(s);
-      c->reading = 0;
-      c->keep_alive = 0;
-      c->paused = 1;
-      return;
-    }
-    conn_close(c);
+    on_eof(c);
     return;
   }
   if (n == 0) return;
@@ -589,6 +720,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
      * reset; a client that keeps sending past LINGER_BYTES gets the reset. */
     c->linger_bytes += (size_t)n;
     if (c->linger_bytes > LINGER_BYTES) conn_close(c);
+    return;
+  }
+  if (c->tls || c->tls_pending) {
+    tls_read(c, b->base, (size_t)n);
     return;
   }
   feed(c, b->base, (size_t)n);
@@ -635,8 +770,13 @@ static http_conn *conn_new(http_server *srv) {
 static void conn_start(http_conn *c) {
   http_server *srv = c->srv;
   uv_tcp_nodelay(&c->tcp, 1);
+  c->accepted_ms = uv_now(srv->loop);
   if (*srv->open_conns > srv->limits->max_connections) {
     METRICS_INC(g_metrics.connections_refused);
+    if (c->tls_pending) {
+      conn_close(c); /* no TLS session to answer in; a handshake is what overload spares */
+      return;
+    }
     c->keep_alive = 0;
     c->state = ST_HANDLING;
     http_respond(c, 503, "Retry-After: 1\r\n", "too many connections\n", 21);
@@ -650,9 +790,11 @@ static void conn_start(http_conn *c) {
   conn_update_reading(c);
 }
 
-void http_accept(http_server *srv, uv_stream_t *listener) {
+void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls) {
   http_conn *c = conn_new(srv);
   if (c == NULL) return;
+  if (tls) tls_ctx_ref(tls);
+  c->tls_pending = tls;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
@@ -660,9 +802,11 @@ void http_accept(http_server *srv, uv_stream_t *listener) {
   conn_start(c);
 }
 
-int http_open_fd(http_server *srv, uv_os_sock_t fd) {
+int http_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls) {
   http_conn *c = conn_new(srv);
   if (c == NULL) return UV_ENOMEM;
+  if (tls) tls_ctx_ref(tls);
+  c->tls_pending = tls;
   int rc = uv_tcp_open(&c->tcp, fd);
   if (rc != 0) {
     conn_close(c);
@@ -702,6 +846,7 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
                   size_t body_len) {
   if (c->answered) return;
   c->answered = 1;
+  c->served++;
   metrics_count_status(status);
   if (c->state == ST_CLOSED) {
     return; /* the client went away; the object is freed by its close */
@@ -731,12 +876,12 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
     c->body_cap = 0;
   }
   if (!c->keep_alive) {
-    /* Half-close after the answer is written, then drain input for a while
-     * so the client reads the answer instead of a reset. */
-    c->paused = 0;
-    set_state(c, ST_LINGER);
-    uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
-    conn_update_reading(c);
+    if (c->tls) {
+      tls_conn_close_notify(c->tls);
+      tls_flush(c);
+      if (c->state == ST_CLOSED) return;
+    }
+    conn_finish(c);
     return;
   }
   set_state(c, ST_IDLE);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "config.h"
+#include "tls.h"
 
 typedef struct http_conn http_conn;
 
@@ -62,14 +63,16 @@ typedef struct http_server {
   void *on_empty_data;
 } http_server;
 
-/* Accepts a pending connection on the listening stream. */
-void http_accept(http_server *srv, uv_stream_t *listener);
+/* Accepts a pending connection on the listening stream; tls is the
+ * listener's current TLS context (the connection references it), NULL for
+ * plain HTTP. */
+void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls);
 
 /* Serves a connected stream socket it takes over (closed with the
  * connection), like an accepted one: for in-process drivers such as the
  * fuzz harness, which hands in one end of a socketpair. Returns 0 or a
  * negative libuv error (fd then left open). */
-int http_open_fd(http_server *srv, uv_os_sock_t fd);
+int http_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls);
 
 /* Answers the request in progress. extra_headers: "Name: value\r\n" lines or
  * NULL; body may be NULL. After the answer the connection reads the next

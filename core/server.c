@@ -13,12 +13,15 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "tls.h"
 #include "verify.h"
 
 typedef struct listener {
   uv_tcp_t tcp;
   http_server *hs;
   server *s;
+  char *addr;    /* as configured, for logs and metrics */
+  tls_ctx *tls;  /* what new connections use (referenced); NULL: plain HTTP */
 } listener;
 
 struct server {
@@ -204,11 +207,11 @@ static void on_connection(uv_stream_t *st, int status) {
     log_write(LOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
     return;
   }
-  http_accept(l->hs, st);
+  http_accept(l->hs, st, l->tls);
 }
 
-static int bind_one(server *s, listener *l, const char *addr, http_server *hs, char *err,
-                    size_t errlen) {
+static int bind_one(server *s, listener *l, const char *addr, const config_tls *tls,
+                    http_server *hs, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   if (config_parse_addr(addr, &ss) != 0) {
     snprintf(err, errlen, "bad listen address '%s'", addr);
@@ -216,6 +219,12 @@ static int bind_one(server *s, listener *l, const char *addr, http_server *hs, c
   }
   l->s = s;
   l->hs = hs;
+  l->addr = strdup(addr);
+  if (tls && tls->ctx) {
+    l->tls = tls->ctx;
+    tls_ctx_ref(l->tls);
+    metrics_tls_certificate(addr, tls_ctx_not_after(l->tls));
+  }
   uv_tcp_init(s->loop, &l->tcp);
   l->tcp.data = l;
   s->open_listeners++;
@@ -241,8 +250,10 @@ static int bind_one(server *s, listener *l, const char *addr, http_server *hs, c
       port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     }
   }
-  log_write(LOG_INFO, NULL, "listening on %s%s%s:%d (%s)", bound.ss_family == AF_INET6 ? "[" : "",
-            ip, bound.ss_family == AF_INET6 ? "]" : "", port, hs == &s->web ? "webhooks" : "admin");
+  log_write(LOG_INFO, NULL, "listening on %s%s%s:%d (%s%s%s)",
+            bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
+            port, hs == &s->web ? "webhooks" : "admin", l->tls ? ", TLS: " : "",
+            l->tls ? tls_ctx_subject(l->tls) : "");
   return 0;
 }
 
@@ -272,6 +283,34 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_done(l->s);
 }
 
+int server_reload_tls(server *s, const config *cfg) {
+  int changed = 0;
+  /* Listeners bound at start are the first n_listen of s->ls, in order;
+   * listen itself cannot change without a restart. */
+  for (size_t i = 0; i < s->n_ls && i < cfg->n_listen; i++) {
+    listener *l = &s->ls[i];
+    if (l->hs != &s->web || strcmp(l->addr, cfg->listen[i]) != 0) continue;
+    tls_ctx *next = cfg->listen_tls[i].ctx;
+    if ((l->tls == NULL) != (next == NULL)) {
+      log_write(LOG_WARN, NULL, "reload: TLS on or off for %s takes a restart; it stays %s",
+                l->addr, l->tls ? "on" : "off");
+      continue;
+    }
+    if (next == NULL || next == l->tls) continue;
+    /* Tickets issued under the old certificate still resume. */
+    tls_ctx_keep_tickets(next, l->tls);
+    tls_ctx_ref(next);
+    tls_ctx_unref(l->tls); /* connections that use it keep it alive */
+    l->tls = next;
+    metrics_tls_certificate(l->addr, tls_ctx_not_after(next));
+    metrics_tls_reload(1);
+    log_write(LOG_INFO, NULL, "reload: %s serves the certificate %s from %s", l->addr,
+              tls_ctx_subject(next), cfg->listen_tls[i].cert);
+    changed++;
+  }
+  return changed;
+}
+
 /* Makes g current: requests from now on use its config, router and
  * instances. Returns 0, or -1 when out of memory (nothing changed). */
 int server_set_generation(server *s, generation *g) {
@@ -283,7 +322,10 @@ int server_set_generation(server *s, generation *g) {
     s->match_cap = need;
   }
   generation_ref(g);
-  if (s->gen) generation_unref(s->gen);
+  if (s->gen) {
+    generation_unref(s->gen);
+    server_reload_tls(s, &g->cfg);
+  }
   s->gen = g;
   /* New requests and new connections see the new limits. */
   s->web.limits = &g->cfg.limits;
@@ -329,10 +371,11 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
   s->admin.on_empty = on_admin_empty;
   int rc = 0;
   for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &s->web, err, errlen);
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &cfg->listen_tls[i], &s->web, err,
+                  errlen);
   }
   if (rc == 0 && cfg->admin_listen) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, &s->admin, err, errlen);
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, NULL, &s->admin, err, errlen);
   }
   if (rc != 0) {
     /* Close what was opened; the loop runs nothing else yet, so running it
@@ -368,6 +411,10 @@ void server_free(server *s) {
   if (s == NULL) return;
   if (s->gen) generation_unref(s->gen);
   free(s->match);
+  for (size_t i = 0; s->ls && i < s->n_ls; i++) {
+    free(s->ls[i].addr);
+    tls_ctx_unref(s->ls[i].tls);
+  }
   free(s->ls);
   free(s);
 }

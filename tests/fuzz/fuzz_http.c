@@ -154,7 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size--;
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  if (http_open_fd(&srv, sv[0]) != 0) abort();
+  if (http_open_fd(&srv, sv[0], NULL) != 0) abort();
 
   size_t off = 0, n = 0;
   int eof = 0, shut = 0;
