@@ -93,6 +93,7 @@ static llhttp_settings_t settings;
 static int settings_ready;
 
 static void conn_close(http_conn *c);
+static void conn_write(http_conn *c, const char *data, size_t len);
 static void release_req(http_conn *c);
 static void conn_update_reading(http_conn *c);
 static void feed(http_conn *c, const char *data, size_t len);
@@ -111,6 +112,8 @@ const char *http_status_text(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
@@ -322,6 +325,21 @@ static int on_header_value_complete(llhttp_t *p) {
   return arena_put(c, "", 1);
 }
 
+/* Expect (RFC 9110 10.1.1): 1 for "100-continue" on an HTTP/1.1 request
+ * that has a body to send, 0 when there is nothing to answer (no header,
+ * HTTP/1.0, no body), -1 for any other expectation (417). */
+static int expectation(http_conn *c, const llhttp_t *p) {
+  size_t len = 0;
+  const char *v = http_request_header(&c->req, "Expect", &len);
+  if (v == NULL) return 0;
+  while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t')) len--;
+  while (len > 0 && (*v == ' ' || *v == '\t')) v++, len--;
+  if (len != 12 || strncasecmp(v, "100-continue", 12) != 0) return -1;
+  if (p->http_major != 1 || p->http_minor == 0) return 0;
+  int body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+  return body ? 1 : 0;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   http_conn *c = p->data;
   if (c->arena == NULL && arena_put(c, "", 1) != 0) return -1;
@@ -344,8 +362,21 @@ static int on_headers_complete(llhttp_t *p) {
     c->fatal_status = 413;
     return -1;
   }
+  int expect = expectation(c, p);
+  if (expect < 0) {
+    c->req.reason = "only \"Expect: 100-continue\" is supported";
+    c->fatal_status = 417;
+    return -1;
+  }
   int st = c->srv->handler.on_headers(c->srv->handler.data, c, &c->req);
   if (st == 0) c->req_open = 1;
+  if (st != 0 && expect) {
+    /* The client waits for a 100 before it sends the body: the final
+     * answer goes now, and the connection closes after it. */
+    c->fatal_status = st;
+    return -1;
+  }
+  if (st == 0 && expect) conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
   if (st != 0) {
     c->reject_status = st;
   } else if ((p->flags & F_CONTENT_LENGTH) && p->content_length + 1 > c->body_cap) {
@@ -401,19 +432,31 @@ static int on_chunk_header(llhttp_t *p) {
   return 0;
 }
 
+/* Answers a request refused at its headers (status from on_headers, or
+ * 417), with Allow on a 405 and the handler's one-line reason. */
+static void answer_refusal(http_conn *c, int st, const char *reason) {
+  char allow[96] = "";
+  if (st == 405) {
+    snprintf(allow, sizeof allow, "Allow: %s\r\n",
+             c->srv->handler.allow ? c->srv->handler.allow : "POST");
+  }
+  if (reason) {
+    char body[256];
+    int n = snprintf(body, sizeof body, "%s\n", reason);
+    if (n < 0 || (size_t)n >= sizeof body) n = 0;
+    http_respond(c, st, st == 405 ? allow : NULL, body, (size_t)n);
+  } else {
+    http_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
+  }
+}
+
 static int on_message_complete(llhttp_t *p) {
   http_conn *c = p->data;
   c->keep_alive = llhttp_should_keep_alive(p) && !c->srv->draining;
   c->state = ST_HANDLING;
   uv_timer_stop(&c->timer);
   if (c->reject_status) {
-    int st = c->reject_status;
-    char allow[96] = "";
-    if (st == 405) {
-      snprintf(allow, sizeof allow, "Allow: %s\r\n",
-               c->srv->handler.allow ? c->srv->handler.allow : "POST");
-    }
-    http_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
+    answer_refusal(c, c->reject_status, c->req.reason);
   } else {
     if (c->body) c->body[c->body_len] = '\0';
     c->req.body = c->body ? c->body : "";
@@ -605,8 +648,10 @@ static void feed(http_conn *c, const char *data, size_t len) {
     http_respond_text(c, 413, "body larger than max_body_bytes");
   } else if (st == 431) {
     http_respond_text(c, 431, "headers larger than max_header_bytes");
-  } else {
+  } else if (st == 503) {
     http_respond(c, st, "Retry-After: 1\r\n", NULL, 0);
+  } else {
+    answer_refusal(c, st, c->req.reason); /* refused before an expected body */
   }
 }
 

@@ -27,13 +27,17 @@ typedef struct http_request {
   size_t body_len;
   const void *route;     /* set by on_headers for on_request */
   void *ctx;             /* the handler's own, set by on_headers, handed to on_release */
+  const char *reason;    /* on_headers may set a static one-line text for its refusal */
 } http_request;
 
 /* What a listener does with requests. Both run on the loop thread. */
 typedef struct http_handler {
   /* Called when the headers are complete, before any body byte is buffered.
    * Returns 0 to read the body and call on_request, or an HTTP status to
-   * answer instead; the body is then read and discarded (not buffered). */
+   * answer instead; the body is then read and discarded (not buffered), or,
+   * when the client sent "Expect: 100-continue" and waits, not read at all:
+   * the answer goes at once and the connection closes. A request that is
+   * taken and expects 100-continue gets its "100 Continue" right after. */
   int (*on_headers)(void *data, http_conn *c, http_request *req);
   /* Called with the complete request. It must answer exactly once with
    * http_respond(), now or later (the connection reads no further request

@@ -278,3 +278,95 @@ def test_shutdown_cuts_off_slow_clients_after_the_timeout(daemon_factory, tmp_pa
     assert slow.recv(4096) == b""  # closed without an answer
     slow.close()
     assert "requests still open after shutdown_timeout_ms; closing them" in d.log()
+
+
+# --- Expect: 100-continue (RFC 9110 10.1.1) ---------------------------------------------
+
+def big_event(size):
+    """A signed Cirrus event padded to `size` bytes."""
+    body = json.loads(payload("scheduling.smartscheduler.scheduled"))
+    body["eventId"] = f"big-{size}-{time.monotonic_ns()}"
+    body["data"]["padding"] = ""
+    base = len(json.dumps(body).encode())
+    body["data"]["padding"] = "x" * (size - base)
+    data = json.dumps(body).encode()
+    assert len(data) == size
+    return data
+
+
+@pytest.mark.parametrize("size,header", [(200 * 1024, True), (1536 * 1024, False)])
+def test_expect_100_continue_with_curl_is_answered_at_once(daemon_factory, tmp_path, size, header):
+    import subprocess
+    d = daemon_factory(sink_config(tmp_path, limits={"max_body_bytes": 2 * 1024 * 1024}))
+    body = big_event(size)
+    f = tmp_path / "body.json"
+    f.write_bytes(body)
+    # curl adds Expect by itself past 1 MiB; below that the user asks for it.
+    extra = ["-H", "Expect: 100-continue"] if header else []
+    p = subprocess.run(["curl", "-sS", "-v", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                        "-H", "Content-Type: application/json", "-H", f"X-Signature: {sign(body)}",
+                        *extra, "--data-binary", f"@{f}", d.url("/webhooks/cirrus")],
+                       capture_output=True, text=True, timeout=30)
+    code, took = p.stdout.split()
+    assert "Expect: 100-continue" in p.stderr and "HTTP/1.1 100 Continue" in p.stderr, p.stderr
+    assert code == "200"
+    print(f"\nExpect: 100-continue, {size // 1024} KiB body: answered in {float(took) * 1000:.1f} ms")
+    assert float(took) < 0.1, took  # curl's own wait for a 100 would be 1 s
+    lines = wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+    assert [l["event_id"] for l in lines] == [json.loads(body)["eventId"]]
+
+
+def expect_exchange(d, head, tls_ctx=None):
+    """Sends the request head, returns (first answer bytes, seconds it took)."""
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    if tls_ctx is not None:
+        s = tls_ctx.wrap_socket(s, server_hostname="localhost")
+    t0 = time.monotonic()
+    s.sendall(head)
+    got = s.recv(65536)
+    return s, got, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("over_tls", [False, True])
+def test_expect_100_continue_raw(daemon_factory, tmp_path, test_ca, over_tls):
+    from conftest import tls_listen
+    cfg = sink_config(tmp_path, limits={"max_body_bytes": 4096})
+    if over_tls:
+        cfg["listen"] = [tls_listen(test_ca)]
+    d = daemon_factory(cfg)
+    ctx = test_ca.context() if over_tls else None
+    body = payload("developer.webhook.test")
+    head = (b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Signature: " + sign(body).encode() + b"\r\nExpect: 100-continue\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    s, got, took = expect_exchange(d, head, ctx)
+    assert got == b"HTTP/1.1 100 Continue\r\n\r\n" and took < 0.1, (got, took)
+    s.sendall(body)
+    assert statuses(s.recv(65536)) == [200]
+    s.close()
+    # Refused at the headers: the final answer at once, no 100, connection closed.
+    for path, extra, status in [(b"/nope", b"Content-Length: 10\r\n", 404),
+                                (b"/webhooks/cirrus", b"Content-Length: 5000\r\n", 413)]:
+        s, got, took = expect_exchange(
+            d, b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + extra + b"\r\n",
+            ctx)
+        rest = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        except (OSError, Exception):
+            pass
+        s.close()
+        got += rest
+        assert statuses(got) == [status] and b"100 Continue" not in got and took < 0.1, got
+        assert b"Connection: close" in got
+    # An expectation hookd cannot meet: 417.
+    s, got, _ = expect_exchange(d, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\n"
+                                b"Expect: something-else\r\nContent-Length: 2\r\n\r\n{}", ctx)
+    s.close()
+    assert statuses(got) == [417] and b"100-continue" in got
+    lines = wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+    assert len(lines) == 1
