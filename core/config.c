@@ -697,7 +697,20 @@ static int parse_verify_timestamp(ctx *c, const cJSON *obj, verify_config *v) {
   return 0;
 }
 
+/* The source's "verify" object, or a preset's defaults with the user's
+ * keys over them (see parse_preset_verify). */
+static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v);
+
 static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
+  const cJSON *obj = member(src, "verify");
+  if (!obj)
+    return fail(c,
+                "missing required key 'verify' (write \"verify\": {\"scheme\": \"none\"} to "
+                "accept unsigned requests)");
+  return parse_verify_obj(c, obj, v);
+}
+
+static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
   static const char *const all_keys[] = {
       "scheme",      "algorithm",        "header",        "encoding",      "prefix",
       "secrets",     "tolerance_s",      "signed_payload", "timestamp_header",
@@ -711,11 +724,6 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
   static const char *const none_keys[] = {"scheme", NULL};
 
-  const cJSON *obj = member(src, "verify");
-  if (!obj)
-    return fail(c,
-                "missing required key 'verify' (write \"verify\": {\"scheme\": \"none\"} to "
-                "accept unsigned requests)");
   size_t mark = kp_key(c, "verify");
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
 
@@ -832,12 +840,186 @@ static int parse_security(ctx *c, const cJSON *root) {
   return parse_net_list(c, root, "trusted_proxies", &c->cfg->trusted_proxies);
 }
 
+/* Senders hookd knows by name: where type, id and order key come from, the
+ * endpoint handshake they send, and their signature scheme (verify keys a
+ * user may still override). Presets follow "format" in parse_source's
+ * list from index 2 on. */
+typedef struct preset {
+  const char *type_field, *id_field, *order_key, *type_header, *id_header, *id_header_alt;
+  int id_body_hash;
+  config_challenge challenge;
+  const char *verify; /* JSON: the defaults of "verify" */
+} preset;
+
+static const preset presets[] = {
+    /* github: X-GitHub-Event, X-GitHub-Delivery, X-Hub-Signature-256: sha256=<hex> */
+    {NULL, NULL, NULL, "X-GitHub-Event", "X-GitHub-Delivery", NULL, 0, CHALLENGE_NONE,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"X-Hub-Signature-256\",\"prefix\":\"sha256=\"}"},
+    /* stripe: Stripe-Signature: t=<ts>,v1=<hex of "<ts>.<body>"> */
+    {"type", "id", "data.object.id", NULL, NULL, NULL, 0, CHALLENGE_NONE,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"Stripe-Signature\",\"timestamp_key\":\"t\",\"signature_key\":\"v1\","
+     "\"signed_payload\":\"{timestamp}.{body}\"}"},
+    /* slack (Events API): X-Slack-Signature: v0=<hex of "v0:<ts>:<body>"> */
+    {"event.type", "event_id", "event.channel", NULL, NULL, NULL, 0, CHALLENGE_SLACK,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"X-Slack-Signature\",\"prefix\":\"v0=\","
+     "\"timestamp_header\":\"X-Slack-Request-Timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}\"}"},
+    /* zoom: x-zm-signature: v0=<hex of "v0:<ts>:<body>">; no event id is sent */
+    {"event", NULL, "payload.object.id", NULL, NULL, NULL, 1, CHALLENGE_ZOOM,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"x-zm-signature\",\"prefix\":\"v0=\","
+     "\"timestamp_header\":\"x-zm-request-timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}\"}"},
+    /* shopify: X-Shopify-Topic, X-Shopify-Webhook-Id, X-Shopify-Hmac-Sha256: <base64> */
+    {NULL, NULL, "id", "X-Shopify-Topic", "X-Shopify-Webhook-Id", NULL, 0, CHALLENGE_NONE,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"base64\","
+     "\"header\":\"X-Shopify-Hmac-Sha256\"}"},
+    /* standard-webhooks (and Svix): webhook-id or svix-id */
+    {"type", NULL, NULL, NULL, "webhook-id", "svix-id", 0, CHALLENGE_NONE,
+     "{\"scheme\":\"standard-webhooks\"}"},
+};
+
+/* Reads one of type/id: "<what>_field" (a dotted path) or "<what>_header"
+ * (a header name), at most one of them; absent leaves *field and *header as
+ * they are (a preset's). */
+static int parse_field_source(ctx *c, const cJSON *obj, const char *what, char **field,
+                              char **header) {
+  char fkey[16], hkey[16];
+  snprintf(fkey, sizeof fkey, "%s_field", what);
+  snprintf(hkey, sizeof hkey, "%s_header", what);
+  const char *f = NULL, *h = NULL;
+  int rf = get_str(c, obj, fkey, 0, &f), rh = get_str(c, obj, hkey, 0, &h);
+  if (rf < 0 || rh < 0) return -1;
+  if (rf == 1 && rh == 1) {
+    kp_key(c, hkey);
+    return fail(c, "give either %s or %s, not both", fkey, hkey);
+  }
+  if (rf == 1) {
+    if (!valid_dotted_path(f)) {
+      kp_key(c, fkey);
+      return fail(c, "expected a dotted path like 'data.id'");
+    }
+    free(*field);
+    free(*header);
+    *field = dup_str(c, f);
+    *header = NULL;
+  } else if (rh == 1) {
+    if (!valid_header_name(h)) {
+      kp_key(c, hkey);
+      return fail(c, "invalid header name '%s'", h);
+    }
+    free(*field);
+    free(*header);
+    *header = dup_str(c, h);
+    *field = NULL;
+  }
+  return 0;
+}
+
+static char *dup_or_null(ctx *c, const char *s) {
+  return s ? dup_str(c, s) : NULL;
+}
+
+/* Where a source's type, id and order key come from: fixed for
+ * cirrus-insight, a preset's defaults (which the keys override), or the
+ * keys alone for generic. */
+static int parse_fields(ctx *c, const cJSON *obj, config_source *src, const preset *p,
+                        int cirrus) {
+  static const char *const field_keys[] = {"type_field", "id_field", "order_key", "type_header",
+                                           "id_header", NULL};
+  envelope_spec *e = &src->envelope;
+  e->format = cirrus ? ENVELOPE_CIRRUS_INSIGHT : ENVELOPE_GENERIC;
+  if (cirrus) {
+    for (size_t i = 0; field_keys[i]; i++) {
+      if (member(obj, field_keys[i])) {
+        kp_key(c, field_keys[i]);
+        return fail(c, "not used with \"format\": \"cirrus-insight\" (its fields are fixed)");
+      }
+    }
+    return 0;
+  }
+  if (p) {
+    e->type_field = dup_or_null(c, p->type_field);
+    e->id_field = dup_or_null(c, p->id_field);
+    e->order_key = dup_or_null(c, p->order_key);
+    e->type_header = dup_or_null(c, p->type_header);
+    e->id_header = dup_or_null(c, p->id_header);
+    e->id_header_alt = dup_or_null(c, p->id_header_alt);
+    e->id_body_hash = p->id_body_hash;
+  }
+  if (parse_field_source(c, obj, "type", &e->type_field, &e->type_header) != 0) return -1;
+  char *id_field = e->id_field, *id_header = e->id_header;
+  if (parse_field_source(c, obj, "id", &e->id_field, &e->id_header) != 0) return -1;
+  if (e->id_field != id_field || e->id_header != id_header) {
+    e->id_body_hash = 0; /* the user named the id */
+    free(e->id_header_alt);
+    e->id_header_alt = NULL;
+  }
+  if (!e->type_field && !e->type_header)
+    return fail(c, "missing required key 'type_field' or 'type_header' (format 'generic' needs "
+                   "one)");
+  if (!e->id_field && !e->id_header && !e->id_body_hash)
+    return fail(c, "missing required key 'id_field' or 'id_header' (format 'generic' needs one)");
+  const char *ok = NULL;
+  int rc = get_str(c, obj, "order_key", 0, &ok);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    if (!valid_dotted_path(ok)) {
+      kp_key(c, "order_key");
+      return fail(c, "expected a dotted path like 'data.id'");
+    }
+    free(e->order_key);
+    e->order_key = dup_str(c, ok);
+  }
+  return 0;
+}
+
+/* A preset source's verify: the preset's defaults with the user's keys
+ * over them; a user "scheme" other than the preset's replaces them all.
+ * The secrets are always the user's. */
+static int parse_preset_verify(ctx *c, const cJSON *src, const preset *p, verify_config *v) {
+  const cJSON *user = member(src, "verify");
+  if (!user)
+    return fail(c, "missing required key 'verify' (this preset needs your signing secret: "
+                   "\"verify\": {\"secrets\": [\"${SIGNING_SECRET}\"]})");
+  if (!cJSON_IsObject(user)) {
+    kp_key(c, "verify");
+    return fail(c, "expected an object");
+  }
+  cJSON *merged = cJSON_Parse(p->verify);
+  if (!merged) {
+    c->oom = 1;
+    return 0;
+  }
+  const cJSON *scheme = member(user, "scheme");
+  const cJSON *def = member(merged, "scheme");
+  if (scheme && cJSON_IsString(scheme) && strcmp(scheme->valuestring, def->valuestring) != 0) {
+    cJSON_Delete(merged);
+    return parse_verify_obj(c, user, v);
+  }
+  for (const cJSON *it = user->child; it; it = it->next) {
+    cJSON *copy = cJSON_Duplicate(it, 1);
+    if (!copy) {
+      c->oom = 1;
+      break;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
+    cJSON_AddItemToObject(merged, it->string, copy);
+  }
+  int rc = parse_verify_obj(c, merged, v);
+  cJSON_Delete(merged);
+  return rc;
+}
+
 static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
-  static const char *const keys[] = {"name",           "path",     "format",
-                                     "type_field",     "id_field", "order_key",
-                                     "success_status", "verify",   "allow_ips", NULL};
-  static const char *const formats[] = {"cirrus-insight", "generic", NULL};
-  static const char *const generic_only[] = {"type_field", "id_field", "order_key", NULL};
+  static const char *const keys[] = {"name",        "path",      "format",         "type_field",
+                                     "id_field",    "order_key", "type_header",    "id_header",
+                                     "challenge",   "verify",    "success_status", "allow_ips",
+                                     NULL};
+  static const char *const formats[] = {"cirrus-insight", "generic", "github", "stripe", "slack",
+                                        "zoom", "shopify", "standard-webhooks", NULL};
+  static const char *const challenges[] = {"none", "zoom", "slack", NULL};
   config *cfg = c->cfg;
   config_source *src = &cfg->sources[idx];
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
@@ -886,37 +1068,19 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
 
   int format = 0;
   if (get_choice(c, obj, "format", formats, &format) < 0) return -1;
-  src->envelope.format = format == 1 ? ENVELOPE_GENERIC : ENVELOPE_CIRRUS_INSIGHT;
-  if (src->envelope.format == ENVELOPE_CIRRUS_INSIGHT) {
-    for (size_t i = 0; generic_only[i]; i++) {
-      if (member(obj, generic_only[i])) {
-        kp_key(c, generic_only[i]);
-        return fail(c, "only used with \"format\": \"generic\"");
-      }
-    }
-  } else {
-    char **fields[] = {&src->envelope.type_field, &src->envelope.id_field,
-                       &src->envelope.order_key};
-    for (size_t i = 0; generic_only[i]; i++) {
-      const char *f = NULL;
-      rc = get_str(c, obj, generic_only[i], 0, &f);
-      if (rc < 0) return -1;
-      if (rc == 0 && i < 2)
-        return fail(c, "missing required key '%s' (format 'generic' needs it)", generic_only[i]);
-      if (rc == 0) continue;
-      if (!valid_dotted_path(f)) {
-        kp_key(c, generic_only[i]);
-        return fail(c, "expected a dotted path like 'data.id'");
-      }
-      *fields[i] = dup_str(c, f);
-    }
-  }
+  src->format = formats[format];
+  if (parse_fields(c, obj, src, format >= 2 ? &presets[format - 2] : NULL, format == 0) != 0)
+    return -1;
+  int challenge = format >= 2 ? (int)presets[format - 2].challenge : 0;
+  if (get_choice(c, obj, "challenge", challenges, &challenge) < 0) return -1;
+  src->challenge = (config_challenge)challenge;
 
   uint64_t status = 200;
   if (get_uint(c, obj, "success_status", 200, 299, &status) < 0) return -1;
   src->success_status = (int)status;
 
   if (parse_net_list(c, obj, "allow_ips", &src->allow_ips) != 0) return -1;
+  if (format >= 2) return parse_preset_verify(c, obj, &presets[format - 2], &src->verify);
   return parse_verify(c, obj, &src->verify);
 }
 

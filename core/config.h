@@ -40,6 +40,9 @@ typedef struct config_delivery {
   uint64_t timeout_ms;         /* 30000 */
 } config_delivery;
 
+/* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
+typedef enum { CHALLENGE_NONE = 0, CHALLENGE_ZOOM, CHALLENGE_SLACK } config_challenge;
+
 typedef struct config_source {
   char *name;
   char *path;            /* request path, exact match, e.g. "/webhooks/cirrus" */
@@ -48,6 +51,8 @@ typedef struct config_source {
   verify_config verify;
   access_list allow_ips; /* empty: any client */
   char *keypath;         /* "sources[0]", for messages */
+  const char *format;    /* "cirrus-insight", "generic", or a preset's name (static) */
+  config_challenge challenge;
 } config_source;
 
 typedef struct config_plugin {

@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <llhttp.h>
+
+#include <cjson/cJSON.h>
 
 #include "access.h"
 #include "admin.h"
@@ -78,8 +81,20 @@ static void web_on_release(void *data, http_request *req) {
   generation_unref(req->ctx);
 }
 
+/* A header the signature check (or the envelope) reads. One sent twice is
+ * treated as absent, so the request fails verification: which copy a
+ * signature covers must never be a guess (two X-Signature headers, one of
+ * them the attacker's). */
 static const char *verify_header(void *ctx, const char *name, size_t *len) {
-  return http_request_header(ctx, name, len);
+  const http_request *req = ctx;
+  const char *found = NULL;
+  for (size_t i = 0; i < req->n_headers; i++) {
+    if (strcasecmp(req->headers[i].name, name) != 0) continue;
+    if (found) return NULL;
+    found = req->headers[i].value;
+    *len = req->headers[i].value_len;
+  }
+  return found;
 }
 
 /* A request waiting for its event to be durable. */
@@ -122,6 +137,64 @@ static void answer_stored(void *data, int status, delivery **ds, size_t nd) {
   free(sc);
 }
 
+/* --- endpoint handshakes ----------------------------------------------------- */
+
+static const char *const challenge_kinds[] = {"none", "zoom", "slack"};
+
+/* Could the body be the source's endpoint handshake? A cheap look first,
+ * so ordinary events are never parsed twice. */
+static int maybe_handshake(const config_source *src, const char *body, size_t len) {
+  if (src->challenge == CHALLENGE_ZOOM) return memmem(body, len, "endpoint.url_validation", 23) != NULL;
+  if (src->challenge == CHALLENGE_SLACK) return memmem(body, len, "url_verification", 16) != NULL;
+  return 0;
+}
+
+/* The answer to a handshake (malloc'd JSON), or NULL when the body is not
+ * one after all. Zoom: {"plainToken", "encryptedToken": hex HMAC-SHA256 of
+ * the secret over plainToken}; Slack: {"challenge"}. */
+static char *handshake_answer(const config_source *src, const char *body, size_t len) {
+  cJSON *root = cJSON_ParseWithLength(body, len);
+  cJSON *ans = NULL;
+  if (src->challenge == CHALLENGE_ZOOM) {
+    const cJSON *ev = envelope_path(root, "event");
+    const cJSON *tok = envelope_path(root, "payload.plainToken");
+    char hex[65];
+    if (cJSON_IsString(ev) && strcmp(ev->valuestring, "endpoint.url_validation") == 0 &&
+        cJSON_IsString(tok) && tok->valuestring[0] && src->verify.n_secrets > 0 &&
+        verify_hmac_sha256_hex(&src->verify.secrets[0], tok->valuestring,
+                               strlen(tok->valuestring), hex) == 0) {
+      ans = cJSON_CreateObject();
+      cJSON_AddStringToObject(ans, "plainToken", tok->valuestring);
+      cJSON_AddStringToObject(ans, "encryptedToken", hex);
+    }
+  } else if (src->challenge == CHALLENGE_SLACK) {
+    const cJSON *type = envelope_path(root, "type");
+    const cJSON *ch = envelope_path(root, "challenge");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "url_verification") == 0 &&
+        cJSON_IsString(ch)) {
+      ans = cJSON_CreateObject();
+      cJSON_AddStringToObject(ans, "challenge", ch->valuestring);
+    }
+  }
+  char *out = ans ? cJSON_PrintUnformatted(ans) : NULL;
+  cJSON_Delete(ans);
+  cJSON_Delete(root);
+  return out;
+}
+
+/* Answers a verified handshake; 1 when it was one (answered), 0 if not. */
+static int answer_handshake(http_conn *c, const config_source *src, const http_request *req) {
+  char *ans = handshake_answer(src, req->body, req->body_len);
+  if (ans == NULL) return 0;
+  const char *kind = challenge_kinds[src->challenge];
+  log_ctx ctx = {.source = src->name, .peer = http_conn_peer(c)};
+  metrics_challenge(src->name, kind, 1);
+  log_write(LOG_INFO, &ctx, "answered the %s endpoint handshake (not stored)", kind);
+  http_respond(c, 200, "Content-Type: application/json\r\n", ans, strlen(ans));
+  free(ans);
+  return 1;
+}
+
 static void web_on_request(void *data, http_conn *c, http_request *req) {
   server *s = data;
   const config_source *src = req->route;
@@ -129,10 +202,21 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   uint64_t t0 = metrics_source_begin(src->name);
 
   verify_input in = {verify_header, req, req->body, req->body_len, now_ms() / 1000};
+  int handshake = maybe_handshake(src, req->body, req->body_len);
   if (verify_request(&src->verify, &in) != 0) {
     ctx.peer = http_conn_peer(c);
+    if (handshake) {
+      char *ans = handshake_answer(src, req->body, req->body_len);
+      if (ans) metrics_challenge(src->name, challenge_kinds[src->challenge], 0);
+      free(ans);
+    }
     log_write(LOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
     http_respond_text(c, 401, "unauthorized");
+    return;
+  }
+  /* A sender's endpoint handshake is answered and counted, never stored. */
+  if (handshake && answer_handshake(c, src, req)) {
+    metrics_source_end();
     return;
   }
   envelope env;
@@ -140,9 +224,8 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   generation *g = req->ctx; /* the generation that matched the path */
   /* The tree is built only when a `when` route reads it; otherwise one pass
    * over the body finds type, id and order key. */
-  int rc = router_needs_tree(g->rt)
-               ? envelope_decode(&src->envelope, req->body, req->body_len, &env, &reason)
-               : envelope_decode_fields(&src->envelope, req->body, req->body_len, &env, &reason);
+  int rc = envelope_decode_request(&src->envelope, req->body, req->body_len, verify_header, req,
+                                   router_needs_tree(g->rt), &env, &reason);
   if (rc != 0) {
     ctx.peer = http_conn_peer(c);
     log_write(LOG_INFO, &ctx, "rejected: %s (400)", reason);
