@@ -3,6 +3,7 @@
 
 #include <llhttp.h>
 #include <malloc.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,11 @@
 #define TRIM_MS 1000
 /* A kept body buffer larger than this is released after its request. */
 #define BODY_KEEP_BYTES (64 * 1024)
+/* A gzip body may inflate at most this many times its size (once past
+ * RATIO_FREE_BYTES): more is a decompression bomb, refused with 413 even
+ * under max_body_bytes, since every such request would cost the CPU. */
+#define MAX_INFLATE_RATIO 100
+#define RATIO_FREE_BYTES (64 * 1024)
 
 typedef enum {
   ST_FRESH,    /* connected, no request byte yet */
@@ -56,7 +62,12 @@ struct http_conn {
   int fatal_status;  /* a limit broken inside a callback: answer and close */
   int reject_status; /* decided at headers: discard the body, then answer */
   int req_open;      /* on_headers accepted the request; on_release is owed */
+  int gzip;          /* Content-Encoding: gzip: the body is inflated when complete */
   int in_field, in_value;
+  /* Where the current feed() buffer and the last header value piece end,
+   * to tell a folded value from one split across reads. */
+  const char *feed_start, *feed_end, *val_end;
+  int val_at_end;
   /* Request line and headers, NUL-separated, offsets in hdr. */
   char *arena;
   size_t arena_len, arena_cap, header_bytes;
@@ -309,6 +320,19 @@ static int on_header_field_complete(llhttp_t *p) {
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = p->data;
   if (header_bytes(c, n) != 0) return -1;
+  /* llhttp accepts an obsolete folded line (CRLF and a blank inside a
+   * value) and hands the value over in two pieces with the fold skipped.
+   * Two pieces that are neither adjacent in one buffer nor split exactly at
+   * a buffer's end have a fold between them. RFC 9112 5.2 lets a server
+   * refuse it, and a value read one way here and another by a proxy in
+   * front is how requests get smuggled. */
+  if (c->in_value && at != c->val_end && !(at == c->feed_start && c->val_at_end)) {
+    c->fatal_status = 400;
+    c->req.reason = "malformed HTTP: obsolete line folding in a header";
+    return -1;
+  }
+  c->val_end = at + n;
+  c->val_at_end = at + n == c->feed_end;
   if (!c->in_value) {
     c->hdr[c->n_hdr - 1].value_off = (uint32_t)c->arena_len;
     c->in_value = 1;
@@ -323,6 +347,43 @@ static int on_header_value_complete(llhttp_t *p) {
   h->value_len = (uint32_t)(c->arena_len - h->value_off);
   c->in_value = 0;
   return arena_put(c, "", 1);
+}
+
+/* An absolute-form target ("http://host/webhooks/x?q", RFC 9112 3.2.2) is
+ * reduced to its path; others are returned as they are. */
+static char *absolute_form_path(char *url) {
+  size_t skip = strncasecmp(url, "http://", 7) == 0    ? 7
+                : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                       : 0;
+  if (skip == 0) return url;
+  char *slash = strchr(url + skip, '/');
+  if (slash) return slash;
+  /* "http://host" or "http://host?q": the path is "/". */
+  char *q = strchr(url + skip, '?');
+  char *end = q ? q : url + strlen(url);
+  end[-1] = '/';
+  return end - 1;
+}
+
+/* Content-Encoding: 0 none or identity, 1 gzip, -1 anything else (415). */
+static int content_coding(http_conn *c) {
+  int n = 0, gzip = 0;
+  for (size_t i = 0; i < c->req.n_headers; i++) {
+    if (strcasecmp(c->req.headers[i].name, "Content-Encoding") != 0) continue;
+    const char *v = c->req.headers[i].value;
+    size_t len = c->req.headers[i].value_len;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t')) len--;
+    while (len > 0 && (*v == ' ' || *v == '\t')) v++, len--;
+    if (len == 8 && strncasecmp(v, "identity", 8) == 0) continue;
+    if ((len == 4 && strncasecmp(v, "gzip", 4) == 0) ||
+        (len == 6 && strncasecmp(v, "x-gzip", 6) == 0)) {
+      gzip = 1;
+      n++;
+      continue;
+    }
+    return -1; /* another coding, or a list of them */
+  }
+  return n > 1 ? -1 : gzip;
 }
 
 /* Expect (RFC 9110 10.1.1): 1 for "100-continue" on an HTTP/1.1 request
@@ -349,7 +410,7 @@ static int on_headers_complete(llhttp_t *p) {
     c->headers[i].value = c->arena + c->hdr[i].value_off;
     c->headers[i].value_len = c->hdr[i].value_len;
   }
-  char *path = c->arena + c->url_off;
+  char *path = absolute_form_path(c->arena + c->url_off);
   char *q = strchr(path, '?');
   if (q) *q = '\0';
   c->req.method = llhttp_get_method(p);
@@ -368,8 +429,15 @@ static int on_headers_complete(llhttp_t *p) {
     c->fatal_status = 417;
     return -1;
   }
+  int coding = content_coding(c);
   int st = c->srv->handler.on_headers(c->srv->handler.data, c, &c->req);
   if (st == 0) c->req_open = 1;
+  if (st == 0 && coding < 0) {
+    release_req(c);
+    c->req.reason = "unsupported Content-Encoding (hookd takes gzip or none)";
+    st = 415;
+  }
+  c->gzip = coding == 1;
   if (st != 0 && expect) {
     /* The client waits for a 100 before it sends the body: the final
      * answer goes now, and the connection closes after it. */
@@ -432,6 +500,67 @@ static int on_chunk_header(llhttp_t *p) {
   return 0;
 }
 
+/* Replaces a gzip body by its inflated bytes, max_body_bytes applying to
+ * those. Returns 0, or the status to answer with req.reason set: 413 past
+ * the limit or the ratio, 400 for a body that is not gzip. */
+static int inflate_body(http_conn *c) {
+  uint64_t max = c->srv->limits->max_body_bytes;
+  uint64_t ratio_cap = (uint64_t)c->body_len * MAX_INFLATE_RATIO;
+  if (ratio_cap < RATIO_FREE_BYTES) ratio_cap = RATIO_FREE_BYTES;
+  int status = 0;
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (inflateInit2(&z, 15 + 16) != Z_OK) { /* 16: gzip framing only */
+    c->req.reason = "out of memory";
+    return 503;
+  }
+  size_t cap = c->body_len * 4 + 1024, len = 0;
+  char *out = NULL;
+  int rc = Z_OK;
+  z.next_in = (unsigned char *)c->body;
+  z.avail_in = (uInt)c->body_len;
+  while (rc == Z_OK) {
+    if (len + 1 >= cap || out == NULL) {
+      if (out) cap *= 2;
+      if (cap > max + 2) cap = max + 2; /* one byte past the limit shows it is over */
+      char *b = realloc(out, cap);
+      if (b == NULL) {
+        status = 503;
+        c->req.reason = "out of memory";
+        break;
+      }
+      out = b;
+    }
+    z.next_out = (unsigned char *)out + len;
+    z.avail_out = (uInt)(cap - 1 - len);
+    rc = inflate(&z, Z_NO_FLUSH);
+    len = cap - 1 - z.avail_out;
+    if (len > max || len > ratio_cap) {
+      status = 413;
+      c->req.reason = len > max ? "inflated body larger than max_body_bytes"
+                                : "gzip body inflates more than 100 times: refused";
+      break;
+    }
+    if (rc == Z_BUF_ERROR && z.avail_out != 0) break; /* input ended early */
+    if (rc == Z_BUF_ERROR) rc = Z_OK;
+  }
+  /* A complete stream, and nothing after it (no second member). */
+  if (status == 0 && (rc != Z_STREAM_END || z.avail_in != 0)) {
+    status = 400;
+    c->req.reason = "body is not valid gzip";
+  }
+  inflateEnd(&z);
+  if (status) {
+    free(out);
+    return status;
+  }
+  free(c->body);
+  c->body = out;
+  c->body_cap = cap;
+  c->body_len = len;
+  return 0;
+}
+
 /* Answers a request refused at its headers (status from on_headers, or
  * 417), with Allow on a 405 and the handler's one-line reason. */
 static void answer_refusal(http_conn *c, int st, const char *reason) {
@@ -455,8 +584,12 @@ static int on_message_complete(llhttp_t *p) {
   c->keep_alive = llhttp_should_keep_alive(p) && !c->srv->draining;
   c->state = ST_HANDLING;
   uv_timer_stop(&c->timer);
+  int st;
   if (c->reject_status) {
     answer_refusal(c, c->reject_status, c->req.reason);
+  } else if (c->gzip && (st = inflate_body(c)) != 0) {
+    release_req(c);
+    http_respond_text(c, st, c->req.reason);
   } else {
     if (c->body) c->body[c->body_len] = '\0';
     c->req.body = c->body ? c->body : "";
@@ -623,6 +756,8 @@ static void stash(http_conn *c, const char *data, size_t len) {
 }
 
 static void feed(http_conn *c, const char *data, size_t len) {
+  c->feed_start = data;
+  c->feed_end = data + len;
   c->in_callback = 1;
   llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
   c->in_callback = 0;
@@ -640,7 +775,9 @@ static void feed(http_conn *c, const char *data, size_t len) {
   c->keep_alive = 0;
   c->state = ST_HANDLING;
   c->answered = 0;
-  if (st == 400) {
+  if (st == 400 && c->req.reason) {
+    http_respond_text(c, 400, c->req.reason);
+  } else if (st == 400) {
     char msg[160];
     snprintf(msg, sizeof msg, "malformed HTTP: %s", llhttp_get_error_reason(&c->parser));
     http_respond_text(c, 400, msg);
