@@ -4,6 +4,7 @@
 
 #include "router.h"
 #include "metrics.h"
+#include "scrub.h"
 #include "tls.h"
 
 #include <arpa/inet.h>
@@ -1331,6 +1332,54 @@ static char *config_dir(const char *path) {
   return abs;
 }
 
+/* Files named by ${file:PATH} hold secrets (DESIGN §4): each one readable
+ * by group or others is warned about. The paths are read from the text as
+ * written (the tree holds the substituted values); "$${" is a literal. */
+static void warn_secret_files(const config *cfg) {
+  const char *t = cfg->doc.text;
+  for (const char *p = t ? strstr(t, "${file:") : NULL; p; p = strstr(p + 1, "${file:")) {
+    if (p > t && p[-1] == '$') continue;
+    const char *start = p + 7, *end = strchr(start, '}');
+    if (end == NULL || end == start || end - start > 4000) continue;
+    char *rel = strndup(start, (size_t)(end - start)), *full = NULL;
+    if (rel && (rel[0] == '/' ? asprintf(&full, "%s", rel) : asprintf(&full, "%s/%s", cfg->dir, rel)) >= 0) {
+      warn_if_readable(full, "secret file");
+      free(full);
+    }
+    free(rel);
+  }
+}
+
+static int secret_key_name(const char *k) {
+  static const char *const words[] = {"token", "secret", "password", "passwd", "apikey", "api_key",
+                                      "webhook_url", "credential", "private", NULL};
+  for (size_t i = 0; k && words[i]; i++)
+    if (strcasestr(k, words[i])) return 1;
+  return 0;
+}
+
+/* String values under keys that name a secret, anywhere below node. */
+static void scrub_register_tree(const cJSON *node, int secret) {
+  for (const cJSON *it = node ? node->child : NULL; it; it = it->next) {
+    int s = secret || secret_key_name(it->string);
+    if (cJSON_IsString(it) && s) scrub_add_secret(it->valuestring, strlen(it->valuestring));
+    if (cJSON_IsObject(it) || cJSON_IsArray(it)) scrub_register_tree(it, s);
+  }
+}
+
+/* What scrub.h keeps out of logs, metrics and pages: signing secrets, the
+ * admin token, and plugin options whose names say they hold a secret. */
+static void scrub_register(const config *cfg) {
+  for (size_t i = 0; i < cfg->n_sources; i++) {
+    const verify_config *v = &cfg->sources[i].verify;
+    for (size_t k = 0; k < v->n_secrets; k++)
+      scrub_add_secret((const char *)v->secrets[k].key, v->secrets[k].len);
+  }
+  if (cfg->admin_token) scrub_add_secret(cfg->admin_token, strlen(cfg->admin_token));
+  scrub_register_tree(member(cfg->doc.root, "sources"), 0);
+  for (size_t i = 0; i < cfg->n_plugins; i++) scrub_register_tree(cfg->plugins[i].config, 0);
+}
+
 int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   static const char *const top_keys[] = {
       "listen", "admin_listen", "data_dir", "plugin_dirs", "log",    "shutdown_timeout_ms",
@@ -1365,6 +1414,8 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
     if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
     goto fail;
   }
+  warn_secret_files(cfg);
+  scrub_register(cfg);
   free(c.kp);
   return 0;
 fail:

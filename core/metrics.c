@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "hookd/plugin.h"
+#include "scrub.h"
 
 metrics g_metrics;
 
@@ -379,6 +380,7 @@ void metrics_delivery_settled(metrics_instance *m, const char *instance, const c
   s->last_ms = now;
   copy_str(s->last_message, sizeof s->last_message,
            result == HOOKD_OK ? "" : (message && message[0] ? message : "no message"));
+  scrub_text(s->last_message, sizeof s->last_message);
   metrics_recent *r = recent_find(source, event_id);
   metrics_recent_target *t = r ? recent_target(r, instance, 0) : NULL;
   if (t) {
