@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian 12 packages: what building and running needs, and what the tests add.
 DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev \
-       libsqlite3-dev libcurl4-openssl-dev curl openssl zlib1g-dev
+       libsqlite3-dev libcurl4-openssl-dev libsystemd-dev curl openssl zlib1g-dev
 # python3-pytest/aiosmtpd: integration suite (Debian's /usr/bin/python3);
 # prometheus: promtool checks /metrics; chromium + python3-websocket: the
 # status page test (DevTools protocol); groff-base: man page check;

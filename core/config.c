@@ -23,6 +23,7 @@
 #define MAX_EXACT_INT 9007199254740991ull
 /* Delivery threads per instance: more is a typo, not a plan. */
 #define MAX_CONCURRENCY 1024
+#define MAX_THREADS 16384
 
 /* State of one load: where errors go and the key path of the value being
  * checked, which every message names. */
@@ -535,7 +536,7 @@ static int parse_spool(ctx *c, const cJSON *root) {
   static const spool_sync sync_values[] = {SPOOL_SYNC_FULL, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF};
   config *cfg = c->cfg;
   cfg->sync = SPOOL_SYNC_FULL;
-  cfg->spool_max_pending = 100000;
+  cfg->spool_max_pending = 0; /* no spool-wide cap: each instance has delivery.max_pending */
   cfg->spool_min_free_bytes = 64ull << 20;
   cfg->spool_retention_ms = 7ll * 86400000;
   cJSON *spool = NULL;
@@ -547,7 +548,7 @@ static int parse_spool(ctx *c, const cJSON *root) {
   if (get_choice(c, spool, "sync", syncs, &sync) < 0) return -1;
   cfg->sync = sync_values[sync];
   const char *retention = NULL;
-  if (get_uint(c, spool, "max_pending", 1, MAX_EXACT_INT, &cfg->spool_max_pending) < 0 ||
+  if (get_uint(c, spool, "max_pending", 0, MAX_EXACT_INT, &cfg->spool_max_pending) < 0 ||
       get_uint(c, spool, "min_free_bytes", 0, MAX_EXACT_INT, &cfg->spool_min_free_bytes) < 0 ||
       get_str(c, spool, "retention", 0, &retention) < 0)
     return -1;
@@ -597,15 +598,29 @@ static int parse_limits(ctx *c, const cJSON *root) {
 /* Reads a "delivery" object (at the current key path) over `base`. Used for
  * the global defaults and for a plugin entry's overrides. */
 static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *base,
-                              config_delivery *out) {
+                              config_delivery *out, int global) {
   static const char *const keys[] = {"concurrency",    "max_attempts", "backoff_initial_ms",
-                                     "backoff_max_ms", "timeout_ms",   NULL};
+                                     "backoff_max_ms", "timeout_ms",   "max_crashes",
+                                     "max_pending",    NULL};
+  /* max_threads bounds the whole process: only in the top-level object. */
+  static const char *const global_keys[] = {
+      "concurrency", "max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms",
+      "max_crashes", "max_pending",  "max_threads",        NULL};
   *out = *base;
-  if (check_keys(c, obj, keys) != 0 || get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
+  if (check_keys(c, obj, global ? global_keys : keys) != 0 ||
+      get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
       get_uint(c, obj, "backoff_initial_ms", 1, MAX_EXACT_INT, &out->backoff_initial_ms) < 0 ||
       get_uint(c, obj, "backoff_max_ms", 1, MAX_EXACT_INT, &out->backoff_max_ms) < 0 ||
-      get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0)
+      get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0 ||
+      get_u32(c, obj, "max_crashes", 1, &out->max_crashes) < 0 ||
+      get_uint(c, obj, "max_pending", 1, MAX_EXACT_INT, &out->max_pending) < 0)
     return -1;
+  if (global) {
+    uint64_t threads = 0;
+    int rc = get_uint(c, obj, "max_threads", 1, MAX_THREADS, &threads);
+    if (rc < 0) return -1;
+    if (rc == 1) out->max_threads = (uint32_t)threads;
+  }
   uint64_t conc = 0;
   int rc = get_uint(c, obj, "concurrency", 1, MAX_CONCURRENCY, &conc);
   if (rc < 0) return -1;
@@ -629,13 +644,16 @@ static int parse_delivery(ctx *c, const cJSON *root) {
                                            .max_attempts = 12,
                                            .backoff_initial_ms = 1000,
                                            .backoff_max_ms = 3600000,
-                                           .timeout_ms = 30000};
+                                           .timeout_ms = 30000,
+                                           .max_crashes = 3,
+                                           .max_pending = 100000,
+                                           .max_threads = 256};
   c->cfg->delivery = defaults;
   cJSON *obj = NULL;
   int rc = get_object(c, root, "delivery", &obj);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "delivery");
-  if (parse_delivery_obj(c, obj, &defaults, &c->cfg->delivery) != 0) return -1;
+  if (parse_delivery_obj(c, obj, &defaults, &c->cfg->delivery, 1) != 0) return -1;
   kp_pop(c, mark);
   return 0;
 }
@@ -1160,7 +1178,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   if (get_object(c, obj, "delivery", &del) < 0) return -1;
   if (del) {
     size_t mark = kp_key(c, "delivery");
-    if (parse_delivery_obj(c, del, &cfg->delivery, &pl->delivery) != 0) return -1;
+    if (parse_delivery_obj(c, del, &cfg->delivery, &pl->delivery, 0) != 0) return -1;
     kp_pop(c, mark);
   }
   return 0;
@@ -1380,11 +1398,28 @@ static void scrub_register(const config *cfg) {
   for (size_t i = 0; i < cfg->n_plugins; i++) scrub_register_tree(cfg->plugins[i].config, 0);
 }
 
+/* Worker threads: one per unit of concurrency of each instance, and the
+ * sum must fit under delivery.max_threads. */
+static int check_threads(ctx *c, const cJSON *root) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < c->cfg->n_plugins; i++) sum += c->cfg->plugins[i].delivery.concurrency;
+  if (sum <= c->cfg->delivery.max_threads) return 0;
+  const cJSON *del = member(root, "delivery");
+  size_t mark = kp_key(c, "delivery");
+  if (del && member(del, "max_threads")) kp_key(c, "max_threads");
+  int rc = fail(c,
+                "the plugin instances need %llu worker threads (the sum of their concurrency), "
+                "more than delivery.max_threads (%u): lower concurrency or raise max_threads",
+                (unsigned long long)sum, c->cfg->delivery.max_threads);
+  kp_pop(c, mark);
+  return rc;
+}
+
 int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   static const char *const top_keys[] = {
       "listen", "admin_listen", "data_dir", "plugin_dirs", "log",    "shutdown_timeout_ms",
       "spool",  "limits",       "sources",  "plugins",     "routes", "delivery",
-      "user",   "group",        "trusted_proxies", "admin_token", NULL};
+      "user",   "group",        "trusted_proxies", "admin_token", "reload_timeout_ms", NULL};
   memset(cfg, 0, sizeof *cfg);
   ctx c = {.cfg = cfg, .doc = &cfg->doc, .err = err, .errlen = errlen};
   cfg->file = strdup(path);
@@ -1401,15 +1436,18 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   }
   if (jsonc_substitute(&cfg->doc, root, "", cfg->dir, err, errlen) != 0) goto fail;
 
-  uint64_t shutdown = 30000;
+  uint64_t shutdown = 30000, reload = 30000;
   if (check_keys(&c, root, top_keys) != 0 || parse_listen(&c, root) != 0 ||
       parse_dirs(&c, root) != 0 || parse_log(&c, root) != 0 ||
       get_uint(&c, root, "shutdown_timeout_ms", 0, UINT32_MAX, &shutdown) < 0 ||
+      get_uint(&c, root, "reload_timeout_ms", 1, UINT32_MAX, &reload) < 0 ||
       parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 || parse_delivery(&c, root) != 0 ||
       parse_security(&c, root) != 0 ||
-      parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0)
+      parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0 ||
+      check_threads(&c, root) != 0)
     goto fail;
   cfg->shutdown_timeout_ms = (uint32_t)shutdown;
+  cfg->reload_timeout_ms = (uint32_t)reload;
   if (c.oom) {
     if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
     goto fail;

@@ -37,7 +37,10 @@ typedef struct config_delivery {
   uint32_t max_attempts;       /* 12 */
   uint64_t backoff_initial_ms; /* 1000 */
   uint64_t backoff_max_ms;     /* 3600000 */
-  uint64_t timeout_ms;         /* 30000 */
+  uint64_t timeout_ms;         /* 30000: a deliver() past it is a failed attempt */
+  uint32_t max_crashes;        /* 3: crashes while running that dead-letter a delivery */
+  uint64_t max_pending;        /* 100000: unfinished deliveries of one instance */
+  uint32_t max_threads;        /* 256: worker threads of all instances (global only) */
 } config_delivery;
 
 /* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
@@ -94,7 +97,7 @@ typedef struct config {
   size_t n_plugin_dirs;
   config_limits limits;
   spool_sync sync;                /* "spool": {"sync": ...} */
-  uint64_t spool_max_pending;     /* 100000: past it new events get 503 */
+  uint64_t spool_max_pending;     /* 0 (none): a cap on all instances' pending deliveries */
   uint64_t spool_min_free_bytes;  /* 64 MiB: disk floor of data_dir */
   int64_t spool_retention_ms;     /* 7 days: finished events are pruned after */
   config_source *sources;
@@ -107,6 +110,7 @@ typedef struct config {
   log_level log_level;     /* "log": {"level": "info", "format": "text"} */
   log_format log_format;
   uint32_t shutdown_timeout_ms; /* 30000 */
+  uint32_t reload_timeout_ms;   /* 30000: a reload that takes longer is abandoned */
   access_list trusted_proxies;  /* peers whose X-Forwarded-For is believed */
   char *user;                   /* run as this user after binding (NULL: stay) */
   char *group;                  /* and this group (NULL: the user's primary group) */

@@ -39,6 +39,7 @@ struct server {
   size_t n_ls;
   size_t open_listeners;
   size_t *match; /* router_match output, one slot per plugin instance */
+  spool_lane **lanes; /* the lanes of the matched instances */
   size_t match_cap;
   int draining;
   int web_empty, admin_empty;
@@ -107,14 +108,11 @@ typedef struct store_ctx {
   uint64_t t0; /* request complete (uv_hrtime): ingest latency */
 } store_ctx;
 
-static void answer_stored(void *data, int status, delivery **ds, size_t nd) {
+static void answer_stored(void *data, int status) {
   store_ctx *sc = data;
   const config_source *src = sc->src;
   log_ctx ctx = {.source = src->name, .event_id = sc->ev->id};
   metrics_source_resume(src->name, sc->t0);
-  /* The deliveries go to the generation that routed them, even when a
-   * reload happened meanwhile. */
-  for (size_t i = 0; i < nd; i++) dispatch_submit(sc->gen->dp, ds[i]);
   if (status == SPOOL_STORED) {
     metrics_event_accepted(src->name, sc->ev->id, sc->ev->type, sc->ev->received_ms, sc->n);
     if (sc->n == 0) {
@@ -246,14 +244,18 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, src->success_status, NULL, NULL, 0);
     return;
   }
-  const char *busy = spool_admit(s->sp);
+  size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
+  for (size_t i = 0; i < n; i++) s->lanes[i] = g->lanes[s->match[i]];
+  /* Only the instances this event goes to count: one whose destination is
+   * down fills its own budget, and events for the others keep flowing. */
+  char why[256];
+  const char *busy = spool_admit(s->sp, s->lanes, n, why, sizeof why);
   if (busy != NULL) {
     log_write(LOG_WARN, &ctx, "rejected: %s (503)", busy);
     envelope_clear(&env);
     http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
   size_t clen = 0;
   const char *ctype = http_request_header(req, "Content-Type", &clen);
   char ctbuf[128];
@@ -272,7 +274,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   }
   *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
   generation_ref(g);
-  if (spool_store(s->sp, ev, s->match, g->names, n, answer_stored, sc) != 0) {
+  if (spool_store(s->sp, ev, s->lanes, n, answer_stored, sc) != 0) {
     log_write(LOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
     event_unref(ev);
     generation_unref(g);
@@ -402,6 +404,9 @@ int server_set_generation(server *s, generation *g) {
     size_t *m = realloc(s->match, need * sizeof *m);
     if (m == NULL) return -1;
     s->match = m;
+    spool_lane **l = realloc(s->lanes, need * sizeof *l);
+    if (l == NULL) return -1;
+    s->lanes = l;
     s->match_cap = need;
   }
   generation_ref(g);
@@ -415,10 +420,12 @@ int server_set_generation(server *s, generation *g) {
   s->admin.limits = &g->cfg.limits;
   s->adm.cfg = &g->cfg;
   s->adm.host = &g->host;
+  s->adm.dp = g->dp;
+  s->adm.lanes = g->lanes;
   return 0;
 }
 
-void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t errlen),
+void server_set_reload(server *s, void (*reload)(void *data, admin_reload_done done, void *arg),
                        void *data) {
   s->adm.reload = reload;
   s->adm.reload_data = data;
@@ -446,7 +453,8 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
                          .open_conns = &s->open_conns, .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;
-  s->adm = (admin){.cfg = cfg, .host = &g->host, .sp = sp, .loop = loop};
+  s->adm = (admin){.cfg = cfg, .host = &g->host, .dp = g->dp, .lanes = g->lanes, .sp = sp,
+                   .loop = loop};
   s->admin.handler = (http_handler){.on_headers = admin_on_headers,
                                     .on_request = admin_on_request,
                                     .data = &s->adm,
@@ -494,6 +502,7 @@ void server_free(server *s) {
   if (s == NULL) return;
   if (s->gen) generation_unref(s->gen);
   free(s->match);
+  free(s->lanes);
   for (size_t i = 0; s->ls && i < s->n_ls; i++) {
     free(s->ls[i].addr);
     tls_ctx_unref(s->ls[i].tls);

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <uv.h>
+#include "admin.h"
 #include "generation.h"
 #include "spool.h"
 
@@ -27,9 +28,8 @@ int server_set_generation(server *s, generation *g);
  * listeners changed certificate. */
 int server_reload_tls(server *s, const config *cfg);
 
-/* What POST /reload on the admin listener calls: returns 0, or -1 with the
- * reason in err. */
-void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t errlen),
+/* What POST /reload on the admin listener calls (admin.h). */
+void server_set_reload(server *s, void (*reload)(void *data, admin_reload_done done, void *arg),
                        void *data);
 
 /* Stops accepting, answers requests in progress, closes connections, then

@@ -760,7 +760,7 @@ static void test_rules_top(void **state) {
   expect_err("{'zzz': " MARK "1, " SOURCES "}",
              "zzz: unknown key (known keys: listen, admin_listen, data_dir, plugin_dirs, log, "
              "shutdown_timeout_ms, spool, limits, sources, plugins, routes, delivery, user, group, "
-             "trusted_proxies, admin_token)");
+             "trusted_proxies, admin_token, reload_timeout_ms)");
   expect_err("{'listen': " MARK "80, " SOURCES "}",
              "listen: expected an address, an object with \"address\", or an array of them");
   expect_err("{'listen': [':80', " MARK "{'tls': {}}], " SOURCES "}",
@@ -808,8 +808,10 @@ static void test_rules_top(void **state) {
   expect_err("{'spool': " MARK "'full', " SOURCES "}", "spool: expected an object");
   expect_err("{'spool': {'sync': " MARK "'always'}, " SOURCES "}",
              "spool.sync: expected one of full, normal, off");
-  expect_err("{'spool': {'max_pending': " MARK "0}, " SOURCES "}",
-             "spool.max_pending: expected a positive integer");
+  expect_err("{'spool': {'max_pending': " MARK "-1}, " SOURCES "}",
+             "spool.max_pending: expected a non-negative integer");
+  expect_err("{'reload_timeout_ms': " MARK "0, " SOURCES "}",
+             "reload_timeout_ms: expected a positive integer");
   expect_err("{'spool': {'retention': " MARK "7}, " SOURCES "}",
              "spool.retention: expected a string");
   expect_err("{'spool': {'min_free_bytes': " MARK "-5}, " SOURCES "}",
@@ -860,7 +862,21 @@ static void test_rules_delivery(void **state) {
              "delivery.backoff_initial_ms: expected a positive integer");
   expect_err("{'delivery': {'retries': " MARK "3}, " SOURCES "}",
              "delivery.retries: unknown key (known keys: concurrency, max_attempts, "
-             "backoff_initial_ms, backoff_max_ms, timeout_ms)");
+             "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending, "
+             "max_threads)");
+  expect_err("{'delivery': {'max_crashes': " MARK "0}, " SOURCES "}",
+             "delivery.max_crashes: expected a positive integer");
+  expect_err("{'delivery': {'max_pending': " MARK "0}, " SOURCES "}",
+             "delivery.max_pending: expected a positive integer");
+  expect_err("{'delivery': {'max_threads': " MARK "100000}, " SOURCES "}",
+             "delivery.max_threads: must be at most 16384");
+  /* 3 instances x 4 threads do not fit in 10 */
+  expect_err("{'delivery': {'max_threads': " MARK "10}, " SOURCES ", 'plugins': ["
+             "{'name': 'a', 'module': 'm'}, {'name': 'b', 'module': 'm'}, "
+             "{'name': 'c', 'module': 'm'}]}",
+             "delivery.max_threads: the plugin instances need 12 worker threads (the sum of "
+             "their concurrency), more than delivery.max_threads (10): lower concurrency or "
+             "raise max_threads");
 }
 
 static void test_rules_sources(void **state) {
@@ -1010,7 +1026,7 @@ static void test_rules_plugins(void **state) {
       "(3600000)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'delivery': {'tries': " MARK "1}}"),
              "plugins[0].delivery.tries: unknown key (known keys: concurrency, max_attempts, "
-             "backoff_initial_ms, backoff_max_ms, timeout_ms)");
+             "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'concurrency': " MARK "2}"),
              "plugins[0].concurrency: unknown key (known keys: name, module, config, delivery)");
 }
