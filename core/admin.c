@@ -2,6 +2,7 @@
  * dead-letter replay. */
 #include "admin.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <llhttp.h>
@@ -16,6 +17,7 @@
 #include "dlq.h"
 #include "log.h"
 #include "metrics.h"
+#include "scrub.h"
 
 /* What a request asked for; req->route points at one of these. */
 typedef enum {
@@ -80,21 +82,45 @@ static int authorized(const admin *a, const http_request *req) {
   return 0;
 }
 
-/* A Host that names this machine by address (or localhost), not a DNS name
- * an attacker may point at 127.0.0.1. */
-static int host_is_local(const http_request *req) {
-  size_t len = 0;
-  const char *v = http_request_header(req, "Host", &len);
-  if (v == NULL || len == 0 || len >= 128) return 0;
+/* Without a token, the Host must name the admin listener as only this
+ * machine can: "localhost", a loopback literal (127.0.0.0/8, [::1]) or the
+ * admin address itself, with any port. A DNS name, even one an attacker
+ * points at 127.0.0.1 (DNS rebinding), is refused; so is a request without
+ * exactly one Host. */
+static int host_allowed(const admin *a, const http_request *req) {
+  const char *v = NULL;
+  size_t len = 0, n = 0;
+  for (size_t i = 0; i < req->n_headers; i++) {
+    if (strcasecmp(req->headers[i].name, "Host") != 0) continue;
+    v = req->headers[i].value;
+    len = req->headers[i].value_len;
+    n++;
+  }
+  if (n != 1 || len == 0 || len >= 128) return 0;
   char h[128];
   memcpy(h, v, len);
   h[len] = '\0';
-  if (h[0] == '[') return strchr(h, ']') != NULL; /* an IPv6 literal */
-  char *colon = strchr(h, ':');
-  if (colon) *colon = '\0';
-  if (strcmp(h, "localhost") == 0) return 1;
-  struct sockaddr_in sa;
-  return uv_ip4_addr(h, 0, &sa) == 0;
+  char *host = h, *end;
+  if (h[0] == '[') {
+    host = h + 1;
+    end = strchr(host, ']');
+    if (end == NULL || (end[1] != '\0' && end[1] != ':')) return 0;
+  } else {
+    end = strchr(h, ':');
+    if (end == NULL) end = h + len;
+  }
+  *end = '\0';
+  if (strcasecmp(host, "localhost") == 0) return 1;
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) return 1;
+  if (inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6)) return 1;
+  /* The admin address as configured ("192.0.2.7:9090", "[2001:db8::1]:9090"). */
+  const char *adm = a->cfg->admin_listen;
+  if (adm == NULL) return 0;
+  size_t al = adm[0] == '[' ? (size_t)(strchr(adm, ']') - adm - 1) : (size_t)(strrchr(adm, ':') - adm);
+  const char *ah = adm[0] == '[' ? adm + 1 : adm;
+  return strlen(host) == al && strncasecmp(host, ah, al) == 0;
 }
 
 int admin_on_headers(void *data, http_conn *c, http_request *req) {
@@ -130,6 +156,13 @@ int admin_on_headers(void *data, http_conn *c, http_request *req) {
     metrics_count_admin(405);
     return 405;
   }
+  int no_token = a->cfg->admin_token == NULL || a->cfg->admin_token[0] == '\0';
+  if (no_token && !host_allowed(a, req)) {
+    req->reason = "Host must be localhost, a loopback address or the admin address "
+                  "(or set admin_token)";
+    metrics_count_admin(403);
+    return 403;
+  }
   if (k != R_HEALTH && k != R_READY && !authorized(a, req)) {
     k = R_UNAUTHORIZED;
   } else if (post) {
@@ -137,8 +170,7 @@ int admin_on_headers(void *data, http_conn *c, http_request *req) {
      * cannot send it without a CORS preflight that is never granted. */
     size_t len = 0;
     const char *x = http_request_header(req, "X-Hookd-Admin", &len);
-    int no_token = a->cfg->admin_token == NULL || a->cfg->admin_token[0] == '\0';
-    if (x == NULL || (no_token && !host_is_local(req))) {
+    if (x == NULL) {
       metrics_count_admin(403);
       return 403;
     }
@@ -406,6 +438,14 @@ static void put_html(sbuf *b, const char *s) {
   }
 }
 
+/* A dead letter's error as stored (a destination's answer) without the
+ * credentials it may echo. */
+static const char *scrubbed(const char *text, char *buf, size_t len) {
+  snprintf(buf, len, "%s", text ? text : "");
+  scrub_text(buf, len);
+  return buf;
+}
+
 static void iso_time(int64_t ms, char *out, size_t len) {
   if (ms <= 0) {
     snprintf(out, len, "-");
@@ -457,7 +497,7 @@ static const char *page_csp(void) {
 
 static void render_page(admin_job *j, sbuf *b) {
   admin *a = j->a;
-  char why[256], t[96];
+  char why[256], t[96], eb[1100];
   const char *not_ready = admin_not_ready(a, why, sizeof why);
   spool_stats st;
   memset(&st, 0, sizeof st);
@@ -593,7 +633,7 @@ static void render_page(admin_job *j, sbuf *b) {
     PUT(b, "</td><td>");
     put_html(b, e->instance);
     PUT(b, "</td><td>%u</td><td>", e->attempts);
-    put_html(b, e->error);
+    put_html(b, scrubbed(e->error, eb, sizeof eb));
     PUT(b,
         "</td><td><button type=\"button\" class=\"replay\" data-id=\"%" PRId64
         "\">Replay</button></td></tr>\n",
@@ -605,7 +645,7 @@ static void render_page(admin_job *j, sbuf *b) {
 
 static void render_json(admin_job *j, sbuf *b) {
   admin *a = j->a;
-  char why[256], t[96];
+  char why[256], t[96], eb[1100];
   cJSON *root = cJSON_CreateObject();
   const char *not_ready = admin_not_ready(a, why, sizeof why);
   cJSON_AddStringToObject(root, "version", HOOKD_VERSION);
@@ -664,7 +704,7 @@ static void render_json(admin_job *j, sbuf *b) {
     cJSON_AddStringToObject(o, "event_id", e->event_id ? e->event_id : "");
     cJSON_AddStringToObject(o, "type", e->type ? e->type : "");
     cJSON_AddStringToObject(o, "instance", e->instance ? e->instance : "");
-    cJSON_AddStringToObject(o, "error", e->error ? e->error : "");
+    cJSON_AddStringToObject(o, "error", scrubbed(e->error, eb, sizeof eb));
     cJSON_AddNumberToObject(o, "attempts", e->attempts);
     iso_time(e->failed_ms, t, sizeof t);
     cJSON_AddStringToObject(o, "failed", t);

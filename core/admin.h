@@ -14,8 +14,9 @@
  *
  * With admin_token set, every endpoint but /healthz and /readyz needs
  * "Authorization: Bearer TOKEN" (or Basic with TOKEN as the password, so a
- * browser can ask for it). Without a token, a POST is refused unless the Host
- * is an IP address or localhost (DNS rebinding). The dead-letter work runs
+ * browser can ask for it). Without a token (only allowed on a loopback
+ * admin_listen), every request is refused (403) unless its Host is
+ * localhost, a loopback literal or the admin address (DNS rebinding). The dead-letter work runs
  * on libuv's threadpool (it opens the spool database); everything else on
  * the loop thread.
  */

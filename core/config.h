@@ -22,6 +22,16 @@ typedef struct config_limits {
   uint32_t max_connections;   /* 10000 */
 } config_limits;
 
+struct tls_ctx;
+
+/* TLS settings of one listen entry ("tls": {...}); all NULL for plain HTTP. */
+typedef struct config_tls {
+  char *cert;           /* PEM certificate and chain, resolved against the config's dir */
+  char *key;            /* PEM private key */
+  char *client_ca;      /* PEM CAs for client certificates; NULL: none asked for */
+  struct tls_ctx *ctx;  /* built from the files by config_load (owned) */
+} config_tls;
+
 typedef struct config_delivery {
   uint32_t concurrency;        /* 4 */
   uint32_t max_attempts;       /* 12 */
@@ -33,6 +43,9 @@ typedef struct config_delivery {
   uint32_t max_threads;        /* 256: worker threads of all instances (global only) */
 } config_delivery;
 
+/* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
+typedef enum { CHALLENGE_NONE = 0, CHALLENGE_ZOOM, CHALLENGE_SLACK } config_challenge;
+
 typedef struct config_source {
   char *name;
   char *path;            /* request path, exact match, e.g. "/webhooks/cirrus" */
@@ -41,6 +54,8 @@ typedef struct config_source {
   verify_config verify;
   access_list allow_ips; /* empty: any client */
   char *keypath;         /* "sources[0]", for messages */
+  const char *format;    /* "cirrus-insight", "generic", or a preset's name (static) */
+  config_challenge challenge;
 } config_source;
 
 typedef struct config_plugin {
@@ -73,6 +88,7 @@ typedef struct config {
   char *file;          /* path as given */
   char *dir;           /* directory of the config file: base of relative paths */
   char **listen;       /* "HOST:PORT" or "[V6]:PORT"; "listen" may be a string or a list */
+  config_tls *listen_tls; /* n_listen entries: an entry may be {"address", "tls"} */
   size_t n_listen;
   char *admin_listen;  /* NULL when absent */
   char *admin_token;   /* NULL when absent: the admin endpoints need no token */
