@@ -279,6 +279,13 @@ static hookd_result host_smtp(const hookd_instance *self, const hookd_smtp_reque
   return smtp_client_send(req, out);
 }
 
+static char *host_json_get(const char *json, size_t len, const char *path) {
+  cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+  char *v = root ? envelope_text(envelope_path(root, path)) : NULL;
+  cJSON_Delete(root);
+  return v;
+}
+
 static const hookd_host_api host_api = {
     .struct_size = sizeof(hookd_host_api),
     .abi = HOOKD_PLUGIN_ABI,
@@ -303,6 +310,7 @@ static const hookd_host_api host_api = {
     .config_path = host_config_path,
     .pattern_match = host_pattern_match,
     .smtp = host_smtp,
+    .json_get = host_json_get,
 };
 
 const hookd_host_api *plugin_host_api(void) {
@@ -323,6 +331,8 @@ void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_i
   view->body_len = d->ev->body_len;
   view->content_type = d->ev->content_type;
   view->timeout_ms = (uint32_t)inst->cfg->delivery.timeout_ms;
+  if (inst->owned.timeout_ms && inst->owned.timeout_ms < view->timeout_ms)
+    view->timeout_ms = inst->owned.timeout_ms;
   view->host_private = d->ev;
   view->host = &host_api;
   view->self = (hookd_instance *)inst;

@@ -404,6 +404,22 @@ static cJSON *parse_default(fill_ctx *c, const hookd_option *o) {
 
 /* --- the whole object ------------------------------------------------------- */
 
+/* The per-plugin "timeout_ms" of ABI 1.0 plugins: still honoured (as an
+ * upper bound of hookd_event.timeout_ms), with a deprecation warning. */
+static int legacy_timeout(fill_ctx *c, const cJSON *v) {
+  static const hookd_option row = {"timeout_ms", HOOKD_OPT_INT, 0, 0, NULL, 1, 3600000, NULL,
+                                   HOOKD_ESC_NONE, NULL};
+  int64_t ms;
+  if (fill_int(c, &row, v, &ms) != 0) return -1;
+  c->owned->timeout_ms = (uint32_t)ms;
+  log_ctx ctx = {.instance = c->src->instance};
+  log_write(LOG_WARN, &ctx,
+            "%s.timeout_ms is deprecated: set the instance's \"delivery\": {\"timeout_ms\": %u} "
+            "instead (the plugin gets the shorter of the two)",
+            c->src->keypath, (unsigned)ms);
+  return 0;
+}
+
 static int check_keys(fill_ctx *c, const hookd_option *table) {
   size_t n = 0;
   while (table[n].name) n++;
@@ -416,11 +432,7 @@ static int check_keys(fill_ctx *c, const hookd_option *table) {
     while (i < n && strcmp(names[i], e->string) != 0) i++;
     if (i < n) continue;
     if (strcmp(e->string, "timeout_ms") == 0) {
-      log_ctx ctx = {.instance = c->src->instance};
-      log_write(LOG_WARN, &ctx,
-                "%s.timeout_ms is deprecated and ignored: the plugin gets the instance's "
-                "delivery.timeout_ms",
-                c->src->keypath);
+      rc = legacy_timeout(c, e);
       continue;
     }
     const char *near = jsonc_suggest(e->string, names);

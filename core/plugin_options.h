@@ -17,6 +17,7 @@ typedef struct plugin_owned {
   hookd_template **tpls;    /* template_free() */
   size_t n_tpls, cap_tpls;
   cJSON *defaults;          /* cJSON_Delete(): values parsed from `def` texts */
+  uint32_t timeout_ms;      /* a deprecated plugin-config "timeout_ms", 0 when none */
 } plugin_owned;
 
 /* Where the values come from and how errors name them. */
@@ -36,9 +37,11 @@ int plugin_options_check_table(const hookd_option *table, size_t state_size, cha
 
 /* Rejects unknown keys (with "did you mean"), checks and converts every
  * option, applies defaults and writes the values into state. A plugin
- * config "timeout_ms" that the table does not declare is accepted with a
- * deprecation warning (the host passes the delivery timeout in
- * hookd_event.timeout_ms). Returns 0, or -1 with one line in err:
+ * config "timeout_ms" that the table does not declare (the bundled plugins
+ * had one each before ABI 1.1) is checked (1 to 3600000), kept in
+ * owned->timeout_ms and logged as deprecated: the host passes the shorter
+ * of it and delivery.timeout_ms to deliver() in hookd_event.timeout_ms, so
+ * existing configs keep their behaviour. Returns 0, or -1 with one line in err:
  * "FILE:LINE:COL: plugins[2].config.KEY: message". What was allocated is in
  * *owned either way (release it). Main thread (or the isolation child). */
 int plugin_options_fill(const hookd_option *table, const plugin_options_src *src, void *state,

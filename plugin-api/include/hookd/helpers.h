@@ -282,8 +282,10 @@ static inline hookd_utc hookd_utc_of(int64_t ms) {
  * the NUL; out must hold 32). */
 static inline void hookd_iso8601_format(int64_t ms, char out[32]) {
   hookd_utc t = hookd_utc_of(ms);
-  snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", t.year % 10000, t.month, t.day,
-           t.hour, t.minute, t.second, t.millis);
+  /* The modulos only tell the compiler the widths (the values are in range). */
+  snprintf(out, 32, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ", (unsigned)t.year % 10000u,
+           (unsigned)t.month % 100u, (unsigned)t.day % 100u, (unsigned)t.hour % 100u,
+           (unsigned)t.minute % 100u, (unsigned)t.second % 100u, (unsigned)t.millis % 1000u);
 }
 
 /* --- header and URL checks ------------------------------------------------ */

@@ -52,7 +52,8 @@
  *   1.1  declared options (hookd_plugin.options, .state_size): the host
  *        checks and fills them before init(), and `hookd plugins MODULE`
  *        prints them; init() may be NULL for a plugin with options.
- *        Host table: smtp() (a mail submission over libcurl).
+ *        Host table: smtp() (a mail submission over libcurl), json_get().
+        Event view: host and self, so deliver() needs no copies of them.
  */
 
 #include <stddef.h>
@@ -380,6 +381,13 @@ typedef struct hookd_host_api {
    * required but not offered. deliver() threads only. */
   hookd_result (*smtp)(const hookd_instance *self, const hookd_smtp_request *req,
                        hookd_outcome *outcome);
+
+  /* The value at a dotted path of a JSON document (e.g. an HTTP answer
+   * body: "error", "errors.0.message"), as event_get() gives it: strings as
+   * they are, numbers and booleans as text, objects and arrays as JSON.
+   * NULL when the text is not JSON or the path is absent or null. Release
+   * with host->free(). Any thread. */
+  char *(*json_get)(const char *json, size_t len, const char *path);
 } hookd_host_api;
 
 /* True when the host table has `field`: check it before calling a function
