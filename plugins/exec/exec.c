@@ -24,8 +24,6 @@
 
 extern char **environ;
 
-#define EXEC_DEFAULT_TIMEOUT_MS 30000
-#define EXEC_MAX_TIMEOUT_MS 86400000 /* one day: anything longer is a mistake */
 #define EXEC_CAPTURE_MAX 4096        /* bytes kept of stdout and of stderr each */
 #define EXEC_KILL_GRACE_MS 2000      /* between SIGTERM and SIGKILL */
 /* After the command exits, output may still sit in the pipes, or a
@@ -39,23 +37,28 @@ extern char **environ;
 static const char *const exec_reserved_env[] = {"HOOKD_EVENT_ID", "HOOKD_EVENT_TYPE",
                                                 "HOOKD_SOURCE", "HOOKD_ATTEMPT", NULL};
 
-typedef struct exec_var {
-  const char *name;      /* host-owned config key */
-  hookd_template *value; /* rendered per event with no escaping */
-} exec_var;
-
-/* Per instance; read-only after init, so deliver() may run on many threads. */
+/* Per instance: the options the host fills, then what init() derives.
+ * Read-only after init, so deliver() may run on many threads. */
 typedef struct exec_state {
+  hookd_string_list command;
+  hookd_template_map env; /* NAME -> value, rendered per event with no escaping */
+  const char *cwd;        /* NULL: hookd's working directory */
   const hookd_host_api *host;
   hookd_instance *self;
   char **argv;     /* NULL-terminated; the strings belong to the host */
-  const char *cwd; /* NULL: hookd's working directory */
-  int64_t timeout_ms;
   char **base_env; /* owned copies of the environment at init, minus names we set */
   size_t n_base_env;
-  exec_var *vars;
-  size_t n_vars;
 } exec_state;
+
+static const hookd_option exec_options[] = {
+    {"command", HOOKD_OPT_STRING_LIST, HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY,
+     offsetof(exec_state, command), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]; no shell"},
+    {"env", HOOKD_OPT_TEMPLATE_MAP, 0, offsetof(exec_state, env), NULL, 0, 0, NULL,
+     HOOKD_ESC_NONE, "extra environment variables: NAME -> template"},
+    {"cwd", HOOKD_OPT_PATH, HOOKD_OPT_NONEMPTY, offsetof(exec_state, cwd), NULL, 0, 0, NULL,
+     HOOKD_ESC_NONE, "the working directory (default: hookd's)"},
+    HOOKD_OPTIONS_END};
 
 /* One output stream being captured. */
 typedef struct exec_capture {
@@ -109,39 +112,24 @@ static int exec_env_is(const char *entry, const char *name) {
 
 static void exec_destroy(void *state) {
   exec_state *st = state;
-  if (!st) return;
-  for (size_t i = 0; i < st->n_vars; i++) st->host->template_free(st->vars[i].value);
-  free(st->vars);
   for (size_t i = 0; i < st->n_base_env; i++) free(st->base_env[i]);
   free(st->base_env);
   free(st->argv);
-  free(st);
 }
 
-/* Reads the optional `env` map: names checked, values compiled as templates. */
-static int exec_init_env(exec_state *st, const hookd_config *cfg) {
-  const hookd_host_api *host = st->host;
-  const hookd_config *env = NULL;
-  int rc = host->config_object(cfg, "env", &env);
-  if (rc < 0) return -1;
-  if (!env) return 0;
-  size_t n = host->config_count(env);
-  if (n == 0) return 0;
-  st->vars = calloc(n, sizeof *st->vars);
-  if (!st->vars) return -1;
-  for (size_t i = 0; i < n; i++) {
-    const char *name = host->config_key_at(env, i);
-    if (!name) return -1;
+/* `env` names: valid, and not one of the four hookd sets. */
+static int exec_check_env(const hookd_host_api *host, const hookd_config *cfg,
+                          const hookd_template_map *env) {
+  const hookd_config *obj = NULL;
+  if (env->n == 0 || host->config_object(cfg, "env", &obj) != HOOKD_E_OK) return 0;
+  for (size_t i = 0; i < env->n; i++) {
+    const char *name = env->keys[i];
     if (!exec_valid_env_name(name))
-      return host->config_error(env, name, "not a valid environment variable name");
+      return host->config_error(obj, name, "not a valid environment variable name");
     for (const char *const *r = exec_reserved_env; *r; r++) {
       if (strcmp(*r, name) == 0)
-        return host->config_error(env, name, "%s is set by hookd and cannot be overridden", name);
+        return host->config_error(obj, name, "%s is set by hookd and cannot be overridden", name);
     }
-    exec_var *v = &st->vars[st->n_vars];
-    if (host->config_template(env, name, NULL, &v->value) != HOOKD_E_OK || !v->value) return -1;
-    v->name = name;
-    st->n_vars++;
   }
   return 0;
 }
@@ -157,7 +145,7 @@ static int exec_snapshot_env(exec_state *st) {
   for (char **e = environ; e && *e; e++) {
     int skip = 0;
     for (const char *const *r = exec_reserved_env; *r && !skip; r++) skip = exec_env_is(*e, *r);
-    for (size_t i = 0; i < st->n_vars && !skip; i++) skip = exec_env_is(*e, st->vars[i].name);
+    for (size_t i = 0; i < st->env.n && !skip; i++) skip = exec_env_is(*e, st->env.keys[i]);
     if (skip) continue;
     char *copy = strdup(*e);
     if (!copy) return -1;
@@ -168,75 +156,32 @@ static int exec_snapshot_env(exec_state *st) {
 
 static int exec_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                      void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {"command", "env", "cwd", "timeout_ms", NULL};
-  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
-
-  exec_state *st = calloc(1, sizeof *st);
-  if (!st) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
+  exec_state *st = *state;
   st->host = host;
   st->self = self;
-
-  const char *const *items = NULL;
-  size_t n = 0;
-  int rc = host->config_string_list(cfg, "command", &items, &n);
-  if (rc == HOOKD_E_MISSING) {
-    host->config_error(
-        cfg, "command",
-        "required: the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]");
-    goto fail;
-  }
-  if (rc < 0) goto fail;
-  if (n == 0 || items[0][0] == '\0') {
-    host->config_error(cfg, "command", "must name a program");
-    goto fail;
-  }
+  const char *prog = st->command.items[0];
+  if (prog[0] == '\0') return host->config_error(cfg, "command", "must name a program");
   /* An absolute path can be checked now, so `hookd check` catches a typo;
    * a bare name is looked up in PATH and a relative one against cwd at run
    * time. */
-  if (items[0][0] == '/' && access(items[0], X_OK) != 0) {
-    host->config_error(cfg, "command", "%s: %s", items[0], strerror(errno));
-    goto fail;
-  }
-  st->argv = calloc(n + 1, sizeof *st->argv);
-  if (!st->argv) goto nomem;
+  if (prog[0] == '/' && access(prog, X_OK) != 0)
+    return host->config_error(cfg, "command", "%s: %s", prog, strerror(errno));
+  struct stat sb;
+  if (st->cwd && stat(st->cwd, &sb) != 0)
+    return host->config_error(cfg, "cwd", "%s: %s", st->cwd, strerror(errno));
+  if (st->cwd && !S_ISDIR(sb.st_mode))
+    return host->config_error(cfg, "cwd", "%s is not a directory", st->cwd);
+  if (exec_check_env(host, cfg, &st->env) != 0) return -1;
   /* posix_spawn takes char *const[] but never writes to the strings. */
-  for (size_t i = 0; i < n; i++) st->argv[i] = (char *)items[i];
-
-  rc = host->config_string(cfg, "cwd", NULL, &st->cwd);
-  if (rc < 0) goto fail;
-  if (st->cwd) {
-    struct stat sb;
-    if (stat(st->cwd, &sb) != 0) {
-      host->config_error(cfg, "cwd", "%s: %s", st->cwd, strerror(errno));
-      goto fail;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-      host->config_error(cfg, "cwd", "%s is not a directory", st->cwd);
-      goto fail;
-    }
+  st->argv = calloc(st->command.n + 1, sizeof *st->argv);
+  if (st->argv)
+    for (size_t i = 0; i < st->command.n; i++) st->argv[i] = (char *)st->command.items[i];
+  if (!st->argv || exec_snapshot_env(st) != 0) {
+    snprintf(err, errlen, "out of memory");
+    exec_destroy(st);
+    return -1;
   }
-
-  rc = host->config_int(cfg, "timeout_ms", EXEC_DEFAULT_TIMEOUT_MS, &st->timeout_ms);
-  if (rc < 0) goto fail;
-  if (st->timeout_ms < 1 || st->timeout_ms > EXEC_MAX_TIMEOUT_MS) {
-    host->config_error(cfg, "timeout_ms", "must be between 1 and %d", EXEC_MAX_TIMEOUT_MS);
-    goto fail;
-  }
-
-  if (exec_init_env(st, cfg) != 0) goto fail;
-  if (exec_snapshot_env(st) != 0) goto nomem;
-
-  *state = st;
   return 0;
-
-nomem:
-  snprintf(err, errlen, "out of memory");
-fail:
-  exec_destroy(st);
-  return -1;
 }
 
 /* Builds the child's environment into *envp: the snapshot, hookd's four
@@ -245,7 +190,7 @@ fail:
  * memory) or HOOKD_FAIL (a value this event can never be passed in). */
 static hookd_result exec_build_env(const exec_state *st, const hookd_event *ev, char ***envp_out,
                                    hookd_outcome *out) {
-  size_t total = st->n_base_env + 4 + st->n_vars + 1;
+  size_t total = st->n_base_env + 4 + st->env.n + 1;
   hookd_result res = HOOKD_RETRY;
   char **envp = calloc(total, sizeof *envp);
   if (!envp) goto nomem;
@@ -259,20 +204,20 @@ static hookd_result exec_build_env(const exec_state *st, const hookd_event *ev, 
   }
   if (asprintf(&envp[k], "HOOKD_ATTEMPT=%" PRIu32, ev->attempt) < 0) goto nomem;
   k++;
-  for (size_t i = 0; i < st->n_vars; i++) {
+  for (size_t i = 0; i < st->env.n; i++) {
     size_t len = 0;
-    char *v = st->host->render(st->vars[i].value, ev, HOOKD_ESC_NONE, &len);
+    char *v = st->host->render(st->env.values[i], ev, HOOKD_ESC_NONE, &len);
     if (!v) goto nomem;
     /* An environment string ends at its first NUL: a value holding one
      * would reach the command cut short, silently. */
     if (strlen(v) != len) {
       st->host->free(v);
       snprintf(out->message, sizeof out->message, "env %s: rendered value contains a NUL byte",
-               st->vars[i].name);
+               st->env.keys[i]);
       res = HOOKD_FAIL;
       goto fail;
     }
-    int r = asprintf(&envp[k], "%s=%s", st->vars[i].name, v);
+    int r = asprintf(&envp[k], "%s=%s", st->env.keys[i], v);
     st->host->free(v);
     if (r < 0) goto nomem;
     k++;
@@ -578,7 +523,7 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
   if (run->body_len == 0) exec_close(&run->in_fd);
 
   int timed_out = 0, poll_failed = 0;
-  int r = exec_pump(run, started + st->timeout_ms, 1);
+  int r = exec_pump(run, started + (int64_t)ev->timeout_ms, 1);
   if (r <= 0) {
     poll_failed = r < 0;
     timed_out = r == 0;
@@ -610,7 +555,7 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
     result = HOOKD_RETRY;
   } else if (timed_out) {
     snprintf(outcome->message, sizeof outcome->message,
-             "timed out after %" PRId64 " ms; process group killed", st->timeout_ms);
+             "timed out after %" PRIu32 " ms; process group killed", ev->timeout_ms);
     result = HOOKD_RETRY;
   } else if (reaped < 0) {
     /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
@@ -663,16 +608,17 @@ static const hookd_plugin exec_plugin = {
     .abi = HOOKD_PLUGIN_ABI,
     .struct_size = sizeof(hookd_plugin),
     .name = "exec",
-    .version = "1.0.0",
+    .version = "1.1.0",
     .description = "runs a command with the event on stdin; exit 0 ok, 75 retry, else fail",
     .init = exec_init,
     .deliver = exec_deliver,
     .destroy = exec_destroy,
+    .options = exec_options,
+    .state_size = sizeof(exec_state),
 };
 
 /* Always answers with the descriptor: the host compares ABI majors and logs
  * both numbers when they differ, which it could not do after a NULL. */
 HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  (void)host_abi;
-  return &exec_plugin;
+  return HOOKD_ABI_COMPATIBLE(host_abi) ? &exec_plugin : NULL;
 }
