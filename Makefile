@@ -5,12 +5,12 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian 12 packages: what building and running needs, and what the tests add.
 DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev \
-       libsqlite3-dev libcurl4-openssl-dev curl openssl
+       libsqlite3-dev libcurl4-openssl-dev libical-dev curl openssl
 # python3-pytest/aiosmtpd: integration suite (Debian's /usr/bin/python3);
 # prometheus: promtool checks /metrics; chromium + python3-websocket: the
 # status page test (DevTools protocol); groff-base: man page check;
 # systemd: systemd-analyze verify of the unit; wrk: benchmarks.
-TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd wrk \
+TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-icalendar g++ wrk \
        prometheus chromium python3-websocket groff-base systemd
 
 .PHONY: all deps test-deps build run test fuzz memcheck bench clean
