@@ -190,7 +190,11 @@ static int host_config_allow_keys(const hookd_config *cfg, const char *const *al
     int ok = 0;
     for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, v->string) == 0;
     if (!ok) {
-      host_config_error(cfg, v->string, "unknown key '%s'", v->string);
+      const char *near = jsonc_suggest(v->string, allowed);
+      if (near)
+        host_config_error(cfg, v->string, "unknown key '%s' (did you mean '%s'?)", v->string, near);
+      else
+        host_config_error(cfg, v->string, "unknown key '%s'", v->string);
       return HOOKD_E_INVALID;
     }
   }
