@@ -127,7 +127,7 @@ static int field_shape(hookd_option_type t, size_t *size, size_t *align) {
 
 const char *plugin_options_type_name(hookd_option_type type) {
   static const char *const names[] = {"?",    "string",   "int",      "bool",          "enum",
-                                      "list", "template", "path",     "duration",      "url",
+                                      "string list", "template", "path", "duration", "url",
                                       "secret", "template list", "template map"};
   return (unsigned)type < sizeof names / sizeof names[0] ? names[type] : "?";
 }
