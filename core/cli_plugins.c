@@ -1,4 +1,5 @@
-/* The plugin author's commands: `hookd plugins [MODULE]` lists modules and prints option tables; `hookd try` runs one delivery. */
+/* The plugin author's commands: `hookd plugins [MODULE]` lists modules and prints option tables;
+ * `hookd try` runs one delivery. */
 #include "cli_plugins.h"
 
 #include <dirent.h>
@@ -113,8 +114,9 @@ static int describe_module(const config *cfg, const char *name) {
     plugin_options_print(stdout, opts);
   else
     printf("  not declared: this plugin reads its config itself (see its README)\n");
-  printf("\nevery instance also takes \"delivery\" settings (concurrency, timeout_ms, rate, ...)\n"
-         "next to \"config\"; deliver() gets timeout_ms in the event.\n");
+  printf(
+      "\nevery instance also takes \"delivery\" settings (concurrency, timeout_ms, rate, ...)\n"
+      "next to \"config\"; deliver() gets timeout_ms in the event.\n");
   close_module(&m);
   return 0;
 }
@@ -165,8 +167,9 @@ static int parse_try_args(int argc, char **argv, try_args *a) {
     }
   }
   if (a->instance == NULL || a->event_file == NULL) {
-    fprintf(stderr, "usage: hookd try -c FILE --instance NAME EVENT.json [--attempt N] "
-                    "[--source NAME]\n");
+    fprintf(stderr,
+            "usage: hookd try -c FILE --instance NAME EVENT.json [--attempt N] "
+            "[--source NAME]\n");
     return -1;
   }
   return 0;

@@ -1,4 +1,5 @@
-/* The plugin author's commands: `hookd plugins [MODULE]` (what is installed, and a module's options) and `hookd try` (one delivery, no service). */
+/* The plugin author's commands: `hookd plugins [MODULE]` (what is installed, and a module's
+ * options) and `hookd try` (one delivery, no service). */
 #ifndef HOOKD_CLI_PLUGINS_H
 #define HOOKD_CLI_PLUGINS_H
 

@@ -1,4 +1,5 @@
-/* Declared plugin options (ABI 1.1): table checks, filling a state struct from config, help text. */
+/* Declared plugin options (ABI 1.1): table checks, filling a state struct from config, help text.
+ */
 #include "plugin_options.h"
 
 #include <inttypes.h>
@@ -126,9 +127,9 @@ static int field_shape(hookd_option_type t, size_t *size, size_t *align) {
 }
 
 const char *plugin_options_type_name(hookd_option_type type) {
-  static const char *const names[] = {"?",    "string",   "int",      "bool",          "enum",
-                                      "string list", "template", "path", "duration", "url",
-                                      "secret", "template list", "template map"};
+  static const char *const names[] = {
+      "?",    "string",   "int", "bool",   "enum",          "string list", "template",
+      "path", "duration", "url", "secret", "template list", "template map"};
   return (unsigned)type < sizeof names / sizeof names[0] ? names[type] : "?";
 }
 
@@ -142,8 +143,8 @@ int plugin_options_check_table(const hookd_option *table, size_t state_size, cha
       return -1;
     }
     if (o->offset > state_size || size > state_size - o->offset || o->offset % align != 0) {
-      snprintf(err, errlen, "option '%s': offset %zu does not fit a %s in state_size %zu",
-               o->name, o->offset, plugin_options_type_name(o->type), state_size);
+      snprintf(err, errlen, "option '%s': offset %zu does not fit a %s in state_size %zu", o->name,
+               o->offset, plugin_options_type_name(o->type), state_size);
       return -1;
     }
     if (o->type == HOOKD_OPT_ENUM && (o->choices == NULL || o->choices[0] == NULL)) {
@@ -175,9 +176,10 @@ static int fill_int(fill_ctx *c, const hookd_option *o, const cJSON *v, int64_t 
              v->valuedouble == (double)(int64_t)v->valuedouble) {
     d = v->valuedouble;
   } else {
-    return fail(c, o->name, o->type == HOOKD_OPT_DURATION
-                                ? "expected milliseconds or a duration such as \"30s\""
-                                : "expected an integer");
+    return fail(c, o->name,
+                o->type == HOOKD_OPT_DURATION
+                    ? "expected milliseconds or a duration such as \"30s\""
+                    : "expected an integer");
   }
   if (d < (double)min || d > (double)max) {
     if (max == INT64_MAX) return fail(c, o->name, "must be at least %" PRId64, min);
@@ -259,8 +261,9 @@ static int compile(fill_ctx *c, const hookd_option *o, const char *key, const ch
 /* Lists: every element a string (templates compiled). */
 static int fill_list(fill_ctx *c, const hookd_option *o, const cJSON *v, void *field) {
   if (!cJSON_IsArray(v))
-    return fail(c, o->name, o->type == HOOKD_OPT_STRING_LIST ? "expected a list of strings"
-                                                             : "expected a list of templates");
+    return fail(c, o->name,
+                o->type == HOOKD_OPT_STRING_LIST ? "expected a list of strings"
+                                                 : "expected a list of templates");
   size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
   if (n == 0 && (o->flags & HOOKD_OPT_NONEMPTY)) return fail(c, o->name, "must not be empty");
   void **items = calloc(n + 1, sizeof *items);
@@ -407,8 +410,8 @@ static cJSON *parse_default(fill_ctx *c, const hookd_option *o) {
 /* The per-plugin "timeout_ms" of ABI 1.0 plugins: still honoured (as an
  * upper bound of hookd_event.timeout_ms), with a deprecation warning. */
 static int legacy_timeout(fill_ctx *c, const cJSON *v) {
-  static const hookd_option row = {"timeout_ms", HOOKD_OPT_INT, 0, 0, NULL, 1, 3600000, NULL,
-                                   HOOKD_ESC_NONE, NULL};
+  static const hookd_option row = {"timeout_ms", HOOKD_OPT_INT,  0,   0, NULL, 1, 3600000,
+                                   NULL,         HOOKD_ESC_NONE, NULL};
   int64_t ms;
   if (fill_int(c, &row, v, &ms) != 0) return -1;
   c->owned->timeout_ms = (uint32_t)ms;
@@ -459,7 +462,8 @@ int plugin_options_fill(const hookd_option *table, const plugin_options_src *src
     const cJSON *v = src->config ? cJSON_GetObjectItemCaseSensitive(src->config, o->name) : NULL;
     int is_default = 0;
     if (v == NULL || cJSON_IsNull(v)) {
-      if (o->flags & HOOKD_OPT_REQUIRED) return fail(&c, NULL, "missing required key '%s'", o->name);
+      if (o->flags & HOOKD_OPT_REQUIRED)
+        return fail(&c, NULL, "missing required key '%s'", o->name);
       if (o->def == NULL) continue;
       if ((v = parse_default(&c, o)) == NULL) return oom(&c);
       is_default = 1;
@@ -486,7 +490,8 @@ static void print_kind(FILE *out, const hookd_option *o) {
     static const char *const web[] = {"http", "https", NULL};
     const char *const *k = o->choices ? o->choices : web;
     fputs(o->type == HOOKD_OPT_ENUM ? ": " : " (", out);
-    for (size_t i = 0; k[i]; i++) fprintf(out, "%s%s", i ? (o->type == HOOKD_OPT_ENUM ? "|" : ", ") : "", k[i]);
+    for (size_t i = 0; k[i]; i++)
+      fprintf(out, "%s%s", i ? (o->type == HOOKD_OPT_ENUM ? "|" : ", ") : "", k[i]);
     if (o->type == HOOKD_OPT_URL) fputs(")", out);
   }
   if ((o->type == HOOKD_OPT_INT || o->type == HOOKD_OPT_DURATION) && (o->min || o->max))

@@ -1,4 +1,5 @@
-/* Declared plugin options (ABI 1.1): check a table, fill a state struct from an instance's config, print the table as help. */
+/* Declared plugin options (ABI 1.1): check a table, fill a state struct from an instance's config,
+ * print the table as help. */
 #ifndef HOOKD_PLUGIN_OPTIONS_H
 #define HOOKD_PLUGIN_OPTIONS_H
 
@@ -12,21 +13,21 @@
  * resolved paths, compiled templates and parsed defaults. Owned by the
  * instance, released after the plugin's destroy(). */
 typedef struct plugin_owned {
-  void **mem;               /* free() */
+  void **mem; /* free() */
   size_t n_mem, cap_mem;
-  hookd_template **tpls;    /* template_free() */
+  hookd_template **tpls; /* template_free() */
   size_t n_tpls, cap_tpls;
-  cJSON *defaults;          /* cJSON_Delete(): values parsed from `def` texts */
-  uint32_t timeout_ms;      /* a deprecated plugin-config "timeout_ms", 0 when none */
+  cJSON *defaults;     /* cJSON_Delete(): values parsed from `def` texts */
+  uint32_t timeout_ms; /* a deprecated plugin-config "timeout_ms", 0 when none */
 } plugin_owned;
 
 /* Where the values come from and how errors name them. */
 typedef struct plugin_options_src {
-  const cJSON *config;      /* the instance's "config" object */
-  const jsonc_doc *doc;     /* for FILE:LINE:COL; may be NULL */
-  const char *keypath;      /* "plugins[2].config" */
-  const char *config_dir;   /* base of relative paths */
-  const char *instance;     /* for warnings */
+  const cJSON *config;    /* the instance's "config" object */
+  const jsonc_doc *doc;   /* for FILE:LINE:COL; may be NULL */
+  const char *keypath;    /* "plugins[2].config" */
+  const char *config_dir; /* base of relative paths */
+  const char *instance;   /* for warnings */
 } plugin_options_src;
 
 /* Checks a module's table once, at load: known types, ENUM rows with

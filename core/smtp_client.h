@@ -1,4 +1,5 @@
-/* Outbound mail for plugins: one SMTP submission over the lazily loaded libcurl, replies mapped to outcomes. */
+/* Outbound mail for plugins: one SMTP submission over the lazily loaded libcurl, replies mapped to
+ * outcomes. */
 #ifndef HOOKD_SMTP_CLIENT_H
 #define HOOKD_SMTP_CLIENT_H
 

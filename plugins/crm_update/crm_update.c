@@ -29,8 +29,8 @@ typedef struct crm {
   const char *api_version;
   const char *object;
   const char *external_id_field;
-  hookd_template *external_id; /* rendered URL-escaped after record_url */
-  hookd_template_map fields;   /* the record's fields */
+  hookd_template *external_id;      /* rendered URL-escaped after record_url */
+  hookd_template_map fields;        /* the record's fields */
   hookd_template_map cancel_fields; /* laid over fields for a canceled meeting */
   int on_cancel;
   /* rest */
@@ -55,7 +55,7 @@ static const char *const escapes[] = {"json", "url", "none", NULL};
 static const hookd_escape escape_of[] = {HOOKD_ESC_JSON, HOOKD_ESC_URL, HOOKD_ESC_NONE};
 
 #define ROW(name, type, flags, field, def, choices, esc, desc) \
-  {name, HOOKD_OPT_##type, flags, offsetof(crm, field), def, 0, 0, choices, esc, desc}
+  { name, HOOKD_OPT_##type, flags, offsetof(crm, field), def, 0, 0, choices, esc, desc }
 static const hookd_option crm_options[] = {
     ROW("provider", ENUM, HOOKD_OPT_REQUIRED, provider, NULL, providers, HOOKD_ESC_NONE,
         "salesforce (upsert by external id) or rest (any HTTP API)"),
@@ -144,8 +144,7 @@ static int use_defaults(const hookd_host_api *host, crm *st, int which,
   for (; defs[n][0] && n < CRM_MAX_DEFAULTS; n++) {
     char err[128];
     st->def_keys[which][n] = defs[n][0];
-    if (!(st->def_vals[which][n] = host->template_compile(defs[n][1], err, sizeof err)))
-      return -1;
+    if (!(st->def_vals[which][n] = host->template_compile(defs[n][1], err, sizeof err))) return -1;
   }
   out->keys = st->def_keys[which];
   out->values = st->def_vals[which];
@@ -181,12 +180,10 @@ static int init_salesforce(const hookd_host_api *host, const hookd_config *cfg, 
     return HOOKD_E_NOMEM;
   size_t n = strlen(st->instance_url);
   while (n > 0 && st->instance_url[n - 1] == '/') n--;
-  if (asprintf(&st->record_url, "%.*s/services/data/%s%s/sobjects/%s/%s/", (int)n,
-               st->instance_url, version[0] == 'v' ? "" : "v", version, st->object,
-               st->external_id_field) < 0)
+  if (asprintf(&st->record_url, "%.*s/services/data/%s%s/sobjects/%s/%s/", (int)n, st->instance_url,
+               version[0] == 'v' ? "" : "v", version, st->object, st->external_id_field) < 0)
     st->record_url = NULL;
-  if (asprintf(&st->auth_header, "Authorization: Bearer %s", st->token) < 0)
-    st->auth_header = NULL;
+  if (asprintf(&st->auth_header, "Authorization: Bearer %s", st->token) < 0) st->auth_header = NULL;
   return st->record_url && st->auth_header ? 0 : HOOKD_E_NOMEM;
 }
 

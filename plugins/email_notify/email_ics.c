@@ -14,8 +14,7 @@ const char *email_ics_method(const email_meeting *m) {
 }
 
 static struct icaltimetype utc_time(int64_t ms) {
-  return icaltime_from_timet_with_zone((time_t)(ms / 1000), 0,
-                                       icaltimezone_get_utc_timezone());
+  return icaltime_from_timet_with_zone((time_t)(ms / 1000), 0, icaltimezone_get_utc_timezone());
 }
 
 /* ORGANIZER or ATTENDEE with mailto:, CN and, for attendees, the role and
@@ -57,7 +56,8 @@ static icalcomponent *vevent(const email_meeting *m) {
   icalcomponent_add_property(ev, icalproperty_new_dtstamp(utc_time(m->stamp_ms)));
   icalcomponent_add_property(ev, icalproperty_new_dtstart(utc_time(m->start_ms)));
   icalcomponent_add_property(ev, icalproperty_new_dtend(utc_time(m->end_ms)));
-  if (m->summary && *m->summary) icalcomponent_add_property(ev, icalproperty_new_summary(m->summary));
+  if (m->summary && *m->summary)
+    icalcomponent_add_property(ev, icalproperty_new_summary(m->summary));
   if (m->location && *m->location)
     icalcomponent_add_property(ev, icalproperty_new_location(m->location));
   add_person(ev, 1, m->owner, m->owner_name, ICAL_ROLE_NONE);

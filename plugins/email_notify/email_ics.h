@@ -10,19 +10,19 @@
 
 /* One meeting. Strings are borrowed and may be NULL (left out). */
 typedef struct email_meeting {
-  const char *id;          /* required: the UID is "<id>@hookd" */
-  int64_t start_ms;        /* required, Unix ms */
-  int64_t end_ms;          /* required */
-  int64_t stamp_ms;        /* the event's own time: DTSTAMP and SEQUENCE, so a later
-                              reschedule or cancel always counts higher */
-  int canceled;            /* METHOD:CANCEL and STATUS:CANCELLED */
+  const char *id;   /* required: the UID is "<id>@hookd" */
+  int64_t start_ms; /* required, Unix ms */
+  int64_t end_ms;   /* required */
+  int64_t stamp_ms; /* the event's own time: DTSTAMP and SEQUENCE, so a later
+                       reschedule or cancel always counts higher */
+  int canceled;     /* METHOD:CANCEL and STATUS:CANCELLED */
   const char *summary;
   const char *location;
-  const char *owner;       /* ORGANIZER address */
+  const char *owner; /* ORGANIZER address */
   const char *owner_name;
-  const char *invitee;     /* required ATTENDEE */
+  const char *invitee; /* required ATTENDEE */
   const char *invitee_name;
-  const char *optional;    /* optional ATTENDEEs: one string, ',' or ';' separated */
+  const char *optional; /* optional ATTENDEEs: one string, ',' or ';' separated */
 } email_meeting;
 
 /* The VCALENDAR text (CRLF line ends, lines folded at 75 octets, TEXT

@@ -1,4 +1,5 @@
-/* email_notify: RFC 5322/MIME message assembly — address checks, address headers, canonical text, the multipart layout. */
+/* email_notify: RFC 5322/MIME message assembly — address checks, address headers, canonical text,
+ * the multipart layout. */
 #include "email_mime.h"
 
 #include <inttypes.h>

@@ -1,4 +1,5 @@
-/* email_notify: RFC 5322/MIME message assembly — address checks, address headers, canonical text, the multipart layout. */
+/* email_notify: RFC 5322/MIME message assembly — address checks, address headers, canonical text,
+ * the multipart layout. */
 #ifndef EMAIL_MIME_H
 #define EMAIL_MIME_H
 
@@ -34,15 +35,15 @@ void email_mime_digest(const char *a, const char *b, char out[33]);
 
 /* One message. Strings are borrowed; to/cc are bare addresses. */
 typedef struct email_message {
-  const char *from;       /* bare address; its domain names the Message-ID */
+  const char *from; /* bare address; its domain names the Message-ID */
   char *const *to;
   size_t n_to;
   char *const *cc;
   size_t n_cc;
-  const char *subject;    /* UTF-8, one line (RFC 2047-encoded when needed) */
-  const char *body;       /* UTF-8 text, any line ends */
+  const char *subject; /* UTF-8, one line (RFC 2047-encoded when needed) */
+  const char *body;    /* UTF-8 text, any line ends */
   size_t body_len;
-  const char *ics;        /* a text/calendar part, or NULL */
+  const char *ics; /* a text/calendar part, or NULL */
   size_t ics_len;
   const char *ics_method; /* REQUEST or CANCEL, with ics */
   const char *digest;     /* email_mime_digest() of the delivery: Message-ID, boundary */

@@ -1,4 +1,5 @@
-/* email_notify plugin: one MIME email per event over SMTP (through the host), optionally with an invitation. */
+/* email_notify plugin: one MIME email per event over SMTP (through the host), optionally with an
+ * invitation. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,7 @@ static const char *const tls_modes[] = {"required", "optional", "none", NULL};
 static const char *const smtp_schemes[] = {"smtp", "smtps", NULL};
 
 #define ROW(name, type, flags, field, def, choices, esc, desc) \
-  {name, HOOKD_OPT_##type, flags, offsetof(email_state, field), def, 0, 0, choices, esc, desc}
+  { name, HOOKD_OPT_##type, flags, offsetof(email_state, field), def, 0, 0, choices, esc, desc }
 static const hookd_option email_options[] = {
     ROW("smtp_url", URL, HOOKD_OPT_REQUIRED, smtp_url, NULL, smtp_schemes, HOOKD_ESC_NONE,
         "the mail server, e.g. smtp://mail.example.com:587 (smtps:// for implicit TLS)"),
@@ -193,18 +194,17 @@ static email_kind email_kind_of(const hookd_event *ev) {
 
 /* The event fields the invitation needs, fetched through the host. */
 #define ICS_FIELDS 11
-static const char *const ics_paths[ICS_FIELDS] = {
-    "data.id",
-    "data.meetingStart",
-    "data.meetingEnd",
-    "eventTimestamp",
-    "data.meetingInfo.meetingName",
-    "data.meetingInfo.location",
-    "data.meetingOwner.username",
-    "data.meetingInfo.primaryInvitee",
-    "data.meetingInfo.primaryInviteeName",
-    "data.meetingInfo.optionalInvitees",
-    "data.meetingOwner.firstName"};
+static const char *const ics_paths[ICS_FIELDS] = {"data.id",
+                                                  "data.meetingStart",
+                                                  "data.meetingEnd",
+                                                  "eventTimestamp",
+                                                  "data.meetingInfo.meetingName",
+                                                  "data.meetingInfo.location",
+                                                  "data.meetingOwner.username",
+                                                  "data.meetingInfo.primaryInvitee",
+                                                  "data.meetingInfo.primaryInviteeName",
+                                                  "data.meetingInfo.optionalInvitees",
+                                                  "data.meetingOwner.firstName"};
 
 /* Builds the invitation: NULL in *ics when the event carries no meeting (id,
  * start and end). Returns -1 when out of memory. */
@@ -213,8 +213,13 @@ static int email_invite(const hookd_event *ev, email_kind kind, char **ics) {
   char *f[ICS_FIELDS + 1];
   for (int i = 0; i < ICS_FIELDS; i++) f[i] = host->event_get(ev, ics_paths[i]);
   f[ICS_FIELDS] = host->event_get(ev, "data.meetingOwner.lastName");
-  email_meeting m = {.id = f[0], .canceled = kind == EMAIL_CANCELED, .summary = f[4],
-                     .location = f[5], .owner = f[6], .invitee = f[7], .invitee_name = f[8],
+  email_meeting m = {.id = f[0],
+                     .canceled = kind == EMAIL_CANCELED,
+                     .summary = f[4],
+                     .location = f[5],
+                     .owner = f[6],
+                     .invitee = f[7],
+                     .invitee_name = f[8],
                      .optional = f[9]};
   char owner[256];
   snprintf(owner, sizeof owner, "%s%s%s", f[10] ? f[10] : "", f[10] && f[11] ? " " : "",
@@ -237,8 +242,12 @@ static hookd_result email_build(const email_state *st, const hookd_event *ev, co
   email_kind kind = email_kind_of(ev);
   const hookd_template *subject_t = st->subject ? st->subject : st->def_subject[kind];
   const hookd_template *body_t = st->body ? st->body : st->def_body[kind];
-  email_message m = {.from = st->from, .to = r->to, .n_to = r->n_to, .cc = r->cc,
-                     .n_cc = r->n_cc, .date_ms = (int64_t)time(NULL) * 1000};
+  email_message m = {.from = st->from,
+                     .to = r->to,
+                     .n_to = r->n_to,
+                     .cc = r->cc,
+                     .n_cc = r->n_cc,
+                     .date_ms = (int64_t)time(NULL) * 1000};
   char *ics = NULL, digest[33];
   char *subject = host->render(subject_t, ev, HOOKD_ESC_HEADER, NULL);
   char *body = host->render(body_t, ev, HOOKD_ESC_NONE, &m.body_len);
@@ -256,7 +265,8 @@ static hookd_result email_build(const email_state *st, const hookd_event *ev, co
   m.ics_len = ics ? strlen(ics) : 0;
   m.ics_method = kind == EMAIL_CANCELED ? "CANCEL" : "REQUEST";
   if (rc == 0) rc = email_mime_build(&m, msg);
-  if (rc != 0) snprintf(outcome->message, sizeof outcome->message, "out of memory building the message");
+  if (rc != 0)
+    snprintf(outcome->message, sizeof outcome->message, "out of memory building the message");
   host->free(subject);
   host->free(body);
   free(ics);
@@ -272,10 +282,17 @@ static hookd_result email_send(const email_state *st, const hookd_event *ev, con
     return HOOKD_RETRY;
   }
   for (size_t i = 0; i < n; i++) rcpt[i] = i < r->n_to ? r->to[i] : r->cc[i - r->n_to];
-  hookd_smtp_request req = {.struct_size = sizeof req, .url = st->smtp_url, .tls = st->smtp_tls,
-                            .username = st->username, .password = st->password,
-                            .ca_file = st->ca_file, .from = st->from, .rcpt = rcpt, .n_rcpt = n,
-                            .message = msg->p, .message_len = msg->len,
+  hookd_smtp_request req = {.struct_size = sizeof req,
+                            .url = st->smtp_url,
+                            .tls = st->smtp_tls,
+                            .username = st->username,
+                            .password = st->password,
+                            .ca_file = st->ca_file,
+                            .from = st->from,
+                            .rcpt = rcpt,
+                            .n_rcpt = n,
+                            .message = msg->p,
+                            .message_len = msg->len,
                             .timeout_ms = ev->timeout_ms};
   hookd_result res = ev->host->smtp(ev->self, &req, outcome);
   free(rcpt);
@@ -328,8 +345,7 @@ static int email_check_list(const hookd_host_api *host, const hookd_config *cfg,
     }
     free(copy);
     if (bad || !any)
-      return host->config_error(cfg, key, "entry %zu: \"%s\" is not an email address", i,
-                                items[i]);
+      return host->config_error(cfg, key, "entry %zu: \"%s\" is not an email address", i, items[i]);
   }
   return 0;
 }
@@ -359,8 +375,8 @@ static int email_init(const hookd_host_api *host, hookd_instance *self, const ho
   if (email_check(host, cfg, st) != 0) return -1;
   for (int k = 0; k < EMAIL_KINDS; k++) {
     char terr[128] = "";
-    if ((!st->subject && !(st->def_subject[k] = host->template_compile(
-                                email_default_subject[k], terr, sizeof terr))) ||
+    if ((!st->subject && !(st->def_subject[k] = host->template_compile(email_default_subject[k],
+                                                                       terr, sizeof terr))) ||
         (!st->body &&
          !(st->def_body[k] = host->template_compile(email_default_body[k], terr, sizeof terr)))) {
       snprintf(err, errlen, "built-in template failed to compile: %s", terr);

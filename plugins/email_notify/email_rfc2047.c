@@ -1,4 +1,5 @@
-/* email_notify: header text per RFC 2047 — plain ASCII folded at spaces, or UTF-8 "B" encoded-words. */
+/* email_notify: header text per RFC 2047 — plain ASCII folded at spaces, or UTF-8 "B"
+ * encoded-words. */
 #include "email_rfc2047.h"
 
 #include <string.h>

@@ -1,4 +1,5 @@
-/* email_notify: header text per RFC 2047 — plain ASCII folded at spaces, or UTF-8 "B" encoded-words. */
+/* email_notify: header text per RFC 2047 — plain ASCII folded at spaces, or UTF-8 "B"
+ * encoded-words. */
 #ifndef EMAIL_RFC2047_H
 #define EMAIL_RFC2047_H
 

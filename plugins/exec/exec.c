@@ -24,8 +24,8 @@
 
 extern char **environ;
 
-#define EXEC_CAPTURE_MAX 4096        /* bytes kept of stdout and of stderr each */
-#define EXEC_KILL_GRACE_MS 2000      /* between SIGTERM and SIGKILL */
+#define EXEC_CAPTURE_MAX 4096   /* bytes kept of stdout and of stderr each */
+#define EXEC_KILL_GRACE_MS 2000 /* between SIGTERM and SIGKILL */
 /* After the command exits, output may still sit in the pipes, or a
  * background child may hold them open forever; read for this long at most. */
 #define EXEC_DRAIN_MS 250
@@ -54,8 +54,8 @@ static const hookd_option exec_options[] = {
     {"command", HOOKD_OPT_STRING_LIST, HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY,
      offsetof(exec_state, command), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
      "the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]; no shell"},
-    {"env", HOOKD_OPT_TEMPLATE_MAP, 0, offsetof(exec_state, env), NULL, 0, 0, NULL,
-     HOOKD_ESC_NONE, "extra environment variables: NAME -> template"},
+    {"env", HOOKD_OPT_TEMPLATE_MAP, 0, offsetof(exec_state, env), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "extra environment variables: NAME -> template"},
     {"cwd", HOOKD_OPT_PATH, HOOKD_OPT_NONEMPTY, offsetof(exec_state, cwd), NULL, 0, 0, NULL,
      HOOKD_ESC_NONE, "the working directory (default: hookd's)"},
     HOOKD_OPTIONS_END};

@@ -1,4 +1,5 @@
-/* file_sink: appends one JSON line per delivery to a file. The reference plugin for plugin authors. */
+/* file_sink: appends one JSON line per delivery to a file. The reference plugin for plugin authors.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -19,8 +20,8 @@ typedef struct sink {
 } sink;
 
 static const hookd_option sink_options[] = {
-    {"path", HOOKD_OPT_PATH, HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY, offsetof(sink, path), NULL,
-     0, 0, NULL, HOOKD_ESC_NONE,
+    {"path", HOOKD_OPT_PATH, HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY, offsetof(sink, path), NULL, 0,
+     0, NULL, HOOKD_ESC_NONE,
      "the file to append events to (relative paths start at the config file's directory)"},
     {"fsync", HOOKD_OPT_BOOL, 0, offsetof(sink, fsync_each), "false", 0, 0, NULL, HOOKD_ESC_NONE,
      "fdatasync after every line: slower, but a line survives a power cut"},

@@ -25,7 +25,7 @@ typedef struct slack {
   const char *token;
   hookd_template *channel; /* Web API only */
   const char *api_url;
-  hookd_template *text;    /* may be NULL: the default message */
+  hookd_template *text;     /* may be NULL: the default message */
   hookd_template_map texts; /* event type pattern -> template */
   const char *ca_file;
   char *post_url;    /* the webhook, or {api_url}/chat.postMessage */
@@ -209,7 +209,8 @@ static void meeting_message(const hookd_event *ev, hookd_buf *b) {
     hookd_buf_puts(b, ", ");
     sb_text(b, when, NOLIMIT, 1);
   }
-  hookd_buf_puts(b, "\",\"blocks\":[{\"type\":\"header\",\"text\":{\"type\":\"plain_text\",\"text\":\"");
+  hookd_buf_puts(
+      b, "\",\"blocks\":[{\"type\":\"header\",\"text\":{\"type\":\"plain_text\",\"text\":\"");
   sb_text(b, title, NOLIMIT, 0);
   sb_text(b, name, SLACK_HEADER_MAX - strlen(title), 0);
   hookd_buf_puts(b, "\"}},{\"type\":\"section\",\"fields\":[");
@@ -273,7 +274,8 @@ static void meeting_message(const hookd_event *ev, hookd_buf *b) {
       break;
     }
     if (start == 0) {
-      hookd_buf_puts(b, ",{\"type\":\"section\",\"text\":{\"type\":\"mrkdwn\",\"text\":\"*Form answers*");
+      hookd_buf_puts(
+          b, ",{\"type\":\"section\",\"text\":{\"type\":\"mrkdwn\",\"text\":\"*Form answers*");
       start = b->len;
     }
     if (b->len - start < SLACK_SECTION_MAX) {

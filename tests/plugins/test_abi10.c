@@ -1,4 +1,5 @@
-/* Test-only plugin laid out as ABI 1.0 built it: a descriptor that ends at reserved[], getters only. */
+/* Test-only plugin laid out as ABI 1.0 built it: a descriptor that ends at reserved[], getters
+ * only. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -52,8 +53,15 @@ static void old_destroy(void *state) {
 static const struct {
   desc10 d;
   const void *trap[2];
-} image = {{(1u << 16) | 0u, sizeof(desc10), "test_abi10", "1.0.0", "an ABI 1.0 plugin", old_init,
-            old_deliver, old_destroy, {0}},
+} image = {{(1u << 16) | 0u,
+            sizeof(desc10),
+            "test_abi10",
+            "1.0.0",
+            "an ABI 1.0 plugin",
+            old_init,
+            old_deliver,
+            old_destroy,
+            {0}},
            {(const void *)"not an option table", (const void *)(size_t)12345}};
 
 HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {

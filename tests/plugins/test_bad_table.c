@@ -1,4 +1,5 @@
-/* Test-only plugin whose option table does not fit its state struct: the host must refuse it at load. */
+/* Test-only plugin whose option table does not fit its state struct: the host must refuse it at
+ * load. */
 #include <hookd/plugin.h>
 
 typedef struct small {

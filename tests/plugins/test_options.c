@@ -1,4 +1,5 @@
-/* Test-only plugin with one declared option of every type (ABI 1.1): the host fills topts, init checks one cross-option rule. */
+/* Test-only plugin with one declared option of every type (ABI 1.1): the host fills topts, init
+ * checks one cross-option rule. */
 #include <stdio.h>
 #include <string.h>
 
@@ -8,7 +9,7 @@ static const char *const colors[] = {"red", "green", "blue", NULL};
 static const char *const schemes[] = {"https", "ws", NULL};
 
 #define ROW(name, type, flags, field, def, min, max, choices, esc, desc) \
-  {name, HOOKD_OPT_##type, flags, offsetof(topts, field), def, min, max, choices, esc, desc}
+  { name, HOOKD_OPT_##type, flags, offsetof(topts, field), def, min, max, choices, esc, desc }
 static const hookd_option opts[] = {
     ROW("str", STRING, HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY, str, NULL, 0, 0, NULL,
         HOOKD_ESC_NONE, "a required string"),

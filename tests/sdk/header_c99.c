@@ -1,4 +1,5 @@
-/* plugin.h and helpers.h beside <syslog.h>, built -std=c99 -pedantic -Werror: no clash with LOG_* and no GNU extension needed. */
+/* plugin.h and helpers.h beside <syslog.h>, built -std=c99 -pedantic -Werror: no clash with LOG_*
+ * and no GNU extension needed. */
 #include <syslog.h>
 
 #include <hookd/helpers.h>

@@ -1,4 +1,5 @@
-/* Unit tests for email_notify's parts: MIME assembly, RFC 2047 headers and the libical invitation (read back by python3-icalendar). */
+/* Unit tests for email_notify's parts: MIME assembly, RFC 2047 headers and the libical invitation
+ * (read back by python3-icalendar). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -61,8 +62,9 @@ static char *unfold_as(const char *text, int keep_space) {
 static void test_subject_plain_folds_at_spaces(void **state) {
   (void)state;
   hookd_buf b = {0};
-  const char *s = "Meeting booked: Quarterly planning review with the whole regional sales team "
-                  "and partners";
+  const char *s =
+      "Meeting booked: Quarterly planning review with the whole regional sales team "
+      "and partners";
   email_rfc2047_header(&b, "Subject", s);
   assert_crlf(b.p);
   assert_true(longest_line(b.p) <= EMAIL_HEADER_WIDTH);
@@ -116,8 +118,8 @@ static void test_subject_needs_encoding(void **state) {
 static void test_addresses(void **state) {
   (void)state;
   assert_true(email_addr_ok("a.b+c@example.co.uk"));
-  const char *bad[] = {"a@b@c", "@x", "a@", "a..b@x", "a@-x.com", "a b@x", "a@x\r\nRCPT:y",
-                       "<a@x>", "a@x_y.com", ".a@x"};
+  const char *bad[] = {"a@b@c",         "@x",    "a@",        "a..b@x", "a@-x.com", "a b@x",
+                       "a@x\r\nRCPT:y", "<a@x>", "a@x_y.com", ".a@x"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
     if (email_addr_ok(bad[i])) fail_msg("accepted '%s'", bad[i]);
   hookd_buf b = {0};
@@ -127,8 +129,9 @@ static void test_addresses(void **state) {
   assert_crlf(b.p);
   assert_true(longest_line(b.p) <= EMAIL_HEADER_WIDTH);
   char *u = unfold_mail(b.p);
-  assert_string_equal(u, "To: first.person@example.com, second.person@example.com, "
-                         "third.person@example.com, fourth.person@example.com\r\n");
+  assert_string_equal(u,
+                      "To: first.person@example.com, second.person@example.com, "
+                      "third.person@example.com, fourth.person@example.com\r\n");
   free(u);
   hookd_buf_free(&b);
 }
@@ -143,9 +146,17 @@ static void test_canonical_text(void **state) {
 
 static email_message message(const char *ics) {
   static char *to[] = {"owner@example.com"}, *cc[] = {"x@example.org"};
-  email_message m = {.from = "hookd@example.com", .to = to, .n_to = 1, .cc = cc, .n_cc = 1,
-                     .subject = "Hello", .body = "line one\nline two\n", .body_len = 18,
-                     .ics = ics, .ics_len = ics ? strlen(ics) : 0, .ics_method = "REQUEST",
+  email_message m = {.from = "hookd@example.com",
+                     .to = to,
+                     .n_to = 1,
+                     .cc = cc,
+                     .n_cc = 1,
+                     .subject = "Hello",
+                     .body = "line one\nline two\n",
+                     .body_len = 18,
+                     .ics = ics,
+                     .ics_len = ics ? strlen(ics) : 0,
+                     .ics_method = "REQUEST",
                      .digest = "0123456789abcdef0123456789abcdef",
                      .date_ms = 1796133600000LL /* 2026-12-01T14:00:00Z */};
   return m;
@@ -162,8 +173,9 @@ static void test_mime_single_part(void **state) {
   assert_non_null(
       strstr(b.p, "Message-ID: <0123456789abcdef0123456789abcdef.hookd@example.com>\r\n"));
   assert_non_null(strstr(b.p, "To: owner@example.com\r\nCc: x@example.org\r\n"));
-  assert_non_null(strstr(b.p, "Content-Type: text/plain; charset=UTF-8\r\n"
-                              "Content-Transfer-Encoding: base64\r\n\r\n"));
+  assert_non_null(strstr(b.p,
+                         "Content-Type: text/plain; charset=UTF-8\r\n"
+                         "Content-Transfer-Encoding: base64\r\n\r\n"));
   /* The body is canonical text, base64: "line one\r\nline two\r\n". */
   assert_non_null(strstr(b.p, "\r\n\r\nbGluZSBvbmUNCmxpbmUgdHdvDQo=\r\n"));
   hookd_buf_free(&b);
@@ -195,8 +207,9 @@ static const email_meeting meeting = {
     .start_ms = 1796133600000LL, /* 2026-12-01T14:00:00Z */
     .end_ms = 1796135400000LL,
     .stamp_ms = 1796000000000LL,
-    .summary = "Intro call; pricing, terms \\ next steps — Jürgen Müller und das ganze Team "
-               "aus München\nsecond line",
+    .summary =
+        "Intro call; pricing, terms \\ next steps — Jürgen Müller und das ganze Team "
+        "aus München\nsecond line",
     .location = "Room 4, floor 2",
     .owner = "owner@example.com",
     .owner_name = "Ann Lee",
@@ -215,8 +228,9 @@ static void test_ics_folding_escaping_crlf(void **state) {
   for (const char *p = strstr(ics, "\r\n "); p; p = strstr(p + 1, "\r\n "))
     assert_true(((unsigned char)p[3] & 0xC0) != 0x80);
   char *u = unfold_ics(ics);
-  assert_non_null(strstr(u, "\r\nSUMMARY:Intro call\\; pricing\\, terms \\\\ next steps — Jürgen "
-                            "Müller und das ganze Team aus München\\nsecond line\r\n"));
+  assert_non_null(strstr(u,
+                         "\r\nSUMMARY:Intro call\\; pricing\\, terms \\\\ next steps — Jürgen "
+                         "Müller und das ganze Team aus München\\nsecond line\r\n"));
   assert_non_null(strstr(u, "\r\nLOCATION:Room 4\\, floor 2\r\n"));
   assert_non_null(strstr(u, "\r\nMETHOD:REQUEST\r\n"));
   assert_non_null(strstr(u, "\r\nUID:c0ffee00-1234@hookd\r\n"));
@@ -244,16 +258,18 @@ static void test_ics_second_parser(void **state) {
   close(fd);
   free(ics);
   char cmd[1024];
-  snprintf(cmd, sizeof cmd,
-           "/usr/bin/python3 -c 'import sys, icalendar\n"
-           "cal = icalendar.Calendar.from_ical(open(sys.argv[1], \"rb\").read())\n"
-           "ev = [c for c in cal.walk(\"VEVENT\")][0]\n"
-           "att = sorted(str(a) for a in ev.get(\"ATTENDEE\"))\n"
-           "print(cal[\"METHOD\"], ev[\"STATUS\"], ev[\"UID\"], ev.decoded(\"DTSTART\").isoformat(),"
-           " ev.decoded(\"DTEND\").isoformat(), str(ev[\"ORGANIZER\"]), str(ev[\"ORGANIZER\"].params[\"CN\"]),"
-           " \"|\".join(att), sep=\"\\n\")\n"
-           "print(str(ev[\"SUMMARY\"]))' %s",
-           path);
+  snprintf(
+      cmd, sizeof cmd,
+      "/usr/bin/python3 -c 'import sys, icalendar\n"
+      "cal = icalendar.Calendar.from_ical(open(sys.argv[1], \"rb\").read())\n"
+      "ev = [c for c in cal.walk(\"VEVENT\")][0]\n"
+      "att = sorted(str(a) for a in ev.get(\"ATTENDEE\"))\n"
+      "print(cal[\"METHOD\"], ev[\"STATUS\"], ev[\"UID\"], ev.decoded(\"DTSTART\").isoformat(),"
+      " ev.decoded(\"DTEND\").isoformat(), str(ev[\"ORGANIZER\"]), "
+      "str(ev[\"ORGANIZER\"].params[\"CN\"]),"
+      " \"|\".join(att), sep=\"\\n\")\n"
+      "print(str(ev[\"SUMMARY\"]))' %s",
+      path);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   char out[2048] = "";

@@ -849,9 +849,10 @@ static void test_options_legacy_timeout(void **state) {
   plugin_host_unload(&h, NULL);
   config_free(&cfg);
   char err[1024];
-  load_refused("    {'name': 'o', 'module': 'test_options', 'config': {'str': 'x', 'timeout_ms': "
-               MARK "0}}",
-               NULL, err, sizeof err);
+  load_refused(
+      "    {'name': 'o', 'module': 'test_options', 'config': {'str': 'x', 'timeout_ms': " MARK
+      "0}}",
+      NULL, err, sizeof err);
   expect_positioned(err, "plugin instance 'o' (module test_options): ",
                     "plugins[0].config.timeout_ms: expected an integer from 1 to 3600000");
 }
@@ -872,8 +873,8 @@ static void test_abi10_plugin(void **state) {
   assert_string_equal(out.message, "n=9");
   plugin_host_unload(&h, NULL);
   config_free(&cfg);
-  load_refused("    {'name': 'old', 'module': 'test_abi10', 'config': {'m': " MARK "9}}", NULL,
-               err, sizeof err);
+  load_refused("    {'name': 'old', 'module': 'test_abi10', 'config': {'m': " MARK "9}}", NULL, err,
+               sizeof err);
   expect_positioned(err, "plugin instance 'old' (module test_abi10): init failed: ",
                     "plugins[0].config.m: unknown key 'm' (did you mean 'n'?)");
 }
@@ -902,7 +903,8 @@ static void test_options_help(void **state) {
   assert_non_null(strstr(text, "  color  (enum: red|green|blue; default green)\n"));
   assert_non_null(strstr(text, "  wait  (duration 10..60000 ms; default 2s)\n"));
   assert_non_null(strstr(text, "  url  (url (https, ws))\n"));
-  assert_non_null(strstr(text, "  tpl  (template, rendered JSON-escaped; default id={{eventId}})\n"));
+  assert_non_null(
+      strstr(text, "  tpl  (template, rendered JSON-escaped; default id={{eventId}})\n"));
   free(text);
   plugin_host_unload(&h, NULL);
   config_free(&cfg);
@@ -911,19 +913,32 @@ static void test_options_help(void **state) {
 int main(int argc, char **argv) {
   if (argc > 1) cmocka_set_test_filter(argv[1]);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_options_filled),    cmocka_unit_test(test_options_defaults),
-      cmocka_unit_test(test_options_refused),   cmocka_unit_test(test_options_required),
-      cmocka_unit_test(test_options_legacy_timeout), cmocka_unit_test(test_abi10_plugin),
-      cmocka_unit_test(test_bad_option_table),  cmocka_unit_test(test_options_help),
-      cmocka_unit_test(test_load_good),         cmocka_unit_test(test_unload_skip),
-      cmocka_unit_test(test_wrong_abi),         cmocka_unit_test(test_no_entry_symbol),
-      cmocka_unit_test(test_init_fails),        cmocka_unit_test(test_init_fails_destroys_earlier),
-      cmocka_unit_test(test_module_not_found),  cmocka_unit_test(test_plugin_dirs_order),
-      cmocka_unit_test(test_unknown_key),       cmocka_unit_test(test_wrong_type_int),
-      cmocka_unit_test(test_wrong_type_string), cmocka_unit_test(test_ignored_getter_error),
-      cmocka_unit_test(test_bad_template),      cmocka_unit_test(test_config_path_relative),
-      cmocka_unit_test(test_host_api_table),    cmocka_unit_test(test_event_view),
-      cmocka_unit_test(test_event_get),         cmocka_unit_test(test_render),
+      cmocka_unit_test(test_options_filled),
+      cmocka_unit_test(test_options_defaults),
+      cmocka_unit_test(test_options_refused),
+      cmocka_unit_test(test_options_required),
+      cmocka_unit_test(test_options_legacy_timeout),
+      cmocka_unit_test(test_abi10_plugin),
+      cmocka_unit_test(test_bad_option_table),
+      cmocka_unit_test(test_options_help),
+      cmocka_unit_test(test_load_good),
+      cmocka_unit_test(test_unload_skip),
+      cmocka_unit_test(test_wrong_abi),
+      cmocka_unit_test(test_no_entry_symbol),
+      cmocka_unit_test(test_init_fails),
+      cmocka_unit_test(test_init_fails_destroys_earlier),
+      cmocka_unit_test(test_module_not_found),
+      cmocka_unit_test(test_plugin_dirs_order),
+      cmocka_unit_test(test_unknown_key),
+      cmocka_unit_test(test_wrong_type_int),
+      cmocka_unit_test(test_wrong_type_string),
+      cmocka_unit_test(test_ignored_getter_error),
+      cmocka_unit_test(test_bad_template),
+      cmocka_unit_test(test_config_path_relative),
+      cmocka_unit_test(test_host_api_table),
+      cmocka_unit_test(test_event_view),
+      cmocka_unit_test(test_event_get),
+      cmocka_unit_test(test_render),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,4 +1,5 @@
-/* hookd SDK helpers: one growable buffer, JSON escaping, base64, ISO 8601, header and URL checks, the meeting-kind rule. */
+/* hookd SDK helpers: one growable buffer, JSON escaping, base64, ISO 8601, header and URL checks,
+ * the meeting-kind rule. */
 #ifndef HOOKD_HELPERS_H
 #define HOOKD_HELPERS_H
 
@@ -82,7 +83,8 @@ static inline void hookd_buf_vprintf(hookd_buf *b, const char *fmt, va_list ap) 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
-static inline void hookd_buf_printf(hookd_buf *b, const char *fmt, ...) {
+static inline void
+hookd_buf_printf(hookd_buf *b, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   hookd_buf_vprintf(b, fmt, ap);
@@ -96,29 +98,69 @@ static inline void hookd_buf_free(hookd_buf *b) {
   b->oom = 0;
 }
 
+static inline void hookd_buf_putc(hookd_buf *b, char c) {
+  hookd_buf_add(b, &c, 1);
+}
+
 /* --- JSON string escaping --------------------------------------------------
- * Appends s[0..n) escaped for the inside of a JSON string (RFC 8259 7):
- * quote, backslash and every control character; DEL too, so the text stays
- * printable. Bytes >= 0x80 pass as they are (UTF-8 stays UTF-8). */
+ * Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when the
+ * bytes there are not valid UTF-8 (overlong forms and surrogates included). */
+static inline size_t hookd_utf8_seq(const unsigned char *s, size_t n) {
+  unsigned char c = s[0];
+  size_t len;
+  uint32_t min, cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2, min = 0x80, cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3, min = 0x800, cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4, min = 0x10000, cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (n < len) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+/* Appends s[0..n) escaped for the inside of a JSON string (RFC 8259 7):
+ * quote, backslash and every control character. Valid UTF-8 passes as it
+ * is; invalid bytes become \ufffd, since a receiver that validates would
+ * otherwise reject the whole document. */
 static inline void hookd_buf_json(hookd_buf *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
-  size_t run = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    const char *rep = NULL;
-    char u[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
-    if (c == '"') rep = "\\\"";
-    else if (c == '\\') rep = "\\\\";
-    else if (c == '\n') rep = "\\n";
-    else if (c == '\r') rep = "\\r";
-    else if (c == '\t') rep = "\\t";
-    else if (c < 0x20 || c == 0x7f) rep = u;
-    if (rep == NULL) continue;
-    hookd_buf_add(b, s + run, i - run);
-    hookd_buf_puts(b, rep);
-    run = i + 1;
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < n) {
+    size_t run = i;
+    /* Copy plain runs in one go; most text needs no escaping. */
+    while (run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\') run++;
+    hookd_buf_add(b, s + i, run - i);
+    if ((i = run) >= n) break;
+    unsigned char c = u[i];
+    if (c >= 0x80) {
+      size_t len = hookd_utf8_seq(u + i, n - i);
+      hookd_buf_add(b, len ? s + i : "\\ufffd", len ? len : 6);
+      i += len ? len : 1;
+      continue;
+    }
+    char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+    const char *rep = c == '"'    ? "\\\""
+                      : c == '\\' ? "\\\\"
+                      : c == '\b' ? "\\b"
+                      : c == '\f' ? "\\f"
+                      : c == '\n' ? "\\n"
+                      : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t"
+                                  : NULL;
+    hookd_buf_add(b, rep ? rep : esc, rep ? 2 : 6);
+    i++;
   }
-  hookd_buf_add(b, s + run, n - run);
 }
 
 /* --- base64 (RFC 4648 section 4, with padding) ---------------------------- */
@@ -320,8 +362,10 @@ static inline int hookd_url_ok(const char *s) {
   size_t skip = 0;
   if ((s[0] | 0x20) == 'h' && (s[1] | 0x20) == 't' && (s[2] | 0x20) == 't' &&
       (s[3] | 0x20) == 'p') {
-    if (strncmp(s + 4, "://", 3) == 0) skip = 7;
-    else if ((s[4] | 0x20) == 's' && strncmp(s + 5, "://", 3) == 0) skip = 8;
+    if (strncmp(s + 4, "://", 3) == 0)
+      skip = 7;
+    else if ((s[4] | 0x20) == 's' && strncmp(s + 5, "://", 3) == 0)
+      skip = 8;
   }
   if (skip == 0 || s[skip] == '\0' || s[skip] == '/' || s[skip] == ':' || s[skip] == '?' ||
       s[skip] == '#')
