@@ -29,17 +29,7 @@ static hookd_result hello_deliver(void *state, const hookd_event *ev, hookd_outc
   return HOOKD_OK;
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "hello",
-    .version = "1.1.0",
-    .description = "logs a greeting for every event",
-    .deliver = hello_deliver,
-    .options = hello_options,
-    .state_size = sizeof(hello),
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &descriptor : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("hello", "1.1.0", "logs a greeting for every event", NULL, hello_deliver, NULL,
+                    hello_options, hello)

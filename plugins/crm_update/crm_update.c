@@ -392,19 +392,8 @@ static hookd_result crm_deliver(void *state, const hookd_event *ev, hookd_outcom
                                              : deliver_rest(st, ev, out);
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "crm_update",
-    .version = "1.1.0",
-    .description = "keeps CRM records in step (Salesforce upsert, or any REST API)",
-    .init = crm_init,
-    .deliver = crm_deliver,
-    .destroy = crm_destroy,
-    .options = crm_options,
-    .state_size = sizeof(crm),
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &descriptor : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("crm_update", "1.1.0",
+                    "keeps CRM records in step (Salesforce upsert, or any REST API)", crm_init,
+                    crm_deliver, crm_destroy, crm_options, crm)

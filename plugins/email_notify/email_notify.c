@@ -391,21 +391,8 @@ static int email_init(const hookd_host_api *host, hookd_instance *self, const ho
   return 0;
 }
 
-static const hookd_plugin email_plugin = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "email_notify",
-    .version = "1.1.0",
-    .description = "sends an email per event over SMTP, optionally with a calendar invite",
-    .init = email_init,
-    .deliver = email_deliver,
-    .destroy = email_destroy,
-    .options = email_options,
-    .state_size = sizeof(email_state),
-};
-
-/* A host older than ABI 1.1 would not fill the options (nor send mail):
- * refuse it, and the host names both versions. */
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &email_plugin : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("email_notify", "1.1.0",
+                    "sends an email per event over SMTP, optionally with a calendar invite",
+                    email_init, email_deliver, email_destroy, email_options, email_state)

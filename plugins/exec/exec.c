@@ -604,21 +604,8 @@ done:
   return result;
 }
 
-static const hookd_plugin exec_plugin = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "exec",
-    .version = "1.1.0",
-    .description = "runs a command with the event on stdin; exit 0 ok, 75 retry, else fail",
-    .init = exec_init,
-    .deliver = exec_deliver,
-    .destroy = exec_destroy,
-    .options = exec_options,
-    .state_size = sizeof(exec_state),
-};
-
-/* Always answers with the descriptor: the host compares ABI majors and logs
- * both numbers when they differ, which it could not do after a NULL. */
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &exec_plugin : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("exec", "1.1.0",
+                    "runs a command with the event on stdin; exit 0 ok, 75 retry, else fail",
+                    exec_init, exec_deliver, exec_destroy, exec_options, exec_state)

@@ -131,21 +131,7 @@ static void sink_destroy(void *state) {
   close(s->fd);
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "file_sink",
-    .version = "1.1.0",
-    .description = "appends one JSON line per delivery to a file",
-    .init = sink_init,
-    .deliver = sink_deliver,
-    .destroy = sink_destroy,
-    .options = sink_options,
-    .state_size = sizeof(sink),
-};
-
-/* A host older than ABI 1.1 would not fill the options: refuse it (the host
- * then names both versions) rather than run with an empty state. */
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &descriptor : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("file_sink", "1.1.0", "appends one JSON line per delivery to a file", sink_init,
+                    sink_deliver, sink_destroy, sink_options, sink)

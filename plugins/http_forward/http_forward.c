@@ -193,19 +193,8 @@ static int fwd_init(const hookd_host_api *host, hookd_instance *self, const hook
   return 0;
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "http_forward",
-    .version = "1.1.0",
-    .description = "relays events to a URL, signed with Standard Webhooks headers",
-    .init = fwd_init,
-    .deliver = fwd_deliver,
-    .destroy = fwd_destroy,
-    .options = fwd_options,
-    .state_size = sizeof(forward),
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &descriptor : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("http_forward", "1.1.0",
+                    "relays events to a URL, signed with Standard Webhooks headers", fwd_init,
+                    fwd_deliver, fwd_destroy, fwd_options, forward)

@@ -471,19 +471,8 @@ static int slack_init(const hookd_host_api *host, hookd_instance *self, const ho
   return 0;
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "slack_post",
-    .version = "1.1.0",
-    .description = "posts events to Slack (incoming webhook or chat.postMessage)",
-    .init = slack_init,
-    .deliver = slack_deliver,
-    .destroy = slack_destroy,
-    .options = slack_options,
-    .state_size = sizeof(slack),
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  return HOOKD_ABI_COMPATIBLE(host_abi) ? &descriptor : NULL;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("slack_post", "1.1.0",
+                    "posts events to Slack (incoming webhook or chat.postMessage)", slack_init,
+                    slack_deliver, slack_destroy, slack_options, slack)

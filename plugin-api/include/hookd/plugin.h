@@ -442,6 +442,20 @@ typedef struct hookd_plugin {
 #define HOOKD_PLUGIN_ENTRY_SYMBOL "hookd_plugin_entry"
 HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi);
 
+/* Defines the descriptor and the entry point of a plugin built against this
+ * header, in one line at the end of the plugin: its name, version and
+ * description, its callbacks (init and destroy may be NULL), its option
+ * table and the state struct the table fills (both ABI 1.1). The entry
+ * refuses a host older than this header's minor version. */
+#define HOOKD_PLUGIN_DEFINE(name, version, description, init, deliver, destroy, options,      \
+                            state_type)                                                       \
+  static const hookd_plugin hookd_plugin_descriptor_ = {                                      \
+      HOOKD_PLUGIN_ABI, sizeof(hookd_plugin), name, version, description, init, deliver,      \
+      destroy,          {NULL},               options, sizeof(state_type)};                  \
+  HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {                   \
+    return HOOKD_ABI_COMPATIBLE(host_abi) ? &hookd_plugin_descriptor_ : NULL;                \
+  }
+
 #ifdef __cplusplus
 }
 #endif
