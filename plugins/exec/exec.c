@@ -456,128 +456,96 @@ static int exec_spawn(const exec_state *st, char **envp, int in_p[2], int out_p[
   return rc;
 }
 
-static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outcome *outcome) {
-  exec_state *st = state;
-  const hookd_host_api *host = st->host;
-  int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
-  exec_run *run = NULL;
-  hookd_result result = HOOKD_RETRY;
+/* How one run ended. */
+typedef struct exec_end {
+  int timed_out, poll_failed;
+  int reaped; /* waitpid()'s answer: < 0 when the status is lost */
+  int status, wait_errno;
+} exec_end;
 
-  char **envp = NULL;
-  hookd_result env_res = exec_build_env(st, ev, &envp, outcome);
-  if (env_res != HOOKD_OK) {
-    host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
-    return env_res;
-  }
-
-  run = calloc(1, sizeof *run);
-  if (!run) {
-    snprintf(outcome->message, sizeof outcome->message, "out of memory");
-    goto done;
-  }
-  run->pidfd = -1;
-  run->in_fd = run->out.fd = run->err.fd = -1;
-
+/* Makes the three pipes and spawns the command; on success the run holds
+ * our ends. Returns 0, or an errno value (pipe or spawn failure) with the
+ * message in outcome. */
+static int exec_start(const exec_state *st, char **envp, const hookd_event *ev, exec_run *run,
+                      hookd_outcome *outcome) {
+  int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, rc = 0;
   if (exec_pipe(in_p, 1) != 0 || exec_pipe(out_p, 0) != 0 || exec_pipe(err_p, 0) != 0) {
-    snprintf(outcome->message, sizeof outcome->message, "pipe: %s", strerror(errno));
-    goto done;
-  }
-
-  /* Writing to a pipe whose reader is gone raises SIGPIPE in this thread;
-   * hookd may not ignore it, so block it here and discard it below. */
-  sigset_t pipe_set, old_mask;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
-
-  int64_t started = exec_now_ms();
-  int rc = exec_spawn(st, envp, in_p, out_p, err_p, &run->pid);
-  exec_close(&in_p[0]);
-  exec_close(&out_p[1]);
-  exec_close(&err_p[1]);
-  if (rc != 0) {
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    rc = errno ? errno : EMFILE;
+    snprintf(outcome->message, sizeof outcome->message, "pipe: %s", strerror(rc));
+  } else if ((rc = exec_spawn(st, envp, in_p, out_p, err_p, &run->pid)) != 0) {
     snprintf(outcome->message, sizeof outcome->message, "cannot run %s: %s", st->argv[0],
              strerror(rc));
-    /* A missing or non-executable program will not appear by retrying;
-     * running out of processes or memory may pass. */
-    result = (rc == ENOENT || rc == EACCES || rc == ENOEXEC || rc == ENOTDIR || rc == ELOOP ||
-              rc == ENAMETOOLONG)
-                 ? HOOKD_FAIL
-                 : HOOKD_RETRY;
-    host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
-    goto done;
+  } else {
+    run->in_fd = in_p[1], in_p[1] = -1;
+    run->out.fd = out_p[0], out_p[0] = -1;
+    run->err.fd = err_p[0], err_p[0] = -1;
+    run->body = ev->body ? ev->body : "";
+    run->body_len = ev->body ? ev->body_len : 0;
+    /* A pidfd wakes poll() when the child exits (the kernel makes it
+     * close-on-exec); without one, exec_pump looks every EXEC_TICK_MS. */
+    run->pidfd = (int)syscall(SYS_pidfd_open, run->pid, 0);
+    if (run->body_len == 0) exec_close(&run->in_fd);
   }
+  for (int i = 0; i < 2; i++) {
+    exec_close(&in_p[i]);
+    exec_close(&out_p[i]);
+    exec_close(&err_p[i]);
+  }
+  return rc;
+}
 
-  run->in_fd = in_p[1];
-  in_p[1] = -1;
-  run->out.fd = out_p[0];
-  out_p[0] = -1;
-  run->err.fd = err_p[0];
-  err_p[0] = -1;
-  run->body = ev->body ? ev->body : "";
-  run->body_len = ev->body ? ev->body_len : 0;
-  /* A pidfd wakes poll() when the child exits (the kernel makes it
-   * close-on-exec); without one, exec_pump looks every EXEC_TICK_MS. */
-  run->pidfd = (int)syscall(SYS_pidfd_open, run->pid, 0);
-  if (run->body_len == 0) exec_close(&run->in_fd);
-
-  int timed_out = 0, poll_failed = 0;
-  int r = exec_pump(run, started + (int64_t)ev->timeout_ms, 1);
+/* Feeds and reads the child until it exits or the deadline passes (then
+ * its whole group is killed: a shell script's children would otherwise live
+ * on and keep our pipes open), reaps it and drains what is left. */
+static void exec_wait(exec_run *run, int64_t deadline, exec_end *e) {
+  int r = exec_pump(run, deadline, 1);
   if (r <= 0) {
-    poll_failed = r < 0;
-    timed_out = r == 0;
-    /* The whole group: a shell script's children would otherwise live on
-     * and keep our pipes open. */
+    e->poll_failed = r < 0;
+    e->timed_out = r == 0;
     kill(-run->pid, SIGTERM);
     exec_pump(run, exec_now_ms() + EXEC_KILL_GRACE_MS, 1);
     kill(-run->pid, SIGKILL);
   }
   exec_close(&run->in_fd);
-
-  int status = 0, reaped, wait_errno = 0;
-  while ((reaped = waitpid(run->pid, &status, 0)) < 0 && errno == EINTR) {
+  while ((e->reaped = waitpid(run->pid, &e->status, 0)) < 0 && errno == EINTR) {
   }
-  if (reaped < 0) wait_errno = errno;
+  if (e->reaped < 0) e->wait_errno = errno;
   exec_pump(run, exec_now_ms() + EXEC_DRAIN_MS, 0);
-  if (run->saw_epipe) {
-    struct timespec zero = {0, 0};
-    sigtimedwait(&pipe_set, NULL, &zero);
-  }
-  pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-  int64_t took = exec_now_ms() - started;
+}
 
+/* The result of a finished run, explained in outcome. */
+static hookd_result exec_verdict(const exec_end *e, const exec_run *run, uint32_t timeout_ms,
+                                 hookd_outcome *outcome) {
   char first[160];
   exec_first_line(&run->err, first, sizeof first);
   const char *sep = first[0] ? ": " : "";
-  if (poll_failed) {
-    snprintf(outcome->message, sizeof outcome->message, "poll failed; command killed");
-    result = HOOKD_RETRY;
-  } else if (timed_out) {
-    snprintf(outcome->message, sizeof outcome->message,
-             "timed out after %" PRIu32 " ms; process group killed", ev->timeout_ms);
-    result = HOOKD_RETRY;
-  } else if (reaped < 0) {
-    /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
-    snprintf(outcome->message, sizeof outcome->message, "exit status unknown: %s",
-             strerror(wait_errno));
-    result = HOOKD_FAIL;
-  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-    result = HOOKD_OK;
-  } else if (WIFEXITED(status) && WEXITSTATUS(status) == EXEC_EX_TEMPFAIL) {
-    snprintf(outcome->message, sizeof outcome->message, "exit status 75 (temporary failure)%s%s",
-             sep, first);
-    result = HOOKD_RETRY;
-  } else if (WIFEXITED(status)) {
-    snprintf(outcome->message, sizeof outcome->message, "exit status %d%s%s", WEXITSTATUS(status),
-             sep, first);
-    result = HOOKD_FAIL;
-  } else {
-    snprintf(outcome->message, sizeof outcome->message, "killed by %s (%d)%s%s",
-             exec_signal_name(WTERMSIG(status)), WTERMSIG(status), sep, first);
-    result = HOOKD_FAIL;
-  }
+  size_t n = sizeof outcome->message;
+  int st = e->status;
+  if (e->poll_failed)
+    return snprintf(outcome->message, n, "poll failed; command killed"), HOOKD_RETRY;
+  if (e->timed_out)
+    return snprintf(outcome->message, n, "timed out after %" PRIu32 " ms; process group killed",
+                    timeout_ms),
+           HOOKD_RETRY;
+  /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
+  if (e->reaped < 0)
+    return snprintf(outcome->message, n, "exit status unknown: %s", strerror(e->wait_errno)),
+           HOOKD_FAIL;
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return HOOKD_OK;
+  if (WIFEXITED(st) && WEXITSTATUS(st) == EXEC_EX_TEMPFAIL)
+    return snprintf(outcome->message, n, "exit status 75 (temporary failure)%s%s", sep, first),
+           HOOKD_RETRY;
+  if (WIFEXITED(st))
+    snprintf(outcome->message, n, "exit status %d%s%s", WEXITSTATUS(st), sep, first);
+  else
+    snprintf(outcome->message, n, "killed by %s (%d)%s%s", exec_signal_name(WTERMSIG(st)),
+             WTERMSIG(st), sep, first);
+  return HOOKD_FAIL;
+}
 
+static void exec_report(const exec_state *st, const hookd_event *ev, exec_run *run,
+                        hookd_result result, const hookd_outcome *outcome, int64_t took) {
+  const hookd_host_api *host = st->host;
   if (result == HOOKD_OK)
     host->log(st->self, ev, HOOKD_LOG_INFO, "%s exited 0 after %" PRId64 " ms", st->argv[0], took);
   else
@@ -586,20 +554,55 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
   exec_log_capture(st, ev, HOOKD_LOG_INFO, "stdout", &run->out);
   exec_log_capture(st, ev, result == HOOKD_OK ? HOOKD_LOG_INFO : HOOKD_LOG_WARN, "stderr",
                    &run->err);
+}
 
-done:
-  if (run) {
-    exec_close(&run->in_fd);
-    exec_close(&run->out.fd);
-    exec_close(&run->err.fd);
-    exec_close(&run->pidfd);
-    free(run);
+static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outcome *outcome) {
+  exec_state *st = state;
+  char **envp = NULL;
+  hookd_result result = exec_build_env(st, ev, &envp, outcome);
+  if (result != HOOKD_OK) {
+    st->host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
+    return result;
   }
-  for (int i = 0; i < 2; i++) {
-    exec_close(&in_p[i]);
-    exec_close(&out_p[i]);
-    exec_close(&err_p[i]);
+  exec_run *run = calloc(1, sizeof *run);
+  if (!run) {
+    exec_free_env(st, envp);
+    snprintf(outcome->message, sizeof outcome->message, "out of memory");
+    return HOOKD_RETRY;
   }
+  run->pidfd = run->in_fd = run->out.fd = run->err.fd = -1;
+  /* Writing to a pipe whose reader is gone raises SIGPIPE in this thread;
+   * hookd may not ignore it, so block it here and discard it below. */
+  sigset_t pipe_set, old_mask;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+  int64_t started = exec_now_ms();
+  int rc = exec_start(st, envp, ev, run, outcome);
+  if (rc != 0) {
+    /* A missing or non-executable program will not appear by retrying;
+     * running out of processes, files or memory may pass. */
+    result = (rc == ENOENT || rc == EACCES || rc == ENOEXEC || rc == ENOTDIR || rc == ELOOP ||
+              rc == ENAMETOOLONG)
+                 ? HOOKD_FAIL
+                 : HOOKD_RETRY;
+    st->host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
+  } else {
+    exec_end end = {0};
+    exec_wait(run, started + (int64_t)ev->timeout_ms, &end);
+    result = exec_verdict(&end, run, ev->timeout_ms, outcome);
+    exec_report(st, ev, run, result, outcome, exec_now_ms() - started);
+  }
+  if (run->saw_epipe) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  exec_close(&run->in_fd);
+  exec_close(&run->out.fd);
+  exec_close(&run->err.fd);
+  exec_close(&run->pidfd);
+  free(run);
   exec_free_env(st, envp);
   return result;
 }

@@ -180,88 +180,68 @@ static const char *meeting_word(const hookd_event *ev) {
   return strrchr(ev->type, '.') + 1;
 }
 
-/* A Block Kit message for a Smart Scheduler meeting event. */
-static void meeting_message(const hookd_event *ev, hookd_buf *b) {
-  fields f = {.ev = ev};
-  const char *kind = meeting_word(ev);
-  const char *name = get(&f, "data.meetingInfo.meetingName");
-  const char *invitee = get(&f, "data.meetingInfo.primaryInviteeName");
-  const char *email = get(&f, "data.meetingInfo.primaryInvitee");
-  const char *others = get(&f, "data.meetingInfo.optionalInvitees");
-  const char *first = get(&f, "data.meetingOwner.firstName");
-  const char *last = get(&f, "data.meetingOwner.lastName");
-  const char *owner_user = get(&f, "data.meetingOwner.username");
-  const char *location = get(&f, "data.meetingInfo.location");
+/* The meeting's values for one message (borrowed from a `fields`). */
+typedef struct meeting {
+  const char *kind, *name, *invitee, *email, *others, *first, *last, *owner_user, *location;
   char when[128], title[64];
-  format_span(when, sizeof when, get(&f, "data.meetingStart"), get(&f, "data.meetingEnd"));
-  snprintf(title, sizeof title, "Meeting %s: ", kind);
-  if (!name) name = "(no name)";
+} meeting;
 
-  /* The top-level text is the notification and screen reader fallback. */
-  hookd_buf_puts(b, "{\"text\":\"");
-  sb_text(b, title, NOLIMIT, 1);
-  sb_text(b, name, SLACK_HEADER_MAX, 1);
-  if (invitee || email) {
-    hookd_buf_puts(b, " with ");
-    sb_text(b, invitee ? invitee : email, SLACK_FIELD_VALUE_MAX, 1);
-  }
-  if (*when) {
-    hookd_buf_puts(b, ", ");
-    sb_text(b, when, NOLIMIT, 1);
-  }
-  hookd_buf_puts(
-      b, "\",\"blocks\":[{\"type\":\"header\",\"text\":{\"type\":\"plain_text\",\"text\":\"");
-  sb_text(b, title, NOLIMIT, 0);
-  sb_text(b, name, SLACK_HEADER_MAX - strlen(title), 0);
-  hookd_buf_puts(b, "\"}},{\"type\":\"section\",\"fields\":[");
-
-  int firstf = 1;
-  if (*when) {
-    field_open(b, &firstf, "When");
-    sb_text(b, when, NOLIMIT, 1);
-    hookd_buf_puts(b, "\"}");
-  }
-  if (invitee || email || others) {
-    field_open(b, &firstf, "Invitee");
-    if (invitee) sb_text(b, invitee, SLACK_FIELD_VALUE_MAX, 1);
-    if (invitee && email) hookd_buf_puts(b, "\\n");
-    if (email) {
+static void person_fields(hookd_buf *b, int *firstf, const meeting *m) {
+  if (m->invitee || m->email || m->others) {
+    field_open(b, firstf, "Invitee");
+    if (m->invitee) sb_text(b, m->invitee, SLACK_FIELD_VALUE_MAX, 1);
+    if (m->invitee && m->email) hookd_buf_puts(b, "\\n");
+    if (m->email) {
       char mailto[320];
-      snprintf(mailto, sizeof mailto, "mailto:%s", email);
-      sb_link(b, mailto, email);
+      snprintf(mailto, sizeof mailto, "mailto:%s", m->email);
+      sb_link(b, mailto, m->email);
     }
-    if (others) {
+    if (m->others) {
       hookd_buf_puts(b, "\\nAlso invited: ");
-      sb_text(b, others, SLACK_FIELD_VALUE_MAX, 1);
+      sb_text(b, m->others, SLACK_FIELD_VALUE_MAX, 1);
     }
     hookd_buf_puts(b, "\"}");
   }
-  if (first || last || owner_user) {
-    field_open(b, &firstf, "Owner");
-    if (first) sb_text(b, first, SLACK_FIELD_VALUE_MAX, 1);
-    if (first && last) hookd_buf_puts(b, " ");
-    if (last) sb_text(b, last, SLACK_FIELD_VALUE_MAX, 1);
-    if ((first || last) && owner_user) hookd_buf_puts(b, "\\n");
-    if (owner_user) sb_text(b, owner_user, SLACK_FIELD_VALUE_MAX, 1);
+  if (m->first || m->last || m->owner_user) {
+    field_open(b, firstf, "Owner");
+    if (m->first) sb_text(b, m->first, SLACK_FIELD_VALUE_MAX, 1);
+    if (m->first && m->last) hookd_buf_puts(b, " ");
+    if (m->last) sb_text(b, m->last, SLACK_FIELD_VALUE_MAX, 1);
+    if ((m->first || m->last) && m->owner_user) hookd_buf_puts(b, "\\n");
+    if (m->owner_user) sb_text(b, m->owner_user, SLACK_FIELD_VALUE_MAX, 1);
     hookd_buf_puts(b, "\"}");
   }
-  if (location) {
+}
+
+/* The section of fields: when, who, where. */
+static void meeting_fields(hookd_buf *b, const meeting *m) {
+  int firstf = 1;
+  hookd_buf_puts(b, ",{\"type\":\"section\",\"fields\":[");
+  if (*m->when) {
+    field_open(b, &firstf, "When");
+    sb_text(b, m->when, NOLIMIT, 1);
+    hookd_buf_puts(b, "\"}");
+  }
+  person_fields(b, &firstf, m);
+  if (m->location) {
     field_open(b, &firstf, "Location");
-    if (hookd_url_ok(location))
-      sb_link(b, location, location);
+    if (hookd_url_ok(m->location))
+      sb_link(b, m->location, m->location);
     else
-      sb_text(b, location, SLACK_FIELD_VALUE_MAX, 1);
+      sb_text(b, m->location, SLACK_FIELD_VALUE_MAX, 1);
     hookd_buf_puts(b, "\"}");
   }
   if (firstf) {
     /* A section needs at least one field. */
     field_open(b, &firstf, "Meeting");
-    sb_text(b, name, SLACK_FIELD_VALUE_MAX, 1);
+    sb_text(b, m->name, SLACK_FIELD_VALUE_MAX, 1);
     hookd_buf_puts(b, "\"}");
   }
   hookd_buf_puts(b, "]}");
+}
 
-  /* Form answers: one section, "*question:* answer" per line. */
+/* Form answers: one section, "*question:* answer" per line. */
+static void form_answers(const hookd_event *ev, hookd_buf *b) {
   size_t start = 0;
   for (int i = 0; i < SLACK_MAX_FORM_ANSWERS; i++) {
     char qp[64], ap[64];
@@ -287,9 +267,45 @@ static void meeting_message(const hookd_event *ev, hookd_buf *b) {
     fields_free(&g);
   }
   if (start) hookd_buf_puts(b, "\"}}");
+}
 
+/* A Block Kit message for a Smart Scheduler meeting event. */
+static void meeting_message(const hookd_event *ev, hookd_buf *b) {
+  fields f = {.ev = ev};
+  meeting m = {.kind = meeting_word(ev),
+               .name = get(&f, "data.meetingInfo.meetingName"),
+               .invitee = get(&f, "data.meetingInfo.primaryInviteeName"),
+               .email = get(&f, "data.meetingInfo.primaryInvitee"),
+               .others = get(&f, "data.meetingInfo.optionalInvitees"),
+               .first = get(&f, "data.meetingOwner.firstName"),
+               .last = get(&f, "data.meetingOwner.lastName"),
+               .owner_user = get(&f, "data.meetingOwner.username"),
+               .location = get(&f, "data.meetingInfo.location")};
+  format_span(m.when, sizeof m.when, get(&f, "data.meetingStart"), get(&f, "data.meetingEnd"));
+  snprintf(m.title, sizeof m.title, "Meeting %s: ", m.kind);
+  if (!m.name) m.name = "(no name)";
+
+  /* The top-level text is the notification and screen reader fallback. */
+  hookd_buf_puts(b, "{\"text\":\"");
+  sb_text(b, m.title, NOLIMIT, 1);
+  sb_text(b, m.name, SLACK_HEADER_MAX, 1);
+  if (m.invitee || m.email) {
+    hookd_buf_puts(b, " with ");
+    sb_text(b, m.invitee ? m.invitee : m.email, SLACK_FIELD_VALUE_MAX, 1);
+  }
+  if (*m.when) {
+    hookd_buf_puts(b, ", ");
+    sb_text(b, m.when, NOLIMIT, 1);
+  }
+  hookd_buf_puts(
+      b, "\",\"blocks\":[{\"type\":\"header\",\"text\":{\"type\":\"plain_text\",\"text\":\"");
+  sb_text(b, m.title, NOLIMIT, 0);
+  sb_text(b, m.name, SLACK_HEADER_MAX - strlen(m.title), 0);
+  hookd_buf_puts(b, "\"}}");
+  meeting_fields(b, &m);
+  form_answers(ev, b);
   hookd_buf_puts(b, ",{\"type\":\"context\",\"elements\":[{\"type\":\"mrkdwn\",\"text\":\"");
-  sb_text(b, kind, NOLIMIT, 1);
+  sb_text(b, m.kind, NOLIMIT, 1);
   hookd_buf_puts(b, " · ");
   sb_text(b, ev->type, 200, 1);
   hookd_buf_puts(b, "\"}]}]");
