@@ -25,29 +25,11 @@ struct hookd_config {
   char *keypath; /* "plugins[2].config" */
 };
 
-/* --- allocations that live until destroy ------------------------------- */
-
+/* Host allocations handed to the plugin's init (lists, resolved paths,
+ * sub-objects) live in inst->owned with the declared options' and go after
+ * destroy(). */
 static int keep(plugin_instance *inst, void *p) {
-  if (p == NULL) return -1;
-  if (inst->n_allocs == inst->cap_allocs) {
-    size_t ncap = inst->cap_allocs ? inst->cap_allocs * 2 : 8;
-    void **na = realloc(inst->allocs, ncap * sizeof *na);
-    if (na == NULL) {
-      free(p);
-      return -1;
-    }
-    inst->allocs = na;
-    inst->cap_allocs = ncap;
-  }
-  inst->allocs[inst->n_allocs++] = p;
-  return 0;
-}
-
-static void free_allocs(plugin_instance *inst) {
-  for (size_t i = 0; i < inst->n_allocs; i++) free(inst->allocs[i]);
-  free(inst->allocs);
-  inst->allocs = NULL;
-  inst->n_allocs = inst->cap_allocs = 0;
+  return plugin_options_keep(&inst->owned, p);
 }
 
 /* --- config getters ------------------------------------------------------ */
@@ -458,7 +440,6 @@ static int fill_options(plugin_instance *inst, const hookd_option *opts, const c
 }
 
 static void release(plugin_instance *inst) {
-  free_allocs(inst);
   plugin_options_release(&inst->owned);
   free(inst->opt_state);
   inst->opt_state = NULL;

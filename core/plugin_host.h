@@ -30,11 +30,10 @@ struct hookd_instance {
   const jsonc_doc *doc;
   const char *config_dir;   /* base of relative paths (config_path) */
   char cfg_error[512];
-  void **allocs;            /* host allocations handed to the plugin's init */
-  size_t n_allocs, cap_allocs;
-  /* Declared options (ABI 1.1): the state struct the host filled and what
-   * it allocated to fill it; released after destroy(). */
+  /* Declared options (ABI 1.1): the state struct the host filled. */
   void *opt_state;
+  /* What the host allocated for the instance (options, getter results);
+   * released after destroy(). */
   plugin_owned owned;
 };
 typedef struct hookd_instance plugin_instance;

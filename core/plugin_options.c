@@ -25,7 +25,7 @@ typedef struct fill_ctx {
 
 /* --- ownership ------------------------------------------------------------ */
 
-static int own_mem(plugin_owned *o, void *p) {
+int plugin_options_keep(plugin_owned *o, void *p) {
   if (p == NULL) return -1;
   if (o->n_mem == o->cap_mem) {
     size_t cap = o->cap_mem ? o->cap_mem * 2 : 8;
@@ -241,7 +241,7 @@ static int fill_path(fill_ctx *c, const char *s, const char **out) {
   }
   size_t n = strlen(c->src->config_dir) + strlen(s) + 2;
   char *abs = malloc(n);
-  if (own_mem(c->owned, abs) != 0) return oom(c);
+  if (plugin_options_keep(c->owned, abs) != 0) return oom(c);
   snprintf(abs, n, "%s/%s", c->src->config_dir, s);
   *out = abs;
   return 0;
@@ -267,7 +267,7 @@ static int fill_list(fill_ctx *c, const hookd_option *o, const cJSON *v, void *f
   size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
   if (n == 0 && (o->flags & HOOKD_OPT_NONEMPTY)) return fail(c, o->name, "must not be empty");
   void **items = calloc(n + 1, sizeof *items);
-  if (own_mem(c->owned, items) != 0) return oom(c);
+  if (plugin_options_keep(c->owned, items) != 0) return oom(c);
   for (const cJSON *e = v->child; e; e = e->next, i++) {
     char k[160];
     snprintf(k, sizeof k, "%s[%zu]", o->name, i);
@@ -292,9 +292,9 @@ static int fill_map(fill_ctx *c, const hookd_option *o, const cJSON *v, void *fi
   if (!cJSON_IsObject(v)) return fail(c, o->name, "expected an object of name: template");
   size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
   const char **keys = calloc(n + 1, sizeof *keys);
-  if (own_mem(c->owned, keys) != 0) return oom(c);
+  if (plugin_options_keep(c->owned, keys) != 0) return oom(c);
   hookd_template **vals = calloc(n + 1, sizeof *vals);
-  if (own_mem(c->owned, vals) != 0) return oom(c);
+  if (plugin_options_keep(c->owned, vals) != 0) return oom(c);
   for (const cJSON *e = v->child; e; e = e->next, i++) {
     char k[192];
     snprintf(k, sizeof k, "%s.%s", o->name, e->string);

@@ -48,6 +48,10 @@ int plugin_options_check_table(const hookd_option *table, size_t state_size, cha
 int plugin_options_fill(const hookd_option *table, const plugin_options_src *src, void *state,
                         plugin_owned *owned, char *err, size_t errlen);
 
+/* Adds p (malloc'd) to what owned frees. Returns 0, or -1 (p freed) when
+ * out of memory or p is NULL. */
+int plugin_options_keep(plugin_owned *owned, void *p);
+
 void plugin_options_release(plugin_owned *owned);
 
 /* Prints the table as help: one entry per option with its type, range or
