@@ -9,6 +9,13 @@
 
 #include "email_mime.h"
 
+/* icaltimezone_get_utc_timezone() loads libical's list of built-in zones
+ * once per process and keeps it; when hookd closes the plugin, libical goes
+ * with it, so the list is freed here first (after every instance is gone). */
+__attribute__((destructor)) static void on_unload(void) {
+  icaltimezone_free_builtin_timezones();
+}
+
 const char *email_ics_method(const email_meeting *m) {
   return m->canceled ? "CANCEL" : "REQUEST";
 }
