@@ -92,6 +92,10 @@ static hookd_result sink_deliver(void *state, const hookd_event *ev, hookd_outco
   sink *s = state;
   hookd_buf line = {0};
   char received[32];
+  /* One allocation for the whole line: escaping grows a string at most
+   * sixfold, and the body only shrinks. */
+  hookd_buf_reserve(
+      &line, 128 + 6 * (strlen(ev->id) + strlen(ev->type) + strlen(ev->source)) + ev->body_len);
   hookd_iso8601_format(ev->received_ms, received);
   hookd_buf_puts(&line, "{\"event_id\":\"");
   hookd_buf_json(&line, ev->id, strlen(ev->id));
