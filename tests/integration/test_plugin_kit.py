@@ -140,3 +140,8 @@ def test_try_posts_to_a_real_server(tmp_path, fake_server):
     assert len(got) == 2
     body = (PAYLOADS / "scheduling.smartscheduler.scheduled.json").read_bytes()
     assert got[1].body == body and got[1].headers["x-meeting"] == "c0ffee00-1234-4abc-9def-0123456789ab"
+
+
+def test_file_sink_readme_example_passes_check(tmp_path):
+    from conftest import check_readme_config
+    check_readme_config("file_sink", tmp_path, env={"CIRRUS_SIGNING_KEY": "k"})
