@@ -234,7 +234,7 @@ static event *load_event(const try_args *a, const config_source *src) {
 
 /* Runs deliver() once and prints what came of it. */
 static int run_once(plugin_instance *inst, event *ev, long attempt) {
-  delivery *d = delivery_new(ev, (uint32_t)inst->index);
+  delivery *d = delivery_new(ev, NULL); /* no spool lane: nothing is stored */
   if (d == NULL) return EXIT_RUNTIME;
   d->attempt = (uint32_t)attempt;
   hookd_event view;
@@ -242,13 +242,18 @@ static int run_once(plugin_instance *inst, event *ev, long attempt) {
   hookd_outcome out;
   memset(&out, 0, sizeof out);
   out.struct_size = sizeof out;
-  hookd_result r = inst->mod->desc->deliver(inst->state, &view, &out);
+  /* Through the host, as the dispatcher calls it: the same path whether
+   * the instance runs in this process or in a child of its own. */
+  int r = plugin_host_deliver(inst, &view, &out);
   http_client_thread_cleanup();
   out.message[sizeof out.message - 1] = '\0';
+  if (r == PLUGIN_UNAVAILABLE) r = HOOKD_RETRY;
   const char *name = r == HOOKD_OK ? "OK" : r == HOOKD_RETRY ? "RETRY" : "FAIL";
   printf("outcome: %s\n", name);
-  if (r != HOOKD_OK && r != HOOKD_RETRY && r != HOOKD_FAIL)
-    printf("note: deliver() returned %d, which hookd counts as FAIL\n", (int)r);
+  if (r == PLUGIN_CRASHED || r == PLUGIN_TIMED_OUT)
+    printf("note: the plugin %s\n", r == PLUGIN_CRASHED ? "crashed" : "ran past timeout_ms");
+  else if (r != HOOKD_OK && r != HOOKD_RETRY && r != HOOKD_FAIL)
+    printf("note: deliver() returned %d, which hookd counts as FAIL\n", r);
   printf("message: %s\n", out.message[0] ? out.message : "(none)");
   if (r == HOOKD_RETRY)
     printf("retry-after: %s%u ms\n", out.retry_after_ms ? "" : "hookd's backoff; ",
