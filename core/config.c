@@ -561,19 +561,74 @@ static int parse_limits(ctx *c, const cJSON *root) {
   return 0;
 }
 
+int config_parse_rate(const char *s, uint32_t *count, uint32_t *period_ms) {
+  char *end;
+  errno = 0;
+  unsigned long v = strtoul(s, &end, 10);
+  if (end == s || errno != 0 || v < 1 || v > 1000000 || *s == '-' || *s == '+' || *s == ' ')
+    return -1;
+  uint32_t period;
+  if (strcmp(end, "/s") == 0) {
+    period = 1000;
+  } else if (strcmp(end, "/m") == 0) {
+    period = 60000;
+  } else if (strcmp(end, "/h") == 0) {
+    period = 3600000;
+  } else {
+    return -1;
+  }
+  *count = (uint32_t)v;
+  *period_ms = period;
+  return 0;
+}
+
+/* "rate": null or "N/s" | "N/m" | "N/h". */
+static int parse_rate(ctx *c, const cJSON *obj, config_delivery *out) {
+  const cJSON *it = member(obj, "rate");
+  if (!it) return 0;
+  size_t mark = kp_key(c, "rate");
+  if (cJSON_IsNull(it)) {
+    out->rate_count = 0;
+  } else if (!cJSON_IsString(it) ||
+             config_parse_rate(it->valuestring, &out->rate_count, &out->rate_period_ms) != 0) {
+    return fail(c, "expected null or a rate such as \"1/s\", \"100/m\" or \"500/h\" "
+                   "(1 to 1000000 deliveries per second, minute or hour)");
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* "breaker": {"failures": N (0: no breaker), "cooldown_ms": MS}; either key
+ * may be left to the defaults. */
+static int parse_breaker(ctx *c, const cJSON *obj, config_delivery *out) {
+  static const char *const keys[] = {"failures", "cooldown_ms", NULL};
+  cJSON *br = NULL;
+  int rc = get_object(c, obj, "breaker", &br);
+  if (rc <= 0) return rc;
+  size_t mark = kp_key(c, "breaker");
+  if (check_keys(c, br, keys) != 0 ||
+      get_u32(c, br, "failures", 0, &out->breaker_failures) < 0 ||
+      get_uint(c, br, "cooldown_ms", 1, MAX_EXACT_INT, &out->breaker_cooldown_ms) < 0)
+    return -1;
+  kp_pop(c, mark);
+  return 0;
+}
+
 /* Reads a "delivery" object (at the current key path) over `base`. Used for
  * the global defaults and for a plugin entry's overrides. */
 static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *base,
                               config_delivery *out, int global) {
-  static const char *const keys[] = {"concurrency",    "max_attempts", "backoff_initial_ms",
-                                     "backoff_max_ms", "timeout_ms",   "max_crashes",
-                                     "max_pending",    NULL};
+  static const char *const keys[] = {"concurrency", "max_attempts", "backoff_initial_ms",
+                                     "backoff_max_ms", "timeout_ms", "max_crashes",
+                                     "max_pending", "rate", "breaker", NULL};
   /* max_threads bounds the whole process: only in the top-level object. */
   static const char *const global_keys[] = {
       "concurrency", "max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms",
-      "max_crashes", "max_pending",  "max_threads",        NULL};
+      "max_crashes", "max_pending",  "max_threads",        "rate",           "breaker",
+      NULL};
   *out = *base;
-  if (check_keys(c, obj, global ? global_keys : keys) != 0 ||
+  if (check_keys(c, obj, global ? global_keys : keys) != 0 || parse_rate(c, obj, out) != 0 ||
+      parse_breaker(c, obj, out) != 0 ||
       get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
       get_uint(c, obj, "backoff_initial_ms", 1, MAX_EXACT_INT, &out->backoff_initial_ms) < 0 ||
       get_uint(c, obj, "backoff_max_ms", 1, MAX_EXACT_INT, &out->backoff_max_ms) < 0 ||
@@ -613,7 +668,10 @@ static int parse_delivery(ctx *c, const cJSON *root) {
                                            .timeout_ms = 30000,
                                            .max_crashes = 3,
                                            .max_pending = 100000,
-                                           .max_threads = 256};
+                                           .max_threads = 256,
+                                           .rate_period_ms = 1000,
+                                           .breaker_failures = 20,
+                                           .breaker_cooldown_ms = 30000};
   c->cfg->delivery = defaults;
   cJSON *obj = NULL;
   int rc = get_object(c, root, "delivery", &obj);

@@ -41,6 +41,13 @@ typedef struct config_delivery {
   uint32_t max_crashes;        /* 3: crashes while running that dead-letter a delivery */
   uint64_t max_pending;        /* 100000: unfinished deliveries of one instance */
   uint32_t max_threads;        /* 256: worker threads of all instances (global only) */
+  /* "rate": "N/s" | "N/m" | "N/h" (null: no limit): deliveries started,
+   * evenly spaced (a token bucket with a burst of 1). */
+  uint32_t rate_count;         /* N; 0: no limit */
+  uint32_t rate_period_ms;     /* 1000, 60000 or 3600000 */
+  /* "breaker": {"failures", "cooldown_ms"} */
+  uint32_t breaker_failures;   /* 20: consecutive failed attempts that open the circuit; 0: off */
+  uint64_t breaker_cooldown_ms; /* 30000: one probe this often while open */
 } config_delivery;
 
 /* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
@@ -120,6 +127,10 @@ typedef struct config {
  * "FILE:LINE:COL: KEYPATH: message". Plugins are not loaded here. */
 int config_load(config *cfg, const char *path, char *err, size_t errlen);
 void config_free(config *cfg);
+
+/* "N/s", "N/m" or "N/h" (N from 1 to 1000000) into *count and *period_ms.
+ * Returns 0, or -1 when malformed. */
+int config_parse_rate(const char *s, uint32_t *count, uint32_t *period_ms);
 
 /* "7d", "12h", "30m", "90s" or "500ms" as milliseconds; -1 when malformed. */
 int64_t config_parse_duration(const char *s);

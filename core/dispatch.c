@@ -11,6 +11,8 @@
 #include "crash.h"
 #include "http_client.h"
 #include "log.h"
+#include "pace.h"
+#include "scrub.h"
 
 /* One worker thread. Threads are detached: a worker frees its record when
  * it exits, and the queue counts the live ones. */
@@ -20,6 +22,8 @@ typedef struct worker {
   int64_t started;  /* mono ms when the call began */
   int written_off;  /* the call passed timeout_ms: its delivery was settled
                        without it and its result is ignored */
+  int probe;        /* the call is the circuit breaker's probe */
+  int64_t wall;     /* Unix ms when the call began (attempt records) */
   struct worker *next;
 } worker;
 
@@ -27,6 +31,7 @@ typedef struct iqueue {
   dispatch *dp;
   plugin_instance *inst;
   spool_lane *lane;
+  pace *pace;             /* the instance name's rate, hold and breaker */
   pthread_mutex_t mu;
   pthread_cond_t cv;      /* wakes workers: work, stop */
   pthread_cond_t exit_cv; /* a worker exited */
@@ -80,7 +85,84 @@ typedef struct attempt_result {
   const char *msg;         /* why it failed */
   uint32_t retry_after_ms; /* the plugin's wish, 0 for hookd's backoff */
   int64_t took_ms;
+  int64_t started_ms;      /* Unix ms when the call began */
+  int probe;               /* the circuit breaker's probe */
+  int called;              /* a deliver() call made it (the pace hears of it) */
+  uint32_t flags;          /* HOOKD_OUTCOME_* */
+  int32_t status;          /* the destination's status (0: none) */
+  const char *answer;      /* the first bytes of its answer ("" when none) */
 } attempt_result;
+
+/* Keeps what the call came to with the event (the status page's detail). */
+static void record(iqueue *q, delivery *d, const attempt_result *a, const char *outcome) {
+  char answer[HOOKD_ANSWER_MAX], msg[HOOKD_MESSAGE_MAX + 160];
+  snprintf(answer, sizeof answer, "%s", a->answer ? a->answer : "");
+  snprintf(msg, sizeof msg, "%s", a->r == HOOKD_OK || !a->msg ? "" : a->msg);
+  scrub_text(answer, sizeof answer);
+  scrub_text(msg, sizeof msg);
+  spool_attempt at = {.started_ms = a->started_ms ? a->started_ms : now_ms() - a->took_ms,
+                      .took_ms = a->took_ms,
+                      .attempt = d->attempt,
+                      .outcome = outcome,
+                      .status = a->status,
+                      .answer = answer,
+                      .message = msg};
+  spool_record_attempt(q->dp->sp, d, &at);
+}
+
+/* What an attempt means for the instance's pace (rate hold, breaker). */
+static pace_result pace_kind(const attempt_result *a) {
+  switch (a->r) {
+    case HOOKD_OK:
+      return PACE_SUCCESS;
+    case HOOKD_RETRY:
+      return a->flags & HOOKD_OUTCOME_RATE_LIMITED ? PACE_RATE_LIMITED : PACE_FAILURE;
+    case PLUGIN_CRASHED:
+    case PLUGIN_TIMED_OUT:
+      return PACE_FAILURE;
+    case PLUGIN_UNAVAILABLE:
+      return PACE_NO_ATTEMPT;
+    default:
+      return PACE_ANSWERED;
+  }
+}
+
+/* Wakes every worker of q (the circuit closed, its probe ended). */
+static void wake_all(iqueue *q) {
+  pthread_mutex_lock(&q->mu);
+  q->woken = 1;
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+/* Reports the attempt to the pace; when the instance is held ("too many
+ * requests") or its circuit is open, puts d back without using up an
+ * attempt and returns 1. */
+static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
+  if (!a->called) return 0;
+  int64_t now = now_ms();
+  pace_result k = pace_kind(a);
+  int64_t hold = now + (a->retry_after_ms ? (int64_t)a->retry_after_ms : 1000);
+  int rc = pace_report(q->pace, a->probe, k, k == PACE_RATE_LIMITED ? hold : 0, a->msg, now);
+  if (rc & PACE_WAKE) wake_all(q);
+  if (!(rc & PACE_ABSORB)) return 0;
+  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  if (k == PACE_RATE_LIMITED) {
+    log_write(LOG_WARN, &ctx,
+              "the destination says too many requests (%s): the instance holds its deliveries "
+              "for %lld ms; no attempt used",
+              a->msg, (long long)(hold - now));
+  } else {
+    log_write(LOG_INFO, &ctx, "attempt %u of %s failed while the circuit is open (%s): no "
+              "attempt used, it waits", d->attempt, d->ev->type, a->msg);
+  }
+  record(q, d, a, k == PACE_RATE_LIMITED ? "rate limited" : "circuit open");
+  metrics_delivery_held(&q->inst->m, q->inst->name, k == PACE_RATE_LIMITED);
+  d->attempt--;
+  d->due_ms = now;
+  spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
+  return 1;
+}
 
 static void dead(iqueue *q, delivery *d, const char *why) {
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
@@ -111,9 +193,30 @@ static int failed_attempt(iqueue *q, delivery *d, const attempt_result *a) {
   return 0;
 }
 
+/* The outcome an attempt row shows: what settle() below will make of it. */
+static const char *outcome_name(const config_delivery *c, const delivery *d,
+                                const attempt_result *a) {
+  switch (a->r) {
+    case HOOKD_OK:
+      return "delivered";
+    case PLUGIN_CRASHED:
+      return d->crashes + 1 >= c->max_crashes || d->attempt >= c->max_attempts ? "dead"
+                                                                                : "crashed";
+    case PLUGIN_TIMED_OUT:
+      return d->attempt >= c->max_attempts ? "dead" : "timed out";
+    case HOOKD_RETRY:
+      return d->attempt >= c->max_attempts ? "dead" : "retry";
+    default:
+      return "dead";
+  }
+}
+
 /* Applies what an attempt came to and hands d back to the spool. */
 static void settle(iqueue *q, delivery *d, const attempt_result *a) {
   const config_delivery *c = &q->inst->cfg->delivery;
+  if (absorbed(q, d, a)) return;
+  /* The row goes first: spool_settle() takes d. */
+  if (a->r != PLUGIN_UNAVAILABLE) record(q, d, a, outcome_name(c, d, a));
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
   /* What the metrics count it as: an attempt that was not made is not one. */
   int as = a->r == HOOKD_OK ? HOOKD_OK : HOOKD_RETRY;
@@ -211,12 +314,21 @@ static void wait_until(iqueue *q, int64_t due_ms) {
   pthread_cond_timedwait(&q->cv, &q->mu, &ts);
 }
 
+/* A claimed delivery that is not run after all: a probe it was is over. */
+static void not_run(iqueue *q, worker *w) {
+  if (w->probe && (pace_report(q->pace, 1, PACE_NO_ATTEMPT, 0, NULL, now_ms()) & PACE_WAKE)) {
+    wake_all(q);
+  }
+  w->probe = 0;
+}
+
 /* Runs one claimed delivery: the start made durable, the call, the outcome.
  * Called and returns without q->mu. */
 static void run(iqueue *q, worker *w, delivery *d) {
   const config_delivery *c = &q->inst->cfg->delivery;
   if (d->attempt >= c->max_attempts) {
     /* Out of attempts before this one (the last was cut short by a crash). */
+    not_run(q, w);
     attempt_result a = {.r = HOOKD_FAIL, .msg = "no attempts left (delivery.max_attempts)"};
     settle(q, d, &a);
     return;
@@ -229,6 +341,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   if (spool_started(q->dp->sp, d) != 0) {
     /* The start could not be recorded (the spool fails): run nothing that
      * a crash could not account for; try again in a second. */
+    not_run(q, w);
     d->due_ms = now_ms() + 1000;
     spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
     return;
@@ -244,6 +357,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   pthread_mutex_lock(&q->mu);
   w->d = d;
   w->started = mono_ms();
+  w->wall = now_ms();
   pthread_mutex_unlock(&q->mu);
 
   crash_enter(q->inst->name, ev->id, d->spool_id);
@@ -262,10 +376,17 @@ static void run(iqueue *q, worker *w, delivery *d) {
               (long long)took);
   } else {
     out.message[HOOKD_MESSAGE_MAX - 1] = '\0';
+    out.answer[HOOKD_ANSWER_MAX - 1] = '\0';
     attempt_result a = {.r = r,
                         .msg = out.message[0] ? out.message : "no message",
                         .retry_after_ms = out.retry_after_ms,
-                        .took_ms = took};
+                        .took_ms = took,
+                        .started_ms = w->wall,
+                        .probe = w->probe,
+                        .called = 1,
+                        .flags = out.flags,
+                        .status = out.status,
+                        .answer = out.answer};
     settle(q, d, &a);
   }
   event_unref(ev);
@@ -285,6 +406,17 @@ static void stuck_returned(iqueue *q) {
   }
 }
 
+/* What pace_claim calls when the instance may start a delivery now. */
+typedef struct claim_arg {
+  iqueue *q;
+  int64_t now;
+} claim_arg;
+
+static delivery *claim_from_lane(void *arg, int64_t *next_ms) {
+  claim_arg *ca = arg;
+  return spool_claim(ca->q->lane, ca->q, ca->now, next_ms);
+}
+
 static void *worker_main(void *arg) {
   worker *w = arg;
   iqueue *q = w->q;
@@ -299,7 +431,10 @@ static void *worker_main(void *arg) {
     q->woken = 0;
     pthread_mutex_unlock(&q->mu);
     int64_t next = 0;
-    delivery *d = spool_claim(q->lane, q, now_ms(), &next);
+    /* The pace says first whether the instance may start one now (rate,
+     * a destination's hold, an open circuit): held, nothing is claimed. */
+    claim_arg ca = {q, now_ms()};
+    delivery *d = pace_claim(q->pace, ca.now, claim_from_lane, &ca, &next, &w->probe);
     if (d) run(q, w, d);
     pthread_mutex_lock(&q->mu);
     if (d) continue;
@@ -378,17 +513,28 @@ void dispatch_check_timeouts(dispatch *dp) {
     int64_t limit = (int64_t)q->inst->cfg->delivery.timeout_ms;
     for (;;) {
       delivery *d = NULL;
-      int64_t took = 0;
+      int64_t took = 0, wall = 0;
+      int probe = 0;
       pthread_mutex_lock(&q->mu);
       for (worker *w = q->workers; w && d == NULL; w = w->next) {
-        if (w->d && !w->written_off && (took = now - w->started) > limit) d = write_off(q, w, took);
+        if (w->d && !w->written_off && (took = now - w->started) > limit) {
+          wall = w->wall;
+          probe = w->probe;
+          w->probe = 0; /* its result, if it ever comes, is ignored */
+          d = write_off(q, w, took);
+        }
       }
       pthread_mutex_unlock(&q->mu);
       if (d == NULL) break;
       char msg[160];
       snprintf(msg, sizeof msg, "deliver() did not return within timeout_ms (%lld ms)",
                (long long)limit);
-      attempt_result a = {.r = PLUGIN_TIMED_OUT, .msg = msg, .took_ms = took};
+      attempt_result a = {.r = PLUGIN_TIMED_OUT,
+                          .msg = msg,
+                          .took_ms = took,
+                          .started_ms = wall,
+                          .probe = probe,
+                          .called = 1};
       settle(q, d, &a);
     }
   }
@@ -410,6 +556,17 @@ const char *dispatch_unhealthy(dispatch *dp, char *buf, size_t len) {
     }
   }
   return NULL;
+}
+
+void dispatch_observe(dispatch *dp) {
+  int64_t now = now_ms();
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    iqueue *q = &dp->qs[i];
+    if (q->pace == NULL) continue;
+    spool_lane_stats st;
+    spool_lane_get_stats(q->lane, &st);
+    pace_observe(q->pace, st.paused, st.saturated, now);
+  }
 }
 
 void dispatch_instance_get(dispatch *dp, size_t i, dispatch_instance_stats *out) {
@@ -444,9 +601,18 @@ dispatch *dispatch_new(plugin_host *host, spool *sp, spool_lane *const *lanes, c
     q->dp = dp;
     q->inst = &host->insts[i];
     q->lane = lanes[i];
+    q->pace = pace_get(q->inst->name);
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     pthread_cond_init(&q->exit_cv, NULL);
+  }
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    if (dp->qs[i].pace == NULL) {
+      snprintf(err, errlen, "out of memory");
+      dispatch_stop(dp, 1000, NULL);
+      dispatch_free(dp);
+      return NULL;
+    }
   }
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
@@ -472,6 +638,7 @@ void dispatch_attach(dispatch *dp) {
     iqueue *q = &dp->qs[i];
     /* From here on this queue runs the lane; a previous generation's queue
      * of the same name finishes its calls and leaves. */
+    pace_configure(q->pace, &q->inst->cfg->delivery);
     spool_lane_attach(q->lane, q, on_lane_wake, q);
     pthread_mutex_lock(&q->mu);
     q->attached = 1;

@@ -43,6 +43,11 @@ void dispatch_attach(dispatch *dp);
  * a worker; the daemon calls it every second. */
 void dispatch_check_timeouts(dispatch *dp);
 
+/* Looks at each instance's state (ok, open, paused, saturated: pace.h) and
+ * logs one line for each that changed. The daemon calls it every second, and
+ * the admin endpoints before they show the states. Any thread. */
+void dispatch_observe(dispatch *dp);
+
 /* Why an instance of dp takes no deliveries now (its written-off threads
  * reached the cap), or NULL. */
 const char *dispatch_unhealthy(dispatch *dp, char *buf, size_t len);

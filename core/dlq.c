@@ -58,9 +58,9 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen) {
     if (sqlite3_step(s) == SQLITE_ROW) version = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
   }
-  if (version != 2) {
+  if (version != 3) {
     snprintf(err, errlen,
-             "%s is not a hookd spool of schema version 2 (found %d; a version 1 spool is "
+             "%s is not a hookd spool of schema version 3 (found %d; an older spool is "
              "upgraded when hookd starts on it)",
              path, version);
     dlq_close(q);

@@ -46,7 +46,18 @@ event *event_new(const char *source, const char *id, const char *type, const cha
   atomic_init(&ev->fresh, 0);
   atomic_init(&ev->open, 0);
   atomic_init(&ev->had_dead, 0);
+  ev->headers = NULL;
   return ev;
+}
+
+int event_set_headers(event *ev, const char *text, size_t len) {
+  char *h = malloc(len + 1);
+  if (h == NULL) return -1;
+  memcpy(h, text, len);
+  h[len] = '\0';
+  free(ev->headers);
+  ev->headers = h;
+  return 0;
 }
 
 void event_ref(event *ev) {
@@ -57,6 +68,7 @@ void event_unref(event *ev) {
   if (ev == NULL) return;
   if (atomic_fetch_sub_explicit(&ev->refs, 1, memory_order_acq_rel) == 1) {
     cJSON_Delete(atomic_load(&ev->root));
+    free(ev->headers);
     free(ev);
   }
 }

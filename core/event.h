@@ -32,6 +32,10 @@ typedef struct event {
   atomic_int fresh;
   atomic_uint open;
   atomic_int had_dead;
+  /* The request's headers for the status page ("Name: value" lines,
+   * credentials and signatures masked), set by event_set_headers before the
+   * event is shared; NULL when not kept (events read back from the spool). */
+  char *headers;
 } event;
 
 /* Copies the strings and the body into one allocation and takes ownership of
@@ -40,6 +44,9 @@ typedef struct event {
 event *event_new(const char *source, const char *id, const char *type, const char *order_key,
                  const char *content_type, const char *body, size_t body_len, cJSON *root,
                  int64_t received_ms);
+/* Keeps a copy of len bytes of header text with ev (replacing any). Call it
+ * before ev is shared. Returns 0, or -1 when out of memory. */
+int event_set_headers(event *ev, const char *text, size_t len);
 void event_ref(event *ev);
 /* The parsed body, parsing it on first use; NULL when it is not JSON or
  * memory ran out. Any thread: concurrent first calls agree on one tree. */
@@ -57,6 +64,7 @@ typedef struct delivery {
   int64_t due_ms;       /* not before (Unix ms) */
   uint64_t spool_id;    /* the spool's handle for this delivery */
   int metered;          /* the dispatcher counted it in metrics (first claim) */
+  uint32_t tries;       /* calls recorded for the status page (the spool's attempt rows) */
   struct delivery *next; /* intrusive queue link */
 } delivery;
 

@@ -255,8 +255,18 @@ static void set_method(const curl_fns *cu, CURL *h, const hookd_http_request *re
   if (strcmp(m, "POST") != 0) cu->easy_setopt(h, CURLOPT_CUSTOMREQUEST, m);
 }
 
+/* The answer as the status page shows it with the attempt (ABI 1.2 fields,
+ * when the plugin's outcome has them). */
+static void note_answer(hookd_outcome *o, long status, const capture *c) {
+  if (!HOOKD_OUTCOME_HAS(o, answer)) return;
+  o->status = (int32_t)status;
+  snippet(o->answer, sizeof o->answer, c->body.data, c->body.len);
+  if (status == 429) o->flags |= HOOKD_OUTCOME_RATE_LIMITED;
+}
+
 static hookd_result map_answer(const curl_fns *cu, CURL *h, long status, const capture *c,
                                hookd_outcome *o) {
+  note_answer(o, status, c);
   if (status >= 200 && status <= 299) return HOOKD_OK;
 
   char snip[SNIPPET_MAX + 1];

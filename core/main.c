@@ -162,6 +162,7 @@ static void on_watchdog(uv_timer_t *t) {
   hookd_daemon *dm = t->data;
   dispatch_check_timeouts(dm->gen->dp);
   for (generation *g = dm->retired; g; g = g->next) dispatch_check_timeouts(g->dp);
+  dispatch_observe(dm->gen->dp); /* one log line per instance state change */
   reap(dm);
   http_release_memory();
 }

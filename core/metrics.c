@@ -64,6 +64,40 @@ typedef struct type_series {
   atomic_uint_fast64_t events;
 } type_series;
 
+/* Counts per minute over the last hour: slot minute % 60, cleared when a
+ * new minute first lands in it. Under g_mu. */
+typedef struct minutes {
+  int64_t minute[METRICS_MINUTES];
+  uint32_t v[METRICS_MINUTES][4];
+} minutes;
+
+static void minutes_add(minutes *m, int64_t now_ms, int k) {
+  int64_t mi = now_ms / 60000;
+  size_t slot = (size_t)(mi % METRICS_MINUTES);
+  if (m->minute[slot] != mi) {
+    m->minute[slot] = mi;
+    memset(m->v[slot], 0, sizeof m->v[slot]);
+  }
+  m->v[slot][k]++;
+}
+
+/* out[j] for the minute first + j, the last one the current minute. */
+static void minutes_read(const minutes *m, int64_t now_ms, int k, uint32_t *out, int64_t *first) {
+  int64_t cur = now_ms / 60000;
+  *first = cur - (METRICS_MINUTES - 1);
+  for (size_t j = 0; j < METRICS_MINUTES; j++) {
+    int64_t mi = *first + (int64_t)j;
+    size_t slot = (size_t)(mi % METRICS_MINUTES);
+    out[j] = m->minute[slot] == mi ? m->v[slot][k] : 0;
+  }
+}
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Accept times (Unix seconds) of an instance's pending deliveries, as a
  * sorted array of (second, count): the first is the oldest. */
 typedef struct pending_sec {
@@ -78,12 +112,14 @@ typedef struct metrics_inst_series {
   atomic_int_fast64_t retrying;
   histogram latency;  /* accepted -> delivered */
   histogram duration; /* one deliver() call */
+  atomic_uint_fast64_t held[2]; /* held back after the call: [0] circuit open, [1] rate limited */
   /* Under g_mu: */
   pending_sec *pending;
   size_t n_pending, cap_pending;
   int last_result;
   int64_t last_ms;
   char last_message[256];
+  minutes hist; /* delivered, retried, dead, held */
 } metrics_inst_series;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -95,6 +131,9 @@ static metrics_inst_series *g_insts[METRICS_MAX_INSTANCES + 1]; /* [MAX]: "other
 static size_t g_n_insts;
 static metrics_recent g_recent[METRICS_RECENT];
 static size_t g_recent_head, g_recent_len; /* head: the newest */
+static metrics_rejected g_rejected[METRICS_REJECTED];
+static size_t g_rejected_head, g_rejected_len; /* head: the newest */
+static minutes g_hist; /* accepted, rejected, delivered */
 
 static void copy_str(char *dst, size_t size, const char *src) {
   snprintf(dst, size, "%s", src ? src : "");
@@ -269,6 +308,7 @@ void metrics_event_accepted(const char *source, const char *id, const char *type
     copy_str(t->type, sizeof t->type, type);
   }
   recent_add(source, id, type, received_ms);
+  minutes_add(&g_hist, wall_ms(), 0);
   pthread_mutex_unlock(&g_mu);
   if (t) {
     METRICS_INC(t->events);
@@ -376,6 +416,8 @@ void metrics_delivery_settled(metrics_instance *m, const char *instance, const c
   }
   pthread_mutex_lock(&g_mu);
   if (finished) pending_remove(s, received_ms);
+  minutes_add(&s->hist, now, !finished ? 1 : result == HOOKD_OK ? 0 : 2);
+  if (finished && result == HOOKD_OK) minutes_add(&g_hist, now, 2);
   s->last_result = result;
   s->last_ms = now;
   copy_str(s->last_message, sizeof s->last_message,
@@ -406,6 +448,63 @@ void metrics_instance_get(metrics_instance *m, const char *instance, metrics_ins
   out->last_result = s->last_result;
   out->last_ms = s->last_ms;
   copy_str(out->last_message, sizeof out->last_message, s->last_message);
+  pthread_mutex_unlock(&g_mu);
+}
+
+void metrics_delivery_held(metrics_instance *m, const char *instance, int rate_limited) {
+  metrics_inst_series *s = inst_series(m, instance);
+  if (s == NULL) return;
+  METRICS_INC(s->held[rate_limited ? 1 : 0]);
+  pthread_mutex_lock(&g_mu);
+  minutes_add(&s->hist, wall_ms(), 3);
+  pthread_mutex_unlock(&g_mu);
+}
+
+void metrics_rejected_add(const char *peer, const char *path, int status, const char *reason) {
+  pthread_mutex_lock(&g_mu);
+  if (g_rejected_len > 0) g_rejected_head = (g_rejected_head + 1) % METRICS_REJECTED;
+  if (g_rejected_len < METRICS_REJECTED) g_rejected_len++;
+  metrics_rejected *r = &g_rejected[g_rejected_head];
+  int64_t now = wall_ms();
+  r->at_ms = now;
+  copy_str(r->peer, sizeof r->peer, peer);
+  copy_str(r->path, sizeof r->path, path);
+  r->status = status;
+  copy_str(r->reason, sizeof r->reason, reason);
+  scrub_text(r->reason, sizeof r->reason);
+  minutes_add(&g_hist, now, 1);
+  pthread_mutex_unlock(&g_mu);
+}
+
+size_t metrics_rejected_get(metrics_rejected *out, size_t max) {
+  pthread_mutex_lock(&g_mu);
+  size_t n = g_rejected_len < max ? g_rejected_len : max;
+  for (size_t k = 0; k < n; k++) {
+    out[k] = g_rejected[(g_rejected_head + METRICS_REJECTED - k) % METRICS_REJECTED];
+  }
+  pthread_mutex_unlock(&g_mu);
+  return n;
+}
+
+void metrics_history_get(metrics_history *out, int64_t now_ms) {
+  pthread_mutex_lock(&g_mu);
+  minutes_read(&g_hist, now_ms, 0, out->accepted, &out->first_minute);
+  minutes_read(&g_hist, now_ms, 1, out->rejected, &out->first_minute);
+  minutes_read(&g_hist, now_ms, 2, out->delivered, &out->first_minute);
+  pthread_mutex_unlock(&g_mu);
+}
+
+void metrics_instance_history_get(metrics_instance *m, const char *instance,
+                                  metrics_instance_history *out, int64_t now_ms) {
+  memset(out, 0, sizeof *out);
+  out->first_minute = now_ms / 60000 - (METRICS_MINUTES - 1);
+  metrics_inst_series *s = inst_series(m, instance);
+  if (s == NULL) return;
+  pthread_mutex_lock(&g_mu);
+  minutes_read(&s->hist, now_ms, 0, out->delivered, &out->first_minute);
+  minutes_read(&s->hist, now_ms, 1, out->retried, &out->first_minute);
+  minutes_read(&s->hist, now_ms, 2, out->dead, &out->first_minute);
+  minutes_read(&s->hist, now_ms, 3, out->held, &out->first_minute);
   pthread_mutex_unlock(&g_mu);
 }
 
@@ -753,6 +852,33 @@ static void render_edge(out *o) {
     EMIT(o, "\",kind=\"%s\",result=\"refused\"} %llu\n", challenges[i].kind,
          (unsigned long long)METRICS_GET(challenges[i].refused));
   }
+}
+
+int metrics_render_states(char **buf, size_t *len, size_t *cap, const char *const *names,
+                          const int *states, const char *const *state_names, size_t n_states,
+                          metrics_instance *const *ms, size_t n) {
+  out o = {buf, len, cap, 0};
+  head(&o, "hookd_instance_state", "gauge",
+       "1 for the current state of a plugin instance (ok, open: circuit breaker open, paused, "
+       "saturated: at max_pending), 0 for the others.");
+  for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n_states; k++) {
+      series(&o, "hookd_instance_state", "instance", names[i], "state", state_names[k]);
+      EMIT(&o, " %d\n", states[i] == (int)k ? 1 : 0);
+    }
+  }
+  head(&o, "hookd_delivery_held_total", "counter",
+       "deliver() calls whose delivery waits again without using an attempt, by plugin instance "
+       "and reason (rate_limited: the destination said too many requests; circuit_open).");
+  for (size_t i = 0; i < n; i++) {
+    metrics_inst_series *s = inst_series(ms[i], names[i]);
+    if (s == NULL) continue;
+    series(&o, "hookd_delivery_held_total", "instance", names[i], "reason", "rate_limited");
+    EMIT(&o, " %llu\n", (unsigned long long)METRICS_GET(s->held[1]));
+    series(&o, "hookd_delivery_held_total", "instance", names[i], "reason", "circuit_open");
+    EMIT(&o, " %llu\n", (unsigned long long)METRICS_GET(s->held[0]));
+  }
+  return o.rc ? -1 : 0;
 }
 
 int metrics_render(char **buf, size_t *len, size_t *cap, metrics_instance *const *ms,

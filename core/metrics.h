@@ -154,6 +154,51 @@ typedef struct metrics_recent {
 /* Copies up to max entries, newest first; returns how many. */
 size_t metrics_recent_get(metrics_recent *out, size_t max);
 
+/* A delivery of the instance was held back after its call without using an
+ * attempt: rate_limited 1 for a destination's "too many requests", 0 for an
+ * open circuit (pace.h). */
+void metrics_delivery_held(metrics_instance *m, const char *instance, int rate_limited);
+
+/* --- rejected requests (the status page) ------------------------------------
+ * The last METRICS_REJECTED webhook requests answered 4xx or 5xx, with why, so
+ * a misconfigured sender shows at once. Strings are cut to fit. */
+#define METRICS_REJECTED 50
+typedef struct metrics_rejected {
+  int64_t at_ms;
+  char peer[64];
+  char path[128];
+  int status;
+  char reason[160];
+} metrics_rejected;
+void metrics_rejected_add(const char *peer, const char *path, int status, const char *reason);
+/* Copies up to max entries, newest first; returns how many. */
+size_t metrics_rejected_get(metrics_rejected *out, size_t max);
+
+/* --- the last hour, per minute (the status page's charts) --------------------
+ * [k] is the minute first_minute + k (Unix ms / 60000); [59] the current one. */
+#define METRICS_MINUTES 60
+typedef struct metrics_history {
+  int64_t first_minute;
+  uint32_t accepted[METRICS_MINUTES], rejected[METRICS_MINUTES], delivered[METRICS_MINUTES];
+} metrics_history;
+void metrics_history_get(metrics_history *out, int64_t now_ms);
+/* Per instance: finished deliveries, failed attempts that wait for a retry,
+ * dead letters, and calls held back (rate limited, circuit open). */
+typedef struct metrics_instance_history {
+  int64_t first_minute;
+  uint32_t delivered[METRICS_MINUTES], retried[METRICS_MINUTES], dead[METRICS_MINUTES],
+      held[METRICS_MINUTES];
+} metrics_instance_history;
+void metrics_instance_history_get(metrics_instance *m, const char *instance,
+                                  metrics_instance_history *out, int64_t now_ms);
+
+/* hookd_instance_state{instance,state} and hookd_delivery_held_total: the n
+ * instances' states (pace_state numbers, PACE_N_STATES names) and held
+ * counts, appended to a Prometheus text buffer. */
+int metrics_render_states(char **buf, size_t *len, size_t *cap, const char *const *names,
+                          const int *states, const char *const *state_names, size_t n_states,
+                          metrics_instance *const *ms, size_t n);
+
 /* Appends printf output to a malloc'd buffer (*buf, *len, *cap grow as
  * needed). Returns 0 or -1 (no memory). */
 int metrics_append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)

@@ -24,10 +24,23 @@
  * hookd died: recovery counts a crash for it, and at the instance's
  * max_crashes makes it a dead letter instead of running it again.
  *
+ * Pause (DESIGN §4, `hookd pause|resume`, added with schema 3). Whether an
+ * instance is paused is stored with the deliveries, so it survives restarts
+ * and every hookd on the store sees it: a paused lane's claim() returns NULL
+ * (*next_ms INT64_MAX) and its deliveries wait, in order, until resume wakes
+ * the owner. The backend notices a change made by another process (the CLI,
+ * another node) within a second. Pausing keeps admitting events into the
+ * lane's max_pending.
+ *
+ * Attempts (schema 3). record_attempt keeps what one deliver() call came to
+ * (time, duration, outcome, the destination's status and the first bytes of
+ * its answer) with the event, for the status page; pruned with the event.
+ *
  * Threads: spool_open, recover, stop, free, lane, lane_config, admit, seen
  * and store on the loop thread (recover before the server starts). claim,
- * started and settle on delivery workers; lane_attach/lane_detach and stats
- * on any thread. Callbacks (spool_stored_fn) run on the loop thread;
+ * started, record_attempt and settle on delivery workers; pause on any
+ * thread but the loop (it waits for a commit); lane_attach/lane_detach and
+ * stats on any thread. Callbacks (spool_stored_fn) run on the loop thread;
  * spool_wake_fn on any thread, with no spool lock held.
  */
 
@@ -92,7 +105,23 @@ typedef struct spool_lane_stats {
   uint64_t running;   /* claimed and not settled */
   int saturated;      /* pending reached max_pending */
   int64_t oldest_ms;  /* accept time of the oldest unfinished delivery (0: none) */
+  int paused;         /* `hookd pause`: claims return nothing */
+  int64_t paused_ms;  /* since when (Unix ms), with paused */
 } spool_lane_stats;
+
+/* One deliver() call, for record_attempt. Strings are copied. */
+typedef struct spool_attempt {
+  int64_t started_ms;  /* Unix ms */
+  int64_t took_ms;
+  uint32_t attempt;    /* the attempt it was (1 for the first) */
+  const char *outcome; /* "delivered", "retry", "dead", "rate limited", "circuit open",
+                          "timed out", "crashed", "not attempted" */
+  int32_t status;      /* the destination's status (HTTP, SMTP); 0: none */
+  const char *answer;  /* the first bytes of its answer, scrubbed; may be NULL */
+  const char *message; /* the error, scrubbed; may be NULL */
+} spool_attempt;
+/* Attempt rows kept per delivery: past it the oldest make room. */
+#define SPOOL_ATTEMPTS_KEPT 16
 
 typedef struct spool_ops {
   const char *name; /* "sqlite" */
@@ -147,6 +176,16 @@ typedef struct spool_ops {
   void (*settle)(spool *sp, delivery *d, spool_outcome how, const char *error);
 
   void (*stats)(spool *sp, spool_stats *out);
+
+  /* --- schema 3 --- */
+  /* Keeps a (a call of d; d->tries counts them) with d's event, bounded to
+   * SPOOL_ATTEMPTS_KEPT rows per delivery. Rides in the next commit, like an
+   * outcome. Call it before settle(). */
+  void (*record_attempt)(spool *sp, delivery *d, const spool_attempt *a);
+  /* Pauses (paused 1) or resumes (0) the lane of an instance name, durably:
+   * returns 0 once that is stored and applied, or a negative code with err.
+   * Blocks for about one commit. */
+  int (*pause)(spool *sp, const char *instance, int paused, char *err, size_t errlen);
 } spool_ops;
 
 /* Every backend's object starts with this, and every backend's lane with
@@ -214,6 +253,13 @@ static inline int spool_started(spool *sp, delivery *d) {
 }
 static inline void spool_settle(spool *sp, delivery *d, spool_outcome how, const char *error) {
   sp->ops->settle(sp, d, how, error);
+}
+static inline void spool_record_attempt(spool *sp, delivery *d, const spool_attempt *a) {
+  if (sp->ops->record_attempt) sp->ops->record_attempt(sp, d, a);
+}
+static inline int spool_pause(spool *sp, const char *instance, int paused, char *err,
+                              size_t errlen) {
+  return sp->ops->pause(sp, instance, paused, err, errlen);
 }
 
 #endif

@@ -18,19 +18,39 @@
 #include "log.h"
 
 /*
- * Tables (schema version 2):
+ * Tables (schema version 3):
  *   events(seq, source, event_id, type, order_key, content_type, received_ms,
- *          body, done_ms)       UNIQUE(source, event_id) is the durable dedup
+ *          body, done_ms, headers)
+ *                               UNIQUE(source, event_id) is the durable dedup;
+ *                               headers: the request's, masked (the status page)
  *   deliveries(id, seq, instance, state, attempt, next_ms, last_error,
- *              updated_ms, crashes, okey, parked)
+ *              updated_ms, crashes, okey, parked, replay, tries)
  *                               one per (event, plugin instance); ids only
  *                               grow (AUTOINCREMENT): a lane reads its backlog
  *                               from disk past a cursor id. okey is the
  *                               event's order key; parked is 1 for the head of
  *                               a key that waits on disk for a later retry, 2
- *                               for a delivery waiting behind such a head
+ *                               for a delivery waiting behind such a head;
+ *                               replay the back-fill that made it (NULL: none);
+ *                               tries the calls recorded in attempts
  *   running(id, attempt)        the attempts started and not settled: what was
  *                               running when hookd died (a handful of rows)
+ *   attempts(delivery, slot, seq, instance, attempt, started_ms, took_ms,
+ *            outcome, status, answer, message)
+ *                               what each deliver() call came to, for the status
+ *                               page: slot tries % SPOOL_ATTEMPTS_KEPT, so a
+ *                               delivery keeps its latest calls; pruned with the
+ *                               event
+ *   instance_state(instance, paused, changed_ms)
+ *                               `hookd pause`: read at start and whenever another
+ *                               connection committed (PRAGMA data_version)
+ *   backfills(id, instance, what, created_ms, total, queued, finished_ms)
+ *   backfill_events(backfill, seq)
+ *                               `hookd replay`: the CLI picks the events (its
+ *                               filters need the router's patterns); the writer
+ *                               turns them into new deliveries of the instance,
+ *                               a batch at a time, in seq order, and forgets
+ *                               the rows it turned
  * A delivery's state is pending, done, dead, or replay (a dead letter that
  * `hookd dlq replay` asked for again; the writer turns it into a new pending
  * delivery). An event is done when all its deliveries are; done events are
@@ -38,9 +58,10 @@
  * letters are replayed or purged.
  *
  * Version 1 had no running table, no crashes column and reused delivery ids;
- * opening one upgrades it in one transaction.
+ * version 2 no attempts, instance states, back-fills or headers. Opening one
+ * upgrades it in one transaction.
  */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define ST_PENDING 0
 #define ST_DONE 1
 #define ST_DEAD 2
@@ -79,14 +100,33 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS events("
     " seq INTEGER PRIMARY KEY, source TEXT NOT NULL, event_id TEXT NOT NULL,"
     " type TEXT NOT NULL, order_key TEXT, content_type TEXT NOT NULL,"
-    " received_ms INTEGER NOT NULL, body BLOB NOT NULL, done_ms INTEGER,"
+    " received_ms INTEGER NOT NULL, body BLOB NOT NULL, done_ms INTEGER, headers TEXT,"
     " UNIQUE(source, event_id));"
     "CREATE TABLE IF NOT EXISTS deliveries("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
     " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
-    " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
+    " okey TEXT, parked INTEGER NOT NULL DEFAULT 0, replay INTEGER,"
+    " tries INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS running(id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS attempts(delivery INTEGER NOT NULL, slot INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, instance TEXT NOT NULL, attempt INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL, took_ms INTEGER NOT NULL, outcome TEXT NOT NULL,"
+    " status INTEGER NOT NULL, answer TEXT, message TEXT, PRIMARY KEY(delivery, slot))"
+    " WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS attempts_seq ON attempts(seq);"
+    "CREATE TABLE IF NOT EXISTS instance_state(instance TEXT PRIMARY KEY,"
+    " paused INTEGER NOT NULL, changed_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS backfills(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " instance TEXT NOT NULL, what TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+    " total INTEGER NOT NULL, queued INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER);"
+    "CREATE TABLE IF NOT EXISTS backfill_events(backfill INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " PRIMARY KEY(backfill, seq)) WITHOUT ROWID;"
+    /* Search by order key (a meeting id) on the status page. */
+    "CREATE INDEX IF NOT EXISTS events_okey ON events(order_key) WHERE order_key IS NOT NULL;"
+    /* A back-fill's progress: only its own deliveries are in it. */
+    "CREATE INDEX IF NOT EXISTS deliveries_replay ON deliveries(replay, state) "
+    "WHERE replay IS NOT NULL;"
     /* Unfinished deliveries only, by lane: a done one (nearly all of them)
      * leaves the index instead of moving in it. Queries by state say
      * `state <> 1` so that SQLite may use it. */
@@ -120,6 +160,13 @@ static const char migrate_v1_sql[] =
     " e.order_key FROM deliveries_v1 d JOIN events e ON e.seq = d.seq ORDER BY d.id;"
     "DROP TABLE deliveries_v1;";
 
+/* Version 2 -> 3: the new columns; the new tables and indexes come from
+ * schema_sql. */
+static const char migrate_v2_sql[] =
+    "ALTER TABLE events ADD COLUMN headers TEXT;"
+    "ALTER TABLE deliveries ADD COLUMN replay INTEGER;"
+    "ALTER TABLE deliveries ADD COLUMN tries INTEGER NOT NULL DEFAULT 0;";
+
 /* --- structures ---------------------------------------------------------------- */
 
 typedef struct sq_spool sq_spool;
@@ -137,6 +184,9 @@ typedef struct sq_lane {
   int refill_asked;    /* the writer is asked to read more past the cursor */
   int parking;         /* keys parked in memory whose rows are not committed yet */
   uint64_t parked;     /* parked heads on disk (rows with parked = 1) */
+  int paused;          /* instance_state: no claims */
+  int64_t paused_ms;   /* since when */
+  int state_seen;      /* scratch of load_instance_states (writer thread) */
   spool_lane_config cfg;
   const void *owner;
   spool_wake_fn wake;
@@ -159,7 +209,16 @@ typedef struct store_req {
   /* followed by n int64_t delivery ids (req_ids) */
 } store_req;
 
-typedef enum { OP_STARTED, OP_DONE, OP_RETRY, OP_DEAD, OP_RELEASE, OP_PARK } op_kind;
+typedef enum {
+  OP_STARTED,
+  OP_DONE,
+  OP_RETRY,
+  OP_DEAD,
+  OP_RELEASE,
+  OP_PARK,
+  OP_ATTEMPT, /* a row of attempts; error[] holds outcome, answer, message (NUL-separated) */
+  OP_PAUSE    /* instance_state; error[] holds the instance name, attempt 1 paused */
+} op_kind;
 
 /* What a finished delivery means for its event's done mark. */
 typedef enum {
@@ -183,8 +242,11 @@ typedef struct op {
   uint32_t attempt;
   uint32_t crashes;
   int64_t next_ms;
-  started_wait *wait; /* OP_STARTED */
+  started_wait *wait; /* OP_STARTED, OP_PAUSE */
   int park;           /* OP_RETRY: the key parks on disk (this is its head) */
+  uint32_t tries;     /* the delivery's recorded calls */
+  int64_t started_ms, took_ms; /* OP_ATTEMPT */
+  int32_t status;              /* OP_ATTEMPT */
   sq_lane *lane;
   struct op *next;
   char error[]; /* may be empty */
@@ -210,7 +272,8 @@ struct sq_spool {
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
   sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *ins_running, *del_running, *upd_next,
       *event_done, *event_done_now, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
-      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked;
+      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked, *ins_attempt, *set_state;
+  int64_t data_version; /* PRAGMA data_version at the last look: another connection committed */
   int readonly;          /* opened read-only: the writer reopens it until it can write */
   atomic_int deliver_ok; /* crash accounting done on a writable spool: claims may run */
 
@@ -488,6 +551,8 @@ static void sq_lane_stats(spool_lane *base, spool_lane_stats *out) {
   out->in_memory = keysched_count(l->ks);
   out->running = l->running;
   uint64_t max = l->cfg.max_pending;
+  out->paused = l->paused;
+  out->paused_ms = l->paused_ms;
   pthread_mutex_unlock(&l->mu);
   out->pending = atomic_load(&l->pending);
   out->saturated = max && out->pending + atomic_load(&l->reserved) >= max;
@@ -519,6 +584,17 @@ static void poke_writer(sq_spool *sp) {
 
 static void lane_wake(sq_lane *l) {
   if (l->wake) l->wake(l->wake_data);
+}
+
+/* Sets a lane's pause; a resume wakes its owner. */
+static void lane_set_paused(sq_lane *l, int paused, int64_t since) {
+  pthread_mutex_lock(&l->mu);
+  int was = l->paused;
+  l->paused = paused;
+  if (paused && !was) l->paused_ms = since;
+  if (!paused) l->paused_ms = 0;
+  if (was && !paused) lane_wake(l);
+  pthread_mutex_unlock(&l->mu);
 }
 
 /* A fresh delivery after its commit (writer thread): into the window when
@@ -554,16 +630,16 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
   } stmts[] = {
       {&sp->ins_event,
        "INSERT OR IGNORE INTO events(source, event_id, type, order_key, content_type, "
-       "received_ms, body, done_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
+       "received_ms, body, done_ms, headers) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
       {&sp->ins_delivery,
        "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms) "
        "VALUES(?1, ?2, ?4, 0, 0, ?3, ?3)"},
       {&sp->upd_delivery,
        "UPDATE deliveries SET state = ?2, attempt = ?3, crashes = ?4, next_ms = ?5, "
-       "last_error = ?6, updated_ms = ?7, parked = ?8 WHERE id = ?1"},
+       "last_error = ?6, updated_ms = ?7, parked = ?8, tries = ?9 WHERE id = ?1"},
       {&sp->ins_running, "INSERT OR REPLACE INTO running(id, attempt) VALUES(?1, ?2)"},
       {&sp->del_running, "DELETE FROM running WHERE id = ?1"},
-      {&sp->upd_next, "UPDATE deliveries SET next_ms = ?2 WHERE id = ?1"},
+      {&sp->upd_next, "UPDATE deliveries SET next_ms = ?2, tries = ?3 WHERE id = ?1"},
       {&sp->event_done,
        "UPDATE events SET done_ms = ?2 WHERE seq = ?1 AND NOT EXISTS "
        "(SELECT 1 FROM deliveries WHERE seq = ?1 AND state <> 1)"},
@@ -572,15 +648,16 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
       {&sp->begin, "BEGIN IMMEDIATE"},
       {&sp->commit, "COMMIT"},
       /* Columns of the row queries: id, seq, okey, parked, attempt, crashes,
-       * next_ms (row_delivery). */
+       * next_ms, tries (row_delivery). */
       {&sp->lane_rows,
-       "SELECT id, seq, okey, parked, attempt, crashes, next_ms FROM deliveries "
+       "SELECT id, seq, okey, parked, attempt, crashes, next_ms, tries FROM deliveries "
        "WHERE instance = ?1 AND state = 0 AND state <> 1 AND id > ?2 ORDER BY id LIMIT ?3"},
       {&sp->key_rows,
-       "SELECT id, seq, okey, parked, attempt, crashes, next_ms FROM deliveries "
+       "SELECT id, seq, okey, parked, attempt, crashes, next_ms, tries FROM deliveries "
        "WHERE instance = ?1 AND okey = ?2 AND parked >= 1 AND id <= ?3 ORDER BY id LIMIT ?4"},
       {&sp->row_by_id,
-       "SELECT id, seq, okey, parked, attempt, crashes, next_ms FROM deliveries WHERE id = ?1"},
+       "SELECT id, seq, okey, parked, attempt, crashes, next_ms, tries FROM deliveries "
+       "WHERE id = ?1"},
       {&sp->event_by_seq,
        "SELECT source, event_id, type, order_key, content_type, received_ms, body FROM events "
        "WHERE seq = ?1"},
@@ -592,6 +669,12 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
        "AND id <= ?3 ORDER BY next_ms LIMIT ?4"},
       {&sp->count_parked,
        "SELECT count(*) FROM deliveries WHERE instance = ?1 AND parked = 1"},
+      {&sp->ins_attempt,
+       "INSERT OR REPLACE INTO attempts(delivery, slot, seq, instance, attempt, started_ms, "
+       "took_ms, outcome, status, answer, message) "
+       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+      {&sp->set_state,
+       "INSERT OR REPLACE INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3)"},
   };
   for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
     if (sqlite3_prepare_v3(sp->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, stmts[i].st,
@@ -609,7 +692,8 @@ static void finalize_all(sq_spool *sp) {
                           &sp->event_done, &sp->event_done_now, &sp->begin,
                           &sp->commit, &sp->lane_rows, &sp->event_by_seq,
                           &sp->key_parked, &sp->set_parked, &sp->due_parked,
-                          &sp->key_rows, &sp->row_by_id, &sp->count_parked};
+                          &sp->key_rows, &sp->row_by_id, &sp->count_parked,
+                          &sp->ins_attempt, &sp->set_state};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     sqlite3_finalize(*all[i]);
     *all[i] = NULL;
@@ -671,7 +755,7 @@ static int setup_schema(sq_spool *sp, char *why, size_t len) {
   }
   if (version > SCHEMA_VERSION || (has_meta && version < 1)) {
     snprintf(why, len,
-             "it has spool schema version %lld, this hookd reads versions 1 and %d: refusing to "
+             "it has spool schema version %lld, this hookd reads versions 1 to %d: refusing to "
              "touch it (use the hookd that wrote it, or move the file away)",
              (long long)version, SCHEMA_VERSION);
     return SPOOL_EFAIL;
@@ -684,15 +768,18 @@ static int setup_schema(sq_spool *sp, char *why, size_t len) {
   }
   char e[512] = "";
   rc = exec_sql(sp->db, "BEGIN IMMEDIATE", e, sizeof e);
-  if (rc == SQLITE_OK && version == 1) {
-    log_write(LOG_INFO, NULL, "spool: upgrading %s from schema version 1 to %d", sp->path,
-              SCHEMA_VERSION);
-    rc = exec_sql(sp->db, migrate_v1_sql, e, sizeof e);
+  if (rc == SQLITE_OK && has_meta) {
+    log_write(LOG_INFO, NULL, "spool: upgrading %s from schema version %lld to %d", sp->path,
+              (long long)version, SCHEMA_VERSION);
+  }
+  if (rc == SQLITE_OK && version == 1) rc = exec_sql(sp->db, migrate_v1_sql, e, sizeof e);
+  if (rc == SQLITE_OK && (version == 1 || version == 2)) {
+    rc = exec_sql(sp->db, migrate_v2_sql, e, sizeof e);
   }
   if (rc == SQLITE_OK) rc = exec_sql(sp->db, schema_sql, e, sizeof e);
   if (rc == SQLITE_OK) {
     rc = exec_sql(sp->db,
-                  "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', '2')", e,
+                  "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', '3')", e,
                   sizeof e);
   }
   if (rc == SQLITE_OK) rc = exec_sql(sp->db, "COMMIT", e, sizeof e);
@@ -989,6 +1076,7 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
   sqlite3_bind_text(st, 6, why, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st, 7, now);
   sqlite3_bind_int(st, 8, 0);
+  sqlite3_bind_int(st, 9, sqlite3_column_int(row, 8));
   int rc = step_done(st);
   if (rc == SQLITE_OK) {
     atomic_fetch_add(&sp->crashes, 1);
@@ -1000,8 +1088,8 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
 /* Every attempt started and never settled: hookd died while it ran. */
 static int account_crashes(sq_spool *sp, char *why, size_t len) {
   static const char sql[] =
-      "SELECT r.id, r.attempt, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type "
-      "FROM running r JOIN deliveries d ON d.id = r.id JOIN events e ON e.seq = d.seq "
+      "SELECT r.id, r.attempt, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type, "
+      "d.tries FROM running r JOIN deliveries d ON d.id = r.id JOIN events e ON e.seq = d.seq "
       "WHERE d.state = 0 ORDER BY r.id";
   int64_t now = now_ms();
   /* A fault names the delivery that caused it; without a journal (kill -9,
@@ -1044,8 +1132,8 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
   char sql[512];
   int64_t now = now_ms();
   snprintf(sql, sizeof sql,
-           "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms) "
-           "SELECT seq, instance, 0, 0, %lld, %lld FROM deliveries "
+           "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms) "
+           "SELECT seq, instance, okey, 0, 0, %lld, %lld FROM deliveries "
            "WHERE state = 3 AND state >= 2 ORDER BY id;"
            "DELETE FROM deliveries WHERE state = 3 AND state >= 2;",
            (long long)now, (long long)now);
@@ -1102,6 +1190,157 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
   }
   free(counts);
   return n;
+}
+
+/* Each lane's pause from instance_state (lanes of paused instances are
+ * created). Returns the SQLite code. */
+static int load_instance_states(sq_spool *sp) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(sp->db, "SELECT instance, paused, changed_ms FROM instance_state",
+                              -1, &st, NULL);
+  pthread_mutex_lock(&sp->lanes_mu);
+  sq_lane *lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (sq_lane *l = lanes; l; l = l->next) l->state_seen = 0;
+  while (next_row(st, &rc)) {
+    pthread_mutex_lock(&sp->lanes_mu);
+    sq_lane *l = lane_get_locked(sp, (const char *)sqlite3_column_text(st, 0));
+    pthread_mutex_unlock(&sp->lanes_mu);
+    if (l == NULL) continue;
+    l->state_seen = 1;
+    lane_set_paused(l, sqlite3_column_int(st, 1) != 0, sqlite3_column_int64(st, 2));
+  }
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) return rc;
+  pthread_mutex_lock(&sp->lanes_mu);
+  lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (sq_lane *l = lanes; l; l = l->next) {
+    if (!l->state_seen) lane_set_paused(l, 0, 0);
+  }
+  return SQLITE_OK;
+}
+
+/* The lanes' deliveries past their cursors are to be read (new rows made
+ * by the writer outside a store). */
+static void lanes_spilled(sq_spool *sp) {
+  pthread_mutex_lock(&sp->lanes_mu);
+  sq_lane *lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (sq_lane *l = lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    l->spilled = 1;
+    if (l->owner) l->refill_asked = 1;
+    pthread_mutex_unlock(&l->mu);
+  }
+  atomic_fetch_add(&sp->refills, 1);
+}
+
+/* Back-fills (`hookd replay`) made new deliveries per batch: at most this
+ * many per transaction, and this many batches per housekeeping turn, so
+ * that stores wait for a few milliseconds at most. */
+#define BACKFILL_BATCH 500
+#define BACKFILL_BATCHES 8
+
+/* One batch of the oldest unfinished back-fill: its next events become new
+ * pending deliveries of its instance (new ids: lanes read them past their
+ * cursors), their events not done any more (so pruning keeps them). Returns
+ * how many, 0 when none is waiting, -1 on error. */
+static int64_t backfill_batch(sq_spool *sp, int add_pending) {
+  static const char pick[] =
+      "SELECT b.id, b.instance FROM backfills b WHERE b.finished_ms IS NULL ORDER BY b.id LIMIT 1";
+  sqlite3_stmt *st = NULL;
+  int64_t id = 0, n = 0, now = now_ms();
+  char *instance = NULL;
+  int rc = sqlite3_prepare_v2(sp->db, pick, -1, &st, NULL);
+  if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+    id = sqlite3_column_int64(st, 0);
+    instance = strdup((const char *)sqlite3_column_text(st, 1));
+  }
+  sqlite3_finalize(st);
+  st = NULL;
+  if (rc != SQLITE_OK || id == 0 || instance == NULL) {
+    free(instance);
+    return rc == SQLITE_OK && id == 0 ? 0 : -1;
+  }
+  char sql[1024], err[256] = "";
+  snprintf(sql, sizeof sql,
+           "CREATE TEMP TABLE IF NOT EXISTS backfill_now(seq INTEGER PRIMARY KEY);"
+           "DELETE FROM backfill_now;"
+           "INSERT INTO backfill_now SELECT seq FROM backfill_events WHERE backfill = %lld "
+           "ORDER BY seq LIMIT %d;",
+           (long long)id, BACKFILL_BATCH);
+  rc = exec_sql(sp->db, "BEGIN IMMEDIATE", err, sizeof err);
+  if (rc == SQLITE_OK) rc = exec_sql(sp->db, sql, err, sizeof err);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_prepare_v2(
+        sp->db,
+        "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms, replay)"
+        " SELECT e.seq, ?1, e.order_key, 0, 0, ?2, ?2, ?3 FROM backfill_now b"
+        " JOIN events e ON e.seq = b.seq ORDER BY e.seq",
+        -1, &st, NULL);
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(st, 1, instance, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, id);
+    rc = step_done(st);
+    n = sqlite3_changes(sp->db);
+  }
+  sqlite3_finalize(st);
+  int64_t left = 0;
+  if (rc == SQLITE_OK) {
+    snprintf(sql, sizeof sql,
+             "UPDATE events SET done_ms = NULL WHERE seq IN (SELECT seq FROM backfill_now);"
+             "DELETE FROM backfill_events WHERE backfill = %lld AND seq IN "
+             "(SELECT seq FROM backfill_now);"
+             "UPDATE backfills SET queued = queued + %lld WHERE id = %lld;",
+             (long long)id, (long long)n, (long long)id);
+    rc = exec_sql(sp->db, sql, err, sizeof err);
+  }
+  if (rc == SQLITE_OK) {
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM backfill_events WHERE backfill = %lld",
+             (long long)id);
+    rc = query_int(sp->db, sql, &left);
+  }
+  if (rc == SQLITE_OK && left == 0) {
+    snprintf(sql, sizeof sql, "UPDATE backfills SET finished_ms = %lld WHERE id = %lld",
+             (long long)now, (long long)id);
+    rc = exec_sql(sp->db, sql, err, sizeof err);
+  }
+  if (rc == SQLITE_OK) rc = exec_sql(sp->db, "COMMIT", err, sizeof err);
+  if (rc != SQLITE_OK) {
+    if (!err[0]) db_error(sp->db, err, sizeof err);
+    sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+    log_write(LOG_ERROR, &(log_ctx){.instance = instance}, "spool: back-fill %lld failed: %s",
+              (long long)id, err);
+    free(instance);
+    return -1;
+  }
+  if (n > 0 && add_pending) {
+    pthread_mutex_lock(&sp->lanes_mu);
+    sq_lane *l = lane_get_locked(sp, instance);
+    pthread_mutex_unlock(&sp->lanes_mu);
+    if (l) atomic_fetch_add(&l->pending, (uint64_t)n);
+    atomic_fetch_add(&sp->pending_total, (uint64_t)n);
+  }
+  if (left == 0) {
+    log_write(LOG_INFO, &(log_ctx){.instance = instance},
+              "spool: back-fill %lld queued all its deliveries", (long long)id);
+  }
+  free(instance);
+  return n > 0 ? n : (left == 0 ? 0 : 1);
+}
+
+/* Up to BACKFILL_BATCHES batches; returns 1 when any delivery was made. */
+static int take_backfills(sq_spool *sp, int add_pending) {
+  int any = 0;
+  for (int i = 0; i < BACKFILL_BATCHES; i++) {
+    int64_t n = backfill_batch(sp, add_pending);
+    if (n <= 0) break;
+    any = 1;
+  }
+  return any;
 }
 
 /* Sets every lane's count of unfinished deliveries (creating lanes for
@@ -1181,6 +1420,11 @@ static int sq_recover(spool *base, char *err, size_t errlen) {
   char why[512] = "";
   int rc = sp->readonly ? 0 : prepare_delivery(sp, why, sizeof why);
   if (rc == 0) rc = count_lanes(sp, why, sizeof why);
+  if (rc == 0 && load_instance_states(sp) != SQLITE_OK) {
+    db_error(sp->db, why, sizeof why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc == 0) query_int(sp->db, "PRAGMA data_version", &sp->data_version);
   if (rc != 0) {
     if (rc == SPOOL_EDAMAGED) {
       snprintf(err, errlen,
@@ -1234,6 +1478,11 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
   } else {
     sqlite3_bind_null(st, 8);
   }
+  if (ev->headers) {
+    sqlite3_bind_text(st, 9, ev->headers, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(st, 9);
+  }
   int rc = step_done(st);
   if (rc != SQLITE_OK) return rc;
   if (sqlite3_changes(sp->db) == 0) {
@@ -1276,11 +1525,41 @@ static int write_outcome(sq_spool *sp, const op *o, int64_t now) {
   }
   sqlite3_bind_int64(st, 7, now);
   sqlite3_bind_int(st, 8, o->park ? 1 : 0);
+  sqlite3_bind_int(st, 9, (int)o->tries);
   int rc = step_done(st);
   if (rc != SQLITE_OK || o->kind != OP_DONE || o->mark == EV_OPEN) return rc;
   st = o->mark == EV_DONE ? sp->event_done_now : sp->event_done;
   sqlite3_bind_int64(st, 1, o->seq);
   sqlite3_bind_int64(st, 2, now);
+  return step_done(st);
+}
+
+/* A row of attempts: slot (tries - 1) % SPOOL_ATTEMPTS_KEPT replaces the
+ * oldest once a delivery has that many. */
+static int write_attempt(sq_spool *sp, const op *o) {
+  const char *outcome = o->error;
+  const char *answer = outcome + strlen(outcome) + 1;
+  const char *message = answer + strlen(answer) + 1;
+  sqlite3_stmt *st = sp->ins_attempt;
+  sqlite3_bind_int64(st, 1, o->delivery_id);
+  sqlite3_bind_int(st, 2, (int)((o->tries - 1) % SPOOL_ATTEMPTS_KEPT));
+  sqlite3_bind_int64(st, 3, o->seq);
+  sqlite3_bind_text(st, 4, o->lane->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 5, (int)o->attempt);
+  sqlite3_bind_int64(st, 6, o->started_ms);
+  sqlite3_bind_int64(st, 7, o->took_ms);
+  sqlite3_bind_text(st, 8, outcome, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 9, o->status);
+  if (*answer) {
+    sqlite3_bind_text(st, 10, answer, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(st, 10);
+  }
+  if (*message) {
+    sqlite3_bind_text(st, 11, message, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(st, 11);
+  }
   return step_done(st);
 }
 
@@ -1302,8 +1581,17 @@ static int write_op(sq_spool *sp, const op *o, int64_t now) {
       st = sp->upd_next;
       sqlite3_bind_int64(st, 1, o->delivery_id);
       sqlite3_bind_int64(st, 2, o->next_ms);
+      sqlite3_bind_int(st, 3, (int)o->tries);
       rc = step_done(st);
       break;
+    case OP_ATTEMPT:
+      return write_attempt(sp, o);
+    case OP_PAUSE:
+      st = sp->set_state;
+      sqlite3_bind_text(st, 1, o->error, -1, SQLITE_STATIC);
+      sqlite3_bind_int(st, 2, o->attempt ? 1 : 0);
+      sqlite3_bind_int64(st, 3, now);
+      return step_done(st);
     default:
       rc = write_outcome(sp, o, now);
       break;
@@ -1393,12 +1681,18 @@ static void parked_committed(sq_spool *sp, op *ops) {
   if (poke) atomic_fetch_add(&sp->refills, 1);
 }
 
-/* Wakes the workers waiting in started() for the ops of a finished batch. */
+/* Wakes the threads waiting in started() or pause() for the ops of a
+ * finished batch; committed pauses apply to their lanes first. */
 static void answer_started(sq_spool *sp, op *ops, int rc) {
   int any = 0;
+  if (rc == SQLITE_OK) {
+    for (op *o = ops; o; o = o->next) {
+      if (o->kind == OP_PAUSE) lane_set_paused(o->lane, o->attempt != 0, now_ms());
+    }
+  }
   pthread_mutex_lock(&sp->mu);
   for (op *o = ops; o; o = o->next) {
-    if (o->kind != OP_STARTED) continue;
+    if (o->kind != OP_STARTED && o->kind != OP_PAUSE) continue;
     o->wait->rc = rc == SQLITE_OK ? 0 : SPOOL_EFAIL;
     o->wait->done = 1;
     o->wait = NULL;
@@ -1427,7 +1721,7 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
   op *keep = NULL, **kt = &keep;
   while (ops) {
     op *next = ops->next;
-    if (rc != SQLITE_OK && !stopping && ops->kind != OP_STARTED) {
+    if (rc != SQLITE_OK && !stopping && ops->kind != OP_STARTED && ops->kind != OP_PAUSE) {
       *kt = ops;
       kt = &ops->next;
       ops->next = NULL;
@@ -1492,6 +1786,7 @@ static delivery *row_delivery(sq_spool *sp, sqlite3_stmt *st, sq_lane *l) {
   d->attempt = (uint32_t)sqlite3_column_int(st, 4);
   d->crashes = (uint32_t)sqlite3_column_int(st, 5);
   d->due_ms = sqlite3_column_int64(st, 6);
+  d->tries = (uint32_t)sqlite3_column_int(st, 7);
   return d;
 }
 
@@ -1782,7 +2077,7 @@ static void slow_stats(sq_spool *sp) {
 /* Deletes finished events past retention, a small batch at a time. */
 static void prune(sq_spool *sp) {
   int64_t before = now_ms() - sp->retention_ms;
-  char sql[512];
+  char sql[1024];
   /* Most of the time there is nothing to prune: ask the index first rather
    * than commit (and fsync) an empty transaction twice a second. */
   snprintf(sql, sizeof sql,
@@ -1798,9 +2093,11 @@ static void prune(sq_spool *sp) {
            "INSERT INTO prune_seq SELECT seq FROM events WHERE done_ms IS NOT NULL AND "
            "done_ms < %lld LIMIT %d;"
            "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM prune_seq);"
+           "DELETE FROM attempts WHERE seq IN (SELECT seq FROM prune_seq);"
            "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_seq);"
+           "DELETE FROM backfills WHERE finished_ms < %lld;"
            "COMMIT;",
-           (long long)before, PRUNE_BATCH);
+           (long long)before, PRUNE_BATCH, (long long)before);
   char err[256];
   if (exec_sql(sp->db, sql, err, sizeof err) != SQLITE_OK) {
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
@@ -1815,16 +2112,20 @@ static void pick_up_replays(sq_spool *sp) {
   if (n <= 0) return;
   log_write(LOG_INFO, NULL, "spool: %lld replayed dead letter(s) queued again", (long long)n);
   atomic_fetch_sub(&sp->dead, (uint64_t)n);
-  pthread_mutex_lock(&sp->lanes_mu);
-  sq_lane *lanes = sp->lanes;
-  pthread_mutex_unlock(&sp->lanes_mu);
-  for (sq_lane *l = lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
-    l->spilled = 1;
-    if (l->owner) l->refill_asked = 1;
-    pthread_mutex_unlock(&l->mu);
+  lanes_spilled(sp);
+}
+
+/* Another connection committed (`hookd pause|resume|replay`, `hookd dlq`):
+ * pauses apply within a housekeeping turn. */
+static void notice_others(sq_spool *sp) {
+  int64_t v = 0;
+  if (query_int(sp->db, "PRAGMA data_version", &v) != SQLITE_OK || v == sp->data_version) return;
+  sp->data_version = v;
+  if (load_instance_states(sp) != SQLITE_OK) {
+    char e[256];
+    db_error(sp->db, e, sizeof e);
+    log_write(LOG_WARN, NULL, "spool: reading the instance states failed: %s", e);
   }
-  atomic_fetch_add(&sp->refills, 1);
 }
 
 /* A spool that failed (or was read-only): a small write tells whether it
@@ -1881,7 +2182,9 @@ static void housekeeping(sq_spool *sp, int64_t *next_slow) {
   if (atomic_load(&sp->failing)) probe(sp);
   if (!sp->readonly) ask_parked_lanes(sp);
   if (!sp->readonly) {
+    notice_others(sp);
     pick_up_replays(sp);
+    if (take_backfills(sp, 1)) lanes_spilled(sp);
     prune(sp);
   }
   disk_stats(sp);
@@ -2037,6 +2340,12 @@ static delivery *sq_claim(spool_lane *base, const void *owner, int64_t now, int6
     *next_ms = now + 1000;
     return NULL;
   }
+  if (l->paused) {
+    /* Paused: its deliveries wait, in order, until a resume wakes the owner. */
+    pthread_mutex_unlock(&l->mu);
+    *next_ms = INT64_MAX;
+    return NULL;
+  }
   delivery *d = keysched_take(l->ks, now, next_ms);
   if (d) l->running++;
   int poke = lane_want_refill(l);
@@ -2058,6 +2367,9 @@ static op *op_new(op_kind kind, const delivery *d, const char *error) {
   o->next_ms = d->due_ms;
   o->wait = NULL;
   o->park = 0;
+  o->tries = d->tries;
+  o->started_ms = o->took_ms = 0;
+  o->status = 0;
   o->lane = d->lane;
   o->next = NULL;
   memcpy(o->error, error ? error : "", el + 1);
@@ -2113,6 +2425,60 @@ static int sq_started(spool *base, delivery *d) {
   o->wait = &w;
   if (push_op(sp, o, 1) != 0) return SPOOL_EFAIL;
   return w.rc;
+}
+
+static void sq_record_attempt(spool *base, delivery *d, const spool_attempt *a) {
+  sq_spool *sp = sq(base);
+  const char *answer = a->answer ? a->answer : "", *message = a->message ? a->message : "";
+  size_t lo = strlen(a->outcome), la = strlen(answer), lm = strlen(message);
+  char *packed = malloc(lo + la + lm + 3);
+  if (packed == NULL) return; /* the page misses a row; nothing else does */
+  memcpy(packed, a->outcome, lo + 1);
+  memcpy(packed + lo + 1, answer, la + 1);
+  memcpy(packed + lo + la + 2, message, lm + 1);
+  d->tries++;
+  /* op_new copies one string: make room for all three. */
+  op *o = op_new(OP_ATTEMPT, d, NULL);
+  op *big = o ? realloc(o, sizeof *o + lo + la + lm + 3) : NULL;
+  if (big == NULL) {
+    free(o);
+    free(packed);
+    return;
+  }
+  memcpy(big->error, packed, lo + la + lm + 3);
+  free(packed);
+  big->attempt = a->attempt;
+  big->started_ms = a->started_ms;
+  big->took_ms = a->took_ms;
+  big->status = a->status;
+  push_op(sp, big, 0);
+}
+
+static int sq_pause(spool *base, const char *instance, int paused, char *err, size_t errlen) {
+  sq_spool *sp = sq(base);
+  pthread_mutex_lock(&sp->lanes_mu);
+  sq_lane *l = lane_get_locked(sp, instance);
+  pthread_mutex_unlock(&sp->lanes_mu);
+  size_t n = strlen(instance);
+  op *o = l ? calloc(1, sizeof *o + n + 1) : NULL;
+  if (o == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return SPOOL_EFAIL;
+  }
+  started_wait w = {0, 0};
+  o->kind = OP_PAUSE;
+  o->attempt = paused ? 1 : 0;
+  o->lane = l;
+  o->wait = &w;
+  memcpy(o->error, instance, n + 1);
+  if (push_op(sp, o, 1) != 0 || w.rc != 0) {
+    pthread_mutex_lock(&sp->mu);
+    snprintf(err, errlen, "the spool could not store it%s%s", sp->fail_reason[0] ? ": " : "",
+             sp->fail_reason);
+    pthread_mutex_unlock(&sp->mu);
+    return SPOOL_EFAIL;
+  }
+  return 0;
 }
 
 /* A retry due much later: the key leaves the window for the disk (its head
@@ -2228,7 +2594,7 @@ static void sq_stop(spool *base) {
   sp->closed = 1;
   /* Starts queued after the writer's last turn: nothing writes them now. */
   for (op *o = sp->ops_head; o; o = o->next) {
-    if (o->kind == OP_STARTED && o->wait) {
+    if ((o->kind == OP_STARTED || o->kind == OP_PAUSE) && o->wait) {
       o->wait->rc = SPOOL_EFAIL;
       o->wait->done = 1;
     }
@@ -2303,6 +2669,8 @@ static const spool_ops sqlite_ops = {
     .started = sq_started,
     .settle = sq_settle,
     .stats = sq_stats,
+    .record_attempt = sq_record_attempt,
+    .pause = sq_pause,
 };
 
 /* --- hookd spool check -------------------------------------------------------------- */

@@ -359,6 +359,9 @@ static hookd_result api_answer(const hookd_host_api *host, const char *body, hoo
   for (const char *const *t = transient; *t; t++) {
     if (strcmp(error, *t) == 0) {
       snprintf(out->message, sizeof out->message, "Slack API error: %s", error);
+      /* hookd holds the whole instance for a while instead of retrying this
+       * one delivery (and uses up no attempt). */
+      if (t - transient < 2 && HOOKD_OUTCOME_HAS(out, flags)) out->flags |= HOOKD_OUTCOME_RATE_LIMITED;
       return HOOKD_RETRY;
     }
   }

@@ -331,7 +331,7 @@ def test_schema_from_another_version_is_refused(tmp_path):
     p = subprocess.run([str(HOOKD), "run", "-c", str(path)], capture_output=True, text=True,
                        timeout=20)
     assert p.returncode == 1
-    assert "schema version 7, this hookd reads versions 1 and 2" in p.stderr
+    assert "schema version 7, this hookd reads versions 1 to 3" in p.stderr
 
 
 def dlq(path, *args):
@@ -565,8 +565,8 @@ def test_spool_of_schema_version_1_is_upgraded(tmp_path):
     db.close()
     assert "deliveries_state" not in names and "deliveries_open" not in names
     assert {"deliveries_lane", "deliveries_dead", "deliveries_seq"} <= names
-    assert version == "2" and "crashes" in cols and "AUTOINCREMENT" in auto
-    assert "upgrading" in d.log() and "from schema version 1 to 2" in d.log()
+    assert version == "3" and "crashes" in cols and "AUTOINCREMENT" in auto
+    assert "upgrading" in d.log() and "from schema version 1 to 3" in d.log()
     assert integrity(tmp_path) == "ok"
     assert len(read_jsonl(out)) == 1  # the done one was not delivered again
     # the dead letter of the old file can be replayed after the upgrade

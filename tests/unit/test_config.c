@@ -863,7 +863,7 @@ static void test_rules_delivery(void **state) {
   expect_err("{'delivery': {'retries': " MARK "3}, " SOURCES "}",
              "delivery.retries: unknown key (known keys: concurrency, max_attempts, "
              "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending, "
-             "max_threads)");
+             "max_threads, rate, breaker)");
   expect_err("{'delivery': {'max_crashes': " MARK "0}, " SOURCES "}",
              "delivery.max_crashes: expected a positive integer");
   expect_err("{'delivery': {'max_pending': " MARK "0}, " SOURCES "}",
@@ -877,6 +877,60 @@ static void test_rules_delivery(void **state) {
              "delivery.max_threads: the plugin instances need 12 worker threads (the sum of "
              "their concurrency), more than delivery.max_threads (10): lower concurrency or "
              "raise max_threads");
+}
+
+/* delivery.rate and delivery.breaker: defaults, overrides per instance, and
+ * what is refused. */
+static void test_delivery_rate_and_breaker(void **state) {
+  (void)state;
+  config cfg;
+  load_ok("{'delivery': {'rate': '100/m', 'breaker': {'failures': 5}}, " SOURCES
+          ", 'plugins': [{'name': 'a', 'module': 'm'},"
+          " {'name': 'b', 'module': 'm', 'delivery': {'rate': '1/s',"
+          "  'breaker': {'cooldown_ms': 500}}},"
+          " {'name': 'c', 'module': 'm', 'delivery': {'rate': null, 'breaker': {'failures': 0}}}]}",
+          &cfg);
+  assert_int_equal(cfg.delivery.rate_count, 100);
+  assert_int_equal(cfg.delivery.rate_period_ms, 60000);
+  assert_int_equal(cfg.delivery.breaker_failures, 5);
+  assert_int_equal(cfg.delivery.breaker_cooldown_ms, 30000);
+  const config_delivery *b = &cfg.plugins[1].delivery, *c = &cfg.plugins[2].delivery;
+  assert_memory_equal(&cfg.plugins[0].delivery, &cfg.delivery, sizeof cfg.delivery);
+  assert_int_equal(b->rate_count, 1);
+  assert_int_equal(b->rate_period_ms, 1000);
+  assert_int_equal(b->breaker_failures, 5);
+  assert_int_equal(b->breaker_cooldown_ms, 500);
+  assert_int_equal(c->rate_count, 0);
+  assert_int_equal(c->breaker_failures, 0);
+  config_free(&cfg);
+  load_ok("{" SOURCES "}", &cfg);
+  assert_int_equal(cfg.delivery.rate_count, 0);
+  assert_int_equal(cfg.delivery.breaker_failures, 20);
+  assert_int_equal(cfg.delivery.breaker_cooldown_ms, 30000);
+  config_free(&cfg);
+  uint32_t n = 0, per = 0;
+  assert_int_equal(config_parse_rate("3/h", &n, &per), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(per, 3600000);
+  assert_int_equal(config_parse_rate("1000000/s", &n, &per), 0);
+  assert_int_equal(config_parse_rate("1000001/s", &n, &per), -1);
+  assert_int_equal(config_parse_rate("1/d", &n, &per), -1);
+  assert_int_equal(config_parse_rate("-1/s", &n, &per), -1);
+  assert_int_equal(config_parse_rate("1 /s", &n, &per), -1);
+  static const char rate_msg[] =
+      "delivery.rate: expected null or a rate such as \"1/s\", \"100/m\" or \"500/h\" (1 to "
+      "1000000 deliveries per second, minute or hour)";
+  expect_err("{'delivery': {'rate': " MARK "'0/s'}, " SOURCES "}", rate_msg);
+  expect_err("{'delivery': {'rate': " MARK "'1/x'}, " SOURCES "}", rate_msg);
+  expect_err("{'delivery': {'rate': " MARK "1}, " SOURCES "}", rate_msg);
+  expect_err("{'delivery': {'breaker': " MARK "20}, " SOURCES "}",
+             "delivery.breaker: expected an object");
+  expect_err("{'delivery': {'breaker': {'failure': " MARK "3}}, " SOURCES "}",
+             "delivery.breaker.failure: unknown key (did you mean 'failures'?)");
+  expect_err("{'delivery': {'breaker': {'cooldown_ms': " MARK "0}}, " SOURCES "}",
+             "delivery.breaker.cooldown_ms: expected a positive integer");
+  expect_err("{'delivery': {'breaker': {'failures': " MARK "-2}}, " SOURCES "}",
+             "delivery.breaker.failures: expected a non-negative integer");
 }
 
 static void test_rules_sources(void **state) {
@@ -1026,7 +1080,8 @@ static void test_rules_plugins(void **state) {
       "(3600000)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'delivery': {'tries': " MARK "1}}"),
              "plugins[0].delivery.tries: unknown key (known keys: concurrency, max_attempts, "
-             "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending)");
+             "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending, rate, "
+             "breaker)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'concurrency': " MARK "2}"),
              "plugins[0].concurrency: unknown key (known keys: name, module, config, delivery)");
 }
@@ -1101,6 +1156,7 @@ int main(void) {
       cmocka_unit_test(test_rules_top),
       cmocka_unit_test(test_rules_limits),
       cmocka_unit_test(test_rules_delivery),
+      cmocka_unit_test(test_delivery_rate_and_breaker),
       cmocka_unit_test(test_rules_sources),
       cmocka_unit_test(test_rules_verify),
       cmocka_unit_test(test_rules_plugins),

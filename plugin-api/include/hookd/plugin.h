@@ -1,4 +1,4 @@
-/* hookd plugin ABI 1.1: the header a hookd plugin includes (hookd/helpers.h is its optional companion). */
+/* hookd plugin ABI 1.2: the header a hookd plugin includes (hookd/helpers.h is its optional companion). */
 #ifndef HOOKD_PLUGIN_H
 #define HOOKD_PLUGIN_H
 
@@ -54,6 +54,9 @@
  *        prints them; init() may be NULL for a plugin with options.
  *        Host table: smtp() (a mail submission over libcurl), json_get().
         Event view: host and self, so deliver() needs no copies of them.
+ *   1.2  Outcome: flags (HOOKD_OUTCOME_RATE_LIMITED: the destination said
+ *        "too many requests"), the destination's status and the first bytes
+ *        of its answer, for the status page; host->http() fills them.
  */
 
 #include <stddef.h>
@@ -64,7 +67,7 @@ extern "C" {
 #endif
 
 #define HOOKD_PLUGIN_ABI_MAJOR 1
-#define HOOKD_PLUGIN_ABI_MINOR 1
+#define HOOKD_PLUGIN_ABI_MINOR 2
 /* The ABI number a plugin puts in its descriptor: major in the high 16 bits. */
 #define HOOKD_PLUGIN_ABI ((uint32_t)((HOOKD_PLUGIN_ABI_MAJOR << 16) | HOOKD_PLUGIN_ABI_MINOR))
 #define HOOKD_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
@@ -153,14 +156,34 @@ typedef struct hookd_event {
   ((ev)->struct_size >= offsetof(hookd_event, field) + sizeof((ev)->field))
 
 /* Filled by deliver() to explain its result. The host zeroes it before the
- * call. */
+ * call and sets struct_size to its own size: write a field added in a later
+ * minor version only when HOOKD_OUTCOME_HAS(out, field). */
 #define HOOKD_MESSAGE_MAX 512
+#define HOOKD_ANSWER_MAX 256
 typedef struct hookd_outcome {
   size_t struct_size;      /* sizeof(hookd_outcome) of the host */
   uint32_t retry_after_ms; /* with HOOKD_RETRY: the earliest next try (0: hookd's backoff) */
   char message[HOOKD_MESSAGE_MAX]; /* why it failed; logged and kept with dead letters */
   void *reserved[4];
+  /* ABI 1.2. host->http() fills all three from the answer it got. */
+  uint32_t flags;                 /* HOOKD_OUTCOME_* bits */
+  int32_t status;                 /* the destination's answer: an HTTP status, an SMTP
+                                     reply code; 0 when none came (network error) */
+  char answer[HOOKD_ANSWER_MAX];  /* the first bytes of that answer, control characters as
+                                     spaces: shown with the attempt on the status page */
 } hookd_outcome;
+
+/* With HOOKD_RETRY: the destination refused for "too many requests" (an HTTP
+ * 429, Slack's "ratelimited"). hookd then holds every delivery of the
+ * instance until retry_after_ms (1 s when 0) has passed, and the attempt is
+ * not counted: neither against max_attempts nor as a circuit-breaker
+ * failure. host->http() sets it for a 429; a plugin that speaks its own
+ * protocol sets it when its destination says so. */
+#define HOOKD_OUTCOME_RATE_LIMITED 0x1u
+
+/* True when the outcome has `field` (a host of an older minor lacks it). */
+#define HOOKD_OUTCOME_HAS(out, field) \
+  ((out)->struct_size >= offsetof(hookd_outcome, field) + sizeof((out)->field))
 
 /* An outbound HTTP request for host->http(). Zero it, set struct_size, fill
  * what is needed. */
@@ -356,7 +379,10 @@ typedef struct hookd_host_api {
    * outcome->retry_after_ms); other answers FAIL with the status and the first
    * bytes of the body in outcome->message. When resp is not NULL it receives
    * the answer (free it with http_response_free) so the plugin can look
-   * closer (e.g. Slack's {"ok": false}). deliver() threads only. */
+   * closer (e.g. Slack's {"ok": false}). A 429 also sets
+   * HOOKD_OUTCOME_RATE_LIMITED, and every answer fills outcome->status and
+   * outcome->answer (ABI 1.2, when the outcome is that large: pass the one
+   * deliver() got). deliver() threads only. */
   hookd_result (*http)(const hookd_instance *self, const hookd_http_request *req,
                        hookd_http_response *resp, hookd_outcome *outcome);
   void (*http_response_free)(hookd_http_response *resp);
