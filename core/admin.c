@@ -1,5 +1,5 @@
-/* Admin endpoints on admin_listen: health, readiness, Prometheus metrics, the status page and
- * dead-letter replay. */
+/* Admin endpoints on admin_listen: health, readiness, Prometheus metrics, the status page's views,
+ * dead-letter replay, pause, resume and back-fill. */
 #include "admin.h"
 
 #include <arpa/inet.h>
@@ -14,9 +14,13 @@
 #include <strings.h>
 #include <time.h>
 
+#include "config.h"
 #include "dlq.h"
 #include "log.h"
 #include "metrics.h"
+#include "pace.h"
+#include "page.h"
+#include "router.h"
 #include "scrub.h"
 
 /* What a request asked for; req->route points at one of these. */
@@ -29,10 +33,17 @@ typedef enum {
   R_REPLAY,
   R_UNAUTHORIZED, /* answered 401 with WWW-Authenticate in on_request */
   R_RELOAD,
+  R_EVENT,    /* GET /event?source=S&id=I */
+  R_SEARCH,   /* GET /search?q=TEXT */
+  R_PAUSE,    /* POST /instances/NAME/pause */
+  R_RESUME,   /* POST /instances/NAME/resume */
+  R_BACKFILL, /* POST /instances/NAME/replay, body since=DURATION[&type=P][&source=S] */
   R_COUNT
 } route_kind;
-static const route_kind routes[R_COUNT] = {R_HEALTH, R_READY,  R_METRICS,      R_PAGE,
-                                           R_JSON,   R_REPLAY, R_UNAUTHORIZED, R_RELOAD};
+static const route_kind routes[R_COUNT] = {R_HEALTH,  R_READY,  R_METRICS, R_PAGE,
+                                           R_JSON,    R_REPLAY, R_UNAUTHORIZED, R_RELOAD,
+                                           R_EVENT,   R_SEARCH, R_PAUSE,   R_RESUME,
+                                           R_BACKFILL};
 
 #define DEAD_SHOWN 100 /* dead letters the page lists */
 
@@ -123,13 +134,30 @@ static int host_allowed(const admin *a, const http_request *req) {
   return strlen(host) == al && strncasecmp(host, ah, al) == 0;
 }
 
+/* POST /instances/NAME/ACTION: the route of ACTION, or R_COUNT. */
+static route_kind instance_action(const char *p) {
+  if (strncmp(p, "/instances/", 11) != 0) return R_COUNT;
+  const char *slash = strrchr(p, '/');
+  if (slash == p + 10 || slash[1] == '\0') return R_COUNT;
+  if (strcmp(slash, "/pause") == 0) return R_PAUSE;
+  if (strcmp(slash, "/resume") == 0) return R_RESUME;
+  if (strcmp(slash, "/replay") == 0) return R_BACKFILL;
+  return R_COUNT;
+}
+
 int admin_on_headers(void *data, http_conn *c, http_request *req) {
   admin *a = data;
   (void)c;
   route_kind k;
   const char *p = req->path;
   int post = 0;
-  if (strcmp(p, "/healthz") == 0) {
+  if (strcmp(p, "/event") == 0) {
+    k = R_EVENT;
+  } else if (strcmp(p, "/search") == 0) {
+    k = R_SEARCH;
+  } else if ((k = instance_action(p)) != R_COUNT) {
+    post = 1;
+  } else if (strcmp(p, "/healthz") == 0) {
     k = R_HEALTH;
   } else if (strcmp(p, "/readyz") == 0) {
     k = R_READY;
@@ -227,7 +255,7 @@ void admin_ready_notes(admin *a, char *buf, size_t len) {
 
 /* An instance's queue depth and oldest unfinished delivery come from its
  * spool lane (the backlog may be on disk, not in any queue of ours). */
-static void instance_view(admin *a, size_t i, metrics_instance_view *v) {
+void admin_instance_view(admin *a, size_t i, metrics_instance_view *v) {
   plugin_instance *inst = &a->host->insts[i];
   metrics_instance_get(&inst->m, inst->name, v);
   if (a->lanes == NULL) return;
@@ -285,6 +313,32 @@ static int render_lane_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   return rc;
 }
 
+/* hookd_instance_state and hookd_delivery_held_total. */
+static int render_states(admin *a, char **buf, size_t *len, size_t *cap) {
+  size_t n = a->host->n_insts;
+  const char **names = calloc(n ? n : 1, sizeof *names);
+  int *states = calloc(n ? n : 1, sizeof *states);
+  metrics_instance **ms = calloc(n ? n : 1, sizeof *ms);
+  int rc = names && states && ms ? 0 : -1;
+  if (a->dp) dispatch_observe(a->dp);
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    names[i] = a->host->insts[i].name;
+    ms[i] = &a->host->insts[i].m;
+    pace_info pi;
+    memset(&pi, 0, sizeof pi);
+    pace *p = pace_get(names[i]);
+    if (p) pace_get_info(p, &pi);
+    states[i] = (int)pi.state;
+  }
+  const char *state_names[PACE_N_STATES];
+  for (int k = 0; k < PACE_N_STATES; k++) state_names[k] = pace_state_name((pace_state)k);
+  if (rc == 0) rc = metrics_render_states(buf, len, cap, names, states, state_names, PACE_N_STATES, ms, n);
+  free(names);
+  free(states);
+  free(ms);
+  return rc;
+}
+
 static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   size_t n = a->host->n_insts;
   metrics_instance **ms = calloc(n ? n : 1, sizeof *ms);
@@ -292,7 +346,7 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   int rc = ms && names ? 0 : -1;
   for (size_t i = 0; i < n && rc == 0; i++) {
     metrics_instance_view v;
-    instance_view(a, i, &v);
+    admin_instance_view(a, i, &v);
     ms[i] = &a->host->insts[i].m;
     names[i] = a->host->insts[i].name;
   }
@@ -313,6 +367,7 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
                          a->host->insts[i].initialized && !ds.unhealthy ? 1 : 0);
   }
   rc |= render_lane_metrics(a, buf, len, cap);
+  rc |= render_states(a, buf, len, cap);
   char why[256];
   rc |= metrics_append(buf, len, cap,
                        "# HELP hookd_ready 1 when /readyz answers 200.\n# TYPE hookd_ready gauge\n"
@@ -364,8 +419,13 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   return rc;
 }
 
-/* --- dead letters on the threadpool ------------------------------------------ */
+/* --- work on the threadpool ------------------------------------------------- */
 
+/*
+ * Whatever opens the spool file (dead letters, event detail and search,
+ * back-fills) or waits for a commit (pause, resume) runs on libuv's
+ * threadpool; the answer is rendered back on the loop thread.
+ */
 typedef struct admin_job {
   uv_work_t work;
   admin *a;
@@ -374,278 +434,162 @@ typedef struct admin_job {
   int head; /* HEAD: no body */
   char *data_dir;
   int64_t id; /* R_REPLAY */
+  /* R_EVENT (source, id), R_SEARCH (q), R_PAUSE/R_RESUME/R_BACKFILL (instance) */
+  char source[256], event_id[256], q[256], instance[256];
+  dlq_filter filter; /* R_BACKFILL */
+  char since[32], type[256], what[512];
+  const char **sources; /* R_SEARCH: the configured sources' names */
+  size_t n_sources;
   /* results */
   int rc;
   char err[256];
   dlq_entry *dead;
   size_t n_dead;
-  int64_t replayed;
+  int64_t replayed, total;
+  dlq_event_detail detail;
+  dlq_event_row *rows;
+  size_t n_rows;
 } admin_job;
+
+static void job_pause(admin_job *j) {
+  int paused = j->kind == R_PAUSE;
+  j->rc = spool_pause(j->a->sp, j->instance, paused, j->err, sizeof j->err);
+}
+
+static void job_spool(admin_job *j, dlq *q) {
+  switch (j->kind) {
+    case R_REPLAY:
+      j->replayed = dlq_replay(q, j->id);
+      j->rc = j->replayed < 0 ? -1 : 0;
+      break;
+    case R_EVENT:
+      j->rc = dlq_event_detail_get(q, j->source, j->event_id, &j->detail);
+      break;
+    case R_SEARCH:
+      j->rc = dlq_find_events(q, j->q, j->sources, j->n_sources, PAGE_SEARCH_SHOWN, &j->rows,
+                              &j->n_rows);
+      break;
+    case R_BACKFILL:
+      j->replayed = dlq_backfill_start(q, j->instance, &j->filter, j->what, &j->total);
+      j->rc = j->replayed < 0 ? -1 : 0;
+      break;
+    default:
+      j->rc = dlq_list(q, DEAD_SHOWN, &j->dead, &j->n_dead);
+      break;
+  }
+  if (j->rc < 0) snprintf(j->err, sizeof j->err, "%s", dlq_error(q));
+}
 
 static void job_work(uv_work_t *w) {
   admin_job *j = w->data;
+  if (j->kind == R_PAUSE || j->kind == R_RESUME) {
+    job_pause(j);
+    return;
+  }
   dlq *q = NULL;
   if (dlq_open(j->data_dir, &q, j->err, sizeof j->err) != 0) {
     j->rc = -1;
     return;
   }
-  if (j->kind == R_REPLAY) {
-    j->replayed = dlq_replay(q, j->id);
-    if (j->replayed < 0) snprintf(j->err, sizeof j->err, "%s", dlq_error(q));
-    j->rc = j->replayed < 0 ? -1 : 0;
-  } else {
-    j->rc = dlq_list(q, DEAD_SHOWN, &j->dead, &j->n_dead);
-    if (j->rc != 0) snprintf(j->err, sizeof j->err, "%s", dlq_error(q));
-  }
+  job_spool(j, q);
   dlq_close(q);
 }
 
-/* --- the status page and its JSON -------------------------------------------- */
+/* --- the JSON view -------------------------------------------------------------- */
 
-typedef struct sbuf {
-  char *buf;
-  size_t len, cap;
-  int rc;
-} sbuf;
-
+typedef page_buf sbuf;
 #define PUT(b, ...) ((b)->rc |= metrics_append(&(b)->buf, &(b)->len, &(b)->cap, __VA_ARGS__))
 
-static void put_html(sbuf *b, const char *s) {
-  for (const char *p = s ? s : ""; *p; p++) {
-    switch (*p) {
-      case '&':
-        PUT(b, "&amp;");
-        break;
-      case '<':
-        PUT(b, "&lt;");
-        break;
-      case '>':
-        PUT(b, "&gt;");
-        break;
-      case '"':
-        PUT(b, "&quot;");
-        break;
-      case '\'':
-        PUT(b, "&#39;");
-        break;
-      default:
-        if ((unsigned char)*p < 0x20 && *p != '\t') {
-          PUT(b, "\xef\xbf\xbd"); /* U+FFFD */
-        } else {
-          PUT(b, "%c", *p);
-        }
-    }
-  }
-}
-
-/* A dead letter's error as stored (a destination's answer) without the
- * credentials it may echo. */
-static const char *scrubbed(const char *text, char *buf, size_t len) {
-  snprintf(buf, len, "%s", text ? text : "");
-  scrub_text(buf, len);
-  return buf;
-}
-
-static void iso_time(int64_t ms, char *out, size_t len) {
-  if (ms <= 0) {
-    snprintf(out, len, "-");
-    return;
-  }
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
-
-static const char *health_of(const plugin_instance *inst, const metrics_instance_view *v) {
+const char *admin_health(const plugin_instance *inst, const metrics_instance_view *v) {
   if (!inst->initialized) return "not initialised";
   if (v->last_result < 0) return "idle";
   if (v->last_result == HOOKD_OK) return v->retrying ? "retrying" : "ok";
   return "failing";
 }
 
-static const char page_script[] =
-    "document.addEventListener('click',function(e){"
-    "var b=e.target.closest('button.replay');if(!b)return;b.disabled=true;"
-    "var m=document.getElementById('message');"
-    "fetch('/dead-letters/'+b.dataset.id+'/replay',{method:'POST',"
-    "headers:{'X-Hookd-Admin':'1'},credentials:'same-origin'})"
-    ".then(function(r){return r.text().then(function(t){"
-    "if(r.ok){m.textContent='Replayed dead letter '+b.dataset.id+'.';"
-    "b.closest('tr').classList.add('replayed');b.textContent='Replayed';}"
-    "else{m.textContent='Replay of '+b.dataset.id+' failed: '+r.status+' '+t;"
-    "b.disabled=false;}});})"
-    ".catch(function(err){m.textContent='Replay failed: '+err;b.disabled=false;});});";
-
-/* The Content-Security-Policy allows exactly page_script, by its hash. */
-static const char *page_csp(void) {
-  static char csp[600];
-  if (csp[0] == '\0') {
-    unsigned char d[32];
-    sha256(page_script, strlen(page_script), d);
-    unsigned char b64[64];
-    EVP_EncodeBlock(b64, d, sizeof d);
-    snprintf(csp, sizeof csp,
-             "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
-             "script-src 'sha256-%s'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
-             "frame-ancestors 'none'\r\n",
-             b64);
-  }
-  return csp;
-}
-
-static void render_page(admin_job *j, sbuf *b) {
-  admin *a = j->a;
-  char why[256], t[96], eb[1100];
-  const char *not_ready = admin_not_ready(a, why, sizeof why);
-  spool_stats st;
-  memset(&st, 0, sizeof st);
-  if (a->sp) spool_get_stats(a->sp, &st);
-  PUT(b,
-      "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-      "<meta name=\"viewport\" content=\"width=device-width\"><title>hookd status</title><style>"
-      "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
-      "h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}"
-      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;"
-      "text-align:left;vertical-align:top}th{background:#f3f3f3}"
-      ".ok,.delivered{color:#176117}.failing,.dead,.not-ready{color:#a31515}"
-      ".retrying,.queued{color:#8a5a00}code{font-size:.95em}tr.replayed{opacity:.5}"
-      "#message{font-weight:bold}</style></head><body>\n");
-  PUT(b, "<h1>hookd %s</h1>\n<p id=\"readiness\" class=\"%s\">", HOOKD_VERSION,
-      not_ready ? "not-ready" : "ok");
-  if (not_ready) {
-    PUT(b, "Not ready: ");
-    put_html(b, not_ready);
-  } else {
-    PUT(b, "Ready");
-  }
-  iso_time(g_metrics.start_ms, t, sizeof t);
-  PUT(b,
-      " &middot; started %s &middot; <a href=\"/\">refresh</a> &middot; "
-      "<a href=\"/metrics\">metrics</a></p>\n<p id=\"message\" role=\"status\"></p>\n",
-      t);
-
-  PUT(b, "<h2>Counters</h2>\n<table id=\"counters\"><tbody>\n");
-  struct {
-    const char *key, *label;
-    uint64_t v;
-  } rows[] = {
-      {"accepted", "events accepted", METRICS_GET(g_metrics.events_accepted)},
-      {"duplicate", "duplicates answered", METRICS_GET(g_metrics.events_duplicate)},
-      {"unrouted", "accepted, no route", METRICS_GET(g_metrics.events_unrouted)},
-      {"pending", "deliveries pending", st.pending},
-      {"dead", "dead letters", st.dead},
-      {"spool_bytes", "spool size (bytes)", st.db_bytes},
-      {"connections", "open connections", METRICS_GET(g_metrics.connections_open)},
-  };
-  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    PUT(b, "<tr data-key=\"%s\"><th>%s</th><td>%" PRIu64 "</td></tr>\n", rows[i].key, rows[i].label,
-        rows[i].v);
-  }
-  PUT(b, "</tbody></table>\n");
-
-  PUT(b,
-      "<h2>Plugin instances</h2>\n<table id=\"instances\"><thead><tr><th>instance</th>"
-      "<th>module</th><th>health</th><th>queued</th><th>retrying</th><th>delivered</th>"
-      "<th>dead</th><th>oldest pending</th><th>last error</th></tr></thead><tbody>\n");
-  int64_t now = (int64_t)time(NULL) * 1000;
+static void json_instances(admin *a, cJSON *root) {
+  if (a->dp) dispatch_observe(a->dp);
+  cJSON *insts = cJSON_AddArrayToObject(root, "instances");
   for (size_t i = 0; i < a->host->n_insts; i++) {
     plugin_instance *inst = &a->host->insts[i];
     metrics_instance_view v;
-    instance_view(a, i, &v);
-    const char *h = health_of(inst, &v);
-    PUT(b, "<tr data-instance=\"");
-    put_html(b, inst->name);
-    PUT(b, "\"><td>");
-    put_html(b, inst->name);
-    PUT(b, "</td><td>");
-    put_html(b, inst->cfg->module);
-    PUT(b,
-        "</td><td class=\"health %s\">%s</td><td>%llu</td><td>%" PRIu64 "</td><td>%" PRIu64
-        "</td><td>%" PRIu64 "</td><td>",
-        strcmp(h, "not initialised") == 0 ? "failing" : h, h,
-        (unsigned long long)METRICS_GET(inst->m.queued), v.retrying, v.delivered, v.dead);
-    if (v.oldest_pending_ms) {
-      PUT(b, "%llds", (long long)((now - v.oldest_pending_ms) / 1000));
-    } else {
-      PUT(b, "-");
-    }
-    PUT(b, "</td><td>");
-    put_html(b, v.last_message);
-    PUT(b, "</td></tr>\n");
+    admin_instance_view(a, i, &v);
+    pace_info pi;
+    memset(&pi, 0, sizeof pi);
+    pace *p = pace_get(inst->name);
+    if (p) pace_get_info(p, &pi);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", inst->name);
+    cJSON_AddStringToObject(o, "module", inst->cfg->module);
+    cJSON_AddStringToObject(o, "health", admin_health(inst, &v));
+    cJSON_AddStringToObject(o, "state", pace_state_name(pi.state));
+    cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(inst->m.queued));
+    cJSON_AddNumberToObject(o, "retrying", (double)v.retrying);
+    cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);
+    cJSON_AddNumberToObject(o, "dead", (double)v.dead);
+    cJSON_AddStringToObject(o, "last_error", v.last_message);
+    cJSON_AddNumberToObject(o, "circuit_opens", (double)pi.opens);
+    cJSON_AddNumberToObject(o, "rate_limited", (double)pi.holds);
+    cJSON_AddItemToArray(insts, o);
   }
-  PUT(b, "</tbody></table>\n");
+}
 
+static void json_events(cJSON *root) {
+  char t[96];
   static metrics_recent recent[METRICS_RECENT]; /* loop thread only */
   size_t nr = metrics_recent_get(recent, METRICS_RECENT);
-  PUT(b,
-      "<h2>Last events</h2>\n<table id=\"events\"><thead><tr><th>received</th>"
-      "<th>source</th><th>event id</th><th>type</th><th>outcome per plugin</th></tr>"
-      "</thead><tbody>\n");
+  cJSON *evs = cJSON_AddArrayToObject(root, "events");
   for (size_t i = 0; i < nr; i++) {
-    metrics_recent *r = &recent[i];
-    iso_time(r->received_ms, t, sizeof t);
-    PUT(b, "<tr data-event-id=\"");
-    put_html(b, r->id);
-    PUT(b, "\"><td>%s</td><td>", t);
-    put_html(b, r->source);
-    PUT(b, "</td><td><code>");
-    put_html(b, r->id);
-    PUT(b, "</code></td><td>");
-    put_html(b, r->type);
-    PUT(b, "</td><td>");
-    if (r->n_targets == 0) PUT(b, "<span class=\"outcome\">no route</span>");
-    for (size_t k = 0; k < r->n_targets; k++) {
-      metrics_recent_target *tg = &r->targets[k];
-      PUT(b, "%s<span class=\"outcome %s\" data-instance=\"", k ? "<br>" : "", tg->outcome);
-      put_html(b, tg->instance);
-      PUT(b, "\">");
-      put_html(b, tg->instance);
-      PUT(b, ": %s", tg->outcome);
-      if (tg->attempt > 1) PUT(b, " (attempt %u)", tg->attempt);
-      PUT(b, "</span>");
+    cJSON *o = cJSON_CreateObject();
+    page_iso_time(recent[i].received_ms, t, sizeof t);
+    cJSON_AddStringToObject(o, "id", recent[i].id);
+    cJSON_AddStringToObject(o, "source", recent[i].source);
+    cJSON_AddStringToObject(o, "type", recent[i].type);
+    cJSON_AddStringToObject(o, "received", t);
+    cJSON *outs = cJSON_AddObjectToObject(o, "outcomes");
+    for (size_t k = 0; k < recent[i].n_targets; k++) {
+      cJSON_AddStringToObject(outs, recent[i].targets[k].instance, recent[i].targets[k].outcome);
     }
-    if (r->more_targets) PUT(b, "<br>and %zu more", r->more_targets);
-    PUT(b, "</td></tr>\n");
+    cJSON_AddItemToArray(evs, o);
   }
-  PUT(b, "</tbody></table>\n");
+  static metrics_rejected rej[METRICS_REJECTED]; /* loop thread only */
+  size_t n = metrics_rejected_get(rej, METRICS_REJECTED);
+  cJSON *rs = cJSON_AddArrayToObject(root, "rejected");
+  for (size_t i = 0; i < n; i++) {
+    cJSON *o = cJSON_CreateObject();
+    page_iso_time(rej[i].at_ms, t, sizeof t);
+    cJSON_AddStringToObject(o, "time", t);
+    cJSON_AddStringToObject(o, "peer", rej[i].peer);
+    cJSON_AddStringToObject(o, "path", rej[i].path);
+    cJSON_AddNumberToObject(o, "status", rej[i].status);
+    cJSON_AddStringToObject(o, "reason", rej[i].reason);
+    cJSON_AddItemToArray(rs, o);
+  }
+}
 
-  PUT(b, "<h2>Dead letters</h2>\n");
-  if (j->rc != 0) {
-    PUT(b, "<p id=\"dead-letters-error\">Dead letters unavailable: ");
-    put_html(b, j->err);
-    PUT(b, "</p>\n");
-  }
-  PUT(b,
-      "<table id=\"dead-letters\"><thead><tr><th>id</th><th>failed</th><th>source</th>"
-      "<th>event id</th><th>type</th><th>instance</th><th>attempts</th><th>error</th>"
-      "<th></th></tr></thead><tbody>\n");
+static void json_dead(admin_job *j, cJSON *root) {
+  char t[96], eb[1100];
+  cJSON *dead = cJSON_AddArrayToObject(root, "dead_letters");
+  if (j->rc != 0) cJSON_AddStringToObject(root, "dead_letters_error", j->err);
   for (size_t i = 0; i < j->n_dead; i++) {
     dlq_entry *e = &j->dead[i];
-    iso_time(e->failed_ms, t, sizeof t);
-    PUT(b, "<tr data-dead-id=\"%" PRId64 "\"><td>%" PRId64 "</td><td>%s</td><td>", e->id, e->id, t);
-    put_html(b, e->source);
-    PUT(b, "</td><td><code>");
-    put_html(b, e->event_id);
-    PUT(b, "</code></td><td>");
-    put_html(b, e->type);
-    PUT(b, "</td><td>");
-    put_html(b, e->instance);
-    PUT(b, "</td><td>%u</td><td>", e->attempts);
-    put_html(b, scrubbed(e->error, eb, sizeof eb));
-    PUT(b,
-        "</td><td><button type=\"button\" class=\"replay\" data-id=\"%" PRId64
-        "\">Replay</button></td></tr>\n",
-        e->id);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", (double)e->id);
+    cJSON_AddStringToObject(o, "source", e->source ? e->source : "");
+    cJSON_AddStringToObject(o, "event_id", e->event_id ? e->event_id : "");
+    cJSON_AddStringToObject(o, "type", e->type ? e->type : "");
+    cJSON_AddStringToObject(o, "instance", e->instance ? e->instance : "");
+    cJSON_AddStringToObject(o, "error", page_scrubbed(e->error, eb, sizeof eb));
+    cJSON_AddNumberToObject(o, "attempts", e->attempts);
+    page_iso_time(e->failed_ms, t, sizeof t);
+    cJSON_AddStringToObject(o, "failed", t);
+    cJSON_AddItemToArray(dead, o);
   }
-  if (j->n_dead == 0) PUT(b, "<tr><td colspan=\"9\">none</td></tr>\n");
-  PUT(b, "</tbody></table>\n<script>%s</script>\n</body></html>\n", page_script);
 }
 
 static void render_json(admin_job *j, sbuf *b) {
   admin *a = j->a;
-  char why[256], t[96], eb[1100];
+  char why[256];
   cJSON *root = cJSON_CreateObject();
   const char *not_ready = admin_not_ready(a, why, sizeof why);
   cJSON_AddStringToObject(root, "version", HOOKD_VERSION);
@@ -662,54 +606,9 @@ static void render_json(admin_job *j, sbuf *b) {
   cJSON_AddNumberToObject(cn, "dead", (double)st.dead);
   cJSON_AddNumberToObject(cn, "spool_bytes", (double)st.db_bytes);
   cJSON_AddNumberToObject(cn, "connections", (double)METRICS_GET(g_metrics.connections_open));
-  cJSON *insts = cJSON_AddArrayToObject(root, "instances");
-  for (size_t i = 0; i < a->host->n_insts; i++) {
-    plugin_instance *inst = &a->host->insts[i];
-    metrics_instance_view v;
-    instance_view(a, i, &v);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", inst->name);
-    cJSON_AddStringToObject(o, "module", inst->cfg->module);
-    cJSON_AddStringToObject(o, "health", health_of(inst, &v));
-    cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(inst->m.queued));
-    cJSON_AddNumberToObject(o, "retrying", (double)v.retrying);
-    cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);
-    cJSON_AddNumberToObject(o, "dead", (double)v.dead);
-    cJSON_AddStringToObject(o, "last_error", v.last_message);
-    cJSON_AddItemToArray(insts, o);
-  }
-  static metrics_recent recent[METRICS_RECENT]; /* loop thread only */
-  size_t nr = metrics_recent_get(recent, METRICS_RECENT);
-  cJSON *evs = cJSON_AddArrayToObject(root, "events");
-  for (size_t i = 0; i < nr; i++) {
-    cJSON *o = cJSON_CreateObject();
-    iso_time(recent[i].received_ms, t, sizeof t);
-    cJSON_AddStringToObject(o, "id", recent[i].id);
-    cJSON_AddStringToObject(o, "source", recent[i].source);
-    cJSON_AddStringToObject(o, "type", recent[i].type);
-    cJSON_AddStringToObject(o, "received", t);
-    cJSON *outs = cJSON_AddObjectToObject(o, "outcomes");
-    for (size_t k = 0; k < recent[i].n_targets; k++) {
-      cJSON_AddStringToObject(outs, recent[i].targets[k].instance, recent[i].targets[k].outcome);
-    }
-    cJSON_AddItemToArray(evs, o);
-  }
-  cJSON *dead = cJSON_AddArrayToObject(root, "dead_letters");
-  if (j->rc != 0) cJSON_AddStringToObject(root, "dead_letters_error", j->err);
-  for (size_t i = 0; i < j->n_dead; i++) {
-    dlq_entry *e = &j->dead[i];
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "id", (double)e->id);
-    cJSON_AddStringToObject(o, "source", e->source ? e->source : "");
-    cJSON_AddStringToObject(o, "event_id", e->event_id ? e->event_id : "");
-    cJSON_AddStringToObject(o, "type", e->type ? e->type : "");
-    cJSON_AddStringToObject(o, "instance", e->instance ? e->instance : "");
-    cJSON_AddStringToObject(o, "error", scrubbed(e->error, eb, sizeof eb));
-    cJSON_AddNumberToObject(o, "attempts", e->attempts);
-    iso_time(e->failed_ms, t, sizeof t);
-    cJSON_AddStringToObject(o, "failed", t);
-    cJSON_AddItemToArray(dead, o);
-  }
+  json_instances(a, root);
+  json_events(root);
+  json_dead(j, root);
   char *s = cJSON_PrintUnformatted(root);
   if (s) {
     PUT(b, "%s\n", s);
@@ -720,46 +619,216 @@ static void render_json(admin_job *j, sbuf *b) {
   cJSON_Delete(root);
 }
 
+/* --- answers ------------------------------------------------------------------------ */
+
+static void answer_replay(admin_job *j) {
+  char msg[320];
+  if (j->rc != 0) {
+    log_write(LOG_ERROR, NULL, "admin: replay of dead letter %" PRId64 " failed: %s", j->id,
+              j->err);
+    snprintf(msg, sizeof msg, "replay failed: %s", j->err);
+    reply_text(j->c, 500, msg);
+  } else if (j->replayed == 0) {
+    reply_text(j->c, 404, "no such dead letter");
+  } else {
+    log_write(LOG_INFO, NULL, "admin: dead letter %" PRId64 " replayed", j->id);
+    snprintf(msg, sizeof msg, "{\"replayed\":%" PRId64 "}\n", j->replayed);
+    reply(j->c, 200, "Content-Type: application/json\r\n", msg, strlen(msg));
+  }
+}
+
+static void answer_control(admin_job *j) {
+  char msg[700];
+  log_ctx ctx = {.instance = j->instance};
+  const char *what = j->kind == R_PAUSE ? "pause" : j->kind == R_RESUME ? "resume" : "replay";
+  if (j->rc != 0) {
+    log_write(LOG_ERROR, &ctx, "admin: %s failed: %s", what, j->err);
+    snprintf(msg, sizeof msg, "%s failed: %s", what, j->err);
+    reply_text(j->c, 500, msg);
+    return;
+  }
+  if (j->kind == R_BACKFILL) {
+    log_write(LOG_INFO, &ctx, "admin: back-fill %" PRId64 " asked: %" PRId64 " events (%s)",
+              j->replayed, j->total, j->what);
+    snprintf(msg, sizeof msg, "{\"backfill\":%" PRId64 ",\"events\":%" PRId64 "}\n", j->replayed,
+             j->total);
+  } else {
+    log_write(LOG_INFO, &ctx, "admin: %s", j->kind == R_PAUSE ? "paused" : "resumed");
+    snprintf(msg, sizeof msg, "{\"paused\":%s}\n", j->kind == R_PAUSE ? "true" : "false");
+  }
+  reply(j->c, 200, "Content-Type: application/json\r\n", msg, strlen(msg));
+}
+
+static void answer_view(admin_job *j) {
+  sbuf b = {0};
+  int status = 200;
+  switch (j->kind) {
+    case R_PAGE:
+      page_overview(&b, j->a, j->dead, j->n_dead, j->rc != 0 ? j->err : NULL);
+      break;
+    case R_EVENT:
+      page_event(&b, j->a, j->source, j->event_id, j->rc, &j->detail, j->err);
+      status = j->rc == 0 ? 200 : j->rc > 0 ? 404 : 500;
+      break;
+    case R_SEARCH:
+      page_search(&b, j->a, j->q, j->rc, j->rows, j->n_rows, j->err);
+      status = j->rc == 0 ? 200 : 500;
+      break;
+    default:
+      render_json(j, &b);
+      break;
+  }
+  if (b.rc != 0) {
+    reply(j->c, 500, NULL, NULL, 0);
+  } else {
+    char headers[900];
+    int json = j->kind == R_JSON;
+    snprintf(headers, sizeof headers,
+             "Content-Type: %s\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+             "%s",
+             json ? "application/json" : "text/html; charset=utf-8", json ? "" : page_csp_header());
+    reply(j->c, status, headers, j->head ? NULL : b.buf, j->head ? 0 : b.len);
+  }
+  free(b.buf);
+}
+
+static void job_free(admin_job *j) {
+  dlq_entries_free(j->dead, j->n_dead);
+  dlq_event_detail_free(&j->detail);
+  dlq_event_rows_free(j->rows, j->n_rows);
+  free(j->sources);
+  free(j->data_dir);
+  free(j);
+}
+
 static void job_done(uv_work_t *w, int status) {
   admin_job *j = w->data;
   (void)status;
   if (j->kind == R_REPLAY) {
-    char msg[320];
-    if (j->rc != 0) {
-      log_write(LOG_ERROR, NULL, "admin: replay of dead letter %" PRId64 " failed: %s", j->id,
-                j->err);
-      snprintf(msg, sizeof msg, "replay failed: %s", j->err);
-      reply_text(j->c, 500, msg);
-    } else if (j->replayed == 0) {
-      reply_text(j->c, 404, "no such dead letter");
-    } else {
-      log_write(LOG_INFO, NULL, "admin: dead letter %" PRId64 " replayed", j->id);
-      snprintf(msg, sizeof msg, "{\"replayed\":%" PRId64 "}\n", j->replayed);
-      reply(j->c, 200, "Content-Type: application/json\r\n", msg, strlen(msg));
-    }
+    answer_replay(j);
+  } else if (j->kind == R_PAUSE || j->kind == R_RESUME || j->kind == R_BACKFILL) {
+    answer_control(j);
   } else {
-    sbuf b = {0};
-    if (j->kind == R_PAGE) {
-      render_page(j, &b);
-    } else {
-      render_json(j, &b);
-    }
-    if (b.rc != 0) {
-      reply(j->c, 500, NULL, NULL, 0);
-    } else {
-      char headers[700];
-      snprintf(headers, sizeof headers,
-               "Content-Type: %s\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-               "%s",
-               j->kind == R_PAGE ? "text/html; charset=utf-8" : "application/json",
-               j->kind == R_PAGE ? page_csp() : "");
-      reply(j->c, 200, headers, j->head ? NULL : b.buf, j->head ? 0 : b.len);
-    }
-    free(b.buf);
+    answer_view(j);
   }
-  dlq_entries_free(j->dead, j->n_dead);
-  free(j->data_dir);
-  free(j);
+  job_free(j);
+}
+
+/* --- request parameters -------------------------------------------------------------- */
+
+static int hexval(char ch) {
+  return ch >= '0' && ch <= '9'   ? ch - '0'
+         : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decodes n bytes of in ('+' as a space in a form) into out.
+ * Returns 0, or -1 when it does not fit or holds a NUL or a bad escape. */
+static int url_decode(const char *in, size_t n, int form, char *out, size_t len) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = in[i];
+    if (ch == '%') {
+      if (i + 2 >= n) return -1;
+      int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+      if (hi < 0 || lo < 0) return -1;
+      ch = (char)(hi * 16 + lo);
+      i += 2;
+    } else if (ch == '+' && form) {
+      ch = ' ';
+    }
+    if (ch == '\0' || o + 1 >= len) return -1;
+    out[o++] = ch;
+  }
+  out[o] = '\0';
+  return 0;
+}
+
+/* The value of name in a query string or form body (decoded into out).
+ * Returns 1 when present, 0 when absent, -1 when malformed. */
+static int param(const char *qs, size_t qlen, const char *name, char *out, size_t len) {
+  size_t nl = strlen(name);
+  const char *p = qs, *end = qs + qlen;
+  while (qs && p < end) {
+    const char *amp = memchr(p, '&', (size_t)(end - p));
+    const char *stop = amp ? amp : end;
+    if ((size_t)(stop - p) > nl && strncmp(p, name, nl) == 0 && p[nl] == '=') {
+      return url_decode(p + nl + 1, (size_t)(stop - p - nl - 1), 1, out, len) == 0 ? 1 : -1;
+    }
+    p = stop + 1;
+  }
+  return 0;
+}
+
+/* since=DURATION[&type=PATTERN][&source=NAME] in the form body. */
+static int backfill_params(admin_job *j, const http_request *req, const char **msg) {
+  char source[256] = "";
+  int rs = param(req->body, req->body_len, "since", j->since, sizeof j->since);
+  int rt = param(req->body, req->body_len, "type", j->type, sizeof j->type);
+  int rsrc = param(req->body, req->body_len, "source", source, sizeof source);
+  int64_t since = rs == 1 ? config_parse_duration(j->since) : -1;
+  *msg = "needs since=DURATION (e.g. 1h, 7d) and optionally type=PATTERN, source=NAME";
+  if (since <= 0 || rt < 0 || rsrc < 0) return 400;
+  if (rt == 1 && router_pattern_problem(j->type)) {
+    *msg = "type: not a valid event type pattern";
+    return 400;
+  }
+  snprintf(j->source, sizeof j->source, "%s", source);
+  j->filter = (dlq_filter){.since_ms = now_ms() - since,
+                           .type_pattern = rt == 1 ? j->type : NULL,
+                           .source = rsrc == 1 && source[0] ? j->source : NULL};
+  snprintf(j->what, sizeof j->what, "since %s%s%s%s%s (status page)", j->since,
+           rt == 1 ? ", type " : "", rt == 1 ? j->type : "", rsrc == 1 ? ", source " : "",
+           rsrc == 1 ? source : "");
+  return 0;
+}
+
+/* The configured instance NAME of /instances/NAME/ACTION, decoded into out. */
+static int instance_of(admin *a, const char *path, char *out, size_t len) {
+  const char *start = path + 11, *slash = strrchr(path, '/');
+  if (url_decode(start, (size_t)(slash - start), 0, out, len) != 0) return -1;
+  for (size_t i = 0; i < a->host->n_insts; i++) {
+    if (strcmp(a->host->insts[i].name, out) == 0) return 0;
+  }
+  return -1;
+}
+
+/* Reads what a job of kind needs from the request. Returns 0, or the status
+ * to answer with (and why in msg). */
+static int job_params(admin *a, admin_job *j, const http_request *req, const char **msg) {
+  const char *qs = req->query;
+  size_t ql = qs ? strlen(qs) : 0;
+  switch (j->kind) {
+    case R_REPLAY: {
+      char *end = NULL;
+      j->id = strtoll(req->path + 14, &end, 10);
+      *msg = "no such dead letter";
+      return end == NULL || strcmp(end, "/replay") != 0 || j->id <= 0 ? 404 : 0;
+    }
+    case R_EVENT:
+      *msg = "needs ?source=SOURCE&id=EVENT_ID";
+      return param(qs, ql, "source", j->source, sizeof j->source) == 1 &&
+                     param(qs, ql, "id", j->event_id, sizeof j->event_id) == 1
+                 ? 0
+                 : 400;
+    case R_SEARCH:
+      *msg = "needs ?q=EVENT_ID_OR_ORDER_KEY";
+      if (param(qs, ql, "q", j->q, sizeof j->q) != 1 || j->q[0] == '\0') return 400;
+      j->sources = calloc(a->cfg->n_sources ? a->cfg->n_sources : 1, sizeof *j->sources);
+      if (j->sources == NULL) return 503;
+      for (size_t i = 0; i < a->cfg->n_sources; i++) j->sources[i] = a->cfg->sources[i].name;
+      j->n_sources = a->cfg->n_sources;
+      return 0;
+    case R_PAUSE:
+    case R_RESUME:
+    case R_BACKFILL:
+      *msg = "no such plugin instance";
+      if (instance_of(a, req->path, j->instance, sizeof j->instance) != 0) return 404;
+      return j->kind == R_BACKFILL ? backfill_params(j, req, msg) : 0;
+    default:
+      return 0;
+  }
 }
 
 static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind) {
@@ -775,20 +844,16 @@ static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind
   j->kind = kind;
   j->head = req->method == HTTP_HEAD;
   j->work.data = j;
-  if (kind == R_REPLAY) {
-    char *end = NULL;
-    j->id = strtoll(req->path + 14, &end, 10);
-    if (end == NULL || strcmp(end, "/replay") != 0 || j->id <= 0) {
-      free(j->data_dir);
-      free(j);
-      reply_text(c, 404, "no such dead letter");
-      return;
-    }
+  const char *msg = NULL;
+  int st = job_params(a, j, req, &msg);
+  if (st != 0) {
+    job_free(j);
+    reply_text(c, st, msg ? msg : http_status_text(st));
+    return;
   }
   int rc = uv_queue_work(a->loop, &j->work, job_work, job_done);
   if (rc != 0) {
-    free(j->data_dir);
-    free(j);
+    job_free(j);
     reply(c, 503, "Retry-After: 1\r\n", NULL, 0);
   }
 }
@@ -797,39 +862,45 @@ static void on_reload_done(void *arg, int status, const char *why) {
   reply_text(arg, status, status == 200 ? "reloaded" : why);
 }
 
+static void answer_metrics(admin *a, http_conn *c, const http_request *req) {
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  if (render_metrics(a, &buf, &len, &cap) != 0) {
+    reply(c, 500, NULL, NULL, 0);
+  } else {
+    reply(c, 200, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",
+          req->method == HTTP_HEAD ? NULL : buf, req->method == HTTP_HEAD ? 0 : len);
+  }
+  free(buf);
+}
+
+static void answer_ready(admin *a, http_conn *c) {
+  char why[256];
+  const char *not_ready = admin_not_ready(a, why, sizeof why);
+  if (not_ready) {
+    reply_text(c, 503, not_ready);
+    return;
+  }
+  char notes[2048], body[2100];
+  admin_ready_notes(a, notes, sizeof notes);
+  int n = snprintf(body, sizeof body, "ready\n%s", notes);
+  reply(c, 200, "Content-Type: text/plain; charset=utf-8\r\n", body,
+        n > 0 && (size_t)n < sizeof body ? (size_t)n : strlen(body));
+}
+
 void admin_on_request(void *data, http_conn *c, http_request *req) {
   admin *a = data;
   route_kind k = *(const route_kind *)req->route;
-  char why[256];
   switch (k) {
     case R_HEALTH:
       reply_text(c, 200, "ok");
       break;
-    case R_READY: {
-      const char *not_ready = admin_not_ready(a, why, sizeof why);
-      if (not_ready) {
-        reply_text(c, 503, not_ready);
-      } else {
-        char notes[2048], body[2100];
-        admin_ready_notes(a, notes, sizeof notes);
-        int n = snprintf(body, sizeof body, "ready\n%s", notes);
-        reply(c, 200, "Content-Type: text/plain; charset=utf-8\r\n", body,
-              n > 0 && (size_t)n < sizeof body ? (size_t)n : strlen(body));
-      }
+    case R_READY:
+      answer_ready(a, c);
       break;
-    }
-    case R_METRICS: {
-      char *buf = NULL;
-      size_t len = 0, cap = 0;
-      if (render_metrics(a, &buf, &len, &cap) != 0) {
-        reply(c, 500, NULL, NULL, 0);
-      } else {
-        reply(c, 200, "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n",
-              req->method == HTTP_HEAD ? NULL : buf, req->method == HTTP_HEAD ? 0 : len);
-      }
-      free(buf);
+    case R_METRICS:
+      answer_metrics(a, c, req);
       break;
-    }
     case R_RELOAD:
       /* Like SIGHUP: loaded and checked off the loop thread, then swapped;
        * the answer waits for the outcome. */

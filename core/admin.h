@@ -9,8 +9,14 @@
  * GET  /metrics                        Prometheus text exposition
  * GET  /                               the status page (HTML, no external assets)
  * GET  /status.json                    what the page shows, as JSON
+ * GET  /event?source=S&id=I            one event: headers, body, deliveries, attempts
+ * GET  /search?q=TEXT                  events whose id or order key is TEXT
  * POST /dead-letters/ID/replay         dlq_replay(ID); needs "X-Hookd-Admin: 1"
  * POST /reload                         reload the config (as SIGHUP); same header
+ * POST /instances/NAME/pause           pause an instance (as `hookd pause`); same header
+ * POST /instances/NAME/resume          resume it; same header
+ * POST /instances/NAME/replay          back-fill it (as `hookd replay`), form body
+ *                                      since=DURATION[&type=PATTERN][&source=NAME]
  *
  * With admin_token set, every endpoint but /healthz and /readyz needs
  * "Authorization: Bearer TOKEN" (or Basic with TOKEN as the password, so a
@@ -55,6 +61,12 @@ void admin_on_request(void *data, http_conn *c, http_request *req);
 /* Why hookd is not ready (it cannot take events), or NULL when it is.
  * Loop thread. */
 const char *admin_not_ready(admin *a, char *buf, size_t len);
+/* Instance i's figures for the page: metrics, with the queue depth and the
+ * oldest unfinished delivery from its spool lane. Loop thread. */
+void admin_instance_view(admin *a, size_t i, metrics_instance_view *v);
+/* "ok", "retrying", "failing", "idle" or "not initialised". */
+const char *admin_health(const plugin_instance *inst, const metrics_instance_view *v);
+
 /* What a ready hookd still reports: instances at their max_pending (events
  * routed to them get 503) or with stuck deliver() calls. Writes "" when
  * none. Loop thread. */

@@ -1,4 +1,4 @@
-/* Dead letters in the spool database: list, show, replay, purge, on a connection of their own. */
+/* The SQLite spool from outside its writer, on a connection of its own: dead letters, pause, back-fills, event search and detail. */
 #include "dlq.h"
 
 #include <sqlite3.h>
@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include "router.h"
 
 struct dlq {
   sqlite3 *db;
@@ -216,17 +218,389 @@ int dlq_purge(dlq *q, int64_t id) {
    * it after retention like any finished event. */
   snprintf(sql, sizeof sql,
            "DELETE FROM deliveries WHERE id = %lld;"
+           "DELETE FROM attempts WHERE delivery = %lld;"
            "DELETE FROM events WHERE seq = %lld AND NOT EXISTS "
            "(SELECT 1 FROM deliveries WHERE seq = %lld);"
            "UPDATE events SET done_ms = %lld WHERE seq = %lld AND NOT EXISTS "
            "(SELECT 1 FROM deliveries WHERE seq = %lld AND state <> 1);"
            "COMMIT;",
-           (long long)id, (long long)seq, (long long)seq, (long long)now, (long long)seq,
-           (long long)seq);
+           (long long)id, (long long)id, (long long)seq, (long long)seq, (long long)now,
+           (long long)seq, (long long)seq);
   if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto fail;
   return 1;
 fail:
   fail(q);
   sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
   return -1;
+}
+
+/* --- pause and resume ------------------------------------------------------------- */
+
+int dlq_set_paused(dlq *q, const char *instance, int paused) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(q->db,
+                         "INSERT INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3) "
+                         "ON CONFLICT(instance) DO UPDATE SET paused = ?2, changed_ms = ?3 "
+                         "WHERE paused <> ?2",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
+  sqlite3_bind_int(s, 2, paused ? 1 : 0);
+  sqlite3_bind_int64(s, 3, now_ms_());
+  int rc = sqlite3_step(s);
+  sqlite3_finalize(s);
+  return rc == SQLITE_DONE ? 0 : fail(q);
+}
+
+int dlq_get_paused(dlq *q, const char *instance, int *paused, int64_t *since_ms) {
+  sqlite3_stmt *s;
+  *paused = 0;
+  *since_ms = 0;
+  if (sqlite3_prepare_v2(q->db, "SELECT paused, changed_ms FROM instance_state WHERE instance = ?1",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) {
+    *paused = sqlite3_column_int(s, 0);
+    *since_ms = sqlite3_column_int64(s, 1);
+  }
+  sqlite3_finalize(s);
+  return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : fail(q);
+}
+
+/* --- back-fill ---------------------------------------------------------------------- */
+
+/* Calls each(seq, arg) for every event f selects, in seq order. Returns the
+ * count, or -1 (each() returning non-zero stops with -1). */
+static int64_t select_events(dlq *q, const dlq_filter *f, int (*each)(int64_t seq, void *arg),
+                             void *arg) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(q->db,
+                         "SELECT seq, type FROM events WHERE received_ms >= ?1 AND "
+                         "(?2 IS NULL OR source = ?2) ORDER BY seq",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_int64(s, 1, f->since_ms);
+  if (f->source) {
+    sqlite3_bind_text(s, 2, f->source, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(s, 2);
+  }
+  int64_t n = 0;
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    const char *type = (const char *)sqlite3_column_text(s, 1);
+    if (f->type_pattern && router_pattern_match(f->type_pattern, type ? type : "") != 1) continue;
+    if (each && each(sqlite3_column_int64(s, 0), arg) != 0) {
+      rc = SQLITE_ERROR;
+      break;
+    }
+    n++;
+  }
+  if (rc != SQLITE_DONE) n = fail(q);
+  sqlite3_finalize(s);
+  return n;
+}
+
+int64_t dlq_backfill_count(dlq *q, const dlq_filter *f) {
+  return select_events(q, f, NULL, NULL);
+}
+
+typedef struct mark_ctx {
+  sqlite3_stmt *ins;
+  int64_t id;
+} mark_ctx;
+
+static int mark_event(int64_t seq, void *arg) {
+  mark_ctx *m = arg;
+  sqlite3_bind_int64(m->ins, 1, m->id);
+  sqlite3_bind_int64(m->ins, 2, seq);
+  int rc = sqlite3_step(m->ins);
+  sqlite3_reset(m->ins);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int64_t dlq_backfill_start(dlq *q, const char *instance, const dlq_filter *f, const char *what,
+                           int64_t *total) {
+  *total = 0;
+  if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
+  sqlite3_stmt *s = NULL;
+  mark_ctx m = {NULL, 0};
+  int rc = sqlite3_prepare_v2(q->db,
+                              "INSERT INTO backfills(instance, what, created_ms, total) "
+                              "VALUES(?1, ?2, ?3, 0)",
+                              -1, &s, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, what, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, now_ms_());
+    rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    m.id = sqlite3_last_insert_rowid(q->db);
+  }
+  sqlite3_finalize(s);
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_prepare_v2(q->db, "INSERT INTO backfill_events(backfill, seq) VALUES(?1, ?2)", -1,
+                            &m.ins, NULL);
+  }
+  int64_t n = rc == SQLITE_OK ? select_events(q, f, mark_event, &m) : -1;
+  sqlite3_finalize(m.ins);
+  char sql[160];
+  /* Nothing selected: finished at once, so that hookd has nothing to do. */
+  snprintf(sql, sizeof sql, "UPDATE backfills SET total = %lld%s WHERE id = %lld", (long long)n,
+           n == 0 ? ", finished_ms = created_ms" : "", (long long)m.id);
+  if (n < 0 || sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+      sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (n >= 0) fail(q);
+    sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+  }
+  *total = n;
+  return m.id;
+}
+
+int dlq_backfill_progress_get(dlq *q, int64_t id, dlq_backfill_progress *out) {
+  memset(out, 0, sizeof *out);
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(q->db,
+                         "SELECT total, queued, finished_ms IS NOT NULL, "
+                         "(SELECT count(*) FROM deliveries WHERE replay = ?1 AND state = 1), "
+                         "(SELECT count(*) FROM deliveries WHERE replay = ?1 AND state = 2) "
+                         "FROM backfills WHERE id = ?1",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_int64(s, 1, id);
+  int rc = sqlite3_step(s), result = 1;
+  if (rc == SQLITE_ROW) {
+    out->total = sqlite3_column_int64(s, 0);
+    out->queued = sqlite3_column_int64(s, 1);
+    out->finished = sqlite3_column_int(s, 2);
+    out->delivered = sqlite3_column_int64(s, 3);
+    out->dead = sqlite3_column_int64(s, 4);
+    result = 0;
+  } else if (rc != SQLITE_DONE) {
+    result = fail(q);
+  }
+  sqlite3_finalize(s);
+  return result;
+}
+
+/* --- events ---------------------------------------------------------------------------- */
+
+static int read_event_row(sqlite3_stmt *s, dlq_event_row *r) {
+  memset(r, 0, sizeof *r);
+  r->seq = sqlite3_column_int64(s, 0);
+  r->source = col_dup(s, 1);
+  r->event_id = col_dup(s, 2);
+  r->type = col_dup(s, 3);
+  r->order_key = col_dup(s, 4);
+  r->received_ms = sqlite3_column_int64(s, 5);
+  r->done = sqlite3_column_type(s, 6) != SQLITE_NULL;
+  return r->source && r->event_id && r->type && r->order_key ? 0 : -1;
+}
+
+static void event_row_clear(dlq_event_row *r) {
+  free(r->source);
+  free(r->event_id);
+  free(r->type);
+  free(r->order_key);
+}
+
+void dlq_event_rows_free(dlq_event_row *rows, size_t n) {
+  for (size_t i = 0; i < n; i++) event_row_clear(&rows[i]);
+  free(rows);
+}
+
+#define EVENT_COLS "SELECT seq, source, event_id, type, coalesce(order_key, ''), received_ms, done_ms"
+
+/* Appends the rows of s (bound) to *out, skipping seqs already there. */
+static int collect_rows(dlq *q, sqlite3_stmt *s, size_t limit, dlq_event_row **out, size_t *n) {
+  int rc = SQLITE_DONE;
+  while (*n < limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+    int64_t seq = sqlite3_column_int64(s, 0);
+    int seen = 0;
+    for (size_t i = 0; i < *n && !seen; i++) seen = (*out)[i].seq == seq;
+    if (seen) continue;
+    dlq_event_row *grown = realloc(*out, (*n + 1) * sizeof **out);
+    if (grown == NULL) return -1;
+    *out = grown;
+    if (read_event_row(s, &(*out)[*n]) != 0) {
+      event_row_clear(&(*out)[*n]);
+      return -1;
+    }
+    (*n)++;
+  }
+  return *n >= limit || rc == SQLITE_DONE ? 0 : fail(q);
+}
+
+int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t n_sources,
+                    size_t limit, dlq_event_row **out, size_t *n_out) {
+  *out = NULL;
+  *n_out = 0;
+  /* By id, one source at a time (the UNIQUE(source, event_id) index), then
+   * by order key (events_okey). */
+  sqlite3_stmt *s = NULL;
+  int rc = sqlite3_prepare_v2(q->db, EVENT_COLS " FROM events WHERE source = ?1 AND event_id = ?2",
+                              -1, &s, NULL);
+  for (size_t i = 0; i < n_sources && rc == SQLITE_OK; i++) {
+    sqlite3_bind_text(s, 1, sources[i], -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+    if (collect_rows(q, s, limit, out, n_out) != 0) rc = SQLITE_ERROR;
+    sqlite3_reset(s);
+  }
+  sqlite3_finalize(s);
+  s = NULL;
+  if (rc == SQLITE_OK) {
+    rc = sqlite3_prepare_v2(q->db,
+                            EVENT_COLS " FROM events WHERE order_key = ?1 ORDER BY seq DESC",
+                            -1, &s, NULL);
+  }
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+    if (collect_rows(q, s, limit, out, n_out) != 0) rc = SQLITE_ERROR;
+  }
+  sqlite3_finalize(s);
+  if (rc != SQLITE_OK) {
+    if (!q->error[0]) fail(q);
+    dlq_event_rows_free(*out, *n_out);
+    *out = NULL;
+    *n_out = 0;
+    return -1;
+  }
+  return 0;
+}
+
+static const char *const delivery_states[] = {"pending", "delivered", "dead", "replay asked"};
+
+/* The recorded calls of each delivery of seq (by time). */
+static int read_calls(dlq *q, int64_t seq, dlq_event_detail *d) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(q->db,
+                         "SELECT delivery, instance, attempt, started_ms, took_ms, outcome, status, "
+                         "coalesce(answer, ''), coalesce(message, '') FROM attempts "
+                         "WHERE seq = ?1 ORDER BY started_ms, delivery, slot",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_int64(s, 1, seq);
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    int64_t did = sqlite3_column_int64(s, 0);
+    const char *inst = (const char *)sqlite3_column_text(s, 1);
+    /* A replayed dead letter's earlier calls belong to the delivery it
+     * replaced: they show under the instance's current delivery. */
+    dlq_delivery *dv = NULL;
+    for (size_t i = 0; i < d->n_deliveries && dv == NULL; i++)
+      if (d->deliveries[i].id == did) dv = &d->deliveries[i];
+    for (size_t i = d->n_deliveries; i-- > 0 && dv == NULL;)
+      if (inst && strcmp(d->deliveries[i].instance, inst) == 0) dv = &d->deliveries[i];
+    if (dv == NULL) continue;
+    dlq_attempt *grown = realloc(dv->calls, (dv->n_calls + 1) * sizeof *grown);
+    if (grown == NULL) break;
+    dv->calls = grown;
+    dlq_attempt *a = &dv->calls[dv->n_calls++];
+    a->attempt = (uint32_t)sqlite3_column_int(s, 2);
+    a->started_ms = sqlite3_column_int64(s, 3);
+    a->took_ms = sqlite3_column_int64(s, 4);
+    a->outcome = col_dup(s, 5);
+    a->status = sqlite3_column_int(s, 6);
+    a->answer = col_dup(s, 7);
+    a->message = col_dup(s, 8);
+  }
+  sqlite3_finalize(s);
+  return rc == SQLITE_DONE ? 0 : fail(q);
+}
+
+static int read_deliveries(dlq *q, dlq_event_detail *d) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(q->db,
+                         "SELECT id, instance, state, attempt, crashes, next_ms, updated_ms, "
+                         "coalesce(last_error, ''), coalesce(replay, 0) FROM deliveries "
+                         "WHERE seq = ?1 ORDER BY id",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_int64(s, 1, d->ev.seq);
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
+    if (grown == NULL) break;
+    d->deliveries = grown;
+    dlq_delivery *dv = &d->deliveries[d->n_deliveries++];
+    memset(dv, 0, sizeof *dv);
+    dv->id = sqlite3_column_int64(s, 0);
+    dv->instance = col_dup(s, 1);
+    int st = sqlite3_column_int(s, 2);
+    dv->state = strdup(delivery_states[st >= 0 && st <= 3 ? st : 0]);
+    dv->attempts = (uint32_t)sqlite3_column_int(s, 3);
+    dv->crashes = (uint32_t)sqlite3_column_int(s, 4);
+    dv->next_ms = sqlite3_column_int64(s, 5);
+    dv->updated_ms = sqlite3_column_int64(s, 6);
+    dv->last_error = col_dup(s, 7);
+    dv->backfill = sqlite3_column_int64(s, 8);
+  }
+  sqlite3_finalize(s);
+  return rc == SQLITE_DONE ? 0 : fail(q);
+}
+
+int dlq_event_detail_get(dlq *q, const char *source, const char *event_id, dlq_event_detail *out) {
+  memset(out, 0, sizeof *out);
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(q->db,
+                         EVENT_COLS ", content_type, coalesce(headers, ''), body FROM events "
+                                    "WHERE source = ?1 AND event_id = ?2",
+                         -1, &s, NULL) != SQLITE_OK) {
+    return fail(q);
+  }
+  sqlite3_bind_text(s, 1, source, -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, 2, event_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(s), result = 1;
+  if (rc == SQLITE_ROW) {
+    result = read_event_row(s, &out->ev);
+    out->content_type = col_dup(s, 7);
+    out->headers = col_dup(s, 8);
+    int len = sqlite3_column_bytes(s, 9);
+    out->body = malloc((size_t)len + 1);
+    if (out->body) {
+      memcpy(out->body, sqlite3_column_blob(s, 9), (size_t)len);
+      out->body[len] = '\0';
+      out->body_len = (size_t)len;
+    }
+    if (!out->content_type || !out->headers || !out->body) result = -1;
+  } else if (rc != SQLITE_DONE) {
+    result = fail(q);
+  }
+  sqlite3_finalize(s);
+  if (result == 0) result = read_deliveries(q, out);
+  if (result == 0) result = read_calls(q, out->ev.seq, out);
+  if (result < 0) {
+    dlq_event_detail_free(out);
+    return -1;
+  }
+  return result;
+}
+
+void dlq_event_detail_free(dlq_event_detail *d) {
+  event_row_clear(&d->ev);
+  free(d->content_type);
+  free(d->headers);
+  free(d->body);
+  for (size_t i = 0; i < d->n_deliveries; i++) {
+    dlq_delivery *dv = &d->deliveries[i];
+    for (size_t k = 0; k < dv->n_calls; k++) {
+      free(dv->calls[k].outcome);
+      free(dv->calls[k].answer);
+      free(dv->calls[k].message);
+    }
+    free(dv->calls);
+    free(dv->instance);
+    free(dv->state);
+    free(dv->last_error);
+  }
+  free(d->deliveries);
+  memset(d, 0, sizeof *d);
 }

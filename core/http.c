@@ -412,7 +412,10 @@ static int on_headers_complete(llhttp_t *p) {
   }
   char *path = absolute_form_path(c->arena + c->url_off);
   char *q = strchr(path, '?');
-  if (q) *q = '\0';
+  if (q) {
+    *q = '\0';
+    c->req.query = q + 1;
+  }
   c->req.method = llhttp_get_method(p);
   c->req.path = path;
   c->req.headers = c->headers;
@@ -1030,6 +1033,9 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
   c->answered = 1;
   c->served++;
   metrics_count_status(status);
+  if (status >= 400 && c->srv->handler.on_refused) {
+    c->srv->handler.on_refused(c->srv->handler.data, c, &c->req, status, body, body_len);
+  }
   if (c->state == ST_CLOSED) {
     return; /* the client went away; the object is freed by its close */
   }

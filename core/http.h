@@ -21,6 +21,7 @@ typedef struct http_header {
 typedef struct http_request {
   int method;            /* llhttp_method_t */
   const char *path;      /* without the query string, NUL-terminated */
+  const char *query;     /* what followed '?' (NUL-terminated, not decoded), or NULL */
   http_header *headers;
   size_t n_headers;
   const char *body;      /* NUL-terminated (the NUL is not counted) */
@@ -53,6 +54,12 @@ typedef struct http_handler {
    * after on_request returned or when the request was abandoned (the
    * connection closed first), so what on_headers took can be given back. */
   void (*on_release)(void *data, http_request *req);
+  /* Optional: called for every answer of 400 or more, just before it is
+   * sent, with the request as far as it was read (path NULL when the request
+   * line was not complete) and the answer's body (may be NULL), so that the
+   * handler can keep a list of refusals. Must not answer. */
+  void (*on_refused)(void *data, http_conn *c, const http_request *req, int status,
+                     const char *body, size_t body_len);
 } http_handler;
 
 /* Shared state of the connections of one listener. */

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "cli_controls.h"
 #include "cli_plugins.h"
 #include "config.h"
 #include "crash.h"
@@ -50,6 +51,15 @@ static const char usage[] =
     "  dlq purge ID -c FILE        forget a dead letter\n"
     "  spool check -c FILE         check the whole spool file (hookd may be running);\n"
     "                              exit 0 healthy, 3 damaged\n"
+    "  pause INSTANCE -c FILE      hold an instance's deliveries in the spool (events are\n"
+    "                              still accepted); survives restarts\n"
+    "  resume INSTANCE -c FILE     deliver what waited, in order, at the instance's rate\n"
+    "  replay --since DURATION [--type PATTERN] [--source NAME] --to INSTANCE [--dry-run]\n"
+    "         -c FILE              deliver stored events (received within DURATION, e.g.\n"
+    "                              7d) again to one instance, in accept order; --dry-run\n"
+    "                              prints \"N events\"; on a terminal, shows progress\n"
+    "                              (a running hookd applies pause, resume and replay within\n"
+    "                              a second; a stopped one when it starts)\n"
     "  plugins [MODULE] -c FILE    modules in plugin_dirs (version, ABI, description);\n"
     "                              with MODULE, its options: types, defaults, descriptions\n"
     "  try -c FILE --instance NAME EVENT.json [--attempt N] [--source NAME]\n"
@@ -760,7 +770,9 @@ int main(int argc, char **argv) {
     } else if (cmd == NULL && a[0] != '-') {
       cmd = a;
     } else if (cmd != NULL && (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "spool") == 0 ||
-                               strcmp(cmd, "plugins") == 0 || strcmp(cmd, "try") == 0)) {
+                               strcmp(cmd, "plugins") == 0 || strcmp(cmd, "try") == 0 ||
+                               strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0 ||
+                               strcmp(cmd, "replay") == 0)) {
       rest[n_rest++] = argv[i];
     } else {
       fprintf(stderr, "hookd: unexpected argument '%s'\n%s", a, usage);
@@ -775,7 +787,9 @@ int main(int argc, char **argv) {
   } else if (strcmp(cmd, "version") == 0) {
     rc = cmd_version();
   } else if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "dlq") != 0 &&
-             strcmp(cmd, "spool") != 0 && strcmp(cmd, "plugins") != 0 && strcmp(cmd, "try") != 0) {
+             strcmp(cmd, "spool") != 0 && strcmp(cmd, "plugins") != 0 && strcmp(cmd, "try") != 0 &&
+             strcmp(cmd, "pause") != 0 && strcmp(cmd, "resume") != 0 &&
+             strcmp(cmd, "replay") != 0) {
     fprintf(stderr, "hookd: unknown command '%s'\n%s", cmd, usage);
   } else if (file == NULL) {
     fprintf(stderr, "hookd: %s needs -c FILE\n", cmd);
@@ -787,6 +801,10 @@ int main(int argc, char **argv) {
     rc = cli_plugins(file, n_rest, rest);
   } else if (strcmp(cmd, "try") == 0) {
     rc = cli_try(file, n_rest, rest);
+  } else if (strcmp(cmd, "pause") == 0 || strcmp(cmd, "resume") == 0) {
+    rc = cli_pause(file, cmd[0] == 'p', n_rest, rest);
+  } else if (strcmp(cmd, "replay") == 0) {
+    rc = cli_replay(file, n_rest, rest);
   } else {
     /* No curl_global_init here: libcurl is loaded at the first outbound
      * request (http_client.h), so a config without HTTP plugins never maps

@@ -82,6 +82,61 @@ static void web_on_release(void *data, http_request *req) {
   generation_unref(req->ctx);
 }
 
+/* Why a webhook request was refused, for the status page's list: what the
+ * request path said (req->reason), else the answer's one-line body, else
+ * what the status means here. */
+static void web_on_refused(void *data, http_conn *c, const http_request *req, int status,
+                           const char *body, size_t body_len) {
+  (void)data;
+  char reason[160];
+  if (req->reason) {
+    snprintf(reason, sizeof reason, "%s", req->reason);
+  } else if (body && body_len > 0) {
+    size_t n = strcspn(body, "\r\n");
+    snprintf(reason, sizeof reason, "%.*s", (int)(n < body_len ? n : body_len), body);
+  } else {
+    const char *why = status == 404   ? "no source has this path"
+                      : status == 405 ? "method is not POST"
+                      : status == 403 ? "client address not allowed (allow_ips)"
+                      : status == 408 ? "headers or body too slow"
+                                      : http_status_text(status);
+    snprintf(reason, sizeof reason, "%s", why);
+  }
+  metrics_rejected_add(http_conn_peer(c), req->path ? req->path : "-", status, reason);
+}
+
+/* The request's headers as the status page shows them with the event:
+ * "Name: value" lines, the values of credentials and signatures masked (a
+ * signature is no secret, but with the body it lets anyone replay the
+ * request elsewhere), at most MAX_HEADER_TEXT bytes. */
+#define MAX_HEADER_TEXT 4096
+static int header_is_secret(const config_source *src, const char *name) {
+  static const char *const words[] = {"authorization", "cookie", "signature", "token", "secret",
+                                      "api-key", "apikey", "hmac", "password", NULL};
+  if (src->verify.header && strcasecmp(name, src->verify.header) == 0) return 1;
+  for (const char *const *w = words; *w; w++) {
+    if (strcasestr(name, *w)) return 1;
+  }
+  return 0;
+}
+
+static void keep_headers(event *ev, const config_source *src, const http_request *req) {
+  char text[MAX_HEADER_TEXT];
+  size_t len = 0;
+  for (size_t i = 0; i < req->n_headers && len < sizeof text; i++) {
+    const http_header *h = &req->headers[i];
+    int n = header_is_secret(src, h->name)
+                ? snprintf(text + len, sizeof text - len, "%s: [masked, %zu bytes]\n", h->name,
+                           h->value_len)
+                : snprintf(text + len, sizeof text - len, "%s: %.*s\n", h->name,
+                           (int)h->value_len, h->value);
+    if (n < 0 || (size_t)n >= sizeof text - len) break; /* the rest does not fit: left out */
+    len += (size_t)n;
+  }
+  /* Without them the page says so; nothing else needs them. */
+  event_set_headers(ev, text, len);
+}
+
 /* A header the signature check (or the envelope) reads. One sent twice is
  * treated as absent, so the request fails verification: which copy a
  * signature covers must never be a guess (two X-Signature headers, one of
@@ -209,6 +264,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
       free(ans);
     }
     log_write(LOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
+    req->reason = "signature missing or wrong"; /* the page says it; the sender is not told */
     http_respond_text(c, 401, "unauthorized");
     return;
   }
@@ -253,6 +309,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   if (busy != NULL) {
     log_write(LOG_WARN, &ctx, "rejected: %s (503)", busy);
     envelope_clear(&env);
+    req->reason = busy; /* valid until the answer is sent */
     http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
@@ -265,6 +322,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   event *ev = event_new(src->name, env.id, env.type, env.order_key, ctbuf, req->body,
                         req->body_len, NULL, now_ms());
   envelope_clear(&env);
+  if (ev) keep_headers(ev, src, req);
   store_ctx *sc = ev ? malloc(sizeof *sc) : NULL;
   if (sc == NULL) {
     log_write(LOG_ERROR, &ctx, "rejected: out of memory (503)");
@@ -449,7 +507,7 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
   s->web = (http_server){.loop = loop, .limits = &cfg->limits,
                          .handler = {.on_headers = web_on_headers, .on_request = web_on_request,
                                      .data = s, .on_accept = web_on_accept,
-                                     .on_release = web_on_release},
+                                     .on_release = web_on_release, .on_refused = web_on_refused},
                          .open_conns = &s->open_conns, .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;
