@@ -190,7 +190,7 @@ static void fill(page_buf *b, const page_vars *v) {
 
 /* --- charts (SVG drawn here) --------------------------------------------------------- */
 
-#define CW 640 /* chart width, height and plot margins */
+#define CW 560 /* chart width, height and plot margins */
 #define CH 170
 #define CL 44
 #define CR 8
@@ -214,8 +214,8 @@ static void chart_axes(page_buf *b, uint32_t max, int h) {
     int y = CT + ph - ph * k / 2;
     PUT(b,
         "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>"
-        "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%u</text>",
-        CL, y, CW - CR, y, CL - 4, y + 4, max * (uint32_t)k / 2);
+        "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%g</text>",
+        CL, y, CW - CR, y, CL - 4, y + 4, (double)max * k / 2);
   }
   PUT(b,
       "<text x=\"%d\" y=\"%d\">-60 min</text><text x=\"%d\" y=\"%d\" text-anchor=\"middle\">"
@@ -326,10 +326,9 @@ static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
   PUT(b, "</div></figure>\n");
 }
 
-static void section_charts(page_buf *b, admin *a) {
+static void section_outcome_charts(page_buf *b, admin *a) {
   int64_t now = now_ms();
-  PUT(b, "<h2>Last hour</h2>\n<div class=\"charts\" id=\"charts\">\n");
-  chart_traffic(b, now);
+  PUT(b, "<div class=\"charts\" id=\"outcome-charts\">\n");
   for (size_t i = 0; i < a->host->n_insts; i++) chart_outcomes(b, &a->host->insts[i], now);
   PUT(b, "</div>\n");
 }
@@ -352,12 +351,12 @@ static void section_counters(page_buf *b, admin *a) {
       {"spool_bytes", "spool size (bytes)", st.db_bytes},
       {"connections", "open connections", METRICS_GET(g_metrics.connections_open)},
   };
-  PUT(b, "<h2>Counters</h2>\n<table id=\"counters\"><tbody>\n");
+  PUT(b, "<div><h2>Counters</h2>\n<table id=\"counters\"><tbody>\n");
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
     PUT(b, "<tr data-key=\"%s\"><th>%s</th><td class=\"num\">%" PRIu64 "</td></tr>\n",
         rows[i].key, rows[i].label, rows[i].v);
   }
-  PUT(b, "</tbody></table>\n");
+  PUT(b, "</tbody></table></div>\n");
 }
 
 /* "ok", "open (next probe in 12 s)", "paused since ...", "saturated". */
@@ -553,9 +552,13 @@ static void finish(page_buf *b, admin *a, const char *title, const char *view, c
 void page_overview(page_buf *b, admin *a, const dlq_entry *dead, size_t n_dead,
                    const char *dead_error) {
   page_buf m = {0};
+  PUT(&m, "<div class=\"charts\" id=\"charts\">\n");
   section_counters(&m, a);
-  section_charts(&m, a);
+  PUT(&m, "<div><h2>Traffic</h2>\n");
+  chart_traffic(&m, now_ms());
+  PUT(&m, "</div></div>\n");
   section_instances(&m, a);
+  section_outcome_charts(&m, a);
   section_events(&m);
   section_rejected(&m);
   section_dead(&m, dead, n_dead, dead_error);

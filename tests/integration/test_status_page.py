@@ -9,11 +9,13 @@ import urllib.request
 
 import pytest
 
-from conftest import cirrus_source, free_port, http_request, payload, send_event, wait_until
+from conftest import (BUILD, cirrus_source, free_port, http_request, payload, send_event, sign,
+                      wait_until)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 websocket = pytest.importorskip("websocket", reason="python3-websocket is not installed")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+pytest_plugins = ["fakehttp"]  # the fake_server fixture
 
 
 class Browser:
@@ -65,8 +67,12 @@ class Browser:
                    self.eval("location.href") == url, 20, what=f"{url} to load")
 
     def screenshot(self, path):
+        """The whole page, not only the window (the README shows these)."""
         import base64
-        data = self.call("Page.captureScreenshot", format="png")["data"]
+        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        data = self.call("Page.captureScreenshot", format="png", clip=clip,
+                         captureBeyondViewport=True)["data"]
         pathlib.Path(path).write_bytes(base64.b64decode(data))
 
     def close(self):
@@ -189,3 +195,166 @@ def test_status_page_has_a_strict_content_security_policy(daemon_factory, tmp_pa
     assert "default-src 'none'" in csp and "script-src 'sha256-" in csp
     assert "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
     assert b"http://" not in body.replace(b'href="/', b"") and b"https://" not in body
+
+
+# --- event detail, rejected requests, search, charts, controls --------------------------------
+
+SHOTS = BUILD / "screenshots"
+
+# What the destination answers, by event id (the webhook-id header of http_forward).
+ANSWERS = {"evt-ok": [(200, "fine")],
+           "evt-retry": [(503, "busy, try later"), (200, "ok now")],
+           "evt-dead": [(422, '{"error":"invalid field meetingName"}')]}
+
+
+def destination(fake_server):
+    seen = {}
+
+    def respond(req, n):
+        eid = req.headers["webhook-id"]
+        k = seen.get(eid, 0)
+        seen[eid] = k + 1
+        status, text = ANSWERS[eid][min(k, len(ANSWERS[eid]) - 1)]
+        return status, {"Content-Type": "text/plain"}, text.encode()
+    return fake_server(respond)
+
+
+READ_DETAIL = """(() => {
+  const text = el => el ? el.textContent.trim() : null;
+  return {
+    id: text(document.getElementById('event-id')),
+    orderKey: text(document.getElementById('order-key')),
+    headers: text(document.getElementById('headers')),
+    body: document.getElementById('body') ? document.getElementById('body').textContent : null,
+    deliveries: Object.fromEntries([...document.querySelectorAll('section.delivery')].map(s =>
+      [s.dataset.instance, {state: s.dataset.state, attempts: [...s.querySelectorAll('tr.attempt')]
+        .map(r => ({attempt: text(r.cells[0]), outcome: r.dataset.outcome, status: text(r.cells[4]),
+                    answer: text(r.cells[5]), error: text(r.cells[6]), took: text(r.cells[2])}))}])),
+  };
+})()"""
+
+READ_OVERVIEW = """(() => {
+  const rows = sel => [...document.querySelectorAll(sel)];
+  const text = el => el ? el.textContent.trim() : null;
+  const traffic = document.getElementById('chart-traffic');
+  const line = cls => traffic.querySelector('polyline.' + cls).getAttribute('points').split(' ')
+    .map(p => Number(p.split(',')[1]));
+  return {
+    rejected: rows('#rejected tbody tr[data-status]').map(r => ({status: text(r.cells[3]),
+        path: text(r.cells[2]), peer: text(r.cells[1]), reason: text(r.cells[4])})),
+    traffic: {accepted: Number(traffic.dataset.accepted), rejected: Number(traffic.dataset.rejected),
+              delivered: Number(traffic.dataset.delivered), acceptedY: line('accepted'),
+              width: traffic.getBoundingClientRect().width},
+    outcomes: Object.fromEntries(rows('svg.chart-outcomes').map(s => [s.dataset.instance,
+        {delivered: Number(s.dataset.delivered), retried: Number(s.dataset.retried),
+         dead: Number(s.dataset.dead), bars: s.querySelectorAll('rect').length}])),
+    states: Object.fromEntries(rows('#instances tbody tr').map(r => [r.dataset.instance,
+        text(r.querySelector('.state'))])),
+    rates: Object.fromEntries(rows('#instances tbody tr').map(r => [r.dataset.instance,
+        text(r.querySelector('.rate'))])),
+  };
+})()"""
+
+
+def test_detail_rejected_search_charts_and_controls(daemon_factory, tmp_path, fake_server,
+                                                    browser):
+    SHOTS.mkdir(exist_ok=True)
+    admin = free_port()
+    dest = destination(fake_server)
+    audit = tmp_path / "audit.jsonl"
+    d = daemon_factory({
+        "admin_listen": f"127.0.0.1:{admin}",
+        "sources": [cirrus_source()],
+        "plugins": [
+            {"name": "audit", "module": "file_sink", "config": {"path": str(audit)}},
+            {"name": "crm", "module": "http_forward", "config": {"url": dest.url("/hook")},
+             "delivery": {"backoff_initial_ms": 100, "backoff_max_ms": 200, "rate": "20/s"}},
+        ],
+        "routes": [{"events": ["**"], "to": ["audit", "crm"]}],
+    })
+    for eid, meeting in [("evt-ok", "m-ok"), ("evt-retry", "m-retry"), ("evt-dead", "m-dead")]:
+        assert send_event(d, event(eid, meeting)) == 200
+    body = event("evt-unsigned", "m-x")
+    assert d.post("/webhooks/cirrus", body, {"X-Signature": "00" * 32})[0] == 401
+    assert d.post("/webhooks/cirrus", b"{not json", {"X-Signature": sign(b"{not json")})[0] == 400
+
+    def settled():
+        st = json.loads(http_request(admin, "GET", "/status.json")[2])
+        crm = next(i for i in st["instances"] if i["name"] == "crm")
+        return crm["delivered"] == 2 and crm["dead"] == 1
+    wait_until(settled, 10, what="the three deliveries to settle")
+
+    browser.goto(f"http://127.0.0.1:{admin}/")
+    page = browser.eval(READ_OVERVIEW)
+    browser.screenshot(SHOTS / "status-overview.png")
+    rejected = {r["status"]: r for r in page["rejected"]}
+    assert rejected["401"]["reason"] == "signature missing or wrong"
+    assert rejected["400"]["reason"] == "body is not JSON"
+    assert rejected["401"]["path"] == "/webhooks/cirrus" and rejected["401"]["peer"].startswith("127.0.0.1:")
+    t = page["traffic"]
+    assert t["accepted"] == 3 and t["rejected"] == 2 and t["delivered"] == 5
+    assert len(t["acceptedY"]) == 60 and min(t["acceptedY"]) < max(t["acceptedY"]) and t["width"] > 0
+    assert page["outcomes"]["crm"] == {"delivered": 2, "retried": 1, "dead": 1,
+                                       "bars": page["outcomes"]["crm"]["bars"]}
+    assert page["outcomes"]["crm"]["bars"] >= 1 and page["outcomes"]["audit"]["delivered"] == 3
+    assert page["states"] == {"audit": "ok", "crm": "ok"}
+    assert page["rates"] == {"audit": "-", "crm": "20/s"}
+
+    # The detail of a delivered, a retried and a dead-lettered event.
+    details = {}
+    for eid in ("evt-ok", "evt-retry", "evt-dead"):
+        browser.goto(f"http://127.0.0.1:{admin}/event?source=cirrus&id={eid}")
+        details[eid] = browser.eval(READ_DETAIL)
+        browser.screenshot(SHOTS / f"status-event-{eid[4:]}.png")
+    ok, retried, dead = (details[k]["deliveries"]["crm"] for k in ("evt-ok", "evt-retry", "evt-dead"))
+    assert ok["state"] == "delivered"
+    assert [(a["attempt"], a["outcome"], a["status"], a["answer"]) for a in ok["attempts"]] == \
+        [("1", "delivered", "200", "fine")]
+    assert retried["state"] == "delivered"
+    assert [(a["attempt"], a["outcome"], a["status"], a["answer"]) for a in retried["attempts"]] == \
+        [("1", "retry", "503", "busy, try later"), ("2", "delivered", "200", "ok now")]
+    assert retried["attempts"][0]["error"] == "HTTP 503: busy, try later"
+    assert all(a["took"].endswith(" ms") for a in retried["attempts"])
+    assert dead["state"] == "dead"
+    assert [(a["outcome"], a["status"]) for a in dead["attempts"]] == [("dead", "422")]
+    assert "invalid field meetingName" in dead["attempts"][0]["answer"]
+    assert details["evt-ok"]["deliveries"]["audit"]["attempts"][0]["outcome"] == "delivered"
+    # Headers with the signature masked; the body pretty-printed.
+    headers = details["evt-ok"]["headers"]
+    assert "X-Signature: [masked, 64 bytes]" in headers and "Content-Type: application/json" in headers
+    assert sign(event("evt-ok", "m-ok")) not in headers
+    assert '\n\t"eventId":\t"evt-ok",\n' in details["evt-ok"]["body"]
+    assert details["evt-ok"]["orderKey"] == "m-ok"
+
+    # Search by meeting id, through the form, then on to the event.
+    browser.goto(f"http://127.0.0.1:{admin}/")
+    browser.eval("document.querySelector('#search input[name=q]').value = 'm-retry';"
+                 "document.getElementById('search').submit(); 1")
+    wait_until(lambda: browser.eval("location.pathname + '|' + document.readyState") ==
+               "/search|complete", 10, what="the search results")
+    found = browser.eval("[...document.querySelectorAll('#results tbody tr[data-event-id]')]"
+                         ".map(r => r.dataset.eventId)")
+    browser.screenshot(SHOTS / "status-search.png")
+    assert found == ["evt-retry"]
+    browser.eval("document.querySelector('#results a').click(); 1")
+    wait_until(lambda: browser.eval("location.pathname") == "/event" and
+               browser.eval("document.readyState") == "complete", 10, what="the event page")
+    assert browser.eval(READ_DETAIL)["id"] == "evt-retry"
+
+    # Pause and resume from the page; a back-fill of the last hour to audit.
+    browser.goto(f"http://127.0.0.1:{admin}/")
+    msg = "document.getElementById('message').textContent"
+    browser.eval("document.querySelector('button[data-action=pause][data-instance=crm]').click(); 1")
+    wait_until(lambda: browser.eval(msg) == "Paused crm.", 10, what="the pause")
+    assert browser.eval("document.querySelector('tr[data-instance=crm] .state').textContent") == "paused"
+    wait_until(lambda: b'hookd_instance_state{instance="crm",state="paused"} 1' in
+               http_request(admin, "GET", "/metrics")[2], 5, what="the paused state")
+    browser.screenshot(SHOTS / "status-paused.png")
+    browser.eval("document.querySelector('button[data-action=resume][data-instance=crm]').click(); 1")
+    wait_until(lambda: browser.eval(msg) == "Resumed crm.", 10, what="the resume")
+    browser.eval("document.querySelector('tr[data-instance=audit] input.since').value = '1h';"
+                 "document.querySelector('button[data-action=backfill][data-instance=audit]').click(); 1")
+    wait_until(lambda: browser.eval(msg).startswith("Replaying 3 event(s) of the last 1h to audit"),
+               10, what="the back-fill message")
+    wait_until(lambda: len(audit.read_text().splitlines()) == 6, 10, what="the back-fill")
+    d.wait_for_log(r"admin: back-fill 1 asked: 3 events")
