@@ -50,7 +50,7 @@ def test_plugins_lists_every_bundled_module(tmp_path):
     assert p.returncode == 0, p.stderr
     lines = {l.split()[0]: l for l in p.stdout.splitlines()[1:]}
     for module in BUNDLED:
-        assert re.match(rf"{module} +1\.\d+\.\d+ +1\.1 +\S", lines[module]), lines[module]
+        assert re.match(rf"{module} +1\.\d+\.\d+ +1\.2 +\S", lines[module]), lines[module]
         assert "options not declared" not in lines[module]
     # Refusals are listed with their reason, not fatal to the listing.
     assert "cannot load:" in lines["test_wrong_abi"] and "ABI 2.0" in lines["test_wrong_abi"]
@@ -67,7 +67,7 @@ def test_readme_lists_the_declared_options(module, tmp_path):
 
 def test_plugins_module_help_and_unknown_module(tmp_path):
     out, opts = options_of("file_sink", tmp_path)
-    assert "file_sink 1.1.0 (plugin ABI 1.1)" in out
+    assert "file_sink 1.1.0 (plugin ABI 1.2)" in out
     assert "  path  (path; required)\n" in out and "  fsync  (bool; default false)\n" in out
     cfg = config(tmp_path, [{"name": "a", "module": "file_sink", "config": {"path": "x"}}])
     p = hookd("plugins", "nosuch", "-c", cfg)

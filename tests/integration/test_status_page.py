@@ -283,6 +283,11 @@ def test_detail_rejected_search_charts_and_controls(daemon_factory, tmp_path, fa
         crm = next(i for i in st["instances"] if i["name"] == "crm")
         return crm["delivered"] == 2 and crm["dead"] == 1
     wait_until(settled, 10, what="the three deliveries to settle")
+    # Outcomes reach the spool with its next commit (within half a second).
+    for eid, state in [("evt-ok", "delivered"), ("evt-retry", "delivered"), ("evt-dead", "dead")]:
+        wait_until(lambda: f'data-instance="crm" data-state="{state}"'.encode() in
+                   http_request(admin, "GET", f"/event?source=cirrus&id={eid}")[2], 5,
+                   what=f"{eid} stored as {state}")
 
     browser.goto(f"http://127.0.0.1:{admin}/")
     page = browser.eval(READ_OVERVIEW)

@@ -35,7 +35,7 @@ done
 # The table-driven plugin as its author meets it: `hookd plugins` lists it
 # and prints its declared options; `hookd try` runs one delivery.
 hookd=$tmp/prefix/bin/hookd
-"$hookd" plugins -c "$tmp/hookd.json" | grep -Eq '^hello +1\.1\.0 +1\.1 +logs a greeting' ||
+"$hookd" plugins -c "$tmp/hookd.json" | grep -Eq '^hello +1\.1\.0 +1\.2 +logs a greeting' ||
   { echo "hookd plugins does not list hello"; "$hookd" plugins -c "$tmp/hookd.json"; exit 1; }
 help=$("$hookd" plugins hello -c "$tmp/hookd.json")
 for want in "greeting  (template" "repeat  (int 1..5; default 1)" "shout  (bool; default false)"; do
