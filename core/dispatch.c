@@ -32,6 +32,7 @@ typedef struct iqueue {
   plugin_instance *inst;
   spool_lane *lane;
   pace *pace;             /* the instance name's rate, hold and breaker */
+  pace_state state;       /* as dispatch_observe last saw it (its caller's thread) */
   pthread_mutex_t mu;
   pthread_cond_t cv;      /* wakes workers: work, stop */
   pthread_cond_t exit_cv; /* a worker exited */
@@ -142,7 +143,12 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
   if (!a->called) return 0;
   int64_t now = now_ms();
   pace_result k = pace_kind(a);
-  int64_t hold = now + (a->retry_after_ms ? (int64_t)a->retry_after_ms : 1000);
+  /* A hold is at most what a retry could wait (backoff_max_ms). */
+  int64_t wait = a->retry_after_ms ? (int64_t)a->retry_after_ms : 1000;
+  if ((uint64_t)wait > q->inst->cfg->delivery.backoff_max_ms) {
+    wait = (int64_t)q->inst->cfg->delivery.backoff_max_ms;
+  }
+  int64_t hold = now + wait;
   int rc = pace_report(q->pace, a->probe, k, k == PACE_RATE_LIMITED ? hold : 0, a->msg, now);
   if (rc & PACE_WAKE) wake_all(q);
   if (!(rc & PACE_ABSORB)) return 0;
@@ -565,7 +571,11 @@ void dispatch_observe(dispatch *dp) {
     if (q->pace == NULL) continue;
     spool_lane_stats st;
     spool_lane_get_stats(q->lane, &st);
-    pace_observe(q->pace, st.paused, st.saturated, now);
+    pace_state was = q->state;
+    q->state = pace_observe(q->pace, st.paused, st.saturated, now);
+    /* A resume wakes one worker through the lane; the rest follow here, so
+     * the drain runs at the instance's full concurrency. */
+    if (was == PACE_PAUSED && q->state != PACE_PAUSED) wake_all(q);
   }
 }
 

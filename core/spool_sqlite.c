@@ -2354,8 +2354,8 @@ static delivery *sq_claim(spool_lane *base, const void *owner, int64_t now, int6
   return d;
 }
 
-static op *op_new(op_kind kind, const delivery *d, const char *error) {
-  size_t el = error ? strlen(error) : 0;
+/* An op for d with room for el + 1 bytes of text after it (error[]). */
+static op *op_alloc(op_kind kind, const delivery *d, size_t el) {
   op *o = malloc(sizeof *o + el + 1);
   if (o == NULL) return NULL;
   o->kind = kind;
@@ -2372,7 +2372,14 @@ static op *op_new(op_kind kind, const delivery *d, const char *error) {
   o->status = 0;
   o->lane = d->lane;
   o->next = NULL;
-  memcpy(o->error, error ? error : "", el + 1);
+  o->error[0] = '\0';
+  return o;
+}
+
+static op *op_new(op_kind kind, const delivery *d, const char *error) {
+  size_t el = error ? strlen(error) : 0;
+  op *o = op_alloc(kind, d, el);
+  if (o) memcpy(o->error, error ? error : "", el + 1);
   return o;
 }
 
@@ -2431,27 +2438,18 @@ static void sq_record_attempt(spool *base, delivery *d, const spool_attempt *a) 
   sq_spool *sp = sq(base);
   const char *answer = a->answer ? a->answer : "", *message = a->message ? a->message : "";
   size_t lo = strlen(a->outcome), la = strlen(answer), lm = strlen(message);
-  char *packed = malloc(lo + la + lm + 3);
-  if (packed == NULL) return; /* the page misses a row; nothing else does */
-  memcpy(packed, a->outcome, lo + 1);
-  memcpy(packed + lo + 1, answer, la + 1);
-  memcpy(packed + lo + la + 2, message, lm + 1);
   d->tries++;
-  /* op_new copies one string: make room for all three. */
-  op *o = op_new(OP_ATTEMPT, d, NULL);
-  op *big = o ? realloc(o, sizeof *o + lo + la + lm + 3) : NULL;
-  if (big == NULL) {
-    free(o);
-    free(packed);
-    return;
-  }
-  memcpy(big->error, packed, lo + la + lm + 3);
-  free(packed);
-  big->attempt = a->attempt;
-  big->started_ms = a->started_ms;
-  big->took_ms = a->took_ms;
-  big->status = a->status;
-  push_op(sp, big, 0);
+  /* The three strings, NUL-separated, in the op's text. */
+  op *o = op_alloc(OP_ATTEMPT, d, lo + la + lm + 2);
+  if (o == NULL) return; /* the page misses a row; nothing else does */
+  memcpy(o->error, a->outcome, lo + 1);
+  memcpy(o->error + lo + 1, answer, la + 1);
+  memcpy(o->error + lo + la + 2, message, lm + 1);
+  o->attempt = a->attempt;
+  o->started_ms = a->started_ms;
+  o->took_ms = a->took_ms;
+  o->status = a->status;
+  push_op(sp, o, 0);
 }
 
 static int sq_pause(spool *base, const char *instance, int paused, char *err, size_t errlen) {
