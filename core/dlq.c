@@ -195,7 +195,6 @@ int64_t dlq_replay(dlq *q, int64_t id) {
 }
 
 int dlq_purge(dlq *q, int64_t id) {
-  int64_t now = now_ms_();
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;
   int64_t seq = -1;
@@ -218,11 +217,8 @@ int dlq_purge(dlq *q, int64_t id) {
            "DELETE FROM deliveries WHERE id = %lld;"
            "DELETE FROM events WHERE seq = %lld AND NOT EXISTS "
            "(SELECT 1 FROM deliveries WHERE seq = %lld);"
-           "UPDATE events SET done_ms = %lld WHERE seq = %lld AND NOT EXISTS "
-           "(SELECT 1 FROM deliveries WHERE seq = %lld AND state <> 1);"
            "COMMIT;",
-           (long long)id, (long long)seq, (long long)seq, (long long)now, (long long)seq,
-           (long long)seq);
+           (long long)id, (long long)seq, (long long)seq);
   if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto fail;
   return 1;
 fail:
