@@ -135,6 +135,7 @@ typedef struct sq_lane {
   int spilled;         /* deliveries past `cursor` may wait on disk */
   int64_t cursor;      /* highest delivery id read into memory */
   int refill_asked;    /* the writer is asked to read more past the cursor */
+  size_t to_wake;      /* offered in this batch, workers not woken yet */
   int parking;         /* keys parked in memory whose rows are not committed yet */
   uint64_t parked;     /* parked heads on disk (rows with parked = 1) */
   spool_lane_config cfg;
@@ -452,8 +453,8 @@ static void sq_lane_attach(spool_lane *base, const void *owner, spool_wake_fn wa
   l->wake_data = data;
   /* The previous owner learns at its next claim that it is done here; wake
    * it so that it does not sleep until its next due time. */
-  if (old_wake) old_wake(old_data);
-  if (wake) wake(data);
+  if (old_wake) old_wake(old_data, SIZE_MAX);
+  if (wake) wake(data, SIZE_MAX);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -503,8 +504,9 @@ static void poke_writer(sq_spool *sp) {
   pthread_mutex_unlock(&sp->mu);
 }
 
-static void lane_wake(sq_lane *l) {
-  if (l->wake) l->wake(l->wake_data);
+/* Caller holds l->mu. */
+static void lane_wake(sq_lane *l, size_t n) {
+  if (l->wake) l->wake(l->wake_data, n);
 }
 
 /* A fresh delivery after its commit (writer thread): into the window when
@@ -523,7 +525,7 @@ static int lane_offer(sq_lane *l, delivery *d) {
   if (taken) {
     l->mem_bytes += d->ev->body_len;
     l->cursor = (int64_t)d->spool_id;
-    lane_wake(l);
+    l->to_wake++; /* woken once per batch (wake_offered) */
   } else {
     l->spilled = 1;
   }
@@ -1372,6 +1374,19 @@ static void hand_out(sq_spool *sp, store_req *r) {
   }
 }
 
+/* Wakes each lane that took deliveries of a committed batch, once. */
+static void wake_offered(store_req *stores) {
+  for (store_req *r = stores; r; r = r->next) {
+    for (size_t i = 0; i < r->n; i++) {
+      sq_lane *l = r->lanes[i];
+      pthread_mutex_lock(&l->mu);
+      if (l->to_wake) lane_wake(l, l->to_wake);
+      l->to_wake = 0;
+      pthread_mutex_unlock(&l->mu);
+    }
+  }
+}
+
 /* Keys parked in memory are on disk now: their lanes may read again. */
 static void parked_committed(sq_spool *sp, op *ops) {
   int poke = 0;
@@ -1398,6 +1413,7 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
       for (size_t i = 0; i < r->n; i++) atomic_fetch_sub(&r->lanes[i]->reserved, 1);
     }
   }
+  if (rc == SQLITE_OK) wake_offered(stores);
   if (rc == SQLITE_OK) parked_committed(sp, ops);
   /* Outcomes of a failed batch are kept for a later one (losing one would
    * only mean a redelivery, but keeping it is cheap). */
@@ -1538,7 +1554,7 @@ static void mark_parked(sq_spool *sp, marks *m) {
 /* Puts a list of read deliveries in l's window and wakes its workers. */
 static void lane_take(sq_lane *l, delivery *head) {
   pthread_mutex_lock(&l->mu);
-  int any = head != NULL;
+  size_t n = 0;
   while (head) {
     delivery *d = head;
     head = d->next;
@@ -1548,8 +1564,9 @@ static void lane_take(sq_lane *l, delivery *head) {
       continue;
     }
     l->mem_bytes += d->ev->body_len;
+    n++;
   }
-  if (any) lane_wake(l);
+  if (n) lane_wake(l, n);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -2129,7 +2146,6 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
   for (delivery *x = rest; x; x = x->next) l->mem_bytes -= x->ev->body_len;
   l->parking++;
   int poke = lane_want_refill(l);
-  lane_wake(l);
   pthread_mutex_unlock(&l->mu);
   o->park = 1;
   op *tail = o;
@@ -2173,7 +2189,6 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     keysched_again(l->ks, d);
   }
   int poke = lane_want_refill(l);
-  lane_wake(l);
   pthread_mutex_unlock(&l->mu);
   if (o == NULL) {
     log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},
