@@ -5,13 +5,14 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian 12 packages: what building and running needs, and what the tests add.
 DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev \
-       libsqlite3-dev libcurl4-openssl-dev curl openssl
+       libsqlite3-dev libcurl4-openssl-dev curl openssl libpq-dev
 # python3-pytest/aiosmtpd: integration suite (Debian's /usr/bin/python3);
 # prometheus: promtool checks /metrics; chromium + python3-websocket: the
 # status page test (DevTools protocol); groff-base: man page check;
-# systemd: systemd-analyze verify of the unit; wrk: benchmarks.
+# systemd: systemd-analyze verify of the unit; wrk: benchmarks;
+# postgresql-15: the shared spool's tests start throwaway clusters.
 TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd wrk \
-       prometheus chromium python3-websocket groff-base systemd
+       prometheus chromium python3-websocket groff-base systemd postgresql-15
 
 .PHONY: all deps test-deps build run test fuzz memcheck bench clean
 

@@ -279,3 +279,28 @@ def check_readme_config(plugin, tmp, env, block_re=README_EXAMPLE):
         cfg.pop(k, None)  # the test's own port and directories
     rc, output = hookd_check(cfg, tmp, env=env)
     assert rc == 0, output
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL 15 cluster shared by the session (pgcluster.py),
+    always stopped and removed at the end. A server that cannot start fails
+    the test: PostgreSQL tests are never skipped."""
+    from pgcluster import PgCluster
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg(pg_cluster):
+    """A fresh database in the session's cluster (running again if an earlier
+    test left it stopped): .url for hookd, .sql() / .scalar() as superuser,
+    .cluster to restart the server."""
+    from pgcluster import PgDatabase
+    if not pg_cluster.running:
+        pg_cluster.start()
+    return PgDatabase(pg_cluster)
