@@ -1,0 +1,1857 @@
+/* PostgreSQL spool backend: group commits in pipeline mode, leased claims with SKIP LOCKED,
+ * LISTEN/NOTIFY wake-ups. */
+#include "spool_pg.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/*
+ * Tables (schema version 1), all named hookd_* so that the database may be
+ * shared with other applications:
+ *   hookd_meta(key, value)          schema_version
+ *   hookd_events(seq, source, event_id, ..., body, done_ms)
+ *                                   UNIQUE (source, event_id) is the dedup
+ *   hookd_deliveries(id, seq, instance, order_key, state, attempt, crashes,
+ *                    started, next_ms, lease_owner, lease_until, last_error,
+ *                    updated_ms)    one per (event, plugin instance)
+ *   hookd_nodes(id, name, started_ms, seen_ms)   the nodes that run now
+ *   hookd_instances(instance, paused, circuit_open_until, updated_ms)
+ *                                   per-instance state shared by the nodes
+ * A delivery's state is 0 pending, 1 done or 2 dead. A pending delivery is
+ * held by a node while lease_until (the server's clock, ms) is in the
+ * future; lease_until 0 means released. `started` says attempt + 1 began
+ * and was not settled: found on an expired lease, it is a crash.
+ */
+#define SCHEMA_VERSION 1
+#define ST_PENDING 0
+#define ST_DONE 1
+#define ST_DEAD 2
+
+/* Deliveries a lane holds claimed (waiting in memory and running). */
+#define WINDOW 32
+/* Statements in one pipeline at most (the rest go in the next batch). */
+#define BATCH_MAX 512
+/* How long a request waits for its commit, a reconnect included, before it
+ * is answered 503 (DESIGN §10: never longer than a second). */
+#define STORE_WAIT_MS 1000
+#define HOUSEKEEPING_MS 500
+#define STATS_MS 1000
+#define PRUNE_MS 10000
+#define PRUNE_BATCH 500
+#define SWEEP_BATCH 1000
+/* Reconnect backoff: doubles from the first to the last. */
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 2000
+#define NOTIFY_CHANNEL "hookd_spool"
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS hookd_meta(key text PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS hookd_events("
+    " seq bigserial PRIMARY KEY, source text NOT NULL, event_id text NOT NULL,"
+    " type text NOT NULL, order_key text, content_type text NOT NULL,"
+    " received_ms bigint NOT NULL, body bytea NOT NULL, done_ms bigint,"
+    " UNIQUE (source, event_id));"
+    /* fillfactor leaves room on each page so that lease renewals and start
+     * marks (columns in no index) are HOT updates. */
+    "CREATE TABLE IF NOT EXISTS hookd_deliveries("
+    " id bigserial PRIMARY KEY, seq bigint NOT NULL, instance text NOT NULL, order_key text,"
+    " state smallint NOT NULL DEFAULT 0, attempt integer NOT NULL DEFAULT 0,"
+    " crashes integer NOT NULL DEFAULT 0, started boolean NOT NULL DEFAULT false,"
+    " next_ms bigint NOT NULL, lease_owner text, lease_until bigint NOT NULL DEFAULT 0,"
+    " last_error text, updated_ms bigint NOT NULL) WITH (fillfactor = 80);"
+    /* Unfinished deliveries by lane in accept order: claims, counts. */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_open ON hookd_deliveries(instance, seq)"
+    " WHERE state <> 1;"
+    /* Is another delivery of this key earlier or leased? */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_key ON hookd_deliveries(instance, order_key, seq)"
+    " WHERE state = 0 AND order_key IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_owner ON hookd_deliveries(lease_owner)"
+    " WHERE state = 0;"
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_seq ON hookd_deliveries(seq);"
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_dead ON hookd_deliveries(updated_ms)"
+    " WHERE state = 2;"
+    "CREATE INDEX IF NOT EXISTS hookd_events_done ON hookd_events(done_ms)"
+    " WHERE done_ms IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS hookd_events_open ON hookd_events(seq) WHERE done_ms IS NULL;"
+    "CREATE TABLE IF NOT EXISTS hookd_nodes(id text PRIMARY KEY, name text NOT NULL,"
+    " started_ms bigint NOT NULL, seen_ms bigint NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS hookd_instances(instance text PRIMARY KEY,"
+    " paused boolean NOT NULL DEFAULT false, circuit_open_until bigint NOT NULL DEFAULT 0,"
+    " updated_ms bigint NOT NULL);";
+
+/* The server's clock in Unix ms: leases compare against one clock, however
+ * far apart the nodes' clocks are. */
+#define SQL_NOW "(extract(epoch FROM clock_timestamp()) * 1000)::int8"
+
+/* Prepared on the writer's connection (after every reconnect). */
+static const struct {
+  const char *name, *sql;
+  int n;
+  Oid types[8];
+} writer_stmts[] = {
+    {"store",
+     "WITH e AS (INSERT INTO hookd_events(source, event_id, type, order_key, content_type,"
+     " received_ms, body, done_ms) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+     " CASE WHEN cardinality($8::text[]) = 0 THEN $6 END)"
+     " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq),"
+     " d AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms, updated_ms)"
+     " SELECT e.seq, i.name, $4, $6, $6 FROM e, unnest($8::text[]) WITH ORDINALITY AS i(name, n)"
+     " ORDER BY i.n)"
+     " SELECT seq FROM e",
+     8,
+     {25, 25, 25, 25, 25, 20, 17, 1009}},
+    {"start",
+     "UPDATE hookd_deliveries SET started = true WHERE id = ANY($1::int8[]) AND lease_owner = $2"
+     " AND state = 0 RETURNING id",
+     2,
+     {1016, 25}},
+    {"settle",
+     "UPDATE hookd_deliveries SET state = $2, attempt = $3, crashes = $4, next_ms = $5,"
+     " last_error = $6, started = false, lease_until = 0, updated_ms = $7"
+     " WHERE id = $1 AND lease_owner = $8",
+     8,
+     {20, 21, 23, 23, 20, 25, 20, 25}},
+    {"unstart",
+     "UPDATE hookd_deliveries SET started = false, attempt = $2, next_ms = $3"
+     " WHERE id = $1 AND lease_owner = $4",
+     4,
+     {20, 23, 20, 25}},
+    {"evdone",
+     "UPDATE hookd_events e SET done_ms = $2 WHERE e.seq = ANY($1::int8[]) AND e.done_ms IS NULL"
+     " AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1)",
+     2,
+     {1016, 20}},
+    {"notify", "SELECT pg_notify('" NOTIFY_CHANNEL "', '')", 0, {0}},
+    {"renew",
+     "UPDATE hookd_deliveries SET lease_until = " SQL_NOW " + $2"
+     " WHERE lease_owner = $1 AND state = 0 AND lease_until > 0",
+     2,
+     {25, 20}},
+};
+
+/* Prepared on the claimer's connection. The candidates head their key
+ * among the unfinished deliveries of the lane, and no delivery of the key
+ * holds a live lease; SKIP LOCKED leaves rows another node is claiming
+ * right now to that node. */
+static const char claim_sql[] =
+    "WITH t AS (SELECT " SQL_NOW
+    " AS now),"
+    " c AS (SELECT d.id, d.started AS was_started FROM hookd_deliveries d, t"
+    "  WHERE d.instance = $1 AND d.state = 0 AND d.next_ms <= t.now AND d.lease_until <= t.now"
+    "  AND (d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM hookd_deliveries p"
+    "   WHERE p.instance = $1 AND p.order_key = d.order_key AND p.state = 0 AND p.id <> d.id"
+    "   AND (p.seq < d.seq OR p.lease_until > t.now)))"
+    "  ORDER BY d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
+    " UPDATE hookd_deliveries u SET lease_owner = $3, lease_until = t.now + $4,"
+    "  crashes = u.crashes + u.started::int, started = false"
+    " FROM c, t, hookd_events e WHERE u.id = c.id AND e.seq = u.seq"
+    " RETURNING u.id, u.seq, u.attempt, u.crashes, u.next_ms, e.source, e.event_id, e.type,"
+    "  e.order_key, e.content_type, e.received_ms, e.body, c.was_started";
+
+/* --- objects ------------------------------------------------------------------------ */
+
+typedef struct pg_spool pg_spool;
+
+struct spool_lane {
+  pg_spool *sp;
+  char *name;
+  struct spool_lane *next; /* in sp->lanes; lanes live as long as the spool */
+  pthread_mutex_t mu;
+  const void *owner;
+  spool_wake_fn wake;
+  void *wake_data;
+  spool_lane_config cfg;
+  /* Claimed and leased by this node: waiting (window) or handed out (out).
+   * At most one per order key, so their order among themselves is free. */
+  delivery *window[WINDOW];
+  size_t n_window;
+  delivery *out[WINDOW];
+  size_t n_out;
+  atomic_uint_fast64_t pending;  /* unfinished deliveries, all nodes (housekeeping + stores) */
+  atomic_int_fast64_t retry_due; /* earliest retry settled here, for the claimer's timer */
+};
+
+/* One store() on its way through the writer. */
+typedef struct store_req {
+  event *ev;
+  char *lanes_lit; /* the lane names as a text[] literal */
+  spool_lane **lanes;
+  size_t n;
+  spool_stored_fn done;
+  void *data;
+  int status;
+  int64_t deadline; /* mono ms: answered 503 by the loop after this */
+  atomic_int answered;
+  int taken;                  /* in a batch the writer sends now */
+  struct store_req *next;     /* writer queue / results */
+  struct store_req *all_next; /* the loop's list of unanswered requests */
+} store_req;
+
+/* A worker waiting in started(). */
+typedef struct start_wait {
+  int done;
+  int rc;
+} start_wait;
+
+typedef enum { OP_START, OP_SETTLE, OP_UNSTART } op_kind;
+
+typedef struct op {
+  op_kind kind;
+  int64_t id, seq;
+  int state;
+  uint32_t attempt, crashes;
+  int64_t next_ms;
+  int notify;       /* the outcome may let another delivery run: NOTIFY the nodes */
+  start_wait *wait; /* OP_START */
+  struct op *next;
+  char error[]; /* may be empty */
+} op;
+
+struct pg_spool {
+  spool base;
+  uv_loop_t *loop;
+  char *url;
+  char node_id[96];
+  char node_name[512];
+  int64_t lease_ms;
+  int64_t retention_ms;
+  uint64_t max_pending_default;
+  int lock_fd; /* flock on data_dir/node.lock: one hookd per node name */
+
+  pthread_mutex_t lanes_mu;
+  spool_lane *lanes;
+
+  /* The writer. */
+  PGconn *wconn;
+  pthread_t writer;
+  int writer_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;      /* work for the writer */
+  pthread_cond_t done_cv; /* a start mark was answered */
+  store_req *in_head, *in_tail;
+  op *ops_head, *ops_tail;
+  size_t n_ops;
+  int urgent; /* an outcome frees a key or a worker waits: commit now */
+  store_req *out_head, *out_tail;
+  int stopping, closed;
+  uv_async_t async;
+  uv_timer_t deadlines;
+  store_req *unanswered; /* loop thread only */
+
+  /* The claimer. */
+  PGconn *cconn;
+  pthread_t claimer;
+  int claimer_started;
+  int kick_fd; /* eventfd: a lane has room, or stop */
+  atomic_int kicked;
+
+  /* State and numbers, any thread. */
+  atomic_int down; /* the writer has no connection */
+  atomic_int_fast64_t down_since;
+  pthread_mutex_t why_mu;
+  char down_why[256];
+  atomic_uint_fast64_t pending, dead, db_bytes, commits, commit_errors, crashes;
+  atomic_int_fast64_t oldest_pending_ms;
+  int64_t sweep_after; /* writer only: the done-mark sweep's cursor */
+  int closes_left;     /* handles still closing in free() */
+};
+
+static int64_t mono(void) {
+  return mono_ms();
+}
+
+static void set_down(pg_spool *sp, const char *why) {
+  pthread_mutex_lock(&sp->why_mu);
+  snprintf(sp->down_why, sizeof sp->down_why, "%s", why);
+  size_t l = strlen(sp->down_why);
+  while (l && (sp->down_why[l - 1] == '\n' || sp->down_why[l - 1] == ' ')) sp->down_why[--l] = 0;
+  pthread_mutex_unlock(&sp->why_mu);
+  if (!atomic_exchange(&sp->down, 1)) {
+    atomic_store(&sp->down_since, mono());
+    log_write(LOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", why);
+  }
+}
+
+static void set_up(pg_spool *sp) {
+  if (atomic_exchange(&sp->down, 0)) {
+    log_write(LOG_INFO, NULL, "spool: PostgreSQL connection is back");
+  }
+}
+
+/* --- connections -------------------------------------------------------------------- */
+
+/* Server notices ("relation already exists, skipping") go to the debug
+ * log, not to stderr. */
+static void on_notice(void *arg, const char *message) {
+  (void)arg;
+  log_write(LOG_DEBUG, NULL, "spool: PostgreSQL says: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* Opens a connection. The defaults before the URL bound how long a dead
+ * server or network can hold a thread; the URL may override them. */
+static PGconn *pg_connect(const char *url, const char *role, char *err, size_t errlen) {
+  char app[64];
+  snprintf(app, sizeof app, "hookd %s", role);
+  const char *keys[] = {"connect_timeout",     "keepalives",       "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                        "application_name",    "dbname",           NULL};
+  const char *vals[] = {"3", "1", "5", "2", "3", "10000", app, url, NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  if (c == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  PQsetNoticeProcessor(c, on_notice, NULL);
+  if (PQstatus(c) != CONNECTION_OK) {
+    snprintf(err, errlen, "%s", PQerrorMessage(c));
+    size_t l = strlen(err);
+    while (l && (err[l - 1] == '\n' || err[l - 1] == ' ')) err[--l] = 0;
+    PQfinish(c);
+    return NULL;
+  }
+  return c;
+}
+
+/* Runs sql (no parameters); 0 or -1 with err. */
+static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen) {
+  PGresult *r = PQexec(c, sql);
+  ExecStatusType st = PQresultStatus(r);
+  int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
+  if (rc) snprintf(err, errlen, "%s", PQerrorMessage(c));
+  PQclear(r);
+  return rc;
+}
+
+static int prepare_all(PGconn *c, int writer, char *err, size_t errlen) {
+  if (!writer) {
+    Oid t[4] = {25, 20, 25, 20};
+    PGresult *r = PQprepare(c, "claim", claim_sql, 4, t);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) snprintf(err, errlen, "%s", PQerrorMessage(c));
+    PQclear(r);
+    return ok ? 0 : -1;
+  }
+  for (size_t i = 0; i < sizeof writer_stmts / sizeof writer_stmts[0]; i++) {
+    PGresult *r = PQprepare(c, writer_stmts[i].name, writer_stmts[i].sql, writer_stmts[i].n,
+                            writer_stmts[i].types);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) snprintf(err, errlen, "%s", PQerrorMessage(c));
+    PQclear(r);
+    if (!ok) return -1;
+  }
+  return 0;
+}
+
+/* --- schema -------------------------------------------------------------------------- */
+
+/* Creates the schema in a new database, or checks the version of an
+ * existing one. Nodes starting at once serialise on an advisory lock. A
+ * version newer than this hookd's is refused before anything is touched.
+ * Returns 0, SPOOL_EDAMAGED (not a spool, or a newer one) or SPOOL_EFAIL. */
+static int ensure_schema(PGconn *c, char *err, size_t errlen) {
+  char why[512] = "";
+  if (exec_ok(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('hookd spool schema'))", why,
+              sizeof why) != 0) {
+    snprintf(err, errlen, "cannot lock the schema: %s", why);
+    return SPOOL_EFAIL;
+  }
+  int rc = 0;
+  PGresult *r = PQexec(c, "SELECT to_regclass('hookd_meta') IS NOT NULL");
+  int exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+               strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    snprintf(err, errlen, "%s", PQerrorMessage(c));
+    rc = SPOOL_EFAIL;
+  }
+  PQclear(r);
+  if (rc == 0 && exists) {
+    r = PQexec(c, "SELECT value FROM hookd_meta WHERE key = 'schema_version'");
+    long v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+      char *end;
+      v = strtol(PQgetvalue(r, 0, 0), &end, 10);
+      if (*end) v = -1;
+    }
+    PQclear(r);
+    if (v > SCHEMA_VERSION) {
+      snprintf(err, errlen,
+               "the PostgreSQL spool has schema version %ld and this hookd knows versions up to "
+               "%d: refusing to touch it (upgrade hookd on this node to the version the other "
+               "nodes run)",
+               v, SCHEMA_VERSION);
+      rc = SPOOL_EDAMAGED;
+    } else if (v < 1) {
+      snprintf(err, errlen,
+               "the database has a hookd_meta table without a valid schema_version: not a "
+               "hookd spool, or a damaged one");
+      rc = SPOOL_EDAMAGED;
+    }
+    /* Version 1 is the only one so far: later versions migrate from here,
+     * one step at a time, inside this transaction. */
+  }
+  if (rc == 0 && !exists && exec_ok(c, schema_sql, why, sizeof why) != 0) {
+    snprintf(err, errlen, "cannot create the spool tables: %s", why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc == 0 && !exists &&
+      exec_ok(c, "INSERT INTO hookd_meta(key, value) VALUES ('schema_version', '1')", why,
+              sizeof why) != 0) {
+    snprintf(err, errlen, "%s", why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc == 0 && exec_ok(c, "COMMIT", why, sizeof why) != 0) {
+    snprintf(err, errlen, "%s", why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc != 0) exec_ok(c, "ROLLBACK", why, sizeof why);
+  return rc;
+}
+
+/* --- parameters ------------------------------------------------------------------------ */
+
+/* Appends s to a text[] literal as one quoted element. */
+static void lit_append(char **buf, size_t *len, size_t *cap, const char *s) {
+  size_t need = *len + 2 * strlen(s) + 4;
+  if (need > *cap) {
+    size_t nc = *cap ? *cap : 64;
+    while (nc < need) nc *= 2;
+    char *nb = realloc(*buf, nc);
+    if (nb == NULL) return;
+    *buf = nb;
+    *cap = nc;
+  }
+  char *p = *buf + *len;
+  if (*len > 1) *p++ = ',';
+  *p++ = '"';
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') *p++ = '\\';
+    *p++ = *s;
+  }
+  *p++ = '"';
+  *len = (size_t)(p - *buf);
+}
+
+/* "{"a","b"}" for the lanes' names; NULL when out of memory. */
+static char *lanes_literal(spool_lane *const *lanes, size_t n) {
+  char *buf = NULL;
+  size_t len = 1, cap = 0;
+  for (size_t i = 0; i < n; i++) lit_append(&buf, &len, &cap, lanes[i]->name);
+  if (buf == NULL) buf = malloc(3);
+  if (buf == NULL) return NULL;
+  buf[0] = '{';
+  buf[len] = '}';
+  buf[len + 1] = 0;
+  return buf;
+}
+
+/* "{1,2,3}" for an int8[] parameter. */
+static char *ids_literal(const int64_t *ids, size_t n) {
+  char *s = malloc(n * 21 + 3);
+  if (s == NULL) return NULL;
+  size_t len = 0;
+  s[len++] = '{';
+  for (size_t i = 0; i < n; i++)
+    len += (size_t)sprintf(s + len, i ? ",%lld" : "%lld", (long long)ids[i]);
+  s[len++] = '}';
+  s[len] = 0;
+  return s;
+}
+
+/* --- lanes ----------------------------------------------------------------------------- */
+
+static spool_lane *pg_lane(spool *base, const char *instance) {
+  pg_spool *sp = (pg_spool *)base;
+  pthread_mutex_lock(&sp->lanes_mu);
+  spool_lane *l = sp->lanes;
+  while (l && strcmp(l->name, instance) != 0) l = l->next;
+  if (l == NULL && (l = calloc(1, sizeof *l)) != NULL) {
+    if ((l->name = strdup(instance)) == NULL) {
+      free(l);
+      l = NULL;
+    } else {
+      l->sp = sp;
+      pthread_mutex_init(&l->mu, NULL);
+      l->cfg.max_pending = sp->max_pending_default;
+      l->cfg.max_crashes = 3;
+      atomic_store(&l->retry_due, INT64_MAX);
+      l->next = sp->lanes;
+      sp->lanes = l;
+    }
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  return l;
+}
+
+static void pg_lane_config(spool_lane *l, const spool_lane_config *c) {
+  pthread_mutex_lock(&l->mu);
+  l->cfg = *c;
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void kick(pg_spool *sp) {
+  if (atomic_exchange(&sp->kicked, 1)) return;
+  uint64_t one = 1;
+  if (write(sp->kick_fd, &one, sizeof one) < 0) { /* the counter is full: already kicked */
+  }
+}
+
+static void pg_lane_attach(spool_lane *l, const void *owner, spool_wake_fn wake, void *data) {
+  pthread_mutex_lock(&l->mu);
+  l->owner = owner;
+  l->wake = wake;
+  l->wake_data = data;
+  int has = l->n_window > 0;
+  pthread_mutex_unlock(&l->mu);
+  if (has && wake) wake(data);
+  kick(l->sp); /* its backlog is claimed now */
+}
+
+static void pg_lane_detach(spool_lane *l, const void *owner) {
+  pthread_mutex_lock(&l->mu);
+  if (l->owner == owner) {
+    l->owner = NULL;
+    l->wake = NULL;
+    l->wake_data = NULL;
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void pg_lane_stats(spool_lane *l, spool_lane_stats *out) {
+  pthread_mutex_lock(&l->mu);
+  out->in_memory = l->n_window;
+  out->running = l->n_out;
+  pthread_mutex_unlock(&l->mu);
+  out->pending = atomic_load(&l->pending);
+  out->saturated = out->pending >= l->cfg.max_pending;
+}
+
+/* A due delivery from the window; the window only ever holds heads of
+ * their keys, leased to this node. */
+static delivery *pg_claim(spool_lane *l, const void *owner, int64_t now_ms, int64_t *next_ms) {
+  delivery *d = NULL;
+  int64_t next = INT64_MAX;
+  pthread_mutex_lock(&l->mu);
+  if (l->owner != owner) {
+    pthread_mutex_unlock(&l->mu);
+    *next_ms = -1;
+    return NULL;
+  }
+  size_t best = WINDOW;
+  for (size_t i = 0; i < l->n_window; i++) {
+    delivery *w = l->window[i];
+    if (w->due_ms <= now_ms && (best == WINDOW || w->ev->seq < l->window[best]->ev->seq)) best = i;
+    if (w->due_ms > now_ms && w->due_ms < next) next = w->due_ms;
+  }
+  if (best < WINDOW && l->n_out < WINDOW) {
+    d = l->window[best];
+    l->window[best] = l->window[--l->n_window];
+    l->out[l->n_out++] = d;
+  }
+  int room = l->n_window + l->n_out < WINDOW / 2;
+  pthread_mutex_unlock(&l->mu);
+  if (room) kick(l->sp);
+  *next_ms = d ? 0 : next;
+  return d;
+}
+
+/* Takes d out of its lane's handed-out list; the lane, or NULL. */
+static spool_lane *lane_forget(pg_spool *sp, const delivery *d) {
+  pthread_mutex_lock(&sp->lanes_mu);
+  spool_lane *l = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n_out; i++) {
+      if (l->out[i] == d) {
+        l->out[i] = l->out[--l->n_out];
+        pthread_mutex_unlock(&l->mu);
+        return l;
+      }
+    }
+    pthread_mutex_unlock(&l->mu);
+  }
+  return NULL;
+}
+
+/* --- the writer's queue ---------------------------------------------------------------- */
+
+static op *op_new(op_kind kind, const delivery *d, int state, const char *error) {
+  size_t el = error ? strlen(error) : 0;
+  op *o = calloc(1, sizeof *o + el + 1);
+  if (o == NULL) return NULL;
+  o->kind = kind;
+  o->id = (int64_t)d->spool_id;
+  o->seq = (int64_t)d->ev->seq;
+  o->state = state;
+  o->attempt = d->attempt;
+  o->crashes = d->crashes;
+  o->next_ms = d->due_ms;
+  memcpy(o->error, error ? error : "", el + 1);
+  return o;
+}
+
+/* Queues o for the next commit; urgent ones wake the writer at once. */
+static int push_op(pg_spool *sp, op *o, int urgent) {
+  pthread_mutex_lock(&sp->mu);
+  if (sp->closed) {
+    pthread_mutex_unlock(&sp->mu);
+    free(o);
+    return -1;
+  }
+  if (sp->ops_tail) {
+    sp->ops_tail->next = o;
+  } else {
+    sp->ops_head = o;
+  }
+  sp->ops_tail = o;
+  sp->n_ops++;
+  if (urgent) {
+    sp->urgent = 1;
+    pthread_cond_signal(&sp->cv);
+  }
+  pthread_mutex_unlock(&sp->mu);
+  return 0;
+}
+
+static int pg_started(spool *base, delivery *d) {
+  pg_spool *sp = (pg_spool *)base;
+  if (atomic_load(&sp->down)) return SPOOL_EFAIL;
+  start_wait w = {0, SPOOL_EFAIL};
+  op *o = op_new(OP_START, d, ST_PENDING, NULL);
+  if (o == NULL) return SPOOL_EFAIL;
+  o->wait = &w;
+  if (push_op(sp, o, 1) != 0) return SPOOL_EFAIL;
+  pthread_mutex_lock(&sp->mu);
+  while (!w.done) pthread_cond_wait(&sp->done_cv, &sp->mu);
+  pthread_mutex_unlock(&sp->mu);
+  return w.rc;
+}
+
+static void pg_settle(spool *base, delivery *d, spool_settle how, const char *error) {
+  pg_spool *sp = (pg_spool *)base;
+  spool_lane *l = lane_forget(sp, d);
+  if (how == SPOOL_RELEASE && l) {
+    /* Still leased to this node: back in the window, due at d->due_ms;
+     * the start mark (if it was written) is undone. */
+    op *o = op_new(OP_UNSTART, d, ST_PENDING, NULL);
+    if (o) push_op(sp, o, 0);
+    pthread_mutex_lock(&l->mu);
+    int kept = l->n_window < WINDOW;
+    if (kept) l->window[l->n_window++] = d;
+    spool_wake_fn wake = l->wake;
+    void *data = l->wake_data;
+    pthread_mutex_unlock(&l->mu);
+    if (kept) {
+      if (wake) wake(data);
+      return;
+    }
+  }
+  static const int states[] = {ST_DONE, ST_PENDING, ST_DEAD, ST_PENDING};
+  op *o = op_new(OP_SETTLE, d, states[how], error);
+  if (o == NULL) {
+    log_write(LOG_ERROR, &(log_ctx){.event_id = d->ev->id},
+              "out of memory recording a delivery outcome; it runs again after its lease expires");
+  } else {
+    o->notify = how != SPOOL_RETRY;
+    if (how == SPOOL_DONE || how == SPOOL_DEAD) {
+      atomic_fetch_sub(&sp->pending, 1);
+      if (l) atomic_fetch_sub(&l->pending, 1);
+    }
+    if (how == SPOOL_DEAD) atomic_fetch_add(&sp->dead, 1);
+    if (l && how == SPOOL_RETRY) {
+      int64_t cur = atomic_load(&l->retry_due);
+      while (d->due_ms < cur && !atomic_compare_exchange_weak(&l->retry_due, &cur, d->due_ms)) {
+      }
+    }
+    /* Outcomes that end a delivery free its key for the next one, on any
+     * node: they are committed at once, not with a later batch. */
+    push_op(sp, o, how != SPOOL_RETRY);
+  }
+  if (l && how == SPOOL_RETRY) kick(sp);
+  delivery_free(d);
+}
+
+/* --- the writer: one pipeline, one transaction per batch ------------------------------- */
+
+typedef enum { BATCH_OK = 0, BATCH_SQL = -1, BATCH_LOST = -2 } batch_rc;
+
+typedef enum { S_STORE, S_START, S_SETTLE, S_UNSTART, S_EVDONE, S_NOTIFY } sent_kind;
+
+typedef struct sent {
+  sent_kind kind;
+  void *p;
+} sent;
+
+/* One batch on its way: what was sent, in order, and what came back. */
+typedef struct batch {
+  store_req *stores;
+  op *ops;
+  sent list[BATCH_MAX + 8];
+  size_t n;
+  char sqlstate[6];
+  char why[256];
+} batch;
+
+static int send_store(pg_spool *sp, store_req *r) {
+  char received[24];
+  const event *ev = r->ev;
+  snprintf(received, sizeof received, "%lld", (long long)ev->received_ms);
+  const char *v[8] = {ev->source,       ev->id,   ev->type, ev->order_key,
+                      ev->content_type, received, ev->body, r->lanes_lit};
+  int len[8] = {0, 0, 0, 0, 0, 0, (int)ev->body_len, 0};
+  int fmt[8] = {0, 0, 0, 0, 0, 0, 1, 0};
+  return PQsendQueryPrepared(sp->wconn, "store", 8, v, len, fmt, 0);
+}
+
+static int send_settle(pg_spool *sp, const op *o, const char *now) {
+  char id[24], state[8], attempt[16], crashes[16], next[24];
+  snprintf(id, sizeof id, "%lld", (long long)o->id);
+  snprintf(state, sizeof state, "%d", o->state);
+  snprintf(attempt, sizeof attempt, "%u", o->attempt);
+  snprintf(crashes, sizeof crashes, "%u", o->crashes);
+  snprintf(next, sizeof next, "%lld", (long long)o->next_ms);
+  if (o->kind == OP_UNSTART) {
+    const char *v[4] = {id, attempt, next, sp->node_id};
+    return PQsendQueryPrepared(sp->wconn, "unstart", 4, v, NULL, NULL, 0);
+  }
+  const char *v[8] = {id,  state,      attempt, crashes, next, o->error[0] ? o->error : NULL,
+                      now, sp->node_id};
+  return PQsendQueryPrepared(sp->wconn, "settle", 8, v, NULL, NULL, 0);
+}
+
+/* Sends the whole batch and a sync. 0, or -1 when the connection broke
+ * (nothing commits without the sync). */
+static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)now_ms_);
+  b->n = 0;
+  int notify = 0;
+  size_t n_start = 0, n_done = 0;
+  for (op *o = b->ops; o; o = o->next) {
+    n_start += o->kind == OP_START;
+    n_done += o->kind == OP_SETTLE && o->state == ST_DONE;
+  }
+  int64_t *starts = malloc((n_start + 1) * sizeof *starts);
+  int64_t *dones = malloc((n_done + 1) * sizeof *dones);
+  int ok = starts && dones && PQenterPipelineMode(sp->wconn) == 1;
+  n_start = n_done = 0;
+  for (store_req *r = b->stores; ok && r; r = r->next) {
+    ok = send_store(sp, r);
+    b->list[b->n++] = (sent){S_STORE, r};
+    notify |= r->n > 0;
+  }
+  for (op *o = b->ops; ok && o; o = o->next) {
+    if (o->kind == OP_START) {
+      starts[n_start++] = o->id;
+      continue;
+    }
+    ok = send_settle(sp, o, now);
+    b->list[b->n++] = (sent){o->kind == OP_UNSTART ? S_UNSTART : S_SETTLE, o};
+    if (o->kind == OP_SETTLE && o->state == ST_DONE) dones[n_done++] = o->seq;
+    notify |= o->kind == OP_SETTLE && o->notify;
+  }
+  if (ok && n_start) {
+    char *lit = ids_literal(starts, n_start);
+    const char *v[2] = {lit, sp->node_id};
+    ok = lit && PQsendQueryPrepared(sp->wconn, "start", 2, v, NULL, NULL, 0);
+    free(lit);
+    b->list[b->n++] = (sent){S_START, NULL};
+  }
+  if (ok && n_done) {
+    char *lit = ids_literal(dones, n_done);
+    const char *v[2] = {lit, now};
+    ok = lit && PQsendQueryPrepared(sp->wconn, "evdone", 2, v, NULL, NULL, 0);
+    free(lit);
+    b->list[b->n++] = (sent){S_EVDONE, NULL};
+  }
+  if (ok && notify) {
+    ok = PQsendQueryPrepared(sp->wconn, "notify", 0, NULL, NULL, NULL, 0);
+    b->list[b->n++] = (sent){S_NOTIFY, NULL};
+  }
+  free(starts);
+  free(dones);
+  return ok && PQpipelineSync(sp->wconn) == 1 ? 0 : -1;
+}
+
+/* Marks every start op of the batch answered: rc 0 for the ids in r. */
+static void answer_starts(pg_spool *sp, op *ops, const PGresult *r) {
+  pthread_mutex_lock(&sp->mu);
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_START || o->wait == NULL) continue;
+    int rc = SPOOL_EFAIL;
+    for (int i = 0; r && i < PQntuples(r); i++) {
+      if (strtoll(PQgetvalue(r, i, 0), NULL, 10) == o->id) rc = 0;
+    }
+    if (rc != 0 && r) {
+      log_write(LOG_WARN, NULL,
+                "spool: delivery %lld is no longer leased to this node (its lease expired and "
+                "another node took it over); not running it here",
+                (long long)o->id);
+    }
+    o->wait->rc = rc;
+    o->wait->done = 1;
+    o->wait = NULL;
+  }
+  pthread_cond_broadcast(&sp->done_cv);
+  pthread_mutex_unlock(&sp->mu);
+}
+
+/* One result of the batch: 0, or -1 when it failed (the rest is aborted). */
+static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_PIPELINE_ABORTED) return -1;
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(b->sqlstate, sizeof b->sqlstate, "%s", code ? code : "");
+    snprintf(b->why, sizeof b->why, "%s", PQresultErrorMessage(r));
+    if (s->kind == S_STORE) {
+      const store_req *q = s->p;
+      log_write(LOG_ERROR, &(log_ctx){.event_id = q->ev->id}, "spool: storing the event failed: %s",
+                b->why);
+    }
+    return -1;
+  }
+  if (s->kind == S_STORE) {
+    store_req *q = s->p;
+    q->status = PQntuples(r) == 1 ? SPOOL_STORED : SPOOL_DUPLICATE;
+    if (q->status == SPOOL_STORED) q->ev->seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  } else if (s->kind == S_SETTLE && strcmp(PQcmdTuples(r), "0") == 0) {
+    const op *o = s->p;
+    log_write(LOG_WARN, NULL,
+              "spool: the outcome of delivery %lld was not recorded: its lease expired and "
+              "another node took it over (it may be delivered twice)",
+              (long long)o->id);
+  }
+  (void)sp;
+  return 0;
+}
+
+/* Reads the batch's results and its sync. BATCH_OK once the sync came back
+ * (the transaction committed), BATCH_SQL when a statement failed (rolled
+ * back), BATCH_LOST when the connection broke before the sync answered:
+ * the commit may or may not have happened. */
+static batch_rc read_batch(pg_spool *sp, batch *b) {
+  PGconn *c = sp->wconn;
+  int failed = 0;
+  PGresult *start_res = NULL;
+  for (size_t i = 0; i < b->n; i++) {
+    PGresult *r = PQgetResult(c);
+    if (r == NULL || PQstatus(c) == CONNECTION_BAD) {
+      if (!b->why[0]) snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(c));
+      PQclear(r);
+      PQclear(start_res);
+      return BATCH_LOST;
+    }
+    if (take_result(sp, b, &b->list[i], r) != 0) failed = 1;
+    if (b->list[i].kind == S_START && !failed) {
+      start_res = r;
+    } else {
+      PQclear(r);
+    }
+    while ((r = PQgetResult(c)) != NULL) PQclear(r); /* the NULL that ends each query */
+  }
+  PGresult *r = PQgetResult(c);
+  int synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+  PQclear(r);
+  if (!synced || PQexitPipelineMode(c) != 1) {
+    if (!b->why[0]) snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(c));
+    PQclear(start_res);
+    return BATCH_LOST;
+  }
+  if (!failed) answer_starts(sp, b->ops, start_res);
+  PQclear(start_res);
+  return failed ? BATCH_SQL : BATCH_OK;
+}
+
+static batch_rc run_batch(pg_spool *sp, batch *b) {
+  b->sqlstate[0] = b->why[0] = 0;
+  for (store_req *r = b->stores; r; r = r->next) r->status = SPOOL_EIO;
+  if (send_batch(sp, b, now_ms()) != 0) {
+    snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(sp->wconn));
+    return BATCH_LOST;
+  }
+  return read_batch(sp, b);
+}
+
+static void drop_connection(pg_spool *sp, const char *why) {
+  set_down(sp, why && why[0] ? why : "connection closed");
+  PQfinish(sp->wconn);
+  sp->wconn = NULL;
+}
+
+/* Commits stores and ops. A deadlock between nodes (two batches that
+ * insert the same ids in opposite orders) is retried; a batch that fails
+ * on its data is split so that one bad event gets its 503 alone. */
+static batch_rc commit(pg_spool *sp, store_req *stores, op *ops) {
+  batch *b = calloc(1, sizeof *b);
+  if (b == NULL) return BATCH_SQL;
+  b->stores = stores;
+  b->ops = ops;
+  batch_rc rc = BATCH_SQL;
+  for (int tries = 0; tries < 3; tries++) {
+    rc = run_batch(sp, b);
+    if (rc != BATCH_SQL || (strcmp(b->sqlstate, "40P01") != 0 && strcmp(b->sqlstate, "40001")))
+      break;
+  }
+  if (rc == BATCH_SQL && stores && (stores->next || ops)) {
+    /* Each on its own: the ops, then one store at a time. */
+    store_req *next;
+    rc = ops ? commit(sp, NULL, ops) : BATCH_OK;
+    for (store_req *r = stores; r && rc != BATCH_LOST; r = next) {
+      next = r->next;
+      r->next = NULL;
+      if (commit(sp, r, NULL) == BATCH_LOST) rc = BATCH_LOST;
+      r->next = next;
+    }
+  } else if (rc == BATCH_SQL) {
+    log_write(LOG_ERROR, NULL, "spool: commit failed: %s", b->why);
+  }
+  if (rc == BATCH_LOST && sp->wconn) drop_connection(sp, b->why);
+  if (rc == BATCH_OK) atomic_fetch_add(&sp->commits, 1);
+  if (rc != BATCH_OK) atomic_fetch_add(&sp->commit_errors, 1);
+  free(b);
+  return rc;
+}
+
+/* --- the writer's thread ------------------------------------------------------------------ */
+
+static int64_t query_i64(PGconn *c, const char *sql, int n, const char *const *v, int64_t dflt) {
+  PGresult *r = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+  int64_t x = dflt;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+    x = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  }
+  PQclear(r);
+  return x;
+}
+
+/* Connects the writer and prepares its statements; 0 or -1. */
+static int writer_connect(pg_spool *sp) {
+  char why[512];
+  PGconn *c = pg_connect(sp->url, "writer", why, sizeof why);
+  if (c != NULL && prepare_all(c, 1, why, sizeof why) != 0) {
+    PQfinish(c);
+    c = NULL;
+  }
+  if (c == NULL) {
+    set_down(sp, why);
+    return -1;
+  }
+  sp->wconn = c;
+  set_up(sp);
+  return 0;
+}
+
+/* Cluster-wide numbers: per-lane unfinished deliveries, dead letters, the
+ * oldest unfinished delivery's accept time. */
+static void refresh_stats(pg_spool *sp, int sizes) {
+  PGresult *r = PQexec(sp->wconn,
+                       "SELECT instance, state, count(*), min(seq) FROM "
+                       "hookd_deliveries WHERE state <> 1 GROUP BY instance, state");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    PQclear(r);
+    return;
+  }
+  uint64_t pending = 0, dead = 0;
+  int64_t oldest = INT64_MAX;
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (spool_lane *l = sp->lanes; l; l = l->next) {
+    uint64_t n = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+      if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->name) == 0) {
+        n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+      }
+    }
+    atomic_store(&l->pending, n);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (int i = 0; i < PQntuples(r); i++) {
+    uint64_t n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+    int64_t first = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    if (strcmp(PQgetvalue(r, i, 1), "0") == 0) {
+      pending += n;
+      if (first < oldest) oldest = first;
+    } else {
+      dead += n;
+    }
+  }
+  PQclear(r);
+  atomic_store(&sp->pending, pending);
+  atomic_store(&sp->dead, dead);
+  int64_t at = 0;
+  if (oldest != INT64_MAX) {
+    char seq[24];
+    snprintf(seq, sizeof seq, "%lld", (long long)oldest);
+    const char *v[1] = {seq};
+    at = query_i64(sp->wconn, "SELECT received_ms FROM hookd_events WHERE seq = $1", 1, v, 0);
+  }
+  atomic_store(&sp->oldest_pending_ms, at);
+  if (sizes) {
+    int64_t bytes = query_i64(sp->wconn,
+                              "SELECT pg_total_relation_size('hookd_events') + "
+                              "pg_total_relation_size('hookd_deliveries')",
+                              0, NULL, 0);
+    atomic_store(&sp->db_bytes, (uint64_t)bytes);
+  }
+}
+
+/* Marks done the events whose deliveries two nodes finished at once (each
+ * saw the other's still pending), a slice at a time, and deletes finished
+ * events past retention. Any node may run it; SKIP LOCKED keeps two from
+ * waiting on each other. */
+static void prune(pg_spool *sp) {
+  char after[24], now[24], before[24];
+  snprintf(after, sizeof after, "%lld", (long long)sp->sweep_after);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  snprintf(before, sizeof before, "%lld", (long long)(now_ms() - sp->retention_ms));
+  const char *v[2] = {after, now};
+  sp->sweep_after = query_i64(
+      sp->wconn,
+      "WITH s AS (SELECT seq FROM hookd_events WHERE done_ms IS NULL AND seq > $1 ORDER BY seq "
+      "LIMIT 1000), u AS (UPDATE hookd_events e SET done_ms = $2 FROM s WHERE e.seq = s.seq AND "
+      "NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1) "
+      "RETURNING e.seq) SELECT (SELECT max(seq) FROM s) + 0 * (SELECT count(*) FROM u)",
+      2, v, 0);
+  const char *p[1] = {before};
+  for (int i = 0; i < 10; i++) {
+    int64_t n = query_i64(
+        sp->wconn,
+        "WITH p AS (SELECT seq FROM hookd_events WHERE done_ms IS NOT NULL AND done_ms < $1 "
+        "ORDER BY done_ms LIMIT 500 FOR UPDATE SKIP LOCKED), "
+        "dd AS (DELETE FROM hookd_deliveries WHERE seq IN (SELECT seq FROM p)), "
+        "de AS (DELETE FROM hookd_events WHERE seq IN (SELECT seq FROM p) RETURNING 1) "
+        "SELECT count(*) FROM de",
+        1, p, 0);
+    if (n < PRUNE_BATCH) break;
+  }
+}
+
+/* Renews this node's leases and its row in hookd_nodes. */
+static void renew(pg_spool *sp) {
+  char lease[24], now[24];
+  snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[2] = {sp->node_id, lease};
+  PGresult *r = PQexecPrepared(sp->wconn, "renew", 2, v, NULL, NULL, 0);
+  PQclear(r);
+  const char *w[2] = {sp->node_id, now};
+  r = PQexecParams(sp->wconn, "UPDATE hookd_nodes SET seen_ms = $2 WHERE id = $1", 2, NULL, w, NULL,
+                   NULL, 0);
+  PQclear(r);
+}
+
+typedef struct hk_clock {
+  int64_t renew, stats, prune;
+} hk_clock;
+
+static void housekeeping(pg_spool *sp, hk_clock *t) {
+  int64_t now = mono();
+  if (now >= t->renew) {
+    t->renew = now + sp->lease_ms / 3;
+    renew(sp);
+  }
+  if (now >= t->stats) {
+    int sizes = now >= t->prune;
+    t->stats = now + STATS_MS;
+    refresh_stats(sp, sizes);
+  }
+  if (now >= t->prune) {
+    t->prune = now + PRUNE_MS;
+    prune(sp);
+  }
+  if (sp->wconn && PQstatus(sp->wconn) == CONNECTION_BAD)
+    drop_connection(sp, PQerrorMessage(sp->wconn));
+}
+
+/* Hands finished stores back to the loop thread. */
+static void post_stores(pg_spool *sp, store_req *list) {
+  if (list == NULL) return;
+  store_req *last = list;
+  while (last->next) last = last->next;
+  pthread_mutex_lock(&sp->mu);
+  if (sp->out_tail) {
+    sp->out_tail->next = list;
+  } else {
+    sp->out_head = list;
+  }
+  sp->out_tail = last;
+  pthread_mutex_unlock(&sp->mu);
+  uv_async_send(&sp->async);
+}
+
+/* Answers every worker waiting in started() with a failure, and gives back
+ * the ops to keep (outcomes; start marks are only worth their waiter). */
+static op *fail_starts(pg_spool *sp, op *ops) {
+  op *keep = NULL, **tail = &keep;
+  pthread_mutex_lock(&sp->mu);
+  while (ops) {
+    op *o = ops;
+    ops = o->next;
+    o->next = NULL;
+    if (o->kind == OP_START) {
+      if (o->wait) {
+        o->wait->rc = SPOOL_EFAIL;
+        o->wait->done = 1;
+      }
+      free(o);
+    } else {
+      *tail = o;
+      tail = &o->next;
+    }
+  }
+  pthread_cond_broadcast(&sp->done_cv);
+  pthread_mutex_unlock(&sp->mu);
+  return keep;
+}
+
+static void requeue_ops(pg_spool *sp, op *ops) {
+  if (ops == NULL) return;
+  op *last = ops;
+  size_t n = 1;
+  while (last->next) {
+    last = last->next;
+    n++;
+  }
+  pthread_mutex_lock(&sp->mu);
+  last->next = sp->ops_head;
+  sp->ops_head = ops;
+  if (sp->ops_tail == NULL) sp->ops_tail = last;
+  sp->n_ops += n;
+  pthread_mutex_unlock(&sp->mu);
+}
+
+static void free_ops(op *ops) {
+  while (ops) {
+    op *next = ops->next;
+    free(ops);
+    ops = next;
+  }
+}
+
+/* Takes up to BATCH_MAX stores and ops off the queues (sp->mu held). Stores
+ * already answered (past their deadline) are handed straight back. */
+static void take_work(pg_spool *sp, store_req **stores, op **ops, store_req **expired) {
+  store_req **st = stores;
+  size_t n = 0;
+  while (sp->in_head && n < BATCH_MAX / 2) {
+    store_req *r = sp->in_head;
+    sp->in_head = r->next;
+    r->next = NULL;
+    if (atomic_load(&r->answered)) {
+      r->next = *expired;
+      *expired = r;
+      continue;
+    }
+    *st = r;
+    st = &r->next;
+    n++;
+  }
+  if (sp->in_head == NULL) sp->in_tail = NULL;
+  op **ot = ops;
+  while (sp->ops_head && n < BATCH_MAX) {
+    op *o = sp->ops_head;
+    sp->ops_head = o->next;
+    o->next = NULL;
+    *ot = o;
+    ot = &o->next;
+    n++;
+    sp->n_ops--;
+  }
+  if (sp->ops_head == NULL) sp->ops_tail = NULL;
+  sp->urgent = sp->in_head != NULL || sp->ops_head != NULL;
+}
+
+/* Waits for work, a housekeeping tick or a reconnect attempt (sp->mu held). */
+static void writer_wait(pg_spool *sp, int64_t until) {
+  if (sp->in_head || sp->urgent || sp->stopping) return;
+  int64_t ms = until - mono();
+  if (ms <= 0) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
+}
+
+/* While PostgreSQL is unreachable: start marks fail at once, stores wait
+ * for a reconnect until the loop answers them 503. */
+static void writer_down(pg_spool *sp) {
+  pthread_mutex_lock(&sp->mu);
+  op *ops = sp->ops_head;
+  sp->ops_head = sp->ops_tail = NULL;
+  sp->n_ops = 0;
+  store_req *expired = NULL, **pp = &sp->in_head;
+  sp->in_tail = NULL;
+  while (*pp) {
+    store_req *r = *pp;
+    if (atomic_load(&r->answered) || sp->stopping) {
+      *pp = r->next;
+      r->next = expired;
+      expired = r;
+    } else {
+      sp->in_tail = r;
+      pp = &r->next;
+    }
+  }
+  pthread_mutex_unlock(&sp->mu);
+  ops = fail_starts(sp, ops);
+  if (sp->stopping) {
+    free_ops(ops); /* their deliveries run again once their leases expire */
+  } else {
+    requeue_ops(sp, ops);
+  }
+  post_stores(sp, expired);
+}
+
+/* Gives this node's unstarted claims back at a clean stop, so that other
+ * nodes take them at once instead of after the lease; and leaves the list
+ * of nodes. */
+static void leave(pg_spool *sp) {
+  const char *v[1] = {sp->node_id};
+  PGresult *r = PQexecParams(sp->wconn,
+                             "WITH u AS (UPDATE hookd_deliveries SET lease_until = 0 WHERE "
+                             "lease_owner = $1 AND state = 0 AND lease_until > 0 AND NOT started "
+                             "RETURNING 1), n AS (DELETE FROM hookd_nodes WHERE id = $1) "
+                             "SELECT pg_notify('" NOTIFY_CHANNEL
+                             "', '') FROM (SELECT count(*) "
+                             "FROM u) x",
+                             1, NULL, v, NULL, NULL, 0);
+  PQclear(r);
+}
+
+static void *writer_main(void *arg) {
+  pg_spool *sp = arg;
+  hk_clock hk = {0, 0, mono() + PRUNE_MS};
+  int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
+  for (;;) {
+    pthread_mutex_lock(&sp->mu);
+    int64_t until = mono() + HOUSEKEEPING_MS;
+    if (sp->wconn == NULL) until = next_connect;
+    writer_wait(sp, until);
+    int stopping = sp->stopping;
+    int waiting = sp->in_head != NULL;
+    pthread_mutex_unlock(&sp->mu);
+    if (sp->wconn == NULL) {
+      /* A request waiting for its answer is worth a try every 100 ms. */
+      if (mono() >= next_connect ||
+          (waiting && mono() >= next_connect - backoff + BACKOFF_FIRST_MS)) {
+        if (writer_connect(sp) == 0) {
+          backoff = BACKOFF_FIRST_MS;
+        } else {
+          next_connect = mono() + backoff;
+          backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        }
+      }
+      if (sp->wconn == NULL) {
+        writer_down(sp);
+        if (stopping) break;
+        if (waiting && next_connect > mono() + BACKOFF_FIRST_MS)
+          next_connect = mono() + BACKOFF_FIRST_MS;
+        continue;
+      }
+    }
+    store_req *stores = NULL, *expired = NULL;
+    op *ops = NULL;
+    pthread_mutex_lock(&sp->mu);
+    take_work(sp, &stores, &ops, &expired);
+    pthread_mutex_unlock(&sp->mu);
+    post_stores(sp, expired);
+    if (stores || ops) {
+      batch_rc rc = commit(sp, stores, ops);
+      ops = fail_starts(sp, ops); /* those the commit did not answer */
+      if (rc == BATCH_LOST && !stopping) {
+        requeue_ops(sp, ops);
+      } else {
+        free_ops(ops);
+      }
+      post_stores(sp, stores);
+      continue; /* more may have come meanwhile */
+    }
+    if (stopping) {
+      leave(sp);
+      break;
+    }
+    housekeeping(sp, &hk);
+  }
+  return NULL;
+}
+
+/* --- the loop side ------------------------------------------------------------------------- */
+
+static void finish_store(pg_spool *sp, store_req *r, int status) {
+  (void)sp;
+  if (atomic_exchange(&r->answered, 1)) return;
+  if (status == SPOOL_STORED) {
+    for (size_t i = 0; i < r->n; i++) atomic_fetch_add(&r->lanes[i]->pending, 1);
+    atomic_fetch_add(&sp->pending, r->n);
+  }
+  r->done(r->data, status);
+}
+
+/* Unlinks r from the loop's list of unanswered requests. */
+static void unlist(pg_spool *sp, store_req *r) {
+  for (store_req **pp = &sp->unanswered; *pp; pp = &(*pp)->all_next) {
+    if (*pp == r) {
+      *pp = r->all_next;
+      return;
+    }
+  }
+}
+
+static void free_store(store_req *r) {
+  event_unref(r->ev);
+  free(r->lanes_lit);
+  free(r->lanes);
+  free(r);
+}
+
+static void on_async(uv_async_t *h) {
+  pg_spool *sp = h->data;
+  pthread_mutex_lock(&sp->mu);
+  store_req *done = sp->out_head;
+  sp->out_head = sp->out_tail = NULL;
+  pthread_mutex_unlock(&sp->mu);
+  while (done) {
+    store_req *r = done;
+    done = r->next;
+    unlist(sp, r);
+    finish_store(sp, r, r->status);
+    free_store(r);
+  }
+}
+
+/* Requests that waited STORE_WAIT_MS get their 503 now; the writer hands
+ * them back (and drops them unsent) later. */
+static void on_deadlines(uv_timer_t *t) {
+  pg_spool *sp = t->data;
+  int64_t now = mono();
+  for (store_req *r = sp->unanswered; r; r = r->all_next) {
+    if (now >= r->deadline && !atomic_load(&r->answered)) {
+      log_write(LOG_WARN, &(log_ctx){.event_id = r->ev->id},
+                "spool: no commit within %d ms (PostgreSQL slow or unreachable): 503",
+                STORE_WAIT_MS);
+      finish_store(sp, r, SPOOL_EIO);
+    }
+  }
+}
+
+static int pg_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
+                    spool_stored_fn done, void *data) {
+  pg_spool *sp = (pg_spool *)base;
+  store_req *r = calloc(1, sizeof *r);
+  if (r == NULL) return SPOOL_EFAIL;
+  r->lanes_lit = lanes_literal(lanes, n);
+  r->lanes = n ? malloc(n * sizeof *lanes) : NULL;
+  if (r->lanes_lit == NULL || (n && r->lanes == NULL)) {
+    free(r->lanes_lit);
+    free(r->lanes);
+    free(r);
+    return SPOOL_EFAIL;
+  }
+  if (n) memcpy(r->lanes, lanes, n * sizeof *lanes);
+  event_ref(ev);
+  r->ev = ev;
+  r->n = n;
+  r->done = done;
+  r->data = data;
+  r->status = SPOOL_EIO;
+  r->deadline = mono() + STORE_WAIT_MS;
+  r->all_next = sp->unanswered;
+  sp->unanswered = r;
+  pthread_mutex_lock(&sp->mu);
+  if (sp->in_tail) {
+    sp->in_tail->next = r;
+  } else {
+    sp->in_head = r;
+  }
+  sp->in_tail = r;
+  pthread_cond_signal(&sp->cv);
+  pthread_mutex_unlock(&sp->mu);
+  return 0;
+}
+
+static const char *pg_admit(spool *base, spool_lane *const *lanes, size_t n, char *why,
+                            size_t len) {
+  pg_spool *sp = (pg_spool *)base;
+  /* The first second of an outage, requests wait for a reconnect; after
+   * that they get their 503 at once. */
+  if (atomic_load(&sp->down) && mono() - atomic_load(&sp->down_since) >= STORE_WAIT_MS) {
+    pthread_mutex_lock(&sp->why_mu);
+    snprintf(why, len, "PostgreSQL unreachable: %s", sp->down_why);
+    pthread_mutex_unlock(&sp->why_mu);
+    return why;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t p = atomic_load(&lanes[i]->pending);
+    if (p >= lanes[i]->cfg.max_pending) {
+      snprintf(why, len, "plugin instance '%s' has %llu unfinished deliveries (max_pending %llu)",
+               lanes[i]->name, (unsigned long long)p,
+               (unsigned long long)lanes[i]->cfg.max_pending);
+      return why;
+    }
+  }
+  return NULL;
+}
+
+static int pg_seen(spool *base, const char *source, const char *id) {
+  /* No cache of recent ids: a resend is rare, and the UNIQUE constraint
+   * answers it in the same round trip as a store. */
+  (void)base;
+  (void)source;
+  (void)id;
+  return 0;
+}
+
+static void pg_stats(spool *base, spool_stats *out) {
+  pg_spool *sp = (pg_spool *)base;
+  memset(out, 0, sizeof *out);
+  out->pending = atomic_load(&sp->pending);
+  out->dead = atomic_load(&sp->dead);
+  out->db_bytes = atomic_load(&sp->db_bytes);
+  out->commits = atomic_load(&sp->commits);
+  out->commit_errors = atomic_load(&sp->commit_errors);
+  out->oldest_pending_ms = atomic_load(&sp->oldest_pending_ms);
+  out->crashes = atomic_load(&sp->crashes);
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (spool_lane *l = sp->lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    out->in_memory += l->n_window;
+    pthread_mutex_unlock(&l->mu);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+}
+
+/* --- the claimer ------------------------------------------------------------------------------ */
+
+static int64_t be64(const char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return (int64_t)be64toh(v);
+}
+
+static int32_t be32(const char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return (int32_t)be32toh(v);
+}
+
+static int claimer_connect(pg_spool *sp) {
+  char why[512];
+  PGconn *c = pg_connect(sp->url, "claimer", why, sizeof why);
+  if (c && (prepare_all(c, 0, why, sizeof why) != 0 ||
+            exec_ok(c, "LISTEN " NOTIFY_CHANNEL, why, sizeof why) != 0)) {
+    PQfinish(c);
+    c = NULL;
+  }
+  if (c == NULL) {
+    log_write(LOG_DEBUG, NULL, "spool: claimer cannot connect: %s", why);
+    return -1;
+  }
+  sp->cconn = c;
+  return 0;
+}
+
+/* A claimed row (binary results, columns of claim_sql) as a delivery. */
+static delivery *row_delivery(const PGresult *r, int i) {
+  const char *key = PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8);
+  event *ev = event_new(PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), key,
+                        PQgetvalue(r, i, 9), PQgetvalue(r, i, 11), (size_t)PQgetlength(r, i, 11),
+                        NULL, be64(PQgetvalue(r, i, 10)));
+  if (ev == NULL) return NULL;
+  ev->seq = (uint64_t)be64(PQgetvalue(r, i, 1));
+  delivery *d = delivery_new(ev, UINT32_MAX);
+  event_unref(ev);
+  if (d == NULL) return NULL;
+  d->spool_id = (uint64_t)be64(PQgetvalue(r, i, 0));
+  d->attempt = (uint32_t)be32(PQgetvalue(r, i, 2));
+  d->crashes = (uint32_t)be32(PQgetvalue(r, i, 3));
+  d->due_ms = be64(PQgetvalue(r, i, 4));
+  return d;
+}
+
+/* A claimed delivery whose attempt was running when its node died: a
+ * crash. At the instance's max_crashes it becomes a dead letter instead of
+ * running again. Returns 1 when it was dead-lettered (and taken). */
+static int crashed(pg_spool *sp, spool_lane *l, delivery *d, uint32_t max_crashes) {
+  atomic_fetch_add(&sp->crashes, 1);
+  log_ctx ctx = {.instance = l->name, .event_id = d->ev->id};
+  if (d->crashes < max_crashes) {
+    log_write(LOG_WARN, &ctx,
+              "delivery %llu was running when its node stopped (crash %u of %u): running it again",
+              (unsigned long long)d->spool_id, d->crashes, max_crashes);
+    return 0;
+  }
+  char why[160];
+  snprintf(why, sizeof why, "running when hookd died %u times (delivery.max_crashes)", d->crashes);
+  log_write(LOG_ERROR, &ctx, "delivery %llu is a dead letter: %s", (unsigned long long)d->spool_id,
+            why);
+  op *o = op_new(OP_SETTLE, d, ST_DEAD, why);
+  if (o) {
+    o->notify = 1;
+    atomic_fetch_sub(&sp->pending, 1);
+    atomic_fetch_sub(&l->pending, 1);
+    atomic_fetch_add(&sp->dead, 1);
+    push_op(sp, o, 1);
+  }
+  delivery_free(d);
+  return 1;
+}
+
+/* Claims what the lane has room for. -1 when the connection broke. */
+static int claim_lane(pg_spool *sp, spool_lane *l) {
+  pthread_mutex_lock(&l->mu);
+  int room = l->owner ? WINDOW - (int)(l->n_window + l->n_out) : 0;
+  uint32_t max_crashes = l->cfg.max_crashes;
+  pthread_mutex_unlock(&l->mu);
+  if (room <= 0) return 0;
+  char limit[16], lease[24];
+  snprintf(limit, sizeof limit, "%d", room);
+  snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
+  const char *v[4] = {l->name, limit, sp->node_id, lease};
+  PGresult *r = PQexecPrepared(sp->cconn, "claim", 4, v, NULL, NULL, 1);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (PQstatus(sp->cconn) != CONNECTION_BAD) {
+      log_write(LOG_ERROR, &(log_ctx){.instance = l->name}, "spool: claiming failed: %s",
+                PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return PQstatus(sp->cconn) == CONNECTION_BAD ? -1 : 0;
+  }
+  int got = 0;
+  for (int i = 0; i < PQntuples(r); i++) {
+    delivery *d = row_delivery(r, i);
+    if (d == NULL) {
+      log_write(LOG_ERROR, &(log_ctx){.instance = l->name},
+                "out of memory taking a claimed delivery; it runs after its lease expires");
+      continue;
+    }
+    if (*PQgetvalue(r, i, 12) && crashed(sp, l, d, max_crashes)) continue;
+    pthread_mutex_lock(&l->mu);
+    l->window[l->n_window++] = d; /* room was counted under the lock; only this thread adds */
+    pthread_mutex_unlock(&l->mu);
+    got++;
+  }
+  PQclear(r);
+  if (got) {
+    pthread_mutex_lock(&l->mu);
+    spool_wake_fn wake = l->wake;
+    void *data = l->wake_data;
+    pthread_mutex_unlock(&l->mu);
+    if (wake) wake(data);
+  }
+  return 0;
+}
+
+static int claim_all(pg_spool *sp) {
+  pthread_mutex_lock(&sp->lanes_mu);
+  spool_lane *l = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (; l; l = l->next) {
+    if (claim_lane(sp, l) != 0) return -1;
+  }
+  return 0;
+}
+
+/* How long the claimer may sleep: until the next tick (retries that came
+ * due, leases that expired on a dead node) or a retry settled here. */
+static int claim_timeout(pg_spool *sp, int64_t tick) {
+  int64_t now = now_ms(), first = now + tick;
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (spool_lane *l = sp->lanes; l; l = l->next) {
+    int64_t due = atomic_load(&l->retry_due);
+    if (due <= now) {
+      atomic_store(&l->retry_due, INT64_MAX);
+      due = now;
+    }
+    if (due < first) first = due;
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  return (int)(first - now);
+}
+
+static void *claimer_main(void *arg) {
+  pg_spool *sp = arg;
+  int64_t tick = sp->lease_ms / 4 < 1000 ? sp->lease_ms / 4 : 1000;
+  int64_t backoff = BACKOFF_FIRST_MS;
+  for (;;) {
+    int timeout = (int)backoff;
+    if (sp->cconn == NULL && claimer_connect(sp) == 0) backoff = BACKOFF_FIRST_MS;
+    if (sp->cconn) {
+      if (claim_all(sp) != 0) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+        continue;
+      }
+      timeout = claim_timeout(sp, tick);
+    } else {
+      backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    struct pollfd fds[2] = {{sp->kick_fd, POLLIN, 0},
+                            {sp->cconn ? PQsocket(sp->cconn) : -1, POLLIN, 0}};
+    poll(fds, 2, timeout > 0 ? timeout : 0);
+    if (fds[0].revents & POLLIN) {
+      uint64_t n;
+      if (read(sp->kick_fd, &n, sizeof n) < 0) { /* nothing to read after all */
+      }
+    }
+    atomic_store(&sp->kicked, 0);
+    pthread_mutex_lock(&sp->mu);
+    int stopping = sp->stopping;
+    pthread_mutex_unlock(&sp->mu);
+    if (stopping) break;
+    if (sp->cconn && (fds[1].revents & (POLLIN | POLLERR | POLLHUP))) {
+      /* Wake-ups carry nothing: any one means "claim again". */
+      PQconsumeInput(sp->cconn);
+      PGnotify *n;
+      while ((n = PQnotifies(sp->cconn)) != NULL) PQfreemem(n);
+      if (PQstatus(sp->cconn) == CONNECTION_BAD) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+      }
+    }
+  }
+  return NULL;
+}
+
+/* --- opening, recovery, stopping -------------------------------------------------------------- */
+
+/* One hookd per data_dir: the lock says that an earlier process of this
+ * node name is gone, so its leases may be taken back at once. */
+static int lock_node(pg_spool *sp, const config *cfg, char *err, size_t errlen) {
+  if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+    return -1;
+  }
+  char path[4200];
+  snprintf(path, sizeof path, "%s/node.lock", cfg->data_dir);
+  sp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (sp->lock_fd < 0) {
+    snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(sp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(err, errlen, "another hookd runs with data_dir %s (%s is locked)", cfg->data_dir,
+             path);
+    return -1;
+  }
+  char host[256] = "localhost", real[4096];
+  gethostname(host, sizeof host - 1);
+  if (realpath(cfg->data_dir, real) == NULL) snprintf(real, sizeof real, "%s", cfg->data_dir);
+  snprintf(sp->node_name, sizeof sp->node_name, "%.200s:%.300s", host, real);
+  unsigned rnd = 0;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || read(fd, &rnd, sizeof rnd) != sizeof rnd) rnd = (unsigned)now_ms();
+  if (fd >= 0) close(fd);
+  snprintf(sp->node_id, sizeof sp->node_id, "%.60s-%d-%08x", host, (int)getpid(), rnd);
+  return 0;
+}
+
+/* Joins the nodes; leases of an earlier process of this node are expired
+ * at once (that process is gone: the lock says so), which counts a crash
+ * for what it was running, as a restart of the SQLite backend does. */
+static int register_node(pg_spool *sp, char *err, size_t errlen) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[3] = {sp->node_id, sp->node_name, now};
+  PGresult *r = PQexecParams(
+      sp->wconn,
+      "WITH gone AS (DELETE FROM hookd_nodes WHERE (name = $2 AND id <> $1) OR seen_ms < $3::int8 "
+      "- 86400000 RETURNING id, name), x AS (UPDATE hookd_deliveries SET lease_until = 1 WHERE "
+      "state = 0 AND lease_until > 1 AND lease_owner IN (SELECT id FROM gone WHERE name = $2) "
+      "RETURNING 1) INSERT INTO hookd_nodes(id, name, started_ms, seen_ms) SELECT $1, $2, $3, $3 "
+      "FROM (SELECT count(*) FROM x) c RETURNING (SELECT count(*) FROM x)",
+      3, NULL, v, NULL, NULL, 0);
+  int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok) {
+    snprintf(err, errlen, "cannot register this node: %s", PQerrorMessage(sp->wconn));
+  } else if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
+    log_write(LOG_INFO, NULL, "spool: took back %s delivery lease(s) of this node's previous run",
+              PQgetvalue(r, 0, 0));
+  }
+  PQclear(r);
+  return ok ? 0 : -1;
+}
+
+static const spool_ops pg_ops;
+
+static void pg_free(spool *base);
+
+spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen) {
+  *code = SPOOL_EFAIL;
+  pg_spool *sp = calloc(1, sizeof *sp);
+  if (sp == NULL || (sp->url = strdup(cfg->spool_url)) == NULL) {
+    free(sp);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  sp->base.ops = &pg_ops;
+  sp->loop = loop;
+  sp->lease_ms = (int64_t)cfg->spool_lease_ms;
+  sp->retention_ms = cfg->spool_retention_ms;
+  sp->max_pending_default = cfg->spool_max_pending;
+  sp->lock_fd = -1;
+  sp->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pthread_mutex_init(&sp->lanes_mu, NULL);
+  pthread_mutex_init(&sp->mu, NULL);
+  pthread_cond_init(&sp->cv, NULL);
+  pthread_cond_init(&sp->done_cv, NULL);
+  pthread_mutex_init(&sp->why_mu, NULL);
+  char why[768] = "", masked[512];
+  config_mask_url(cfg->spool_url, masked, sizeof masked);
+  int rc = SPOOL_EFAIL;
+  if (sp->kick_fd < 0) {
+    snprintf(why, sizeof why, "eventfd: %s", strerror(errno));
+  } else if (lock_node(sp, cfg, why, sizeof why) == 0) {
+    sp->wconn = pg_connect(sp->url, "writer", why, sizeof why);
+    if (sp->wconn == NULL) {
+      char tmp[768];
+      snprintf(tmp, sizeof tmp, "cannot connect to PostgreSQL at %.300s: %.400s", masked, why);
+      snprintf(why, sizeof why, "%s", tmp);
+    } else if ((rc = ensure_schema(sp->wconn, why, sizeof why)) == 0 &&
+               prepare_all(sp->wconn, 1, why, sizeof why) == 0 &&
+               register_node(sp, why, sizeof why) == 0) {
+      why[0] = 0;
+    } else if (rc == 0) {
+      rc = SPOOL_EFAIL;
+    }
+  }
+  if (why[0]) {
+    snprintf(err, errlen, "spool (postgres): %s", why);
+    *code = rc ? rc : SPOOL_EFAIL;
+    pg_free(&sp->base);
+    return NULL;
+  }
+  refresh_stats(sp, 1);
+  uv_async_init(loop, &sp->async, on_async);
+  sp->async.data = sp;
+  uv_unref((uv_handle_t *)&sp->async);
+  uv_timer_init(loop, &sp->deadlines);
+  sp->deadlines.data = sp;
+  uv_timer_start(&sp->deadlines, on_deadlines, 100, 100);
+  uv_unref((uv_handle_t *)&sp->deadlines);
+  log_write(LOG_INFO, NULL, "spool: PostgreSQL at %s, node %s, lease %lld ms", masked, sp->node_id,
+            (long long)sp->lease_ms);
+  *code = 0;
+  return &sp->base;
+}
+
+/* Starts the writer and the claimer. Crashed deliveries are counted when
+ * they are claimed again (here or on another node), not here: a node
+ * cannot know which of the others are alive. */
+static int pg_recover(spool *base, char *err, size_t errlen) {
+  pg_spool *sp = (pg_spool *)base;
+  if (pthread_create(&sp->writer, NULL, writer_main, sp) != 0) {
+    snprintf(err, errlen, "spool: cannot start the writer thread");
+    return SPOOL_EFAIL;
+  }
+  sp->writer_started = 1;
+  if (pthread_create(&sp->claimer, NULL, claimer_main, sp) != 0) {
+    snprintf(err, errlen, "spool: cannot start the claimer thread");
+    return SPOOL_EFAIL;
+  }
+  sp->claimer_started = 1;
+  return 0;
+}
+
+static void pg_stop(spool *base) {
+  pg_spool *sp = (pg_spool *)base;
+  pthread_mutex_lock(&sp->mu);
+  sp->stopping = 1;
+  pthread_cond_signal(&sp->cv);
+  pthread_mutex_unlock(&sp->mu);
+  /* The claimer first, so that nothing is claimed after the writer gave
+   * this node's claims back. */
+  if (sp->claimer_started) {
+    uint64_t one = 1;
+    if (write(sp->kick_fd, &one, sizeof one) < 0) { /* already signalled */
+    }
+    pthread_join(sp->claimer, NULL);
+    sp->claimer_started = 0;
+  }
+  if (sp->writer_started) {
+    pthread_join(sp->writer, NULL);
+    sp->writer_started = 0;
+  }
+  pthread_mutex_lock(&sp->mu);
+  sp->closed = 1;
+  pthread_mutex_unlock(&sp->mu);
+  if (sp->cconn) PQfinish(sp->cconn);
+  if (sp->wconn) PQfinish(sp->wconn);
+  sp->cconn = sp->wconn = NULL;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  pg_spool *sp = h->data;
+  if (--sp->closes_left == 0) free(sp);
+}
+
+static void pg_free(spool *base) {
+  pg_spool *sp = (pg_spool *)base;
+  pg_stop(base);
+  for (store_req *r = sp->out_head; r;) {
+    store_req *next = r->next;
+    free_store(r);
+    r = next;
+  }
+  free_ops(sp->ops_head);
+  for (spool_lane *l = sp->lanes, *next; l; l = next) {
+    next = l->next;
+    for (size_t i = 0; i < l->n_window; i++) delivery_free(l->window[i]);
+    pthread_mutex_destroy(&l->mu);
+    free(l->name);
+    free(l);
+  }
+  if (sp->kick_fd >= 0) close(sp->kick_fd);
+  if (sp->lock_fd >= 0) close(sp->lock_fd);
+  free(sp->url);
+  pthread_mutex_destroy(&sp->lanes_mu);
+  pthread_mutex_destroy(&sp->mu);
+  pthread_cond_destroy(&sp->cv);
+  pthread_cond_destroy(&sp->done_cv);
+  pthread_mutex_destroy(&sp->why_mu);
+  if (sp->async.loop != NULL) {
+    sp->closes_left = 2;
+    uv_close((uv_handle_t *)&sp->async, on_handle_closed);
+    uv_close((uv_handle_t *)&sp->deadlines, on_handle_closed);
+  } else {
+    free(sp);
+  }
+}
+
+static const spool_ops pg_ops = {
+    .name = "postgres",
+    .recover = pg_recover,
+    .stop = pg_stop,
+    .free = pg_free,
+    .lane = pg_lane,
+    .lane_config = pg_lane_config,
+    .lane_attach = pg_lane_attach,
+    .lane_detach = pg_lane_detach,
+    .lane_stats = pg_lane_stats,
+    .admit = pg_admit,
+    .seen = pg_seen,
+    .store = pg_store,
+    .claim = pg_claim,
+    .started = pg_started,
+    .settle = pg_settle,
+    .stats = pg_stats,
+};
