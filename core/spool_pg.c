@@ -167,10 +167,13 @@ static const char claim_sql[] =
 
 typedef struct pg_spool pg_spool;
 
-struct spool_lane {
+typedef struct pg_lane pg_lane;
+
+struct pg_lane {
+  spool_lane base; /* first: the interface's part */
   pg_spool *sp;
   char *name;
-  struct spool_lane *next; /* in sp->lanes; lanes live as long as the spool */
+  struct pg_lane *next; /* in sp->lanes; lanes live as long as the spool */
   pthread_mutex_t mu;
   const void *owner;
   spool_wake_fn wake;
@@ -180,8 +183,7 @@ struct spool_lane {
    * At most one per order key, so their order among themselves is free. */
   delivery *window[WINDOW];
   size_t n_window;
-  delivery *out[WINDOW];
-  size_t n_out;
+  size_t n_out; /* handed out to workers, not settled */
   atomic_uint_fast64_t pending;  /* unfinished deliveries, all nodes (housekeeping + stores) */
   atomic_int_fast64_t retry_due; /* earliest retry settled here, for the claimer's timer */
 };
@@ -190,7 +192,7 @@ struct spool_lane {
 typedef struct store_req {
   event *ev;
   char *lanes_lit; /* the lane names as a text[] literal */
-  spool_lane **lanes;
+  pg_lane **lanes;
   size_t n;
   spool_stored_fn done;
   void *data;
@@ -234,7 +236,7 @@ struct pg_spool {
   int lock_fd; /* flock on data_dir/node.lock: one hookd per node name */
 
   pthread_mutex_t lanes_mu;
-  spool_lane *lanes;
+  pg_lane *lanes;
 
   /* The writer. */
   PGconn *wconn;
@@ -450,7 +452,7 @@ static void lit_append(char **buf, size_t *len, size_t *cap, const char *s) {
 static char *lanes_literal(spool_lane *const *lanes, size_t n) {
   char *buf = NULL;
   size_t len = 1, cap = 0;
-  for (size_t i = 0; i < n; i++) lit_append(&buf, &len, &cap, lanes[i]->name);
+  for (size_t i = 0; i < n; i++) lit_append(&buf, &len, &cap, ((pg_lane *)lanes[i])->name);
   if (buf == NULL) buf = malloc(3);
   if (buf == NULL) return NULL;
   buf[0] = '{';
@@ -474,10 +476,10 @@ static char *ids_literal(const int64_t *ids, size_t n) {
 
 /* --- lanes ----------------------------------------------------------------------------- */
 
-static spool_lane *pg_lane(spool *base, const char *instance) {
+static spool_lane *pg_lane_get(spool *base, const char *instance) {
   pg_spool *sp = (pg_spool *)base;
   pthread_mutex_lock(&sp->lanes_mu);
-  spool_lane *l = sp->lanes;
+  pg_lane *l = sp->lanes;
   while (l && strcmp(l->name, instance) != 0) l = l->next;
   if (l == NULL && (l = calloc(1, sizeof *l)) != NULL) {
     if ((l->name = strdup(instance)) == NULL) {
@@ -485,6 +487,7 @@ static spool_lane *pg_lane(spool *base, const char *instance) {
       l = NULL;
     } else {
       l->sp = sp;
+      l->base.sp = base;
       pthread_mutex_init(&l->mu, NULL);
       l->cfg.max_pending = sp->max_pending_default;
       l->cfg.max_crashes = 3;
@@ -494,10 +497,11 @@ static spool_lane *pg_lane(spool *base, const char *instance) {
     }
   }
   pthread_mutex_unlock(&sp->lanes_mu);
-  return l;
+  return l ? &l->base : NULL;
 }
 
-static void pg_lane_config(spool_lane *l, const spool_lane_config *c) {
+static void pg_lane_config(spool_lane *lane, const spool_lane_config *c) {
+  pg_lane *l = (pg_lane *)lane;
   pthread_mutex_lock(&l->mu);
   l->cfg = *c;
   pthread_mutex_unlock(&l->mu);
@@ -510,7 +514,8 @@ static void kick(pg_spool *sp) {
   }
 }
 
-static void pg_lane_attach(spool_lane *l, const void *owner, spool_wake_fn wake, void *data) {
+static void pg_lane_attach(spool_lane *lane, const void *owner, spool_wake_fn wake, void *data) {
+  pg_lane *l = (pg_lane *)lane;
   pthread_mutex_lock(&l->mu);
   l->owner = owner;
   l->wake = wake;
@@ -521,7 +526,8 @@ static void pg_lane_attach(spool_lane *l, const void *owner, spool_wake_fn wake,
   kick(l->sp); /* its backlog is claimed now */
 }
 
-static void pg_lane_detach(spool_lane *l, const void *owner) {
+static void pg_lane_detach(spool_lane *lane, const void *owner) {
+  pg_lane *l = (pg_lane *)lane;
   pthread_mutex_lock(&l->mu);
   if (l->owner == owner) {
     l->owner = NULL;
@@ -531,7 +537,8 @@ static void pg_lane_detach(spool_lane *l, const void *owner) {
   pthread_mutex_unlock(&l->mu);
 }
 
-static void pg_lane_stats(spool_lane *l, spool_lane_stats *out) {
+static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
+  pg_lane *l = (pg_lane *)lane;
   pthread_mutex_lock(&l->mu);
   out->in_memory = l->n_window;
   out->running = l->n_out;
@@ -542,7 +549,8 @@ static void pg_lane_stats(spool_lane *l, spool_lane_stats *out) {
 
 /* A due delivery from the window; the window only ever holds heads of
  * their keys, leased to this node. */
-static delivery *pg_claim(spool_lane *l, const void *owner, int64_t now_ms, int64_t *next_ms) {
+static delivery *pg_claim(spool_lane *lane, const void *owner, int64_t now_ms, int64_t *next_ms) {
+  pg_lane *l = (pg_lane *)lane;
   delivery *d = NULL;
   int64_t next = INT64_MAX;
   pthread_mutex_lock(&l->mu);
@@ -557,10 +565,10 @@ static delivery *pg_claim(spool_lane *l, const void *owner, int64_t now_ms, int6
     if (w->due_ms <= now_ms && (best == WINDOW || w->ev->seq < l->window[best]->ev->seq)) best = i;
     if (w->due_ms > now_ms && w->due_ms < next) next = w->due_ms;
   }
-  if (best < WINDOW && l->n_out < WINDOW) {
+  if (best < WINDOW) {
     d = l->window[best];
     l->window[best] = l->window[--l->n_window];
-    l->out[l->n_out++] = d;
+    l->n_out++;
   }
   int room = l->n_window + l->n_out < WINDOW / 2;
   pthread_mutex_unlock(&l->mu);
@@ -569,23 +577,14 @@ static delivery *pg_claim(spool_lane *l, const void *owner, int64_t now_ms, int6
   return d;
 }
 
-/* Takes d out of its lane's handed-out list; the lane, or NULL. */
-static spool_lane *lane_forget(pg_spool *sp, const delivery *d) {
-  pthread_mutex_lock(&sp->lanes_mu);
-  spool_lane *l = sp->lanes;
-  pthread_mutex_unlock(&sp->lanes_mu);
-  for (; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
-    for (size_t i = 0; i < l->n_out; i++) {
-      if (l->out[i] == d) {
-        l->out[i] = l->out[--l->n_out];
-        pthread_mutex_unlock(&l->mu);
-        return l;
-      }
-    }
-    pthread_mutex_unlock(&l->mu);
-  }
-  return NULL;
+/* The lane d was claimed from, which no longer counts it as handed out. */
+static pg_lane *lane_forget(const delivery *d) {
+  pg_lane *l = d->lane;
+  if (l == NULL) return NULL;
+  pthread_mutex_lock(&l->mu);
+  l->n_out--;
+  pthread_mutex_unlock(&l->mu);
+  return l;
 }
 
 /* --- the writer's queue ---------------------------------------------------------------- */
@@ -644,7 +643,7 @@ static int pg_started(spool *base, delivery *d) {
 
 static void pg_settle(spool *base, delivery *d, spool_settle how, const char *error) {
   pg_spool *sp = (pg_spool *)base;
-  spool_lane *l = lane_forget(sp, d);
+  pg_lane *l = lane_forget(d);
   if (how == SPOOL_RELEASE && l) {
     /* Still leased to this node: back in the window, due at d->due_ms;
      * the start mark (if it was written) is undone. */
@@ -970,7 +969,7 @@ static void refresh_stats(pg_spool *sp, int sizes) {
   uint64_t pending = 0, dead = 0;
   int64_t oldest = INT64_MAX;
   pthread_mutex_lock(&sp->lanes_mu);
-  for (spool_lane *l = sp->lanes; l; l = l->next) {
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
     uint64_t n = 0;
     for (int i = 0; i < PQntuples(r); i++) {
       if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->name) == 0) {
@@ -1401,11 +1400,11 @@ static const char *pg_admit(spool *base, spool_lane *const *lanes, size_t n, cha
     return why;
   }
   for (size_t i = 0; i < n; i++) {
-    uint64_t p = atomic_load(&lanes[i]->pending);
-    if (p >= lanes[i]->cfg.max_pending) {
+    pg_lane *l = (pg_lane *)lanes[i];
+    uint64_t p = atomic_load(&l->pending);
+    if (p >= l->cfg.max_pending) {
       snprintf(why, len, "plugin instance '%s' has %llu unfinished deliveries (max_pending %llu)",
-               lanes[i]->name, (unsigned long long)p,
-               (unsigned long long)lanes[i]->cfg.max_pending);
+               l->name, (unsigned long long)p, (unsigned long long)l->cfg.max_pending);
       return why;
     }
   }
@@ -1432,7 +1431,7 @@ static void pg_stats(spool *base, spool_stats *out) {
   out->oldest_pending_ms = atomic_load(&sp->oldest_pending_ms);
   out->crashes = atomic_load(&sp->crashes);
   pthread_mutex_lock(&sp->lanes_mu);
-  for (spool_lane *l = sp->lanes; l; l = l->next) {
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
     pthread_mutex_lock(&l->mu);
     out->in_memory += l->n_window;
     pthread_mutex_unlock(&l->mu);
@@ -1471,14 +1470,14 @@ static int claimer_connect(pg_spool *sp) {
 }
 
 /* A claimed row (binary results, columns of claim_sql) as a delivery. */
-static delivery *row_delivery(const PGresult *r, int i) {
+static delivery *row_delivery(const PGresult *r, int i, pg_lane *l) {
   const char *key = PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8);
   event *ev = event_new(PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), key,
                         PQgetvalue(r, i, 9), PQgetvalue(r, i, 11), (size_t)PQgetlength(r, i, 11),
                         NULL, be64(PQgetvalue(r, i, 10)));
   if (ev == NULL) return NULL;
   ev->seq = (uint64_t)be64(PQgetvalue(r, i, 1));
-  delivery *d = delivery_new(ev, UINT32_MAX);
+  delivery *d = delivery_new(ev, l);
   event_unref(ev);
   if (d == NULL) return NULL;
   d->spool_id = (uint64_t)be64(PQgetvalue(r, i, 0));
@@ -1491,7 +1490,7 @@ static delivery *row_delivery(const PGresult *r, int i) {
 /* A claimed delivery whose attempt was running when its node died: a
  * crash. At the instance's max_crashes it becomes a dead letter instead of
  * running again. Returns 1 when it was dead-lettered (and taken). */
-static int crashed(pg_spool *sp, spool_lane *l, delivery *d, uint32_t max_crashes) {
+static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) {
   atomic_fetch_add(&sp->crashes, 1);
   log_ctx ctx = {.instance = l->name, .event_id = d->ev->id};
   if (d->crashes < max_crashes) {
@@ -1517,7 +1516,7 @@ static int crashed(pg_spool *sp, spool_lane *l, delivery *d, uint32_t max_crashe
 }
 
 /* Claims what the lane has room for. -1 when the connection broke. */
-static int claim_lane(pg_spool *sp, spool_lane *l) {
+static int claim_lane(pg_spool *sp, pg_lane *l) {
   pthread_mutex_lock(&l->mu);
   int room = l->owner ? WINDOW - (int)(l->n_window + l->n_out) : 0;
   uint32_t max_crashes = l->cfg.max_crashes;
@@ -1538,7 +1537,7 @@ static int claim_lane(pg_spool *sp, spool_lane *l) {
   }
   int got = 0;
   for (int i = 0; i < PQntuples(r); i++) {
-    delivery *d = row_delivery(r, i);
+    delivery *d = row_delivery(r, i, l);
     if (d == NULL) {
       log_write(LOG_ERROR, &(log_ctx){.instance = l->name},
                 "out of memory taking a claimed delivery; it runs after its lease expires");
@@ -1563,7 +1562,7 @@ static int claim_lane(pg_spool *sp, spool_lane *l) {
 
 static int claim_all(pg_spool *sp) {
   pthread_mutex_lock(&sp->lanes_mu);
-  spool_lane *l = sp->lanes;
+  pg_lane *l = sp->lanes;
   pthread_mutex_unlock(&sp->lanes_mu);
   for (; l; l = l->next) {
     if (claim_lane(sp, l) != 0) return -1;
@@ -1576,7 +1575,7 @@ static int claim_all(pg_spool *sp) {
 static int claim_timeout(pg_spool *sp, int64_t tick) {
   int64_t now = now_ms(), first = now + tick;
   pthread_mutex_lock(&sp->lanes_mu);
-  for (spool_lane *l = sp->lanes; l; l = l->next) {
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
     int64_t due = atomic_load(&l->retry_due);
     if (due <= now) {
       atomic_store(&l->retry_due, INT64_MAX);
@@ -1813,7 +1812,7 @@ static void pg_free(spool *base) {
     r = next;
   }
   free_ops(sp->ops_head);
-  for (spool_lane *l = sp->lanes, *next; l; l = next) {
+  for (pg_lane *l = sp->lanes, *next; l; l = next) {
     next = l->next;
     for (size_t i = 0; i < l->n_window; i++) delivery_free(l->window[i]);
     pthread_mutex_destroy(&l->mu);
@@ -1842,7 +1841,7 @@ static const spool_ops pg_ops = {
     .recover = pg_recover,
     .stop = pg_stop,
     .free = pg_free,
-    .lane = pg_lane,
+    .lane = pg_lane_get,
     .lane_config = pg_lane_config,
     .lane_attach = pg_lane_attach,
     .lane_detach = pg_lane_detach,

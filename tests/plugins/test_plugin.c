@@ -17,6 +17,8 @@
  *   sleep_ms       sleep this long in every deliver()
  *   init_fail      true: init fails with a message
  *   render         a template rendered (JSON escaping) into the line instead of the type
+ *   trace_start    true: also write "START <id> <order_key|->\n" when deliver() begins, so
+ *                  that several processes appending to one file show any overlap per key
  * A delivery that starts while another with the same order key runs writes
  * an "OVERLAP" line: the ordering tests look for it.
  */
@@ -27,6 +29,7 @@ typedef struct tp {
   FILE *out;
   const char *result;
   int64_t retry_times, retry_after_ms, sleep_ms;
+  int trace_start;
   hookd_template *render;
   pthread_mutex_t mu;
   char *running[64]; /* order keys in deliver() now */
@@ -35,7 +38,7 @@ typedef struct tp {
 static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                    void **state, char *err, size_t errlen) {
   static const char *const keys[] = {"out", "result", "retry_times", "retry_after_ms",
-                                     "sleep_ms", "init_fail", "render", NULL};
+                                     "sleep_ms", "init_fail", "render", "trace_start", NULL};
   if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
   int init_fail = 0;
   host->config_bool(cfg, "init_fail", 0, &init_fail);
@@ -53,7 +56,8 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
       host->config_int(cfg, "retry_times", 0, &t->retry_times) < 0 ||
       host->config_int(cfg, "retry_after_ms", 0, &t->retry_after_ms) < 0 ||
       host->config_int(cfg, "sleep_ms", 0, &t->sleep_ms) < 0 ||
-      host->config_template(cfg, "render", NULL, &t->render) < 0) {
+      host->config_template(cfg, "render", NULL, &t->render) < 0 ||
+      host->config_bool(cfg, "trace_start", 0, &t->trace_start) < 0) {
     free(t);
     return -1;
   }
@@ -99,6 +103,7 @@ static void leave_key(tp *t, const char *key) {
 static hookd_result tp_deliver(void *state, const hookd_event *ev, hookd_outcome *out) {
   tp *t = state;
   const char *key = ev->order_key ? ev->order_key : "-";
+  if (t->trace_start && t->out) fprintf(t->out, "START %s %s\n", ev->id, key);
   if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
   if (t->sleep_ms > 0) {
     struct timespec ts = {t->sleep_ms / 1000, (t->sleep_ms % 1000) * 1000000};
