@@ -183,9 +183,10 @@ struct pg_lane {
    * At most one per order key, so their order among themselves is free. */
   delivery *window[WINDOW];
   size_t n_window;
-  size_t n_out; /* handed out to workers, not settled */
+  size_t n_out;                  /* handed out to workers, not settled */
   atomic_uint_fast64_t pending;  /* unfinished deliveries, all nodes (housekeeping + stores) */
   atomic_int_fast64_t retry_due; /* earliest retry settled here, for the claimer's timer */
+  atomic_int_fast64_t oldest_ms; /* accept time of the oldest unfinished delivery, 0: none */
 };
 
 /* One store() on its way through the writer. */
@@ -269,23 +270,38 @@ struct pg_spool {
   char down_why[256];
   atomic_uint_fast64_t pending, dead, db_bytes, commits, commit_errors, crashes;
   atomic_int_fast64_t oldest_pending_ms;
-  int64_t sweep_after; /* writer only: the done-mark sweep's cursor */
-  int closes_left;     /* handles still closing in free() */
+  atomic_int_fast64_t writer_beat; /* mono ms of the writer's last round */
+  int64_t sweep_after;             /* writer only: the done-mark sweep's cursor */
+  int closes_left;                 /* handles still closing in free() */
 };
 
 static int64_t mono(void) {
   return mono_ms();
 }
 
+/* libpq's messages span lines ("FATAL: ...\nserver closed the connection
+ * ..."): one line, for logs and 503 reasons. */
+static void one_line(char *s) {
+  char *w = s;
+  for (const char *r = s; *r; r++) {
+    char ch = *r == '\n' || *r == '\t' || *r == '\r' ? ' ' : *r;
+    if (ch == ' ' && (w == s || w[-1] == ' ')) continue;
+    *w++ = ch;
+  }
+  while (w > s && w[-1] == ' ') w--;
+  *w = 0;
+}
+
 static void set_down(pg_spool *sp, const char *why) {
   pthread_mutex_lock(&sp->why_mu);
   snprintf(sp->down_why, sizeof sp->down_why, "%s", why);
-  size_t l = strlen(sp->down_why);
-  while (l && (sp->down_why[l - 1] == '\n' || sp->down_why[l - 1] == ' ')) sp->down_why[--l] = 0;
+  one_line(sp->down_why);
+  char copy[256];
+  snprintf(copy, sizeof copy, "%s", sp->down_why);
   pthread_mutex_unlock(&sp->why_mu);
   if (!atomic_exchange(&sp->down, 1)) {
     atomic_store(&sp->down_since, mono());
-    log_write(LOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", why);
+    log_write(LOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", copy);
   }
 }
 
@@ -321,8 +337,7 @@ static PGconn *pg_connect(const char *url, const char *role, char *err, size_t e
   PQsetNoticeProcessor(c, on_notice, NULL);
   if (PQstatus(c) != CONNECTION_OK) {
     snprintf(err, errlen, "%s", PQerrorMessage(c));
-    size_t l = strlen(err);
-    while (l && (err[l - 1] == '\n' || err[l - 1] == ' ')) err[--l] = 0;
+    one_line(err);
     PQfinish(c);
     return NULL;
   }
@@ -544,6 +559,7 @@ static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
   out->running = l->n_out;
   pthread_mutex_unlock(&l->mu);
   out->pending = atomic_load(&l->pending);
+  out->oldest_ms = atomic_load(&l->oldest_ms);
   out->saturated = out->pending >= l->cfg.max_pending;
 }
 
@@ -818,6 +834,7 @@ static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
     const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     snprintf(b->sqlstate, sizeof b->sqlstate, "%s", code ? code : "");
     snprintf(b->why, sizeof b->why, "%s", PQresultErrorMessage(r));
+    one_line(b->why);
     if (s->kind == S_STORE) {
       const store_req *q = s->p;
       log_write(LOG_ERROR, &(log_ctx){.event_id = q->ev->id}, "spool: storing the event failed: %s",
@@ -956,50 +973,47 @@ static int writer_connect(pg_spool *sp) {
   return 0;
 }
 
-/* Cluster-wide numbers: per-lane unfinished deliveries, dead letters, the
- * oldest unfinished delivery's accept time. */
+/* Cluster-wide numbers: per-lane unfinished deliveries and the accept time
+ * of the oldest, dead letters, the tables' size. */
 static void refresh_stats(pg_spool *sp, int sizes) {
   PGresult *r = PQexec(sp->wconn,
-                       "SELECT instance, state, count(*), min(seq) FROM "
-                       "hookd_deliveries WHERE state <> 1 GROUP BY instance, state");
+                       "SELECT instance, state, count(*), (SELECT received_ms FROM hookd_events e "
+                       "WHERE e.seq = min(d.seq)) FROM hookd_deliveries d WHERE state <> 1 GROUP "
+                       "BY instance, state");
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     PQclear(r);
     return;
   }
   uint64_t pending = 0, dead = 0;
   int64_t oldest = INT64_MAX;
-  pthread_mutex_lock(&sp->lanes_mu);
-  for (pg_lane *l = sp->lanes; l; l = l->next) {
-    uint64_t n = 0;
-    for (int i = 0; i < PQntuples(r); i++) {
-      if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->name) == 0) {
-        n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
-      }
-    }
-    atomic_store(&l->pending, n);
-  }
-  pthread_mutex_unlock(&sp->lanes_mu);
   for (int i = 0; i < PQntuples(r); i++) {
     uint64_t n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
     int64_t first = strtoll(PQgetvalue(r, i, 3), NULL, 10);
     if (strcmp(PQgetvalue(r, i, 1), "0") == 0) {
       pending += n;
-      if (first < oldest) oldest = first;
+      if (first && first < oldest) oldest = first;
     } else {
       dead += n;
     }
   }
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
+    uint64_t n = 0;
+    int64_t first = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+      if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->name) == 0) {
+        n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+        first = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+      }
+    }
+    atomic_store(&l->pending, n);
+    atomic_store(&l->oldest_ms, first);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
   PQclear(r);
   atomic_store(&sp->pending, pending);
   atomic_store(&sp->dead, dead);
-  int64_t at = 0;
-  if (oldest != INT64_MAX) {
-    char seq[24];
-    snprintf(seq, sizeof seq, "%lld", (long long)oldest);
-    const char *v[1] = {seq};
-    at = query_i64(sp->wconn, "SELECT received_ms FROM hookd_events WHERE seq = $1", 1, v, 0);
-  }
-  atomic_store(&sp->oldest_pending_ms, at);
+  atomic_store(&sp->oldest_pending_ms, oldest == INT64_MAX ? 0 : oldest);
   if (sizes) {
     int64_t bytes = query_i64(sp->wconn,
                               "SELECT pg_total_relation_size('hookd_events') + "
@@ -1242,6 +1256,7 @@ static void *writer_main(void *arg) {
   hk_clock hk = {0, 0, mono() + PRUNE_MS};
   int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
   for (;;) {
+    atomic_store(&sp->writer_beat, mono());
     pthread_mutex_lock(&sp->mu);
     int64_t until = mono() + HOUSEKEEPING_MS;
     if (sp->wconn == NULL) until = next_connect;
@@ -1430,6 +1445,7 @@ static void pg_stats(spool *base, spool_stats *out) {
   out->commit_errors = atomic_load(&sp->commit_errors);
   out->oldest_pending_ms = atomic_load(&sp->oldest_pending_ms);
   out->crashes = atomic_load(&sp->crashes);
+  out->writer_beat_ms = atomic_load(&sp->writer_beat);
   pthread_mutex_lock(&sp->lanes_mu);
   for (pg_lane *l = sp->lanes; l; l = l->next) {
     pthread_mutex_lock(&l->mu);
@@ -1854,3 +1870,259 @@ static const spool_ops pg_ops = {
     .settle = pg_settle,
     .stats = pg_stats,
 };
+
+/* --- dead letters and checks, on a connection of their own ------------------------------------ */
+
+struct spool_pg_admin {
+  PGconn *c;
+  char error[512];
+};
+
+/* Opens a connection and checks the schema version without changing
+ * anything (a CLI must not create tables in a database it was pointed at
+ * by mistake). */
+int spool_pg_admin_open(const char *url, spool_pg_admin **out, char *err, size_t errlen) {
+  *out = NULL;
+  char why[512];
+  PGconn *c = pg_connect(url, "cli", why, sizeof why);
+  if (c == NULL) {
+    char masked[512];
+    config_mask_url(url, masked, sizeof masked);
+    snprintf(err, errlen, "cannot connect to PostgreSQL at %.300s: %.400s", masked, why);
+    return -1;
+  }
+  PGresult *r = PQexec(c,
+                       "SELECT CASE WHEN to_regclass('hookd_meta') IS NULL THEN '0' ELSE "
+                       "(SELECT value FROM hookd_meta WHERE key = 'schema_version') END");
+  const char *v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
+                      ? PQgetvalue(r, 0, 0)
+                      : "?";
+  int ok = strcmp(v, "1") == 0;
+  if (!ok && strcmp(v, "0") == 0) {
+    snprintf(err, errlen, "no hookd spool in this database (hookd has not run with it yet)");
+  } else if (!ok) {
+    snprintf(err, errlen,
+             "the database holds a hookd spool of schema version %s; this hookd reads "
+             "version %d",
+             v, SCHEMA_VERSION);
+  }
+  PQclear(r);
+  spool_pg_admin *a = ok ? calloc(1, sizeof *a) : NULL;
+  if (a == NULL) {
+    if (ok) snprintf(err, errlen, "out of memory");
+    PQfinish(c);
+    return -1;
+  }
+  a->c = c;
+  *out = a;
+  return 0;
+}
+
+void spool_pg_admin_close(spool_pg_admin *a) {
+  if (a == NULL) return;
+  PQfinish(a->c);
+  free(a);
+}
+
+const char *spool_pg_admin_error(spool_pg_admin *a) {
+  return a->error;
+}
+
+static int admin_fail(spool_pg_admin *a, const PGresult *r) {
+  const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(a->c);
+  snprintf(a->error, sizeof a->error, "%.*s", (int)strcspn(m, "\n"), m);
+  return -1;
+}
+
+static const char dlq_cols[] =
+    "SELECT d.id, e.source, e.event_id, e.type, d.instance, coalesce(d.last_error, ''), d.attempt,"
+    " e.received_ms, d.updated_ms, e.body FROM hookd_deliveries d JOIN hookd_events e"
+    " ON e.seq = d.seq WHERE d.state = 2";
+
+static int read_dlq_row(const PGresult *r, int i, dlq_entry *e) {
+  memset(e, 0, sizeof *e);
+  e->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+  e->source = strdup(PQgetvalue(r, i, 1));
+  e->event_id = strdup(PQgetvalue(r, i, 2));
+  e->type = strdup(PQgetvalue(r, i, 3));
+  e->instance = strdup(PQgetvalue(r, i, 4));
+  e->error = strdup(PQgetvalue(r, i, 5));
+  e->attempts = (uint32_t)strtoul(PQgetvalue(r, i, 6), NULL, 10);
+  e->received_ms = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+  e->failed_ms = strtoll(PQgetvalue(r, i, 8), NULL, 10);
+  if (!e->source || !e->event_id || !e->type || !e->instance || !e->error) {
+    dlq_entry_clear(e);
+    return -1;
+  }
+  return 0;
+}
+
+int spool_pg_dlq_list(spool_pg_admin *a, size_t limit, dlq_entry **out, size_t *n) {
+  char sql[512], lim[24];
+  snprintf(sql, sizeof sql, "%s ORDER BY d.updated_ms DESC, d.id DESC LIMIT $1", dlq_cols);
+  snprintf(lim, sizeof lim, "%lld", limit ? (long long)limit : INT64_MAX);
+  const char *v[1] = {lim};
+  *out = NULL;
+  *n = 0;
+  PGresult *r = PQexecParams(a->c, sql, 1, NULL, v, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    admin_fail(a, r);
+    PQclear(r);
+    return -1;
+  }
+  int rows = PQntuples(r);
+  *out = rows ? calloc((size_t)rows, sizeof **out) : NULL;
+  for (int i = 0; i < rows && *out; i++) {
+    if (read_dlq_row(r, i, &(*out)[*n]) == 0) (*n)++;
+  }
+  PQclear(r);
+  return 0;
+}
+
+int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body,
+                      size_t *body_len) {
+  char sql[512], ids[24];
+  snprintf(sql, sizeof sql, "%s AND d.id = $1", dlq_cols);
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  const char *v[1] = {ids};
+  *body = NULL;
+  *body_len = 0;
+  /* Binary results: the body comes back as its bytes. */
+  PGresult *r = PQexecParams(a->c, sql, 1, NULL, v, NULL, NULL, 0);
+  int rc = 1;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    rc = admin_fail(a, r);
+  } else if (PQntuples(r) == 1) {
+    size_t len = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 9), &len);
+    rc = read_dlq_row(r, 0, out);
+    *body = raw ? malloc(len + 1) : NULL;
+    if (rc == 0 && *body) {
+      memcpy(*body, raw, len);
+      (*body)[len] = 0;
+      *body_len = len;
+    } else {
+      if (rc == 0) dlq_entry_clear(out);
+      free(*body);
+      *body = NULL;
+      rc = -1;
+    }
+    PQfreemem(raw);
+  }
+  PQclear(r);
+  return rc;
+}
+
+int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id) {
+  char ids[24], now[24];
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[2] = {ids, now};
+  PGresult *r = PQexecParams(
+      a->c,
+      "WITH u AS (UPDATE hookd_deliveries SET state = 0, attempt = 0, crashes = 0, started = false,"
+      " next_ms = $2, lease_until = 0, updated_ms = $2 WHERE state = 2 AND ($1 = 0 OR id = $1)"
+      " RETURNING 1), c AS (SELECT count(*) AS n FROM u)"
+      " SELECT n, CASE WHEN n > 0 THEN pg_notify('" NOTIFY_CHANNEL "', '') END FROM c",
+      2, NULL, v, NULL, NULL, 0);
+  int64_t n = -1;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  } else {
+    admin_fail(a, r);
+  }
+  PQclear(r);
+  return n;
+}
+
+int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id) {
+  char ids[24], now[24];
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[2] = {ids, now};
+  /* The event goes too when nothing else refers to it; otherwise it is
+   * done once nothing of it waits or is dead, and pruning takes it later. */
+  PGresult *r = PQexecParams(
+      a->c,
+      "WITH d AS (DELETE FROM hookd_deliveries WHERE id = $1 AND state = 2 RETURNING seq),"
+      " e AS (DELETE FROM hookd_events WHERE seq IN (SELECT seq FROM d) AND NOT EXISTS"
+      " (SELECT 1 FROM hookd_deliveries x WHERE x.seq = hookd_events.seq AND x.id <> $1)"
+      " RETURNING seq),"
+      " m AS (UPDATE hookd_events SET done_ms = $2 WHERE seq IN (SELECT seq FROM d) AND seq NOT IN"
+      " (SELECT seq FROM e) AND NOT EXISTS (SELECT 1 FROM hookd_deliveries x WHERE"
+      " x.seq = hookd_events.seq AND x.id <> $1 AND x.state <> 1))"
+      " SELECT count(*) FROM d",
+      2, NULL, v, NULL, NULL, 0);
+  int rc = -1;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    rc = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+  } else {
+    admin_fail(a, r);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* One number from a check query; -1 on error. */
+static int64_t check_count(PGconn *c, const char *sql) {
+  return query_i64(c, sql, 0, NULL, -1);
+}
+
+int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen) {
+  spool_pg_admin *a;
+  if (spool_pg_admin_open(cfg->spool_url, &a, err, errlen) != 0) {
+    return strstr(err, "schema version") ? SPOOL_EDAMAGED : SPOOL_EFAIL;
+  }
+  PGconn *c = a->c;
+  char masked[512];
+  config_mask_url(cfg->spool_url, masked, sizeof masked);
+  fprintf(out, "spool: PostgreSQL at %s, schema version %d\n", masked, SCHEMA_VERSION);
+  struct {
+    const char *what, *sql;
+    int damage; /* a count above 0 means damage, not just news */
+  } checks[] = {
+      {"events", "SELECT count(*) FROM hookd_events", 0},
+      {"unfinished deliveries", "SELECT count(*) FROM hookd_deliveries WHERE state = 0", 0},
+      {"dead letters", "SELECT count(*) FROM hookd_deliveries WHERE state = 2", 0},
+      {"leased now",
+       "SELECT count(*) FROM hookd_deliveries WHERE state = 0 AND lease_until > " SQL_NOW, 0},
+      {"nodes", "SELECT count(*) FROM hookd_nodes", 0},
+      {"deliveries whose event is missing",
+       "SELECT count(*) FROM hookd_deliveries d WHERE NOT EXISTS (SELECT 1 FROM hookd_events e "
+       "WHERE e.seq = d.seq)",
+       1},
+      {"deliveries in an unknown state",
+       "SELECT count(*) FROM hookd_deliveries WHERE state NOT IN (0, 1, 2)", 1},
+      {"events marked done with deliveries not done",
+       "SELECT count(*) FROM hookd_events e WHERE e.done_ms IS NOT NULL AND EXISTS (SELECT 1 FROM "
+       "hookd_deliveries d WHERE d.seq = e.seq AND d.state = 0)",
+       1},
+  };
+  int rc = 0;
+  for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+    int64_t n = check_count(c, checks[i].sql);
+    if (n < 0) {
+      snprintf(err, errlen, "%s: %s", checks[i].what, PQerrorMessage(c));
+      spool_pg_admin_close(a);
+      return SPOOL_EFAIL;
+    }
+    fprintf(out, "%s: %lld%s\n", checks[i].what, (long long)n,
+            checks[i].damage && n > 0 ? "  <- damaged" : "");
+    if (checks[i].damage && n > 0) rc = SPOOL_EDAMAGED;
+  }
+  PGresult *r = PQexec(c, "SELECT id, name, (" SQL_NOW
+                          " - seen_ms) / 1000 FROM hookd_nodes "
+                          "ORDER BY name");
+  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+    fprintf(out, "node %s (%s): seen %ss ago\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+            PQgetvalue(r, i, 2));
+  }
+  PQclear(r);
+  fprintf(out, "%s\n",
+          rc == 0 ? "healthy"
+                  : "damaged: rows of the spool tables were changed or deleted by "
+                    "hand; restore the database from a backup, or delete the rows "
+                    "named above to go on without them");
+  spool_pg_admin_close(a);
+  return rc;
+}

@@ -32,15 +32,31 @@
 #include <uv.h>
 
 #include "config.h"
+#include "dlq.h"
 #include "spool.h"
 
 /* Connects, creates or migrates the schema (refusing a newer one) and
  * registers this node. Loop thread; the threads start in recover(). */
 spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
 
-/* `hookd spool check` against PostgreSQL: schema version, counts, nodes and
- * consistency of the tables, printed to out. Returns 0 healthy, 3 damaged,
- * 1 when the database cannot be reached. */
+/* `hookd spool check` against PostgreSQL (hookd may be running on any
+ * node): schema version, counts, nodes, and the tables' consistency, written
+ * to out. Returns 0 healthy, SPOOL_EDAMAGED damaged, SPOOL_EFAIL when it
+ * could not look (err says why). */
 int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen);
+
+/* A connection for `hookd dlq` and the admin page's dead letters, from any
+ * node, whether hookd runs or not. The functions mirror dlq.h's. */
+typedef struct spool_pg_admin spool_pg_admin;
+int spool_pg_admin_open(const char *url, spool_pg_admin **out, char *err, size_t errlen);
+void spool_pg_admin_close(spool_pg_admin *a);
+const char *spool_pg_admin_error(spool_pg_admin *a);
+int spool_pg_dlq_list(spool_pg_admin *a, size_t limit, dlq_entry **out, size_t *n);
+int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body, size_t *body_len);
+/* Makes one (id > 0) or every dead letter pending again, attempt and crash
+ * counts reset, due now, and wakes every node: one of them delivers it at
+ * once. Returns how many, or -1. */
+int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id);
+int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id);
 
 #endif
