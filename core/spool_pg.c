@@ -27,8 +27,8 @@
  *   hookd_events(seq, source, event_id, ..., body, done_ms)
  *                                   UNIQUE (source, event_id) is the dedup
  *   hookd_deliveries(id, seq, instance, order_key, state, attempt, crashes,
- *                    started, next_ms, lease_owner, lease_until, last_error,
- *                    updated_ms)    one per (event, plugin instance)
+ *                    started, head, next_ms, lease_owner, lease_until,
+ *                    last_error, updated_ms)    one per (event, plugin instance)
  *   hookd_nodes(id, name, started_ms, seen_ms)   the nodes that run now
  *   hookd_instances(instance, paused, circuit_open_until, updated_ms)
  *                                   per-instance state shared by the nodes
@@ -36,6 +36,14 @@
  * held by a node while lease_until (the server's clock, ms) is in the
  * future; lease_until 0 means released. `started` says attempt + 1 began
  * and was not settled: found on an expired lease, it is a crash.
+ *
+ * Heads. Of the pending deliveries of one (instance, order key), exactly one
+ * is the head: the earliest, or the one running. Only heads are claimed, so
+ * a claim reads a few rows however long a key's backlog is. The head moves
+ * to the next delivery in accept order when it is done or dead. Every
+ * transaction that adds a delivery to a key or moves its head first takes
+ * the key's advisory lock (all its keys, in one order, before anything
+ * else), so that two nodes never both think they hold a key's head.
  */
 #define SCHEMA_VERSION 1
 #define ST_PENDING 0
@@ -72,12 +80,16 @@ static const char schema_sql[] =
     " id bigserial PRIMARY KEY, seq bigint NOT NULL, instance text NOT NULL, order_key text,"
     " state smallint NOT NULL DEFAULT 0, attempt integer NOT NULL DEFAULT 0,"
     " crashes integer NOT NULL DEFAULT 0, started boolean NOT NULL DEFAULT false,"
+    " head boolean NOT NULL DEFAULT true,"
     " next_ms bigint NOT NULL, lease_owner text, lease_until bigint NOT NULL DEFAULT 0,"
     " last_error text, updated_ms bigint NOT NULL) WITH (fillfactor = 80);"
-    /* Unfinished deliveries by lane in accept order: claims, counts. */
+    /* Unfinished deliveries by lane: counts. */
     "CREATE INDEX IF NOT EXISTS hookd_deliveries_open ON hookd_deliveries(instance, seq)"
     " WHERE state <> 1;"
-    /* Is another delivery of this key earlier or leased? */
+    /* What a claim reads: the heads of a lane, due first. */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_ready ON hookd_deliveries(instance, next_ms, seq)"
+    " WHERE state = 0 AND head;"
+    /* A key's pending deliveries in accept order: who is next. */
     "CREATE INDEX IF NOT EXISTS hookd_deliveries_key ON hookd_deliveries(instance, order_key, seq)"
     " WHERE state = 0 AND order_key IS NOT NULL;"
     "CREATE INDEX IF NOT EXISTS hookd_deliveries_owner ON hookd_deliveries(lease_owner)"
@@ -94,6 +106,10 @@ static const char schema_sql[] =
     " paused boolean NOT NULL DEFAULT false, circuit_open_until bigint NOT NULL DEFAULT 0,"
     " updated_ms bigint NOT NULL);";
 
+/* The first half of the two-int advisory lock of an order key ("hk"); the
+ * second is hashtext(key). */
+#define KEY_LOCK_CLASS "26731"
+
 /* The server's clock in Unix ms: leases compare against one clock, however
  * far apart the nodes' clocks are. */
 #define SQL_NOW "(extract(epoch FROM clock_timestamp()) * 1000)::int8"
@@ -104,14 +120,18 @@ static const struct {
   int n;
   Oid types[8];
 } writer_stmts[] = {
+    /* A new delivery heads its key when the key has no other pending one: a
+     * probe with LIMIT 1 (NOT EXISTS may be planned as a hash of the key's
+     * whole backlog, once per store). */
     {"store",
      "WITH e AS (INSERT INTO hookd_events(source, event_id, type, order_key, content_type,"
      " received_ms, body, done_ms) VALUES ($1, $2, $3, $4, $5, $6, $7,"
      " CASE WHEN cardinality($8::text[]) = 0 THEN $6 END)"
      " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq),"
-     " d AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms, updated_ms)"
-     " SELECT e.seq, i.name, $4, $6, $6 FROM e, unnest($8::text[]) WITH ORDINALITY AS i(name, n)"
-     " ORDER BY i.n)"
+     " d AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms, updated_ms, head)"
+     " SELECT e.seq, i.name, $4, $6, $6, $4 IS NULL OR (SELECT 1 FROM hookd_deliveries p"
+     " WHERE p.instance = i.name AND p.order_key = $4 AND p.state = 0 LIMIT 1) IS NULL"
+     " FROM e, unnest($8::text[]) WITH ORDINALITY AS i(name, n) ORDER BY i.n)"
      " SELECT seq FROM e",
      8,
      {25, 25, 25, 25, 25, 20, 17, 1009}},
@@ -120,10 +140,17 @@ static const struct {
      " AND state = 0 RETURNING id",
      2,
      {1016, 25}},
+    /* A delivery that is done or dead hands its key's head on to the next
+     * pending one (the snapshot still shows it pending: hence id <> $1). */
     {"settle",
-     "UPDATE hookd_deliveries SET state = $2, attempt = $3, crashes = $4, next_ms = $5,"
-     " last_error = $6, started = false, lease_until = 0, updated_ms = $7"
-     " WHERE id = $1 AND lease_owner = $8",
+     "WITH s AS (UPDATE hookd_deliveries SET state = $2, attempt = $3, crashes = $4,"
+     " next_ms = $5, last_error = $6, started = false, lease_until = 0, updated_ms = $7"
+     " WHERE id = $1 AND lease_owner = $8 RETURNING instance, order_key, state),"
+     " n AS (UPDATE hookd_deliveries SET head = true WHERE id = (SELECT x.id FROM"
+     " hookd_deliveries x, s WHERE s.state <> 0 AND s.order_key IS NOT NULL AND"
+     " x.instance = s.instance AND x.order_key = s.order_key AND x.state = 0 AND x.id <> $1"
+     " ORDER BY x.seq LIMIT 1))"
+     " SELECT count(*) FROM s",
      8,
      {20, 21, 23, 23, 20, 25, 20, 25}},
     {"unstart",
@@ -137,26 +164,23 @@ static const struct {
      2,
      {1016, 20}},
     {"notify", "SELECT pg_notify('" NOTIFY_CHANNEL "', '')", 0, {0}},
-    {"renew",
-     "UPDATE hookd_deliveries SET lease_until = " SQL_NOW " + $2"
-     " WHERE lease_owner = $1 AND state = 0 AND lease_until > 0",
-     2,
-     {25, 20}},
+    /* The keys' advisory locks, in one order for every transaction. */
+    {"lock",
+     "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS ", h)) FROM (SELECT DISTINCT"
+     " hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS s",
+     1,
+     {1009}},
 };
 
-/* Prepared on the claimer's connection. The candidates head their key
- * among the unfinished deliveries of the lane, and no delivery of the key
- * holds a live lease; SKIP LOCKED leaves rows another node is claiming
- * right now to that node. */
+/* Prepared on the claimer's connection: the due heads of a lane that hold
+ * no live lease. SKIP LOCKED leaves rows another node is claiming right now
+ * to that node. */
 static const char claim_sql[] =
     "WITH t AS (SELECT " SQL_NOW
     " AS now),"
     " c AS (SELECT d.id, d.started AS was_started FROM hookd_deliveries d, t"
-    "  WHERE d.instance = $1 AND d.state = 0 AND d.next_ms <= t.now AND d.lease_until <= t.now"
-    "  AND (d.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM hookd_deliveries p"
-    "   WHERE p.instance = $1 AND p.order_key = d.order_key AND p.state = 0 AND p.id <> d.id"
-    "   AND (p.seq < d.seq OR p.lease_until > t.now)))"
-    "  ORDER BY d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
+    "  WHERE d.instance = $1 AND d.state = 0 AND d.head AND d.next_ms <= t.now"
+    "  AND d.lease_until <= t.now ORDER BY d.next_ms, d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
     " UPDATE hookd_deliveries u SET lease_owner = $3, lease_until = t.now + $4,"
     "  crashes = u.crashes + u.started::int, started = false"
     " FROM c, t, hookd_events e WHERE u.id = c.id AND e.seq = u.seq"
@@ -220,6 +244,7 @@ typedef struct op {
   uint32_t attempt, crashes;
   int64_t next_ms;
   int notify;       /* the outcome may let another delivery run: NOTIFY the nodes */
+  const char *key;  /* the event's order key (in error[]'s allocation), or NULL */
   start_wait *wait; /* OP_START */
   struct op *next;
   char error[]; /* may be empty */
@@ -441,14 +466,15 @@ static int ensure_schema(PGconn *c, char *err, size_t errlen) {
 
 /* --- parameters ------------------------------------------------------------------------ */
 
-/* Appends s to a text[] literal as one quoted element. */
-static void lit_append(char **buf, size_t *len, size_t *cap, const char *s) {
-  size_t need = *len + 2 * strlen(s) + 4;
+/* Appends s to a text[] literal as one quoted element, leaving room for the
+ * closing brace and NUL. 0, or -1 when out of memory. */
+static int lit_append(char **buf, size_t *len, size_t *cap, const char *s) {
+  size_t need = *len + 2 * strlen(s) + 6;
   if (need > *cap) {
     size_t nc = *cap ? *cap : 64;
     while (nc < need) nc *= 2;
     char *nb = realloc(*buf, nc);
-    if (nb == NULL) return;
+    if (nb == NULL) return -1;
     *buf = nb;
     *cap = nc;
   }
@@ -461,13 +487,19 @@ static void lit_append(char **buf, size_t *len, size_t *cap, const char *s) {
   }
   *p++ = '"';
   *len = (size_t)(p - *buf);
+  return 0;
 }
 
 /* "{"a","b"}" for the lanes' names; NULL when out of memory. */
 static char *lanes_literal(spool_lane *const *lanes, size_t n) {
   char *buf = NULL;
   size_t len = 1, cap = 0;
-  for (size_t i = 0; i < n; i++) lit_append(&buf, &len, &cap, ((pg_lane *)lanes[i])->name);
+  for (size_t i = 0; i < n; i++) {
+    if (lit_append(&buf, &len, &cap, ((pg_lane *)lanes[i])->name) != 0) {
+      free(buf);
+      return NULL;
+    }
+  }
   if (buf == NULL) buf = malloc(3);
   if (buf == NULL) return NULL;
   buf[0] = '{';
@@ -607,8 +639,11 @@ static pg_lane *lane_forget(const delivery *d) {
 
 static op *op_new(op_kind kind, const delivery *d, int state, const char *error) {
   size_t el = error ? strlen(error) : 0;
-  op *o = calloc(1, sizeof *o + el + 1);
+  const char *key = d->ev->order_key;
+  size_t kl = key ? strlen(key) + 1 : 0;
+  op *o = calloc(1, sizeof *o + el + 1 + kl);
   if (o == NULL) return NULL;
+  if (key) o->key = memcpy(o->error + el + 1, key, kl);
   o->kind = kind;
   o->id = (int64_t)d->spool_id;
   o->seq = (int64_t)d->ev->seq;
@@ -705,7 +740,7 @@ static void pg_settle(spool *base, delivery *d, spool_settle how, const char *er
 
 typedef enum { BATCH_OK = 0, BATCH_SQL = -1, BATCH_LOST = -2 } batch_rc;
 
-typedef enum { S_STORE, S_START, S_SETTLE, S_UNSTART, S_EVDONE, S_NOTIFY } sent_kind;
+typedef enum { S_LOCK, S_STORE, S_START, S_SETTLE, S_UNSTART, S_EVDONE, S_NOTIFY } sent_kind;
 
 typedef struct sent {
   sent_kind kind;
@@ -716,7 +751,7 @@ typedef struct sent {
 typedef struct batch {
   store_req *stores;
   op *ops;
-  sent list[BATCH_MAX + 8];
+  sent list[BATCH_MAX + 9];
   size_t n;
   char sqlstate[6];
   char why[256];
@@ -749,6 +784,43 @@ static int send_settle(pg_spool *sp, const op *o, const char *now) {
   return PQsendQueryPrepared(sp->wconn, "settle", 8, v, NULL, NULL, 0);
 }
 
+/* Whether o moves its key's head (a done or dead delivery with a key). */
+static int moves_head(const op *o) {
+  return o->kind == OP_SETTLE && o->state != ST_PENDING && o->key;
+}
+
+/* The batch's first statement: the advisory locks of every key it adds a
+ * delivery to or moves the head of. Returns 1 when sent, 0 when none are
+ * needed, -1 when the connection broke. */
+static int send_locks(pg_spool *sp, batch *b) {
+  char *buf = NULL;
+  size_t len = 1, cap = 0, n = 0;
+  int oom = 0;
+  for (store_req *r = b->stores; r; r = r->next) {
+    if (r->n == 0 || r->ev->order_key == NULL) continue;
+    oom |= lit_append(&buf, &len, &cap, r->ev->order_key);
+    n++;
+  }
+  for (op *o = b->ops; o; o = o->next) {
+    if (!moves_head(o)) continue;
+    oom |= lit_append(&buf, &len, &cap, o->key);
+    n++;
+  }
+  if (n == 0 || oom) {
+    free(buf);
+    return n == 0 ? 0 : -1;
+  }
+  buf[0] = '{';
+  buf[len] = '}';
+  buf[len + 1] = 0;
+  const char *v[1] = {buf};
+  int ok = PQsendQueryPrepared(sp->wconn, "lock", 1, v, NULL, NULL, 0);
+  free(buf);
+  if (!ok) return -1;
+  b->list[b->n++] = (sent){S_LOCK, NULL};
+  return 1;
+}
+
 /* Sends the whole batch and a sync. 0, or -1 when the connection broke
  * (nothing commits without the sync). */
 static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
@@ -763,7 +835,7 @@ static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
   }
   int64_t *starts = malloc((n_start + 1) * sizeof *starts);
   int64_t *dones = malloc((n_done + 1) * sizeof *dones);
-  int ok = starts && dones && PQenterPipelineMode(sp->wconn) == 1;
+  int ok = starts && dones && PQenterPipelineMode(sp->wconn) == 1 && send_locks(sp, b) >= 0;
   n_start = n_done = 0;
   for (store_req *r = b->stores; ok && r; r = r->next) {
     ok = send_store(sp, r);
@@ -846,7 +918,7 @@ static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
     store_req *q = s->p;
     q->status = PQntuples(r) == 1 ? SPOOL_STORED : SPOOL_DUPLICATE;
     if (q->status == SPOOL_STORED) q->ev->seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-  } else if (s->kind == S_SETTLE && strcmp(PQcmdTuples(r), "0") == 0) {
+  } else if (s->kind == S_SETTLE && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
     const op *o = s->p;
     log_write(LOG_WARN, NULL,
               "spool: the outcome of delivery %lld was not recorded: its lease expired and "
@@ -1055,29 +1127,12 @@ static void prune(pg_spool *sp) {
 }
 
 /* Renews this node's leases and its row in hookd_nodes. */
-static void renew(pg_spool *sp) {
-  char lease[24], now[24];
-  snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
-  snprintf(now, sizeof now, "%lld", (long long)now_ms());
-  const char *v[2] = {sp->node_id, lease};
-  PGresult *r = PQexecPrepared(sp->wconn, "renew", 2, v, NULL, NULL, 0);
-  PQclear(r);
-  const char *w[2] = {sp->node_id, now};
-  r = PQexecParams(sp->wconn, "UPDATE hookd_nodes SET seen_ms = $2 WHERE id = $1", 2, NULL, w, NULL,
-                   NULL, 0);
-  PQclear(r);
-}
-
 typedef struct hk_clock {
-  int64_t renew, stats, prune;
+  int64_t stats, prune;
 } hk_clock;
 
 static void housekeeping(pg_spool *sp, hk_clock *t) {
   int64_t now = mono();
-  if (now >= t->renew) {
-    t->renew = now + sp->lease_ms / 3;
-    renew(sp);
-  }
   if (now >= t->stats) {
     int sizes = now >= t->prune;
     t->stats = now + STATS_MS;
@@ -1253,7 +1308,7 @@ static void leave(pg_spool *sp) {
 
 static void *writer_main(void *arg) {
   pg_spool *sp = arg;
-  hk_clock hk = {0, 0, mono() + PRUNE_MS};
+  hk_clock hk = {0, mono() + PRUNE_MS};
   int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
   for (;;) {
     atomic_store(&sp->writer_beat, mono());
@@ -1298,7 +1353,8 @@ static void *writer_main(void *arg) {
         free_ops(ops);
       }
       post_stores(sp, stores);
-      continue; /* more may have come meanwhile */
+      if (sp->wconn) housekeeping(sp, &hk); /* under load too, when due */
+      continue;                             /* more may have come meanwhile */
     }
     if (stopping) {
       leave(sp);
@@ -1469,6 +1525,33 @@ static int32_t be32(const char *p) {
   return (int32_t)be32toh(v);
 }
 
+/* Renews this node's leases and its row in hookd_nodes, every third of a
+ * lease. On the claimer's connection, not the writer's: a writer busy with
+ * a long run of commits must not let the leases of running deliveries
+ * lapse. Rows the writer has locked (a start mark or an outcome on its way)
+ * are left for the next round rather than waited for: waiting would make
+ * a deadlock with the writer's batch. -1 when the connection broke. */
+static int renew(pg_spool *sp) {
+  char lease[24], now[24];
+  snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[3] = {sp->node_id, lease, now};
+  PGresult *r =
+      PQexecParams(sp->cconn,
+                   "WITH r AS (UPDATE hookd_deliveries SET lease_until = " SQL_NOW
+                   " + $2::int8 WHERE id IN (SELECT id FROM hookd_deliveries WHERE"
+                   " lease_owner = $1 AND state = 0 AND lease_until > 0 FOR UPDATE SKIP"
+                   " LOCKED) RETURNING 1) UPDATE hookd_nodes SET seen_ms = $3 WHERE id = $1 AND"
+                   " (SELECT count(*) FROM r) >= 0",
+                   3, NULL, v, NULL, NULL, 0);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok && PQstatus(sp->cconn) != CONNECTION_BAD) {
+    log_write(LOG_ERROR, NULL, "spool: renewing leases failed: %s", PQresultErrorMessage(r));
+  }
+  PQclear(r);
+  return ok || PQstatus(sp->cconn) != CONNECTION_BAD ? 0 : -1;
+}
+
 static int claimer_connect(pg_spool *sp) {
   char why[512];
   PGconn *c = pg_connect(sp->url, "claimer", why, sizeof why);
@@ -1606,10 +1689,18 @@ static int claim_timeout(pg_spool *sp, int64_t tick) {
 static void *claimer_main(void *arg) {
   pg_spool *sp = arg;
   int64_t tick = sp->lease_ms / 4 < 1000 ? sp->lease_ms / 4 : 1000;
-  int64_t backoff = BACKOFF_FIRST_MS;
+  int64_t backoff = BACKOFF_FIRST_MS, next_renew = 0;
   for (;;) {
     int timeout = (int)backoff;
     if (sp->cconn == NULL && claimer_connect(sp) == 0) backoff = BACKOFF_FIRST_MS;
+    if (sp->cconn && mono() >= next_renew) {
+      next_renew = mono() + sp->lease_ms / 3;
+      if (renew(sp) != 0) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+        continue;
+      }
+    }
     if (sp->cconn) {
       if (claim_all(sp) != 0) {
         PQfinish(sp->cconn);
@@ -2013,25 +2104,59 @@ int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body
   return rc;
 }
 
+/* Runs one statement of the replay transaction; the first row's first
+ * value as a number, or -1 (the transaction is then rolled back). */
+static int64_t replay_step(spool_pg_admin *a, const char *sql, const char *const *v) {
+  PGresult *r = PQexecParams(a->c, sql, v ? 2 : 0, NULL, v, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  int64_t n = 0;
+  if (st == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+    n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    admin_fail(a, r);
+    n = -1;
+  }
+  PQclear(r);
+  if (n < 0) PQclear(PQexec(a->c, "ROLLBACK"));
+  return n;
+}
+
 int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id) {
   char ids[24], now[24];
   snprintf(ids, sizeof ids, "%lld", (long long)id);
   snprintf(now, sizeof now, "%lld", (long long)now_ms());
   const char *v[2] = {ids, now};
-  PGresult *r = PQexecParams(
-      a->c,
-      "WITH u AS (UPDATE hookd_deliveries SET state = 0, attempt = 0, crashes = 0, started = false,"
-      " next_ms = $2, lease_until = 0, updated_ms = $2 WHERE state = 2 AND ($1 = 0 OR id = $1)"
-      " RETURNING 1), c AS (SELECT count(*) AS n FROM u)"
-      " SELECT n, CASE WHEN n > 0 THEN pg_notify('" NOTIFY_CHANNEL "', '') END FROM c",
-      2, NULL, v, NULL, NULL, 0);
-  int64_t n = -1;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-    n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-  } else {
-    admin_fail(a, r);
+  /* Under the keys' locks: pending again without the head, then each key
+   * that has no head gets its earliest pending delivery as the head (a
+   * replayed letter waits for a head that is running now). */
+  if (replay_step(a, "BEGIN", NULL) < 0 ||
+      replay_step(a,
+                  "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS ", h)) FROM (SELECT DISTINCT"
+                  " hashtext(order_key) AS h FROM hookd_deliveries WHERE state = 2 AND order_key IS"
+                  " NOT NULL AND ($1 = 0 OR id = $1) AND $2::int8 > 0 ORDER BY 1) AS s",
+                  v) < 0) {
+    return -1;
   }
-  PQclear(r);
+  int64_t n = replay_step(
+      a,
+      "WITH u AS (UPDATE hookd_deliveries SET state = 0, head = order_key IS NULL, attempt = 0,"
+      " crashes = 0, started = false, next_ms = $2, lease_until = 0, updated_ms = $2 WHERE"
+      " state = 2 AND ($1 = 0 OR id = $1) RETURNING 1) SELECT count(*) FROM u",
+      v);
+  if (n < 0) return -1;
+  if (replay_step(
+          a,
+          "UPDATE hookd_deliveries d SET head = true FROM (SELECT DISTINCT ON (instance,"
+          " order_key) id FROM hookd_deliveries x WHERE state = 0 AND order_key IS NOT"
+          " NULL AND updated_ms = $2 AND NOT head AND $1::int8 >= 0 AND NOT EXISTS (SELECT 1 FROM"
+          " hookd_deliveries h WHERE h.instance = x.instance AND h.order_key = x.order_key"
+          " AND h.state = 0 AND h.head) ORDER BY instance, order_key, seq) f WHERE"
+          " d.id = f.id",
+          v) < 0 ||
+      replay_step(a, "SELECT pg_notify('" NOTIFY_CHANNEL "', '')", NULL) < 0 ||
+      replay_step(a, "COMMIT", NULL) < 0) {
+    return -1;
+  }
   return n;
 }
 
