@@ -8,17 +8,20 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "spool_pg.h"
+
 struct dlq {
   sqlite3 *db;
+  spool_pg_admin *pg; /* the PostgreSQL spool instead (spool_pg.c does the work) */
   char error[256];
 };
 
-/* "state <> 1" beside every test on state lets SQLite use the partial index
- * deliveries_open (unfinished deliveries only; see spool.c). */
+/* "state >= 2" beside every test on state lets SQLite use the partial index
+ * deliveries_dead (dead letters and replay requests; see spool_sqlite.c). */
 static const char select_cols[] =
     "SELECT d.id, e.source, e.event_id, e.type, d.instance, coalesce(d.last_error, ''), "
     "d.attempt, e.received_ms, d.updated_ms, e.body FROM deliveries d JOIN events e "
-    "ON e.seq = d.seq WHERE d.state = 2 AND d.state <> 1";
+    "ON e.seq = d.seq WHERE d.state = 2 AND d.state >= 2";
 
 static int64_t now_ms_(void) {
   struct timespec ts;
@@ -58,9 +61,27 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen) {
     if (sqlite3_step(s) == SQLITE_ROW) version = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
   }
-  if (version != 1) {
-    snprintf(err, errlen, "%s is not a hookd spool of schema version 1 (found %d)", path, version);
+  if (version != 2) {
+    snprintf(err, errlen,
+             "%s is not a hookd spool of schema version 2 (found %d; a version 1 spool is "
+             "upgraded when hookd starts on it)",
+             path, version);
     dlq_close(q);
+    return -1;
+  }
+  *out = q;
+  return 0;
+}
+
+int dlq_open_pg(const char *url, dlq **out, char *err, size_t errlen) {
+  *out = NULL;
+  dlq *q = calloc(1, sizeof *q);
+  if (q == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (spool_pg_admin_open(url, &q->pg, err, errlen) != 0) {
+    free(q);
     return -1;
   }
   *out = q;
@@ -69,11 +90,13 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen) {
 
 void dlq_close(dlq *q) {
   if (q == NULL) return;
+  spool_pg_admin_close(q->pg);
   sqlite3_close(q->db);
   free(q);
 }
 
 const char *dlq_error(dlq *q) {
+  if (q->pg) return spool_pg_admin_error(q->pg);
   return q->error;
 }
 
@@ -115,6 +138,7 @@ void dlq_entries_free(dlq_entry *e, size_t n) {
 }
 
 int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n) {
+  if (q->pg) return spool_pg_dlq_list(q->pg, limit, out, n);
   char sql[512];
   snprintf(sql, sizeof sql, "%s ORDER BY d.updated_ms DESC, d.id DESC LIMIT %lld", select_cols,
            limit ? (long long)limit : -1LL);
@@ -147,6 +171,7 @@ int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n) {
 }
 
 int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) {
+  if (q->pg) return spool_pg_dlq_show(q->pg, id, out, body, body_len);
   char sql[512];
   snprintf(sql, sizeof sql, "%s AND d.id = ?1", select_cols);
   sqlite3_stmt *s;
@@ -175,12 +200,13 @@ int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) 
 }
 
 int64_t dlq_replay(dlq *q, int64_t id) {
-  /* State 3 ("replay") is picked up by a running hookd within a second and
-   * treated as pending by the next start. */
-  const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, attempt = 0, next_ms = ?2, "
-                             "updated_ms = ?2 WHERE state = 2 AND state <> 1 AND id = ?1"
-                           : "UPDATE deliveries SET state = 3, attempt = 0, next_ms = ?2, "
-                             "updated_ms = ?2 WHERE state = 2 AND state <> 1";
+  if (q->pg) return spool_pg_dlq_replay(q->pg, id);
+  /* State 3 ("replay") is turned into a new pending delivery by a running
+   * hookd within a second, or by the next start. */
+  const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, updated_ms = ?2 "
+                             "WHERE state = 2 AND state >= 2 AND id = ?1"
+                           : "UPDATE deliveries SET state = 3, updated_ms = ?2 "
+                             "WHERE state = 2 AND state >= 2";
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) return fail(q);
   if (id > 0) sqlite3_bind_int64(s, 1, id);
@@ -192,6 +218,7 @@ int64_t dlq_replay(dlq *q, int64_t id) {
 }
 
 int dlq_purge(dlq *q, int64_t id) {
+  if (q->pg) return spool_pg_dlq_purge(q->pg, id);
   int64_t now = now_ms_();
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;

@@ -301,6 +301,10 @@ const hookd_host_api *plugin_host_api(void) {
   return &host_api;
 }
 
+int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out) {
+  return (int)inst->mod->desc->deliver(inst->state, view, out);
+}
+
 void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_instance *inst) {
   memset(view, 0, sizeof *view);
   view->struct_size = sizeof *view;

@@ -55,6 +55,16 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip);
 
 const hookd_host_api *plugin_host_api(void);
 
+/* Results of plugin_host_deliver beyond hookd_result. */
+#define PLUGIN_CRASHED 100     /* the instance's process died during the call: a crash */
+#define PLUGIN_TIMED_OUT 101   /* past timeout_ms, the call was stopped: a failed attempt */
+#define PLUGIN_UNAVAILABLE 102 /* the instance cannot take calls now: not an attempt;
+                                  out->retry_after_ms says when to ask again */
+
+/* Runs one deliver() of inst and returns its hookd_result (or one of the
+ * PLUGIN_* codes above). Worker thread. */
+int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out);
+
 /* Fills the read-only event view a plugin sees for a delivery. */
 void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_instance *inst);
 

@@ -692,7 +692,7 @@ static int pg_started(spool *base, delivery *d) {
   return w.rc;
 }
 
-static void pg_settle(spool *base, delivery *d, spool_settle how, const char *error) {
+static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *error) {
   pg_spool *sp = (pg_spool *)base;
   pg_lane *l = lane_forget(d);
   if (how == SPOOL_RELEASE && l) {
@@ -1751,12 +1751,12 @@ static int lock_node(pg_spool *sp, const config *cfg, char *err, size_t errlen) 
   snprintf(path, sizeof path, "%s/node.lock", cfg->data_dir);
   sp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
   if (sp->lock_fd < 0) {
-    snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
     return -1;
   }
   if (flock(sp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    snprintf(err, errlen, "another hookd runs with data_dir %s (%s is locked)", cfg->data_dir,
-             path);
+    snprintf(err, errlen, "another hookd runs with data_dir %.300s (%.300s is locked)",
+             cfg->data_dir, path);
     return -1;
   }
   char host[256] = "localhost", real[4096];
