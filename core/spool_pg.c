@@ -300,6 +300,15 @@ struct pg_spool {
   int closes_left;                 /* handles still closing in free() */
 };
 
+/* Counts one finished delivery off a cluster-wide count. The count comes
+ * from the database every second and this node adds only what it stored
+ * but takes off what it finished of any node's: it must not wrap below 0. */
+static void count_down(atomic_uint_fast64_t *v) {
+  uint_fast64_t cur = atomic_load(v);
+  while (cur > 0 && !atomic_compare_exchange_weak(v, &cur, cur - 1)) {
+  }
+}
+
 static int64_t mono(void) {
   return mono_ms();
 }
@@ -719,8 +728,8 @@ static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *e
   } else {
     o->notify = how != SPOOL_RETRY;
     if (how == SPOOL_DONE || how == SPOOL_DEAD) {
-      atomic_fetch_sub(&sp->pending, 1);
-      if (l) atomic_fetch_sub(&l->pending, 1);
+      count_down(&sp->pending);
+      if (l) count_down(&l->pending);
     }
     if (how == SPOOL_DEAD) atomic_fetch_add(&sp->dead, 1);
     if (l && how == SPOOL_RETRY) {
@@ -1605,8 +1614,8 @@ static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) 
   op *o = op_new(OP_SETTLE, d, ST_DEAD, why);
   if (o) {
     o->notify = 1;
-    atomic_fetch_sub(&sp->pending, 1);
-    atomic_fetch_sub(&l->pending, 1);
+    count_down(&sp->pending);
+    count_down(&l->pending);
     atomic_fetch_add(&sp->dead, 1);
     push_op(sp, o, 1);
   }
