@@ -434,6 +434,14 @@ static int cmd_check(const char *file) {
   } else {
     printf("%s: OK (%zu source(s), %zu plugin instance(s), %zu route(s))\n", file,
            cfg.n_sources, cfg.n_plugins, cfg.n_routes);
+    if (cfg.spool_backend == SPOOL_BACKEND_POSTGRES) {
+      /* The URL is a secret: shown with its password masked. The database
+       * is not contacted here; `hookd spool check` does. */
+      char masked[1024];
+      config_mask_url(cfg.spool_url, masked, sizeof masked);
+      printf("spool: PostgreSQL at %s, lease %llu ms (not contacted; see hookd spool check)\n",
+             masked, (unsigned long long)cfg.spool_lease_ms);
+    }
   }
   router_free(rt);
   plugin_host_unload(&host, NULL);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crash.h"
 #include "log.h"
 
 /*
@@ -576,9 +577,9 @@ static void pg_lane_attach(spool_lane *lane, const void *owner, spool_wake_fn wa
   l->owner = owner;
   l->wake = wake;
   l->wake_data = data;
-  int has = l->n_window > 0;
+  size_t has = l->n_window;
   pthread_mutex_unlock(&l->mu);
-  if (has && wake) wake(data);
+  for (size_t i = 0; wake && i < has; i++) wake(data);
   kick(l->sp); /* its backlog is claimed now */
 }
 
@@ -1663,7 +1664,8 @@ static int claim_lane(pg_spool *sp, pg_lane *l) {
     spool_wake_fn wake = l->wake;
     void *data = l->wake_data;
     pthread_mutex_unlock(&l->mu);
-    if (wake) wake(data);
+    /* Once per delivery: a wake-up starts one worker. */
+    for (int i = 0; wake && i < got; i++) wake(data);
   }
   return 0;
 }
@@ -1780,6 +1782,38 @@ static int lock_node(pg_spool *sp, const config *cfg, char *err, size_t errlen) 
   return 0;
 }
 
+/* The earlier run of this node died on a fault that the crash journal
+ * names: the deliveries that merely ran beside it are not suspects, so
+ * their start marks are undone before their leases lapse. */
+static int spare_bystanders(pg_spool *sp, const char *data_dir, char *err, size_t errlen) {
+  uint64_t *faulted = NULL;
+  size_t n = 0;
+  int journal = crash_journal_read(data_dir, &faulted, &n);
+  if (journal != 1) {
+    free(faulted);
+    return 0;
+  }
+  char *ids = ids_literal((const int64_t *)faulted, n);
+  free(faulted);
+  if (ids == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  const char *v[3] = {sp->node_id, sp->node_name, ids};
+  PGresult *r = PQexecParams(sp->wconn,
+                             "UPDATE hookd_deliveries SET started = false WHERE state = 0 AND"
+                             " started AND id <> ALL($3::int8[]) AND lease_owner IN (SELECT id"
+                             " FROM hookd_nodes WHERE name = $2 AND id <> $1)",
+                             3, NULL, v, NULL, NULL, 0);
+  free(ids);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok)
+    snprintf(err, errlen, "cannot read back the crash journal: %s", PQerrorMessage(sp->wconn));
+  PQclear(r);
+  if (ok) crash_journal_clear(data_dir);
+  return ok ? 0 : -1;
+}
+
 /* Joins the nodes; leases of an earlier process of this node are expired
  * at once (that process is gone: the lock says so), which counts a crash
  * for what it was running, as a restart of the SQLite backend does. */
@@ -1843,7 +1877,9 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
       snprintf(why, sizeof why, "%s", tmp);
     } else if ((rc = ensure_schema(sp->wconn, why, sizeof why)) == 0 &&
                prepare_all(sp->wconn, 1, why, sizeof why) == 0 &&
+               spare_bystanders(sp, cfg->data_dir, why, sizeof why) == 0 &&
                register_node(sp, why, sizeof why) == 0) {
+      crash_journal_set(cfg->data_dir);
       why[0] = 0;
     } else if (rc == 0) {
       rc = SPOOL_EFAIL;

@@ -32,7 +32,7 @@ class Node:
     """One hookd of the cluster: a config file of its own (so that a restart
     reuses its data_dir and ports), started, killed and started again."""
 
-    def __init__(self, tmp, name, pg_url, plugins, routes, delivery=None):
+    def __init__(self, tmp, name, pg_url, plugins, routes, delivery=None, lease_ms=LEASE_MS):
         self.dir = tmp / name
         self.dir.mkdir()
         self.name = name
@@ -41,7 +41,7 @@ class Node:
         cfg = {"listen": f"127.0.0.1:{self.port}", "admin_listen": f"127.0.0.1:{self.admin}",
                "data_dir": str(self.dir / "var"), "plugin_dirs": [str(PLUGIN_DIR)],
                "log": {"level": "info"},
-               "spool": {"backend": "postgres", "url": "${HOOKD_PG_URL}", "lease_ms": LEASE_MS},
+               "spool": {"backend": "postgres", "url": "${HOOKD_PG_URL}", "lease_ms": lease_ms},
                "sources": [cirrus_source()], "plugins": plugins, "routes": routes,
                "delivery": delivery or {"concurrency": 8}}
         self.cfg_path = self.dir / "hookd.json"
