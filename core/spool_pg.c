@@ -67,6 +67,8 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
 #define NOTIFY_CHANNEL "hookd_spool"
+/* Deliveries remembered as taken over by another node, until released. */
+#define LOST_MAX 64
 
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS hookd_meta(key text PRIMARY KEY, value text NOT NULL);"
@@ -298,7 +300,9 @@ struct pg_spool {
   atomic_int_fast64_t oldest_pending_ms;
   atomic_int_fast64_t writer_beat; /* mono ms of the writer's last round */
   int64_t sweep_after;             /* writer only: the done-mark sweep's cursor */
-  int closes_left;                 /* handles still closing in free() */
+  int64_t lost[LOST_MAX];          /* deliveries whose lease another node took (under mu) */
+  size_t n_lost;
+  int closes_left; /* handles still closing in free() */
 };
 
 /* Counts one finished delivery off a cluster-wide count. The count comes
@@ -702,9 +706,29 @@ static int pg_started(spool *base, delivery *d) {
   return w.rc;
 }
 
+/* 1 when started() found d's lease taken by another node (and forgets it). */
+static int forget_lost(pg_spool *sp, const delivery *d) {
+  int found = 0;
+  pthread_mutex_lock(&sp->mu);
+  size_t n = sp->n_lost < LOST_MAX ? sp->n_lost : LOST_MAX;
+  for (size_t i = 0; i < n && !found; i++) {
+    if (sp->lost[i] == (int64_t)d->spool_id) {
+      sp->lost[i] = 0;
+      found = 1;
+    }
+  }
+  pthread_mutex_unlock(&sp->mu);
+  return found;
+}
+
 static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *error) {
   pg_spool *sp = (pg_spool *)base;
   pg_lane *l = lane_forget(d);
+  if (how == SPOOL_RELEASE && forget_lost(sp, d)) {
+    /* Its lease went to another node: not this node's to keep. */
+    delivery_free(d);
+    return;
+  }
   if (how == SPOOL_RELEASE && l) {
     /* Still leased to this node: back in the window, due at d->due_ms;
      * the start mark (if it was written) is undone. */
@@ -899,6 +923,7 @@ static void answer_starts(pg_spool *sp, op *ops, const PGresult *r) {
                 "spool: delivery %lld is no longer leased to this node (its lease expired and "
                 "another node took it over); not running it here",
                 (long long)o->id);
+      sp->lost[sp->n_lost++ % LOST_MAX] = o->id; /* its release drops it (sp->mu held) */
     }
     o->wait->rc = rc;
     o->wait->done = 1;
