@@ -261,8 +261,8 @@ struct pg_spool {
   char node_name[512];
   int64_t lease_ms;
   int64_t retention_ms;
-  uint64_t max_pending_default;
-  int lock_fd; /* flock on data_dir/node.lock: one hookd per node name */
+  uint64_t max_total; /* spool.max_pending: all instances together, 0: no cap */
+  int lock_fd;        /* flock on data_dir/node.lock: one hookd per node name */
 
   pthread_mutex_t lanes_mu;
   pg_lane *lanes;
@@ -550,7 +550,7 @@ static spool_lane *pg_lane_get(spool *base, const char *instance) {
       l->sp = sp;
       l->base.sp = base;
       pthread_mutex_init(&l->mu, NULL);
-      l->cfg.max_pending = sp->max_pending_default;
+      l->cfg.max_pending = UINT64_MAX; /* until lane_config */
       l->cfg.max_crashes = 3;
       atomic_store(&l->retry_due, INT64_MAX);
       l->next = sp->lanes;
@@ -606,7 +606,7 @@ static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
   pthread_mutex_unlock(&l->mu);
   out->pending = atomic_load(&l->pending);
   out->oldest_ms = atomic_load(&l->oldest_ms);
-  out->saturated = out->pending >= l->cfg.max_pending;
+  out->saturated = l->cfg.max_pending && out->pending >= l->cfg.max_pending;
 }
 
 /* A due delivery from the window; the window only ever holds heads of
@@ -1505,10 +1505,16 @@ static const char *pg_admit(spool *base, spool_lane *const *lanes, size_t n, cha
     pthread_mutex_unlock(&sp->why_mu);
     return why;
   }
+  uint64_t total = atomic_load(&sp->pending);
+  if (sp->max_total && total >= sp->max_total) {
+    snprintf(why, len, "%llu unfinished deliveries in the spool (spool.max_pending %llu)",
+             (unsigned long long)total, (unsigned long long)sp->max_total);
+    return why;
+  }
   for (size_t i = 0; i < n; i++) {
     pg_lane *l = (pg_lane *)lanes[i];
     uint64_t p = atomic_load(&l->pending);
-    if (p >= l->cfg.max_pending) {
+    if (l->cfg.max_pending && p >= l->cfg.max_pending) {
       snprintf(why, len, "plugin instance '%s' has %llu unfinished deliveries (max_pending %llu)",
                l->name, (unsigned long long)p, (unsigned long long)l->cfg.max_pending);
       return why;
@@ -1881,7 +1887,7 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
   sp->loop = loop;
   sp->lease_ms = (int64_t)cfg->spool_lease_ms;
   sp->retention_ms = cfg->spool_retention_ms;
-  sp->max_pending_default = cfg->spool_max_pending;
+  sp->max_total = cfg->spool_max_pending;
   sp->lock_fd = -1;
   sp->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   pthread_mutex_init(&sp->lanes_mu, NULL);
