@@ -181,3 +181,18 @@ def test_crashes_across_restarts_make_a_dead_letter(tmp_path, pg):
     assert pg.scalar("SELECT count(*) FROM hookd_events WHERE event_id = 'boom'") == "0"
     assert out.read_text().count("POISON boom") == 2
     node.stop()
+
+
+def test_readme_cluster_spool_block_passes_check(tmp_path):
+    """The README's PostgreSQL spool block, as a user copies it."""
+    import re
+    from conftest import ROOT, strip_jsonc
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Several nodes: the PostgreSQL spool", 1)[1]
+    block = re.search(r"```jsonc\n(.*?)```", section, re.S).group(1)
+    spool = json.loads("{" + strip_jsonc(block) + "}")["spool"]
+    cfg = pg_config()
+    cfg["spool"] = spool
+    rc, out = hookd_check(cfg, tmp_path, env={"HOOKD_PG_URL": f"postgresql://hookd:{PASSWORD}@db/h"})
+    assert rc == 0, out
+    assert "postgresql://hookd:***@db/h" in out
