@@ -177,7 +177,14 @@ static const struct {
 
 /* Prepared on the claimer's connection: the due heads of a lane that hold
  * no live lease. SKIP LOCKED leaves rows another node is claiming right now
- * to that node. */
+ * to that node.
+ *
+ * Hook for `hookd pause|resume` (not in hookd yet): the instance's state is
+ * to live in hookd_instances (paused, circuit_open_until), shared by the
+ * nodes; a paused instance's claims then add "AND NOT EXISTS (SELECT 1 FROM
+ * hookd_instances i WHERE i.instance = $1 AND i.paused)" and resume NOTIFYs
+ * the nodes. Replay of stored events (`hookd replay`) inserts new pending
+ * deliveries under the keys' locks, as store does. */
 static const char claim_sql[] =
     "WITH t AS (SELECT " SQL_NOW
     " AS now),"
@@ -1162,6 +1169,12 @@ static void prune(pg_spool *sp) {
 }
 
 /* Renews this node's leases and its row in hookd_nodes. */
+/* Pruning runs every 10 s, or twice per retention when that is shorter. */
+static int64_t prune_every(const pg_spool *sp) {
+  int64_t half = sp->retention_ms / 2;
+  return half < 500 ? 500 : half < PRUNE_MS ? half : PRUNE_MS;
+}
+
 typedef struct hk_clock {
   int64_t stats, prune;
 } hk_clock;
@@ -1174,7 +1187,7 @@ static void housekeeping(pg_spool *sp, hk_clock *t) {
     refresh_stats(sp, sizes);
   }
   if (now >= t->prune) {
-    t->prune = now + PRUNE_MS;
+    t->prune = now + prune_every(sp);
     prune(sp);
   }
   if (sp->wconn && PQstatus(sp->wconn) == CONNECTION_BAD)
@@ -1343,7 +1356,7 @@ static void leave(pg_spool *sp) {
 
 static void *writer_main(void *arg) {
   pg_spool *sp = arg;
-  hk_clock hk = {0, mono() + PRUNE_MS};
+  hk_clock hk = {0, mono() + prune_every(sp)};
   int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
   for (;;) {
     atomic_store(&sp->writer_beat, mono());

@@ -196,3 +196,29 @@ def test_readme_cluster_spool_block_passes_check(tmp_path):
     rc, out = hookd_check(cfg, tmp_path, env={"HOOKD_PG_URL": f"postgresql://hookd:{PASSWORD}@db/h"})
     assert rc == 0, out
     assert "postgresql://hookd:***@db/h" in out
+
+
+def test_retention_prunes_finished_events(tmp_path, pg):
+    """Finished events leave the database after spool.retention; one with a
+    dead letter stays."""
+    audit = tmp_path / "a.jsonl"
+    plugins = [{"name": "audit", "module": "file_sink", "config": {"path": str(audit)}},
+               {"name": "never", "module": "test_plugin", "config": {"result": "fail"}}]
+    routes = [{"source": "cirrus", "events": ["scheduling.smartscheduler.scheduled"], "to": ["audit"]},
+              {"source": "cirrus", "events": ["scheduling.smartscheduler.canceled"], "to": ["never"]}]
+    node = Node(tmp_path, "n", pg.url, plugins, routes)
+    cfg = json.loads(node.cfg_path.read_text())
+    node.stop()
+    cfg["spool"]["retention"] = "2s"
+    node.cfg_path.write_text(json.dumps(cfg))
+    node.start()
+    for i in range(5):
+        assert post(node, meeting_event(f"ret-{i}", f"m{i}", "scheduled")) == 200
+    assert post(node, meeting_event("ret-dead", "md", "canceled")) == 200
+    wait_until(lambda: len(read_jsonl(audit)) == 5, 10)
+    assert pg.scalar("SELECT count(*) FROM hookd_events") == "6"
+    wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_events") == "1", 15 * SLOW,
+               what="finished events pruned")
+    assert pg.scalar("SELECT event_id FROM hookd_events") == "ret-dead"
+    assert pg.scalar("SELECT count(*) FROM hookd_deliveries") == "1"
+    node.stop()
