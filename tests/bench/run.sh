@@ -22,7 +22,7 @@
 #      BENCH_OUT (where configs, logs and profiles go; default a fresh temp dir),
 #      REPS (runs per table cell, default 3: the cell is the median run; this
 #      machine's neighbours swing single runs by a third),
-#      PG_BIN (PostgreSQL 15 binaries, default /usr/lib/postgresql/15/bin), PG_PORT (default 28520),
+#      PG_BIN (PostgreSQL 15 binaries, default /usr/lib/postgresql/15/bin), PG_PORT (default BENCH_PORT + 60),
 #      CLUSTER_N (events per delivered/s run of `cluster`, default 20000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -351,7 +351,7 @@ tls() {
 
 # --- the PostgreSQL spool: several nodes on one database --------------------------------------
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PG_PORT=${PG_PORT:-28520}
+PG_PORT=${PG_PORT:-$((PORT + 60))}
 CLUSTER_N=${CLUSTER_N:-20000}
 NODE_PORT=$((PORT + 40)) # node i listens on NODE_PORT + i, its admin on NODE_PORT + 10 + i
 
@@ -448,7 +448,7 @@ nodes_load() {
   done
   wait "${pids[@]}"
   cat "$OUT"/load-[0-9]*.out | awk '{for (i = 1; i <= NF; i++) {split($i, kv, "="); s[kv[1]] += kv[2]}}
-    END {printf "rps=%d requests=%d\n", s["rps"], s["requests"]}'
+    END {printf "all rps=%d requests=%d\n", s["rps"], s["requests"]}'
   rm -f "$OUT"/load-[0-9]*.out
 }
 
