@@ -62,6 +62,7 @@
 #define STATS_MS 1000
 #define PRUNE_MS 10000
 #define PRUNE_BATCH 500
+#define REPAIR_MS 60000
 #define SWEEP_BATCH 1000
 /* Reconnect backoff: doubles from the first to the last. */
 #define BACKOFF_FIRST_MS 100
@@ -1194,8 +1195,65 @@ static int64_t prune_every(const pg_spool *sp) {
   return half < 500 ? 500 : half < PRUNE_MS ? half : PRUNE_MS;
 }
 
+/* The keys whose pending deliveries have no head: none, unless a row was
+ * changed by hand or a bug slipped in; nothing of such a key would ever be
+ * claimed again. */
+#define NO_HEAD_SQL                                                                          \
+  "SELECT DISTINCT d.instance, d.order_key FROM hookd_deliveries d WHERE d.state = 0 AND"    \
+  " d.order_key IS NOT NULL AND NOT d.head AND NOT EXISTS (SELECT 1 FROM hookd_deliveries h" \
+  " WHERE h.instance = d.instance AND h.order_key = d.order_key AND h.state = 0 AND h.head)"
+
+/* Gives such keys their head back (the earliest pending delivery), under
+ * the keys' locks, rechecked there. Once a minute, on any node. */
+static void repair_heads(pg_spool *sp) {
+  PGresult *r = PQexec(sp->wconn, "SELECT order_key FROM (" NO_HEAD_SQL ") k LIMIT 100");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+    PQclear(r);
+    return;
+  }
+  char *buf = NULL;
+  size_t len = 1, cap = 0;
+  int oom = 0;
+  for (int i = 0; i < PQntuples(r); i++) oom |= lit_append(&buf, &len, &cap, PQgetvalue(r, i, 0));
+  PQclear(r);
+  if (oom) {
+    free(buf);
+    return;
+  }
+  buf[0] = '{';
+  buf[len] = '}';
+  buf[len + 1] = 0;
+  const char *v[1] = {buf};
+  char why[256] = "";
+  PGresult *u = NULL;
+  if (exec_ok(sp->wconn, "BEGIN", why, sizeof why) == 0) {
+    PQclear(PQexecPrepared(sp->wconn, "lock", 1, v, NULL, NULL, 0));
+    u = PQexecParams(sp->wconn,
+                     "UPDATE hookd_deliveries d SET head = true FROM (SELECT DISTINCT ON"
+                     " (instance, order_key) id FROM hookd_deliveries x WHERE state = 0 AND"
+                     " order_key = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM hookd_deliveries"
+                     " h WHERE h.instance = x.instance AND h.order_key = x.order_key AND"
+                     " h.state = 0 AND h.head) ORDER BY instance, order_key, seq) f WHERE"
+                     " d.id = f.id",
+                     1, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(u) == PGRES_COMMAND_OK &&
+        exec_ok(sp->wconn, "COMMIT", why, sizeof why) == 0) {
+      if (strcmp(PQcmdTuples(u), "0") != 0) {
+        log_write(LOG_WARN, NULL,
+                  "spool: %s order key(s) had pending deliveries and none was their head; the "
+                  "earliest of each is now",
+                  PQcmdTuples(u));
+      }
+    } else {
+      exec_ok(sp->wconn, "ROLLBACK", why, sizeof why);
+    }
+  }
+  PQclear(u);
+  free(buf);
+}
+
 typedef struct hk_clock {
-  int64_t stats, prune;
+  int64_t stats, prune, repair;
 } hk_clock;
 
 static void housekeeping(pg_spool *sp, hk_clock *t) {
@@ -1208,6 +1266,10 @@ static void housekeeping(pg_spool *sp, hk_clock *t) {
   if (now >= t->prune) {
     t->prune = now + prune_every(sp);
     prune(sp);
+  }
+  if (now >= t->repair) {
+    t->repair = now + REPAIR_MS;
+    repair_heads(sp);
   }
   if (sp->wconn && PQstatus(sp->wconn) == CONNECTION_BAD)
     drop_connection(sp, PQerrorMessage(sp->wconn));
@@ -1375,7 +1437,7 @@ static void leave(pg_spool *sp) {
 
 static void *writer_main(void *arg) {
   pg_spool *sp = arg;
-  hk_clock hk = {0, mono() + prune_every(sp)};
+  hk_clock hk = {0, mono() + prune_every(sp), 0}; /* repair at start, then each minute */
   int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
   for (;;) {
     atomic_store(&sp->writer_beat, mono());
@@ -2337,6 +2399,13 @@ int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen) {
       {"events marked done with deliveries not done",
        "SELECT count(*) FROM hookd_events e WHERE e.done_ms IS NOT NULL AND EXISTS (SELECT 1 FROM "
        "hookd_deliveries d WHERE d.seq = e.seq AND d.state = 0)",
+       1},
+      /* A running hookd repairs the first kind within a minute (repair_heads). */
+      {"order keys whose deliveries wait for no head", "SELECT count(*) FROM (" NO_HEAD_SQL ") k",
+       1},
+      {"order keys with more than one head",
+       "SELECT count(*) FROM (SELECT 1 FROM hookd_deliveries WHERE state = 0 AND head AND "
+       "order_key IS NOT NULL GROUP BY instance, order_key HAVING count(*) > 1) k",
        1},
   };
   int rc = 0;

@@ -129,6 +129,21 @@ def test_spool_check_healthy_then_damaged(tmp_path, pg):
     rc, out = node.cli("spool", "check")
     assert rc == 3, out
     assert "deliveries whose event is missing: 1  <- damaged" in out
+    pg.sql("DELETE FROM hookd_deliveries WHERE seq = 999999")
+    # A key whose pending delivery lost its head (changed by hand): nothing
+    # of it would run again. Check says so; a starting node repairs it.
+    pg.sql("UPDATE hookd_deliveries SET state = 0, head = false, lease_until = 0 WHERE id = "
+           "(SELECT min(d.id) FROM hookd_deliveries d JOIN hookd_events e ON e.seq = d.seq "
+           "WHERE e.event_id = 'chk-0')")
+    pg.sql("UPDATE hookd_events SET done_ms = NULL WHERE event_id = 'chk-0'")
+    rc, out = node.cli("spool", "check")
+    assert rc == 3 and "order keys whose deliveries wait for no head: 1  <- damaged" in out, out
+    node.start()
+    wait_until(lambda: len(read_jsonl(tmp_path / "a.jsonl")) == 6, 10)
+    assert "1 order key(s) had pending deliveries and none was their head" in node.log()
+    node.stop()
+    rc, out = node.cli("spool", "check")
+    assert rc == 0 and "healthy" in out, out
 
 
 def test_restart_takes_back_its_own_leases_at_once(tmp_path, pg):
