@@ -474,3 +474,40 @@ def test_dead_letter_replayed_from_any_node(cluster, pg, tmp_path, fake_server):
     assert rc == 0 and "no dead letters" in out, out
     time.sleep(0.5)
     assert len(crm.got()) == 2, "replayed once, delivered once"
+
+
+def test_clean_stop_hands_claims_over_at_once_and_reload_keeps_order(cluster, pg, tmp_path):
+    """A node stopped with SIGTERM gives back the claims it had not started,
+    so the others deliver them at once, not after lease_ms; a reload (SIGHUP)
+    of the other node keeps per-meeting order."""
+    out = tmp_path / "sink.txt"
+    plugins = [{"name": "sink", "module": "test_plugin",
+                "config": {"out": str(out), "trace_start": True, "sleep_ms": 100}}]
+    routes = [{"source": "cirrus", "events": ["**"], "to": ["sink"]}]
+    a, b = cluster(2, plugins, routes, delivery={"concurrency": 1})
+    for n in (a, b):  # a long lease: only a handover can explain a prompt delivery
+        cfg = json.loads(n.cfg_path.read_text())
+        cfg["spool"]["lease_ms"] = 60000
+        n.cfg_path.write_text(json.dumps(cfg))
+        n.stop()
+    b.start()  # b first: a must not be the only one claiming
+    a.start()
+    sender = Sender([a, b])
+    send_meetings(sender, "cs", 2, kinds=KINDS, clients=2)  # 20 events, 2 meetings
+    wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_deliveries WHERE state = 0 AND "
+                                 f"lease_until > 0 AND lease_owner LIKE '%-{a.proc.pid}-%'") != "0",
+               10, what="a node holding claims")
+    b.proc.send_signal(signal.SIGHUP)
+    b.wait_log = wait_until(lambda: "reload" in b.log(), 10)
+    t0 = time.monotonic()
+    a.stop()
+    wait_delivered_sink(out, list(sender.answers), 20)
+    took = time.monotonic() - t0
+    assert took < 15, f"waited {took:.1f}s: the stopped node's claims were not handed over"
+    check_order(out, expected_order("cs", 2))
+
+
+def wait_delivered_sink(path, ids, timeout):
+    ids = set(ids)
+    wait_until(lambda: ids <= {e for e, _ in read_sink(path)[1]}, timeout * SLOW, interval=0.1,
+               what=f"{len(ids)} events in the sink")
