@@ -132,6 +132,9 @@ void config_free(config *cfg);
  * (URL userinfo or key=value "password"), for messages and `hookd check`. */
 void config_mask_url(const char *url, char *out, size_t len);
 
+/* "7d", "12h", "30m", "90s" or "500ms" as milliseconds; -1 when malformed. */
+int64_t config_parse_duration(const char *s);
+
 /* Parses "HOST:PORT" / "[V6]:PORT" / ":PORT" into a socket address. */
 struct sockaddr_storage;
 int config_parse_addr(const char *s, struct sockaddr_storage *out);

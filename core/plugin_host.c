@@ -14,6 +14,7 @@
 #include "log.h"
 #include "privs.h"
 #include "router.h"
+#include "smtp_client.h"
 #include "template.h"
 
 /* A view of one JSON object of a plugin's config, with its key path for
@@ -24,29 +25,11 @@ struct hookd_config {
   char *keypath; /* "plugins[2].config" */
 };
 
-/* --- allocations that live until destroy ------------------------------- */
-
+/* Host allocations handed to the plugin's init (lists, resolved paths,
+ * sub-objects) live in inst->owned with the declared options' and go after
+ * destroy(). */
 static int keep(plugin_instance *inst, void *p) {
-  if (p == NULL) return -1;
-  if (inst->n_allocs == inst->cap_allocs) {
-    size_t ncap = inst->cap_allocs ? inst->cap_allocs * 2 : 8;
-    void **na = realloc(inst->allocs, ncap * sizeof *na);
-    if (na == NULL) {
-      free(p);
-      return -1;
-    }
-    inst->allocs = na;
-    inst->cap_allocs = ncap;
-  }
-  inst->allocs[inst->n_allocs++] = p;
-  return 0;
-}
-
-static void free_allocs(plugin_instance *inst) {
-  for (size_t i = 0; i < inst->n_allocs; i++) free(inst->allocs[i]);
-  free(inst->allocs);
-  inst->allocs = NULL;
-  inst->n_allocs = inst->cap_allocs = 0;
+  return plugin_options_keep(&inst->owned, p);
 }
 
 /* --- config getters ------------------------------------------------------ */
@@ -189,7 +172,11 @@ static int host_config_allow_keys(const hookd_config *cfg, const char *const *al
     int ok = 0;
     for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, v->string) == 0;
     if (!ok) {
-      host_config_error(cfg, v->string, "unknown key '%s'", v->string);
+      const char *near = jsonc_suggest(v->string, allowed);
+      if (near)
+        host_config_error(cfg, v->string, "unknown key '%s' (did you mean '%s'?)", v->string, near);
+      else
+        host_config_error(cfg, v->string, "unknown key '%s'", v->string);
       return HOOKD_E_INVALID;
     }
   }
@@ -272,6 +259,19 @@ static int host_pattern_match(const char *pattern, const char *type) {
   return router_pattern_match(pattern, type);
 }
 
+static hookd_result host_smtp(const hookd_instance *self, const hookd_smtp_request *req,
+                              hookd_outcome *out) {
+  (void)self;
+  return smtp_client_send(req, out);
+}
+
+static char *host_json_get(const char *json, size_t len, const char *path) {
+  cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+  char *v = root ? envelope_text(envelope_path(root, path)) : NULL;
+  cJSON_Delete(root);
+  return v;
+}
+
 static const hookd_host_api host_api = {
     .struct_size = sizeof(hookd_host_api),
     .abi = HOOKD_PLUGIN_ABI,
@@ -295,6 +295,8 @@ static const hookd_host_api host_api = {
     .http_response_free = http_client_response_free,
     .config_path = host_config_path,
     .pattern_match = host_pattern_match,
+    .smtp = host_smtp,
+    .json_get = host_json_get,
 };
 
 const hookd_host_api *plugin_host_api(void) {
@@ -319,7 +321,11 @@ void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_i
   view->body_len = d->ev->body_len;
   view->content_type = d->ev->content_type;
   view->timeout_ms = (uint32_t)inst->cfg->delivery.timeout_ms;
+  if (inst->owned.timeout_ms && inst->owned.timeout_ms < view->timeout_ms)
+    view->timeout_ms = inst->owned.timeout_ms;
   view->host_private = d->ev;
+  view->host = &host_api;
+  view->self = (hookd_instance *)inst;
 }
 
 /* --- loading --------------------------------------------------------------- */
@@ -366,7 +372,12 @@ static char *find_module(const config *cfg, const char *module, char *err, size_
 /* Loads a module and checks its descriptor. Refusals are messages, never
  * crashes: nothing of the descriptor is read beyond what struct_size says
  * the plugin has. */
-static int load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
+const hookd_option *plugin_host_options(const hookd_plugin *d) {
+  size_t need = offsetof(hookd_plugin, state_size) + sizeof d->state_size;
+  return d != NULL && d->struct_size >= need ? d->options : NULL;
+}
+
+int plugin_host_load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
   m->path = find_module(cfg, m->name, err, errlen);
   if (m->path == NULL) return -1;
   dlerror();
@@ -402,32 +413,66 @@ static int load_module(plugin_module *m, const config *cfg, char *err, size_t er
              d->struct_size, HOOKD_PLUGIN_ABI_MAJOR, need);
     return -1;
   }
-  if (d->init == NULL || d->deliver == NULL) {
-    snprintf(err, errlen, "%s has no %s callback", m->path, d->init == NULL ? "init" : "deliver");
+  const hookd_option *opts = plugin_host_options(d);
+  if ((d->init == NULL && opts == NULL) || d->deliver == NULL) {
+    snprintf(err, errlen, "%s has no %s callback", m->path, d->deliver ? "init" : "deliver");
+    return -1;
+  }
+  char why[256];
+  if (opts && plugin_options_check_table(opts, d->state_size, why, sizeof why) != 0) {
+    snprintf(err, errlen, "%s: bad option table: %s", m->path, why);
     return -1;
   }
   m->desc = d;
   return 0;
 }
 
-static int init_instance(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
+/* Checks and fills the declared options into a state struct of the
+ * module's state_size. */
+static int fill_options(plugin_instance *inst, const hookd_option *opts, const cJSON *conf,
+                        const char *keypath, char *why, size_t whylen) {
+  const hookd_plugin *d = inst->mod->desc;
+  inst->opt_state = calloc(1, d->state_size ? d->state_size : 1);
+  if (inst->opt_state == NULL) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  plugin_options_src src = {conf, inst->doc, keypath, inst->config_dir, inst->name};
+  if (plugin_options_fill(opts, &src, inst->opt_state, &inst->owned, why, whylen) != 0) return -1;
+  inst->state = inst->opt_state;
+  return 0;
+}
+
+static void release(plugin_instance *inst) {
+  plugin_options_release(&inst->owned);
+  free(inst->opt_state);
+  inst->opt_state = NULL;
+  inst->state = NULL;
+}
+
+int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const jsonc_doc *doc,
+                              const char *config_dir, char *err, size_t errlen) {
   const plugin_module *m = inst->mod;
-  char kp[64];
-  snprintf(kp, sizeof kp, "%s.config", inst->cfg->keypath);
-  hookd_config root = {inst, inst->cfg->config, kp};
+  char kp[96];
+  snprintf(kp, sizeof kp, "%s.config", inst->cfg ? inst->cfg->keypath : "config");
+  hookd_config root = {inst, (cJSON *)conf, kp};
   char perr[512] = "";
-  inst->doc = &cfg->doc;
-  inst->config_dir = cfg->dir;
+  inst->doc = doc;
+  inst->config_dir = config_dir;
   inst->cfg_error[0] = '\0';
-  int rc = m->desc->init(&host_api, inst, &root, &inst->state, perr, sizeof perr);
+  inst->state = NULL;
+  const hookd_option *opts = plugin_host_options(m->desc);
+  int rc = 0;
+  if (opts != NULL) rc = fill_options(inst, opts, conf, kp, inst->cfg_error, sizeof inst->cfg_error);
+  if (rc == 0 && m->desc->init != NULL)
+    rc = m->desc->init(&host_api, inst, &root, &inst->state, perr, sizeof perr);
   if (rc != 0) {
-    /* The getter's positioned message is the most useful; the plugin's own
-     * reason comes next. */
+    /* The positioned message (an option or a getter) is the most useful;
+     * the plugin's own reason comes next. */
     const char *why = inst->cfg_error[0] ? inst->cfg_error : perr[0] ? perr : "no reason given";
-    snprintf(err, errlen, "plugin instance '%s' (module %s): init failed: %s", inst->name,
-             m->name, why);
-    free_allocs(inst);
-    inst->state = NULL;
+    snprintf(err, errlen, "plugin instance '%s' (module %s): %s%s", inst->name, m->name,
+             opts && !perr[0] && inst->cfg_error[0] ? "" : "init failed: ", why);
+    release(inst);
     return -1;
   }
   if (inst->cfg_error[0] != '\0') {
@@ -436,12 +481,17 @@ static int init_instance(plugin_instance *inst, const config *cfg, char *err, si
     snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, m->name,
              inst->cfg_error);
     if (m->desc->destroy) m->desc->destroy(inst->state);
-    free_allocs(inst);
-    inst->state = NULL;
+    release(inst);
     return -1;
   }
   inst->initialized = 1;
   return 0;
+}
+
+void plugin_host_instance_destroy(plugin_instance *inst) {
+  if (inst->initialized && inst->mod->desc->destroy) inst->mod->desc->destroy(inst->state);
+  inst->initialized = 0;
+  release(inst);
 }
 
 int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen) {
@@ -463,7 +513,7 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
       m = &h->mods[h->n_mods++];
       m->name = strdup(cp->module);
       char why[512];
-      if (m->name == NULL || load_module(m, cfg, why, sizeof why) != 0) {
+      if (m->name == NULL || plugin_host_load_module(m, cfg, why, sizeof why) != 0) {
         snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name,
                  m->name ? why : "out of memory");
         plugin_host_unload(h, NULL);
@@ -477,7 +527,7 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
     inst->name = cp->name;
     inst->mod = m;
     inst->cfg = cp;
-    if (init_instance(inst, cfg, err, errlen) != 0) {
+    if (plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, errlen) != 0) {
       plugin_host_unload(h, NULL);
       return -1;
     }
@@ -493,9 +543,7 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
       if (keep_mod) keep_mod[inst->mod - h->mods] = 1;
       continue;
     }
-    if (inst->initialized && inst->mod->desc->destroy) inst->mod->desc->destroy(inst->state);
-    inst->initialized = 0;
-    free_allocs(inst);
+    plugin_host_instance_destroy(inst);
   }
   for (size_t i = 0; i < h->n_mods; i++) {
     plugin_module *m = &h->mods[i];

@@ -7,6 +7,7 @@
 #include "event.h"
 #include "hookd/plugin.h"
 #include "metrics.h"
+#include "plugin_options.h"
 
 typedef struct plugin_module {
   char *name;  /* module name as in the config */
@@ -29,8 +30,11 @@ struct hookd_instance {
   const jsonc_doc *doc;
   const char *config_dir;   /* base of relative paths (config_path) */
   char cfg_error[512];
-  void **allocs;            /* host allocations handed to the plugin's init */
-  size_t n_allocs, cap_allocs;
+  /* Declared options (ABI 1.1): the state struct the host filled. */
+  void *opt_state;
+  /* What the host allocated for the instance (options, getter results);
+   * released after destroy(). */
+  plugin_owned owned;
 };
 typedef struct hookd_instance plugin_instance;
 
@@ -52,6 +56,28 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
  * skip[i] != 0 keeps instance i (and its module) alive, for an instance
  * whose deliver() is still running at shutdown. skip may be NULL. */
 void plugin_host_unload(plugin_host *h, const unsigned char *skip);
+
+/* Loads one module from cfg's plugin_dirs into m (m->name set by the
+ * caller) and checks its descriptor: ABI major, size, callbacks and its
+ * option table. Returns 0, or -1 with the reason in err. */
+int plugin_host_load_module(plugin_module *m, const config *cfg, char *err, size_t errlen);
+
+/* The module's declared options (ABI 1.1), or NULL for a plugin that reads
+ * its config with the getters. */
+const hookd_option *plugin_host_options(const hookd_plugin *desc);
+
+/* Initialises one instance from its "config" object: the declared options
+ * are checked and filled (plugin_options_fill), then the plugin's init()
+ * runs. inst->mod, ->name and ->cfg are set by the caller; doc gives
+ * positions for messages (may be NULL) and config_dir the base of relative
+ * paths. The one entry point for an instance's set-up, whichever process
+ * runs it. On failure returns -1 with "plugin instance 'N' (module M): ..."
+ * in err and leaves nothing allocated. Main thread. */
+int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const jsonc_doc *doc,
+                              const char *config_dir, char *err, size_t errlen);
+
+/* Calls destroy() and releases what the host allocated for the instance. */
+void plugin_host_instance_destroy(plugin_instance *inst);
 
 const hookd_host_api *plugin_host_api(void);
 

@@ -20,6 +20,7 @@
 
 #include "crash.h"
 #include "log.h"
+#include "runslots.h"
 
 /*
  * Tables (schema version 1), all named hookd_* so that the database may be
@@ -242,12 +243,6 @@ typedef struct store_req {
   struct store_req *all_next; /* the loop's list of unanswered requests */
 } store_req;
 
-/* A worker waiting in started(). */
-typedef struct start_wait {
-  int done;
-  int rc;
-} start_wait;
-
 typedef enum { OP_START, OP_SETTLE, OP_UNSTART } op_kind;
 
 typedef struct op {
@@ -256,9 +251,8 @@ typedef struct op {
   int state;
   uint32_t attempt, crashes;
   int64_t next_ms;
-  int notify;       /* the outcome may let another delivery run: NOTIFY the nodes */
-  const char *key;  /* the event's order key (in error[]'s allocation), or NULL */
-  start_wait *wait; /* OP_START */
+  int notify;      /* the outcome may let another delivery run: NOTIFY the nodes */
+  const char *key; /* the event's order key (in error[]'s allocation), or NULL */
   struct op *next;
   char error[]; /* may be empty */
 } op;
@@ -273,6 +267,7 @@ struct pg_spool {
   int64_t retention_ms;
   uint64_t max_total; /* spool.max_pending: all instances together, 0: no cap */
   int lock_fd;        /* flock on data_dir/node.lock: one hookd per node name */
+  runslots *running;  /* data_dir/running: what each worker runs now */
 
   pthread_mutex_t lanes_mu;
   pg_lane *lanes;
@@ -282,8 +277,7 @@ struct pg_spool {
   pthread_t writer;
   int writer_started;
   pthread_mutex_t mu;
-  pthread_cond_t cv;      /* work for the writer */
-  pthread_cond_t done_cv; /* a start mark was answered */
+  pthread_cond_t cv; /* work for the writer */
   store_req *in_head, *in_tail;
   op *ops_head, *ops_tail;
   size_t n_ops;
@@ -710,18 +704,19 @@ static int push_op(pg_spool *sp, op *o, int urgent) {
   return 0;
 }
 
+/* Two records of a running attempt, neither waited for. The run slot
+ * (runslots.h: a store into a shared mapping) tells this node's next start
+ * exactly what was running when it died. The start mark in PostgreSQL,
+ * which rides in the next commit, tells the other nodes when they take an
+ * expired lease over; an attempt shorter than a commit may lack it, and
+ * then a death during it counts no crash on another node. */
 static int pg_started(spool *base, delivery *d) {
   pg_spool *sp = (pg_spool *)base;
-  if (atomic_load(&sp->down)) return SPOOL_EFAIL;
-  start_wait w = {0, SPOOL_EFAIL};
+  runslots_set(sp->running, d ? d->spool_id : 0, d ? d->attempt + 1 : 0);
+  if (d == NULL) return 0;
   op *o = op_new(OP_START, d, ST_PENDING, NULL);
-  if (o == NULL) return SPOOL_EFAIL;
-  o->wait = &w;
-  if (push_op(sp, o, 1) != 0) return SPOOL_EFAIL;
-  pthread_mutex_lock(&sp->mu);
-  while (!w.done) pthread_cond_wait(&sp->done_cv, &sp->mu);
-  pthread_mutex_unlock(&sp->mu);
-  return w.rc;
+  if (o) push_op(sp, o, 0);
+  return 0;
 }
 
 /* 1 when started() found d's lease taken by another node (and forgets it). */
@@ -894,15 +889,10 @@ static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
     b->list[b->n++] = (sent){S_STORE, r};
     notify |= r->n > 0;
   }
-  for (op *o = b->ops; ok && o; o = o->next) {
-    if (o->kind == OP_START) {
-      starts[n_start++] = o->id;
-      continue;
-    }
-    ok = send_settle(sp, o, now);
-    b->list[b->n++] = (sent){o->kind == OP_UNSTART ? S_UNSTART : S_SETTLE, o};
-    if (o->kind == OP_SETTLE && o->state == ST_DONE) dones[n_done++] = o->seq;
-    notify |= o->kind == OP_SETTLE && o->notify;
+  /* Start marks before outcomes: an attempt that started and ended within
+   * one batch must end up not started. */
+  for (op *o = b->ops; o; o = o->next) {
+    if (o->kind == OP_START) starts[n_start++] = o->id;
   }
   if (ok && n_start) {
     char *lit = ids_literal(starts, n_start);
@@ -910,6 +900,13 @@ static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
     ok = lit && PQsendQueryPrepared(sp->wconn, "start", 2, v, NULL, NULL, 0);
     free(lit);
     b->list[b->n++] = (sent){S_START, NULL};
+  }
+  for (op *o = b->ops; ok && o; o = o->next) {
+    if (o->kind == OP_START) continue;
+    ok = send_settle(sp, o, now);
+    b->list[b->n++] = (sent){o->kind == OP_UNSTART ? S_UNSTART : S_SETTLE, o};
+    if (o->kind == OP_SETTLE && o->state == ST_DONE) dones[n_done++] = o->seq;
+    notify |= o->kind == OP_SETTLE && o->notify;
   }
   if (ok && n_done) {
     char *lit = ids_literal(dones, n_done);
@@ -936,27 +933,25 @@ static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
   return ok && PQpipelineSync(sp->wconn) == 1 ? 0 : -1;
 }
 
-/* Marks every start op of the batch answered: rc 0 for the ids in r. */
-static void answer_starts(pg_spool *sp, op *ops, const PGresult *r) {
+/* Start marks that matched no row: the lease had gone to another node,
+ * which may run the same attempt (at-least-once). Remembered so that a
+ * release drops the delivery instead of keeping it in the window. */
+static void note_lost(pg_spool *sp, op *ops, const PGresult *r) {
   pthread_mutex_lock(&sp->mu);
   for (op *o = ops; o; o = o->next) {
-    if (o->kind != OP_START || o->wait == NULL) continue;
-    int rc = SPOOL_EFAIL;
-    for (int i = 0; r && i < PQntuples(r); i++) {
-      if (strtoll(PQgetvalue(r, i, 0), NULL, 10) == o->id) rc = 0;
+    if (o->kind != OP_START) continue;
+    int found = 0;
+    for (int i = 0; i < PQntuples(r) && !found; i++) {
+      found = strtoll(PQgetvalue(r, i, 0), NULL, 10) == o->id;
     }
-    if (rc != 0 && r) {
+    if (!found) {
       log_write(LOG_WARN, NULL,
-                "spool: delivery %lld is no longer leased to this node (its lease expired and "
-                "another node took it over); not running it here",
+                "spool: delivery %lld started here after its lease went to another node (it "
+                "may be delivered twice)",
                 (long long)o->id);
-      sp->lost[sp->n_lost++ % LOST_MAX] = o->id; /* its release drops it (sp->mu held) */
+      sp->lost[sp->n_lost++ % LOST_MAX] = o->id;
     }
-    o->wait->rc = rc;
-    o->wait->done = 1;
-    o->wait = NULL;
   }
-  pthread_cond_broadcast(&sp->done_cv);
   pthread_mutex_unlock(&sp->mu);
 }
 
@@ -1023,7 +1018,7 @@ static batch_rc read_batch(pg_spool *sp, batch *b) {
     PQclear(start_res);
     return BATCH_LOST;
   }
-  if (!failed) answer_starts(sp, b->ops, start_res);
+  if (!failed && start_res) note_lost(sp, b->ops, start_res);
   PQclear(start_res);
   return failed ? BATCH_SQL : BATCH_OK;
 }
@@ -1291,28 +1286,22 @@ static void post_stores(pg_spool *sp, store_req *list) {
   uv_async_send(&sp->async);
 }
 
-/* Answers every worker waiting in started() with a failure, and gives back
- * the ops to keep (outcomes; start marks are only worth their waiter). */
-static op *fail_starts(pg_spool *sp, op *ops) {
+/* The ops of a batch that did not commit, to be kept: outcomes. Start
+ * marks are dropped: by the time the connection is back the attempt may
+ * well have ended, and a late mark would count a crash that never was. */
+static op *drop_starts(op *ops) {
   op *keep = NULL, **tail = &keep;
-  pthread_mutex_lock(&sp->mu);
   while (ops) {
     op *o = ops;
     ops = o->next;
     o->next = NULL;
     if (o->kind == OP_START) {
-      if (o->wait) {
-        o->wait->rc = SPOOL_EFAIL;
-        o->wait->done = 1;
-      }
       free(o);
     } else {
       *tail = o;
       tail = &o->next;
     }
   }
-  pthread_cond_broadcast(&sp->done_cv);
-  pthread_mutex_unlock(&sp->mu);
   return keep;
 }
 
@@ -1410,7 +1399,7 @@ static void writer_down(pg_spool *sp) {
     }
   }
   pthread_mutex_unlock(&sp->mu);
-  ops = fail_starts(sp, ops);
+  ops = drop_starts(ops);
   if (sp->stopping) {
     free_ops(ops); /* their deliveries run again once their leases expire */
   } else {
@@ -1478,9 +1467,8 @@ static void *writer_main(void *arg) {
       sp->woke = 0;
       batch_rc rc = commit(sp, stores, ops);
       if (sp->woke && rc != BATCH_LOST) kick(sp); /* this node claims at once */
-      ops = fail_starts(sp, ops);                 /* those the commit did not answer */
       if (rc == BATCH_LOST && !stopping) {
-        requeue_ops(sp, ops);
+        requeue_ops(sp, drop_starts(ops));
       } else {
         free_ops(ops);
       }
@@ -1915,35 +1903,48 @@ static int lock_node(pg_spool *sp, const config *cfg, char *err, size_t errlen) 
   return 0;
 }
 
-/* The earlier run of this node died on a fault that the crash journal
- * names: the deliveries that merely ran beside it are not suspects, so
- * their start marks are undone before their leases lapse. */
-static int spare_bystanders(pg_spool *sp, const char *data_dir, char *err, size_t errlen) {
+/* What the earlier run of this node was running when it died: its run
+ * slots say exactly (and the crash journal, when a fault killed it, which
+ * one of them did it). Those deliveries get the start mark, so that the
+ * next claim counts their crash; every other delivery it held loses the
+ * mark, which may have been written just before the attempt ended. */
+static int account_previous_run(pg_spool *sp, const char *data_dir, char *err, size_t errlen) {
+  runslot_entry left[1024];
+  size_t n = runslots_left(sp->running, left, sizeof left / sizeof left[0]);
   uint64_t *faulted = NULL;
-  size_t n = 0;
-  int journal = crash_journal_read(data_dir, &faulted, &n);
-  if (journal != 1) {
-    free(faulted);
-    return 0;
+  size_t n_faulted = 0;
+  int journal = crash_journal_read(data_dir, &faulted, &n_faulted);
+  int64_t *suspects = malloc((n + 1) * sizeof *suspects);
+  size_t k = 0;
+  for (size_t i = 0; suspects && i < n; i++) {
+    int suspect = journal != 1;
+    for (size_t j = 0; j < n_faulted && !suspect; j++) suspect = faulted[j] == left[i].spool_id;
+    if (suspect) suspects[k++] = (int64_t)left[i].spool_id;
   }
-  char *ids = ids_literal((const int64_t *)faulted, n);
   free(faulted);
+  char *ids = suspects ? ids_literal(suspects, k) : NULL;
+  free(suspects);
   if (ids == NULL) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
   const char *v[3] = {sp->node_id, sp->node_name, ids};
   PGresult *r = PQexecParams(sp->wconn,
-                             "UPDATE hookd_deliveries SET started = false WHERE state = 0 AND"
-                             " started AND id <> ALL($3::int8[]) AND lease_owner IN (SELECT id"
-                             " FROM hookd_nodes WHERE name = $2 AND id <> $1)",
+                             "UPDATE hookd_deliveries SET started = (id = ANY($3::int8[])) WHERE"
+                             " state = 0 AND lease_until > 1 AND lease_owner IN (SELECT id FROM"
+                             " hookd_nodes WHERE name = $2 AND id <> $1)",
                              3, NULL, v, NULL, NULL, 0);
   free(ids);
   int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-  if (!ok)
-    snprintf(err, errlen, "cannot read back the crash journal: %s", PQerrorMessage(sp->wconn));
+  if (!ok) {
+    snprintf(err, errlen, "cannot account for the previous run's crash: %s",
+             PQerrorMessage(sp->wconn));
+  }
   PQclear(r);
-  if (ok) crash_journal_clear(data_dir);
+  if (ok) {
+    runslots_clear(sp->running);
+    if (journal == 1) crash_journal_clear(data_dir);
+  }
   return ok ? 0 : -1;
 }
 
@@ -1995,14 +1996,15 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
   pthread_mutex_init(&sp->lanes_mu, NULL);
   pthread_mutex_init(&sp->mu, NULL);
   pthread_cond_init(&sp->cv, NULL);
-  pthread_cond_init(&sp->done_cv, NULL);
   pthread_mutex_init(&sp->why_mu, NULL);
   char why[768] = "", masked[512];
   config_mask_url(cfg->spool_url, masked, sizeof masked);
   int rc = SPOOL_EFAIL;
   if (sp->kick_fd < 0) {
     snprintf(why, sizeof why, "eventfd: %s", strerror(errno));
-  } else if (lock_node(sp, cfg, why, sizeof why) == 0) {
+  } else if (lock_node(sp, cfg, why, sizeof why) == 0 &&
+             (sp->running = runslots_open(cfg->data_dir, (size_t)cfg->delivery.max_threads * 2 + 64,
+                                          why, sizeof why)) != NULL) {
     sp->wconn = pg_connect(sp->url, "writer", why, sizeof why);
     if (sp->wconn == NULL) {
       char tmp[768];
@@ -2010,7 +2012,7 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
       snprintf(why, sizeof why, "%s", tmp);
     } else if ((rc = ensure_schema(sp->wconn, why, sizeof why)) == 0 &&
                prepare_all(sp->wconn, 1, why, sizeof why) == 0 &&
-               spare_bystanders(sp, cfg->data_dir, why, sizeof why) == 0 &&
+               account_previous_run(sp, cfg->data_dir, why, sizeof why) == 0 &&
                register_node(sp, why, sizeof why) == 0) {
       crash_journal_set(cfg->data_dir);
       why[0] = 0;
@@ -2104,13 +2106,13 @@ static void pg_free(spool *base) {
     free(l->name);
     free(l);
   }
+  runslots_close(sp->running);
   if (sp->kick_fd >= 0) close(sp->kick_fd);
   if (sp->lock_fd >= 0) close(sp->lock_fd);
   free(sp->url);
   pthread_mutex_destroy(&sp->lanes_mu);
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
-  pthread_cond_destroy(&sp->done_cv);
   pthread_mutex_destroy(&sp->why_mu);
   if (sp->async.loop != NULL) {
     sp->closes_left = 2;
