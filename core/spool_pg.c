@@ -1683,6 +1683,59 @@ static int renew(pg_spool *sp) {
   return ok || PQstatus(sp->cconn) != CONNECTION_BAD ? 0 : -1;
 }
 
+/* Takes out of the windows the claimed deliveries that are no longer this
+ * node's (their lease lapsed during an outage and another node took them,
+ * or they finished there), so that they do not run here a second time.
+ * Right after renew(), which kept every lease still ours. -1 when the
+ * connection broke. */
+static int drop_lost(pg_spool *sp) {
+  int64_t ids[256];
+  size_t n = 0;
+  pthread_mutex_lock(&sp->lanes_mu);
+  pg_lane *lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (pg_lane *l = lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n_window && n < 256; i++) ids[n++] = (int64_t)l->window[i]->spool_id;
+    pthread_mutex_unlock(&l->mu);
+  }
+  if (n == 0) return 0;
+  char *lit = ids_literal(ids, n);
+  if (lit == NULL) return 0;
+  const char *v[2] = {lit, sp->node_id};
+  PGresult *r = PQexecParams(sp->cconn,
+                             "SELECT id FROM hookd_deliveries WHERE id = ANY($1::int8[]) AND"
+                             " (state <> 0 OR lease_owner IS DISTINCT FROM $2)",
+                             2, NULL, v, NULL, NULL, 0);
+  free(lit);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    PQclear(r);
+    return PQstatus(sp->cconn) == CONNECTION_BAD ? -1 : 0;
+  }
+  for (int i = 0; i < PQntuples(r); i++) {
+    uint64_t id = strtoull(PQgetvalue(r, i, 0), NULL, 10);
+    for (pg_lane *l = lanes; l; l = l->next) {
+      delivery *gone = NULL;
+      pthread_mutex_lock(&l->mu);
+      for (size_t k = 0; k < l->n_window && !gone; k++) {
+        if (l->window[k]->spool_id != id) continue;
+        gone = l->window[k];
+        l->window[k] = l->window[--l->n_window];
+      }
+      pthread_mutex_unlock(&l->mu);
+      if (gone) {
+        log_write(LOG_WARN, &(log_ctx){.instance = l->name, .event_id = gone->ev->id},
+                  "spool: delivery %llu went to another node while PostgreSQL could not renew "
+                  "this node's lease; not running it here",
+                  (unsigned long long)id);
+        delivery_free(gone);
+      }
+    }
+  }
+  PQclear(r);
+  return 0;
+}
+
 static int claimer_connect(pg_spool *sp) {
   char why[512];
   PGconn *c = pg_connect(sp->url, "claimer", why, sizeof why);
@@ -1824,10 +1877,13 @@ static void *claimer_main(void *arg) {
   int64_t backoff = BACKOFF_FIRST_MS, next_renew = 0;
   for (;;) {
     int timeout = (int)backoff;
-    if (sp->cconn == NULL && claimer_connect(sp) == 0) backoff = BACKOFF_FIRST_MS;
+    if (sp->cconn == NULL && claimer_connect(sp) == 0) {
+      backoff = BACKOFF_FIRST_MS;
+      next_renew = 0; /* after an outage, at once: leases may have lapsed */
+    }
     if (sp->cconn && mono() >= next_renew) {
       next_renew = mono() + sp->lease_ms / 3;
-      if (renew(sp) != 0) {
+      if (renew(sp) != 0 || drop_lost(sp) != 0) {
         PQfinish(sp->cconn);
         sp->cconn = NULL;
         continue;
