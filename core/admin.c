@@ -433,7 +433,8 @@ typedef struct admin_job {
   route_kind kind;
   int head; /* HEAD: no body */
   char *data_dir;
-  int64_t id; /* R_REPLAY */
+  char *pg_url; /* spool.url of a PostgreSQL spool, else NULL */
+  int64_t id;   /* R_REPLAY */
   /* R_EVENT (source, id), R_SEARCH (q), R_PAUSE/R_RESUME/R_BACKFILL (instance) */
   char source[256], event_id[256], q[256], instance[256];
   dlq_filter filter; /* R_BACKFILL */
@@ -487,7 +488,8 @@ static void job_work(uv_work_t *w) {
     return;
   }
   dlq *q = NULL;
-  if (dlq_open(j->data_dir, &q, j->err, sizeof j->err) != 0) {
+  if ((j->pg_url ? dlq_open_pg(j->pg_url, &q, j->err, sizeof j->err)
+                 : dlq_open(j->data_dir, &q, j->err, sizeof j->err)) != 0) {
     j->rc = -1;
     return;
   }
@@ -698,6 +700,7 @@ static void job_free(admin_job *j) {
   dlq_event_rows_free(j->rows, j->n_rows);
   free(j->sources);
   free(j->data_dir);
+  free(j->pg_url);
   free(j);
 }
 
@@ -834,7 +837,9 @@ static int job_params(admin *a, admin_job *j, const http_request *req, const cha
 static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind) {
   admin_job *j = calloc(1, sizeof *j);
   if (j) j->data_dir = strdup(a->cfg->data_dir ? a->cfg->data_dir : ".");
-  if (j == NULL || j->data_dir == NULL) {
+  if (j && a->cfg->spool_url) j->pg_url = strdup(a->cfg->spool_url);
+  if (j == NULL || j->data_dir == NULL || (a->cfg->spool_url && j->pg_url == NULL)) {
+    if (j) free(j->data_dir);
     free(j);
     reply(c, 503, "Retry-After: 1\r\n", NULL, 0);
     return;

@@ -42,7 +42,8 @@ static int load(const char *file, const char *instance, config *cfg) {
 
 static int open_spool(const config *cfg, dlq **q) {
   char err[1024];
-  if (dlq_open(cfg->data_dir, q, err, sizeof err) != 0) {
+  if ((cfg->spool_url ? dlq_open_pg(cfg->spool_url, q, err, sizeof err)
+                      : dlq_open(cfg->data_dir, q, err, sizeof err)) != 0) {
     fprintf(stderr, "hookd: %s\n", err);
     return EXIT_RUNTIME;
   }

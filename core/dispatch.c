@@ -143,12 +143,9 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
   if (!a->called) return 0;
   int64_t now = now_ms();
   pace_result k = pace_kind(a);
-  /* A hold is at most what a retry could wait (backoff_max_ms). */
-  int64_t wait = a->retry_after_ms ? (int64_t)a->retry_after_ms : 1000;
-  if ((uint64_t)wait > q->inst->cfg->delivery.backoff_max_ms) {
-    wait = (int64_t)q->inst->cfg->delivery.backoff_max_ms;
-  }
-  int64_t hold = now + wait;
+  /* As long as the destination asked (the HTTP helper caps Retry-After at
+   * a day), else a second. */
+  int64_t hold = now + (a->retry_after_ms ? (int64_t)a->retry_after_ms : 1000);
   int rc = pace_report(q->pace, a->probe, k, k == PACE_RATE_LIMITED ? hold : 0, a->msg, now);
   if (rc & PACE_WAKE) wake_all(q);
   if (!(rc & PACE_ABSORB)) return 0;
@@ -307,11 +304,15 @@ static int spawn_worker(iqueue *q) {
   return 0;
 }
 
-static void on_lane_wake(void *data) {
+static void on_lane_wake(void *data, size_t n) {
   iqueue *q = data;
   pthread_mutex_lock(&q->mu);
   q->woken = 1;
-  pthread_cond_signal(&q->cv);
+  if (n > 1) {
+    pthread_cond_broadcast(&q->cv);
+  } else {
+    pthread_cond_signal(&q->cv);
+  }
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -345,8 +346,8 @@ static void run(iqueue *q, worker *w, delivery *d) {
                             d->ev->received_ms, d->attempt);
   }
   if (spool_started(q->dp->sp, d) != 0) {
-    /* The start could not be recorded (the spool fails): run nothing that
-     * a crash could not account for; try again in a second. */
+    /* The start could not be recorded: run nothing that a crash could not
+     * account for; try again in a second. */
     not_run(q, w);
     d->due_ms = now_ms() + 1000;
     spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
@@ -369,6 +370,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   crash_enter(q->inst->name, ev->id, d->spool_id);
   int r = plugin_host_deliver(q->inst, &view, &out);
   crash_leave();
+  spool_started(q->dp->sp, NULL);
 
   pthread_mutex_lock(&q->mu);
   int off = w->written_off;
@@ -542,6 +544,8 @@ void dispatch_check_timeouts(dispatch *dp) {
                           .probe = probe,
                           .called = 1};
       settle(q, d, &a);
+      /* The key moves on: a worker that sleeps takes its next delivery. */
+      on_lane_wake(q, 1);
     }
   }
 }

@@ -9,11 +9,24 @@
 #include <time.h>
 
 #include "router.h"
+#include "spool_pg.h"
 
 struct dlq {
   sqlite3 *db;
+  spool_pg_admin *pg; /* the PostgreSQL spool instead (spool_pg.c does the work) */
+  int own_error;      /* error[] says why, not the PostgreSQL side */
   char error[256];
 };
+
+/* What the PostgreSQL spool cannot do here yet (pause, back-fill, event
+ * search and detail): a clear refusal. Returns -1. */
+static int not_on_pg(dlq *q, const char *what) {
+  snprintf(q->error, sizeof q->error,
+           "%s is not available with the PostgreSQL spool yet (spool.backend \"postgres\")",
+           what);
+  q->own_error = 1;
+  return -1;
+}
 
 /* "state >= 2" beside every test on state lets SQLite use the partial index
  * deliveries_dead (dead letters and replay requests; see spool_sqlite.c). */
@@ -72,13 +85,30 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen) {
   return 0;
 }
 
+int dlq_open_pg(const char *url, dlq **out, char *err, size_t errlen) {
+  *out = NULL;
+  dlq *q = calloc(1, sizeof *q);
+  if (q == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (spool_pg_admin_open(url, &q->pg, err, errlen) != 0) {
+    free(q);
+    return -1;
+  }
+  *out = q;
+  return 0;
+}
+
 void dlq_close(dlq *q) {
   if (q == NULL) return;
+  spool_pg_admin_close(q->pg);
   sqlite3_close(q->db);
   free(q);
 }
 
 const char *dlq_error(dlq *q) {
+  if (q->pg && !q->own_error) return spool_pg_admin_error(q->pg);
   return q->error;
 }
 
@@ -120,6 +150,7 @@ void dlq_entries_free(dlq_entry *e, size_t n) {
 }
 
 int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n) {
+  if (q->pg) return spool_pg_dlq_list(q->pg, limit, out, n);
   char sql[512];
   snprintf(sql, sizeof sql, "%s ORDER BY d.updated_ms DESC, d.id DESC LIMIT %lld", select_cols,
            limit ? (long long)limit : -1LL);
@@ -152,6 +183,7 @@ int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n) {
 }
 
 int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) {
+  if (q->pg) return spool_pg_dlq_show(q->pg, id, out, body, body_len);
   char sql[512];
   snprintf(sql, sizeof sql, "%s AND d.id = ?1", select_cols);
   sqlite3_stmt *s;
@@ -180,6 +212,7 @@ int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) 
 }
 
 int64_t dlq_replay(dlq *q, int64_t id) {
+  if (q->pg) return spool_pg_dlq_replay(q->pg, id);
   /* State 3 ("replay") is turned into a new pending delivery by a running
    * hookd within a second, or by the next start. */
   const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, updated_ms = ?2 "
@@ -197,7 +230,7 @@ int64_t dlq_replay(dlq *q, int64_t id) {
 }
 
 int dlq_purge(dlq *q, int64_t id) {
-  int64_t now = now_ms_();
+  if (q->pg) return spool_pg_dlq_purge(q->pg, id);
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;
   int64_t seq = -1;
@@ -218,14 +251,12 @@ int dlq_purge(dlq *q, int64_t id) {
    * it after retention like any finished event. */
   snprintf(sql, sizeof sql,
            "DELETE FROM deliveries WHERE id = %lld;"
-           "DELETE FROM attempts WHERE delivery = %lld;"
            "DELETE FROM events WHERE seq = %lld AND NOT EXISTS "
            "(SELECT 1 FROM deliveries WHERE seq = %lld);"
-           "UPDATE events SET done_ms = %lld WHERE seq = %lld AND NOT EXISTS "
-           "(SELECT 1 FROM deliveries WHERE seq = %lld AND state <> 1);"
+           "DELETE FROM attempts WHERE seq = %lld AND NOT EXISTS "
+           "(SELECT 1 FROM events WHERE seq = %lld);"
            "COMMIT;",
-           (long long)id, (long long)id, (long long)seq, (long long)seq, (long long)now,
-           (long long)seq, (long long)seq);
+           (long long)id, (long long)seq, (long long)seq, (long long)seq, (long long)seq);
   if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto fail;
   return 1;
 fail:
@@ -237,6 +268,7 @@ fail:
 /* --- pause and resume ------------------------------------------------------------- */
 
 int dlq_set_paused(dlq *q, const char *instance, int paused) {
+  if (q->pg) return not_on_pg(q, "pause and resume");
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db,
                          "INSERT INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3) "
@@ -257,6 +289,7 @@ int dlq_get_paused(dlq *q, const char *instance, int *paused, int64_t *since_ms)
   sqlite3_stmt *s;
   *paused = 0;
   *since_ms = 0;
+  if (q->pg) return not_on_pg(q, "pause and resume");
   if (sqlite3_prepare_v2(q->db, "SELECT paused, changed_ms FROM instance_state WHERE instance = ?1",
                          -1, &s, NULL) != SQLITE_OK) {
     return fail(q);
@@ -307,6 +340,7 @@ static int64_t select_events(dlq *q, const dlq_filter *f, int (*each)(int64_t se
 }
 
 int64_t dlq_backfill_count(dlq *q, const dlq_filter *f) {
+  if (q->pg) return not_on_pg(q, "hookd replay");
   return select_events(q, f, NULL, NULL);
 }
 
@@ -327,6 +361,7 @@ static int mark_event(int64_t seq, void *arg) {
 int64_t dlq_backfill_start(dlq *q, const char *instance, const dlq_filter *f, const char *what,
                            int64_t *total) {
   *total = 0;
+  if (q->pg) return not_on_pg(q, "hookd replay");
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;
   mark_ctx m = {NULL, 0};
@@ -364,10 +399,13 @@ int64_t dlq_backfill_start(dlq *q, const char *instance, const dlq_filter *f, co
 
 int dlq_backfill_progress_get(dlq *q, int64_t id, dlq_backfill_progress *out) {
   memset(out, 0, sizeof *out);
+  if (q->pg) return not_on_pg(q, "hookd replay");
   sqlite3_stmt *s;
+  /* A delivered row is deleted: what the back-fill queued and is neither
+   * waiting nor dead was delivered. */
   if (sqlite3_prepare_v2(q->db,
                          "SELECT total, queued, finished_ms IS NOT NULL, "
-                         "(SELECT count(*) FROM deliveries WHERE replay = ?1 AND state = 1), "
+                         "(SELECT count(*) FROM deliveries WHERE replay = ?1 AND state = 0), "
                          "(SELECT count(*) FROM deliveries WHERE replay = ?1 AND state = 2) "
                          "FROM backfills WHERE id = ?1",
                          -1, &s, NULL) != SQLITE_OK) {
@@ -379,8 +417,9 @@ int dlq_backfill_progress_get(dlq *q, int64_t id, dlq_backfill_progress *out) {
     out->total = sqlite3_column_int64(s, 0);
     out->queued = sqlite3_column_int64(s, 1);
     out->finished = sqlite3_column_int(s, 2);
-    out->delivered = sqlite3_column_int64(s, 3);
     out->dead = sqlite3_column_int64(s, 4);
+    out->delivered = out->queued - sqlite3_column_int64(s, 3) - out->dead;
+    if (out->delivered < 0) out->delivered = 0;
     result = 0;
   } else if (rc != SQLITE_DONE) {
     result = fail(q);
@@ -399,7 +438,7 @@ static int read_event_row(sqlite3_stmt *s, dlq_event_row *r) {
   r->type = col_dup(s, 3);
   r->order_key = col_dup(s, 4);
   r->received_ms = sqlite3_column_int64(s, 5);
-  r->done = sqlite3_column_type(s, 6) != SQLITE_NULL;
+  r->done = sqlite3_column_int(s, 6);
   return r->source && r->event_id && r->type && r->order_key ? 0 : -1;
 }
 
@@ -415,7 +454,11 @@ void dlq_event_rows_free(dlq_event_row *rows, size_t n) {
   free(rows);
 }
 
-#define EVENT_COLS "SELECT seq, source, event_id, type, coalesce(order_key, ''), received_ms, done_ms"
+/* An event is finished when no delivery row of it is left (delivered rows
+ * are deleted; pending and dead ones stay). */
+#define EVENT_COLS                                                                    \
+  "SELECT seq, source, event_id, type, coalesce(order_key, ''), received_ms, NOT EXISTS " \
+  "(SELECT 1 FROM deliveries d WHERE d.seq = events.seq)"
 
 /* Appends the rows of s (bound) to *out, skipping seqs already there. */
 static int collect_rows(dlq *q, sqlite3_stmt *s, size_t limit, dlq_event_row **out, size_t *n) {
@@ -441,6 +484,7 @@ int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t
                     size_t limit, dlq_event_row **out, size_t *n_out) {
   *out = NULL;
   *n_out = 0;
+  if (q->pg) return not_on_pg(q, "event search");
   /* By id, one source at a time (the UNIQUE(source, event_id) index), then
    * by order key (events_okey). */
   sqlite3_stmt *s = NULL;
@@ -476,40 +520,58 @@ int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t
 
 static const char *const delivery_states[] = {"pending", "delivered", "dead", "replay asked"};
 
-/* The recorded calls of each delivery of seq (by time). */
+/* A delivery entry of the detail (zeroed); NULL when out of memory. */
+static dlq_delivery *add_delivery(dlq_event_detail *d) {
+  dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
+  if (grown == NULL) return NULL;
+  d->deliveries = grown;
+  dlq_delivery *dv = &d->deliveries[d->n_deliveries++];
+  memset(dv, 0, sizeof *dv);
+  return dv;
+}
+
+/* The instance's entry: its delivery row's, or, when none is left (a
+ * delivered row is deleted), a new one that says "delivered". */
+static dlq_delivery *delivery_of(dlq_event_detail *d, const char *inst) {
+  for (size_t i = d->n_deliveries; i-- > 0;) {
+    if (strcmp(d->deliveries[i].instance, inst) == 0) return &d->deliveries[i];
+  }
+  dlq_delivery *dv = add_delivery(d);
+  if (dv == NULL) return NULL;
+  dv->instance = strdup(inst);
+  dv->state = strdup("delivered");
+  dv->last_error = strdup("");
+  if (!dv->instance || !dv->state || !dv->last_error) return NULL;
+  return dv;
+}
+
+/* The kept calls of seq, by instance and time. */
 static int read_calls(dlq *q, int64_t seq, dlq_event_detail *d) {
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db,
-                         "SELECT delivery, instance, attempt, started_ms, took_ms, outcome, status, "
+                         "SELECT instance, attempt, started_ms, took_ms, outcome, status, "
                          "coalesce(answer, ''), coalesce(message, '') FROM attempts "
-                         "WHERE seq = ?1 ORDER BY started_ms, delivery, slot",
+                         "WHERE seq = ?1 ORDER BY instance, started_ms, slot",
                          -1, &s, NULL) != SQLITE_OK) {
     return fail(q);
   }
   sqlite3_bind_int64(s, 1, seq);
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    int64_t did = sqlite3_column_int64(s, 0);
-    const char *inst = (const char *)sqlite3_column_text(s, 1);
-    /* A replayed dead letter's earlier calls belong to the delivery it
-     * replaced: they show under the instance's current delivery. */
-    dlq_delivery *dv = NULL;
-    for (size_t i = 0; i < d->n_deliveries && dv == NULL; i++)
-      if (d->deliveries[i].id == did) dv = &d->deliveries[i];
-    for (size_t i = d->n_deliveries; i-- > 0 && dv == NULL;)
-      if (inst && strcmp(d->deliveries[i].instance, inst) == 0) dv = &d->deliveries[i];
-    if (dv == NULL) continue;
-    dlq_attempt *grown = realloc(dv->calls, (dv->n_calls + 1) * sizeof *grown);
+    const char *inst = (const char *)sqlite3_column_text(s, 0);
+    dlq_delivery *dv = delivery_of(d, inst ? inst : "");
+    dlq_attempt *grown = dv ? realloc(dv->calls, (dv->n_calls + 1) * sizeof *grown) : NULL;
     if (grown == NULL) break;
     dv->calls = grown;
     dlq_attempt *a = &dv->calls[dv->n_calls++];
-    a->attempt = (uint32_t)sqlite3_column_int(s, 2);
-    a->started_ms = sqlite3_column_int64(s, 3);
-    a->took_ms = sqlite3_column_int64(s, 4);
-    a->outcome = col_dup(s, 5);
-    a->status = sqlite3_column_int(s, 6);
-    a->answer = col_dup(s, 7);
-    a->message = col_dup(s, 8);
+    a->attempt = (uint32_t)sqlite3_column_int(s, 1);
+    a->started_ms = sqlite3_column_int64(s, 2);
+    a->took_ms = sqlite3_column_int64(s, 3);
+    a->outcome = col_dup(s, 4);
+    a->status = sqlite3_column_int(s, 5);
+    a->answer = col_dup(s, 6);
+    a->message = col_dup(s, 7);
+    if (dv->id == 0 && a->attempt > dv->attempts) dv->attempts = a->attempt;
   }
   sqlite3_finalize(s);
   return rc == SQLITE_DONE ? 0 : fail(q);
@@ -527,11 +589,8 @@ static int read_deliveries(dlq *q, dlq_event_detail *d) {
   sqlite3_bind_int64(s, 1, d->ev.seq);
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
-    if (grown == NULL) break;
-    d->deliveries = grown;
-    dlq_delivery *dv = &d->deliveries[d->n_deliveries++];
-    memset(dv, 0, sizeof *dv);
+    dlq_delivery *dv = add_delivery(d);
+    if (dv == NULL) break;
     dv->id = sqlite3_column_int64(s, 0);
     dv->instance = col_dup(s, 1);
     int st = sqlite3_column_int(s, 2);
@@ -549,6 +608,7 @@ static int read_deliveries(dlq *q, dlq_event_detail *d) {
 
 int dlq_event_detail_get(dlq *q, const char *source, const char *event_id, dlq_event_detail *out) {
   memset(out, 0, sizeof *out);
+  if (q->pg) return not_on_pg(q, "the event detail");
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db,
                          EVENT_COLS ", content_type, coalesce(headers, ''), body FROM events "

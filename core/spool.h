@@ -18,11 +18,14 @@
  * deliveries in memory and leaves the rest of its backlog on disk; a backlog
  * costs disk, not memory, and a restart reads back only the windows.
  *
- * Attempts. Before deliver() runs, the worker calls started(), which returns
- * once the start of that attempt is durable (it rides in the next group
- * commit). A delivery that was started and never settled was running when
- * hookd died: recovery counts a crash for it, and at the instance's
- * max_crashes makes it a dead letter instead of running it again.
+ * Attempts. Before deliver() runs, the worker calls started(), which
+ * records that this thread runs that attempt now, in a way that survives a
+ * death of hookd (the SQLite backend: a slot in a memory-mapped file, see
+ * runslots.h); started(NULL) when the call returned. A delivery that was
+ * started and had not returned when hookd died was running then: recovery
+ * counts a crash for it (for the one that faulted, when the crash journal
+ * names it: crash.h) and at the instance's max_crashes makes it a dead
+ * letter instead of running it again.
  *
  * Pause (DESIGN §4, `hookd pause|resume`, added with schema 3). Whether an
  * instance is paused is stored with the deliveries, so it survives restarts
@@ -46,6 +49,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <uv.h>
 
 #include "config.h"
@@ -62,9 +67,12 @@ typedef struct spool_lane_config {
   uint32_t max_crashes; /* crashes while running that make a delivery dead */
 } spool_lane_config;
 
-/* A lane may have a delivery to claim now (one was stored, settled, became
- * due, or was replayed). Any thread, no spool lock held. */
-typedef void (*spool_wake_fn)(void *data);
+/* About n deliveries of a lane may be claimed now (stored, read back from
+ * disk, or replayed): wake one worker for 1, all for more. A worker that
+ * settles a delivery is not woken: it claims again by itself. Any thread;
+ * the lane's lock may be held, so the callback must not call into the
+ * spool. */
+typedef void (*spool_wake_fn)(void *data, size_t n);
 
 /* The result of store(), given to spool_stored_fn on the loop thread. */
 #define SPOOL_STORED 0    /* durable: answer the success status */
@@ -168,9 +176,10 @@ typedef struct spool_ops {
    * known; -1: owner is not l's owner any more). The caller owns it until
    * settle(). */
   delivery *(*claim)(spool_lane *l, const void *owner, int64_t now_ms, int64_t *next_ms);
-  /* Makes "attempt d->attempt + 1 started" durable, then returns 0; a
-   * negative code when it could not be stored (the caller releases d and
-   * does not run it). Blocks for about one group commit. */
+  /* The calling thread starts attempt d->attempt + 1 of d now; d NULL:
+   * the call returned. Returns 0, or a negative code when the start could
+   * not be recorded (the caller then releases d and does not run it). Must
+   * not wait for I/O: it is on every delivery's path. */
   int (*started)(spool *sp, delivery *d);
   /* Records what became of d and takes it (frees it when finished). */
   void (*settle)(spool *sp, delivery *d, spool_outcome how, const char *error);
@@ -242,6 +251,7 @@ static inline void spool_lane_detach(spool_lane *l, const void *owner) {
   l->sp->ops->lane_detach(l, owner);
 }
 static inline void spool_lane_get_stats(spool_lane *l, spool_lane_stats *out) {
+  memset(out, 0, sizeof *out); /* a backend fills what it knows */
   l->sp->ops->lane_stats(l, out);
 }
 static inline delivery *spool_claim(spool_lane *l, const void *owner, int64_t now_ms,
@@ -259,6 +269,11 @@ static inline void spool_record_attempt(spool *sp, delivery *d, const spool_atte
 }
 static inline int spool_pause(spool *sp, const char *instance, int paused, char *err,
                               size_t errlen) {
+  if (sp->ops->pause == NULL) {
+    snprintf(err, errlen, "pause and resume are not available with the %s spool yet",
+             sp->ops->name);
+    return SPOOL_EFAIL;
+  }
   return sp->ops->pause(sp, instance, paused, err, errlen);
 }
 

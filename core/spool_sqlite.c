@@ -16,50 +16,59 @@
 #include "crash.h"
 #include "keysched.h"
 #include "log.h"
+#include "runslots.h"
 
 /*
  * Tables (schema version 3):
  *   events(seq, source, event_id, type, order_key, content_type, received_ms,
  *          body, done_ms, headers)
  *                               UNIQUE(source, event_id) is the durable dedup;
- *                               headers: the request's, masked (the status page)
+ *                               done_ms is no longer written (version 1 did);
+ *                               headers: the request's, masked (status page)
  *   deliveries(id, seq, instance, state, attempt, next_ms, last_error,
  *              updated_ms, crashes, okey, parked, replay, tries)
- *                               one per (event, plugin instance); ids only
- *                               grow (AUTOINCREMENT): a lane reads its backlog
- *                               from disk past a cursor id. okey is the
- *                               event's order key; parked is 1 for the head of
- *                               a key that waits on disk for a later retry, 2
- *                               for a delivery waiting behind such a head;
- *                               replay the back-fill that made it (NULL: none);
- *                               tries the calls recorded in attempts
- *   running(id, attempt)        the attempts started and not settled: what was
- *                               running when hookd died (a handful of rows)
- *   attempts(delivery, slot, seq, instance, attempt, started_ms, took_ms,
- *            outcome, status, answer, message)
- *                               what each deliver() call came to, for the status
- *                               page: slot tries % SPOOL_ATTEMPTS_KEPT, so a
- *                               delivery keeps its latest calls; pruned with the
- *                               event
+ *                               one per unfinished (event, plugin instance):
+ *                               a delivered one is deleted, so an event with
+ *                               no row left is finished. A lane reads its
+ *                               backlog from disk past a cursor id. parked is
+ *                               1 for the head of a key that waits on disk for
+ *                               a later retry, 2 for a delivery waiting behind
+ *                               such a head; okey, the event's order key, is
+ *                               set on parked rows only; replay is the
+ *                               back-fill that made the row (NULL: none);
+ *                               tries counts the calls kept in attempts
+ *   attempts(seq, instance, slot, attempt, started_ms, took_ms, outcome,
+ *            status, answer, message)
+ *                               what each deliver() call came to, for the
+ *                               status page: slot (tries - 1) % SPOOL_ATTEMPTS_KEPT
+ *                               of the (event, instance), so the latest calls
+ *                               are kept; pruned with the event
  *   instance_state(instance, paused, changed_ms)
- *                               `hookd pause`: read at start and whenever another
- *                               connection committed (PRAGMA data_version)
+ *                               `hookd pause`: read at start and whenever
+ *                               another connection committed (data_version)
  *   backfills(id, instance, what, created_ms, total, queued, finished_ms)
  *   backfill_events(backfill, seq)
  *                               `hookd replay`: the CLI picks the events (its
- *                               filters need the router's patterns); the writer
- *                               turns them into new deliveries of the instance,
- *                               a batch at a time, in seq order, and forgets
- *                               the rows it turned
- * A delivery's state is pending, done, dead, or replay (a dead letter that
- * `hookd dlq replay` asked for again; the writer turns it into a new pending
- * delivery). An event is done when all its deliveries are; done events are
- * pruned after spool.retention. Events with dead letters stay until the dead
- * letters are replayed or purged.
+ *                               filters need the router's patterns); the
+ *                               writer turns them into new deliveries of the
+ *                               instance, a batch at a time, in seq order, and
+ *                               forgets the rows it turned
+ * What runs at a given moment is not in the database but in data_dir/running
+ * (runslots.h): one memory store per delivery instead of a committed write.
+ * A delivery's state is pending, dead, or replay (a dead letter that `hookd
+ * dlq replay` asked for again; the writer turns it into a new pending
+ * delivery); state 1 (done) is only found in files of version 1. Events
+ * older than spool.retention with no delivery row left are pruned; events
+ * with dead letters stay until the dead letters are replayed or purged.
  *
- * Version 1 had no running table, no crashes column and reused delivery ids;
- * version 2 no attempts, instance states, back-fills or headers. Opening one
- * upgrades it in one transaction.
+ * Each row and index entry written costs a page in the WAL and again in the
+ * database file at the next checkpoint, so what is written per event is
+ * kept to the event row, its dedup entry, its delivery rows (inserted, then
+ * deleted) and their lane index entries.
+ *
+ * Version 1 had no crashes, okey or parked columns and kept delivered rows;
+ * version 2 had no attempts, instance states, back-fills or headers. Opening
+ * either upgrades it in one transaction.
  */
 #define SCHEMA_VERSION 3
 #define ST_PENDING 0
@@ -75,7 +84,7 @@
  * the slower numbers every SLOW_STATS_MS. */
 #define HOUSEKEEPING_MS 500
 #define SLOW_STATS_MS 5000
-#define PRUNE_BATCH 500
+#define PRUNE_SCAN 2000 /* events looked at per pruning pass */
 /* Queued outcomes that wake the writer by themselves. */
 #define OPS_WAKE 256
 /* A lane holds at most this many deliveries, and about this many body bytes,
@@ -103,18 +112,17 @@ static const char schema_sql[] =
     " received_ms INTEGER NOT NULL, body BLOB NOT NULL, done_ms INTEGER, headers TEXT,"
     " UNIQUE(source, event_id));"
     "CREATE TABLE IF NOT EXISTS deliveries("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
+    " id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
     " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
     " okey TEXT, parked INTEGER NOT NULL DEFAULT 0, replay INTEGER,"
     " tries INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS running(id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS attempts(delivery INTEGER NOT NULL, slot INTEGER NOT NULL,"
-    " seq INTEGER NOT NULL, instance TEXT NOT NULL, attempt INTEGER NOT NULL,"
-    " started_ms INTEGER NOT NULL, took_ms INTEGER NOT NULL, outcome TEXT NOT NULL,"
-    " status INTEGER NOT NULL, answer TEXT, message TEXT, PRIMARY KEY(delivery, slot))"
-    " WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS attempts_seq ON attempts(seq);"
+    /* Keyed by the event first: written in accept order (appends), read and
+     * pruned by event. */
+    "CREATE TABLE IF NOT EXISTS attempts(seq INTEGER NOT NULL, instance TEXT NOT NULL,"
+    " slot INTEGER NOT NULL, attempt INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+    " took_ms INTEGER NOT NULL, outcome TEXT NOT NULL, status INTEGER NOT NULL, answer TEXT,"
+    " message TEXT, PRIMARY KEY(seq, instance, slot)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS instance_state(instance TEXT PRIMARY KEY,"
     " paused INTEGER NOT NULL, changed_ms INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS backfills(id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -122,9 +130,9 @@ static const char schema_sql[] =
     " total INTEGER NOT NULL, queued INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER);"
     "CREATE TABLE IF NOT EXISTS backfill_events(backfill INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " PRIMARY KEY(backfill, seq)) WITHOUT ROWID;"
-    /* Search by order key (a meeting id) on the status page. */
+    /* The status page's search by order key (a meeting id). */
     "CREATE INDEX IF NOT EXISTS events_okey ON events(order_key) WHERE order_key IS NOT NULL;"
-    /* A back-fill's progress: only its own deliveries are in it. */
+    /* A back-fill's progress: only its own rows are in it. */
     "CREATE INDEX IF NOT EXISTS deliveries_replay ON deliveries(replay, state) "
     "WHERE replay IS NOT NULL;"
     /* Unfinished deliveries only, by lane: a done one (nearly all of them)
@@ -139,26 +147,18 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS deliveries_parked_key ON deliveries(instance, okey) "
     "WHERE parked >= 1;"
     "CREATE INDEX IF NOT EXISTS deliveries_parked_due ON deliveries(instance, next_ms) "
-    "WHERE parked = 1;"
-    "CREATE INDEX IF NOT EXISTS events_done ON events(done_ms) WHERE done_ms IS NOT NULL;";
+    "WHERE parked = 1;";
 
-/* Version 1 -> 2: deliveries gets crashes and never-reused ids (a table
- * rebuilt, since AUTOINCREMENT cannot be added in place). */
+/* Version 1 -> 2: crash counts and parking columns; delivered rows and the
+ * indexes version 2 does without go. */
 static const char migrate_v1_sql[] =
     "DROP INDEX IF EXISTS deliveries_open;"
     "DROP INDEX IF EXISTS deliveries_state;"
-    "DROP INDEX IF EXISTS deliveries_seq;"
-    "ALTER TABLE deliveries RENAME TO deliveries_v1;"
-    "CREATE TABLE deliveries("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
-    " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
-    " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
-    " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
-    "INSERT INTO deliveries(id, seq, instance, state, attempt, next_ms, last_error, updated_ms,"
-    " okey)"
-    " SELECT d.id, d.seq, d.instance, d.state, d.attempt, d.next_ms, d.last_error, d.updated_ms,"
-    " e.order_key FROM deliveries_v1 d JOIN events e ON e.seq = d.seq ORDER BY d.id;"
-    "DROP TABLE deliveries_v1;";
+    "DROP INDEX IF EXISTS events_done;"
+    "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE deliveries ADD COLUMN okey TEXT;"
+    "ALTER TABLE deliveries ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+    "DELETE FROM deliveries WHERE state = 1;";
 
 /* Version 2 -> 3: the new columns; the new tables and indexes come from
  * schema_sql. */
@@ -182,9 +182,10 @@ typedef struct sq_lane {
   int spilled;         /* deliveries past `cursor` may wait on disk */
   int64_t cursor;      /* highest delivery id read into memory */
   int refill_asked;    /* the writer is asked to read more past the cursor */
+  size_t to_wake;      /* offered in this batch, workers not woken yet */
   int parking;         /* keys parked in memory whose rows are not committed yet */
   uint64_t parked;     /* parked heads on disk (rows with parked = 1) */
-  int paused;          /* instance_state: no claims */
+  int paused;          /* instance_state: claims return nothing */
   int64_t paused_ms;   /* since when */
   int state_seen;      /* scratch of load_instance_states (writer thread) */
   spool_lane_config cfg;
@@ -210,46 +211,38 @@ typedef struct store_req {
 } store_req;
 
 typedef enum {
-  OP_STARTED,
   OP_DONE,
   OP_RETRY,
   OP_DEAD,
   OP_RELEASE,
   OP_PARK,
-  OP_ATTEMPT, /* a row of attempts; error[] holds outcome, answer, message (NUL-separated) */
-  OP_PAUSE    /* instance_state; error[] holds the instance name, attempt 1 paused */
+  OP_ATTEMPT, /* a row of attempts: text[] holds outcome, answer, message (NUL-separated) */
+  OP_PAUSE    /* instance_state: text[] holds the instance name, attempt 1 for paused */
 } op_kind;
 
-/* What a finished delivery means for its event's done mark. */
-typedef enum {
-  EV_ASK,  /* the database says whether every delivery of the event is done */
-  EV_DONE, /* the last one of a fresh event, and none went dead */
-  EV_OPEN  /* others of the same fresh event are still unfinished */
-} ev_mark;
-
-/* A worker waiting in started() for its mark to be committed. */
-typedef struct started_wait {
+/* A pause() waiting for its commit. */
+typedef struct state_wait {
   int done;
   int rc;
-} started_wait;
+} state_wait;
 
 /* One write waiting for the next transaction. */
 typedef struct op {
   op_kind kind;
-  ev_mark mark;
   int64_t delivery_id;
-  int64_t seq;
   uint32_t attempt;
   uint32_t crashes;
   int64_t next_ms;
-  started_wait *wait; /* OP_STARTED, OP_PAUSE */
   int park;           /* OP_RETRY: the key parks on disk (this is its head) */
-  uint32_t tries;     /* the delivery's recorded calls */
+  uint32_t tries;     /* the delivery's calls kept in attempts */
+  int64_t seq;        /* OP_ATTEMPT: the event */
   int64_t started_ms, took_ms; /* OP_ATTEMPT */
   int32_t status;              /* OP_ATTEMPT */
+  state_wait *wait;            /* OP_PAUSE */
   sq_lane *lane;
+  const char *okey;   /* the event's order key (in text[]), or NULL */
   struct op *next;
-  char error[]; /* may be empty */
+  char text[];        /* the error (may be empty), then the order key */
 } op;
 
 typedef struct recent {
@@ -268,12 +261,16 @@ struct sq_spool {
   spool_lane_config lane_defaults;
   int sync;
   uv_loop_t *loop;
+  int64_t prune_from; /* the writer's pruning sweep: next seq to look past */
 
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
-  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *ins_running, *del_running, *upd_next,
-      *event_done, *event_done_now, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
-      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked, *ins_attempt, *set_state;
+  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *upd_next,
+      *del_delivery, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
+      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked, *crashed_row,
+      *ins_attempt, *set_state;
   int64_t data_version; /* PRAGMA data_version at the last look: another connection committed */
+  pthread_cond_t state_cv; /* wakes a pause() waiting for its commit */
+  runslots *running; /* what each worker runs now (runslots.h) */
   int readonly;          /* opened read-only: the writer reopens it until it can write */
   atomic_int deliver_ok; /* crash accounting done on a writable spool: claims may run */
 
@@ -281,7 +278,6 @@ struct sq_spool {
   int writer_started;
   pthread_mutex_t mu;
   pthread_cond_t cv;         /* wakes the writer */
-  pthread_cond_t started_cv; /* wakes workers waiting in started() */
   store_req *in_head, *in_tail;
   op *ops_head, *ops_tail;
   size_t n_ops;
@@ -529,8 +525,8 @@ static void sq_lane_attach(spool_lane *base, const void *owner, spool_wake_fn wa
   l->wake_data = data;
   /* The previous owner learns at its next claim that it is done here; wake
    * it so that it does not sleep until its next due time. */
-  if (old_wake) old_wake(old_data);
-  if (wake) wake(data);
+  if (old_wake) old_wake(old_data, SIZE_MAX);
+  if (wake) wake(data, SIZE_MAX);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -582,18 +578,19 @@ static void poke_writer(sq_spool *sp) {
   pthread_mutex_unlock(&sp->mu);
 }
 
-static void lane_wake(sq_lane *l) {
-  if (l->wake) l->wake(l->wake_data);
+/* Caller holds l->mu. */
+static void lane_wake(sq_lane *l, size_t n) {
+  if (l->wake) l->wake(l->wake_data, n);
 }
 
-/* Sets a lane's pause; a resume wakes its owner. */
+/* Sets a lane's pause; a resume wakes every worker of its owner. */
 static void lane_set_paused(sq_lane *l, int paused, int64_t since) {
   pthread_mutex_lock(&l->mu);
   int was = l->paused;
   l->paused = paused;
   if (paused && !was) l->paused_ms = since;
   if (!paused) l->paused_ms = 0;
-  if (was && !paused) lane_wake(l);
+  if (was && !paused) lane_wake(l, SIZE_MAX);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -602,6 +599,10 @@ static void lane_set_paused(sq_lane *l, int paused, int64_t since) {
  * and the lane reads it back later. Returns 1 when taken. */
 static int lane_offer(sq_lane *l, delivery *d) {
   pthread_mutex_lock(&l->mu);
+  /* Delivered rows are deleted, so when the newest ones are gone SQLite
+   * gives a new row an id the cursor already passed (max + 1). Every row
+   * there is then older than it: the cursor can step back to just before. */
+  if ((int64_t)d->spool_id <= l->cursor) l->cursor = (int64_t)d->spool_id - 1;
   /* While keys of the lane are parked on disk, a new delivery may belong
    * behind one: the writer's refill looks before anything runs. */
   if (l->parked || l->parking) l->spilled = 1;
@@ -609,7 +610,7 @@ static int lane_offer(sq_lane *l, delivery *d) {
   if (taken) {
     l->mem_bytes += d->ev->body_len;
     l->cursor = (int64_t)d->spool_id;
-    lane_wake(l);
+    l->to_wake++; /* woken once per batch (wake_offered) */
   } else {
     l->spilled = 1;
   }
@@ -632,19 +633,17 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
        "INSERT OR IGNORE INTO events(source, event_id, type, order_key, content_type, "
        "received_ms, body, done_ms, headers) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
       {&sp->ins_delivery,
-       "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms) "
-       "VALUES(?1, ?2, ?4, 0, 0, ?3, ?3)"},
+       "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms) "
+       "VALUES(?1, ?2, 0, 0, ?3, ?3)"},
       {&sp->upd_delivery,
        "UPDATE deliveries SET state = ?2, attempt = ?3, crashes = ?4, next_ms = ?5, "
-       "last_error = ?6, updated_ms = ?7, parked = ?8, tries = ?9 WHERE id = ?1"},
-      {&sp->ins_running, "INSERT OR REPLACE INTO running(id, attempt) VALUES(?1, ?2)"},
-      {&sp->del_running, "DELETE FROM running WHERE id = ?1"},
+       "last_error = ?6, updated_ms = ?7, parked = ?8, okey = ?9, tries = coalesce(?10, tries) "
+       "WHERE id = ?1"},
+      {&sp->crashed_row,
+       "SELECT d.id, ?2, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type "
+       "FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.id = ?1 AND d.state = 0"},
       {&sp->upd_next, "UPDATE deliveries SET next_ms = ?2, tries = ?3 WHERE id = ?1"},
-      {&sp->event_done,
-       "UPDATE events SET done_ms = ?2 WHERE seq = ?1 AND NOT EXISTS "
-       "(SELECT 1 FROM deliveries WHERE seq = ?1 AND state <> 1)"},
-      /* The worker knew it finished the event's last delivery. */
-      {&sp->event_done_now, "UPDATE events SET done_ms = ?2 WHERE seq = ?1"},
+      {&sp->del_delivery, "DELETE FROM deliveries WHERE id = ?1"},
       {&sp->begin, "BEGIN IMMEDIATE"},
       {&sp->commit, "COMMIT"},
       /* Columns of the row queries: id, seq, okey, parked, attempt, crashes,
@@ -663,16 +662,17 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
        "WHERE seq = ?1"},
       {&sp->key_parked,
        "SELECT 1 FROM deliveries WHERE instance = ?1 AND okey = ?2 AND parked >= 1 LIMIT 1"},
-      {&sp->set_parked, "UPDATE deliveries SET parked = ?2 WHERE id = ?1"},
+      /* A NULL key keeps the row's own. */
+      {&sp->set_parked,
+       "UPDATE deliveries SET parked = ?2, okey = coalesce(?3, okey) WHERE id = ?1"},
       {&sp->due_parked,
        "SELECT id, okey FROM deliveries WHERE instance = ?1 AND parked = 1 AND next_ms <= ?2 "
        "AND id <= ?3 ORDER BY next_ms LIMIT ?4"},
       {&sp->count_parked,
        "SELECT count(*) FROM deliveries WHERE instance = ?1 AND parked = 1"},
       {&sp->ins_attempt,
-       "INSERT OR REPLACE INTO attempts(delivery, slot, seq, instance, attempt, started_ms, "
-       "took_ms, outcome, status, answer, message) "
-       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
+       "INSERT OR REPLACE INTO attempts(seq, instance, slot, attempt, started_ms, took_ms, "
+       "outcome, status, answer, message) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
       {&sp->set_state,
        "INSERT OR REPLACE INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3)"},
   };
@@ -688,8 +688,8 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
 
 static void finalize_all(sq_spool *sp) {
   sqlite3_stmt **all[] = {&sp->ins_event, &sp->ins_delivery, &sp->upd_delivery,
-                          &sp->ins_running, &sp->del_running, &sp->upd_next,
-                          &sp->event_done, &sp->event_done_now, &sp->begin,
+                          &sp->crashed_row, &sp->upd_next,
+                          &sp->del_delivery, &sp->begin,
                           &sp->commit, &sp->lane_rows, &sp->event_by_seq,
                           &sp->key_parked, &sp->set_parked, &sp->due_parked,
                           &sp->key_rows, &sp->row_by_id, &sp->count_parked,
@@ -866,11 +866,18 @@ spool *spool_sqlite_open(const config *cfg, uv_loop_t *loop, int *code, char *er
   crash_journal_set(sp->data_dir);
   pthread_mutex_init(&sp->mu, NULL);
   pthread_cond_init(&sp->cv, NULL);
-  pthread_cond_init(&sp->started_cv, NULL);
+  pthread_cond_init(&sp->state_cv, NULL);
   pthread_mutex_init(&sp->lanes_mu, NULL);
   pthread_mutex_init(&sp->ckpt_mu, NULL);
   pthread_cond_init(&sp->ckpt_cv, NULL);
   char why[512] = "";
+  sp->running = runslots_open(sp->data_dir, (size_t)cfg->delivery.max_threads * 2 + 64, why,
+                              sizeof why);
+  if (sp->running == NULL) {
+    snprintf(err, errlen, "cannot open the spool: %s", why);
+    sp->base.ops->free(&sp->base);
+    return NULL;
+  }
   *code = connect_db(sp, 1, why, sizeof why);
   if (*code != 0) {
     if (*code == SPOOL_EDAMAGED) {
@@ -1076,7 +1083,6 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
   sqlite3_bind_text(st, 6, why, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st, 7, now);
   sqlite3_bind_int(st, 8, 0);
-  sqlite3_bind_int(st, 9, sqlite3_column_int(row, 8));
   int rc = step_done(st);
   if (rc == SQLITE_OK) {
     atomic_fetch_add(&sp->crashes, 1);
@@ -1085,12 +1091,12 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
   return rc;
 }
 
-/* Every attempt started and never settled: hookd died while it ran. */
+/* Every attempt started and never ended (runslots): hookd died while it
+ * ran. */
 static int account_crashes(sq_spool *sp, char *why, size_t len) {
-  static const char sql[] =
-      "SELECT r.id, r.attempt, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type, "
-      "d.tries FROM running r JOIN deliveries d ON d.id = r.id JOIN events e ON e.seq = d.seq "
-      "WHERE d.state = 0 ORDER BY r.id";
+  runslot_entry left[1024];
+  size_t n = runslots_left(sp->running, left, sizeof left / sizeof left[0]);
+  if (n == 0) return 0;
   int64_t now = now_ms();
   /* A fault names the delivery that caused it; without a journal (kill -9,
    * OOM, power loss, exit()) every running delivery is a suspect. */
@@ -1098,24 +1104,28 @@ static int account_crashes(sq_spool *sp, char *why, size_t len) {
   size_t n_faulted = 0;
   int journal = crash_journal_read(sp->data_dir, &faulted, &n_faulted);
   int rc = step_done(sp->begin);
-  sqlite3_stmt *st = NULL;
-  if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
-  while (next_row(st, &rc)) {
-    uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-    int suspect = journal != 1;
-    for (size_t i = 0; i < n_faulted && !suspect; i++) suspect = faulted[i] == id;
-    rc = suspect ? account_one(sp, st, now) : account_bystander(sp, st);
+  sqlite3_stmt *st = sp->crashed_row;
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(st, 1, (int64_t)left[i].spool_id);
+    sqlite3_bind_int64(st, 2, left[i].attempt);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      int suspect = journal != 1;
+      for (size_t k = 0; k < n_faulted && !suspect; k++) suspect = faulted[k] == left[i].spool_id;
+      rc = suspect ? account_one(sp, st, now) : account_bystander(sp, st);
+    } else if (rc == SQLITE_DONE) {
+      rc = SQLITE_OK; /* settled before the death (its outcome was committed) */
+    }
+    sqlite3_reset(st);
   }
   free(faulted);
-  if (rc == SQLITE_DONE) rc = SQLITE_OK;
-  sqlite3_finalize(st);
-  if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, "DELETE FROM running", NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = step_done(sp->commit);
   if (rc != SQLITE_OK) {
     db_error(sp->db, why, len);
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
     return is_damage(rc) ? SPOOL_EDAMAGED : SPOOL_EFAIL;
   }
+  runslots_clear(sp->running);
   if (journal == 1) crash_journal_clear(sp->data_dir);
   return 0;
 }
@@ -1129,11 +1139,15 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
   int rc = query_int(sp->db,
                      "SELECT count(*) FROM deliveries WHERE state = 3 AND state >= 2", &n);
   if (rc != SQLITE_OK || n == 0) return rc == SQLITE_OK ? 0 : -1;
+  int64_t max_id = 0;
+  if (query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", &max_id) != SQLITE_OK) {
+    return -1;
+  }
   char sql[512];
   int64_t now = now_ms();
   snprintf(sql, sizeof sql,
-           "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms) "
-           "SELECT seq, instance, okey, 0, 0, %lld, %lld FROM deliveries "
+           "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms, tries) "
+           "SELECT seq, instance, 0, 0, %lld, %lld, tries FROM deliveries "
            "WHERE state = 3 AND state >= 2 ORDER BY id;"
            "DELETE FROM deliveries WHERE state = 3 AND state >= 2;",
            (long long)now, (long long)now);
@@ -1189,6 +1203,15 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
     atomic_fetch_add(&sp->pending_total, counts[i].n);
   }
   free(counts);
+  /* The new rows have ids past max_id; a cursor beyond it (its rows were
+   * delivered and deleted) steps back so that the lane reads them. */
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (sq_lane *l = sp->lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    if (l->cursor > max_id) l->cursor = max_id;
+    pthread_mutex_unlock(&l->mu);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
   return n;
 }
 
@@ -1221,14 +1244,16 @@ static int load_instance_states(sq_spool *sp) {
   return SQLITE_OK;
 }
 
-/* The lanes' deliveries past their cursors are to be read (new rows made
- * by the writer outside a store). */
-static void lanes_spilled(sq_spool *sp) {
+/* New rows the writer made outside a store (replays, back-fills): every
+ * lane looks past its cursor again, and a cursor beyond max_id (its rows
+ * were delivered and deleted) steps back so that the lane reads them. */
+static void lanes_spilled(sq_spool *sp, int64_t max_id) {
   pthread_mutex_lock(&sp->lanes_mu);
   sq_lane *lanes = sp->lanes;
   pthread_mutex_unlock(&sp->lanes_mu);
   for (sq_lane *l = lanes; l; l = l->next) {
     pthread_mutex_lock(&l->mu);
+    if (l->cursor > max_id) l->cursor = max_id;
     l->spilled = 1;
     if (l->owner) l->refill_asked = 1;
     pthread_mutex_unlock(&l->mu);
@@ -1236,23 +1261,23 @@ static void lanes_spilled(sq_spool *sp) {
   atomic_fetch_add(&sp->refills, 1);
 }
 
-/* Back-fills (`hookd replay`) made new deliveries per batch: at most this
- * many per transaction, and this many batches per housekeeping turn, so
- * that stores wait for a few milliseconds at most. */
+/* Back-fills (`hookd replay`) make new deliveries a batch at a time: at
+ * most this many per transaction, and this many batches per housekeeping
+ * turn, so that stores wait a few milliseconds at most. */
 #define BACKFILL_BATCH 500
 #define BACKFILL_BATCHES 8
 
 /* One batch of the oldest unfinished back-fill: its next events become new
- * pending deliveries of its instance (new ids: lanes read them past their
- * cursors), their events not done any more (so pruning keeps them). Returns
- * how many, 0 when none is waiting, -1 on error. */
-static int64_t backfill_batch(sq_spool *sp, int add_pending) {
-  static const char pick[] =
-      "SELECT b.id, b.instance FROM backfills b WHERE b.finished_ms IS NULL ORDER BY b.id LIMIT 1";
+ * pending deliveries of its instance, carrying on the count of calls kept
+ * for the (event, instance). Returns how many rows it made (0: none left
+ * to make), -1 on error; *max_id is the highest delivery id before. */
+static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
   sqlite3_stmt *st = NULL;
-  int64_t id = 0, n = 0, now = now_ms();
+  int64_t id = 0, n = 0, left = 0, now = now_ms();
   char *instance = NULL;
-  int rc = sqlite3_prepare_v2(sp->db, pick, -1, &st, NULL);
+  int rc = sqlite3_prepare_v2(
+      sp->db, "SELECT id, instance FROM backfills WHERE finished_ms IS NULL ORDER BY id LIMIT 1",
+      -1, &st, NULL);
   if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
     id = sqlite3_column_int64(st, 0);
     instance = strdup((const char *)sqlite3_column_text(st, 1));
@@ -1271,13 +1296,14 @@ static int64_t backfill_batch(sq_spool *sp, int add_pending) {
            "ORDER BY seq LIMIT %d;",
            (long long)id, BACKFILL_BATCH);
   rc = exec_sql(sp->db, "BEGIN IMMEDIATE", err, sizeof err);
+  if (rc == SQLITE_OK) rc = query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", max_id);
   if (rc == SQLITE_OK) rc = exec_sql(sp->db, sql, err, sizeof err);
   if (rc == SQLITE_OK) {
     rc = sqlite3_prepare_v2(
         sp->db,
-        "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms, replay)"
-        " SELECT e.seq, ?1, e.order_key, 0, 0, ?2, ?2, ?3 FROM backfill_now b"
-        " JOIN events e ON e.seq = b.seq ORDER BY e.seq",
+        "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms, replay, tries)"
+        " SELECT e.seq, ?1, 0, 0, ?2, ?2, ?3, (SELECT count(*) FROM attempts a WHERE a.seq = e.seq"
+        " AND a.instance = ?1) FROM backfill_now b JOIN events e ON e.seq = b.seq ORDER BY e.seq",
         -1, &st, NULL);
   }
   if (rc == SQLITE_OK) {
@@ -1288,10 +1314,8 @@ static int64_t backfill_batch(sq_spool *sp, int add_pending) {
     n = sqlite3_changes(sp->db);
   }
   sqlite3_finalize(st);
-  int64_t left = 0;
   if (rc == SQLITE_OK) {
     snprintf(sql, sizeof sql,
-             "UPDATE events SET done_ms = NULL WHERE seq IN (SELECT seq FROM backfill_now);"
              "DELETE FROM backfill_events WHERE backfill = %lld AND seq IN "
              "(SELECT seq FROM backfill_now);"
              "UPDATE backfills SET queued = queued + %lld WHERE id = %lld;",
@@ -1317,7 +1341,7 @@ static int64_t backfill_batch(sq_spool *sp, int add_pending) {
     free(instance);
     return -1;
   }
-  if (n > 0 && add_pending) {
+  if (n > 0) {
     pthread_mutex_lock(&sp->lanes_mu);
     sq_lane *l = lane_get_locked(sp, instance);
     pthread_mutex_unlock(&sp->lanes_mu);
@@ -1329,18 +1353,22 @@ static int64_t backfill_batch(sq_spool *sp, int add_pending) {
               "spool: back-fill %lld queued all its deliveries", (long long)id);
   }
   free(instance);
-  return n > 0 ? n : (left == 0 ? 0 : 1);
+  /* A back-fill whose events were all pruned made nothing but is finished:
+   * the next one may follow in the same turn. */
+  return n > 0 || left == 0 ? (n > 0 ? n : 1) : 0;
 }
 
-/* Up to BACKFILL_BATCHES batches; returns 1 when any delivery was made. */
-static int take_backfills(sq_spool *sp, int add_pending) {
-  int any = 0;
+/* Up to BACKFILL_BATCHES batches; the lanes then read the new rows. */
+static void take_backfills(sq_spool *sp) {
+  int64_t max_id = INT64_MAX, first = INT64_MAX;
+  int made = 0;
   for (int i = 0; i < BACKFILL_BATCHES; i++) {
-    int64_t n = backfill_batch(sp, add_pending);
+    int64_t n = backfill_batch(sp, &max_id);
     if (n <= 0) break;
-    any = 1;
+    if (max_id < first) first = max_id;
+    made = 1;
   }
-  return any;
+  if (made) lanes_spilled(sp, first);
 }
 
 /* Sets every lane's count of unfinished deliveries (creating lanes for
@@ -1473,11 +1501,7 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
   sqlite3_bind_text(st, 5, ev->content_type, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 6, ev->received_ms);
   sqlite3_bind_blob(st, 7, ev->body, (int)ev->body_len, SQLITE_STATIC);
-  if (r->n == 0) {
-    sqlite3_bind_int64(st, 8, now); /* unrouted: done at once, kept for dedup */
-  } else {
-    sqlite3_bind_null(st, 8);
-  }
+  sqlite3_bind_null(st, 8); /* done_ms: unused since schema version 2 */
   if (ev->headers) {
     sqlite3_bind_text(st, 9, ev->headers, -1, SQLITE_STATIC);
   } else {
@@ -1497,11 +1521,6 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, r->lanes[i]->name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
-    if (ev->order_key) {
-      sqlite3_bind_text(st, 4, ev->order_key, -1, SQLITE_STATIC);
-    } else {
-      sqlite3_bind_null(st, 4);
-    }
     rc = step_done(st);
     if (rc != SQLITE_OK) return rc;
     ids[i] = sqlite3_last_insert_rowid(sp->db);
@@ -1510,96 +1529,100 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
   return SQLITE_OK;
 }
 
+/* The order key of a parked row (what key lookups of parked rows read). */
+static void bind_okey(sqlite3_stmt *st, int i, const op *o) {
+  if (o->okey) {
+    sqlite3_bind_text(st, i, o->okey, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(st, i);
+  }
+}
+
 static int write_outcome(sq_spool *sp, const op *o, int64_t now) {
-  static const int states[] = {[OP_DONE] = ST_DONE, [OP_RETRY] = ST_PENDING, [OP_DEAD] = ST_DEAD};
-  sqlite3_stmt *st = sp->upd_delivery;
+  static const int states[] = {[OP_RETRY] = ST_PENDING, [OP_DEAD] = ST_DEAD};
+  sqlite3_stmt *st;
+  if (o->kind == OP_DONE) {
+    /* Delivered: the row goes (an event with none left is finished). */
+    st = sp->del_delivery;
+    sqlite3_bind_int64(st, 1, o->delivery_id);
+    return step_done(st);
+  }
+  st = sp->upd_delivery;
   sqlite3_bind_int64(st, 1, o->delivery_id);
   sqlite3_bind_int(st, 2, states[o->kind]);
   sqlite3_bind_int(st, 3, (int)o->attempt);
   sqlite3_bind_int(st, 4, (int)o->crashes);
   sqlite3_bind_int64(st, 5, o->next_ms);
-  if (o->error[0]) {
-    sqlite3_bind_text(st, 6, o->error, -1, SQLITE_STATIC);
+  if (o->text[0]) {
+    sqlite3_bind_text(st, 6, o->text, -1, SQLITE_STATIC);
   } else {
     sqlite3_bind_null(st, 6);
   }
   sqlite3_bind_int64(st, 7, now);
   sqlite3_bind_int(st, 8, o->park ? 1 : 0);
-  sqlite3_bind_int(st, 9, (int)o->tries);
-  int rc = step_done(st);
-  if (rc != SQLITE_OK || o->kind != OP_DONE || o->mark == EV_OPEN) return rc;
-  st = o->mark == EV_DONE ? sp->event_done_now : sp->event_done;
-  sqlite3_bind_int64(st, 1, o->seq);
-  sqlite3_bind_int64(st, 2, now);
+  if (o->park) {
+    bind_okey(st, 9, o);
+  } else {
+    sqlite3_bind_null(st, 9);
+  }
+  sqlite3_bind_int(st, 10, (int)o->tries);
   return step_done(st);
 }
 
 /* A row of attempts: slot (tries - 1) % SPOOL_ATTEMPTS_KEPT replaces the
- * oldest once a delivery has that many. */
+ * oldest once an (event, instance) has that many. */
 static int write_attempt(sq_spool *sp, const op *o) {
-  const char *outcome = o->error;
+  const char *outcome = o->text;
   const char *answer = outcome + strlen(outcome) + 1;
   const char *message = answer + strlen(answer) + 1;
   sqlite3_stmt *st = sp->ins_attempt;
-  sqlite3_bind_int64(st, 1, o->delivery_id);
-  sqlite3_bind_int(st, 2, (int)((o->tries - 1) % SPOOL_ATTEMPTS_KEPT));
-  sqlite3_bind_int64(st, 3, o->seq);
-  sqlite3_bind_text(st, 4, o->lane->name, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 5, (int)o->attempt);
-  sqlite3_bind_int64(st, 6, o->started_ms);
-  sqlite3_bind_int64(st, 7, o->took_ms);
-  sqlite3_bind_text(st, 8, outcome, -1, SQLITE_STATIC);
-  sqlite3_bind_int(st, 9, o->status);
+  sqlite3_bind_int64(st, 1, o->seq);
+  sqlite3_bind_text(st, 2, o->lane->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 3, (int)((o->tries - 1) % SPOOL_ATTEMPTS_KEPT));
+  sqlite3_bind_int(st, 4, (int)o->attempt);
+  sqlite3_bind_int64(st, 5, o->started_ms);
+  sqlite3_bind_int64(st, 6, o->took_ms);
+  sqlite3_bind_text(st, 7, outcome, -1, SQLITE_STATIC);
+  sqlite3_bind_int(st, 8, o->status);
   if (*answer) {
-    sqlite3_bind_text(st, 10, answer, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 9, answer, -1, SQLITE_STATIC);
   } else {
-    sqlite3_bind_null(st, 10);
+    sqlite3_bind_null(st, 9);
   }
   if (*message) {
-    sqlite3_bind_text(st, 11, message, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 10, message, -1, SQLITE_STATIC);
   } else {
-    sqlite3_bind_null(st, 11);
+    sqlite3_bind_null(st, 10);
   }
   return step_done(st);
 }
 
 static int write_op(sq_spool *sp, const op *o, int64_t now) {
   sqlite3_stmt *st;
-  int rc;
   switch (o->kind) {
-    case OP_STARTED:
-      st = sp->ins_running;
-      sqlite3_bind_int64(st, 1, o->delivery_id);
-      sqlite3_bind_int(st, 2, (int)o->attempt);
-      return step_done(st);
     case OP_PARK:
       st = sp->set_parked;
       sqlite3_bind_int64(st, 1, o->delivery_id);
       sqlite3_bind_int(st, 2, 2);
+      bind_okey(st, 3, o);
       return step_done(st);
     case OP_RELEASE:
       st = sp->upd_next;
       sqlite3_bind_int64(st, 1, o->delivery_id);
       sqlite3_bind_int64(st, 2, o->next_ms);
       sqlite3_bind_int(st, 3, (int)o->tries);
-      rc = step_done(st);
-      break;
+      return step_done(st);
     case OP_ATTEMPT:
       return write_attempt(sp, o);
     case OP_PAUSE:
       st = sp->set_state;
-      sqlite3_bind_text(st, 1, o->error, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 1, o->text, -1, SQLITE_STATIC);
       sqlite3_bind_int(st, 2, o->attempt ? 1 : 0);
       sqlite3_bind_int64(st, 3, now);
       return step_done(st);
     default:
-      rc = write_outcome(sp, o, now);
-      break;
+      return write_outcome(sp, o, now);
   }
-  if (rc != SQLITE_OK) return rc;
-  st = sp->del_running;
-  sqlite3_bind_int64(st, 1, o->delivery_id);
-  return step_done(st);
 }
 
 /* Writes one batch in one transaction. Returns SQLITE_OK, or the failing
@@ -1630,19 +1653,10 @@ static int write_batch(sq_spool *sp, store_req *stores, op *ops) {
   return rc;
 }
 
-/* After a commit: the fresh deliveries go to their lanes. Each event's
- * `open`/`fresh` marks are set before the first one can run, assuming every
- * lane takes its delivery; a lane that leaves it on disk clears `fresh`
- * afterwards (while one is missing, no settle can see `open` reach 0). */
+/* After a commit: the fresh deliveries go to their lanes. */
 static void hand_out(sq_spool *sp, store_req *r) {
   event *ev = r->ev;
   int64_t *ids = req_ids(r);
-  if (r->n > 0) {
-    atomic_store(&ev->had_dead, 0);
-    atomic_store(&ev->open, (unsigned)r->n);
-    atomic_store(&ev->fresh, 1);
-  }
-  size_t taken = 0;
   for (size_t i = 0; i < r->n; i++) {
     sq_lane *l = r->lanes[i];
     atomic_fetch_add(&l->pending, 1);
@@ -1657,13 +1671,21 @@ static void hand_out(sq_spool *sp, store_req *r) {
     }
     d->spool_id = (uint64_t)ids[i];
     d->due_ms = ev->received_ms;
-    if (lane_offer(l, d)) {
-      taken++;
-    } else {
-      delivery_free(d);
+    if (!lane_offer(l, d)) delivery_free(d);
+  }
+}
+
+/* Wakes each lane that took deliveries of a committed batch, once. */
+static void wake_offered(store_req *stores) {
+  for (store_req *r = stores; r; r = r->next) {
+    for (size_t i = 0; i < r->n; i++) {
+      sq_lane *l = r->lanes[i];
+      pthread_mutex_lock(&l->mu);
+      if (l->to_wake) lane_wake(l, l->to_wake);
+      l->to_wake = 0;
+      pthread_mutex_unlock(&l->mu);
     }
   }
-  if (taken < r->n) atomic_store(&ev->fresh, 0);
 }
 
 /* Keys parked in memory are on disk now: their lanes may read again. */
@@ -1681,24 +1703,24 @@ static void parked_committed(sq_spool *sp, op *ops) {
   if (poke) atomic_fetch_add(&sp->refills, 1);
 }
 
-/* Wakes the threads waiting in started() or pause() for the ops of a
- * finished batch; committed pauses apply to their lanes first. */
-static void answer_started(sq_spool *sp, op *ops, int rc) {
+/* Pauses of a batch: applied to their lanes once committed; their pause()
+ * calls are told either way. */
+static void answer_pauses(sq_spool *sp, op *ops, int rc) {
   int any = 0;
-  if (rc == SQLITE_OK) {
-    for (op *o = ops; o; o = o->next) {
-      if (o->kind == OP_PAUSE) lane_set_paused(o->lane, o->attempt != 0, now_ms());
-    }
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_PAUSE) continue;
+    if (rc == SQLITE_OK) lane_set_paused(o->lane, o->attempt != 0, now_ms());
+    any = 1;
   }
+  if (!any) return;
   pthread_mutex_lock(&sp->mu);
   for (op *o = ops; o; o = o->next) {
-    if (o->kind != OP_STARTED && o->kind != OP_PAUSE) continue;
+    if (o->kind != OP_PAUSE || o->wait == NULL) continue;
     o->wait->rc = rc == SQLITE_OK ? 0 : SPOOL_EFAIL;
     o->wait->done = 1;
     o->wait = NULL;
-    any = 1;
   }
-  if (any) pthread_cond_broadcast(&sp->started_cv);
+  pthread_cond_broadcast(&sp->state_cv);
   pthread_mutex_unlock(&sp->mu);
 }
 
@@ -1713,15 +1735,16 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
       for (size_t i = 0; i < r->n; i++) atomic_fetch_sub(&r->lanes[i]->reserved, 1);
     }
   }
-  answer_started(sp, ops, rc);
+  if (rc == SQLITE_OK) wake_offered(stores);
   if (rc == SQLITE_OK) parked_committed(sp, ops);
+  answer_pauses(sp, ops, rc);
   /* Outcomes of a failed batch are kept for a later one (losing one would
-   * only mean a redelivery, but keeping it is cheap); starts are not: their
-   * workers were told, and release their deliveries. */
+   * only mean a redelivery, but keeping it is cheap); a pause is not: its
+   * caller was told. */
   op *keep = NULL, **kt = &keep;
   while (ops) {
     op *next = ops->next;
-    if (rc != SQLITE_OK && !stopping && ops->kind != OP_STARTED && ops->kind != OP_PAUSE) {
+    if (rc != SQLITE_OK && !stopping && ops->kind != OP_PAUSE) {
       *kt = ops;
       kt = &ops->next;
       ops->next = NULL;
@@ -1800,49 +1823,63 @@ static int key_is_parked(sq_spool *sp, sq_lane *l, const char *okey) {
   return parked;
 }
 
-/* Sets parked on the given rows, in one transaction. */
-static void mark_parked(sq_spool *sp, const int64_t *ids, const int *values, size_t n) {
-  if (n == 0) return;
-  int rc = step_done(sp->begin);
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-    sqlite3_bind_int64(sp->set_parked, 1, ids[i]);
-    sqlite3_bind_int(sp->set_parked, 2, values[i]);
-    rc = step_done(sp->set_parked);
-  }
-  if (rc == SQLITE_OK) rc = step_done(sp->commit);
-  if (rc != SQLITE_OK) {
-    char e[256];
-    db_error(sp->db, e, sizeof e);
-    sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
-    log_write(LOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
-  }
-}
-
-/* Rows to mark, collected while reading. */
+/* Rows to mark parked (or not), collected while reading, with the order
+ * key of those that park behind a head (NULL: keep the row's). */
 typedef struct marks {
   int64_t *ids;
   int *values;
+  char **keys;
   size_t n, cap;
 } marks;
 
-static void mark_add(marks *m, int64_t id, int value) {
+static void mark_add(marks *m, int64_t id, int value, const char *okey) {
   if (m->n == m->cap) {
     size_t cap = m->cap ? m->cap * 2 : 32;
     int64_t *ni = realloc(m->ids, cap * sizeof *ni);
     if (ni) m->ids = ni;
     int *nv = realloc(m->values, cap * sizeof *nv);
     if (nv) m->values = nv;
-    if (ni == NULL || nv == NULL) return; /* the refill marks it next time */
+    char **nk = realloc(m->keys, cap * sizeof *nk);
+    if (nk) m->keys = nk;
+    if (ni == NULL || nv == NULL || nk == NULL) return; /* the refill marks it next time */
     m->cap = cap;
   }
   m->ids[m->n] = id;
-  m->values[m->n++] = value;
+  m->values[m->n] = value;
+  m->keys[m->n++] = okey ? strdup(okey) : NULL;
+}
+
+/* Writes the marks in one transaction and frees them. */
+static void mark_parked(sq_spool *sp, marks *m) {
+  int rc = m->n ? step_done(sp->begin) : SQLITE_OK;
+  for (size_t i = 0; i < m->n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(sp->set_parked, 1, m->ids[i]);
+    sqlite3_bind_int(sp->set_parked, 2, m->values[i]);
+    if (m->keys[i]) {
+      sqlite3_bind_text(sp->set_parked, 3, m->keys[i], -1, SQLITE_STATIC);
+    } else {
+      sqlite3_bind_null(sp->set_parked, 3);
+    }
+    rc = step_done(sp->set_parked);
+  }
+  if (m->n && rc == SQLITE_OK) rc = step_done(sp->commit);
+  if (rc != SQLITE_OK) {
+    char e[256];
+    db_error(sp->db, e, sizeof e);
+    sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+    log_write(LOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
+  }
+  for (size_t i = 0; i < m->n; i++) free(m->keys[i]);
+  free(m->ids);
+  free(m->values);
+  free(m->keys);
+  memset(m, 0, sizeof *m);
 }
 
 /* Puts a list of read deliveries in l's window and wakes its workers. */
 static void lane_take(sq_lane *l, delivery *head) {
   pthread_mutex_lock(&l->mu);
-  int any = head != NULL;
+  size_t n = 0;
   while (head) {
     delivery *d = head;
     head = d->next;
@@ -1852,8 +1889,9 @@ static void lane_take(sq_lane *l, delivery *head) {
       continue;
     }
     l->mem_bytes += d->ev->body_len;
+    n++;
   }
-  if (any) lane_wake(l);
+  if (n) lane_wake(l, n);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -1906,22 +1944,20 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
     while (sqlite3_step(st) == SQLITE_ROW) {
       int64_t id = sqlite3_column_int64(st, 0);
       if (room == 0) {
-        mark_add(&m, id, 1); /* the rest of the key waits behind a new head */
+        mark_add(&m, id, 1, NULL); /* the rest of the key waits behind a new head */
         break;
       }
       delivery *d = row_delivery(sp, st, l);
       if (d == NULL) break;
       *tail = d;
       tail = &d->next;
-      mark_add(&m, id, 0);
+      mark_add(&m, id, 0, NULL);
       room--;
     }
     sqlite3_reset(st);
     free(keys[h]);
   }
-  mark_parked(sp, m.ids, m.values, m.n);
-  free(m.ids);
-  free(m.values);
+  mark_parked(sp, &m);
   int64_t parked = 0;
   sqlite3_bind_text(sp->count_parked, 1, l->name, -1, SQLITE_STATIC);
   if (sqlite3_step(sp->count_parked) == SQLITE_ROW) parked = sqlite3_column_int64(sp->count_parked, 0);
@@ -1960,10 +1996,8 @@ static void refill(sq_spool *sp, sq_lane *l) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     scanned++;
     int64_t id = sqlite3_column_int64(st, 0);
-    const char *okey = (const char *)sqlite3_column_text(st, 2);
-    if (sqlite3_column_int(st, 3) != 0 || (parked && okey && key_is_parked(sp, l, okey))) {
-      if (sqlite3_column_int(st, 3) == 0) mark_add(&m, id, 2);
-      cursor = id;
+    if (sqlite3_column_int(st, 3) != 0) {
+      cursor = id; /* parked: its key brings it back */
       continue;
     }
     delivery *d = row_delivery(sp, st, l);
@@ -1972,6 +2006,12 @@ static void refill(sq_spool *sp, sq_lane *l) {
       break;
     }
     cursor = id;
+    const char *okey = d->ev->order_key;
+    if (parked && okey && key_is_parked(sp, l, okey)) {
+      mark_add(&m, id, 2, okey); /* behind its key's parked head */
+      delivery_free(d);
+      continue;
+    }
     *tail = d;
     tail = &d->next;
     bytes += d->ev->body_len;
@@ -1989,9 +2029,7 @@ static void refill(sq_spool *sp, sq_lane *l) {
     if (is_damage(rc)) set_failing(sp, "the spool is damaged; run `hookd spool check`");
   }
   sqlite3_reset(st);
-  mark_parked(sp, m.ids, m.values, m.n);
-  free(m.ids);
-  free(m.values);
+  mark_parked(sp, &m);
   lane_take(l, head);
   pthread_mutex_lock(&l->mu);
   l->cursor = cursor;
@@ -2074,35 +2112,57 @@ static void slow_stats(sq_spool *sp) {
   atomic_store(&sp->oldest_pending_ms, oldest);
 }
 
-/* Deletes finished events past retention, a small batch at a time. */
+/* Deletes events older than spool.retention that have no delivery row
+ * left (a delivered one is deleted; pending and dead ones keep their
+ * event), oldest first, a window at a time so the writer is never held up
+ * for long. A sweep goes through the old part of the table and starts over
+ * once it reaches events young enough to keep, so events that could not go
+ * yet are looked at again. */
 static void prune(sq_spool *sp) {
   int64_t before = now_ms() - sp->retention_ms;
+  int64_t oldest = 0;
+  /* Most of the time nothing is old enough: the oldest event says so, and
+   * no empty transaction is committed (and fsynced) twice a second. */
+  if (query_int(sp->db, "SELECT received_ms FROM events ORDER BY seq LIMIT 1", &oldest) !=
+          SQLITE_OK ||
+      oldest == 0 || oldest >= before) {
+    sp->prune_from = 0;
+    return;
+  }
   char sql[1024];
-  /* Most of the time there is nothing to prune: ask the index first rather
-   * than commit (and fsync) an empty transaction twice a second. */
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM (SELECT 1 FROM events WHERE done_ms IS NOT NULL AND "
-           "done_ms < %lld LIMIT 1)",
-           (long long)before);
-  int64_t any = 0;
-  if (query_int(sp->db, sql, &any) != SQLITE_OK || any == 0) return;
   snprintf(sql, sizeof sql,
            "BEGIN IMMEDIATE;"
            "CREATE TEMP TABLE IF NOT EXISTS prune_seq(seq INTEGER PRIMARY KEY);"
            "DELETE FROM prune_seq;"
-           "INSERT INTO prune_seq SELECT seq FROM events WHERE done_ms IS NOT NULL AND "
-           "done_ms < %lld LIMIT %d;"
-           "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM prune_seq);"
-           "DELETE FROM attempts WHERE seq IN (SELECT seq FROM prune_seq);"
+           "INSERT INTO prune_seq SELECT seq FROM (SELECT seq, received_ms FROM events "
+           "WHERE seq > %lld ORDER BY seq LIMIT %d) e WHERE e.received_ms < %lld AND NOT EXISTS "
+           "(SELECT 1 FROM deliveries d WHERE d.seq = e.seq);"
            "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_seq);"
+           "DELETE FROM attempts WHERE seq IN (SELECT seq FROM prune_seq);"
            "DELETE FROM backfills WHERE finished_ms < %lld;"
            "COMMIT;",
-           (long long)before, PRUNE_BATCH, (long long)before);
+           (long long)sp->prune_from, PRUNE_SCAN, (long long)before, (long long)before);
   char err[256];
   if (exec_sql(sp->db, sql, err, sizeof err) != SQLITE_OK) {
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
     log_write(LOG_WARN, NULL, "spool: pruning failed: %s", err);
+    return;
   }
+  /* Where the next pass looks: past this window while all of it was old. */
+  char next[512];
+  snprintf(next, sizeof next,
+           "SELECT max(seq), max(received_ms) >= %lld FROM (SELECT seq, received_ms FROM events "
+           "WHERE seq > %lld ORDER BY seq LIMIT %d)",
+           (long long)before, (long long)sp->prune_from, PRUNE_SCAN);
+  sqlite3_stmt *st = NULL;
+  int wrap = 1;
+  if (sqlite3_prepare_v2(sp->db, next, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+    wrap = sqlite3_column_int(st, 1);
+    if (!wrap) sp->prune_from = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  if (wrap) sp->prune_from = 0;
 }
 
 /* Dead letters that `hookd dlq replay` asked for again: new pending
@@ -2112,7 +2172,7 @@ static void pick_up_replays(sq_spool *sp) {
   if (n <= 0) return;
   log_write(LOG_INFO, NULL, "spool: %lld replayed dead letter(s) queued again", (long long)n);
   atomic_fetch_sub(&sp->dead, (uint64_t)n);
-  lanes_spilled(sp);
+  lanes_spilled(sp, INT64_MAX); /* take_replays moved the cursors back already */
 }
 
 /* Another connection committed (`hookd pause|resume|replay`, `hookd dlq`):
@@ -2184,7 +2244,7 @@ static void housekeeping(sq_spool *sp, int64_t *next_slow) {
   if (!sp->readonly) {
     notice_others(sp);
     pick_up_replays(sp);
-    if (take_backfills(sp, 1)) lanes_spilled(sp);
+    take_backfills(sp);
     prune(sp);
   }
   disk_stats(sp);
@@ -2354,39 +2414,32 @@ static delivery *sq_claim(spool_lane *base, const void *owner, int64_t now, int6
   return d;
 }
 
-/* An op for d with room for el + 1 bytes of text after it (error[]). */
-static op *op_alloc(op_kind kind, const delivery *d, size_t el) {
-  op *o = malloc(sizeof *o + el + 1);
+static op *op_new(op_kind kind, const delivery *d, const char *error) {
+  size_t el = error ? strlen(error) : 0;
+  const char *key = d->ev->order_key;
+  size_t kl = key ? strlen(key) + 1 : 0;
+  op *o = malloc(sizeof *o + el + 1 + kl);
   if (o == NULL) return NULL;
   o->kind = kind;
-  o->mark = EV_ASK;
   o->delivery_id = (int64_t)d->spool_id;
-  o->seq = (int64_t)d->ev->seq;
   o->attempt = d->attempt;
   o->crashes = d->crashes;
   o->next_ms = d->due_ms;
-  o->wait = NULL;
   o->park = 0;
   o->tries = d->tries;
+  o->seq = (int64_t)d->ev->seq;
   o->started_ms = o->took_ms = 0;
   o->status = 0;
+  o->wait = NULL;
   o->lane = d->lane;
   o->next = NULL;
-  o->error[0] = '\0';
+  memcpy(o->text, error ? error : "", el + 1);
+  o->okey = key ? memcpy(o->text + el + 1, key, kl) : NULL;
   return o;
 }
 
-static op *op_new(op_kind kind, const delivery *d, const char *error) {
-  size_t el = error ? strlen(error) : 0;
-  op *o = op_alloc(kind, d, el);
-  if (o) memcpy(o->error, error ? error : "", el + 1);
-  return o;
-}
-
-/* Queues o (and the ops linked after it) for the next transaction; an
- * urgent one (a start) wakes the writer and waits for its commit. */
-static int push_op(sq_spool *sp, op *o, int urgent) {
-  started_wait *w = o->wait; /* o itself is freed by the writer */
+/* Queues o (and the ops linked after it) for the next transaction. */
+static int push_op(sq_spool *sp, op *o) {
   size_t n = 1;
   op *last = o;
   while (last->next) {
@@ -2413,43 +2466,44 @@ static int push_op(sq_spool *sp, op *o, int urgent) {
   sp->ops_tail = last;
   sp->n_ops += n;
   /* Outcomes are not urgent (losing one to a crash means a redelivery):
-   * they ride along with the next batch of stores or starts, or the
+   * they ride along with the next batch of stores, or the
    * housekeeping tick, and wake the writer only when many pile up. */
-  if (urgent || sp->n_ops >= OPS_WAKE) pthread_cond_signal(&sp->cv);
-  if (urgent) {
-    while (!w->done) pthread_cond_wait(&sp->started_cv, &sp->mu);
-  }
+  if (sp->n_ops >= OPS_WAKE || o->kind == OP_PAUSE) pthread_cond_signal(&sp->cv);
+  /* A pause waits for its commit (it is rare and someone waits for it). */
+  state_wait *w = o->kind == OP_PAUSE ? o->wait : NULL;
+  while (w && !w->done) pthread_cond_wait(&sp->state_cv, &sp->mu);
   pthread_mutex_unlock(&sp->mu);
   return 0;
 }
 
 static int sq_started(spool *base, delivery *d) {
   sq_spool *sp = sq(base);
-  op *o = op_new(OP_STARTED, d, NULL);
-  if (o == NULL) return SPOOL_EFAIL;
-  started_wait w = {0, 0};
-  o->attempt = d->attempt + 1;
-  o->wait = &w;
-  if (push_op(sp, o, 1) != 0) return SPOOL_EFAIL;
-  return w.rc;
+  runslots_set(sp->running, d ? d->spool_id : 0, d ? d->attempt + 1 : 0);
+  return 0;
 }
 
 static void sq_record_attempt(spool *base, delivery *d, const spool_attempt *a) {
   sq_spool *sp = sq(base);
   const char *answer = a->answer ? a->answer : "", *message = a->message ? a->message : "";
   size_t lo = strlen(a->outcome), la = strlen(answer), lm = strlen(message);
-  d->tries++;
-  /* The three strings, NUL-separated, in the op's text. */
-  op *o = op_alloc(OP_ATTEMPT, d, lo + la + lm + 2);
+  op *o = malloc(sizeof *o + lo + la + lm + 3);
   if (o == NULL) return; /* the page misses a row; nothing else does */
-  memcpy(o->error, a->outcome, lo + 1);
-  memcpy(o->error + lo + 1, answer, la + 1);
-  memcpy(o->error + lo + la + 2, message, lm + 1);
+  d->tries++;
+  memset(o, 0, sizeof *o);
+  o->kind = OP_ATTEMPT;
+  o->delivery_id = (int64_t)d->spool_id;
+  o->seq = (int64_t)d->ev->seq;
+  o->tries = d->tries;
   o->attempt = a->attempt;
   o->started_ms = a->started_ms;
   o->took_ms = a->took_ms;
   o->status = a->status;
-  push_op(sp, o, 0);
+  o->lane = d->lane;
+  /* The three strings, NUL-separated, in the op's text. */
+  memcpy(o->text, a->outcome, lo + 1);
+  memcpy(o->text + lo + 1, answer, la + 1);
+  memcpy(o->text + lo + la + 2, message, lm + 1);
+  push_op(sp, o);
 }
 
 static int sq_pause(spool *base, const char *instance, int paused, char *err, size_t errlen) {
@@ -2463,13 +2517,13 @@ static int sq_pause(spool *base, const char *instance, int paused, char *err, si
     snprintf(err, errlen, "out of memory");
     return SPOOL_EFAIL;
   }
-  started_wait w = {0, 0};
+  state_wait w = {0, 0};
   o->kind = OP_PAUSE;
   o->attempt = paused ? 1 : 0;
   o->lane = l;
   o->wait = &w;
-  memcpy(o->error, instance, n + 1);
-  if (push_op(sp, o, 1) != 0 || w.rc != 0) {
+  memcpy(o->text, instance, n + 1);
+  if (push_op(sp, o) != 0 || w.rc != 0) {
     pthread_mutex_lock(&sp->mu);
     snprintf(err, errlen, "the spool could not store it%s%s", sp->fail_reason[0] ? ": " : "",
              sp->fail_reason);
@@ -2490,7 +2544,6 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
   for (delivery *x = rest; x; x = x->next) l->mem_bytes -= x->ev->body_len;
   l->parking++;
   int poke = lane_want_refill(l);
-  lane_wake(l);
   pthread_mutex_unlock(&l->mu);
   o->park = 1;
   op *tail = o;
@@ -2506,7 +2559,7 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
     }
     delivery_free(x);
   }
-  push_op(sp, o, 0);
+  push_op(sp, o);
   if (poke) poke_writer(sp);
   delivery_free(d);
 }
@@ -2518,13 +2571,6 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
                                   [SPOOL_DEAD] = OP_DEAD, [SPOOL_RELEASE] = OP_RELEASE};
   op *o = op_new(kinds[how], d, error);
   int finished = how == SPOOL_DONE || how == SPOOL_DEAD;
-  if (finished && o && atomic_load(&d->ev->fresh)) {
-    event *ev = d->ev;
-    if (how == SPOOL_DEAD) atomic_store(&ev->had_dead, 1);
-    unsigned left = atomic_fetch_sub(&ev->open, 1) - 1;
-    /* An event with a dead letter is not done (until a replay). */
-    o->mark = left == 0 && !atomic_load(&ev->had_dead) ? EV_DONE : EV_OPEN;
-  }
   if (how == SPOOL_RETRY && o && d->due_ms - now_ms() >= PARK_AFTER_MS) {
     park(sp, l, d, o);
     return;
@@ -2541,13 +2587,12 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     keysched_again(l->ks, d);
   }
   int poke = lane_want_refill(l);
-  lane_wake(l);
   pthread_mutex_unlock(&l->mu);
   if (o == NULL) {
     log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},
               "out of memory recording a delivery outcome; it may be delivered again");
   } else {
-    push_op(sp, o, 0);
+    push_op(sp, o);
   }
   if (poke) poke_writer(sp);
   if (finished) delivery_free(d);
@@ -2590,14 +2635,15 @@ static void sq_stop(spool *base) {
   stop_checkpoints(sp);
   pthread_mutex_lock(&sp->mu);
   sp->closed = 1;
-  /* Starts queued after the writer's last turn: nothing writes them now. */
+  /* Pauses queued after the writer's last turn: nothing writes them now. */
   for (op *o = sp->ops_head; o; o = o->next) {
-    if ((o->kind == OP_STARTED || o->kind == OP_PAUSE) && o->wait) {
+    if (o->kind == OP_PAUSE && o->wait) {
       o->wait->rc = SPOOL_EFAIL;
       o->wait->done = 1;
+      o->wait = NULL;
     }
   }
-  pthread_cond_broadcast(&sp->started_cv);
+  pthread_cond_broadcast(&sp->state_cv);
   pthread_mutex_unlock(&sp->mu);
   disconnect_db(sp);
 }
@@ -2635,11 +2681,12 @@ static void sq_free(spool *base) {
     l = next;
   }
   for (size_t i = 0; i < RECENT_IDS; i++) free(sp->recent[i].key);
+  runslots_close(sp->running);
   free(sp->path);
   free(sp->data_dir);
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
-  pthread_cond_destroy(&sp->started_cv);
+  pthread_cond_destroy(&sp->state_cv);
   pthread_mutex_destroy(&sp->lanes_mu);
   pthread_mutex_destroy(&sp->ckpt_mu);
   pthread_cond_destroy(&sp->ckpt_cv);

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from conftest import HOOKD, SLOW, free_port, http_request, wait_until
-from engine import Node, Sender, delivered, meeting_event, node_config, tp_entry
-
+from engine import (Node, Sender, delivered, meeting_event, node_config, tp_entry)
+from engine import no_leftover_nodes  # noqa: F401 (an autouse fixture)
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, chown)")
 
 

@@ -9,8 +9,9 @@ import threading
 import time
 
 from conftest import HOOKD, SLOW, free_port, http_request, wait_until
-from engine import (Node, Sender, check_key_order, delivered, lives, meeting_event,
-                    node_config, plugin_lines, tp_entry)
+from engine import (Node, Sender, check_key_order, delivered, lives, meeting_event, node_config,
+                    plugin_lines, tp_entry)
+from engine import no_leftover_nodes  # noqa: F401 (an autouse fixture)
 
 
 def test_poison_segfault_ends_as_a_dead_letter_and_hookd_stays_up(tmp_path):
