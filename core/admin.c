@@ -438,7 +438,7 @@ typedef struct admin_job {
   /* R_EVENT (source, id), R_SEARCH (q), R_PAUSE/R_RESUME/R_BACKFILL (instance) */
   char source[256], event_id[256], q[256], instance[256];
   dlq_filter filter; /* R_BACKFILL */
-  char since[32], type[256], what[512];
+  char since[32], type[256], what[640];
   const char **sources; /* R_SEARCH: the configured sources' names */
   size_t n_sources;
   /* results */

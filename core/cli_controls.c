@@ -1,4 +1,5 @@
-/* `hookd pause`, `hookd resume` and `hookd replay`: delivery controls written into the spool file for a running (or the next) hookd. */
+/* `hookd pause`, `hookd resume` and `hookd replay`: delivery controls written into the spool file
+ * for a running (or the next) hookd. */
 #include "cli_controls.h"
 
 #include <stdio.h>
@@ -66,9 +67,10 @@ int cli_pause(const char *file, int paused, int argc, char **argv) {
     rc = EXIT_RUNTIME;
   }
   if (rc == 0 && paused) {
-    printf("%s paused: its deliveries wait in the spool (events are still accepted, up to its "
-           "max_pending); a running hookd starts no new ones within a second\n",
-           argv[0]);
+    printf(
+        "%s paused: its deliveries wait in the spool (events are still accepted, up to its "
+        "max_pending); a running hookd starts no new ones within a second\n",
+        argv[0]);
   } else if (rc == 0) {
     printf("%s resumed: what waited is delivered in order, at its rate\n", argv[0]);
   }
@@ -97,8 +99,8 @@ static int parse_replay(int argc, char **argv, replay_args *a) {
     } else if (slot && i + 1 < argc) {
       *slot = argv[++i];
     } else {
-      fprintf(stderr, "hookd: replay: %s '%s'\n", slot ? "a value is missing after" : "unknown argument",
-              argv[i]);
+      fprintf(stderr, "hookd: replay: %s '%s'\n",
+              slot ? "a value is missing after" : "unknown argument", argv[i]);
       return -1;
     }
   }
@@ -157,13 +159,14 @@ static int watch(dlq *q, int64_t id, const char *instance) {
     char left[32];
     fmt_left(left, sizeof left, rate > 0 ? (double)(p.total - done) / rate : -1);
     printf("\r  queued %lld/%lld · delivered %lld · dead %lld · %.1f/s · about %s left   ",
-           (long long)p.queued, (long long)p.total, (long long)p.delivered, (long long)p.dead,
-           rate, done >= p.total ? "0 s" : left);
+           (long long)p.queued, (long long)p.total, (long long)p.delivered, (long long)p.dead, rate,
+           done >= p.total ? "0 s" : left);
     fflush(stdout);
     if (p.finished && done >= p.total) break;
     if (p.queued == 0 && p.total > 0 && now - t0 > PICKUP_WAIT_MS) {
-      printf("\nno hookd has picked it up yet: hookd is not running on this spool (it queues "
-             "them when it starts)\n");
+      printf(
+          "\nno hookd has picked it up yet: hookd is not running on this spool (it queues "
+          "them when it starts)\n");
       return 0;
     }
     sleep_ms(250);

@@ -1,4 +1,5 @@
-/* Pacing of one plugin instance's deliveries: token bucket, "too many requests" hold, circuit breaker. */
+/* Pacing of one plugin instance's deliveries: token bucket, "too many requests" hold, circuit
+ * breaker. */
 #include "pace.h"
 
 #include <pthread.h>
@@ -13,8 +14,8 @@ struct pace {
   pthread_mutex_t mu;
   /* settings */
   uint32_t rate_count, rate_period_ms;
-  uint64_t interval_us;  /* between starts; 0: no rate */
-  uint32_t need;         /* consecutive failures that open the circuit; 0: no breaker */
+  uint64_t interval_us; /* between starts; 0: no rate */
+  uint32_t need;        /* consecutive failures that open the circuit; 0: no breaker */
   uint64_t cooldown_ms;
   /* the token bucket: the earliest next start, in Unix microseconds */
   int64_t next_start_us;
@@ -128,8 +129,8 @@ static int report_failure(pace *p, int probe, const char *message, int64_t now) 
       p->probing = 0;
       p->open_until = now + (int64_t)p->cooldown_ms;
       log_write(LOG_WARN, &(log_ctx){.instance = p->name},
-                "circuit still open: the probe failed (%s); next probe in %llu ms",
-                p->last_error, (unsigned long long)p->cooldown_ms);
+                "circuit still open: the probe failed (%s); next probe in %llu ms", p->last_error,
+                (unsigned long long)p->cooldown_ms);
       return PACE_ABSORB | PACE_WAKE;
     }
     return PACE_ABSORB;

@@ -1,4 +1,5 @@
-/* Pacing of one plugin instance's deliveries: the rate limit, the destination's "too many requests" hold and the circuit breaker. */
+/* Pacing of one plugin instance's deliveries: the rate limit, the destination's "too many requests"
+ * hold and the circuit breaker. */
 #ifndef HOOKD_PACE_H
 #define HOOKD_PACE_H
 
@@ -51,10 +52,11 @@ typedef enum pace_result {
   PACE_NO_ATTEMPT    /* not attempted after all (the plugin's process restarting) */
 } pace_result;
 
-/* Bits of pace_report's answer. */
-#define PACE_ABSORB 1 /* the circuit is open (or the instance held): the delivery waits
-                         without using up an attempt */
-#define PACE_WAKE 2   /* the circuit closed or its probe ended: wake every worker */
+/* Bits of pace_report's answer. PACE_ABSORB: the circuit is open (or the
+ * instance held), so the delivery waits without using up an attempt.
+ * PACE_WAKE: the circuit closed or its probe ended: wake every worker. */
+#define PACE_ABSORB 1
+#define PACE_WAKE 2
 
 /* Reports an attempt (probe: it was the circuit's probe); message is its
  * error, for the log line when the circuit opens. */
@@ -73,18 +75,18 @@ pace_state pace_observe(pace *p, int paused, int saturated, int64_t now);
 
 /* Numbers for the page and /metrics. */
 typedef struct pace_info {
-  pace_state state;         /* as last observed */
-  int open;                 /* the circuit is open */
-  int probing;              /* its probe is running */
-  uint32_t failures;        /* consecutive failed attempts now */
-  int64_t open_until;       /* with open: when the next probe may start */
-  int64_t hold_until;       /* a destination's hold ends (0: none) */
+  pace_state state;                    /* as last observed */
+  int open;                            /* the circuit is open */
+  int probing;                         /* its probe is running */
+  uint32_t failures;                   /* consecutive failed attempts now */
+  int64_t open_until;                  /* with open: when the next probe may start */
+  int64_t hold_until;                  /* a destination's hold ends (0: none) */
   uint32_t rate_count, rate_period_ms; /* the rate (count 0: none) */
   uint32_t breaker_failures;
   uint64_t breaker_cooldown_ms;
-  uint64_t opens;           /* times the circuit opened */
-  uint64_t holds;           /* "too many requests" answers */
-  uint64_t absorbed;        /* attempts that used up nothing (held, circuit open) */
+  uint64_t opens;    /* times the circuit opened */
+  uint64_t holds;    /* "too many requests" answers */
+  uint64_t absorbed; /* attempts that used up nothing (held, circuit open) */
 } pace_info;
 void pace_get_info(pace *p, pace_info *out);
 

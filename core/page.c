@@ -1,4 +1,5 @@
-/* The status page: overview, event detail and search rendered into the embedded template, with SVG charts. */
+/* The status page: overview, event detail and search rendered into the embedded template, with SVG
+ * charts. */
 #include "page.h"
 
 #include <cjson/cJSON.h>
@@ -48,10 +49,10 @@ static void put_html_n(page_buf *b, const char *s, size_t n, int keep_lines) {
   size_t start = 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
-    const char *rep = ch == '&'   ? "&amp;"
-                      : ch == '<' ? "&lt;"
-                      : ch == '>' ? "&gt;"
-                      : ch == '"' ? "&quot;"
+    const char *rep = ch == '&'    ? "&amp;"
+                      : ch == '<'  ? "&lt;"
+                      : ch == '>'  ? "&gt;"
+                      : ch == '"'  ? "&quot;"
                       : ch == '\'' ? "&#39;"
                       : (ch < 0x20 && ch != '\t' && !(keep_lines && ch == '\n')) || ch == 0x7f
                           ? "\xef\xbf\xbd"
@@ -254,8 +255,7 @@ static void chart_traffic(page_buf *b, int64_t now) {
     PUT(b, "<polyline class=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"",
         names[s], colors[s]);
     for (size_t j = 0; j < METRICS_MINUTES; j++) {
-      PUT(b, "%s%.1f,%.1f", j ? " " : "", minute_x(j),
-          CT + ph - (double)series[s][j] * ph / max);
+      PUT(b, "%s%.1f,%.1f", j ? " " : "", minute_x(j), CT + ph - (double)series[s][j] * ph / max);
     }
     PUT(b, "\"/>");
   }
@@ -297,8 +297,9 @@ static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
   int height = 120, ph = height - CT - CB;
   PUT(b, "<figure><figcaption>");
   put_html(b, inst->name);
-  PUT(b, ": deliveries by outcome per minute</figcaption><svg class=\"chart-outcomes\" "
-         "data-instance=\"");
+  PUT(b,
+      ": deliveries by outcome per minute</figcaption><svg class=\"chart-outcomes\" "
+      "data-instance=\"");
   put_html(b, inst->name);
   PUT(b,
       "\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" data-delivered=\"%u\" "
@@ -353,8 +354,8 @@ static void section_counters(page_buf *b, admin *a) {
   };
   PUT(b, "<div><h2>Counters</h2>\n<table id=\"counters\"><tbody>\n");
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    PUT(b, "<tr data-key=\"%s\"><th>%s</th><td class=\"num\">%" PRIu64 "</td></tr>\n",
-        rows[i].key, rows[i].label, rows[i].v);
+    PUT(b, "<tr data-key=\"%s\"><th>%s</th><td class=\"num\">%" PRIu64 "</td></tr>\n", rows[i].key,
+        rows[i].label, rows[i].v);
   }
   PUT(b, "</tbody></table></div>\n");
 }
@@ -366,8 +367,11 @@ static void put_state(page_buf *b, const pace_info *pi, const spool_lane_stats *
   if (pi->state == PACE_OPEN) {
     int64_t wait = pi->open_until - now;
     PUT(b, "<br><span class=\"note\">%s</span>",
-        pi->probing ? "probe running" : wait > 0 ? "next probe soon" : "probe due");
-    if (!pi->probing && wait > 0) PUT(b, "<span class=\"note\"> (%lld s)</span>", (long long)((wait + 999) / 1000));
+        pi->probing ? "probe running"
+        : wait > 0  ? "next probe soon"
+                    : "probe due");
+    if (!pi->probing && wait > 0)
+      PUT(b, "<span class=\"note\"> (%lld s)</span>", (long long)((wait + 999) / 1000));
   } else if (pi->state == PACE_PAUSED && ls->paused_ms) {
     char t[40];
     page_iso_time(ls->paused_ms, t, sizeof t);
@@ -386,19 +390,23 @@ static void put_rate(page_buf *b, const pace_info *pi) {
     return;
   }
   PUT(b, "<td class=\"rate\">%u/%s</td>", pi->rate_count,
-      pi->rate_period_ms == 1000 ? "s" : pi->rate_period_ms == 60000 ? "m" : "h");
+      pi->rate_period_ms == 1000    ? "s"
+      : pi->rate_period_ms == 60000 ? "m"
+                                    : "h");
 }
 
 static void put_controls(page_buf *b, const char *name, int paused) {
   PUT(b, "<td class=\"controls\"><button type=\"button\" data-action=\"%s\" data-instance=\"",
       paused ? "resume" : "pause");
   put_html(b, name);
-  PUT(b, "\">%s</button> <input class=\"since\" value=\"1h\" aria-label=\"replay events of the last\">"
-         " <button type=\"button\" data-action=\"backfill\" data-instance=\"",
+  PUT(b,
+      "\">%s</button> <input class=\"since\" value=\"1h\" aria-label=\"replay events of the last\">"
+      " <button type=\"button\" data-action=\"backfill\" data-instance=\"",
       paused ? "Resume" : "Pause");
   put_html(b, name);
-  PUT(b, "\" title=\"deliver the events stored in that time again to this instance\">Replay"
-         "</button></td>");
+  PUT(b,
+      "\" title=\"deliver the events stored in that time again to this instance\">Replay"
+      "</button></td>");
 }
 
 static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
@@ -422,8 +430,9 @@ static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
   PUT(b, "</td>");
   put_state(b, &pi, &ls, now);
   PUT(b,
-      "<td class=\"health %s\">%s</td><td class=\"num queue\">%" PRIu64 "</td><td class=\"num\">%"
-      PRIu64 "</td><td class=\"num\">%" PRIu64 "</td><td class=\"num\">%" PRIu64 "</td><td>",
+      "<td class=\"health %s\">%s</td><td class=\"num queue\">%" PRIu64
+      "</td><td class=\"num\">%" PRIu64 "</td><td class=\"num\">%" PRIu64
+      "</td><td class=\"num\">%" PRIu64 "</td><td>",
       strcmp(h, "not initialised") == 0 ? "failing" : h, h, ls.pending, v.retrying, v.delivered,
       v.dead);
   if (v.oldest_pending_ms) {
@@ -595,8 +604,9 @@ static void attempt_rows(page_buf *b, const dlq_delivery *dv) {
     page_iso_time(c->started_ms, t, sizeof t);
     PUT(b, "<tr class=\"attempt\" data-outcome=\"");
     put_html(b, c->outcome);
-    PUT(b, "\"><td class=\"num\">%u</td><td>%s</td><td class=\"num\">%lld ms</td><td "
-           "class=\"outcome\">",
+    PUT(b,
+        "\"><td class=\"num\">%u</td><td>%s</td><td class=\"num\">%lld ms</td><td "
+        "class=\"outcome\">",
         c->attempt, t, (long long)c->took_ms);
     put_html(b, c->outcome);
     if (c->status) {
@@ -702,8 +712,8 @@ void page_event(page_buf *b, admin *a, const char *source, const char *id, int r
 
 /* --- search ---------------------------------------------------------------------------------- */
 
-void page_search(page_buf *b, admin *a, const char *q, int rc, const dlq_event_row *rows,
-                 size_t n, const char *err) {
+void page_search(page_buf *b, admin *a, const char *q, int rc, const dlq_event_row *rows, size_t n,
+                 const char *err) {
   page_buf m = {0};
   char t[40];
   PUT(&m, "<h2>Events with id or order key <code>");
@@ -736,7 +746,8 @@ void page_search(page_buf *b, admin *a, const char *q, int rc, const dlq_event_r
     PUT(&m, "<tr><td colspan=\"6\">no stored event has this id or order key</td></tr>\n");
   }
   PUT(&m, "</tbody></table>\n");
-  if (n >= PAGE_SEARCH_SHOWN) PUT(&m, "<p class=\"note\">the newest %d shown</p>\n", PAGE_SEARCH_SHOWN);
+  if (n >= PAGE_SEARCH_SHOWN)
+    PUT(&m, "<p class=\"note\">the newest %d shown</p>\n", PAGE_SEARCH_SHOWN);
   finish(b, a, "hookd search", "search", q, &m);
   free(m.buf);
 }

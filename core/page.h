@@ -1,4 +1,5 @@
-/* The status page: its views (overview, event detail, search) rendered into the embedded HTML template (core/page/). */
+/* The status page: its views (overview, event detail, search) rendered into the embedded HTML
+ * template (core/page/). */
 #ifndef HOOKD_PAGE_H
 #define HOOKD_PAGE_H
 
@@ -37,8 +38,8 @@ void page_event(page_buf *b, admin *a, const char *source, const char *id, int r
                 const dlq_event_detail *d, const char *err);
 /* GET /search?q=TEXT: rc 0 (rows, at most PAGE_SEARCH_SHOWN), -1 (err). */
 #define PAGE_SEARCH_SHOWN 100
-void page_search(page_buf *b, admin *a, const char *q, int rc, const dlq_event_row *rows,
-                 size_t n, const char *err);
+void page_search(page_buf *b, admin *a, const char *q, int rc, const dlq_event_row *rows, size_t n,
+                 const char *err);
 
 /* Shared with the JSON view. */
 void page_iso_time(int64_t ms, char *out, size_t len);
