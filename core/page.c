@@ -584,7 +584,24 @@ static void put_body(page_buf *b, const char *body, size_t len) {
   char *pretty = root ? cJSON_Print(root) : NULL;
   PUT(b, "<pre id=\"body\" class=\"%s\">", pretty ? "json" : "raw");
   if (pretty) {
-    put_html_n(b, pretty, strlen(pretty), 1);
+    /* cJSON indents with tabs and puts a tab after each colon: two spaces
+     * a level and one after the colon read better. (Strings hold no raw
+     * tab: cJSON escapes them.) */
+    size_t n = 0, plen = strlen(pretty);
+    char *tidy = malloc(plen * 2 + 1);
+    int line_start = 1;
+    for (size_t i = 0; tidy && i < plen; i++) {
+      char ch = pretty[i];
+      if (ch == '\t' && line_start) {
+        tidy[n++] = ' ';
+        tidy[n++] = ' ';
+        continue;
+      }
+      tidy[n++] = ch == '\t' ? ' ' : ch;
+      line_start = ch == '\n';
+    }
+    put_html_n(b, tidy ? tidy : pretty, tidy ? n : plen, 1);
+    free(tidy);
   } else {
     put_html_n(b, body, shown, 1);
   }

@@ -328,7 +328,9 @@ def test_detail_rejected_search_charts_and_controls(daemon_factory, tmp_path, fa
     headers = details["evt-ok"]["headers"]
     assert "X-Signature: [masked, 64 bytes]" in headers and "Content-Type: application/json" in headers
     assert sign(event("evt-ok", "m-ok")) not in headers
-    assert '\n\t"eventId":\t"evt-ok",\n' in details["evt-ok"]["body"]
+    assert '\n  "eventId": "evt-ok",\n' in details["evt-ok"]["body"]
+    assert '\n  "data": {\n    "id": "m-ok",\n' in details["evt-ok"]["body"]
+    assert details["evt-ok"]["body"].rstrip().endswith('"eventType": "scheduling.smartscheduler.scheduled"\n}')
     assert details["evt-ok"]["orderKey"] == "m-ok"
 
     # Search by meeting id, through the form, then on to the event.
