@@ -288,7 +288,6 @@ static void *worker_main(void *arg) {
   iqueue *q = wa->q;
   slot *s = &q->slots[wa->idx];
   free(wa);
-  const hookd_plugin *p = q->inst->mod->desc;
   pthread_mutex_lock(&q->mu);
   while (!q->stopping) {
     if (q->heap_len == 0) {
@@ -314,10 +313,27 @@ static void *worker_main(void *arg) {
     hookd_outcome out;
     memset(&out, 0, sizeof out);
     out.struct_size = sizeof out;
-    hookd_result r = p->deliver(q->inst->state, &view, &out);
-    if (r != HOOKD_OK && r != HOOKD_RETRY && r != HOOKD_FAIL) {
+    int rc = plugin_host_deliver(q->inst, &view, &out);
+    if (rc == PLUGIN_UNAVAILABLE) {
+      /* Interim (until the new dispatcher): not an attempt; the delivery
+       * stays at the head of its key and is asked again later. */
+      pthread_mutex_lock(&q->mu);
+      d->attempt--;
+      d->due_ms = now_ms() + (out.retry_after_ms ? out.retry_after_ms : 100);
+      s->d = NULL;
+      k->busy = 0;
+      heap_push(q, k);
+      continue;
+    }
+    hookd_result r = (hookd_result)rc;
+    if (rc == PLUGIN_CRASHED || rc == PLUGIN_TIMED_OUT) {
+      /* Interim: a failed attempt, retried with backoff (the new
+       * dispatcher counts crashes against max_crashes). */
+      r = HOOKD_RETRY;
+      out.retry_after_ms = 0;
+    } else if (r != HOOKD_OK && r != HOOKD_RETRY && r != HOOKD_FAIL) {
       /* A plugin returning garbage is a bug in the plugin: permanent. */
-      snprintf(out.message, sizeof out.message, "plugin returned an invalid result (%d)", (int)r);
+      snprintf(out.message, sizeof out.message, "plugin returned an invalid result (%d)", rc);
       r = HOOKD_FAIL;
     }
     int64_t took = mono_ms() - s->started;

@@ -59,6 +59,9 @@ int generation_reapable(const generation *g) {
 
 int generation_free(generation *g, uint32_t timeout_ms, size_t *left) {
   unsigned char *hung = calloc(g->host.n_insts + 1, 1);
+  /* Calls in process-isolated instances end by the deadline (their child
+   * is killed), so the dispatcher's wait below does not time out on them. */
+  plugin_host_stopping(&g->host, timeout_ms);
   size_t l = g->dp ? dispatch_stop(g->dp, timeout_ms, hung) : 0;
   if (left) *left = l;
   if (g->dp && dispatch_busy(g->dp)) {

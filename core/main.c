@@ -17,7 +17,9 @@
 #include "http.h"
 #include "http_client.h"
 #include "log.h"
+#include "plugin_child.h"
 #include "plugin_host.h"
+#include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
 #include "server.h"
@@ -229,11 +231,14 @@ static int cmd_check(const char *file) {
   }
   plugin_host host;
   int rc = 0;
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
   if (plugin_host_load(&host, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "hookd: %s\n", err);
+    plugin_proc_wait_all(cfg.shutdown_timeout_ms);
     config_free(&cfg);
     return EXIT_USAGE;
   }
+  plugin_host_advise(&host, stdout);
   router *rt = router_new(&cfg, err, sizeof err);
   if (rt == NULL) {
     fprintf(stderr, "hookd: %s\n", err);
@@ -244,6 +249,8 @@ static int cmd_check(const char *file) {
   }
   router_free(rt);
   plugin_host_unload(&host, NULL);
+  /* Process-isolated instances: their children run destroy and exit. */
+  plugin_proc_wait_all(cfg.shutdown_timeout_ms);
   config_free(&cfg);
   return rc;
 }
@@ -253,6 +260,8 @@ static int cmd_run(const char *file) {
   char err[1024];
   if (dm == NULL) return EXIT_RUNTIME;
   dm->file = file;
+  /* Before anything drops privileges: the binary plugin children start from. */
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
   dm->gen = generation_load(file, 1, err, sizeof err);
   if (dm->gen == NULL) {
     fprintf(stderr, "hookd: %s\n", err);
@@ -343,6 +352,11 @@ out:
   if (left) {
     log_write(LOG_INFO, NULL, "%zu deliveries left in the spool; they resume on the next start",
               left);
+  }
+  /* Plugin children: asked to exit when their instances were unloaded;
+   * what is left after the budget gets SIGKILL, and every one is reaped. */
+  if (plugin_proc_wait_all((uint32_t)budget) != 0) {
+    log_write(LOG_WARN, NULL, "a plugin process could not be reaped");
   }
   if (busy) {
     /* A deliver() call outlived shutdown_timeout_ms. hookd cannot stop it;
@@ -476,6 +490,8 @@ static int cmd_version(void) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  /* hookd re-executed as a process-isolated plugin instance's host. */
+  if (argc >= 2 && strcmp(argv[1], PLUGIN_CHILD_COMMAND) == 0) return plugin_child_main(argc, argv);
   const char *cmd = NULL, *file = NULL;
   char **rest = calloc((size_t)argc + 1, sizeof *rest); /* arguments after the command */
   int n_rest = 0;

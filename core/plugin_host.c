@@ -2,6 +2,7 @@
 #include "plugin_host.h"
 
 #include <dlfcn.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "envelope.h"
 #include "http_client.h"
 #include "log.h"
+#include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
 #include "template.h"
@@ -62,10 +64,16 @@ static void key_path(char *out, size_t n, const hookd_config *cfg, const char *k
 static int record(const hookd_config *cfg, const char *key, const char *fmt, va_list ap) {
   plugin_instance *inst = cfg->inst;
   if (inst->cfg_error[0] != '\0') return HOOKD_E_INVALID; /* keep the first */
-  char msg[384], kp[256];
+  char msg[384];
   vsnprintf(msg, sizeof msg, fmt, ap);
-  key_path(kp, sizeof kp, cfg, key);
-  jsonc_error(inst->doc, kp, inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
+  key_path(inst->cfg_error_key, sizeof inst->cfg_error_key, cfg, key);
+  if (inst->doc == NULL) {
+    /* In a plugin child: hookd, which has the file, adds the position. */
+    snprintf(inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
+  } else {
+    jsonc_error(inst->doc, inst->cfg_error_key, inst->cfg_error, sizeof inst->cfg_error, "%s",
+                msg);
+  }
   return HOOKD_E_INVALID;
 }
 
@@ -359,12 +367,10 @@ static char *find_module(const config *cfg, const char *module, char *err, size_
   return NULL;
 }
 
-/* Loads a module and checks its descriptor. Refusals are messages, never
+/* Opens a module and checks its descriptor. Refusals are messages, never
  * crashes: nothing of the descriptor is read beyond what struct_size says
  * the plugin has. */
-static int load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
-  m->path = find_module(cfg, m->name, err, errlen);
-  if (m->path == NULL) return -1;
+int plugin_host_open_module(plugin_module *m, char *err, size_t errlen) {
   dlerror();
   m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
   if (m->dl == NULL) {
@@ -403,41 +409,61 @@ static int load_module(plugin_module *m, const config *cfg, char *err, size_t er
     return -1;
   }
   m->desc = d;
+  log_write(LOG_DEBUG, NULL, "loaded plugin module %s %s from %s", d->name,
+            d->version ? d->version : "?", m->path);
   return 0;
 }
 
-static int init_instance(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
+int plugin_host_init(plugin_instance *inst, const hookd_host_api *api, const jsonc_doc *doc,
+                     const char *config_dir, char *perr, size_t perrlen) {
   const plugin_module *m = inst->mod;
   char kp[64];
   snprintf(kp, sizeof kp, "%s.config", inst->cfg->keypath);
   hookd_config root = {inst, inst->cfg->config, kp};
-  char perr[512] = "";
-  inst->doc = &cfg->doc;
-  inst->config_dir = cfg->dir;
-  inst->cfg_error[0] = '\0';
-  int rc = m->desc->init(&host_api, inst, &root, &inst->state, perr, sizeof perr);
+  inst->doc = doc;
+  inst->config_dir = config_dir;
+  inst->cfg_error[0] = inst->cfg_error_key[0] = perr[0] = '\0';
+  int rc = m->desc->init(api ? api : &host_api, inst, &root, &inst->state, perr, perrlen);
   if (rc != 0) {
-    /* The getter's positioned message is the most useful; the plugin's own
-     * reason comes next. */
-    const char *why = inst->cfg_error[0] ? inst->cfg_error : perr[0] ? perr : "no reason given";
-    snprintf(err, errlen, "plugin instance '%s' (module %s): init failed: %s", inst->name,
-             m->name, why);
     free_allocs(inst);
     inst->state = NULL;
     return -1;
   }
   if (inst->cfg_error[0] != '\0') {
-    /* A getter recorded an error the plugin ignored: refuse anyway, a config
-     * mistake must not pass. */
-    snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, m->name,
-             inst->cfg_error);
     if (m->desc->destroy) m->desc->destroy(inst->state);
     free_allocs(inst);
     inst->state = NULL;
-    return -1;
+    return -2;
   }
   inst->initialized = 1;
   return 0;
+}
+
+void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
+                              const char *cfg_error, const char *perr) {
+  if (rc == -2) {
+    /* A getter recorded an error the plugin ignored: refused anyway. */
+    snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, inst->mod->name,
+             cfg_error);
+    return;
+  }
+  /* The getter's positioned message is the most useful; the plugin's own
+   * reason comes next. */
+  const char *why = cfg_error[0] ? cfg_error : perr[0] ? perr : "no reason given";
+  snprintf(err, errlen, "plugin instance '%s' (module %s): init failed: %s", inst->name,
+           inst->mod->name, why);
+}
+
+static int init_instance(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
+  if (inst->cfg->isolation == CONFIG_ISOLATION_PROCESS) {
+    if (plugin_proc_start(inst, cfg, err, errlen) != 0) return -1;
+    inst->initialized = 1;
+    return 0;
+  }
+  char perr[512];
+  int rc = plugin_host_init(inst, NULL, &cfg->doc, cfg->dir, perr, sizeof perr);
+  if (rc != 0) plugin_host_init_message(err, errlen, inst, rc, inst->cfg_error, perr);
+  return rc == 0 ? 0 : -1;
 }
 
 int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen) {
@@ -455,18 +481,24 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
     for (size_t j = 0; j < h->n_mods && m == NULL; j++) {
       if (strcmp(h->mods[j].name, cp->module) == 0) m = &h->mods[j];
     }
+    char why[512];
     if (m == NULL) {
       m = &h->mods[h->n_mods++];
       m->name = strdup(cp->module);
-      char why[512];
-      if (m->name == NULL || load_module(m, cfg, why, sizeof why) != 0) {
-        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name,
-                 m->name ? why : "out of memory");
+      if (m->name == NULL) snprintf(why, sizeof why, "out of memory");
+      if (m->name == NULL || (m->path = find_module(cfg, m->name, why, sizeof why)) == NULL) {
+        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name, why);
         plugin_host_unload(h, NULL);
         return -1;
       }
-      log_write(LOG_DEBUG, NULL, "loaded plugin module %s %s from %s", m->desc->name,
-                m->desc->version ? m->desc->version : "?", m->path);
+    }
+    /* A module only process-isolated instances use is never mapped into
+     * hookd: its constructors are plugin code too. */
+    if (cp->isolation == CONFIG_ISOLATION_THREAD && m->dl == NULL &&
+        plugin_host_open_module(m, why, sizeof why) != 0) {
+      snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name, why);
+      plugin_host_unload(h, NULL);
+      return -1;
     }
     plugin_instance *inst = &h->insts[h->n_insts++];
     inst->index = i;
@@ -485,6 +517,14 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
   unsigned char *keep_mod = calloc(h->n_mods ? h->n_mods : 1, 1);
   for (size_t i = h->n_insts; i-- > 0;) {
     plugin_instance *inst = &h->insts[i];
+    if (inst->proc) {
+      /* The child runs destroy and exits on its own time; its supervisor
+       * reaps it (plugin_proc_release). */
+      plugin_proc_release(inst->proc);
+      inst->proc = NULL;
+      inst->initialized = 0;
+      continue;
+    }
     if (skip && skip[i]) {
       if (keep_mod) keep_mod[inst->mod - h->mods] = 1;
       continue;
@@ -503,4 +543,64 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
   free(h->mods);
   free(h->insts);
   memset(h, 0, sizeof *h);
+}
+
+int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out) {
+  if (inst->proc) return plugin_proc_deliver(inst->proc, view, out);
+  return (int)inst->mod->desc->deliver(inst->state, view, out);
+}
+
+void plugin_host_stopping(plugin_host *h, uint32_t timeout_ms) {
+  for (size_t i = 0; i < h->n_insts; i++) {
+    if (h->insts[i].proc) plugin_proc_stopping(h->insts[i].proc, timeout_ms);
+  }
+}
+
+/* 1 when dir (a module's directory) is where hookd's own plugins live: next
+ * to the binary in a build tree (build/plugins), or the install layout's
+ * PREFIX/lib/hookd/plugins beside PREFIX/bin/hookd. */
+static int bundled_dir(const char *dir) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return 0;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash == NULL) return 0;
+  *slash = '\0';
+  char *real = realpath(dir, NULL);
+  if (real == NULL) return 0;
+  const char *install = HOOKD_PLUGIN_INSTALL_DIR;
+  char cand[3][4200];
+  snprintf(cand[0], sizeof cand[0], "%s/plugins", exe);
+  snprintf(cand[1], sizeof cand[1], "%s/../%s", exe, install);
+  snprintf(cand[2], sizeof cand[2], "%s", install);
+  int found = 0;
+  for (int i = 0; i < 3 && !found; i++) {
+    if (i == 2 && install[0] != '/') break;
+    char *c = realpath(cand[i], NULL);
+    found = c != NULL && strcmp(c, real) == 0;
+    free(c);
+  }
+  free(real);
+  return found;
+}
+
+size_t plugin_host_advise(const plugin_host *h, FILE *out) {
+  size_t n = 0;
+  for (size_t i = 0; i < h->n_insts; i++) {
+    const plugin_instance *inst = &h->insts[i];
+    if (inst->cfg->isolation == CONFIG_ISOLATION_PROCESS) continue;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", inst->mod->path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    if (bundled_dir(slash ? dir : ".")) continue;
+    fprintf(out,
+            "note: %s: plugin instance '%s' loads %s from outside hookd's bundled plugin "
+            "directory; consider \"isolation\": \"process\" so that a crash or a hang in it "
+            "cannot take hookd down\n",
+            inst->cfg->keypath, inst->name, inst->mod->path);
+    n++;
+  }
+  return n;
 }
