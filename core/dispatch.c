@@ -326,6 +326,7 @@ static void *worker_main(void *arg) {
       continue;
     }
     hookd_result r = (hookd_result)rc;
+    int killed_for_time = rc == PLUGIN_TIMED_OUT;
     if (rc == PLUGIN_CRASHED || rc == PLUGIN_TIMED_OUT) {
       /* Interim: a failed attempt, retried with backoff (the new
        * dispatcher counts crashes against max_crashes). */
@@ -339,7 +340,7 @@ static void *worker_main(void *arg) {
     int64_t took = mono_ms() - s->started;
 
     pthread_mutex_lock(&q->mu);
-    if (took > (int64_t)q->inst->cfg->delivery.timeout_ms && !s->reported) {
+    if ((took > (int64_t)q->inst->cfg->delivery.timeout_ms || killed_for_time) && !s->reported) {
       log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
       log_write(LOG_WARN, &ctx, "deliver() took %lld ms, over timeout_ms %llu", (long long)took,
                 (unsigned long long)q->inst->cfg->delivery.timeout_ms);

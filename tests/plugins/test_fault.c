@@ -1,4 +1,5 @@
-/* Test-only plugin that misbehaves on purpose: segfaults, aborts, exits, hangs, leaks, prints, forks; records what it delivered. */
+/* Test-only plugin that misbehaves on purpose: segfaults, aborts, exits, hangs, leaks, prints,
+ * forks; records what it delivered. */
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,10 +23,11 @@
  *   fault_attempts  faults apply to attempts up to this one only (0: all)
  *   grandchild      event ids whose deliver() forks a process that sleeps
  *                   300 s (its pid appended to grandchild_file) before the
- *                   faults above apply
+ *                   faults above apply (within fault_attempts too)
  *   grandchild_file file the grandchildren's pids go to
  *   init_hang, init_segv, init_exit
  *                   true: init sleeps forever / segfaults / exits 3
+ *   fail_init_if    a file: init fails while it exists
  *   leak_bytes      bytes allocated, touched and never freed per deliver()
  *   noise           true: a line to stdout and to stderr per deliver()
  *   log             true: host->log() at info per deliver()
@@ -70,8 +72,8 @@ static void sleep_ms(int64_t ms) {
 static int write_report(const char *path) {
   FILE *f = fopen(path, "w");
   if (f == NULL) return -1;
-  fprintf(f, "pid %d\nppid %d\nuid %u\ngid %u\n", (int)getpid(), (int)getppid(),
-          (unsigned)getuid(), (unsigned)getgid());
+  fprintf(f, "pid %d\nppid %d\nuid %u\ngid %u\n", (int)getpid(), (int)getppid(), (unsigned)getuid(),
+          (unsigned)getgid());
   FILE *st = fopen("/proc/self/status", "r");
   char line[512];
   while (st && fgets(line, sizeof line, st)) {
@@ -119,10 +121,16 @@ static int init_faults(const hookd_host_api *host, const hookd_config *cfg) {
 
 static int tf_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                    void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {
-      "out",       "segv",     "abort",      "exit",      "hang",       "fault_attempts",
-      "grandchild", "grandchild_file", "init_hang", "init_segv", "init_exit", "leak_bytes",
-      "noise",     "log",      "render",     "report",    "sleep_ms",   NULL};
+  static const char *const keys[] = {"out",        "segv",
+                                     "abort",      "exit",
+                                     "hang",       "fault_attempts",
+                                     "grandchild", "grandchild_file",
+                                     "init_hang",  "init_segv",
+                                     "init_exit",  "leak_bytes",
+                                     "noise",      "log",
+                                     "render",     "report",
+                                     "sleep_ms",   "fail_init_if",
+                                     NULL};
   if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
   const char *report = NULL;
   if (host->config_path(cfg, "report", NULL, &report) < 0) return -1;
@@ -131,6 +139,12 @@ static int tf_init(const hookd_host_api *host, hookd_instance *self, const hookd
     return -1;
   }
   if (init_faults(host, cfg) != 0) return -1;
+  const char *fail_if = NULL;
+  if (host->config_path(cfg, "fail_init_if", NULL, &fail_if) < 0) return -1;
+  if (fail_if && access(fail_if, F_OK) == 0) {
+    snprintf(err, errlen, "told to fail: %s exists", fail_if);
+    return -1;
+  }
   tf *t = calloc(1, sizeof *t);
   if (t == NULL) return -1;
   t->host = host;
@@ -207,6 +221,7 @@ static void fork_grandchild(tf *t) {
 
 static void faults(tf *t, const hookd_event *ev) {
   if (t->fault_attempts > 0 && (int64_t)ev->attempt > t->fault_attempts) return;
+  if (listed(&t->grandchild, ev)) fork_grandchild(t);
   if (listed(&t->segv, ev)) {
     volatile int *nowhere = NULL;
     *nowhere = 42;
@@ -223,7 +238,6 @@ static hookd_result tf_deliver(void *state, const hookd_event *ev, hookd_outcome
   (void)out;
   const char *key = ev->order_key ? ev->order_key : "-";
   if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
-  if (listed(&t->grandchild, ev)) fork_grandchild(t);
   faults(t, ev);
   if (t->sleep_ms > 0) sleep_ms(t->sleep_ms);
   if (t->leak_bytes > 0) {
@@ -235,7 +249,8 @@ static hookd_result tf_deliver(void *state, const hookd_event *ev, hookd_outcome
     fflush(stdout);
     fprintf(stderr, "stderr line from %s\n", ev->id);
   }
-  if (t->log) t->host->log(t->self, ev, HOOKD_LOG_INFO, "test_fault delivering attempt %u", ev->attempt);
+  if (t->log)
+    t->host->log(t->self, ev, HOOKD_LOG_INFO, "test_fault delivering attempt %u", ev->attempt);
   if (t->out) {
     char *text = t->render ? t->host->render(t->render, ev, HOOKD_ESC_JSON, NULL) : NULL;
     fprintf(t->out, "%s %s %u %s %s\n", ev->id, ev->type, ev->attempt, key, text ? text : "-");
