@@ -607,18 +607,25 @@ static void reap(plugin_proc *p, child *c, char *how, size_t len) {
   siginfo_t si;
   memset(&si, 0, sizeof si);
   int rc;
+  /* Look first (WNOWAIT), publish how it ended, then reap: a call asking
+   * how its child died finds the answer either way. */
   do {
-    rc = waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED);
+    rc = waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOWAIT);
   } while (rc != 0 && errno == EINTR);
   if (rc == 0) {
     describe_exit(&si, how, len);
   } else {
     snprintf(how, len, "ended (waitid: %s)", strerror(errno));
   }
+  pthread_mutex_lock(&p->mu);
+  copy_str(c->how, sizeof c->how, how);
+  pthread_mutex_unlock(&p->mu);
+  do {
+    rc = waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED);
+  } while (rc != 0 && errno == EINTR);
   drain_output(p, c);
   if (p->line_len) output_line(p);
   pthread_mutex_lock(&p->mu);
-  copy_str(c->how, sizeof c->how, how);
   close_fd(&c->ctl);
   close_fd(&c->out);
   pthread_mutex_unlock(&p->mu);
