@@ -5,13 +5,14 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian 12 packages: what building and running needs, and what the tests add.
 DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev \
-       libsqlite3-dev libcurl4-openssl-dev curl openssl
+       libsqlite3-dev libcurl4-openssl-dev libsystemd-dev curl openssl zlib1g-dev
 # python3-pytest/aiosmtpd: integration suite (Debian's /usr/bin/python3);
 # prometheus: promtool checks /metrics; chromium + python3-websocket: the
 # status page test (DevTools protocol); groff-base: man page check;
-# systemd: systemd-analyze verify of the unit; wrk: benchmarks.
+# systemd: systemd-analyze verify of the unit; wrk: benchmarks; nodejs: the
+# senders' signing libraries (tests/node) and an undici client over TLS.
 TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd wrk \
-       prometheus chromium python3-websocket groff-base systemd
+       prometheus chromium python3-websocket groff-base systemd nodejs
 
 .PHONY: all deps test-deps build run test fuzz memcheck bench clean
 
@@ -47,7 +48,11 @@ run: build
 	  ./$(BUILD)/hookd run -c examples/hookd.jsonc
 
 # Every test: C unit tests, the SDK install check and the integration suite.
+# tests/node: the senders' own signing libraries (npm, pinned by package-lock.json).
 test: test-deps build
+	@command -v npm >/dev/null 2>&1 || { sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq npm; }
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	cd $(BUILD) && ctest --output-on-failure
 
 # libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined), each run for

@@ -2,6 +2,7 @@
  * dead-letter replay. */
 #include "admin.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <llhttp.h>
@@ -17,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugin_proc.h"
+#include "scrub.h"
 
 /* What a request asked for; req->route points at one of these. */
 typedef enum {
@@ -81,21 +83,45 @@ static int authorized(const admin *a, const http_request *req) {
   return 0;
 }
 
-/* A Host that names this machine by address (or localhost), not a DNS name
- * an attacker may point at 127.0.0.1. */
-static int host_is_local(const http_request *req) {
-  size_t len = 0;
-  const char *v = http_request_header(req, "Host", &len);
-  if (v == NULL || len == 0 || len >= 128) return 0;
+/* Without a token, the Host must name the admin listener as only this
+ * machine can: "localhost", a loopback literal (127.0.0.0/8, [::1]) or the
+ * admin address itself, with any port. A DNS name, even one an attacker
+ * points at 127.0.0.1 (DNS rebinding), is refused; so is a request without
+ * exactly one Host. */
+static int host_allowed(const admin *a, const http_request *req) {
+  const char *v = NULL;
+  size_t len = 0, n = 0;
+  for (size_t i = 0; i < req->n_headers; i++) {
+    if (strcasecmp(req->headers[i].name, "Host") != 0) continue;
+    v = req->headers[i].value;
+    len = req->headers[i].value_len;
+    n++;
+  }
+  if (n != 1 || len == 0 || len >= 128) return 0;
   char h[128];
   memcpy(h, v, len);
   h[len] = '\0';
-  if (h[0] == '[') return strchr(h, ']') != NULL; /* an IPv6 literal */
-  char *colon = strchr(h, ':');
-  if (colon) *colon = '\0';
-  if (strcmp(h, "localhost") == 0) return 1;
-  struct sockaddr_in sa;
-  return uv_ip4_addr(h, 0, &sa) == 0;
+  char *host = h, *end;
+  if (h[0] == '[') {
+    host = h + 1;
+    end = strchr(host, ']');
+    if (end == NULL || (end[1] != '\0' && end[1] != ':')) return 0;
+  } else {
+    end = strchr(h, ':');
+    if (end == NULL) end = h + len;
+  }
+  *end = '\0';
+  if (strcasecmp(host, "localhost") == 0) return 1;
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127) return 1;
+  if (inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6)) return 1;
+  /* The admin address as configured ("192.0.2.7:9090", "[2001:db8::1]:9090"). */
+  const char *adm = a->cfg->admin_listen;
+  if (adm == NULL) return 0;
+  size_t al = adm[0] == '[' ? (size_t)(strchr(adm, ']') - adm - 1) : (size_t)(strrchr(adm, ':') - adm);
+  const char *ah = adm[0] == '[' ? adm + 1 : adm;
+  return strlen(host) == al && strncasecmp(host, ah, al) == 0;
 }
 
 int admin_on_headers(void *data, http_conn *c, http_request *req) {
@@ -131,6 +157,13 @@ int admin_on_headers(void *data, http_conn *c, http_request *req) {
     metrics_count_admin(405);
     return 405;
   }
+  int no_token = a->cfg->admin_token == NULL || a->cfg->admin_token[0] == '\0';
+  if (no_token && !host_allowed(a, req)) {
+    req->reason = "Host must be localhost, a loopback address or the admin address "
+                  "(or set admin_token)";
+    metrics_count_admin(403);
+    return 403;
+  }
   if (k != R_HEALTH && k != R_READY && !authorized(a, req)) {
     k = R_UNAUTHORIZED;
   } else if (post) {
@@ -138,8 +171,7 @@ int admin_on_headers(void *data, http_conn *c, http_request *req) {
      * cannot send it without a CORS preflight that is never granted. */
     size_t len = 0;
     const char *x = http_request_header(req, "X-Hookd-Admin", &len);
-    int no_token = a->cfg->admin_token == NULL || a->cfg->admin_token[0] == '\0';
-    if (x == NULL || (no_token && !host_is_local(req))) {
+    if (x == NULL) {
       metrics_count_admin(403);
       return 403;
     }
@@ -160,7 +192,8 @@ const char *admin_not_ready(admin *a, char *buf, size_t len) {
       return buf;
     }
   }
-  const char *busy = spool_admit(a->sp);
+  char why[256];
+  const char *busy = spool_admit(a->sp, NULL, 0, why, sizeof why);
   if (busy) {
     snprintf(buf, len, "spool refuses new events: %s", busy);
     return buf;
@@ -168,7 +201,90 @@ const char *admin_not_ready(admin *a, char *buf, size_t len) {
   return NULL;
 }
 
+void admin_ready_notes(admin *a, char *buf, size_t len) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < a->host->n_insts && a->lanes; i++) {
+    spool_lane_stats st;
+    spool_lane_get_stats(a->lanes[i], &st);
+    dispatch_instance_stats ds = {0};
+    if (a->dp) dispatch_instance_get(a->dp, i, &ds);
+    int w = 0;
+    if (st.saturated) {
+      w = snprintf(buf + used, len - used,
+                   "plugin instance '%s' is saturated: %llu unfinished deliveries (max_pending); "
+                   "events routed to it get 503\n",
+                   a->host->insts[i].name, (unsigned long long)st.pending);
+    } else if (ds.unhealthy) {
+      w = snprintf(buf + used, len - used,
+                   "plugin instance '%s' is unhealthy: %u deliver() calls stuck past timeout_ms\n",
+                   a->host->insts[i].name, ds.stuck);
+    }
+    if (w > 0 && (size_t)w < len - used) used += (size_t)w;
+  }
+}
+
 /* --- metrics ----------------------------------------------------------------- */
+
+/* An instance's queue depth and oldest unfinished delivery come from its
+ * spool lane (the backlog may be on disk, not in any queue of ours). */
+static void instance_view(admin *a, size_t i, metrics_instance_view *v) {
+  plugin_instance *inst = &a->host->insts[i];
+  metrics_instance_get(&inst->m, inst->name, v);
+  if (a->lanes == NULL) return;
+  spool_lane_stats st;
+  spool_lane_get_stats(a->lanes[i], &st);
+  atomic_store(&inst->m.queued, st.pending);
+  v->oldest_pending_ms = st.oldest_ms;
+}
+
+/* Per-instance figures that come from the spool lanes and the dispatcher. */
+static int render_lane_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
+  int rc = metrics_append(
+      buf, len, cap,
+      "# HELP hookd_instance_pending_deliveries Unfinished deliveries of a plugin instance, on "
+      "disk or in memory.\n# TYPE hookd_instance_pending_deliveries gauge\n");
+  size_t n = a->lanes ? a->host->n_insts : 0;
+  spool_lane_stats *st = calloc(n ? n : 1, sizeof *st);
+  dispatch_instance_stats *ds = calloc(n ? n : 1, sizeof *ds);
+  if (st == NULL || ds == NULL) rc = -1;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    spool_lane_get_stats(a->lanes[i], &st[i]);
+    if (a->dp) dispatch_instance_get(a->dp, i, &ds[i]);
+  }
+  static const struct {
+    const char *name, *type, *help;
+  } series[] = {
+      {"hookd_instance_pending_deliveries", NULL, NULL},
+      {"hookd_instance_in_memory_deliveries", "gauge",
+       "Deliveries of a plugin instance held in memory (the rest wait on disk)."},
+      {"hookd_instance_saturated", "gauge",
+       "1 when a plugin instance is at its max_pending: events routed to it get 503."},
+      {"hookd_delivery_written_off_total", "counter",
+       "deliver() calls written off after timeout_ms (thread isolation)."},
+      {"hookd_delivery_stuck_calls", "gauge",
+       "Written-off deliver() calls still running."},
+  };
+  for (size_t k = 0; k < sizeof series / sizeof series[0] && rc == 0; k++) {
+    if (series[k].help) {
+      rc |= metrics_append(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", series[k].name,
+                           series[k].help, series[k].name, series[k].type);
+    }
+    for (size_t i = 0; i < n; i++) {
+      uint64_t v = k == 0   ? st[i].pending
+                   : k == 1 ? st[i].in_memory
+                   : k == 2 ? (uint64_t)st[i].saturated
+                   : k == 3 ? ds[i].written_off
+                            : ds[i].stuck;
+      rc |= metrics_append(buf, len, cap, "%s{instance=\"", series[k].name);
+      rc |= metrics_append_label(buf, len, cap, a->host->insts[i].name);
+      rc |= metrics_append(buf, len, cap, "\"} %" PRIu64 "\n", v);
+    }
+  }
+  free(st);
+  free(ds);
+  return rc;
+}
 
 /* Process-isolated instances: their child's restarts and crashes (kept by
  * instance name across reloads) and whether one is up. */
@@ -208,6 +324,8 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   const char **names = calloc(n ? n : 1, sizeof *names);
   int rc = ms && names ? 0 : -1;
   for (size_t i = 0; i < n && rc == 0; i++) {
+    metrics_instance_view v;
+    instance_view(a, i, &v);
     ms[i] = &a->host->insts[i].m;
     names[i] = a->host->insts[i].name;
   }
@@ -222,8 +340,12 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
     rc |= metrics_append_label(buf, len, cap, a->host->insts[i].name);
     rc |= metrics_append(buf, len, cap, "\",module=\"");
     rc |= metrics_append_label(buf, len, cap, a->host->insts[i].cfg->module);
-    rc |= metrics_append(buf, len, cap, "\"} %d\n", a->host->insts[i].initialized ? 1 : 0);
+    dispatch_instance_stats ds = {0};
+    if (a->dp) dispatch_instance_get(a->dp, i, &ds);
+    rc |= metrics_append(buf, len, cap, "\"} %d\n",
+                         a->host->insts[i].initialized && !ds.unhealthy ? 1 : 0);
   }
+  rc |= render_lane_metrics(a, buf, len, cap);
   rc |= render_processes(a, buf, len, cap);
   char why[256];
   rc |= metrics_append(buf, len, cap,
@@ -262,9 +384,17 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
       "# HELP hookd_spool_oldest_pending_age_seconds Age of the oldest unfinished delivery in "
       "the spool (0 when none).\n"
       "# TYPE hookd_spool_oldest_pending_age_seconds gauge\n"
-      "hookd_spool_oldest_pending_age_seconds %.3f\n",
+      "hookd_spool_oldest_pending_age_seconds %.3f\n"
+      "# HELP hookd_spool_crashes_total Deliveries found running when hookd started (hookd "
+      "had died while they ran).\n"
+      "# TYPE hookd_spool_crashes_total counter\nhookd_spool_crashes_total %" PRIu64
+      "\n"
+      "# HELP hookd_spool_in_memory_deliveries Deliveries held in memory (the rest of the "
+      "backlog waits on disk).\n"
+      "# TYPE hookd_spool_in_memory_deliveries gauge\nhookd_spool_in_memory_deliveries %" PRIu64
+      "\n",
       st.pending, st.dead, st.db_bytes, st.commits, st.commit_errors, st.checkpoints, st.wal_pages,
-      oldest > 0 ? oldest : 0);
+      oldest > 0 ? oldest : 0, st.crashes, st.in_memory);
   return rc;
 }
 
@@ -340,6 +470,14 @@ static void put_html(sbuf *b, const char *s) {
         }
     }
   }
+}
+
+/* A dead letter's error as stored (a destination's answer) without the
+ * credentials it may echo. */
+static const char *scrubbed(const char *text, char *buf, size_t len) {
+  snprintf(buf, len, "%s", text ? text : "");
+  scrub_text(buf, len);
+  return buf;
 }
 
 static void iso_time(int64_t ms, char *out, size_t len) {
@@ -431,7 +569,7 @@ static const char *page_csp(void) {
 
 static void render_page(admin_job *j, sbuf *b) {
   admin *a = j->a;
-  char why[256], t[96];
+  char why[256], t[96], eb[1100];
   const char *not_ready = admin_not_ready(a, why, sizeof why);
   spool_stats st;
   memset(&st, 0, sizeof st);
@@ -487,7 +625,7 @@ static void render_page(admin_job *j, sbuf *b) {
   for (size_t i = 0; i < a->host->n_insts; i++) {
     plugin_instance *inst = &a->host->insts[i];
     metrics_instance_view v;
-    metrics_instance_get(&inst->m, inst->name, &v);
+    instance_view(a, i, &v);
     const char *h = health_of(inst, &v);
     PUT(b, "<tr data-instance=\"");
     put_html(b, inst->name);
@@ -569,7 +707,7 @@ static void render_page(admin_job *j, sbuf *b) {
     PUT(b, "</td><td>");
     put_html(b, e->instance);
     PUT(b, "</td><td>%u</td><td>", e->attempts);
-    put_html(b, e->error);
+    put_html(b, scrubbed(e->error, eb, sizeof eb));
     PUT(b,
         "</td><td><button type=\"button\" class=\"replay\" data-id=\"%" PRId64
         "\">Replay</button></td></tr>\n",
@@ -581,7 +719,7 @@ static void render_page(admin_job *j, sbuf *b) {
 
 static void render_json(admin_job *j, sbuf *b) {
   admin *a = j->a;
-  char why[256], t[96];
+  char why[256], t[96], eb[1100];
   cJSON *root = cJSON_CreateObject();
   const char *not_ready = admin_not_ready(a, why, sizeof why);
   cJSON_AddStringToObject(root, "version", HOOKD_VERSION);
@@ -602,7 +740,7 @@ static void render_json(admin_job *j, sbuf *b) {
   for (size_t i = 0; i < a->host->n_insts; i++) {
     plugin_instance *inst = &a->host->insts[i];
     metrics_instance_view v;
-    metrics_instance_get(&inst->m, inst->name, &v);
+    instance_view(a, i, &v);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", inst->name);
     cJSON_AddStringToObject(o, "module", inst->cfg->module);
@@ -653,7 +791,7 @@ static void render_json(admin_job *j, sbuf *b) {
     cJSON_AddStringToObject(o, "event_id", e->event_id ? e->event_id : "");
     cJSON_AddStringToObject(o, "type", e->type ? e->type : "");
     cJSON_AddStringToObject(o, "instance", e->instance ? e->instance : "");
-    cJSON_AddStringToObject(o, "error", e->error ? e->error : "");
+    cJSON_AddStringToObject(o, "error", scrubbed(e->error, eb, sizeof eb));
     cJSON_AddNumberToObject(o, "attempts", e->attempts);
     iso_time(e->failed_ms, t, sizeof t);
     cJSON_AddStringToObject(o, "failed", t);
@@ -742,6 +880,10 @@ static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind
   }
 }
 
+static void on_reload_done(void *arg, int status, const char *why) {
+  reply_text(arg, status, status == 200 ? "reloaded" : why);
+}
+
 void admin_on_request(void *data, http_conn *c, http_request *req) {
   admin *a = data;
   route_kind k = *(const route_kind *)req->route;
@@ -755,7 +897,11 @@ void admin_on_request(void *data, http_conn *c, http_request *req) {
       if (not_ready) {
         reply_text(c, 503, not_ready);
       } else {
-        reply_text(c, 200, "ready");
+        char notes[2048], body[2100];
+        admin_ready_notes(a, notes, sizeof notes);
+        int n = snprintf(body, sizeof body, "ready\n%s", notes);
+        reply(c, 200, "Content-Type: text/plain; charset=utf-8\r\n", body,
+              n > 0 && (size_t)n < sizeof body ? (size_t)n : strlen(body));
       }
       break;
     }
@@ -771,18 +917,15 @@ void admin_on_request(void *data, http_conn *c, http_request *req) {
       free(buf);
       break;
     }
-    case R_RELOAD: {
-      /* Loads, checks and swaps in one go on the loop thread, like SIGHUP. */
-      char err[1024];
+    case R_RELOAD:
+      /* Like SIGHUP: loaded and checked off the loop thread, then swapped;
+       * the answer waits for the outcome. */
       if (a->reload == NULL) {
         reply_text(c, 503, "reload is not available");
-      } else if (a->reload(a->reload_data, err, sizeof err) != 0) {
-        reply_text(c, 400, err);
       } else {
-        reply_text(c, 200, "reloaded");
+        a->reload(a->reload_data, on_reload_done, c);
       }
       break;
-    }
     case R_UNAUTHORIZED:
       metrics_count_admin(401);
       http_respond(c, 401, "WWW-Authenticate: Basic realm=\"hookd admin\", charset=\"UTF-8\"\r\n",

@@ -14,29 +14,37 @@
  *
  * With admin_token set, every endpoint but /healthz and /readyz needs
  * "Authorization: Bearer TOKEN" (or Basic with TOKEN as the password, so a
- * browser can ask for it). Without a token, a POST is refused unless the Host
- * is an IP address or localhost (DNS rebinding). The dead-letter work runs
+ * browser can ask for it). Without a token (only allowed on a loopback
+ * admin_listen), every request is refused (403) unless its Host is
+ * localhost, a loopback literal or the admin address (DNS rebinding). The dead-letter work runs
  * on libuv's threadpool (it opens the spool database); everything else on
  * the loop thread.
  */
 
 #include <uv.h>
 #include "config.h"
+#include "dispatch.h"
 #include "http.h"
 #include "plugin_host.h"
 #include "spool.h"
+
+/* Ends a POST /reload: status 200 (reloaded) or 400/503 with why. */
+typedef void (*admin_reload_done)(void *arg, int status, const char *why);
 
 /* What the admin endpoints read. Owned by the server; everything it points
  * to outlives it. */
 typedef struct admin {
   const config *cfg;
   plugin_host *host;
+  dispatch *dp;        /* the current generation's */
+  spool_lane **lanes;  /* its instances' spool lanes, by index */
   spool *sp;
   uv_loop_t *loop; /* for the threadpool work */
   int listening;   /* set once every listener is bound */
   int draining;    /* set when shutdown starts: /readyz answers 503 */
-  /* POST /reload: returns 0 or -1 with the reason. */
-  int (*reload)(void *data, char *err, size_t errlen);
+  /* POST /reload: starts a reload (or joins the one running) and calls
+   * done(arg, ...) on the loop thread when it ended. */
+  void (*reload)(void *data, admin_reload_done done, void *arg);
   void *reload_data;
 } admin;
 
@@ -44,7 +52,12 @@ typedef struct admin {
 int admin_on_headers(void *data, http_conn *c, http_request *req);
 void admin_on_request(void *data, http_conn *c, http_request *req);
 
-/* Why hookd is not ready, or NULL when it is. Loop thread. */
+/* Why hookd is not ready (it cannot take events), or NULL when it is.
+ * Loop thread. */
 const char *admin_not_ready(admin *a, char *buf, size_t len);
+/* What a ready hookd still reports: instances at their max_pending (events
+ * routed to them get 503) or with stuck deliver() calls. Writes "" when
+ * none. Loop thread. */
+void admin_ready_notes(admin *a, char *buf, size_t len);
 
 #endif

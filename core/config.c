@@ -3,6 +3,9 @@
 #include "config.h"
 
 #include "router.h"
+#include "metrics.h"
+#include "scrub.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,12 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The largest integer a JSON number (a double in cJSON) holds exactly. */
 #define MAX_EXACT_INT 9007199254740991ull
 /* Delivery threads per instance: more is a typo, not a plan. */
 #define MAX_CONCURRENCY 1024
+#define MAX_THREADS 16384
 
 /* State of one load: where errors go and the key path of the value being
  * checked, which every message names. */
@@ -316,55 +322,138 @@ static int check_addr(ctx *c, const char *s) {
   return 0;
 }
 
+/* Warns when a file holding a secret or a private key can be read by users
+ * other than its owner (group or others): hookd still starts, since the
+ * administrator may mean it, but says so once per load. */
+static void warn_if_readable(const char *path, const char *what) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
+  log_write(LOG_WARN, NULL,
+            "%s '%s' is readable by %s (mode %03o): make it readable by hookd's user only "
+            "(chmod 600)",
+            what, path, (st.st_mode & S_IROTH) ? "every user" : "its group",
+            (unsigned)(st.st_mode & 0777));
+}
+
+/* "tls": { "cert", "key", "client_ca"? } of a listen entry at the current
+ * key path: the files are read and the context built now, so a reload with a
+ * broken certificate fails as a whole and the one in use stays. */
+static int parse_tls(ctx *c, const cJSON *obj, config_tls *t) {
+  static const char *const keys[] = {"cert", "key", "client_ca", NULL};
+  static const char *const names[] = {"cert", "key", "client_ca"};
+  char **dst[] = {&t->cert, &t->key, &t->client_ca};
+  size_t mark = kp_key(c, "tls");
+  if (!cJSON_IsObject(obj)) return fail(c, "expected an object with \"cert\" and \"key\"");
+  if (check_keys(c, obj, keys) != 0) return -1;
+  for (size_t i = 0; i < 3; i++) {
+    const char *v = NULL;
+    int rc = get_str(c, obj, names[i], 0, &v);
+    if (rc < 0) return -1;
+    if (rc == 0 && i < 2) return missing(c, names[i]);
+    if (rc == 1) *dst[i] = resolve_path(c, v);
+  }
+  if (c->oom) return 0;
+  warn_if_readable(t->key, "TLS private key");
+  const char *field = "cert";
+  char why[512];
+  t->ctx = tls_ctx_new(t->cert, t->key, t->client_ca, &field, why, sizeof why);
+  if (t->ctx == NULL) {
+    metrics_tls_reload(0); /* on a reload the certificate in use stays */
+    kp_key(c, field);
+    return fail(c, "%s", why);
+  }
+  if (tls_ctx_not_after(t->ctx) < (int64_t)time(NULL)) {
+    log_write(LOG_WARN, NULL, "%s: the certificate in '%s' (%s) has expired", kp(c), t->cert,
+              tls_ctx_subject(t->ctx));
+  }
+  kp_pop(c, mark);
+  return 0;
+}
+
+/* One listen entry at the current key path: "HOST:PORT", or an object
+ * {"address": "HOST:PORT", "tls": {...}}. */
+static int parse_listen_entry(ctx *c, const cJSON *a, size_t i) {
+  static const char *const keys[] = {"address", "tls", NULL};
+  config *cfg = c->cfg;
+  const char *addr = NULL;
+  if (cJSON_IsString(a)) {
+    addr = a->valuestring;
+    if (check_addr(c, addr) != 0) return -1;
+  } else if (cJSON_IsObject(a)) {
+    if (check_keys(c, a, keys) != 0) return -1;
+    int rc = get_str(c, a, "address", 0, &addr);
+    if (rc < 0) return -1;
+    if (rc == 0) return missing(c, "address");
+    size_t mark = kp_key(c, "address");
+    if (check_addr(c, addr) != 0) return -1;
+    kp_pop(c, mark);
+    const cJSON *tls = member(a, "tls");
+    if (tls && parse_tls(c, tls, &cfg->listen_tls[i]) != 0) return -1;
+  } else {
+    return fail(c, "expected an address string or an object with \"address\" and \"tls\"");
+  }
+  cfg->listen[i] = dup_str(c, addr);
+  return 0;
+}
+
+/* Loopback: 127.0.0.0/8, ::1 (and IPv4-mapped loopback). */
+static int addr_is_loopback(const char *s) {
+  struct sockaddr_storage ss;
+  access_addr a;
+  if (config_parse_addr(s, &ss) != 0 || access_addr_from_sockaddr((struct sockaddr *)&ss, &a) != 0)
+    return 0;
+  static const uint8_t v6_loopback[16] = {[15] = 1};
+  if (a.family == 4) return a.bytes[0] == 127;
+  return memcmp(a.bytes, v6_loopback, 16) == 0;
+}
+
 static int parse_listen(ctx *c, const cJSON *root) {
   config *cfg = c->cfg;
   const cJSON *it = member(root, "listen");
   size_t mark = kp_key(c, "listen");
+  size_t n = !it || !cJSON_IsArray(it) ? 1 : (size_t)cJSON_GetArraySize(it);
+  if (it && !cJSON_IsString(it) && !cJSON_IsArray(it) && !cJSON_IsObject(it))
+    return fail(c, "expected an address, an object with \"address\", or an array of them");
+  if (n == 0) return fail(c, "expected at least one address");
+  cfg->listen = alloc_array(c, n, sizeof *cfg->listen);
+  cfg->listen_tls = alloc_array(c, n, sizeof *cfg->listen_tls);
+  if (!cfg->listen || !cfg->listen_tls) return 0;
+  cfg->n_listen = n;
   if (!it) {
-    cfg->listen = alloc_array(c, 1, sizeof *cfg->listen);
-    if (cfg->listen) {
-      cfg->n_listen = 1;
-      cfg->listen[0] = dup_str(c, "127.0.0.1:8080");
-    }
-  } else if (cJSON_IsString(it)) {
-    if (check_addr(c, it->valuestring) != 0) return -1;
-    cfg->listen = alloc_array(c, 1, sizeof *cfg->listen);
-    if (cfg->listen) {
-      cfg->n_listen = 1;
-      cfg->listen[0] = dup_str(c, it->valuestring);
-    }
-  } else if (cJSON_IsArray(it)) {
-    size_t n = (size_t)cJSON_GetArraySize(it);
-    if (n == 0) return fail(c, "expected at least one address");
-    cfg->listen = alloc_array(c, n, sizeof *cfg->listen);
-    cfg->n_listen = cfg->listen ? n : 0;
+    cfg->listen[0] = dup_str(c, "127.0.0.1:8080");
+  } else if (!cJSON_IsArray(it)) {
+    if (parse_listen_entry(c, it, 0) != 0) return -1;
+  } else {
     size_t i = 0;
-    for (const cJSON *a = it->child; a && cfg->listen; a = a->next, i++) {
+    for (const cJSON *a = it->child; a; a = a->next, i++) {
       size_t m = kp_index(c, i);
-      if (!cJSON_IsString(a)) return fail(c, "expected a string");
-      if (check_addr(c, a->valuestring) != 0) return -1;
-      cfg->listen[i] = dup_str(c, a->valuestring);
+      if (parse_listen_entry(c, a, i) != 0) return -1;
       kp_pop(c, m);
     }
-  } else {
-    return fail(c, "expected a string or an array of strings");
   }
   kp_pop(c, mark);
 
+  /* A bearer token for the admin listener; a secret, so ${NAME} or ${file:PATH}. */
+  const char *token = NULL;
+  int rc = get_str(c, root, "admin_token", 0, &token);
+  if (rc < 0) return -1;
+  if (rc == 1) cfg->admin_token = dup_str(c, token);
   const char *admin = NULL;
-  int rc = get_str(c, root, "admin_listen", 0, &admin);
+  rc = get_str(c, root, "admin_listen", 0, &admin);
   if (rc < 0) return -1;
   if (rc == 1) {
     mark = kp_key(c, "admin_listen");
     if (check_addr(c, admin) != 0) return -1;
+    /* Anyone who reaches the admin listener can reload and replay: off the
+     * loopback interface it must ask for a token. */
+    if (!addr_is_loopback(admin) && token == NULL)
+      return fail(c,
+                  "'%s' is reachable from other hosts: set \"admin_token\" (e.g. "
+                  "\"${file:admin-token}\") or listen on 127.0.0.1 or [::1]",
+                  admin);
     kp_pop(c, mark);
     cfg->admin_listen = dup_str(c, admin);
   }
-  /* A bearer token for the admin listener; a secret, so ${NAME} or ${file:PATH}. */
-  const char *token = NULL;
-  rc = get_str(c, root, "admin_token", 0, &token);
-  if (rc < 0) return -1;
-  if (rc == 1) cfg->admin_token = dup_str(c, token);
   return 0;
 }
 
@@ -447,7 +536,7 @@ static int parse_spool(ctx *c, const cJSON *root) {
   static const spool_sync sync_values[] = {SPOOL_SYNC_FULL, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF};
   config *cfg = c->cfg;
   cfg->sync = SPOOL_SYNC_FULL;
-  cfg->spool_max_pending = 100000;
+  cfg->spool_max_pending = 0; /* no spool-wide cap: each instance has delivery.max_pending */
   cfg->spool_min_free_bytes = 64ull << 20;
   cfg->spool_retention_ms = 7ll * 86400000;
   cJSON *spool = NULL;
@@ -459,7 +548,7 @@ static int parse_spool(ctx *c, const cJSON *root) {
   if (get_choice(c, spool, "sync", syncs, &sync) < 0) return -1;
   cfg->sync = sync_values[sync];
   const char *retention = NULL;
-  if (get_uint(c, spool, "max_pending", 1, MAX_EXACT_INT, &cfg->spool_max_pending) < 0 ||
+  if (get_uint(c, spool, "max_pending", 0, MAX_EXACT_INT, &cfg->spool_max_pending) < 0 ||
       get_uint(c, spool, "min_free_bytes", 0, MAX_EXACT_INT, &cfg->spool_min_free_bytes) < 0 ||
       get_str(c, spool, "retention", 0, &retention) < 0)
     return -1;
@@ -509,15 +598,29 @@ static int parse_limits(ctx *c, const cJSON *root) {
 /* Reads a "delivery" object (at the current key path) over `base`. Used for
  * the global defaults and for a plugin entry's overrides. */
 static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *base,
-                              config_delivery *out) {
+                              config_delivery *out, int global) {
   static const char *const keys[] = {"concurrency",    "max_attempts", "backoff_initial_ms",
-                                     "backoff_max_ms", "timeout_ms",   NULL};
+                                     "backoff_max_ms", "timeout_ms",   "max_crashes",
+                                     "max_pending",    NULL};
+  /* max_threads bounds the whole process: only in the top-level object. */
+  static const char *const global_keys[] = {
+      "concurrency", "max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms",
+      "max_crashes", "max_pending",  "max_threads",        NULL};
   *out = *base;
-  if (check_keys(c, obj, keys) != 0 || get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
+  if (check_keys(c, obj, global ? global_keys : keys) != 0 ||
+      get_u32(c, obj, "max_attempts", 1, &out->max_attempts) < 0 ||
       get_uint(c, obj, "backoff_initial_ms", 1, MAX_EXACT_INT, &out->backoff_initial_ms) < 0 ||
       get_uint(c, obj, "backoff_max_ms", 1, MAX_EXACT_INT, &out->backoff_max_ms) < 0 ||
-      get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0)
+      get_uint(c, obj, "timeout_ms", 1, MAX_EXACT_INT, &out->timeout_ms) < 0 ||
+      get_u32(c, obj, "max_crashes", 1, &out->max_crashes) < 0 ||
+      get_uint(c, obj, "max_pending", 1, MAX_EXACT_INT, &out->max_pending) < 0)
     return -1;
+  if (global) {
+    uint64_t threads = 0;
+    int rc = get_uint(c, obj, "max_threads", 1, MAX_THREADS, &threads);
+    if (rc < 0) return -1;
+    if (rc == 1) out->max_threads = (uint32_t)threads;
+  }
   uint64_t conc = 0;
   int rc = get_uint(c, obj, "concurrency", 1, MAX_CONCURRENCY, &conc);
   if (rc < 0) return -1;
@@ -541,13 +644,16 @@ static int parse_delivery(ctx *c, const cJSON *root) {
                                            .max_attempts = 12,
                                            .backoff_initial_ms = 1000,
                                            .backoff_max_ms = 3600000,
-                                           .timeout_ms = 30000};
+                                           .timeout_ms = 30000,
+                                           .max_crashes = 3,
+                                           .max_pending = 100000,
+                                           .max_threads = 256};
   c->cfg->delivery = defaults;
   cJSON *obj = NULL;
   int rc = get_object(c, root, "delivery", &obj);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "delivery");
-  if (parse_delivery_obj(c, obj, &defaults, &c->cfg->delivery) != 0) return -1;
+  if (parse_delivery_obj(c, obj, &defaults, &c->cfg->delivery, 1) != 0) return -1;
   kp_pop(c, mark);
   return 0;
 }
@@ -610,7 +716,20 @@ static int parse_verify_timestamp(ctx *c, const cJSON *obj, verify_config *v) {
   return 0;
 }
 
+/* The source's "verify" object, or a preset's defaults with the user's
+ * keys over them (see parse_preset_verify). */
+static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v);
+
 static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
+  const cJSON *obj = member(src, "verify");
+  if (!obj)
+    return fail(c,
+                "missing required key 'verify' (write \"verify\": {\"scheme\": \"none\"} to "
+                "accept unsigned requests)");
+  return parse_verify_obj(c, obj, v);
+}
+
+static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
   static const char *const all_keys[] = {
       "scheme",      "algorithm",        "header",        "encoding",      "prefix",
       "secrets",     "tolerance_s",      "signed_payload", "timestamp_header",
@@ -624,11 +743,6 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
   static const char *const none_keys[] = {"scheme", NULL};
 
-  const cJSON *obj = member(src, "verify");
-  if (!obj)
-    return fail(c,
-                "missing required key 'verify' (write \"verify\": {\"scheme\": \"none\"} to "
-                "accept unsigned requests)");
   size_t mark = kp_key(c, "verify");
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
 
@@ -745,12 +859,186 @@ static int parse_security(ctx *c, const cJSON *root) {
   return parse_net_list(c, root, "trusted_proxies", &c->cfg->trusted_proxies);
 }
 
+/* Senders hookd knows by name: where type, id and order key come from, the
+ * endpoint handshake they send, and their signature scheme (verify keys a
+ * user may still override). Presets follow "format" in parse_source's
+ * list from index 2 on. */
+typedef struct preset {
+  const char *type_field, *id_field, *order_key, *type_header, *id_header, *id_header_alt;
+  int id_body_hash;
+  config_challenge challenge;
+  const char *verify; /* JSON: the defaults of "verify" */
+} preset;
+
+static const preset presets[] = {
+    /* github: X-GitHub-Event, X-GitHub-Delivery, X-Hub-Signature-256: sha256=<hex> */
+    {NULL, NULL, NULL, "X-GitHub-Event", "X-GitHub-Delivery", NULL, 0, CHALLENGE_NONE,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"X-Hub-Signature-256\",\"prefix\":\"sha256=\"}"},
+    /* stripe: Stripe-Signature: t=<ts>,v1=<hex of "<ts>.<body>"> */
+    {"type", "id", "data.object.id", NULL, NULL, NULL, 0, CHALLENGE_NONE,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"Stripe-Signature\",\"timestamp_key\":\"t\",\"signature_key\":\"v1\","
+     "\"signed_payload\":\"{timestamp}.{body}\"}"},
+    /* slack (Events API): X-Slack-Signature: v0=<hex of "v0:<ts>:<body>"> */
+    {"event.type", "event_id", "event.channel", NULL, NULL, NULL, 0, CHALLENGE_SLACK,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"X-Slack-Signature\",\"prefix\":\"v0=\","
+     "\"timestamp_header\":\"X-Slack-Request-Timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}\"}"},
+    /* zoom: x-zm-signature: v0=<hex of "v0:<ts>:<body>">; no event id is sent */
+    {"event", NULL, "payload.object.id", NULL, NULL, NULL, 1, CHALLENGE_ZOOM,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
+     "\"header\":\"x-zm-signature\",\"prefix\":\"v0=\","
+     "\"timestamp_header\":\"x-zm-request-timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}\"}"},
+    /* shopify: X-Shopify-Topic, X-Shopify-Webhook-Id, X-Shopify-Hmac-Sha256: <base64> */
+    {NULL, NULL, "id", "X-Shopify-Topic", "X-Shopify-Webhook-Id", NULL, 0, CHALLENGE_NONE,
+     "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"base64\","
+     "\"header\":\"X-Shopify-Hmac-Sha256\"}"},
+    /* standard-webhooks (and Svix): webhook-id or svix-id */
+    {"type", NULL, NULL, NULL, "webhook-id", "svix-id", 0, CHALLENGE_NONE,
+     "{\"scheme\":\"standard-webhooks\"}"},
+};
+
+/* Reads one of type/id: "<what>_field" (a dotted path) or "<what>_header"
+ * (a header name), at most one of them; absent leaves *field and *header as
+ * they are (a preset's). */
+static int parse_field_source(ctx *c, const cJSON *obj, const char *what, char **field,
+                              char **header) {
+  char fkey[16], hkey[16];
+  snprintf(fkey, sizeof fkey, "%s_field", what);
+  snprintf(hkey, sizeof hkey, "%s_header", what);
+  const char *f = NULL, *h = NULL;
+  int rf = get_str(c, obj, fkey, 0, &f), rh = get_str(c, obj, hkey, 0, &h);
+  if (rf < 0 || rh < 0) return -1;
+  if (rf == 1 && rh == 1) {
+    kp_key(c, hkey);
+    return fail(c, "give either %s or %s, not both", fkey, hkey);
+  }
+  if (rf == 1) {
+    if (!valid_dotted_path(f)) {
+      kp_key(c, fkey);
+      return fail(c, "expected a dotted path like 'data.id'");
+    }
+    free(*field);
+    free(*header);
+    *field = dup_str(c, f);
+    *header = NULL;
+  } else if (rh == 1) {
+    if (!valid_header_name(h)) {
+      kp_key(c, hkey);
+      return fail(c, "invalid header name '%s'", h);
+    }
+    free(*field);
+    free(*header);
+    *header = dup_str(c, h);
+    *field = NULL;
+  }
+  return 0;
+}
+
+static char *dup_or_null(ctx *c, const char *s) {
+  return s ? dup_str(c, s) : NULL;
+}
+
+/* Where a source's type, id and order key come from: fixed for
+ * cirrus-insight, a preset's defaults (which the keys override), or the
+ * keys alone for generic. */
+static int parse_fields(ctx *c, const cJSON *obj, config_source *src, const preset *p,
+                        int cirrus) {
+  static const char *const field_keys[] = {"type_field", "id_field", "order_key", "type_header",
+                                           "id_header", NULL};
+  envelope_spec *e = &src->envelope;
+  e->format = cirrus ? ENVELOPE_CIRRUS_INSIGHT : ENVELOPE_GENERIC;
+  if (cirrus) {
+    for (size_t i = 0; field_keys[i]; i++) {
+      if (member(obj, field_keys[i])) {
+        kp_key(c, field_keys[i]);
+        return fail(c, "not used with \"format\": \"cirrus-insight\" (its fields are fixed)");
+      }
+    }
+    return 0;
+  }
+  if (p) {
+    e->type_field = dup_or_null(c, p->type_field);
+    e->id_field = dup_or_null(c, p->id_field);
+    e->order_key = dup_or_null(c, p->order_key);
+    e->type_header = dup_or_null(c, p->type_header);
+    e->id_header = dup_or_null(c, p->id_header);
+    e->id_header_alt = dup_or_null(c, p->id_header_alt);
+    e->id_body_hash = p->id_body_hash;
+  }
+  if (parse_field_source(c, obj, "type", &e->type_field, &e->type_header) != 0) return -1;
+  char *id_field = e->id_field, *id_header = e->id_header;
+  if (parse_field_source(c, obj, "id", &e->id_field, &e->id_header) != 0) return -1;
+  if (e->id_field != id_field || e->id_header != id_header) {
+    e->id_body_hash = 0; /* the user named the id */
+    free(e->id_header_alt);
+    e->id_header_alt = NULL;
+  }
+  if (!e->type_field && !e->type_header)
+    return fail(c, "missing required key 'type_field' or 'type_header' (format 'generic' needs "
+                   "one)");
+  if (!e->id_field && !e->id_header && !e->id_body_hash)
+    return fail(c, "missing required key 'id_field' or 'id_header' (format 'generic' needs one)");
+  const char *ok = NULL;
+  int rc = get_str(c, obj, "order_key", 0, &ok);
+  if (rc < 0) return -1;
+  if (rc == 1) {
+    if (!valid_dotted_path(ok)) {
+      kp_key(c, "order_key");
+      return fail(c, "expected a dotted path like 'data.id'");
+    }
+    free(e->order_key);
+    e->order_key = dup_str(c, ok);
+  }
+  return 0;
+}
+
+/* A preset source's verify: the preset's defaults with the user's keys
+ * over them; a user "scheme" other than the preset's replaces them all.
+ * The secrets are always the user's. */
+static int parse_preset_verify(ctx *c, const cJSON *src, const preset *p, verify_config *v) {
+  const cJSON *user = member(src, "verify");
+  if (!user)
+    return fail(c, "missing required key 'verify' (this preset needs your signing secret: "
+                   "\"verify\": {\"secrets\": [\"${SIGNING_SECRET}\"]})");
+  if (!cJSON_IsObject(user)) {
+    kp_key(c, "verify");
+    return fail(c, "expected an object");
+  }
+  cJSON *merged = cJSON_Parse(p->verify);
+  if (!merged) {
+    c->oom = 1;
+    return 0;
+  }
+  const cJSON *scheme = member(user, "scheme");
+  const cJSON *def = member(merged, "scheme");
+  if (scheme && cJSON_IsString(scheme) && strcmp(scheme->valuestring, def->valuestring) != 0) {
+    cJSON_Delete(merged);
+    return parse_verify_obj(c, user, v);
+  }
+  for (const cJSON *it = user->child; it; it = it->next) {
+    cJSON *copy = cJSON_Duplicate(it, 1);
+    if (!copy) {
+      c->oom = 1;
+      break;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(merged, it->string);
+    cJSON_AddItemToObject(merged, it->string, copy);
+  }
+  int rc = parse_verify_obj(c, merged, v);
+  cJSON_Delete(merged);
+  return rc;
+}
+
 static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
-  static const char *const keys[] = {"name",           "path",     "format",
-                                     "type_field",     "id_field", "order_key",
-                                     "success_status", "verify",   "allow_ips", NULL};
-  static const char *const formats[] = {"cirrus-insight", "generic", NULL};
-  static const char *const generic_only[] = {"type_field", "id_field", "order_key", NULL};
+  static const char *const keys[] = {"name",        "path",      "format",         "type_field",
+                                     "id_field",    "order_key", "type_header",    "id_header",
+                                     "challenge",   "verify",    "success_status", "allow_ips",
+                                     NULL};
+  static const char *const formats[] = {"cirrus-insight", "generic", "github", "stripe", "slack",
+                                        "zoom", "shopify", "standard-webhooks", NULL};
+  static const char *const challenges[] = {"none", "zoom", "slack", NULL};
   config *cfg = c->cfg;
   config_source *src = &cfg->sources[idx];
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
@@ -799,37 +1087,19 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
 
   int format = 0;
   if (get_choice(c, obj, "format", formats, &format) < 0) return -1;
-  src->envelope.format = format == 1 ? ENVELOPE_GENERIC : ENVELOPE_CIRRUS_INSIGHT;
-  if (src->envelope.format == ENVELOPE_CIRRUS_INSIGHT) {
-    for (size_t i = 0; generic_only[i]; i++) {
-      if (member(obj, generic_only[i])) {
-        kp_key(c, generic_only[i]);
-        return fail(c, "only used with \"format\": \"generic\"");
-      }
-    }
-  } else {
-    char **fields[] = {&src->envelope.type_field, &src->envelope.id_field,
-                       &src->envelope.order_key};
-    for (size_t i = 0; generic_only[i]; i++) {
-      const char *f = NULL;
-      rc = get_str(c, obj, generic_only[i], 0, &f);
-      if (rc < 0) return -1;
-      if (rc == 0 && i < 2)
-        return fail(c, "missing required key '%s' (format 'generic' needs it)", generic_only[i]);
-      if (rc == 0) continue;
-      if (!valid_dotted_path(f)) {
-        kp_key(c, generic_only[i]);
-        return fail(c, "expected a dotted path like 'data.id'");
-      }
-      *fields[i] = dup_str(c, f);
-    }
-  }
+  src->format = formats[format];
+  if (parse_fields(c, obj, src, format >= 2 ? &presets[format - 2] : NULL, format == 0) != 0)
+    return -1;
+  int challenge = format >= 2 ? (int)presets[format - 2].challenge : 0;
+  if (get_choice(c, obj, "challenge", challenges, &challenge) < 0) return -1;
+  src->challenge = (config_challenge)challenge;
 
   uint64_t status = 200;
   if (get_uint(c, obj, "success_status", 200, 299, &status) < 0) return -1;
   src->success_status = (int)status;
 
   if (parse_net_list(c, obj, "allow_ips", &src->allow_ips) != 0) return -1;
+  if (format >= 2) return parse_preset_verify(c, obj, &presets[format - 2], &src->verify);
   return parse_verify(c, obj, &src->verify);
 }
 
@@ -918,7 +1188,7 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   if (get_object(c, obj, "delivery", &del) < 0) return -1;
   if (del) {
     size_t mark = kp_key(c, "delivery");
-    if (parse_delivery_obj(c, del, &cfg->delivery, &pl->delivery) != 0) return -1;
+    if (parse_delivery_obj(c, del, &cfg->delivery, &pl->delivery, 0) != 0) return -1;
     kp_pop(c, mark);
   }
   return 0;
@@ -1090,11 +1360,76 @@ static char *config_dir(const char *path) {
   return abs;
 }
 
+/* Files named by ${file:PATH} hold secrets (DESIGN §4): each one readable
+ * by group or others is warned about. The paths are read from the text as
+ * written (the tree holds the substituted values); "$${" is a literal. */
+static void warn_secret_files(const config *cfg) {
+  const char *t = cfg->doc.text;
+  for (const char *p = t ? strstr(t, "${file:") : NULL; p; p = strstr(p + 1, "${file:")) {
+    if (p > t && p[-1] == '$') continue;
+    const char *start = p + 7, *end = strchr(start, '}');
+    if (end == NULL || end == start || end - start > 4000) continue;
+    char *rel = strndup(start, (size_t)(end - start)), *full = NULL;
+    if (rel && (rel[0] == '/' ? asprintf(&full, "%s", rel) : asprintf(&full, "%s/%s", cfg->dir, rel)) >= 0) {
+      warn_if_readable(full, "secret file");
+      free(full);
+    }
+    free(rel);
+  }
+}
+
+static int secret_key_name(const char *k) {
+  static const char *const words[] = {"token", "secret", "password", "passwd", "apikey", "api_key",
+                                      "webhook_url", "credential", "private", NULL};
+  for (size_t i = 0; k && words[i]; i++)
+    if (strcasestr(k, words[i])) return 1;
+  return 0;
+}
+
+/* String values under keys that name a secret, anywhere below node. */
+static void scrub_register_tree(const cJSON *node, int secret) {
+  for (const cJSON *it = node ? node->child : NULL; it; it = it->next) {
+    int s = secret || secret_key_name(it->string);
+    if (cJSON_IsString(it) && s) scrub_add_secret(it->valuestring, strlen(it->valuestring));
+    if (cJSON_IsObject(it) || cJSON_IsArray(it)) scrub_register_tree(it, s);
+  }
+}
+
+/* What scrub.h keeps out of logs, metrics and pages: signing secrets, the
+ * admin token, and plugin options whose names say they hold a secret. */
+static void scrub_register(const config *cfg) {
+  for (size_t i = 0; i < cfg->n_sources; i++) {
+    const verify_config *v = &cfg->sources[i].verify;
+    for (size_t k = 0; k < v->n_secrets; k++)
+      scrub_add_secret((const char *)v->secrets[k].key, v->secrets[k].len);
+  }
+  if (cfg->admin_token) scrub_add_secret(cfg->admin_token, strlen(cfg->admin_token));
+  scrub_register_tree(member(cfg->doc.root, "sources"), 0);
+  for (size_t i = 0; i < cfg->n_plugins; i++) scrub_register_tree(cfg->plugins[i].config, 0);
+}
+
+/* Worker threads: one per unit of concurrency of each instance, and the
+ * sum must fit under delivery.max_threads. */
+static int check_threads(ctx *c, const cJSON *root) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < c->cfg->n_plugins; i++) sum += c->cfg->plugins[i].delivery.concurrency;
+  if (sum <= c->cfg->delivery.max_threads) return 0;
+  const cJSON *del = member(root, "delivery");
+  size_t mark = kp_key(c, "delivery");
+  if (del && member(del, "max_threads")) kp_key(c, "max_threads");
+  int rc = fail(c,
+                "the plugin instances need %llu worker threads (the sum of their concurrency), "
+                "more than delivery.max_threads (%u): lower concurrency or raise max_threads",
+                (unsigned long long)sum, c->cfg->delivery.max_threads);
+  kp_pop(c, mark);
+  return rc;
+}
+
 int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   static const char *const top_keys[] = {
       "listen", "admin_listen", "data_dir", "plugin_dirs", "log",    "shutdown_timeout_ms",
       "spool",  "limits",       "sources",  "plugins",     "routes", "delivery",
-      "user",   "group",        "trusted_proxies", "admin_token", NULL};
+      "user",   "group",        "trusted_proxies", "admin_token", "reload_timeout_ms", NULL};
   memset(cfg, 0, sizeof *cfg);
   ctx c = {.cfg = cfg, .doc = &cfg->doc, .err = err, .errlen = errlen};
   cfg->file = strdup(path);
@@ -1111,19 +1446,24 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   }
   if (jsonc_substitute(&cfg->doc, root, "", cfg->dir, err, errlen) != 0) goto fail;
 
-  uint64_t shutdown = 30000;
+  uint64_t shutdown = 30000, reload = 30000;
   if (check_keys(&c, root, top_keys) != 0 || parse_listen(&c, root) != 0 ||
       parse_dirs(&c, root) != 0 || parse_log(&c, root) != 0 ||
       get_uint(&c, root, "shutdown_timeout_ms", 0, UINT32_MAX, &shutdown) < 0 ||
+      get_uint(&c, root, "reload_timeout_ms", 1, UINT32_MAX, &reload) < 0 ||
       parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 || parse_delivery(&c, root) != 0 ||
       parse_security(&c, root) != 0 ||
-      parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0)
+      parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0 ||
+      check_threads(&c, root) != 0)
     goto fail;
   cfg->shutdown_timeout_ms = (uint32_t)shutdown;
+  cfg->reload_timeout_ms = (uint32_t)reload;
   if (c.oom) {
     if (err && errlen) snprintf(err, errlen, "%s: out of memory", path);
     goto fail;
   }
+  warn_secret_files(cfg);
+  scrub_register(cfg);
   free(c.kp);
   return 0;
 fail:
@@ -1134,8 +1474,17 @@ fail:
 
 void config_free(config *cfg) {
   if (!cfg) return;
-  for (size_t i = 0; i < cfg->n_listen; i++) free(cfg->listen[i]);
+  for (size_t i = 0; i < cfg->n_listen; i++) {
+    free(cfg->listen[i]);
+    if (cfg->listen_tls) {
+      free(cfg->listen_tls[i].cert);
+      free(cfg->listen_tls[i].key);
+      free(cfg->listen_tls[i].client_ca);
+      tls_ctx_unref(cfg->listen_tls[i].ctx);
+    }
+  }
   free(cfg->listen);
+  free(cfg->listen_tls);
   free(cfg->admin_listen);
   free(cfg->admin_token);
   free(cfg->data_dir);

@@ -22,13 +22,29 @@ typedef struct config_limits {
   uint32_t max_connections;   /* 10000 */
 } config_limits;
 
+struct tls_ctx;
+
+/* TLS settings of one listen entry ("tls": {...}); all NULL for plain HTTP. */
+typedef struct config_tls {
+  char *cert;           /* PEM certificate and chain, resolved against the config's dir */
+  char *key;            /* PEM private key */
+  char *client_ca;      /* PEM CAs for client certificates; NULL: none asked for */
+  struct tls_ctx *ctx;  /* built from the files by config_load (owned) */
+} config_tls;
+
 typedef struct config_delivery {
   uint32_t concurrency;        /* 4 */
   uint32_t max_attempts;       /* 12 */
   uint64_t backoff_initial_ms; /* 1000 */
   uint64_t backoff_max_ms;     /* 3600000 */
-  uint64_t timeout_ms;         /* 30000 */
+  uint64_t timeout_ms;         /* 30000: a deliver() past it is a failed attempt */
+  uint32_t max_crashes;        /* 3: crashes while running that dead-letter a delivery */
+  uint64_t max_pending;        /* 100000: unfinished deliveries of one instance */
+  uint32_t max_threads;        /* 256: worker threads of all instances (global only) */
 } config_delivery;
+
+/* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
+typedef enum { CHALLENGE_NONE = 0, CHALLENGE_ZOOM, CHALLENGE_SLACK } config_challenge;
 
 typedef struct config_source {
   char *name;
@@ -38,6 +54,8 @@ typedef struct config_source {
   verify_config verify;
   access_list allow_ips; /* empty: any client */
   char *keypath;         /* "sources[0]", for messages */
+  const char *format;    /* "cirrus-insight", "generic", or a preset's name (static) */
+  config_challenge challenge;
 } config_source;
 
 /* Where a plugin instance runs (DESIGN §1, §4): inside hookd on its worker
@@ -75,6 +93,7 @@ typedef struct config {
   char *file;          /* path as given */
   char *dir;           /* directory of the config file: base of relative paths */
   char **listen;       /* "HOST:PORT" or "[V6]:PORT"; "listen" may be a string or a list */
+  config_tls *listen_tls; /* n_listen entries: an entry may be {"address", "tls"} */
   size_t n_listen;
   char *admin_listen;  /* NULL when absent */
   char *admin_token;   /* NULL when absent: the admin endpoints need no token */
@@ -83,7 +102,7 @@ typedef struct config {
   size_t n_plugin_dirs;
   config_limits limits;
   spool_sync sync;                /* "spool": {"sync": ...} */
-  uint64_t spool_max_pending;     /* 100000: past it new events get 503 */
+  uint64_t spool_max_pending;     /* 0 (none): a cap on all instances' pending deliveries */
   uint64_t spool_min_free_bytes;  /* 64 MiB: disk floor of data_dir */
   int64_t spool_retention_ms;     /* 7 days: finished events are pruned after */
   config_source *sources;
@@ -96,6 +115,7 @@ typedef struct config {
   log_level log_level;     /* "log": {"level": "info", "format": "text"} */
   log_format log_format;
   uint32_t shutdown_timeout_ms; /* 30000 */
+  uint32_t reload_timeout_ms;   /* 30000: a reload that takes longer is abandoned */
   access_list trusted_proxies;  /* peers whose X-Forwarded-For is believed */
   char *user;                   /* run as this user after binding (NULL: stay) */
   char *group;                  /* and this group (NULL: the user's primary group) */

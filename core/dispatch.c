@@ -1,4 +1,4 @@
-/* Dispatcher: per-instance key queues, a due-time heap, worker threads, retry/backoff and dead letters. */
+/* Dispatcher: per-instance worker threads that claim from spool lanes, run deliver(), and settle: retries, backoff, dead letters, crashes, hangs. */
 #include "dispatch.h"
 
 #include <errno.h>
@@ -8,46 +8,38 @@
 #include <string.h>
 #include <time.h>
 
+#include "crash.h"
 #include "http_client.h"
 #include "log.h"
 
-/* The deliveries of one order key in one instance, oldest first. Unkeyed
- * deliveries get a keyq of their own. */
-typedef struct keyq {
-  char *key; /* NULL: unkeyed */
-  uint64_t hash;
-  delivery *head, *tail;
-  int busy;        /* its head is in deliver() now */
-  size_t heap_pos; /* NOT_IN_HEAP unless waiting to run */
-  struct keyq *hnext;
-} keyq;
-
-#define NOT_IN_HEAP ((size_t)-1)
-
-typedef struct slot {
-  delivery *d; /* running now, or NULL */
-  int64_t started;
-  int reported;
-} slot;
+/* One worker thread. Threads are detached: a worker frees its record when
+ * it exits, and the queue counts the live ones. */
+typedef struct worker {
+  struct iqueue *q;
+  delivery *d;      /* in deliver() now, or NULL */
+  int64_t started;  /* mono ms when the call began */
+  int written_off;  /* the call passed timeout_ms: its delivery was settled
+                       without it and its result is ignored */
+  struct worker *next;
+} worker;
 
 typedef struct iqueue {
   dispatch *dp;
   plugin_instance *inst;
+  spool_lane *lane;
   pthread_mutex_t mu;
-  pthread_cond_t cv;
-  keyq **buckets;
-  size_t n_buckets, n_keys;
-  keyq **heap; /* keyqs whose head may run, by (due, seq) */
-  size_t heap_len, heap_cap;
-  size_t queued; /* deliveries held, running ones included */
+  pthread_cond_t cv;      /* wakes workers: work, stop */
+  pthread_cond_t exit_cv; /* a worker exited */
+  int woken;              /* a wake came since the last claim */
   int stopping;
-  size_t live; /* workers that have not exited yet */
-  pthread_t *threads;
-  size_t n_threads;
-  slot *slots;
-  /* Loop thread only: deliveries waiting for dispatch_flush. */
-  delivery *inbox_head, *inbox_tail;
-  int dirty;
+  int attached;           /* the queue owns its lane (dispatch_attach) */
+  int lost;               /* a newer generation took the lane over */
+  int unhealthy;          /* stuck workers reached the cap: no claims */
+  worker *workers;        /* every thread that has not exited */
+  size_t live;            /* threads that have not exited */
+  size_t active;          /* of which not written off */
+  size_t stuck;           /* written off and still inside deliver() */
+  uint64_t written_off;   /* since start */
 } iqueue;
 
 struct dispatch {
@@ -56,156 +48,6 @@ struct dispatch {
   iqueue *qs;
   size_t n_qs;
 };
-
-typedef struct worker_arg {
-  iqueue *q;
-  size_t idx;
-} worker_arg;
-
-/* --- heap ---------------------------------------------------------------- */
-
-static int before(const keyq *a, const keyq *b) {
-  if (a->head->due_ms != b->head->due_ms) return a->head->due_ms < b->head->due_ms;
-  return a->head->ev->seq < b->head->ev->seq;
-}
-
-static void heap_set(iqueue *q, size_t i, keyq *k) {
-  q->heap[i] = k;
-  k->heap_pos = i;
-}
-
-static void heap_up(iqueue *q, size_t i) {
-  keyq *k = q->heap[i];
-  while (i > 0) {
-    size_t p = (i - 1) / 2;
-    if (!before(k, q->heap[p])) break;
-    heap_set(q, i, q->heap[p]);
-    i = p;
-  }
-  heap_set(q, i, k);
-}
-
-static void heap_down(iqueue *q, size_t i) {
-  keyq *k = q->heap[i];
-  for (;;) {
-    size_t l = 2 * i + 1, r = l + 1, m = i;
-    keyq *best = k;
-    if (l < q->heap_len && before(q->heap[l], best)) m = l, best = q->heap[l];
-    if (r < q->heap_len && before(q->heap[r], best)) m = r, best = q->heap[r];
-    if (m == i) break;
-    heap_set(q, i, best);
-    i = m;
-  }
-  heap_set(q, i, k);
-}
-
-static int heap_push(iqueue *q, keyq *k) {
-  if (q->heap_len == q->heap_cap) {
-    size_t ncap = q->heap_cap ? q->heap_cap * 2 : 64;
-    keyq **nh = realloc(q->heap, ncap * sizeof *nh);
-    if (nh == NULL) return -1;
-    q->heap = nh;
-    q->heap_cap = ncap;
-  }
-  heap_set(q, q->heap_len++, k);
-  heap_up(q, q->heap_len - 1);
-  return 0;
-}
-
-static keyq *heap_pop(iqueue *q) {
-  keyq *top = q->heap[0];
-  top->heap_pos = NOT_IN_HEAP;
-  if (--q->heap_len > 0) {
-    heap_set(q, 0, q->heap[q->heap_len]);
-    heap_down(q, 0);
-  }
-  return top;
-}
-
-/* --- key table ----------------------------------------------------------- */
-
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
-}
-
-static int grow_buckets(iqueue *q) {
-  size_t n = q->n_buckets ? q->n_buckets * 2 : 256;
-  keyq **nb = calloc(n, sizeof *nb);
-  if (nb == NULL) return -1;
-  for (size_t i = 0; i < q->n_buckets; i++) {
-    keyq *k = q->buckets[i];
-    while (k) {
-      keyq *next = k->hnext;
-      k->hnext = nb[k->hash & (n - 1)];
-      nb[k->hash & (n - 1)] = k;
-      k = next;
-    }
-  }
-  free(q->buckets);
-  q->buckets = nb;
-  q->n_buckets = n;
-  return 0;
-}
-
-/* The keyq of an order key, created when absent; NULL when out of memory. */
-static keyq *key_get(iqueue *q, const char *key) {
-  if (key == NULL) {
-    keyq *k = calloc(1, sizeof *k);
-    if (k) k->heap_pos = NOT_IN_HEAP;
-    return k;
-  }
-  uint64_t h = hash_str(key);
-  if (q->n_buckets) {
-    for (keyq *k = q->buckets[h & (q->n_buckets - 1)]; k; k = k->hnext) {
-      if (k->hash == h && strcmp(k->key, key) == 0) return k;
-    }
-  }
-  if (q->n_keys >= q->n_buckets && grow_buckets(q) != 0) return NULL;
-  keyq *k = calloc(1, sizeof *k);
-  if (k == NULL || (k->key = strdup(key)) == NULL) {
-    free(k);
-    return NULL;
-  }
-  k->hash = h;
-  k->heap_pos = NOT_IN_HEAP;
-  k->hnext = q->buckets[h & (q->n_buckets - 1)];
-  q->buckets[h & (q->n_buckets - 1)] = k;
-  q->n_keys++;
-  return k;
-}
-
-static void key_drop(iqueue *q, keyq *k) {
-  if (k->key) {
-    keyq **pp = &q->buckets[k->hash & (q->n_buckets - 1)];
-    while (*pp != k) pp = &(*pp)->hnext;
-    *pp = k->hnext;
-    q->n_keys--;
-    free(k->key);
-  }
-  free(k);
-}
-
-/* Appends d to its key; makes the key runnable when it was idle. Caller
- * holds q->mu. */
-static int enqueue(iqueue *q, delivery *d) {
-  keyq *k = key_get(q, d->ev->order_key);
-  if (k == NULL) return -1;
-  d->next = NULL;
-  if (k->tail) {
-    k->tail->next = d;
-  } else {
-    k->head = d;
-  }
-  k->tail = d;
-  q->queued++;
-  METRICS_INC(q->inst->m.queued);
-  metrics_delivery_queued(&q->inst->m, q->inst->name, d->ev->source, d->ev->id, d->ev->type,
-                          d->ev->received_ms, d->attempt);
-  if (k->head == d && !k->busy) heap_push(q, k);
-  return 0;
-}
 
 /* --- outcomes ------------------------------------------------------------- */
 
@@ -232,201 +74,394 @@ static int64_t backoff_ms(const config_delivery *c, uint32_t attempt) {
   return (int64_t)(step - half + (half ? rand64() % (half + 1) : 0));
 }
 
+/* What one attempt came to, for settle(). */
+typedef struct attempt_result {
+  int r;                   /* hookd_result or PLUGIN_* */
+  const char *msg;         /* why it failed */
+  uint32_t retry_after_ms; /* the plugin's wish, 0 for hookd's backoff */
+  int64_t took_ms;
+} attempt_result;
+
 static void dead(iqueue *q, delivery *d, const char *why) {
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
   log_write(LOG_ERROR, &ctx, "delivery of %s failed for good after %u attempt(s): %s",
             d->ev->type, d->attempt, why);
   METRICS_INC(q->inst->m.dead);
-  spool_dead(q->dp->sp, d, why);
+  spool_settle(q->dp->sp, d, SPOOL_DEAD, why);
 }
 
-/* Applies a deliver() result. Caller holds q->mu. Returns the delivery to
- * free (after unlocking), or NULL when it stays queued for a retry. */
-static delivery *settle(iqueue *q, keyq *k, delivery *d, hookd_result r, hookd_outcome *out) {
+/* A failed attempt: due again after the backoff, or a dead letter when it
+ * was the last one allowed. Returns 1 when it is finished (dead). */
+static int failed_attempt(iqueue *q, delivery *d, const attempt_result *a) {
+  const config_delivery *c = &q->inst->cfg->delivery;
+  METRICS_INC(q->inst->m.retry);
+  if (d->attempt >= c->max_attempts) {
+    char why[HOOKD_MESSAGE_MAX + 64];
+    snprintf(why, sizeof why, "gave up after %u attempts: %s", d->attempt, a->msg);
+    dead(q, d, why);
+    return 1;
+  }
+  int64_t wait = a->retry_after_ms ? (int64_t)a->retry_after_ms : backoff_ms(c, d->attempt);
+  if ((uint64_t)wait > c->backoff_max_ms) wait = (int64_t)c->backoff_max_ms;
+  d->due_ms = now_ms() + wait;
+  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  log_write(LOG_WARN, &ctx, "delivery attempt %u of %s failed, retry in %lld ms: %s", d->attempt,
+            d->ev->type, (long long)wait, a->msg);
+  spool_settle(q->dp->sp, d, SPOOL_RETRY, a->msg);
+  return 0;
+}
+
+/* Applies what an attempt came to and hands d back to the spool. */
+static void settle(iqueue *q, delivery *d, const attempt_result *a) {
   const config_delivery *c = &q->inst->cfg->delivery;
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-  out->message[HOOKD_MESSAGE_MAX - 1] = '\0';
-  const char *msg = out->message[0] ? out->message : "no message";
-  if (r == HOOKD_RETRY && d->attempt >= c->max_attempts) {
-    char why[HOOKD_MESSAGE_MAX + 64];
-    snprintf(why, sizeof why, "gave up after %u attempts: %s", d->attempt, msg);
-    METRICS_INC(q->inst->m.retry);
-    dead(q, d, why);
-    r = HOOKD_FAIL;
-  } else if (r == HOOKD_RETRY) {
-    int64_t wait = out->retry_after_ms ? (int64_t)out->retry_after_ms : backoff_ms(c, d->attempt);
-    if ((uint64_t)wait > c->backoff_max_ms) wait = (int64_t)c->backoff_max_ms;
-    d->due_ms = now_ms() + wait;
-    METRICS_INC(q->inst->m.retry);
-    log_write(LOG_WARN, &ctx, "delivery attempt %u of %s failed, retry in %lld ms: %s",
-              d->attempt, d->ev->type, (long long)wait, msg);
-    spool_retry(q->dp->sp, d, msg);
-    return NULL; /* stays at the head of its key */
-  } else if (r == HOOKD_FAIL) {
-    dead(q, d, msg);
-  } else {
-    METRICS_INC(q->inst->m.ok);
-    log_write(LOG_DEBUG, &ctx, "delivered %s (attempt %u)", d->ev->type, d->attempt);
-    spool_complete(q->dp->sp, d);
+  /* What the metrics count it as: an attempt that was not made is not one. */
+  int as = a->r == HOOKD_OK ? HOOKD_OK : HOOKD_RETRY;
+  int finished = 1;
+  char why[HOOKD_MESSAGE_MAX + 160];
+  const char *source = d->ev->source, *id = d->ev->id;
+  int64_t received = d->ev->received_ms;
+  uint32_t attempt = d->attempt;
+  event_ref(d->ev); /* the strings above outlive the settle */
+  event *ev = d->ev;
+  switch (a->r) {
+    case HOOKD_OK:
+      METRICS_INC(q->inst->m.ok);
+      log_write(LOG_DEBUG, &ctx, "delivered %s (attempt %u)", d->ev->type, d->attempt);
+      spool_settle(q->dp->sp, d, SPOOL_DONE, NULL);
+      break;
+    case HOOKD_FAIL:
+      as = HOOKD_FAIL;
+      METRICS_INC(q->inst->m.fail);
+      dead(q, d, a->msg);
+      break;
+    case PLUGIN_UNAVAILABLE:
+      /* Not an attempt: back in the lane without using one up. */
+      d->attempt--;
+      d->due_ms = now_ms() + (a->retry_after_ms ? a->retry_after_ms : 1000);
+      spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
+      event_unref(ev);
+      return;
+    case PLUGIN_CRASHED:
+      d->crashes++;
+      if (d->crashes >= c->max_crashes) {
+        snprintf(why, sizeof why,
+                 "the plugin's process died %u time(s) while running this delivery "
+                 "(delivery.max_crashes is %u): %s",
+                 d->crashes, c->max_crashes, a->msg);
+        as = HOOKD_FAIL;
+        dead(q, d, why);
+        break;
+      }
+      finished = failed_attempt(q, d, a);
+      break;
+    case HOOKD_RETRY:
+    case PLUGIN_TIMED_OUT:
+      finished = failed_attempt(q, d, a);
+      break;
+    default:
+      /* A plugin returning garbage is a bug in the plugin: permanent. */
+      snprintf(why, sizeof why, "plugin returned an invalid result (%d)", a->r);
+      as = HOOKD_FAIL;
+      METRICS_INC(q->inst->m.fail);
+      dead(q, d, why);
+      break;
   }
-  k->head = d->next;
-  if (k->head == NULL) k->tail = NULL;
-  q->queued--;
-  METRICS_DEC(q->inst->m.queued);
-  return d;
+  metrics_delivery_settled(&q->inst->m, q->inst->name, source, id, received, attempt, as,
+                           finished, a->took_ms, a->msg);
+  event_unref(ev);
 }
 
 /* --- workers --------------------------------------------------------------- */
+
+static void *worker_main(void *arg);
+
+/* Starts one more worker. Caller holds q->mu. */
+static int spawn_worker(iqueue *q) {
+  worker *w = calloc(1, sizeof *w);
+  if (w == NULL) return ENOMEM;
+  w->q = q;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t th;
+  int rc = pthread_create(&th, &attr, worker_main, w);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    free(w);
+    return rc;
+  }
+  w->next = q->workers;
+  q->workers = w;
+  q->live++;
+  q->active++;
+  return 0;
+}
+
+static void on_lane_wake(void *data) {
+  iqueue *q = data;
+  pthread_mutex_lock(&q->mu);
+  q->woken = 1;
+  pthread_cond_signal(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
 
 static void wait_until(iqueue *q, int64_t due_ms) {
   struct timespec ts = {.tv_sec = due_ms / 1000, .tv_nsec = (due_ms % 1000) * 1000000};
   pthread_cond_timedwait(&q->cv, &q->mu, &ts);
 }
 
-static void *worker_main(void *arg) {
-  worker_arg *wa = arg;
-  iqueue *q = wa->q;
-  slot *s = &q->slots[wa->idx];
-  free(wa);
+/* Runs one claimed delivery: the start made durable, the call, the outcome.
+ * Called and returns without q->mu. */
+static void run(iqueue *q, worker *w, delivery *d) {
+  const config_delivery *c = &q->inst->cfg->delivery;
+  if (d->attempt >= c->max_attempts) {
+    /* Out of attempts before this one (the last was cut short by a crash). */
+    attempt_result a = {.r = HOOKD_FAIL, .msg = "no attempts left (delivery.max_attempts)"};
+    settle(q, d, &a);
+    return;
+  }
+  if (!d->metered) {
+    d->metered = 1;
+    metrics_delivery_queued(&q->inst->m, q->inst->name, d->ev->source, d->ev->id, d->ev->type,
+                            d->ev->received_ms, d->attempt);
+  }
+  if (spool_started(q->dp->sp, d) != 0) {
+    /* The start could not be recorded (the spool fails): run nothing that
+     * a crash could not account for; try again in a second. */
+    d->due_ms = now_ms() + 1000;
+    spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
+    return;
+  }
+  d->attempt++;
+  event *ev = d->ev;
+  event_ref(ev); /* the plugin reads it even if the call is written off */
+  hookd_event view;
+  plugin_host_event_view(&view, d, q->inst);
+  hookd_outcome out;
+  memset(&out, 0, sizeof out);
+  out.struct_size = sizeof out;
   pthread_mutex_lock(&q->mu);
-  while (!q->stopping) {
-    if (q->heap_len == 0) {
+  w->d = d;
+  w->started = mono_ms();
+  pthread_mutex_unlock(&q->mu);
+
+  crash_enter(q->inst->name, ev->id, d->spool_id);
+  int r = plugin_host_deliver(q->inst, &view, &out);
+  crash_leave();
+
+  pthread_mutex_lock(&q->mu);
+  int off = w->written_off;
+  int64_t took = mono_ms() - w->started;
+  w->d = NULL;
+  pthread_mutex_unlock(&q->mu);
+  if (off) {
+    log_write(LOG_WARN,
+              &(log_ctx){.source = ev->source, .instance = q->inst->name, .event_id = ev->id},
+              "a written-off deliver() returned after %lld ms; its result is ignored",
+              (long long)took);
+  } else {
+    out.message[HOOKD_MESSAGE_MAX - 1] = '\0';
+    attempt_result a = {.r = r,
+                        .msg = out.message[0] ? out.message : "no message",
+                        .retry_after_ms = out.retry_after_ms,
+                        .took_ms = took};
+    settle(q, d, &a);
+  }
+  event_unref(ev);
+}
+
+/* A written-off worker leaves: when the instance stopped for too many stuck
+ * threads and this one was among them, it may take deliveries again. Caller
+ * holds q->mu. */
+static void stuck_returned(iqueue *q) {
+  q->stuck--;
+  uint32_t cap = q->inst->cfg->delivery.concurrency;
+  if (!q->unhealthy || q->stuck >= cap || q->stopping || q->lost) return;
+  q->unhealthy = 0;
+  log_write(LOG_INFO, &(log_ctx){.instance = q->inst->name},
+            "a stuck deliver() returned; the instance takes deliveries again");
+  while (q->active < cap && spawn_worker(q) == 0) {
+  }
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  iqueue *q = w->q;
+  crash_thread_start();
+  pthread_mutex_lock(&q->mu);
+  for (;;) {
+    if (q->stopping || q->lost || w->written_off) break;
+    if (q->unhealthy || !q->attached) {
       pthread_cond_wait(&q->cv, &q->mu);
       continue;
     }
-    keyq *k = q->heap[0];
-    if (k->head->due_ms > now_ms()) {
-      wait_until(q, k->head->due_ms);
-      continue;
-    }
-    heap_pop(q);
-    k->busy = 1;
-    delivery *d = k->head;
-    d->attempt++;
-    s->d = d;
-    s->started = mono_ms();
-    s->reported = 0;
+    q->woken = 0;
     pthread_mutex_unlock(&q->mu);
-
-    hookd_event view;
-    plugin_host_event_view(&view, d, q->inst);
-    hookd_outcome out;
-    memset(&out, 0, sizeof out);
-    out.struct_size = sizeof out;
-    int rc = plugin_host_deliver(q->inst, &view, &out);
-    if (rc == PLUGIN_UNAVAILABLE) {
-      /* Interim (until the new dispatcher): not an attempt; the delivery
-       * stays at the head of its key and is asked again later. */
-      pthread_mutex_lock(&q->mu);
-      d->attempt--;
-      d->due_ms = now_ms() + (out.retry_after_ms ? out.retry_after_ms : 100);
-      s->d = NULL;
-      k->busy = 0;
-      heap_push(q, k);
-      continue;
-    }
-    hookd_result r = (hookd_result)rc;
-    int killed_for_time = rc == PLUGIN_TIMED_OUT;
-    if (rc == PLUGIN_CRASHED || rc == PLUGIN_TIMED_OUT) {
-      /* Interim: a failed attempt, retried with backoff (the new
-       * dispatcher counts crashes against max_crashes). */
-      r = HOOKD_RETRY;
-      out.retry_after_ms = 0;
-    } else if (r != HOOKD_OK && r != HOOKD_RETRY && r != HOOKD_FAIL) {
-      /* A plugin returning garbage is a bug in the plugin: permanent. */
-      snprintf(out.message, sizeof out.message, "plugin returned an invalid result (%d)", rc);
-      r = HOOKD_FAIL;
-    }
-    int64_t took = mono_ms() - s->started;
-
+    int64_t next = 0;
+    delivery *d = spool_claim(q->lane, q, now_ms(), &next);
+    if (d) run(q, w, d);
     pthread_mutex_lock(&q->mu);
-    if ((took > (int64_t)q->inst->cfg->delivery.timeout_ms || killed_for_time) && !s->reported) {
-      log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-      log_write(LOG_WARN, &ctx, "deliver() took %lld ms, over timeout_ms %llu", (long long)took,
-                (unsigned long long)q->inst->cfg->delivery.timeout_ms);
-      METRICS_INC(q->inst->m.timeouts);
+    if (d) continue;
+    if (next < 0) {
+      q->lost = 1; /* every worker of this queue leaves */
+      pthread_cond_broadcast(&q->cv);
+      break;
     }
-    s->d = NULL;
-    delivery *done = settle(q, k, d, r, &out);
-    metrics_delivery_settled(&q->inst->m, q->inst->name, d->ev->source, d->ev->id,
-                             d->ev->received_ms, d->attempt, r, done != NULL, took, out.message);
-    k->busy = 0;
-    if (k->head) {
-      heap_push(q, k);
-      pthread_cond_signal(&q->cv);
+    if (q->woken || q->stopping) continue;
+    if (next == INT64_MAX) {
+      pthread_cond_wait(&q->cv, &q->mu);
     } else {
-      key_drop(q, k);
-    }
-    if (done) {
-      pthread_mutex_unlock(&q->mu);
-      delivery_free(done);
-      pthread_mutex_lock(&q->mu);
+      wait_until(q, next);
     }
   }
+  pthread_mutex_unlock(&q->mu);
   http_client_thread_cleanup();
-  q->live--; /* last touch of q: a hung worker that ends late may let it be freed */
+  crash_thread_end();
+  pthread_mutex_lock(&q->mu);
+  for (worker **pp = &q->workers; *pp; pp = &(*pp)->next) {
+    if (*pp == w) {
+      *pp = w->next;
+      break;
+    }
+  }
+  if (w->written_off) {
+    stuck_returned(q);
+  } else {
+    q->active--;
+  }
+  free(w);
+  q->live--; /* last touch of q: once it is 0 the queue may be freed */
+  pthread_cond_broadcast(&q->exit_cv);
   pthread_mutex_unlock(&q->mu);
   return NULL;
 }
 
-/* --- public -------------------------------------------------------------------- */
+/* --- hangs ------------------------------------------------------------------ */
 
-static int start_queue(dispatch *dp, iqueue *q, plugin_instance *inst, char *err, size_t errlen) {
-  q->dp = dp;
-  q->inst = inst;
-  pthread_mutex_init(&q->mu, NULL);
-  pthread_cond_init(&q->cv, NULL);
-  q->n_threads = inst->cfg->delivery.concurrency;
-  q->threads = calloc(q->n_threads, sizeof *q->threads);
-  q->slots = calloc(q->n_threads, sizeof *q->slots);
-  if (q->threads == NULL || q->slots == NULL) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  for (size_t i = 0; i < q->n_threads; i++) {
-    worker_arg *wa = malloc(sizeof *wa);
-    int rc = wa ? 0 : ENOMEM;
-    if (wa) {
-      wa->q = q;
-      wa->idx = i;
-      pthread_mutex_lock(&q->mu);
-      q->live++;
-      pthread_mutex_unlock(&q->mu);
-      rc = pthread_create(&q->threads[i], NULL, worker_main, wa);
-      if (rc != 0) {
-        free(wa);
-        pthread_mutex_lock(&q->mu);
-        q->live--;
-        pthread_mutex_unlock(&q->mu);
-      }
+/* Writes off w's call (past timeout_ms): settles its delivery as a failed
+ * attempt and puts a new worker in its place, up to the cap. Caller holds
+ * q->mu; returns the delivery to settle after unlocking. */
+static delivery *write_off(iqueue *q, worker *w, int64_t took) {
+  delivery *d = w->d;
+  w->d = NULL;
+  w->written_off = 1;
+  q->active--;
+  q->stuck++;
+  q->written_off++;
+  METRICS_INC(q->inst->m.timeouts);
+  uint32_t cap = q->inst->cfg->delivery.concurrency;
+  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  log_write(LOG_ERROR, &ctx,
+            "deliver() still running after %lld ms (timeout_ms %llu): attempt %u counts as "
+            "failed and the call is written off (%zu stuck in this instance)",
+            (long long)took, (unsigned long long)q->inst->cfg->delivery.timeout_ms, d->attempt,
+            q->stuck);
+  if (q->stuck > cap) {
+    if (!q->unhealthy) {
+      log_write(LOG_ERROR, &ctx,
+                "%zu deliver() calls of this instance are stuck (more than its concurrency): it "
+                "takes no deliveries until they return; consider \"isolation\": \"process\"",
+                q->stuck);
     }
-    if (rc != 0) {
-      snprintf(err, errlen, "cannot start worker %zu for '%s': %s", i, inst->name, strerror(rc));
-      q->n_threads = i;
-      return -1;
-    }
+    q->unhealthy = 1;
+  } else if (spawn_worker(q) != 0) {
+    log_write(LOG_ERROR, &ctx, "cannot start a worker to replace the stuck one");
   }
-  return 0;
+  return d;
 }
 
-dispatch *dispatch_new(plugin_host *host, spool *sp, char *err, size_t errlen) {
+void dispatch_check_timeouts(dispatch *dp) {
+  int64_t now = mono_ms();
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    iqueue *q = &dp->qs[i];
+    int64_t limit = (int64_t)q->inst->cfg->delivery.timeout_ms;
+    /* A process-isolated instance ends its own calls at timeout_ms (its
+     * child is killed): write one off only if that did not happen. */
+    if (q->inst->proc) limit += 2000;
+    for (;;) {
+      delivery *d = NULL;
+      int64_t took = 0;
+      pthread_mutex_lock(&q->mu);
+      for (worker *w = q->workers; w && d == NULL; w = w->next) {
+        if (w->d && !w->written_off && (took = now - w->started) > limit) d = write_off(q, w, took);
+      }
+      pthread_mutex_unlock(&q->mu);
+      if (d == NULL) break;
+      char msg[160];
+      snprintf(msg, sizeof msg, "deliver() did not return within timeout_ms (%lld ms)",
+               (long long)limit);
+      attempt_result a = {.r = PLUGIN_TIMED_OUT, .msg = msg, .took_ms = took};
+      settle(q, d, &a);
+    }
+  }
+}
+
+const char *dispatch_unhealthy(dispatch *dp, char *buf, size_t len) {
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    iqueue *q = &dp->qs[i];
+    pthread_mutex_lock(&q->mu);
+    int bad = q->unhealthy;
+    size_t stuck = q->stuck;
+    pthread_mutex_unlock(&q->mu);
+    if (bad) {
+      snprintf(buf, len,
+               "plugin instance '%s' has %zu deliver() calls stuck past timeout_ms and takes no "
+               "deliveries",
+               q->inst->name, stuck);
+      return buf;
+    }
+  }
+  return NULL;
+}
+
+void dispatch_instance_get(dispatch *dp, size_t i, dispatch_instance_stats *out) {
+  memset(out, 0, sizeof *out);
+  if (i >= dp->n_qs) return;
+  iqueue *q = &dp->qs[i];
+  pthread_mutex_lock(&q->mu);
+  out->written_off = q->written_off;
+  out->stuck = (uint32_t)q->stuck;
+  out->unhealthy = q->unhealthy;
+  for (worker *w = q->workers; w; w = w->next) {
+    if (w->d) out->running++;
+  }
+  pthread_mutex_unlock(&q->mu);
+}
+
+/* --- public -------------------------------------------------------------------- */
+
+dispatch *dispatch_new(plugin_host *host, spool *sp, spool_lane *const *lanes, char *err,
+                       size_t errlen) {
   dispatch *dp = calloc(1, sizeof *dp);
-  if (dp == NULL) {
+  if (dp == NULL || (dp->qs = calloc(host->n_insts ? host->n_insts : 1, sizeof *dp->qs)) == NULL) {
+    free(dp);
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
   dp->host = host;
   dp->sp = sp;
   dp->n_qs = host->n_insts;
-  dp->qs = calloc(dp->n_qs ? dp->n_qs : 1, sizeof *dp->qs);
-  if (dp->qs == NULL) {
-    snprintf(err, errlen, "out of memory");
-    free(dp);
-    return NULL;
+  for (size_t i = 0; i < dp->n_qs; i++) {
+    iqueue *q = &dp->qs[i];
+    q->dp = dp;
+    q->inst = &host->insts[i];
+    q->lane = lanes[i];
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    pthread_cond_init(&q->exit_cv, NULL);
   }
   for (size_t i = 0; i < dp->n_qs; i++) {
-    if (start_queue(dp, &dp->qs[i], &host->insts[i], err, errlen) != 0) {
-      dp->n_qs = i + 1;
+    iqueue *q = &dp->qs[i];
+    const config_delivery *c = &q->inst->cfg->delivery;
+    spool_lane_config lc = {.max_pending = c->max_pending, .max_crashes = c->max_crashes};
+    spool_lane_config_set(q->lane, &lc);
+    pthread_mutex_lock(&q->mu);
+    int rc = 0;
+    for (uint32_t k = 0; k < c->concurrency && rc == 0; k++) rc = spawn_worker(q);
+    pthread_mutex_unlock(&q->mu);
+    if (rc != 0) {
+      snprintf(err, errlen, "cannot start the workers of '%s': %s", q->inst->name, strerror(rc));
       dispatch_stop(dp, 1000, NULL);
       dispatch_free(dp);
       return NULL;
@@ -435,74 +470,20 @@ dispatch *dispatch_new(plugin_host *host, spool *sp, char *err, size_t errlen) {
   return dp;
 }
 
-void dispatch_submit(dispatch *dp, delivery *d) {
-  iqueue *q = &dp->qs[d->instance];
-  d->next = NULL;
-  if (q->inbox_tail) {
-    q->inbox_tail->next = d;
-  } else {
-    q->inbox_head = d;
-  }
-  q->inbox_tail = d;
-  q->dirty = 1;
-}
-
-void dispatch_flush(dispatch *dp) {
+void dispatch_attach(dispatch *dp) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    if (!q->dirty) continue;
-    delivery *d = q->inbox_head;
-    q->inbox_head = q->inbox_tail = NULL;
-    q->dirty = 0;
-    size_t n = 0;
+    /* From here on this queue runs the lane; a previous generation's queue
+     * of the same name finishes its calls and leaves. */
+    spool_lane_attach(q->lane, q, on_lane_wake, q);
     pthread_mutex_lock(&q->mu);
-    while (d) {
-      delivery *next = d->next;
-      if (enqueue(q, d) != 0) {
-        /* Out of memory: the delivery stays pending in the spool and runs
-         * after the next start. */
-        log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-        log_write(LOG_ERROR, &ctx, "out of memory queueing a delivery; it resumes on restart");
-        delivery_free(d);
-      } else {
-        n++;
-      }
-      d = next;
-    }
-    if (n == 1) {
-      pthread_cond_signal(&q->cv);
-    } else if (n > 1) {
-      pthread_cond_broadcast(&q->cv);
-    }
+    q->attached = 1;
+    pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
   }
 }
 
-void dispatch_check_timeouts(dispatch *dp) {
-  int64_t now = mono_ms();
-  for (size_t i = 0; i < dp->n_qs; i++) {
-    iqueue *q = &dp->qs[i];
-    pthread_mutex_lock(&q->mu);
-    for (size_t j = 0; j < q->n_threads; j++) {
-      slot *s = &q->slots[j];
-      int64_t took = now - s->started;
-      if (s->d && !s->reported && took > (int64_t)q->inst->cfg->delivery.timeout_ms) {
-        s->reported = 1;
-        METRICS_INC(q->inst->m.timeouts);
-        log_ctx ctx = {.source = s->d->ev->source, .instance = q->inst->name,
-                       .event_id = s->d->ev->id};
-        log_write(LOG_WARN, &ctx,
-                  "deliver() still running after %lld ms (timeout_ms %llu); its order key "
-                  "waits until it returns",
-                  (long long)took, (unsigned long long)q->inst->cfg->delivery.timeout_ms);
-      }
-    }
-    pthread_mutex_unlock(&q->mu);
-  }
-}
-
-size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
-  dispatch_flush(dp);
+void dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     pthread_mutex_lock(&q->mu);
@@ -518,42 +499,42 @@ size_t dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
     deadline.tv_sec++;
     deadline.tv_nsec -= 1000000000;
   }
-  size_t left = 0;
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    for (size_t j = 0; j < q->n_threads; j++) {
-      /* A worker outside deliver() exits at once (stopping is set): wait
-       * for it whatever the budget; only a running deliver() can hang. */
-      pthread_mutex_lock(&q->mu);
-      int running = q->slots[j].d != NULL;
-      pthread_mutex_unlock(&q->mu);
-      if (!running) {
-        pthread_join(q->threads[j], NULL);
-        continue;
-      }
-      if (pthread_timedjoin_np(q->threads[j], NULL, &deadline) != 0) {
-        log_write(LOG_ERROR, &(log_ctx){.instance = q->inst->name},
-                  "a deliver() call did not return within the shutdown timeout; leaving it");
-        pthread_detach(q->threads[j]);
-        if (hung) hung[i] = 1;
-      }
-    }
-    q->n_threads = 0;
     pthread_mutex_lock(&q->mu);
-    left += q->queued;
+    /* Workers outside deliver() leave at once; only a running call can
+     * keep one past the deadline. Written-off calls are not waited for:
+     * their deliveries were settled already. */
+    while (q->live > q->stuck &&
+           pthread_cond_timedwait(&q->exit_cv, &q->mu, &deadline) != ETIMEDOUT) {
+    }
+    if (q->live > q->stuck) {
+      log_write(LOG_ERROR, &(log_ctx){.instance = q->inst->name},
+                "%zu deliver() call(s) did not return within the shutdown timeout; leaving them",
+                q->live - q->stuck);
+    }
+    if (q->live > 0 && hung) hung[i] = 1;
     pthread_mutex_unlock(&q->mu);
+    spool_lane_detach(q->lane, q);
   }
-  return left;
 }
 
 int dispatch_idle(dispatch *dp) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    if (q->inbox_head) return 0;
+    int running = 0;
     pthread_mutex_lock(&q->mu);
-    size_t queued = q->queued;
+    for (worker *w = q->workers; w; w = w->next) {
+      if (w->d) running = 1;
+    }
+    int lost = q->lost;
     pthread_mutex_unlock(&q->mu);
-    if (queued) return 0;
+    if (running) return 0;
+    if (!lost && q->attached) {
+      spool_lane_stats st;
+      spool_lane_get_stats(q->lane, &st);
+      if (st.pending > 0) return 0;
+    }
   }
   return 1;
 }
@@ -577,38 +558,10 @@ void dispatch_free(dispatch *dp) {
   if (dispatch_busy(dp)) return;
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    /* Unkeyed keyqs are reachable only through the heap (while stopping
-     * nothing runs, so every one of them is in it). */
-    while (q->heap_len) {
-      keyq *k = heap_pop(q);
-      if (k->key != NULL) continue; /* freed with the table below */
-      for (delivery *d = k->head; d;) {
-        delivery *dn = d->next;
-        delivery_free(d);
-        d = dn;
-      }
-      free(k);
-    }
-    for (size_t b = 0; b < q->n_buckets; b++) {
-      keyq *k = q->buckets[b];
-      while (k) {
-        keyq *next = k->hnext;
-        for (delivery *d = k->head; d;) {
-          delivery *dn = d->next;
-          delivery_free(d);
-          d = dn;
-        }
-        free(k->key);
-        free(k);
-        k = next;
-      }
-    }
-    free(q->buckets);
-    free(q->heap);
-    free(q->threads);
-    free(q->slots);
+    spool_lane_detach(q->lane, q);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
+    pthread_cond_destroy(&q->exit_cv);
   }
   free(dp->qs);
   free(dp);

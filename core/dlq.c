@@ -13,12 +13,12 @@ struct dlq {
   char error[256];
 };
 
-/* "state <> 1" beside every test on state lets SQLite use the partial index
- * deliveries_open (unfinished deliveries only; see spool.c). */
+/* "state >= 2" beside every test on state lets SQLite use the partial index
+ * deliveries_dead (dead letters and replay requests; see spool_sqlite.c). */
 static const char select_cols[] =
     "SELECT d.id, e.source, e.event_id, e.type, d.instance, coalesce(d.last_error, ''), "
     "d.attempt, e.received_ms, d.updated_ms, e.body FROM deliveries d JOIN events e "
-    "ON e.seq = d.seq WHERE d.state = 2 AND d.state <> 1";
+    "ON e.seq = d.seq WHERE d.state = 2 AND d.state >= 2";
 
 static int64_t now_ms_(void) {
   struct timespec ts;
@@ -58,8 +58,11 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen) {
     if (sqlite3_step(s) == SQLITE_ROW) version = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
   }
-  if (version != 1) {
-    snprintf(err, errlen, "%s is not a hookd spool of schema version 1 (found %d)", path, version);
+  if (version != 2) {
+    snprintf(err, errlen,
+             "%s is not a hookd spool of schema version 2 (found %d; a version 1 spool is "
+             "upgraded when hookd starts on it)",
+             path, version);
     dlq_close(q);
     return -1;
   }
@@ -175,12 +178,12 @@ int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) 
 }
 
 int64_t dlq_replay(dlq *q, int64_t id) {
-  /* State 3 ("replay") is picked up by a running hookd within a second and
-   * treated as pending by the next start. */
-  const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, attempt = 0, next_ms = ?2, "
-                             "updated_ms = ?2 WHERE state = 2 AND state <> 1 AND id = ?1"
-                           : "UPDATE deliveries SET state = 3, attempt = 0, next_ms = ?2, "
-                             "updated_ms = ?2 WHERE state = 2 AND state <> 1";
+  /* State 3 ("replay") is turned into a new pending delivery by a running
+   * hookd within a second, or by the next start. */
+  const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, updated_ms = ?2 "
+                             "WHERE state = 2 AND state >= 2 AND id = ?1"
+                           : "UPDATE deliveries SET state = 3, updated_ms = ?2 "
+                             "WHERE state = 2 AND state >= 2";
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) return fail(q);
   if (id > 0) sqlite3_bind_int64(s, 1, id);

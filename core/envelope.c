@@ -3,6 +3,8 @@
 
 #include "jscan.h"
 
+#include <openssl/evp.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,7 +168,8 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
   memset(out, 0, sizeof *out);
   if (spec == NULL) return fail(out, reason, "source has no envelope format");
   spec_fields(spec, &f);
-  if (f.type_path == NULL || f.id_path == NULL) {
+  if ((f.type_path == NULL && spec->type_header == NULL) ||
+      (f.id_path == NULL && spec->id_header == NULL && !spec->id_body_hash)) {
     return fail(out, reason, "source has no type or id field");
   }
   if (body == NULL || len == 0) return fail(out, reason, "body is not JSON");
@@ -179,14 +182,18 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
   }
   if (!cJSON_IsObject(out->root)) return fail(out, reason, "body is not a JSON object");
 
-  const cJSON *type = envelope_path(out->root, f.type_path);
-  if (type == NULL || cJSON_IsNull(type)) return fail(out, reason, f.no_type);
-  if (!cJSON_IsString(type) || type->valuestring == NULL) return fail(out, reason, f.bad_type);
-  if (type->valuestring[0] == '\0') return fail(out, reason, f.no_type);
+  /* A type or id that comes from a header (f.*_path NULL) is the caller's. */
+  const cJSON *type = f.type_path ? envelope_path(out->root, f.type_path) : NULL;
+  if (f.type_path && (type == NULL || cJSON_IsNull(type))) return fail(out, reason, f.no_type);
+  if (f.type_path && (!cJSON_IsString(type) || type->valuestring == NULL))
+    return fail(out, reason, f.bad_type);
+  if (f.type_path && type->valuestring[0] == '\0') return fail(out, reason, f.no_type);
 
-  const cJSON *id = envelope_path(out->root, f.id_path);
-  if (id == NULL || cJSON_IsNull(id)) return fail(out, reason, f.no_id);
-  if (cJSON_IsString(id) && id->valuestring != NULL) {
+  const cJSON *id = f.id_path ? envelope_path(out->root, f.id_path) : NULL;
+  if (f.id_path && (id == NULL || cJSON_IsNull(id))) return fail(out, reason, f.no_id);
+  if (!f.id_path) {
+    /* filled in by envelope_decode_request */
+  } else if (cJSON_IsString(id) && id->valuestring != NULL) {
     if (id->valuestring[0] == '\0') return fail(out, reason, f.no_id);
     out->id = copy_text(id->valuestring, strlen(id->valuestring));
   } else if (cJSON_IsNumber(id) && is_exact_integer(id->valuedouble)) {
@@ -196,10 +203,12 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
   } else {
     return fail(out, reason, f.bad_id);
   }
-  if (out->id == NULL) return fail(out, reason, "out of memory");
+  if (f.id_path && out->id == NULL) return fail(out, reason, "out of memory");
 
-  out->type = copy_text(type->valuestring, strlen(type->valuestring));
-  if (out->type == NULL) return fail(out, reason, "out of memory");
+  if (f.type_path) {
+    out->type = copy_text(type->valuestring, strlen(type->valuestring));
+    if (out->type == NULL) return fail(out, reason, "out of memory");
+  }
 
   /* A missing, null or empty order key means "no ordering", not an error:
    * Cirrus Insight's test event has no data.id. */
@@ -257,34 +266,47 @@ int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t l
   fields f;
   jscan_path paths[3];
   jscan_value v[3];
+  const char *want[3];
+  size_t np = 0;
+  int ti = -1, ii = -1, oi = -1; /* indices into paths, -1: not read from the body */
   memset(out, 0, sizeof *out);
   if (spec == NULL || body == NULL || len == 0 || len > INT32_MAX) goto tree;
   spec_fields(spec, &f);
-  if (f.type_path == NULL || f.id_path == NULL) goto tree;
-  size_t np = f.order_path != NULL ? 3 : 2;
-  if (jscan_path_init(&paths[0], f.type_path) != 0 || jscan_path_init(&paths[1], f.id_path) != 0 ||
-      (np == 3 && jscan_path_init(&paths[2], f.order_path) != 0)) {
+  if ((f.type_path == NULL && spec->type_header == NULL) ||
+      (f.id_path == NULL && spec->id_header == NULL && !spec->id_body_hash))
     goto tree;
-  }
+  if (f.type_path) want[ti = (int)np++] = f.type_path;
+  if (f.id_path) want[ii = (int)np++] = f.id_path;
+  if (f.order_path) want[oi = (int)np++] = f.order_path;
+  for (size_t i = 0; i < np; i++)
+    if (jscan_path_init(&paths[i], want[i]) != 0) goto tree;
   /* Not strict JSON, or not something jscan answers for: cJSON decides. */
-  if (jscan(body, len, paths, np, v) != 0) goto tree;
+  if (jscan(body, len, np ? paths : NULL, np, v) != 0) goto tree;
 
   /* The same checks, in the same order, as envelope_decode. */
-  if (v[0].kind == JSCAN_MISSING || v[0].kind == JSCAN_NULL) return fail(out, reason, f.no_type);
-  if (v[0].kind != JSCAN_STRING) return fail(out, reason, f.bad_type);
-  if (v[0].len == 0) return fail(out, reason, f.no_type);
-  if (v[1].kind == JSCAN_MISSING || v[1].kind == JSCAN_NULL) return fail(out, reason, f.no_id);
-  if (v[1].kind == JSCAN_STRING) {
-    if (v[1].len == 0) return fail(out, reason, f.no_id);
-  } else if (v[1].kind != JSCAN_NUMBER || !is_exact_integer(number_value(&v[1]))) {
-    return fail(out, reason, f.bad_id);
+  if (ti >= 0) {
+    if (v[ti].kind == JSCAN_MISSING || v[ti].kind == JSCAN_NULL) return fail(out, reason, f.no_type);
+    if (v[ti].kind != JSCAN_STRING) return fail(out, reason, f.bad_type);
+    if (v[ti].len == 0) return fail(out, reason, f.no_type);
   }
-  if (!scalar_text(&v[1], &out->id) || !scalar_text(&v[0], &out->type)) goto tree_clear;
-  if (out->id == NULL || out->type == NULL) return fail(out, reason, "out of memory");
+  if (ii >= 0) {
+    if (v[ii].kind == JSCAN_MISSING || v[ii].kind == JSCAN_NULL) return fail(out, reason, f.no_id);
+    if (v[ii].kind == JSCAN_STRING) {
+      if (v[ii].len == 0) return fail(out, reason, f.no_id);
+    } else if (v[ii].kind != JSCAN_NUMBER || !is_exact_integer(number_value(&v[ii]))) {
+      return fail(out, reason, f.bad_id);
+    }
+    if (!scalar_text(&v[ii], &out->id)) goto tree_clear;
+    if (out->id == NULL) return fail(out, reason, "out of memory");
+  }
+  if (ti >= 0) {
+    if (!scalar_text(&v[ti], &out->type)) goto tree_clear;
+    if (out->type == NULL) return fail(out, reason, "out of memory");
+  }
   /* An escaped "\u0000..." decodes to the empty string in cJSON: the tree
    * path gave that answer (tree_clear above); here the text is never empty. */
-  if (np == 3 && v[2].kind != JSCAN_MISSING && v[2].kind != JSCAN_NULL) {
-    if (!scalar_text(&v[2], &out->order_key)) goto tree_clear;
+  if (oi >= 0 && v[oi].kind != JSCAN_MISSING && v[oi].kind != JSCAN_NULL) {
+    if (!scalar_text(&v[oi], &out->order_key)) goto tree_clear;
     if (out->order_key == NULL) return fail(out, reason, "out of memory");
     if (out->order_key[0] == '\0') {
       free(out->order_key);
@@ -297,6 +319,55 @@ tree_clear:
   envelope_clear(out);
 tree:
   if (envelope_decode(spec, body, len, out, reason) != 0) return -1;
+  return 0;
+}
+
+/* A header's value with the blanks around it dropped, as a copy; NULL when
+ * absent or empty. *oom is set when the copy failed. */
+static char *header_text(envelope_header_fn header, void *hctx, const char *name, int *oom) {
+  size_t n = 0;
+  const char *v = name ? header(hctx, name, &n) : NULL;
+  if (v == NULL) return NULL;
+  while (n > 0 && (*v == ' ' || *v == '\t')) v++, n--;
+  while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) n--;
+  if (n == 0) return NULL;
+  char *s = copy_text(v, n);
+  if (s == NULL) *oom = 1;
+  return s;
+}
+
+static char *body_hash_id(const char *body, size_t len) {
+  unsigned char d[EVP_MAX_MD_SIZE];
+  unsigned int dl = 0;
+  if (EVP_Digest(body, len, d, &dl, EVP_sha256(), NULL) != 1) return NULL;
+  char *id = malloc(7 + 2 * dl + 1);
+  if (id == NULL) return NULL;
+  memcpy(id, "sha256:", 7);
+  for (unsigned i = 0; i < dl; i++) snprintf(id + 7 + 2 * i, 3, "%02x", d[i]);
+  return id;
+}
+
+int envelope_decode_request(const envelope_spec *spec, const char *body, size_t len,
+                            envelope_header_fn header, void *hctx, int tree, envelope *out,
+                            const char **reason) {
+  int rc = tree ? envelope_decode(spec, body, len, out, reason)
+                : envelope_decode_fields(spec, body, len, out, reason);
+  if (rc != 0) return rc;
+  int oom = 0;
+  if (spec->type_header) {
+    out->type = header_text(header, hctx, spec->type_header, &oom);
+    if (out->type == NULL)
+      return fail(out, reason, oom ? "out of memory" : "missing or empty event type header");
+  }
+  if (spec->id_header) {
+    out->id = header_text(header, hctx, spec->id_header, &oom);
+    if (out->id == NULL && !oom) out->id = header_text(header, hctx, spec->id_header_alt, &oom);
+    if (out->id == NULL)
+      return fail(out, reason, oom ? "out of memory" : "missing or empty event id header");
+  } else if (spec->id_body_hash) {
+    out->id = body_hash_id(body, len);
+    if (out->id == NULL) return fail(out, reason, "out of memory");
+  }
   return 0;
 }
 
@@ -314,5 +385,8 @@ void envelope_spec_clear(envelope_spec *spec) {
   free(spec->type_field);
   free(spec->id_field);
   free(spec->order_key);
+  free(spec->type_header);
+  free(spec->id_header);
+  free(spec->id_header_alt);
   memset(spec, 0, sizeof *spec);
 }

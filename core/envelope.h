@@ -11,9 +11,17 @@ typedef enum { ENVELOPE_CIRRUS_INSIGHT = 0, ENVELOPE_GENERIC } envelope_format;
  * fixed: eventType, eventId, data.id. */
 typedef struct envelope_spec {
   envelope_format format;
-  char *type_field; /* dotted paths; generic only */
+  char *type_field; /* dotted paths; generic only (presets fill them too) */
   char *id_field;
   char *order_key;  /* NULL: events of this source have no order key */
+  /* Senders that put type or id in a header (GitHub's X-GitHub-Event,
+   * Shopify's X-Shopify-Webhook-Id): then the matching *_field is NULL. */
+  char *type_header;
+  char *id_header;
+  char *id_header_alt; /* read when id_header is absent (svix-id for webhook-id) */
+  /* No id anywhere (Zoom): the id is "sha256:" and the hex SHA-256 of the
+   * body, which a sender's retry repeats byte for byte. */
+  int id_body_hash;
 } envelope_spec;
 
 /* A decoded event. type, id and order_key are NUL-terminated copies owned by
@@ -36,6 +44,17 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
 int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len,
                            envelope *out, const char **reason);
 void envelope_clear(envelope *env);
+
+/* How envelope_decode_request reads a request header: the value (not
+ * NUL-terminated) and its length, or NULL when absent. */
+typedef const char *(*envelope_header_fn)(void *ctx, const char *name, size_t *len);
+
+/* A request's event: the body as envelope_decode (tree != 0) or
+ * envelope_decode_fields does it, with type and id taken from headers or a
+ * body hash when the spec says so. Same results and reasons otherwise. */
+int envelope_decode_request(const envelope_spec *spec, const char *body, size_t len,
+                            envelope_header_fn header, void *hctx, int tree, envelope *out,
+                            const char **reason);
 
 /* The node at a dotted path ("data.meetingInfo.formValues.0.answerText";
  * numeric segments index arrays), or NULL. The empty path is the root. */

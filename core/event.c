@@ -72,18 +72,17 @@ const cJSON *event_root(event *ev) {
   return expected;
 }
 
-delivery *delivery_new(event *ev, uint32_t instance) {
+delivery *delivery_new(event *ev, void *lane) {
   delivery *d = calloc(1, sizeof *d);
   if (d == NULL) return NULL;
   event_ref(ev);
   d->ev = ev;
-  d->instance = instance;
+  d->lane = lane;
   return d;
 }
 
 void delivery_free(delivery *d) {
   if (d == NULL) return;
-  free(d->instance_name);
   event_unref(d->ev);
   free(d);
 }

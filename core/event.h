@@ -47,18 +47,20 @@ const cJSON *event_root(event *ev);
 void event_unref(event *ev);
 
 /* One event on its way to one plugin instance. Owned by whoever holds it:
- * the spool until submitted, then the dispatcher until completed. */
+ * the spool's lane while it waits, the worker that claimed it until it
+ * settles it back to the spool. */
 typedef struct delivery {
   event *ev;            /* holds a reference */
-  uint32_t instance;    /* index into the plugin instances */
+  void *lane;           /* the spool lane it belongs to (spool_lane *) */
   uint32_t attempt;     /* attempts made so far (0 before the first) */
+  uint32_t crashes;     /* times hookd or the plugin's process died while it ran */
   int64_t due_ms;       /* not before (Unix ms) */
   uint64_t spool_id;    /* the spool's handle for this delivery */
-  char *instance_name;  /* set only between the spool reading it back and the sink; owned */
+  int metered;          /* the dispatcher counted it in metrics (first claim) */
   struct delivery *next; /* intrusive queue link */
 } delivery;
 
-delivery *delivery_new(event *ev, uint32_t instance);
+delivery *delivery_new(event *ev, void *lane);
 void delivery_free(delivery *d);
 
 int64_t now_ms(void); /* Unix ms, CLOCK_REALTIME */

@@ -25,24 +25,34 @@ generation *generation_load(const char *file, int setup_log, char *err, size_t e
     return NULL;
   }
   g->rt = router_new(&g->cfg, err, errlen);
-  g->names = calloc(g->cfg.n_plugins + 1, sizeof *g->names);
-  if (g->rt == NULL || g->names == NULL) {
-    if (g->names == NULL) snprintf(err, errlen, "out of memory");
+  g->lanes = calloc(g->cfg.n_plugins + 1, sizeof *g->lanes);
+  if (g->rt == NULL || g->lanes == NULL) {
+    if (g->lanes == NULL) snprintf(err, errlen, "out of memory");
     router_free(g->rt);
-    free(g->names);
+    free(g->lanes);
     plugin_host_unload(&g->host, NULL);
     config_free(&g->cfg);
     free(g);
     return NULL;
   }
-  for (size_t i = 0; i < g->cfg.n_plugins; i++) g->names[i] = g->cfg.plugins[i].name;
   g->refs = 1;
   return g;
 }
 
 int generation_start(generation *g, spool *sp, char *err, size_t errlen) {
-  g->dp = dispatch_new(&g->host, sp, err, errlen);
+  for (size_t i = 0; i < g->cfg.n_plugins; i++) {
+    g->lanes[i] = spool_lane_get(sp, g->cfg.plugins[i].name);
+    if (g->lanes[i] == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+  }
+  g->dp = dispatch_new(&g->host, sp, g->lanes, err, errlen);
   return g->dp ? 0 : -1;
+}
+
+void generation_activate(generation *g) {
+  dispatch_attach(g->dp);
 }
 
 void generation_ref(generation *g) {
@@ -57,13 +67,12 @@ int generation_reapable(const generation *g) {
   return g->retired && g->refs == 0 && (g->dp == NULL || dispatch_idle(g->dp));
 }
 
-int generation_free(generation *g, uint32_t timeout_ms, size_t *left) {
+int generation_free(generation *g, uint32_t timeout_ms) {
   unsigned char *hung = calloc(g->host.n_insts + 1, 1);
   /* Calls in process-isolated instances end by the deadline (their child
    * is killed), so the dispatcher's wait below does not time out on them. */
   plugin_host_stopping(&g->host, timeout_ms);
-  size_t l = g->dp ? dispatch_stop(g->dp, timeout_ms, hung) : 0;
-  if (left) *left = l;
+  if (g->dp) dispatch_stop(g->dp, timeout_ms, hung);
   if (g->dp && dispatch_busy(g->dp)) {
     free(hung);
     return -1; /* a worker may still touch the instances: keep everything */
@@ -72,7 +81,7 @@ int generation_free(generation *g, uint32_t timeout_ms, size_t *left) {
   plugin_host_unload(&g->host, hung);
   free(hung);
   router_free(g->rt);
-  free(g->names);
+  free(g->lanes);
   config_free(&g->cfg);
   free(g);
   return 0;

@@ -3,6 +3,7 @@
 
 #include <llhttp.h>
 #include <malloc.h>
+#include <zlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "tls.h"
 
 #define MAX_HEADERS 100
 /* Stop reading from a client that does not read its answers past this much
@@ -23,6 +25,11 @@
 #define TRIM_MS 1000
 /* A kept body buffer larger than this is released after its request. */
 #define BODY_KEEP_BYTES (64 * 1024)
+/* A gzip body may inflate at most this many times its size (once past
+ * RATIO_FREE_BYTES): more is a decompression bomb, refused with 413 even
+ * under max_body_bytes, since every such request would cost the CPU. */
+#define MAX_INFLATE_RATIO 100
+#define RATIO_FREE_BYTES (64 * 1024)
 
 typedef enum {
   ST_FRESH,    /* connected, no request byte yet */
@@ -55,7 +62,12 @@ struct http_conn {
   int fatal_status;  /* a limit broken inside a callback: answer and close */
   int reject_status; /* decided at headers: discard the body, then answer */
   int req_open;      /* on_headers accepted the request; on_release is owed */
+  int gzip;          /* Content-Encoding: gzip: the body is inflated when complete */
   int in_field, in_value;
+  /* Where the current feed() buffer and the last header value piece end,
+   * to tell a folded value from one split across reads. */
+  const char *feed_start, *feed_end, *val_end;
+  int val_at_end;
   /* Request line and headers, NUL-separated, offsets in hdr. */
   char *arena;
   size_t arena_len, arena_cap, header_bytes;
@@ -72,6 +84,12 @@ struct http_conn {
   size_t pending_len;
   size_t linger_bytes; /* input discarded while lingering */
   uint64_t idle_left_ms; /* idle time left after the buffers were dropped */
+  /* TLS listeners: the context until the first byte (the SSL state is made
+   * only for a client that speaks), then the connection's TLS state. */
+  tls_ctx *tls_pending;
+  tls_conn *tls;
+  uint64_t accepted_ms; /* uv_now at accept: the first request's header deadline */
+  unsigned long served; /* requests answered */
   http_request req;
   char peer[64];
 };
@@ -86,6 +104,7 @@ static llhttp_settings_t settings;
 static int settings_ready;
 
 static void conn_close(http_conn *c);
+static void conn_write(http_conn *c, const char *data, size_t len);
 static void release_req(http_conn *c);
 static void conn_update_reading(http_conn *c);
 static void feed(http_conn *c, const char *data, size_t len);
@@ -104,6 +123,8 @@ const char *http_status_text(int status) {
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
@@ -130,6 +151,7 @@ static void idle_trim(http_conn *c) {
   c->headers = NULL;
   c->hdr_cap = c->n_hdr = 0;
   memset(&c->req, 0, sizeof c->req);
+  if (c->tls) tls_conn_trim(c->tls);
 }
 
 /* --- timers and state ------------------------------------------------------ */
@@ -160,6 +182,7 @@ static void on_timer(uv_timer_t *t) {
       conn_close(c);
       break;
     default:
+      if (c->state == ST_FRESH && c->tls) tls_conn_abandon(c->tls, "timeout");
       conn_close(c);
       break;
   }
@@ -171,7 +194,16 @@ static void set_state(http_conn *c, conn_state st) {
   uint64_t ms = 0;
   switch (st) {
     case ST_FRESH:
-    case ST_HEADERS: ms = l->header_timeout_ms; break;
+    case ST_HEADERS:
+      ms = l->header_timeout_ms;
+      /* Over TLS the handshake counts against the first request's header
+       * time: the deadline runs from the accept, not from the first
+       * decrypted byte. */
+      if (st == ST_HEADERS && c->tls && c->served == 0) {
+        uint64_t spent = uv_now(c->srv->loop) - c->accepted_ms;
+        ms = spent < ms ? ms - spent : 1;
+      }
+      break;
     case ST_IDLE:
       /* First a short wait to drop the buffers, then the rest of the idle
        * timeout. */
@@ -288,6 +320,19 @@ static int on_header_field_complete(llhttp_t *p) {
 static int on_header_value(llhttp_t *p, const char *at, size_t n) {
   http_conn *c = p->data;
   if (header_bytes(c, n) != 0) return -1;
+  /* llhttp accepts an obsolete folded line (CRLF and a blank inside a
+   * value) and hands the value over in two pieces with the fold skipped.
+   * Two pieces that are neither adjacent in one buffer nor split exactly at
+   * a buffer's end have a fold between them. RFC 9112 5.2 lets a server
+   * refuse it, and a value read one way here and another by a proxy in
+   * front is how requests get smuggled. */
+  if (c->in_value && at != c->val_end && !(at == c->feed_start && c->val_at_end)) {
+    c->fatal_status = 400;
+    c->req.reason = "malformed HTTP: obsolete line folding in a header";
+    return -1;
+  }
+  c->val_end = at + n;
+  c->val_at_end = at + n == c->feed_end;
   if (!c->in_value) {
     c->hdr[c->n_hdr - 1].value_off = (uint32_t)c->arena_len;
     c->in_value = 1;
@@ -304,6 +349,58 @@ static int on_header_value_complete(llhttp_t *p) {
   return arena_put(c, "", 1);
 }
 
+/* An absolute-form target ("http://host/webhooks/x?q", RFC 9112 3.2.2) is
+ * reduced to its path; others are returned as they are. */
+static char *absolute_form_path(char *url) {
+  size_t skip = strncasecmp(url, "http://", 7) == 0    ? 7
+                : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                       : 0;
+  if (skip == 0) return url;
+  char *slash = strchr(url + skip, '/');
+  if (slash) return slash;
+  /* "http://host" or "http://host?q": the path is "/". */
+  char *q = strchr(url + skip, '?');
+  char *end = q ? q : url + strlen(url);
+  end[-1] = '/';
+  return end - 1;
+}
+
+/* Content-Encoding: 0 none or identity, 1 gzip, -1 anything else (415). */
+static int content_coding(http_conn *c) {
+  int n = 0, gzip = 0;
+  for (size_t i = 0; i < c->req.n_headers; i++) {
+    if (strcasecmp(c->req.headers[i].name, "Content-Encoding") != 0) continue;
+    const char *v = c->req.headers[i].value;
+    size_t len = c->req.headers[i].value_len;
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t')) len--;
+    while (len > 0 && (*v == ' ' || *v == '\t')) v++, len--;
+    if (len == 8 && strncasecmp(v, "identity", 8) == 0) continue;
+    if ((len == 4 && strncasecmp(v, "gzip", 4) == 0) ||
+        (len == 6 && strncasecmp(v, "x-gzip", 6) == 0)) {
+      gzip = 1;
+      n++;
+      continue;
+    }
+    return -1; /* another coding, or a list of them */
+  }
+  return n > 1 ? -1 : gzip;
+}
+
+/* Expect (RFC 9110 10.1.1): 1 for "100-continue" on an HTTP/1.1 request
+ * that has a body to send, 0 when there is nothing to answer (no header,
+ * HTTP/1.0, no body), -1 for any other expectation (417). */
+static int expectation(http_conn *c, const llhttp_t *p) {
+  size_t len = 0;
+  const char *v = http_request_header(&c->req, "Expect", &len);
+  if (v == NULL) return 0;
+  while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t')) len--;
+  while (len > 0 && (*v == ' ' || *v == '\t')) v++, len--;
+  if (len != 12 || strncasecmp(v, "100-continue", 12) != 0) return -1;
+  if (p->http_major != 1 || p->http_minor == 0) return 0;
+  int body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+  return body ? 1 : 0;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   http_conn *c = p->data;
   if (c->arena == NULL && arena_put(c, "", 1) != 0) return -1;
@@ -313,7 +410,7 @@ static int on_headers_complete(llhttp_t *p) {
     c->headers[i].value = c->arena + c->hdr[i].value_off;
     c->headers[i].value_len = c->hdr[i].value_len;
   }
-  char *path = c->arena + c->url_off;
+  char *path = absolute_form_path(c->arena + c->url_off);
   char *q = strchr(path, '?');
   if (q) *q = '\0';
   c->req.method = llhttp_get_method(p);
@@ -326,8 +423,28 @@ static int on_headers_complete(llhttp_t *p) {
     c->fatal_status = 413;
     return -1;
   }
+  int expect = expectation(c, p);
+  if (expect < 0) {
+    c->req.reason = "only \"Expect: 100-continue\" is supported";
+    c->fatal_status = 417;
+    return -1;
+  }
+  int coding = content_coding(c);
   int st = c->srv->handler.on_headers(c->srv->handler.data, c, &c->req);
   if (st == 0) c->req_open = 1;
+  if (st == 0 && coding < 0) {
+    release_req(c);
+    c->req.reason = "unsupported Content-Encoding (hookd takes gzip or none)";
+    st = 415;
+  }
+  c->gzip = coding == 1;
+  if (st != 0 && expect) {
+    /* The client waits for a 100 before it sends the body: the final
+     * answer goes now, and the connection closes after it. */
+    c->fatal_status = st;
+    return -1;
+  }
+  if (st == 0 && expect) conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
   if (st != 0) {
     c->reject_status = st;
   } else if ((p->flags & F_CONTENT_LENGTH) && p->content_length + 1 > c->body_cap) {
@@ -383,19 +500,96 @@ static int on_chunk_header(llhttp_t *p) {
   return 0;
 }
 
+/* Replaces a gzip body by its inflated bytes, max_body_bytes applying to
+ * those. Returns 0, or the status to answer with req.reason set: 413 past
+ * the limit or the ratio, 400 for a body that is not gzip. */
+static int inflate_body(http_conn *c) {
+  uint64_t max = c->srv->limits->max_body_bytes;
+  uint64_t ratio_cap = (uint64_t)c->body_len * MAX_INFLATE_RATIO;
+  if (ratio_cap < RATIO_FREE_BYTES) ratio_cap = RATIO_FREE_BYTES;
+  int status = 0;
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (inflateInit2(&z, 15 + 16) != Z_OK) { /* 16: gzip framing only */
+    c->req.reason = "out of memory";
+    return 503;
+  }
+  size_t cap = c->body_len * 4 + 1024, len = 0;
+  char *out = NULL;
+  int rc = Z_OK;
+  z.next_in = (unsigned char *)c->body;
+  z.avail_in = (uInt)c->body_len;
+  while (rc == Z_OK) {
+    if (len + 1 >= cap || out == NULL) {
+      if (out) cap *= 2;
+      if (cap > max + 2) cap = max + 2; /* one byte past the limit shows it is over */
+      char *b = realloc(out, cap);
+      if (b == NULL) {
+        status = 503;
+        c->req.reason = "out of memory";
+        break;
+      }
+      out = b;
+    }
+    z.next_out = (unsigned char *)out + len;
+    z.avail_out = (uInt)(cap - 1 - len);
+    rc = inflate(&z, Z_NO_FLUSH);
+    len = cap - 1 - z.avail_out;
+    if (len > max || len > ratio_cap) {
+      status = 413;
+      c->req.reason = len > max ? "inflated body larger than max_body_bytes"
+                                : "gzip body inflates more than 100 times: refused";
+      break;
+    }
+    if (rc == Z_BUF_ERROR && z.avail_out != 0) break; /* input ended early */
+    if (rc == Z_BUF_ERROR) rc = Z_OK;
+  }
+  /* A complete stream, and nothing after it (no second member). */
+  if (status == 0 && (rc != Z_STREAM_END || z.avail_in != 0)) {
+    status = 400;
+    c->req.reason = "body is not valid gzip";
+  }
+  inflateEnd(&z);
+  if (status) {
+    free(out);
+    return status;
+  }
+  free(c->body);
+  c->body = out;
+  c->body_cap = cap;
+  c->body_len = len;
+  return 0;
+}
+
+/* Answers a request refused at its headers (status from on_headers, or
+ * 417), with Allow on a 405 and the handler's one-line reason. */
+static void answer_refusal(http_conn *c, int st, const char *reason) {
+  char allow[96] = "";
+  if (st == 405) {
+    snprintf(allow, sizeof allow, "Allow: %s\r\n",
+             c->srv->handler.allow ? c->srv->handler.allow : "POST");
+  }
+  if (reason) {
+    char body[256];
+    int n = snprintf(body, sizeof body, "%s\n", reason);
+    if (n < 0 || (size_t)n >= sizeof body) n = 0;
+    http_respond(c, st, st == 405 ? allow : NULL, body, (size_t)n);
+  } else {
+    http_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
+  }
+}
+
 static int on_message_complete(llhttp_t *p) {
   http_conn *c = p->data;
   c->keep_alive = llhttp_should_keep_alive(p) && !c->srv->draining;
   c->state = ST_HANDLING;
   uv_timer_stop(&c->timer);
+  int st;
   if (c->reject_status) {
-    int st = c->reject_status;
-    char allow[96] = "";
-    if (st == 405) {
-      snprintf(allow, sizeof allow, "Allow: %s\r\n",
-               c->srv->handler.allow ? c->srv->handler.allow : "POST");
-    }
-    http_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
+    answer_refusal(c, c->reject_status, c->req.reason);
+  } else if (c->gzip && (st = inflate_body(c)) != 0) {
+    release_req(c);
+    http_respond_text(c, st, c->req.reason);
   } else {
     if (c->body) c->body[c->body_len] = '\0';
     c->req.body = c->body ? c->body : "";
@@ -426,7 +620,8 @@ static void on_write(uv_write_t *w, int status) {
   conn_update_reading(c);
 }
 
-static void conn_write(http_conn *c, const char *data, size_t len) {
+/* Writes bytes to the socket as they are (ciphertext on a TLS connection). */
+static void sock_write(http_conn *c, const char *data, size_t len) {
   if (c->state == ST_CLOSED) return;
   if (c->tcp.write_queue_size == 0) {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -458,6 +653,27 @@ static void conn_write(http_conn *c, const char *data, size_t len) {
   if (c->tcp.write_queue_size >= WRITE_QUEUE_HIGH) conn_update_reading(c);
 }
 
+/* Sends what the TLS layer has queued (records, alerts, tickets). */
+static void tls_flush(http_conn *c) {
+  char buf[17 * 1024];
+  size_t n;
+  while (c->state != ST_CLOSED && (n = tls_conn_take(c->tls, buf, sizeof buf)) > 0)
+    sock_write(c, buf, n);
+}
+
+static void conn_write(http_conn *c, const char *data, size_t len) {
+  if (c->state == ST_CLOSED) return;
+  if (c->tls == NULL) {
+    sock_write(c, data, len);
+    return;
+  }
+  if (tls_conn_write(c->tls, data, len) != 0) {
+    conn_close(c);
+    return;
+  }
+  tls_flush(c);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)req;
   (void)status;
@@ -474,6 +690,8 @@ static void on_handle_closed(uv_handle_t *h) {
   free(c->headers);
   free(c->body);
   free(c->pending);
+  tls_conn_free(c->tls);
+  tls_ctx_unref(c->tls_pending);
   free(c);
   (*srv->open_conns)--;
   METRICS_DEC(g_metrics.connections_open);
@@ -538,6 +756,8 @@ static void stash(http_conn *c, const char *data, size_t len) {
 }
 
 static void feed(http_conn *c, const char *data, size_t len) {
+  c->feed_start = data;
+  c->feed_end = data + len;
   c->in_callback = 1;
   llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
   c->in_callback = 0;
@@ -555,7 +775,9 @@ static void feed(http_conn *c, const char *data, size_t len) {
   c->keep_alive = 0;
   c->state = ST_HANDLING;
   c->answered = 0;
-  if (st == 400) {
+  if (st == 400 && c->req.reason) {
+    http_respond_text(c, 400, c->req.reason);
+  } else if (st == 400) {
     char msg[160];
     snprintf(msg, sizeof msg, "malformed HTTP: %s", llhttp_get_error_reason(&c->parser));
     http_respond_text(c, 400, msg);
@@ -563,24 +785,115 @@ static void feed(http_conn *c, const char *data, size_t len) {
     http_respond_text(c, 413, "body larger than max_body_bytes");
   } else if (st == 431) {
     http_respond_text(c, 431, "headers larger than max_header_bytes");
-  } else {
+  } else if (st == 503) {
     http_respond(c, st, "Retry-After: 1\r\n", NULL, 0);
+  } else {
+    answer_refusal(c, st, c->req.reason); /* refused before an expected body */
+  }
+}
+
+/* End of input: EOF, a read error or a TLS close_notify. A request waiting
+ * for its answer keeps the connection object alive until then (the answer
+ * is dropped); the spool's callback still refers to it. */
+static void on_eof(http_conn *c) {
+  if (c->state == ST_HANDLING && !c->answered) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+    c->keep_alive = 0;
+    c->paused = 1;
+    return;
+  }
+  if (c->state == ST_FRESH && c->tls) tls_conn_abandon(c->tls, "closed");
+  conn_close(c);
+}
+
+/* After a closing answer, or a TLS failure: half-close once the output is
+ * written, then drain input for a while so the peer reads what was sent
+ * instead of a reset. */
+static void conn_finish(http_conn *c) {
+  c->keep_alive = 0;
+  c->paused = 0;
+  set_state(c, ST_LINGER);
+  uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
+  conn_update_reading(c);
+}
+
+/* Plaintext from the peer (decrypted, on a TLS connection). */
+static void take_plain(http_conn *c, const char *data, size_t len) {
+  if (c->state == ST_LINGER || c->state == ST_CLOSED) return;
+  if (c->paused) {
+    stash(c, data, len); /* behind a request that waits for its answer */
+    return;
+  }
+  feed(c, data, len);
+}
+
+/* A fatal TLS error: the alert goes out, the connection ends. It never
+ * becomes a request, so nothing of it reaches a handler or a plugin. */
+static void tls_failed(http_conn *c) {
+  const char *why = tls_conn_failure(c->tls);
+  if (log_enabled(LOG_DEBUG)) {
+    log_ctx ctx = {.peer = http_conn_peer(c)};
+    log_write(LOG_DEBUG, &ctx, "TLS %s failed: %s",
+              tls_conn_established(c->tls) ? "connection" : "handshake", why);
+  }
+  tls_flush(c);
+  if (c->state == ST_CLOSED) return;
+  if (c->state == ST_HANDLING && !c->answered) {
+    on_eof(c);
+    return;
+  }
+  if (strcmp(why, "plain_http") == 0) {
+    /* A client that sent plain HTTP to the TLS port reads why. */
+    static const char ans[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Length: 37\r\nConnection: close\r\n\r\nthis port speaks HTTPS: use https://\n";
+    sock_write(c, ans, sizeof ans - 1);
+    if (c->state == ST_CLOSED) return;
+  }
+  conn_finish(c);
+}
+
+/* Ciphertext from the socket: decrypt all of it now (plaintext that arrives
+ * behind a pending answer is stashed like on a plain connection), so
+ * nothing waits inside the TLS buffers for a read that may never come. */
+static void tls_read(http_conn *c, const char *data, size_t len) {
+  static char plain[16 * 1024]; /* one TLS record */
+  if (c->tls == NULL) {
+    c->tls = tls_conn_new(c->tls_pending);
+    tls_ctx_unref(c->tls_pending);
+    c->tls_pending = NULL;
+    if (c->tls == NULL) {
+      conn_close(c);
+      return;
+    }
+  }
+  if (tls_conn_put(c->tls, data, len) != 0) {
+    on_eof(c);
+    return;
+  }
+  for (;;) {
+    long n = tls_conn_read(c->tls, plain, sizeof plain);
+    if (n > 0) {
+      take_plain(c, plain, (size_t)n);
+      if (c->state == ST_CLOSED) return;
+      continue;
+    }
+    tls_flush(c);
+    if (c->state == ST_CLOSED || n == TLS_AGAIN) return;
+    if (n == TLS_CLOSED) {
+      on_eof(c);
+    } else {
+      tls_failed(c);
+    }
+    return;
   }
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   http_conn *c = s->data;
   if (n < 0) {
-    /* EOF or error. A request waiting for its answer keeps the connection
-     * object alive until then (the answer is dropped). */
-    if (c->state == ST_HANDLING && !c->answered) {
-      uv_read_stop(s);
-      c->reading = 0;
-      c->keep_alive = 0;
-      c->paused = 1;
-      return;
-    }
-    conn_close(c);
+    on_eof(c);
     return;
   }
   if (n == 0) return;
@@ -589,6 +902,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
      * reset; a client that keeps sending past LINGER_BYTES gets the reset. */
     c->linger_bytes += (size_t)n;
     if (c->linger_bytes > LINGER_BYTES) conn_close(c);
+    return;
+  }
+  if (c->tls || c->tls_pending) {
+    tls_read(c, b->base, (size_t)n);
     return;
   }
   feed(c, b->base, (size_t)n);
@@ -635,8 +952,13 @@ static http_conn *conn_new(http_server *srv) {
 static void conn_start(http_conn *c) {
   http_server *srv = c->srv;
   uv_tcp_nodelay(&c->tcp, 1);
+  c->accepted_ms = uv_now(srv->loop);
   if (*srv->open_conns > srv->limits->max_connections) {
     METRICS_INC(g_metrics.connections_refused);
+    if (c->tls_pending) {
+      conn_close(c); /* no TLS session to answer in; a handshake is what overload spares */
+      return;
+    }
     c->keep_alive = 0;
     c->state = ST_HANDLING;
     http_respond(c, 503, "Retry-After: 1\r\n", "too many connections\n", 21);
@@ -650,9 +972,11 @@ static void conn_start(http_conn *c) {
   conn_update_reading(c);
 }
 
-void http_accept(http_server *srv, uv_stream_t *listener) {
+void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls) {
   http_conn *c = conn_new(srv);
   if (c == NULL) return;
+  if (tls) tls_ctx_ref(tls);
+  c->tls_pending = tls;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
@@ -660,9 +984,11 @@ void http_accept(http_server *srv, uv_stream_t *listener) {
   conn_start(c);
 }
 
-int http_open_fd(http_server *srv, uv_os_sock_t fd) {
+int http_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls) {
   http_conn *c = conn_new(srv);
   if (c == NULL) return UV_ENOMEM;
+  if (tls) tls_ctx_ref(tls);
+  c->tls_pending = tls;
   int rc = uv_tcp_open(&c->tcp, fd);
   if (rc != 0) {
     conn_close(c);
@@ -702,6 +1028,7 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
                   size_t body_len) {
   if (c->answered) return;
   c->answered = 1;
+  c->served++;
   metrics_count_status(status);
   if (c->state == ST_CLOSED) {
     return; /* the client went away; the object is freed by its close */
@@ -731,12 +1058,12 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
     c->body_cap = 0;
   }
   if (!c->keep_alive) {
-    /* Half-close after the answer is written, then drain input for a while
-     * so the client reads the answer instead of a reset. */
-    c->paused = 0;
-    set_state(c, ST_LINGER);
-    uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown);
-    conn_update_reading(c);
+    if (c->tls) {
+      tls_conn_close_notify(c->tls);
+      tls_flush(c);
+      if (c->state == ST_CLOSED) return;
+    }
+    conn_finish(c);
     return;
   }
   set_state(c, ST_IDLE);

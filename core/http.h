@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <uv.h>
 #include "config.h"
+#include "tls.h"
 
 typedef struct http_conn http_conn;
 
@@ -26,13 +27,17 @@ typedef struct http_request {
   size_t body_len;
   const void *route;     /* set by on_headers for on_request */
   void *ctx;             /* the handler's own, set by on_headers, handed to on_release */
+  const char *reason;    /* on_headers may set a static one-line text for its refusal */
 } http_request;
 
 /* What a listener does with requests. Both run on the loop thread. */
 typedef struct http_handler {
   /* Called when the headers are complete, before any body byte is buffered.
    * Returns 0 to read the body and call on_request, or an HTTP status to
-   * answer instead; the body is then read and discarded (not buffered). */
+   * answer instead; the body is then read and discarded (not buffered), or,
+   * when the client sent "Expect: 100-continue" and waits, not read at all:
+   * the answer goes at once and the connection closes. A request that is
+   * taken and expects 100-continue gets its "100 Continue" right after. */
   int (*on_headers)(void *data, http_conn *c, http_request *req);
   /* Called with the complete request. It must answer exactly once with
    * http_respond(), now or later (the connection reads no further request
@@ -62,14 +67,16 @@ typedef struct http_server {
   void *on_empty_data;
 } http_server;
 
-/* Accepts a pending connection on the listening stream. */
-void http_accept(http_server *srv, uv_stream_t *listener);
+/* Accepts a pending connection on the listening stream; tls is the
+ * listener's current TLS context (the connection references it), NULL for
+ * plain HTTP. */
+void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls);
 
 /* Serves a connected stream socket it takes over (closed with the
  * connection), like an accepted one: for in-process drivers such as the
  * fuzz harness, which hands in one end of a socketpair. Returns 0 or a
  * negative libuv error (fd then left open). */
-int http_open_fd(http_server *srv, uv_os_sock_t fd);
+int http_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls);
 
 /* Answers the request in progress. extra_headers: "Name: value\r\n" lines or
  * NULL; body may be NULL. After the answer the connection reads the next

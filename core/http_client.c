@@ -1,5 +1,6 @@
 /* Outbound HTTP for plugins: per-thread libcurl handles, answers mapped to outcomes. */
 #include "http_client.h"
+#include "scrub.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -204,6 +205,9 @@ static void snippet(char *dst, size_t dstlen, const char *body, size_t len) {
   }
   while (i > 0 && dst[i - 1] == ' ') i--;
   dst[i] = '\0';
+  /* A destination that echoes the request (its Authorization header, a
+   * token) must not put it in our logs, metrics or pages. */
+  scrub_text(dst, dstlen);
 }
 
 static int has_header(const hookd_http_request *req, const char *name) {

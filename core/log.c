@@ -1,6 +1,8 @@
 /* Logging: one line per record on stderr, text or JSON, control characters escaped. */
 #include "log.h"
 
+#include "scrub.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -129,6 +131,8 @@ void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap
   if (!log_enabled(level)) return;
   char msg[2048];
   vsnprintf(msg, sizeof msg, fmt, ap);
+  /* Messages carry what destinations answered: no credential gets through. */
+  scrub_text(msg, sizeof msg);
 
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);

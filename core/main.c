@@ -1,6 +1,10 @@
 /* hookd: command line (run, check, version, help), start-up order and graceful shutdown. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <llhttp.h>
+#include <pthread.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 #include <openssl/crypto.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -11,6 +15,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "crash.h"
 #include "dispatch.h"
 #include "generation.h"
 #include "dlq.h"
@@ -24,9 +29,11 @@
 #include "router.h"
 #include "server.h"
 #include "spool.h"
+#include "spool_sqlite.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
+#define EXIT_DAMAGED 3
 
 static const char usage[] =
     "usage: hookd COMMAND [-c FILE]\n"
@@ -42,51 +49,95 @@ static const char usage[] =
     "  dlq show ID -c FILE         one dead letter with its event\n"
     "  dlq replay ID|--all -c FILE deliver again (a running hookd picks it up within a second)\n"
     "  dlq purge ID -c FILE        forget a dead letter\n"
+    "  spool check -c FILE         check the whole spool file (hookd may be running);\n"
+    "                              exit 0 healthy, 3 damaged\n"
     "  version         versions of hookd, the plugin ABI and the libraries\n"
     "  help            this text (also: -h, --help)\n"
     "\n"
-    "exit codes: 0 success, 1 runtime failure, 2 bad config or usage.\n"
+    "exit codes: 0 success, 1 runtime failure, 2 bad config or usage, 3 damaged spool\n"
+    "(hookd will not start on it; see `hookd spool check`).\n"
     "signals: SIGTERM and SIGINT stop gracefully (in-flight requests are answered,\n"
     "running deliveries finish within shutdown_timeout_ms); SIGHUP reloads the config.\n";
+
+/* A reload on its thread: config, ${file:} contents and plugin init run
+ * there, so a slow one never blocks the loop; the swap runs on the loop. */
+typedef struct reload_job {
+  struct hookd_daemon *dm;
+  generation *g; /* the result; NULL on failure (err) */
+  char err[1024];
+  int abandoned; /* took longer than reload_timeout_ms: its result is dropped */
+  struct reload_job *next;
+} reload_job;
+
+/* A POST /reload waiting for the outcome of the reload that serves it. */
+typedef struct reload_waiter {
+  admin_reload_done done;
+  void *arg;
+  struct reload_waiter *next;
+} reload_waiter;
 
 /* Everything `run` owns, torn down in reverse order. */
 typedef struct hookd_daemon {
   const char *file;
   generation *gen;     /* current */
-  generation *retired; /* reloaded away, finishing their queued deliveries */
+  generation *retired; /* reloaded away, finishing their deliveries */
   spool *sp;
   server *srv;
   uv_loop_t loop;
-  uv_check_t flush;
   uv_timer_t watchdog;
   uv_timer_t deadline;
+  uv_timer_t sd_timer; /* systemd watchdog pets */
+  uint64_t sd_watchdog_usec;
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
   int aborted;   /* past shutdown_timeout_ms: slow connections were closed */
   int hard_stop; /* the loop was stopped with handles still open */
   int64_t stop_started; /* mono ms of the first SIGTERM/SIGINT */
+  /* Reloads: one at a time; asking during one queues one more. */
+  pthread_mutex_t reload_mu;
+  uv_async_t reload_async;
+  uv_timer_t reload_timer;
+  reload_job *reload_running; /* loop thread */
+  reload_job *reload_done;    /* finished jobs, under reload_mu */
+  int reload_closed;          /* the async handle is closing (under reload_mu) */
+  int reload_again;
+  size_t reload_threads;      /* threads not finished, under reload_mu */
+  reload_waiter *waiting, *waiting_next;
 } hookd_daemon;
 
-/* Recovered and replayed deliveries go to the current generation's
- * instance of that name. */
-static int on_spooled(void *data, delivery *d, const char *instance) {
-  hookd_daemon *dm = data;
-  const config *cfg = &dm->gen->cfg;
-  for (size_t i = 0; i < cfg->n_plugins; i++) {
-    if (strcmp(cfg->plugins[i].name, instance) == 0) {
-      d->instance = (uint32_t)i;
-      dispatch_submit(dm->gen->dp, d);
-      return 0;
-    }
+/* --- systemd ---------------------------------------------------------------- */
+
+/* READY=1 once listeners are bound and recovery is done, STOPPING=1 at the
+ * start of a shutdown, WATCHDOG=1 while both the loop and the spool writer
+ * make progress. Without NOTIFY_SOCKET these do nothing. */
+static void on_sd_timer(uv_timer_t *t) {
+  hookd_daemon *dm = t->data;
+  spool_stats st;
+  spool_get_stats(dm->sp, &st);
+  int64_t age = st.writer_beat_ms ? mono_ms() - st.writer_beat_ms : 0;
+  int64_t limit = (int64_t)(dm->sd_watchdog_usec / 1000) / 2 + 500;
+  if (age <= limit) {
+    sd_notify(0, "WATCHDOG=1");
+  } else {
+    log_write(LOG_ERROR, NULL,
+              "the spool writer has made no progress for %lld ms: not petting the systemd "
+              "watchdog",
+              (long long)age);
   }
-  return -1;
 }
 
-static void on_flush(uv_check_t *h) {
-  hookd_daemon *dm = h->data;
-  dispatch_flush(dm->gen->dp);
-  for (generation *g = dm->retired; g; g = g->next) dispatch_flush(g->dp);
+static void start_sd_watchdog(hookd_daemon *dm) {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return;
+  dm->sd_watchdog_usec = usec;
+  uv_timer_init(&dm->loop, &dm->sd_timer);
+  dm->sd_timer.data = dm;
+  uint64_t every = usec / 1000 / 2;
+  uv_timer_start(&dm->sd_timer, on_sd_timer, 0, every ? every : 1);
+  uv_unref((uv_handle_t *)&dm->sd_timer);
 }
+
+/* --- generations ------------------------------------------------------------- */
 
 /* Frees retired generations that have nothing left to do. */
 static void reap(hookd_daemon *dm) {
@@ -97,7 +148,7 @@ static void reap(hookd_daemon *dm) {
       continue;
     }
     *pp = g->next;
-    if (generation_free(g, 1000, NULL) == 0) {
+    if (generation_free(g, 1000) == 0) {
       log_write(LOG_INFO, NULL, "reload: the previous config's plugin instances are drained and closed");
     }
   }
@@ -111,27 +162,18 @@ static void on_watchdog(uv_timer_t *t) {
   http_release_memory();
 }
 
-/* Loads the config file again as a new generation and swaps it in. A
- * config that fails changes nothing. */
-static int reload(void *data, char *err, size_t errlen) {
-  hookd_daemon *dm = data;
-  if (dm->stopping) {
-    snprintf(err, errlen, "shutting down");
-    return -1;
-  }
-  generation *g = generation_load(dm->file, 0, err, errlen);
-  if (g == NULL) {
-    log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
-    return -1;
-  }
+/* Makes g (loaded and checked) current. Returns 0, or -1 with err and g
+ * freed. */
+static int swap_in(hookd_daemon *dm, generation *g, char *err, size_t errlen) {
   if (generation_start(g, dm->sp, err, errlen) != 0 || server_set_generation(dm->srv, g) != 0) {
     if (!err[0]) snprintf(err, errlen, "out of memory");
-    log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
     g->retired = 1;
     generation_unref(g);
-    generation_free(g, 1000, NULL);
+    generation_free(g, 1000);
     return -1;
   }
+  /* Nothing can fail from here: the lanes move to the new instances. */
+  generation_activate(g);
   char fixed[256];
   generation_fixed_changes(&dm->gen->cfg, &g->cfg, fixed, sizeof fixed);
   if (fixed[0]) {
@@ -143,14 +185,156 @@ static int reload(void *data, char *err, size_t errlen) {
   old->next = dm->retired;
   dm->retired = old;
   generation_unref(old); /* the daemon's reference; the server moved to g */
-  dm->gen = g;          /* and keeps the reference generation_load gave */
+  dm->gen = g;           /* and keeps the reference generation_load gave */
   log_setup(g->cfg.log_level, g->cfg.log_format);
   log_write(LOG_INFO, NULL, "reloaded %s: %zu source(s), %zu plugin instance(s), %zu route(s)",
             dm->file, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
   reap(dm);
-  err[0] = '\0';
   return 0;
 }
+
+static void answer_waiters(reload_waiter *w, int status, const char *why) {
+  while (w) {
+    reload_waiter *next = w->next;
+    w->done(w->arg, status, why);
+    free(w);
+    w = next;
+  }
+}
+
+static void *reload_main(void *arg) {
+  reload_job *j = arg;
+  hookd_daemon *dm = j->dm;
+  j->g = generation_load(dm->file, 0, j->err, sizeof j->err);
+  pthread_mutex_lock(&dm->reload_mu);
+  j->next = dm->reload_done;
+  dm->reload_done = j;
+  dm->reload_threads--;
+  if (!dm->reload_closed) uv_async_send(&dm->reload_async);
+  pthread_mutex_unlock(&dm->reload_mu);
+  return NULL;
+}
+
+static void start_reload(hookd_daemon *dm) {
+  reload_job *j = calloc(1, sizeof *j);
+  pthread_t th;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (j) j->dm = dm;
+  pthread_mutex_lock(&dm->reload_mu);
+  int rc = j ? pthread_create(&th, &attr, reload_main, j) : ENOMEM;
+  if (rc == 0) dm->reload_threads++;
+  pthread_mutex_unlock(&dm->reload_mu);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    free(j);
+    log_write(LOG_ERROR, NULL, "reload failed, config unchanged: cannot start a thread: %s",
+              strerror(rc));
+    answer_waiters(dm->waiting, 503, "cannot start a reload now");
+    dm->waiting = NULL;
+    return;
+  }
+  dm->reload_running = j;
+}
+
+static void on_reload_timeout(uv_timer_t *t);
+
+/* Starts a reload, or queues one behind the one running. Loop thread. */
+static void request_reload(hookd_daemon *dm, admin_reload_done done, void *arg) {
+  if (done) {
+    reload_waiter *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+      done(arg, 503, "out of memory");
+      return;
+    }
+    w->done = done;
+    w->arg = arg;
+    reload_waiter **list = dm->reload_running ? &dm->waiting_next : &dm->waiting;
+    w->next = *list;
+    *list = w;
+  }
+  if (dm->stopping) {
+    answer_waiters(dm->waiting, 503, "shutting down");
+    answer_waiters(dm->waiting_next, 503, "shutting down");
+    dm->waiting = dm->waiting_next = NULL;
+    return;
+  }
+  if (dm->reload_running) {
+    dm->reload_again = 1;
+    return;
+  }
+  start_reload(dm);
+  if (dm->reload_running) {
+    uv_timer_start(&dm->reload_timer, on_reload_timeout, dm->gen->cfg.reload_timeout_ms, 0);
+  }
+}
+
+/* The running reload's waiters are answered; the next queued one starts. */
+static void reload_finished(hookd_daemon *dm, int status, const char *why) {
+  uv_timer_stop(&dm->reload_timer);
+  dm->reload_running = NULL;
+  answer_waiters(dm->waiting, status, why);
+  dm->waiting = dm->waiting_next;
+  dm->waiting_next = NULL;
+  if (dm->reload_again || dm->waiting) {
+    dm->reload_again = 0;
+    request_reload(dm, NULL, NULL);
+  }
+}
+
+static void on_reload_timeout(uv_timer_t *t) {
+  hookd_daemon *dm = t->data;
+  reload_job *j = dm->reload_running;
+  if (j == NULL) return;
+  char why[256];
+  snprintf(why, sizeof why,
+           "abandoned after reload_timeout_ms (%u ms): reading the config, a ${file:} or a "
+           "plugin's init did not finish",
+           dm->gen->cfg.reload_timeout_ms);
+  log_write(LOG_ERROR, NULL, "reload %s; config unchanged", why);
+  j->abandoned = 1; /* its thread may still finish; then its result is dropped */
+  reload_finished(dm, 503, why);
+}
+
+static void on_reload_async(uv_async_t *h) {
+  hookd_daemon *dm = h->data;
+  pthread_mutex_lock(&dm->reload_mu);
+  reload_job *done = dm->reload_done;
+  dm->reload_done = NULL;
+  pthread_mutex_unlock(&dm->reload_mu);
+  while (done) {
+    reload_job *j = done;
+    done = j->next;
+    if (j->abandoned || dm->stopping) {
+      if (j->g) {
+        j->g->retired = 1;
+        generation_unref(j->g);
+        generation_free(j->g, 1000);
+      }
+      if (j == dm->reload_running) reload_finished(dm, 503, "shutting down");
+      free(j);
+      continue;
+    }
+    char err[1024] = "";
+    if (j->g == NULL) {
+      log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", j->err);
+      reload_finished(dm, 400, j->err);
+    } else if (swap_in(dm, j->g, err, sizeof err) != 0) {
+      log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
+      reload_finished(dm, 400, err);
+    } else {
+      reload_finished(dm, 200, "reloaded");
+    }
+    free(j);
+  }
+}
+
+static void admin_reload(void *data, admin_reload_done done, void *arg) {
+  request_reload(data, done, arg);
+}
+
+/* --- shutdown ---------------------------------------------------------------- */
 
 static void close_handle(uv_handle_t *h) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -161,12 +345,19 @@ static void close_walk(uv_handle_t *h, void *arg) {
   close_handle(h);
 }
 
+static void close_reload_async(hookd_daemon *dm) {
+  pthread_mutex_lock(&dm->reload_mu);
+  dm->reload_closed = 1;
+  pthread_mutex_unlock(&dm->reload_mu);
+  if (dm->reload_async.loop) close_handle((uv_handle_t *)&dm->reload_async);
+}
+
 static void on_drained(void *data) {
   hookd_daemon *dm = data;
-  on_flush(&dm->flush);
-  close_handle((uv_handle_t *)&dm->flush);
   close_handle((uv_handle_t *)&dm->watchdog);
   close_handle((uv_handle_t *)&dm->deadline);
+  close_handle((uv_handle_t *)&dm->reload_timer);
+  close_reload_async(dm);
   /* The signal handlers stay installed (a second SIGTERM during the
    * delivery drain must not kill hookd) but no longer keep the loop up. */
   uv_unref((uv_handle_t *)&dm->sig_term);
@@ -189,23 +380,24 @@ static void on_deadline(uv_timer_t *t) {
    * memory is then left alone (a late answer may still refer to it). */
   log_write(LOG_ERROR, NULL, "the spool did not answer pending requests; stopping anyway");
   dm->hard_stop = 1;
-  on_flush(&dm->flush);
   uv_stop(&dm->loop);
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
   hookd_daemon *dm = h->data;
   if (signum == SIGHUP) {
-    char err[1024];
+    if (dm->stopping) return;
     log_write(LOG_INFO, NULL, "SIGHUP: reloading %s", dm->file);
-    reload(dm, err, sizeof err);
+    request_reload(dm, NULL, NULL);
     return;
   }
   if (dm->stopping) return; /* already stopping: repeats change nothing */
   dm->stopping = 1;
   dm->stop_started = mono_ms();
+  sd_notify(0, "STOPPING=1");
   log_write(LOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (dm->reload_running) reload_finished(dm, 503, "shutting down");
   uv_timer_start(&dm->deadline, on_deadline, dm->gen->cfg.shutdown_timeout_ms, 0);
   server_drain(dm->srv, on_drained, dm);
 }
@@ -255,60 +447,20 @@ static int cmd_check(const char *file) {
   return rc;
 }
 
-static int cmd_run(const char *file) {
-  hookd_daemon *dm = calloc(1, sizeof *dm);
-  char err[1024];
-  if (dm == NULL) return EXIT_RUNTIME;
-  dm->file = file;
-  /* Before anything drops privileges: the binary plugin children start from. */
-  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
-  dm->gen = generation_load(file, 1, err, sizeof err);
-  if (dm->gen == NULL) {
-    fprintf(stderr, "hookd: %s\n", err);
-    free(dm);
-    return EXIT_USAGE;
-  }
-  generation *g = dm->gen;
-  int rc = EXIT_RUNTIME;
-  uv_loop_init(&dm->loop);
-  dm->sp = spool_open(&g->cfg, &dm->loop, on_spooled, dm, err, sizeof err);
-  if (dm->sp == NULL) {
-    log_write(LOG_ERROR, NULL, "%s", err);
-    goto out;
-  }
-  if (generation_start(g, dm->sp, err, sizeof err) != 0) {
-    log_write(LOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
-    goto out;
-  }
-  /* Unfinished deliveries go back to the dispatcher before any new event
-   * can be accepted, so order per key holds across the restart. */
-  if (spool_recover(dm->sp) < 0) {
-    log_write(LOG_ERROR, NULL, "cannot read the spool back");
-    goto out;
-  }
-  dm->srv = server_new(&dm->loop, g, dm->sp, err, sizeof err);
-  if (dm->srv == NULL) {
-    log_write(LOG_ERROR, NULL, "%s", err);
-    goto out;
-  }
-  server_set_reload(dm->srv, reload, dm);
-  /* Listeners are bound, files are open: root is no longer needed. */
-  privs_warn_if_root(&g->cfg);
-  if (privs_drop(&g->cfg, err, sizeof err) != 0) {
-    log_write(LOG_ERROR, NULL, "%s", err);
-    server_drain(dm->srv, NULL, NULL);
-    uv_run(&dm->loop, UV_RUN_DEFAULT); /* the listeners' closes finish */
-    goto out;
-  }
-  uv_check_init(&dm->loop, &dm->flush);
-  dm->flush.data = dm;
-  uv_check_start(&dm->flush, on_flush);
+/* Installs the loop's timers, signals and the reload machinery. */
+static void start_handles(hookd_daemon *dm) {
   uv_timer_init(&dm->loop, &dm->watchdog);
   dm->watchdog.data = dm;
   uv_timer_start(&dm->watchdog, on_watchdog, 1000, 1000);
   uv_unref((uv_handle_t *)&dm->watchdog);
   uv_timer_init(&dm->loop, &dm->deadline);
   dm->deadline.data = dm;
+  uv_timer_init(&dm->loop, &dm->reload_timer);
+  dm->reload_timer.data = dm;
+  uv_unref((uv_handle_t *)&dm->reload_timer);
+  uv_async_init(&dm->loop, &dm->reload_async, on_reload_async);
+  dm->reload_async.data = dm;
+  uv_unref((uv_handle_t *)&dm->reload_async);
   uv_signal_init(&dm->loop, &dm->sig_term);
   uv_signal_init(&dm->loop, &dm->sig_int);
   uv_signal_init(&dm->loop, &dm->sig_hup);
@@ -316,15 +468,37 @@ static int cmd_run(const char *file) {
   uv_signal_start(&dm->sig_term, on_signal, SIGTERM);
   uv_signal_start(&dm->sig_int, on_signal, SIGINT);
   uv_signal_start(&dm->sig_hup, on_signal, SIGHUP);
-  log_write(LOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
-            HOOKD_VERSION, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
+}
 
-  uv_run(&dm->loop, UV_RUN_DEFAULT);
-  rc = 0;
+/* Opens the spool, starts the first generation's workers and reads back
+ * what the last run left. Returns 0 or an exit code. */
+static int open_spool(hookd_daemon *dm) {
+  char err[2048];
+  int code = 0;
+  generation *g = dm->gen;
+  dm->sp = spool_open(&g->cfg, &dm->loop, &code, err, sizeof err);
+  if (dm->sp == NULL) {
+    log_write(LOG_ERROR, NULL, "%s", err);
+    return code == SPOOL_EDAMAGED ? EXIT_DAMAGED : EXIT_RUNTIME;
+  }
+  /* The lanes exist (with their max_crashes) before recovery counts the
+   * crashes of what was running. */
+  if (generation_start(g, dm->sp, err, sizeof err) != 0) {
+    log_write(LOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
+    return EXIT_RUNTIME;
+  }
+  code = spool_recover(dm->sp, err, sizeof err);
+  if (code != 0) {
+    log_write(LOG_ERROR, NULL, "%s", err);
+    return code == SPOOL_EDAMAGED ? EXIT_DAMAGED : EXIT_RUNTIME;
+  }
+  return 0;
+}
 
-out:
-  /* Requests are answered; now let running deliveries end, in every
-   * generation, within what is left of shutdown_timeout_ms. */
+/* After the loop: running deliveries end (within what is left of
+ * shutdown_timeout_ms) in every generation, then the spool commits and
+ * closes. */
+static int shut_down(hookd_daemon *dm, int rc) {
   if (dm->hard_stop) {
     /* Connections are still open and refer to the server: leave it. */
     if (dm->srv) generation_unref(dm->gen);
@@ -335,46 +509,124 @@ out:
   int64_t spent = dm->stopping ? mono_ms() - dm->stop_started : 0;
   int64_t budget = (int64_t)dm->gen->cfg.shutdown_timeout_ms - spent;
   if (budget < 0) budget = 0;
-  size_t left = 0;
   int busy = 0;
   dm->gen->retired = 1;
   dm->gen->next = dm->retired;
   dm->retired = NULL;
   for (generation *r = dm->gen, *next; r; r = next) {
     next = r->next;
-    size_t l = 0;
     int64_t t0 = mono_ms();
-    if (generation_free(r, (uint32_t)budget, &l) != 0) busy = 1;
+    if (generation_free(r, (uint32_t)budget) != 0) busy = 1;
     budget -= mono_ms() - t0;
     if (budget < 0) budget = 0;
-    left += l;
   }
-  if (left) {
-    log_write(LOG_INFO, NULL, "%zu deliveries left in the spool; they resume on the next start",
-              left);
+  if (dm->sp) {
+    spool_stats st;
+    spool_get_stats(dm->sp, &st);
+    if (st.pending) {
+      log_write(LOG_INFO, NULL, "%llu deliveries left in the spool; they resume on the next start",
+                (unsigned long long)st.pending);
+    }
   }
   /* Plugin children: asked to exit when their instances were unloaded;
    * what is left after the budget gets SIGKILL, and every one is reaped. */
   if (plugin_proc_wait_all((uint32_t)budget) != 0) {
     log_write(LOG_WARN, NULL, "a plugin process could not be reaped");
   }
-  if (busy) {
-    /* A deliver() call outlived shutdown_timeout_ms. hookd cannot stop it;
-     * commit what is known and exit without freeing what it may still
-     * touch. Its delivery runs again on the next start. */
+  pthread_mutex_lock(&dm->reload_mu);
+  int reloading = dm->reload_threads > 0;
+  pthread_mutex_unlock(&dm->reload_mu);
+  if (busy || reloading) {
+    /* A deliver() call outlived shutdown_timeout_ms, or a reload thread is
+     * stuck: hookd cannot stop them; commit what is known and exit without
+     * freeing what they may still touch. A delivery cut short runs again on
+     * the next start. */
     if (dm->sp) spool_stop(dm->sp);
-    log_write(LOG_WARN, NULL, "stopped with a deliver() call still running");
+    log_write(LOG_WARN, NULL, "stopped with %s still running",
+              busy ? "a deliver() call" : "a reload");
     return rc;
   }
   /* The writer commits the outcomes the workers reported, then closes. */
-  spool_close(dm->sp);
+  spool_free(dm->sp);
   /* Close every handle (including those on_deadline left open) and free. */
   uv_walk(&dm->loop, close_walk, NULL);
   uv_run(&dm->loop, UV_RUN_DEFAULT);
   uv_loop_close(&dm->loop);
+  pthread_mutex_destroy(&dm->reload_mu);
   free(dm);
   if (rc == 0) log_write(LOG_INFO, NULL, "stopped");
   return rc;
+}
+
+static int cmd_run(const char *file) {
+  hookd_daemon *dm = calloc(1, sizeof *dm);
+  char err[1024];
+  if (dm == NULL) return EXIT_RUNTIME;
+  crash_install();
+  dm->file = file;
+  pthread_mutex_init(&dm->reload_mu, NULL);
+  /* Before anything drops privileges: the binary plugin children start from. */
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
+  dm->gen = generation_load(file, 1, err, sizeof err);
+  if (dm->gen == NULL) {
+    fprintf(stderr, "hookd: %s\n", err);
+    pthread_mutex_destroy(&dm->reload_mu);
+    free(dm);
+    return EXIT_USAGE;
+  }
+  generation *g = dm->gen;
+  uv_loop_init(&dm->loop);
+  int rc = open_spool(dm);
+  if (rc == 0) {
+    /* server_new runs the loop to close what it opened when it fails: it
+     * comes before any other handle. */
+    dm->srv = server_new(&dm->loop, g, dm->sp, err, sizeof err);
+    if (dm->srv == NULL) {
+      log_write(LOG_ERROR, NULL, "%s", err);
+      rc = EXIT_RUNTIME;
+    }
+  }
+  if (rc == 0) start_handles(dm);
+  if (rc == 0) {
+    server_set_reload(dm->srv, admin_reload, dm);
+    /* Listeners are bound, files are open: root is no longer needed, and
+     * no plugin has run yet. */
+    privs_warn_if_root(&g->cfg);
+    if (privs_drop(&g->cfg, err, sizeof err) != 0) {
+      log_write(LOG_ERROR, NULL, "%s", err);
+      dm->stopping = 1;
+      server_drain(dm->srv, on_drained, dm);
+      uv_run(&dm->loop, UV_RUN_DEFAULT); /* the listeners' closes finish */
+      rc = EXIT_RUNTIME;
+    }
+  }
+  if (rc != 0) {
+    close_reload_async(dm);
+    return shut_down(dm, rc);
+  }
+  /* Unfinished deliveries were read back before the first new event can
+   * be accepted: the workers take their lanes now. */
+  generation_activate(g);
+  start_sd_watchdog(dm);
+  sd_notify(0, "READY=1");
+  log_write(LOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
+            HOOKD_VERSION, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
+  uv_run(&dm->loop, UV_RUN_DEFAULT);
+  close_reload_async(dm);
+  return shut_down(dm, 0);
+}
+
+/* hookd spool check -c FILE */
+static int cmd_spool(const char *file, int argc, char **argv) {
+  if (argc < 1 || strcmp(argv[0], "check") != 0) {
+    fprintf(stderr, "hookd: spool needs a command: check\n");
+    return EXIT_USAGE;
+  }
+  config cfg;
+  if (load_config(&cfg, file) != 0) return EXIT_USAGE;
+  int rc = spool_sqlite_check(cfg.data_dir, stdout, isatty(STDERR_FILENO) ? stderr : NULL);
+  config_free(&cfg);
+  return rc == 0 ? 0 : rc == SPOOL_EDAMAGED ? EXIT_DAMAGED : EXIT_RUNTIME;
 }
 
 static void print_entry(const dlq_entry *e) {
@@ -490,6 +742,9 @@ static int cmd_version(void) {
 
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
+  /* A file size limit makes writes fail (EFBIG), which the spool reports;
+   * the default action would kill hookd instead. */
+  signal(SIGXFSZ, SIG_IGN);
   /* hookd re-executed as a process-isolated plugin instance's host. */
   if (argc >= 2 && strcmp(argv[1], PLUGIN_CHILD_COMMAND) == 0) return plugin_child_main(argc, argv);
   const char *cmd = NULL, *file = NULL;
@@ -513,7 +768,7 @@ int main(int argc, char **argv) {
       file = a + 9;
     } else if (cmd == NULL && a[0] != '-') {
       cmd = a;
-    } else if (cmd != NULL && strcmp(cmd, "dlq") == 0) {
+    } else if (cmd != NULL && (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "spool") == 0)) {
       rest[n_rest++] = argv[i];
     } else {
       fprintf(stderr, "hookd: unexpected argument '%s'\n%s", a, usage);
@@ -527,12 +782,15 @@ int main(int argc, char **argv) {
     fputs(usage, stderr);
   } else if (strcmp(cmd, "version") == 0) {
     rc = cmd_version();
-  } else if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "dlq") != 0) {
+  } else if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "dlq") != 0 &&
+             strcmp(cmd, "spool") != 0) {
     fprintf(stderr, "hookd: unknown command '%s'\n%s", cmd, usage);
   } else if (file == NULL) {
     fprintf(stderr, "hookd: %s needs -c FILE\n", cmd);
   } else if (strcmp(cmd, "dlq") == 0) {
     rc = cmd_dlq(file, n_rest, rest);
+  } else if (strcmp(cmd, "spool") == 0) {
+    rc = cmd_spool(file, n_rest, rest);
   } else {
     /* No curl_global_init here: libcurl is loaded at the first outbound
      * request (http_client.h), so a config without HTTP plugins never maps

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "hookd/plugin.h"
+#include "scrub.h"
 
 metrics g_metrics;
 
@@ -380,6 +381,7 @@ void metrics_delivery_settled(metrics_instance *m, const char *instance, const c
   s->last_ms = now;
   copy_str(s->last_message, sizeof s->last_message,
            result == HOOKD_OK ? "" : (message && message[0] ? message : "no message"));
+  scrub_text(s->last_message, sizeof s->last_message);
   metrics_recent *r = recent_find(source, event_id);
   metrics_recent_target *t = r ? recent_target(r, instance, 0) : NULL;
   if (t) {
@@ -667,6 +669,110 @@ static void render_instances(out *o, metrics_instance *const *ms, metrics_inst_s
   }
 }
 
+/* --- ingest edge: TLS and endpoint handshakes --------------------------------- */
+
+static const char *const tls_reasons[] = {
+#define X(r) #r,
+    METRICS_TLS_REASONS(X)
+#undef X
+};
+#define N_TLS_REASONS (sizeof tls_reasons / sizeof tls_reasons[0])
+#define MAX_TLS_LISTENERS 16
+
+static atomic_uint_fast64_t tls_full, tls_resumed, tls_fail[N_TLS_REASONS];
+static atomic_uint_fast64_t tls_reload_ok, tls_reload_failed;
+static struct {
+  char listen[64];
+  int64_t not_after;
+} tls_certs[MAX_TLS_LISTENERS]; /* under g_mu */
+static size_t n_tls_certs;
+/* (source, kind, ok) -> count; kept small: one row per challenge source. */
+static struct {
+  char source[64];
+  char kind[8];
+  atomic_uint_fast64_t ok, refused;
+} challenges[METRICS_MAX_SOURCES];
+static size_t n_challenges; /* under g_mu */
+
+void metrics_tls_handshake(int resumed) {
+  METRICS_INC(*(resumed ? &tls_resumed : &tls_full));
+}
+
+void metrics_tls_failure(const char *reason) {
+  size_t i = 0;
+  while (i + 1 < N_TLS_REASONS && strcmp(tls_reasons[i], reason) != 0) i++;
+  METRICS_INC(tls_fail[i]); /* unknown reasons land on the last: "other" */
+}
+
+void metrics_tls_certificate(const char *listen, int64_t not_after) {
+  pthread_mutex_lock(&g_mu);
+  size_t i = 0;
+  while (i < n_tls_certs && strcmp(tls_certs[i].listen, listen) != 0) i++;
+  if (i == n_tls_certs && n_tls_certs < MAX_TLS_LISTENERS) copy_str(tls_certs[n_tls_certs++].listen, 64, listen);
+  if (i < n_tls_certs) tls_certs[i].not_after = not_after;
+  pthread_mutex_unlock(&g_mu);
+}
+
+void metrics_tls_reload(int ok) {
+  METRICS_INC(*(ok ? &tls_reload_ok : &tls_reload_failed));
+}
+
+void metrics_challenge(const char *source, const char *kind, int ok) {
+  pthread_mutex_lock(&g_mu);
+  size_t i = 0;
+  while (i < n_challenges && (strcmp(challenges[i].source, source) || strcmp(challenges[i].kind, kind)))
+    i++;
+  if (i == n_challenges && n_challenges < METRICS_MAX_SOURCES) {
+    copy_str(challenges[i].source, sizeof challenges[i].source, source);
+    copy_str(challenges[i].kind, sizeof challenges[i].kind, kind);
+    n_challenges++;
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (i < METRICS_MAX_SOURCES) METRICS_INC(*(ok ? &challenges[i].ok : &challenges[i].refused));
+}
+
+/* Caller holds g_mu. */
+static void render_edge(out *o) {
+  head(o, "hookd_tls_handshakes_total", "counter",
+       "TLS handshakes completed, by whether the session was resumed.");
+  EMIT(o, "hookd_tls_handshakes_total{resumed=\"false\"} %llu\n",
+       (unsigned long long)METRICS_GET(tls_full));
+  EMIT(o, "hookd_tls_handshakes_total{resumed=\"true\"} %llu\n",
+       (unsigned long long)METRICS_GET(tls_resumed));
+  head(o, "hookd_tls_handshake_failures_total", "counter",
+       "TLS handshakes that began and failed, by reason.");
+  for (size_t i = 0; i < N_TLS_REASONS; i++) {
+    EMIT(o, "hookd_tls_handshake_failures_total{reason=\"%s\"} %llu\n", tls_reasons[i],
+         (unsigned long long)METRICS_GET(tls_fail[i]));
+  }
+  head(o, "hookd_tls_certificate_reloads_total", "counter",
+       "Certificate loads on reload (SIGHUP, POST /reload), by result; a failed one keeps the "
+       "certificate in use.");
+  EMIT(o, "hookd_tls_certificate_reloads_total{result=\"ok\"} %llu\n",
+       (unsigned long long)METRICS_GET(tls_reload_ok));
+  EMIT(o, "hookd_tls_certificate_reloads_total{result=\"failed\"} %llu\n",
+       (unsigned long long)METRICS_GET(tls_reload_failed));
+  head(o, "hookd_tls_certificate_expiry_seconds", "gauge",
+       "When the certificate served on a TLS listener expires, in Unix seconds.");
+  for (size_t i = 0; i < n_tls_certs; i++) {
+    series(o, "hookd_tls_certificate_expiry_seconds", "listen", tls_certs[i].listen, NULL, NULL);
+    EMIT(o, " %lld\n", (long long)tls_certs[i].not_after);
+  }
+  head(o, "hookd_endpoint_handshakes_total", "counter",
+       "Endpoint handshakes (Zoom url_validation, Slack url_verification) answered, by source, "
+       "kind and result (refused: bad signature).");
+  for (size_t i = 0; i < n_challenges; i++) {
+    EMIT(o, "hookd_endpoint_handshakes_total{source=\"");
+    o->rc |= metrics_append_label(o->buf, o->len, o->cap, challenges[i].source);
+    EMIT(o, "\",kind=\"%s\",result=\"ok\"} %llu\n", challenges[i].kind,
+         (unsigned long long)METRICS_GET(challenges[i].ok));
+    EMIT(o, "hookd_endpoint_handshakes_total{source=\"");
+    o->rc |= metrics_append_label(o->buf, o->len, o->cap, challenges[i].source);
+    EMIT(o, "\",kind=\"%s\",result=\"refused\"} %llu\n", challenges[i].kind,
+         (unsigned long long)METRICS_GET(challenges[i].refused));
+  }
+}
+
 int metrics_render(char **buf, size_t *len, size_t *cap, metrics_instance *const *ms,
                    const char *const *names, size_t n) {
   out o = {buf, len, cap, 0};
@@ -677,6 +783,7 @@ int metrics_render(char **buf, size_t *len, size_t *cap, metrics_instance *const
   render_requests(&o);
   render_events(&o);
   render_instances(&o, ms, ss, names, n);
+  render_edge(&o);
   pthread_mutex_unlock(&g_mu);
   free(ss);
   head(&o, "hookd_build_info", "gauge", "hookd version and plugin ABI; always 1.");

@@ -27,8 +27,8 @@
 
 /* HTTP statuses hookd answers, for hookd_http_requests_total{status}. */
 #define METRICS_STATUSES(X) \
-  X(200) X(400) X(401) X(403) X(404) X(405) X(408) X(413) X(431) X(500) X(503)
-#define METRICS_N_STATUSES 11
+  X(200) X(400) X(401) X(403) X(404) X(405) X(408) X(413) X(415) X(417) X(431) X(500) X(503)
+#define METRICS_N_STATUSES 13
 
 #define METRICS_MAX_SOURCES 64
 #define METRICS_MAX_INSTANCES 256
@@ -90,6 +90,24 @@ void metrics_source_end(void);
  * (source, type) and puts it at the front of the recent-events ring. */
 void metrics_event_accepted(const char *source, const char *id, const char *type,
                             int64_t received_ms, size_t n_targets);
+
+/* --- ingest edge (TLS, handshakes, content codings) --------------------------
+ * tls.c counts handshakes (full or resumed) and the failures of those that
+ * began, by reason; server.c records each TLS listener's certificate expiry
+ * and certificate reloads; the request path counts endpoint handshakes
+ * (challenges) answered by kind and result. */
+#define METRICS_TLS_REASONS(X)                                                          \
+  X(protocol_version) X(no_shared_cipher) X(alpn) X(client_certificate)                 \
+  X(certificate_rejected) X(plain_http) X(malformed) X(timeout) X(closed) X(other)
+void metrics_tls_handshake(int resumed);
+void metrics_tls_failure(const char *reason);
+/* The certificate now served on listener `listen` expires at not_after
+ * (Unix seconds); ok is 0 when a reload could not load a new one. */
+void metrics_tls_certificate(const char *listen, int64_t not_after);
+void metrics_tls_reload(int ok);
+/* An endpoint handshake (kind "zoom" or "slack") answered: ok 1, or 0 when
+ * its signature was refused. */
+void metrics_challenge(const char *source, const char *kind, int ok);
 
 #define METRICS_INC(field) atomic_fetch_add_explicit(&(field), 1, memory_order_relaxed)
 #define METRICS_DEC(field) atomic_fetch_sub_explicit(&(field), 1, memory_order_relaxed)

@@ -547,7 +547,13 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
 
 int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out) {
   if (inst->proc) return plugin_proc_deliver(inst->proc, view, out);
-  return (int)inst->mod->desc->deliver(inst->state, view, out);
+  int r = (int)inst->mod->desc->deliver(inst->state, view, out);
+  if (r >= PLUGIN_CRASHED && r <= PLUGIN_UNAVAILABLE) {
+    /* A plugin's stray number must not read as one of hookd's own codes. */
+    snprintf(out->message, sizeof out->message, "plugin returned an invalid result (%d)", r);
+    return HOOKD_FAIL;
+  }
+  return r;
 }
 
 void plugin_host_stopping(plugin_host *h, uint32_t timeout_ms) {

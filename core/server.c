@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <llhttp.h>
+
+#include <cjson/cJSON.h>
 
 #include "access.h"
 #include "admin.h"
@@ -13,12 +16,15 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "tls.h"
 #include "verify.h"
 
 typedef struct listener {
   uv_tcp_t tcp;
   http_server *hs;
   server *s;
+  char *addr;    /* as configured, for logs and metrics */
+  tls_ctx *tls;  /* what new connections use (referenced); NULL: plain HTTP */
 } listener;
 
 struct server {
@@ -33,6 +39,7 @@ struct server {
   size_t n_ls;
   size_t open_listeners;
   size_t *match; /* router_match output, one slot per plugin instance */
+  spool_lane **lanes; /* the lanes of the matched instances */
   size_t match_cap;
   int draining;
   int web_empty, admin_empty;
@@ -75,8 +82,20 @@ static void web_on_release(void *data, http_request *req) {
   generation_unref(req->ctx);
 }
 
+/* A header the signature check (or the envelope) reads. One sent twice is
+ * treated as absent, so the request fails verification: which copy a
+ * signature covers must never be a guess (two X-Signature headers, one of
+ * them the attacker's). */
 static const char *verify_header(void *ctx, const char *name, size_t *len) {
-  return http_request_header(ctx, name, len);
+  const http_request *req = ctx;
+  const char *found = NULL;
+  for (size_t i = 0; i < req->n_headers; i++) {
+    if (strcasecmp(req->headers[i].name, name) != 0) continue;
+    if (found) return NULL;
+    found = req->headers[i].value;
+    *len = req->headers[i].value_len;
+  }
+  return found;
 }
 
 /* A request waiting for its event to be durable. */
@@ -89,14 +108,11 @@ typedef struct store_ctx {
   uint64_t t0; /* request complete (uv_hrtime): ingest latency */
 } store_ctx;
 
-static void answer_stored(void *data, int status, delivery **ds, size_t nd) {
+static void answer_stored(void *data, int status) {
   store_ctx *sc = data;
   const config_source *src = sc->src;
   log_ctx ctx = {.source = src->name, .event_id = sc->ev->id};
   metrics_source_resume(src->name, sc->t0);
-  /* The deliveries go to the generation that routed them, even when a
-   * reload happened meanwhile. */
-  for (size_t i = 0; i < nd; i++) dispatch_submit(sc->gen->dp, ds[i]);
   if (status == SPOOL_STORED) {
     metrics_event_accepted(src->name, sc->ev->id, sc->ev->type, sc->ev->received_ms, sc->n);
     if (sc->n == 0) {
@@ -119,6 +135,64 @@ static void answer_stored(void *data, int status, delivery **ds, size_t nd) {
   free(sc);
 }
 
+/* --- endpoint handshakes ----------------------------------------------------- */
+
+static const char *const challenge_kinds[] = {"none", "zoom", "slack"};
+
+/* Could the body be the source's endpoint handshake? A cheap look first,
+ * so ordinary events are never parsed twice. */
+static int maybe_handshake(const config_source *src, const char *body, size_t len) {
+  if (src->challenge == CHALLENGE_ZOOM) return memmem(body, len, "endpoint.url_validation", 23) != NULL;
+  if (src->challenge == CHALLENGE_SLACK) return memmem(body, len, "url_verification", 16) != NULL;
+  return 0;
+}
+
+/* The answer to a handshake (malloc'd JSON), or NULL when the body is not
+ * one after all. Zoom: {"plainToken", "encryptedToken": hex HMAC-SHA256 of
+ * the secret over plainToken}; Slack: {"challenge"}. */
+static char *handshake_answer(const config_source *src, const char *body, size_t len) {
+  cJSON *root = cJSON_ParseWithLength(body, len);
+  cJSON *ans = NULL;
+  if (src->challenge == CHALLENGE_ZOOM) {
+    const cJSON *ev = envelope_path(root, "event");
+    const cJSON *tok = envelope_path(root, "payload.plainToken");
+    char hex[65];
+    if (cJSON_IsString(ev) && strcmp(ev->valuestring, "endpoint.url_validation") == 0 &&
+        cJSON_IsString(tok) && tok->valuestring[0] && src->verify.n_secrets > 0 &&
+        verify_hmac_sha256_hex(&src->verify.secrets[0], tok->valuestring,
+                               strlen(tok->valuestring), hex) == 0) {
+      ans = cJSON_CreateObject();
+      cJSON_AddStringToObject(ans, "plainToken", tok->valuestring);
+      cJSON_AddStringToObject(ans, "encryptedToken", hex);
+    }
+  } else if (src->challenge == CHALLENGE_SLACK) {
+    const cJSON *type = envelope_path(root, "type");
+    const cJSON *ch = envelope_path(root, "challenge");
+    if (cJSON_IsString(type) && strcmp(type->valuestring, "url_verification") == 0 &&
+        cJSON_IsString(ch)) {
+      ans = cJSON_CreateObject();
+      cJSON_AddStringToObject(ans, "challenge", ch->valuestring);
+    }
+  }
+  char *out = ans ? cJSON_PrintUnformatted(ans) : NULL;
+  cJSON_Delete(ans);
+  cJSON_Delete(root);
+  return out;
+}
+
+/* Answers a verified handshake; 1 when it was one (answered), 0 if not. */
+static int answer_handshake(http_conn *c, const config_source *src, const http_request *req) {
+  char *ans = handshake_answer(src, req->body, req->body_len);
+  if (ans == NULL) return 0;
+  const char *kind = challenge_kinds[src->challenge];
+  log_ctx ctx = {.source = src->name, .peer = http_conn_peer(c)};
+  metrics_challenge(src->name, kind, 1);
+  log_write(LOG_INFO, &ctx, "answered the %s endpoint handshake (not stored)", kind);
+  http_respond(c, 200, "Content-Type: application/json\r\n", ans, strlen(ans));
+  free(ans);
+  return 1;
+}
+
 static void web_on_request(void *data, http_conn *c, http_request *req) {
   server *s = data;
   const config_source *src = req->route;
@@ -126,10 +200,21 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   uint64_t t0 = metrics_source_begin(src->name);
 
   verify_input in = {verify_header, req, req->body, req->body_len, now_ms() / 1000};
+  int handshake = maybe_handshake(src, req->body, req->body_len);
   if (verify_request(&src->verify, &in) != 0) {
     ctx.peer = http_conn_peer(c);
+    if (handshake) {
+      char *ans = handshake_answer(src, req->body, req->body_len);
+      if (ans) metrics_challenge(src->name, challenge_kinds[src->challenge], 0);
+      free(ans);
+    }
     log_write(LOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
     http_respond_text(c, 401, "unauthorized");
+    return;
+  }
+  /* A sender's endpoint handshake is answered and counted, never stored. */
+  if (handshake && answer_handshake(c, src, req)) {
+    metrics_source_end();
     return;
   }
   envelope env;
@@ -137,9 +222,8 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   generation *g = req->ctx; /* the generation that matched the path */
   /* The tree is built only when a `when` route reads it; otherwise one pass
    * over the body finds type, id and order key. */
-  int rc = router_needs_tree(g->rt)
-               ? envelope_decode(&src->envelope, req->body, req->body_len, &env, &reason)
-               : envelope_decode_fields(&src->envelope, req->body, req->body_len, &env, &reason);
+  int rc = envelope_decode_request(&src->envelope, req->body, req->body_len, verify_header, req,
+                                   router_needs_tree(g->rt), &env, &reason);
   if (rc != 0) {
     ctx.peer = http_conn_peer(c);
     log_write(LOG_INFO, &ctx, "rejected: %s (400)", reason);
@@ -160,14 +244,18 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_respond(c, src->success_status, NULL, NULL, 0);
     return;
   }
-  const char *busy = spool_admit(s->sp);
+  size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
+  for (size_t i = 0; i < n; i++) s->lanes[i] = g->lanes[s->match[i]];
+  /* Only the instances this event goes to count: one whose destination is
+   * down fills its own budget, and events for the others keep flowing. */
+  char why[256];
+  const char *busy = spool_admit(s->sp, s->lanes, n, why, sizeof why);
   if (busy != NULL) {
     log_write(LOG_WARN, &ctx, "rejected: %s (503)", busy);
     envelope_clear(&env);
     http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
   size_t clen = 0;
   const char *ctype = http_request_header(req, "Content-Type", &clen);
   char ctbuf[128];
@@ -186,7 +274,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   }
   *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
   generation_ref(g);
-  if (spool_store(s->sp, ev, s->match, g->names, n, answer_stored, sc) != 0) {
+  if (spool_store(s->sp, ev, s->lanes, n, answer_stored, sc) != 0) {
     log_write(LOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
     event_unref(ev);
     generation_unref(g);
@@ -204,11 +292,11 @@ static void on_connection(uv_stream_t *st, int status) {
     log_write(LOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
     return;
   }
-  http_accept(l->hs, st);
+  http_accept(l->hs, st, l->tls);
 }
 
-static int bind_one(server *s, listener *l, const char *addr, http_server *hs, char *err,
-                    size_t errlen) {
+static int bind_one(server *s, listener *l, const char *addr, const config_tls *tls,
+                    http_server *hs, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   if (config_parse_addr(addr, &ss) != 0) {
     snprintf(err, errlen, "bad listen address '%s'", addr);
@@ -216,6 +304,12 @@ static int bind_one(server *s, listener *l, const char *addr, http_server *hs, c
   }
   l->s = s;
   l->hs = hs;
+  l->addr = strdup(addr);
+  if (tls && tls->ctx) {
+    l->tls = tls->ctx;
+    tls_ctx_ref(l->tls);
+    metrics_tls_certificate(addr, tls_ctx_not_after(l->tls));
+  }
   uv_tcp_init(s->loop, &l->tcp);
   l->tcp.data = l;
   s->open_listeners++;
@@ -241,8 +335,10 @@ static int bind_one(server *s, listener *l, const char *addr, http_server *hs, c
       port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     }
   }
-  log_write(LOG_INFO, NULL, "listening on %s%s%s:%d (%s)", bound.ss_family == AF_INET6 ? "[" : "",
-            ip, bound.ss_family == AF_INET6 ? "]" : "", port, hs == &s->web ? "webhooks" : "admin");
+  log_write(LOG_INFO, NULL, "listening on %s%s%s:%d (%s%s%s)",
+            bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
+            port, hs == &s->web ? "webhooks" : "admin", l->tls ? ", TLS: " : "",
+            l->tls ? tls_ctx_subject(l->tls) : "");
   return 0;
 }
 
@@ -272,6 +368,34 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_done(l->s);
 }
 
+int server_reload_tls(server *s, const config *cfg) {
+  int changed = 0;
+  /* Listeners bound at start are the first n_listen of s->ls, in order;
+   * listen itself cannot change without a restart. */
+  for (size_t i = 0; i < s->n_ls && i < cfg->n_listen; i++) {
+    listener *l = &s->ls[i];
+    if (l->hs != &s->web || strcmp(l->addr, cfg->listen[i]) != 0) continue;
+    tls_ctx *next = cfg->listen_tls[i].ctx;
+    if ((l->tls == NULL) != (next == NULL)) {
+      log_write(LOG_WARN, NULL, "reload: TLS on or off for %s takes a restart; it stays %s",
+                l->addr, l->tls ? "on" : "off");
+      continue;
+    }
+    if (next == NULL || next == l->tls) continue;
+    /* Tickets issued under the old certificate still resume. */
+    tls_ctx_keep_tickets(next, l->tls);
+    tls_ctx_ref(next);
+    tls_ctx_unref(l->tls); /* connections that use it keep it alive */
+    l->tls = next;
+    metrics_tls_certificate(l->addr, tls_ctx_not_after(next));
+    metrics_tls_reload(1);
+    log_write(LOG_INFO, NULL, "reload: %s serves the certificate %s from %s", l->addr,
+              tls_ctx_subject(next), cfg->listen_tls[i].cert);
+    changed++;
+  }
+  return changed;
+}
+
 /* Makes g current: requests from now on use its config, router and
  * instances. Returns 0, or -1 when out of memory (nothing changed). */
 int server_set_generation(server *s, generation *g) {
@@ -280,20 +404,28 @@ int server_set_generation(server *s, generation *g) {
     size_t *m = realloc(s->match, need * sizeof *m);
     if (m == NULL) return -1;
     s->match = m;
+    spool_lane **l = realloc(s->lanes, need * sizeof *l);
+    if (l == NULL) return -1;
+    s->lanes = l;
     s->match_cap = need;
   }
   generation_ref(g);
-  if (s->gen) generation_unref(s->gen);
+  if (s->gen) {
+    generation_unref(s->gen);
+    server_reload_tls(s, &g->cfg);
+  }
   s->gen = g;
   /* New requests and new connections see the new limits. */
   s->web.limits = &g->cfg.limits;
   s->admin.limits = &g->cfg.limits;
   s->adm.cfg = &g->cfg;
   s->adm.host = &g->host;
+  s->adm.dp = g->dp;
+  s->adm.lanes = g->lanes;
   return 0;
 }
 
-void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t errlen),
+void server_set_reload(server *s, void (*reload)(void *data, admin_reload_done done, void *arg),
                        void *data) {
   s->adm.reload = reload;
   s->adm.reload_data = data;
@@ -321,7 +453,8 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
                          .open_conns = &s->open_conns, .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;
-  s->adm = (admin){.cfg = cfg, .host = &g->host, .sp = sp, .loop = loop};
+  s->adm = (admin){.cfg = cfg, .host = &g->host, .dp = g->dp, .lanes = g->lanes, .sp = sp,
+                   .loop = loop};
   s->admin.handler = (http_handler){.on_headers = admin_on_headers,
                                     .on_request = admin_on_request,
                                     .data = &s->adm,
@@ -329,10 +462,11 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
   s->admin.on_empty = on_admin_empty;
   int rc = 0;
   for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &s->web, err, errlen);
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &cfg->listen_tls[i], &s->web, err,
+                  errlen);
   }
   if (rc == 0 && cfg->admin_listen) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, &s->admin, err, errlen);
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, NULL, &s->admin, err, errlen);
   }
   if (rc != 0) {
     /* Close what was opened; the loop runs nothing else yet, so running it
@@ -368,6 +502,11 @@ void server_free(server *s) {
   if (s == NULL) return;
   if (s->gen) generation_unref(s->gen);
   free(s->match);
+  free(s->lanes);
+  for (size_t i = 0; s->ls && i < s->n_ls; i++) {
+    free(s->ls[i].addr);
+    tls_ctx_unref(s->ls[i].tls);
+  }
   free(s->ls);
   free(s);
 }

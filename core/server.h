@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <uv.h>
+#include "admin.h"
 #include "generation.h"
 #include "spool.h"
 
@@ -19,9 +20,16 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
  * flight keep theirs). Listen addresses stay as bound. Returns 0 or -1. */
 int server_set_generation(server *s, generation *g);
 
-/* What POST /reload on the admin listener calls: returns 0, or -1 with the
- * reason in err. */
-void server_set_reload(server *s, int (*reload)(void *data, char *err, size_t errlen),
+/* Loop thread, at the swap of a reload: every TLS listener serves the
+ * context cfg built for it (config_load read the files beforehand, on any
+ * thread), keeping its session ticket keys; open connections keep theirs.
+ * A listener whose TLS was turned on or off keeps its state (that takes a
+ * restart) and says so. server_set_generation calls it. Returns how many
+ * listeners changed certificate. */
+int server_reload_tls(server *s, const config *cfg);
+
+/* What POST /reload on the admin listener calls (admin.h). */
+void server_set_reload(server *s, void (*reload)(void *data, admin_reload_done done, void *arg),
                        void *data);
 
 /* Stops accepting, answers requests in progress, closes connections, then

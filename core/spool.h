@@ -1,94 +1,219 @@
-/* The spool: where accepted events wait, durably, between "answered 200" and "delivered". */
+/* The spool interface: where accepted events wait, durably, between "answered 200" and "delivered". */
 #ifndef HOOKD_SPOOL_H
 #define HOOKD_SPOOL_H
 
 /*
- * The interface every backend implements (DESIGN §1): store a batch, claim
- * due deliveries, complete / retry / dead-letter one, replay, prune. This is
- * the embedded SQLite backend: data_dir/spool.db in WAL mode, written by one
- * thread of its own that commits everything queued in one transaction (group
- * commit: requests that arrive together share one fsync).
+ * Every backend implements the table of operations below (DESIGN §1): store
+ * a batch, claim due deliveries, mark an attempt started, settle one
+ * (complete, retry, dead-letter), and what goes around them (recovery,
+ * replay of dead letters, pruning, numbers). spool_sqlite.c is the embedded
+ * default; a shared backend for several nodes implements the same table.
  *
- * Threads: spool_open, spool_recover, spool_close, spool_admit, spool_seen
- * and spool_store on the loop thread; spool_complete / spool_retry /
- * spool_dead on delivery workers (they queue and return at once).
+ * Lanes. Deliveries wait per plugin instance *name*, in a lane that belongs
+ * to the spool and outlives reloads: whichever generation's workers run an
+ * instance, they claim from the same lane, so order per key holds across
+ * any number of reloads. A lane hands out a delivery only when it is due and
+ * no other delivery of its order key is running or waiting before it: per
+ * key, one at a time, in accept order. A lane keeps a bounded window of
+ * deliveries in memory and leaves the rest of its backlog on disk; a backlog
+ * costs disk, not memory, and a restart reads back only the windows.
+ *
+ * Attempts. Before deliver() runs, the worker calls started(), which returns
+ * once the start of that attempt is durable (it rides in the next group
+ * commit). A delivery that was started and never settled was running when
+ * hookd died: recovery counts a crash for it, and at the instance's
+ * max_crashes makes it a dead letter instead of running it again.
+ *
+ * Threads: spool_open, recover, stop, free, lane, lane_config, admit, seen
+ * and store on the loop thread (recover before the server starts). claim,
+ * started and settle on delivery workers; lane_attach/lane_detach and stats
+ * on any thread. Callbacks (spool_stored_fn) run on the loop thread;
+ * spool_wake_fn on any thread, with no spool lock held.
  */
 
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
 #include "config.h"
 #include "event.h"
 
 typedef struct spool spool;
+typedef struct spool_lane spool_lane;
 
-/* Receives each delivery recovered on start or replayed, with the name of
- * its plugin instance; sets d->instance and takes it (returns 0), or
- * returns -1 when no such instance is configured now (the delivery stays
- * pending in the database). Loop thread. */
-typedef int (*spool_sink_fn)(void *data, delivery *d, const char *instance);
+/* Per-instance settings, from the generation that runs the instance now
+ * (lane_config again after a reload). */
+typedef struct spool_lane_config {
+  uint64_t max_pending; /* unfinished deliveries past which admit() refuses
+                           events routed to this lane */
+  uint32_t max_crashes; /* crashes while running that make a delivery dead */
+} spool_lane_config;
 
-/* The result of a spool_store(), on the loop thread. */
+/* A lane may have a delivery to claim now (one was stored, settled, became
+ * due, or was replayed). Any thread, no spool lock held. */
+typedef void (*spool_wake_fn)(void *data);
+
+/* The result of store(), given to spool_stored_fn on the loop thread. */
 #define SPOOL_STORED 0    /* durable: answer the success status */
 #define SPOOL_DUPLICATE 1 /* (source, id) was accepted before: success, nothing stored */
 #define SPOOL_EIO (-5)    /* the commit failed: answer 503 */
-/* With SPOOL_STORED, ds holds the new deliveries (one per instance index
- * given to spool_store, in that order); each now belongs to the callee. The
- * array itself is only valid during the call. */
-typedef void (*spool_stored_fn)(void *data, int status, delivery **ds, size_t n);
+typedef void (*spool_stored_fn)(void *data, int status);
 
-/* Opens (creating when needed) data_dir/spool.db and starts the writer
- * thread. Refuses a database of another schema version with a clear
- * message. */
-spool *spool_open(const config *cfg, uv_loop_t *loop, spool_sink_fn sink, void *sink_data,
-                  char *err, size_t errlen);
-
-/* Hands every unfinished delivery to the sink, in accept order, with its
- * attempt count and next time. Once, before the server starts. Returns how
- * many, or -1. */
-int64_t spool_recover(spool *sp);
-
-/* Stops the writer after it committed everything queued and closes the
- * database; outcomes reported later are dropped (their deliveries run again
- * on the next start). The memory stays, for a worker that outlived the
- * shutdown timeout. Loop thread, after the dispatcher stopped. */
-void spool_stop(spool *sp);
-/* spool_stop, then frees everything. */
-void spool_close(spool *sp);
-
-/* 0 when a new event may be accepted, else a short reason for the 503
- * (too many pending deliveries, disk space below the floor, spool failed). */
-const char *spool_admit(spool *sp);
-
-/* 1 when (source, id) is known to be accepted already (fast path, no I/O);
- * 0 means "not known here" — the store still deduplicates durably. */
-int spool_seen(spool *sp, const char *source, const char *id);
-
-/* Queues ev (the spool takes a reference) with one delivery per instance
- * index (n may be 0); names[k] is the name of instance index k, stored with
- * the delivery so that a restart or a reload maps it back by name (names
- * must stay valid until stored() runs; instances is copied). stored(data, status) runs on the loop thread once the
- * transaction holding it committed, or failed. Returns 0, or a negative code
- * when it was refused at once (stored is then not called). */
-int spool_store(spool *sp, event *ev, const size_t *instances, const char *const *names, size_t n,
-                spool_stored_fn stored, void *data);
-
-/* Delivery outcomes, from workers. The caller keeps ownership of d. */
-void spool_complete(spool *sp, const delivery *d);
-void spool_retry(spool *sp, const delivery *d, const char *error);
-void spool_dead(spool *sp, const delivery *d, const char *error);
+/* What became of an attempt, for settle(). */
+typedef enum spool_outcome {
+  SPOOL_DONE,    /* delivered: finished */
+  SPOOL_RETRY,   /* a failed attempt: due again at d->due_ms; d->attempt and
+                    d->crashes are stored as they are */
+  SPOOL_DEAD,    /* a dead letter, with the error */
+  SPOOL_RELEASE  /* not attempted after all (the instance could not take it
+                    now): back in its lane, due at d->due_ms, the start mark
+                    undone; d->attempt must be what it was before started() */
+} spool_outcome;
 
 /* Numbers for metrics and the status page (any thread). */
 typedef struct spool_stats {
-  uint64_t pending;      /* deliveries not finished */
-  uint64_t dead;         /* dead letters in the database */
-  uint64_t db_bytes;     /* size of spool.db and its WAL */
-  uint64_t commits;      /* transactions committed */
-  uint64_t commit_errors;
-  uint64_t checkpoints;   /* WAL checkpoints completed */
-  int wal_pages;          /* WAL length after the last commit */
+  uint64_t pending;          /* deliveries not finished, all lanes */
+  uint64_t dead;             /* dead letters */
+  uint64_t db_bytes;         /* size on disk (database and its log) */
+  uint64_t commits;          /* transactions committed */
+  uint64_t commit_errors;    /* transactions that failed */
+  uint64_t checkpoints;      /* WAL checkpoints (SQLite) */
+  int wal_pages;             /* WAL length after the last commit (SQLite) */
   int64_t oldest_pending_ms; /* accept time of the oldest unfinished delivery, 0 if none */
+  uint64_t in_memory;        /* deliveries held in lane windows now */
+  uint64_t crashes;          /* crashes counted at recovery */
+  int64_t writer_beat_ms;    /* mono ms when the writer last went round its loop
+                                (0: the backend has no such thread) */
 } spool_stats;
-void spool_get_stats(spool *sp, spool_stats *out);
+
+typedef struct spool_lane_stats {
+  uint64_t pending;   /* unfinished deliveries of the lane, on disk or not */
+  uint64_t in_memory; /* of which held in memory */
+  uint64_t running;   /* claimed and not settled */
+  int saturated;      /* pending reached max_pending */
+  int64_t oldest_ms;  /* accept time of the oldest unfinished delivery (0: none) */
+} spool_lane_stats;
+
+typedef struct spool_ops {
+  const char *name; /* "sqlite" */
+
+  /* Reads back what the last run left: counts crashes of deliveries that
+   * were running, dead-letters those at max_crashes, fills the lanes'
+   * windows, starts the backend's threads. Lanes of the configured
+   * instances exist (lane()) before it runs. Returns 0, or a negative code
+   * with err: SPOOL_EDAMAGED for a damaged store (hookd exits 3). */
+  int (*recover)(spool *sp, char *err, size_t errlen);
+  /* Commits what is queued and stops the backend's threads; outcomes
+   * reported later are dropped (they run again on the next start). */
+  void (*stop)(spool *sp);
+  /* stop, then frees everything. */
+  void (*free)(spool *sp);
+
+  /* The lane of an instance name, created on first use; lives as long as
+   * the spool. A new lane reads its backlog from disk on its first claim. */
+  spool_lane *(*lane)(spool *sp, const char *instance);
+  void (*lane_config)(spool_lane *l, const spool_lane_config *c);
+  /* owner (a generation's queue of that instance) claims from l from now on
+   * and is woken through wake; a previous owner's claims return NULL with
+   * *next_ms = -1 (it should stop). detach: owner no longer claims. */
+  void (*lane_attach)(spool_lane *l, const void *owner, spool_wake_fn wake, void *data);
+  void (*lane_detach)(spool_lane *l, const void *owner);
+  void (*lane_stats)(spool_lane *l, spool_lane_stats *out);
+
+  /* NULL when an event routed to lanes[0..n) may be accepted now; else a
+   * short reason for the 503, written into why: the store failing, disk
+   * space below the floor, or a lane at its max_pending (named). */
+  const char *(*admit)(spool *sp, spool_lane *const *lanes, size_t n, char *why, size_t len);
+  /* 1 when (source, id) is known to be accepted already (no I/O); 0 means
+   * "not known here": the store still deduplicates durably. */
+  int (*seen)(spool *sp, const char *source, const char *id);
+  /* Queues ev (the spool takes a reference) with one delivery per lane
+   * (n may be 0: stored for dedup only). done(data, status) runs on the loop
+   * thread once it committed or failed. Returns 0, or a negative code when
+   * refused at once (done is then not called). */
+  int (*store)(spool *sp, event *ev, spool_lane *const *lanes, size_t n, spool_stored_fn done,
+               void *data);
+
+  /* A due delivery of l that no other delivery of its key holds back, or
+   * NULL: then *next_ms is the time of the next one due (INT64_MAX: none
+   * known; -1: owner is not l's owner any more). The caller owns it until
+   * settle(). */
+  delivery *(*claim)(spool_lane *l, const void *owner, int64_t now_ms, int64_t *next_ms);
+  /* Makes "attempt d->attempt + 1 started" durable, then returns 0; a
+   * negative code when it could not be stored (the caller releases d and
+   * does not run it). Blocks for about one group commit. */
+  int (*started)(spool *sp, delivery *d);
+  /* Records what became of d and takes it (frees it when finished). */
+  void (*settle)(spool *sp, delivery *d, spool_outcome how, const char *error);
+
+  void (*stats)(spool *sp, spool_stats *out);
+} spool_ops;
+
+/* Every backend's object starts with this, and every backend's lane with
+ * struct spool_lane. */
+struct spool {
+  const spool_ops *ops;
+};
+struct spool_lane {
+  spool *sp;
+};
+
+#define SPOOL_EDAMAGED (-3) /* the store is damaged or not a spool: exit code 3 */
+#define SPOOL_EFAIL (-1)    /* anything else */
+
+/* Opens the backend that cfg->spool names (creating a new store when
+ * needed). Refuses a store of another schema version, and a damaged one
+ * with SPOOL_EDAMAGED in *code. Loop thread. */
+spool *spool_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
+
+static inline int spool_recover(spool *sp, char *err, size_t errlen) {
+  return sp->ops->recover(sp, err, errlen);
+}
+static inline void spool_stop(spool *sp) {
+  sp->ops->stop(sp);
+}
+static inline void spool_free(spool *sp) {
+  if (sp) sp->ops->free(sp);
+}
+static inline spool_lane *spool_lane_get(spool *sp, const char *instance) {
+  return sp->ops->lane(sp, instance);
+}
+static inline const char *spool_admit(spool *sp, spool_lane *const *lanes, size_t n, char *why,
+                                      size_t len) {
+  return sp->ops->admit(sp, lanes, n, why, len);
+}
+static inline int spool_seen(spool *sp, const char *source, const char *id) {
+  return sp->ops->seen(sp, source, id);
+}
+static inline int spool_store(spool *sp, event *ev, spool_lane *const *lanes, size_t n,
+                              spool_stored_fn done, void *data) {
+  return sp->ops->store(sp, ev, lanes, n, done, data);
+}
+static inline void spool_get_stats(spool *sp, spool_stats *out) {
+  sp->ops->stats(sp, out);
+}
+static inline void spool_lane_config_set(spool_lane *l, const spool_lane_config *c) {
+  l->sp->ops->lane_config(l, c);
+}
+static inline void spool_lane_attach(spool_lane *l, const void *owner, spool_wake_fn wake,
+                                     void *data) {
+  l->sp->ops->lane_attach(l, owner, wake, data);
+}
+static inline void spool_lane_detach(spool_lane *l, const void *owner) {
+  l->sp->ops->lane_detach(l, owner);
+}
+static inline void spool_lane_get_stats(spool_lane *l, spool_lane_stats *out) {
+  l->sp->ops->lane_stats(l, out);
+}
+static inline delivery *spool_claim(spool_lane *l, const void *owner, int64_t now_ms,
+                                    int64_t *next_ms) {
+  return l->sp->ops->claim(l, owner, now_ms, next_ms);
+}
+static inline int spool_started(spool *sp, delivery *d) {
+  return sp->ops->started(sp, d);
+}
+static inline void spool_settle(spool *sp, delivery *d, spool_outcome how, const char *error) {
+  sp->ops->settle(sp, d, how, error);
+}
 
 #endif

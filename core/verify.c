@@ -374,8 +374,15 @@ static int verify_standard_webhooks(const verify_config *cfg, const verify_input
   unsigned char mac[MAX_DIGEST];
   int rc = -1;
 
-  if (get_header(in, "webhook-id", &id) != 0 || get_header(in, "webhook-timestamp", &ts) != 0 ||
-      get_header(in, "webhook-signature", &sigs) != 0)
+  /* Svix sends the same scheme under its own names; the standard's names
+   * win when a signature is there under them. */
+  const char *pre = get_header(in, "webhook-signature", &sigs) == 0 ? "webhook" : "svix";
+  char n_id[16], n_ts[24], n_sig[24];
+  snprintf(n_id, sizeof n_id, "%s-id", pre);
+  snprintf(n_ts, sizeof n_ts, "%s-timestamp", pre);
+  snprintf(n_sig, sizeof n_sig, "%s-signature", pre);
+  if (get_header(in, n_id, &id) != 0 || get_header(in, n_ts, &ts) != 0 ||
+      get_header(in, n_sig, &sigs) != 0)
     return -1;
   if (id.n == 0 || parse_timestamp(ts, &t) != 0) return -1;
   /* The timestamp is signed too, so checking it first is safe and spares
@@ -553,6 +560,21 @@ int verify_request(const verify_config *cfg, const verify_input *in) {
     default:
       return -1;
   }
+}
+
+int verify_hmac_sha256_hex(const verify_secret *secret, const char *data, size_t len,
+                           char out[65]) {
+  static const char digits[] = "0123456789abcdef";
+  unsigned char mac[MAX_DIGEST];
+  span one = {data, len};
+  if (!secret || mac_compute(VERIFY_SHA256, secret, &one, 1, mac) != 0) return -1;
+  for (size_t i = 0; i < SHA256_LEN; i++) {
+    out[2 * i] = digits[mac[i] >> 4];
+    out[2 * i + 1] = digits[mac[i] & 15];
+  }
+  out[64] = '\0';
+  OPENSSL_cleanse(mac, sizeof mac);
+  return 0;
 }
 
 static int check_fail(char *err, size_t errlen, const char *why) {

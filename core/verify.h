@@ -92,6 +92,12 @@ int verify_config_check(const verify_config *cfg, char *err, size_t errlen);
  * comparison is constant-time (CRYPTO_memcmp). Thread-safe. */
 int verify_request(const verify_config *cfg, const verify_input *in);
 
+/* Lowercase hex of HMAC-SHA256(secret, data) into out (65 bytes with the
+ * NUL), for answers that prove the secret (Zoom's url_validation). Returns 0
+ * or -1. Thread-safe. */
+int verify_hmac_sha256_hex(const verify_secret *secret, const char *data, size_t len,
+                           char out[65]);
+
 /* Frees what verify_config holds (not the struct itself). */
 void verify_config_clear(verify_config *cfg);
 

@@ -12,6 +12,9 @@
 #     compare    ../shared/bench/compare.sh against hookd with sync off and full
 #     callgrind  instructions per request (valgrind --tool=callgrind, two request counts)
 #     profile    perf record/report of hookd under unique-id load, sync full and off
+#     tls        new-event ingest over TLS vs plain HTTP on one hookd in one run (wrk,
+#                keep-alive, unique ids, verify none on both so only the transport differs;
+#                prints the ratio) and TLS handshakes/s with and without resumption (s_time)
 #
 # Env: BENCH_SRC (source tree to build, default this one), BENCH_BUILD (build dir, default build-bench), BENCH_PORT (default 28480, admin +10),
 #      SECS (per ingest run, default 5), CONNS (default 32), UNIQ (unique bodies built per run,
@@ -378,12 +381,66 @@ profile() {
   done
 }
 
+# tls: one hookd listens plain on PORT and TLS on PORT+1 (a throwaway self-signed cert).
+tls() {
+  local dir=$OUT/tls line plain=0 tls_rps=0 new reuse scheme port
+  rm -rf "$dir"; mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/key.pem" \
+    -out "$dir/cert.pem" -days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+  chmod 600 "$dir/key.pem"
+  printf '%s\n' '{' \
+    "  \"listen\": [\"127.0.0.1:$PORT\", { \"address\": \"127.0.0.1:$((PORT + 1))\"," \
+    '             "tls": { "cert": "cert.pem", "key": "key.pem" } }],' \
+    "  \"admin_listen\": \"127.0.0.1:$APORT\"," \
+    "  \"data_dir\": \"var\", \"plugin_dirs\": [\"$BUILD/plugins\"]," \
+    '  "log": { "level": "warn" }, "spool": { "sync": "off" },' \
+    '  "sources": [ { "name": "bench", "path": "/in", "format": "generic", "type_field": "type",' \
+    '                 "id_field": "id", "verify": { "scheme": "none" } } ],' \
+    '  "plugins": [ { "name": "noop", "module": "noop", "config": {} } ],' \
+    '  "routes": [ { "events": ["**"], "to": ["noop"] } ]' '}' >"$dir/hookd.jsonc"
+  # Every request a new event: a counter per wrk thread in the id, 1.7 KiB bodies.
+  printf '%s\n' 'local n, t = 0, tostring(math.random(1, 1e9))' \
+    'request = function()' '  n = n + 1' \
+    '  return wrk.format("POST", "/in", {["Content-Type"] = "application/json"},' \
+    "    '{\"type\":\"bench.event\",\"id\":\"' .. t .. '-' .. n .. '\",\"data\":{\"x\":\"' .. string.rep(\"y\", 1600) .. '\"}}')" \
+    'end' >"$dir/uniq.lua"
+  start "$dir/hookd.jsonc"
+  # Alternating runs (plain, TLS, TLS, plain), so a neighbour's load or the
+  # spool's growth does not favour one side; each side is the mean of two.
+  for scheme in http https https http; do
+    port=$PORT; [ "$scheme" = https ] && port=$((PORT + 1))
+    wrk -t2 -c"$CONNS" -d"${SECS}s" -s "$dir/uniq.lua" "$scheme://127.0.0.1:$port/in" >"$dir/wrk-$scheme.txt"
+    line=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk-$scheme.txt")
+    echo "tls bench $scheme: $line req/s ($(grep -c 'Non-2xx' "$dir/wrk-$scheme.txt") non-2xx lines)" >&2
+    if [ "$scheme" = http ]; then
+      plain=$(awk -v a="$plain" -v b="$line" 'BEGIN {printf "%.0f", a + b / 2}')
+    else
+      tls_rps=$(awk -v a="$tls_rps" -v b="$line" 'BEGIN {printf "%.0f", a + b / 2}')
+    fi
+  done
+  # TLS 1.2: s_time resumes by the session of the handshake itself (a TLS
+  # 1.3 ticket comes after it, which s_time does not wait for).
+  new=$(openssl s_time -tls1_2 -connect "127.0.0.1:$((PORT + 1))" -new -time "$SECS" 2>/dev/null |
+        awk '/connections in .* real seconds/ {printf "%.0f", $1 / $4; exit}')
+  reuse=$(openssl s_time -tls1_2 -connect "127.0.0.1:$((PORT + 1))" -reuse -time "$SECS" 2>/dev/null |
+        awk '/connections in .* real seconds/ {printf "%.0f", $1 / $4; exit}')
+  stop
+  echo
+  echo "| TLS vs plain, same hookd ($CONNS keep-alive connections, ${SECS}s each, 1.7 KiB unique events, sync off) | |"
+  echo "|---|---:|"
+  echo "| ingest req/s, plain HTTP | $plain |"
+  echo "| ingest req/s, TLS | $tls_rps |"
+  echo "| ratio TLS / plain | $(awk -v a="$tls_rps" -v b="$plain" 'BEGIN {printf "%.2f", b ? a / b : 0}') |"
+  echo "| TLS 1.2 handshakes/s, full (openssl s_time -new, one client) | ${new:-?} |"
+  echo "| TLS 1.2 handshakes/s, resumed (openssl s_time -reuse, one client) | ${reuse:-?} |"
+}
+
 build
 [ $# -eq 0 ] && set -- table
 for what in "$@"; do
   case $what in
     all) table; compare; callgrind; profile ;;
-    table|compare|callgrind|profile|isolation) "$what" ;;
+    table|compare|callgrind|profile|tls|isolation) "$what" ;;
     *) echo "unknown: $what" >&2; exit 2 ;;
   esac
 done

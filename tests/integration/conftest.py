@@ -225,15 +225,16 @@ def daemon_factory(tmp_path):
         path = write_config(d, cfg)
         e = dict(os.environ)
         e.update(env or {})
-        listen = cfg["listen"] if isinstance(cfg["listen"], str) else cfg["listen"][0]
-        port = int(listen.rsplit(":", 1)[1])
+        entries = cfg["listen"] if isinstance(cfg["listen"], list) else [cfg["listen"]]
+        addrs = [e if isinstance(e, str) else e["address"] for e in entries]
+        port = int(addrs[0].rsplit(":", 1)[1])
         daemon = Daemon(path, d, port, e)
         daemon.expect_exit_zero = expect_exit_zero
         started.append(daemon)
         daemon.wait_ready()
         # Every other listener too: under valgrind the binds are slow
         # enough for a test to race the second one.
-        others = ([] if isinstance(cfg["listen"], str) else cfg["listen"][1:]) + \
+        others = addrs[1:] + \
             ([cfg["admin_listen"]] if cfg.get("admin_listen") else [])
         for addr in others:
             host, p = addr.rsplit(":", 1)
@@ -324,3 +325,80 @@ def check_readme_config(plugin, tmp, env, block_re=README_EXAMPLE):
         cfg.pop(k, None)  # the test's own port and directories
     rc, output = hookd_check(cfg, tmp, env=env)
     assert rc == 0, output
+
+
+# --- TLS: a test CA made with `openssl req`, server and client certificates ----------------
+
+class TestCA:
+    """A CA (ECDSA P-256) with a server certificate for localhost, 127.0.0.1
+    and ::1, and a client certificate from a second CA (for mutual TLS)."""
+
+    def __init__(self, d):
+        self.dir = d
+        self.ca = d / "ca.pem"
+        self.ca_key = d / "ca.key"
+        self.client_ca = d / "client-ca.pem"
+        self.client_ca_key = d / "client-ca.key"
+        self._req("ca", self.ca, self.ca_key, "hookd test CA", ca=True)
+        self._req("client-ca", self.client_ca, self.client_ca_key, "hookd test client CA", ca=True)
+        self.cert, self.key = self.issue("server", "localhost")
+        self.client_cert, self.client_key = self.issue("client", "sender.example", client=True)
+
+    def _run(self, *args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+    def _req(self, name, cert, key, cn, ca=False):
+        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-keyout", str(key), "-out", str(cert), "-days", "3", "-subj", f"/CN={cn}",
+                  *(["-addext", "basicConstraints=critical,CA:TRUE",
+                     "-addext", "keyUsage=critical,keyCertSign,cRLSign"] if ca else []))
+        os.chmod(key, 0o600)
+
+    def issue(self, name, cn, client=False, days=3, key_type="ec"):
+        """Issues a certificate (from the client CA when client); returns (cert, key) paths."""
+        cert, key, csr = (self.dir / f"{name}.pem", self.dir / f"{name}.key", self.dir / f"{name}.csr")
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key_type == "ec" \
+            else ["-newkey", "rsa:2048"]
+        self._run("req", *newkey, "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
+        os.chmod(key, 0o600)
+        ext = self.dir / f"{name}.ext"
+        ext.write_text("extendedKeyUsage=clientAuth\n" if client else
+                       "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n")
+        ca, ca_key = (self.client_ca, self.client_ca_key) if client else (self.ca, self.ca_key)
+        self._run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+                  "-CAcreateserial", "-out", str(cert), "-days", str(days), "-extfile", str(ext))
+        return cert, key
+
+    def context(self, client_cert=False):
+        """A Python client context that trusts the test CA (and presents the client certificate)."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        if client_cert:
+            ctx.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return ctx
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+def tls_listen(ca, port=None, cert=None, key=None, client_ca=None):
+    """A listen entry with TLS on 127.0.0.1 (a free port unless given)."""
+    tls = {"cert": str(cert or ca.cert), "key": str(key or ca.key)}
+    if client_ca:
+        tls["client_ca"] = str(client_ca)
+    return {"address": f"127.0.0.1:{port or free_port()}", "tls": tls}
+
+
+def https_request(port, method, path, body=b"", headers=None, ctx=None, host="localhost",
+                  timeout=10.0):
+    """One request over TLS on a fresh connection; returns (status, headers, body)."""
+    import http.client
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()

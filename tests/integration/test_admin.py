@@ -1,5 +1,6 @@
 """The admin listener: /healthz, /readyz, /metrics (checked with promtool and a parser of our own), the token, replay."""
 import base64
+import os
 import json
 import math
 import re
@@ -292,3 +293,126 @@ def test_replay_endpoint(daemon_factory, tmp_path):
     assert status == 200 and json.loads(body) == {"replayed": 1}
     wait_until(lambda: out.read_text().count("dead-1 ") == 2, 10, what="the replayed delivery")
     d.wait_for_log(r"admin: dead letter \d+ replayed")
+
+
+# --- lock-down: admin_token off loopback, Host checks, scrubbed answers, secret files -------
+
+def test_non_loopback_admin_listen_needs_a_token(tmp_path):
+    import subprocess
+    from conftest import HOOKD, _fill, hookd_check, write_config
+    cfg = {"admin_listen": "0.0.0.0:0", "sources": [cirrus_source()]}
+    rc, out = hookd_check(cfg, tmp_path)
+    assert rc == 2 and "admin_listen: '0.0.0.0:0' is reachable from other hosts: set " \
+                       "\"admin_token\"" in out, out
+    path = write_config(tmp_path, _fill(cfg, tmp_path))
+    p = subprocess.run([str(HOOKD), "run", "-c", str(path)], capture_output=True, text=True,
+                       timeout=20)
+    assert p.returncode == 2 and "admin_token" in p.stderr
+    cfg["admin_token"] = "${ADMIN_TOKEN}"
+    rc, out = hookd_check(cfg, tmp_path, env={"ADMIN_TOKEN": "a-long-admin-token"})
+    assert rc == 0, out
+
+
+def raw_admin(port, head):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+            if b"\r\n\r\n" in out and b"Connection: close" not in out:
+                return out
+
+
+def test_without_a_token_every_admin_request_checks_host(daemon_factory, tmp_path):
+    from conftest import free_port
+    aport = free_port()
+    d = daemon_factory({"admin_listen": f"127.0.0.1:{aport}", "sources": [cirrus_source()]})
+    def get(path, host):
+        out = raw_admin(aport, b"GET " + path + b" HTTP/1.1\r\n" +
+                        (b"Host: " + host + b"\r\n" if host is not None else b"") +
+                        b"Connection: close\r\n\r\n")
+        return int(out.split()[1]), out
+    for host in (b"localhost", b"LOCALHOST:%d" % aport, b"127.0.0.1:%d" % aport, b"127.9.9.9",
+                 b"[::1]:%d" % aport):
+        for path in (b"/status.json", b"/healthz", b"/metrics"):
+            assert get(path, host)[0] == 200, (path, host)
+    # DNS rebinding: a name that resolves to 127.0.0.1 for the attacker's page.
+    for host in (b"evil.example", b"evil.example:%d" % aport, b"127.0.0.1.evil.example",
+                 b"[2001:db8::1]", b"10.0.0.1", None):
+        for path in (b"/status.json", b"/", b"/healthz"):
+            status, out = get(path, host)
+            assert status == 403 and b"admin_token" in out, (path, host, out)
+    out = raw_admin(aport, b"GET /status.json HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n"
+                    b"Connection: close\r\n\r\n")
+    assert int(out.split()[1]) == 403
+    # POST too (reload, replay), even with the admin header.
+    out = raw_admin(aport, b"POST /reload HTTP/1.1\r\nHost: evil.example\r\nX-Hookd-Admin: 1\r\n"
+                    b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+    assert int(out.split()[1]) == 403
+    d.stop()
+    assert "reloaded" not in d.log()
+
+
+def test_with_a_token_any_host_that_presents_it(daemon_factory, tmp_path):
+    from conftest import free_port
+    aport = free_port()
+    daemon_factory({"admin_listen": f"127.0.0.1:{aport}", "admin_token": "${T}",
+                    "sources": [cirrus_source()]}, env={"T": "tok-123456789"})
+    out = raw_admin(aport, b"GET /status.json HTTP/1.1\r\nHost: hookd.internal\r\n"
+                    b"Authorization: Bearer tok-123456789\r\nConnection: close\r\n\r\n")
+    assert int(out.split()[1]) == 200
+    out = raw_admin(aport, b"GET /status.json HTTP/1.1\r\nHost: hookd.internal\r\n"
+                    b"Connection: close\r\n\r\n")
+    assert int(out.split()[1]) == 401
+
+
+def test_destination_answers_are_scrubbed_everywhere(daemon_factory, tmp_path):
+    import fakehttp
+    from conftest import free_port, sign
+    token = "Bearer s3cr3t-Bearer-t0ken-9f8e7d"
+    echo = json.dumps({"error": "forbidden", "you_sent": {"Authorization": token},
+                       "note": "your signing key test-secret is not allowed here"}).encode()
+    srv = fakehttp.FakeServer(fakehttp.answers((403, {"Content-Type": "application/json"}, echo)))
+    try:
+        aport = free_port()
+        d = daemon_factory({
+            "admin_listen": f"127.0.0.1:{aport}",
+            "sources": [cirrus_source()],
+            "plugins": [{"name": "fwd", "module": "http_forward",
+                         "config": {"url": srv.url("/in"),
+                                    "headers": {"Authorization": "${FWD_AUTH}"}}}],
+            "routes": [{"events": ["**"], "to": ["fwd"]}]}, env={"FWD_AUTH": token})
+        body = payload("developer.webhook.test")
+        assert d.post("/webhooks/cirrus", body, {"X-Signature": sign(body)})[0] == 200
+        srv.wait_count(1)
+        assert srv.got()[0].headers["authorization"] == token  # it was really sent
+        d.wait_for_log(r"failed for good")
+        texts = {"log": d.log()}
+        for path in ("/status.json", "/"):
+            texts[path] = http_request(aport, "GET", path)[2].decode()
+        wait_until(lambda: "forbidden" in http_request(aport, "GET", "/status.json")[2].decode())
+        texts["/status.json"] = http_request(aport, "GET", "/status.json")[2].decode()
+        for where, text in texts.items():
+            assert "s3cr3t-Bearer-t0ken" not in text, where
+            assert "test-secret" not in text, where
+        assert "[redacted]" in texts["/status.json"] and "forbidden" in texts["/status.json"]
+        assert "[redacted]" in texts["log"]
+    finally:
+        srv.close()
+
+
+def test_secret_file_readable_by_others_is_warned_about(tmp_path):
+    from conftest import hookd_check
+    secret = tmp_path / "signing.key"
+    secret.write_text("file-secret-123\n")
+    os.chmod(secret, 0o640)
+    src = cirrus_source(secret="${file:signing.key}")
+    rc, out = hookd_check({"sources": [src]}, tmp_path)
+    assert rc == 0 and f"secret file '{secret}' is readable by its group (mode 640)" in out, out
+    os.chmod(secret, 0o600)
+    rc, out = hookd_check({"sources": [src]}, tmp_path)
+    assert rc == 0 and "readable by" not in out

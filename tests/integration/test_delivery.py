@@ -168,24 +168,40 @@ def test_garbage_result_is_a_permanent_failure(daemon_factory, tmp_path):
     d.wait_for_log(r"plugin returned an invalid result \(42\)")
 
 
-def test_deliver_over_timeout_is_logged_and_counted(daemon_factory, tmp_path):
+def test_deliver_over_timeout_is_a_failed_attempt(daemon_factory, tmp_path):
+    """A deliver() past timeout_ms is written off: its attempt counts as
+    failed, a new worker takes its place and runs the retry while the stuck
+    call still sleeps, and the stuck call's late result is ignored."""
     from conftest import free_port, http_request
     out = tmp_path / "t.txt"
     admin = free_port()
     d = daemon_factory({
         "admin_listen": f"127.0.0.1:{admin}",
         "sources": [cirrus_source()],
-        "plugins": [dict(plugin("t", out, sleep_ms=2500), delivery={"timeout_ms": 300})],
+        "plugins": [dict(plugin("t", out, sleep_ms=2500, sleep_attempts=1),
+                         delivery={"timeout_ms": 300, "concurrency": 1,
+                                   "backoff_initial_ms": 100, "backoff_max_ms": 200})],
         "routes": [{"events": ["**"], "to": ["t"]}],
     })
     assert send_event(d, payload("scheduling.smartscheduler.scheduled")) == 200
-    d.wait_for_log(r"deliver\(\) still running after \d+ ms \(timeout_ms 300\)", timeout=5)
-    wait_until(lambda: len(lines(out)) == 1, timeout=10)
-    # counted once, and its result still counts (at-least-once)
+    d.wait_for_log(r"deliver\(\) still running after \d+ ms \(timeout_ms 300\): attempt 1 "
+                   r"counts as failed", timeout=5)
+    # attempt 2 ran on the replacement worker while attempt 1 still sleeps
+    # (concurrency 1: without the write-off nothing else could run)
+    def attempt(n):
+        return [l for l in lines(out) if len(l) == 5 and l[2] == str(n) and l[4] == "ok"]
+    wait_until(lambda: attempt(2), timeout=5, what="attempt 2")
+    assert not attempt(1), "attempt 1 still sleeps"
+    # then attempt 1 returns; its "ok" is ignored: the delivery was settled once
+    wait_until(lambda: attempt(1), timeout=5, what="attempt 1 to return")
+    d.wait_for_log(r"a written-off deliver\(\) returned after \d+ ms; its result is ignored")
     text = http_request(admin, "GET", "/metrics")[2].decode()
     assert 'hookd_delivery_timeouts_total{instance="t"} 1' in text
+    assert 'hookd_delivery_written_off_total{instance="t"} 1' in text
     wait_until(lambda: 'hookd_deliveries_total{instance="t",outcome="delivered"} 1' in
                http_request(admin, "GET", "/metrics")[2].decode())
+    assert 'hookd_delivery_stuck_calls{instance="t"} 0' in \
+        http_request(admin, "GET", "/metrics")[2].decode()
 
 
 def test_sigterm_waits_for_running_delivery(daemon_factory, tmp_path):

@@ -278,3 +278,192 @@ def test_shutdown_cuts_off_slow_clients_after_the_timeout(daemon_factory, tmp_pa
     assert slow.recv(4096) == b""  # closed without an answer
     slow.close()
     assert "requests still open after shutdown_timeout_ms; closing them" in d.log()
+
+
+# --- Expect: 100-continue (RFC 9110 10.1.1) ---------------------------------------------
+
+def big_event(size):
+    """A signed Cirrus event padded to `size` bytes."""
+    body = json.loads(payload("scheduling.smartscheduler.scheduled"))
+    body["eventId"] = f"big-{size}-{time.monotonic_ns()}"
+    body["data"]["padding"] = ""
+    base = len(json.dumps(body).encode())
+    body["data"]["padding"] = "x" * (size - base)
+    data = json.dumps(body).encode()
+    assert len(data) == size
+    return data
+
+
+@pytest.mark.parametrize("size,header", [(200 * 1024, True), (1536 * 1024, False)])
+def test_expect_100_continue_with_curl_is_answered_at_once(daemon_factory, tmp_path, size, header):
+    import subprocess
+    d = daemon_factory(sink_config(tmp_path, limits={"max_body_bytes": 2 * 1024 * 1024}))
+    body = big_event(size)
+    f = tmp_path / "body.json"
+    f.write_bytes(body)
+    # curl adds Expect by itself past 1 MiB; below that the user asks for it.
+    extra = ["-H", "Expect: 100-continue"] if header else []
+    p = subprocess.run(["curl", "-sS", "-v", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                        "-H", "Content-Type: application/json", "-H", f"X-Signature: {sign(body)}",
+                        *extra, "--data-binary", f"@{f}", d.url("/webhooks/cirrus")],
+                       capture_output=True, text=True, timeout=30)
+    code, took = p.stdout.split()
+    assert "Expect: 100-continue" in p.stderr and "HTTP/1.1 100 Continue" in p.stderr, p.stderr
+    assert code == "200"
+    print(f"\nExpect: 100-continue, {size // 1024} KiB body: answered in {float(took) * 1000:.1f} ms")
+    assert float(took) < 0.1, took  # curl's own wait for a 100 would be 1 s
+    def complete():
+        try:  # the sink may be half-way through writing a 1.5 MiB line
+            return read_jsonl(tmp_path / "events.jsonl")
+        except ValueError:
+            return None
+    lines = wait_until(complete)
+    assert [l["event_id"] for l in lines] == [json.loads(body)["eventId"]]
+
+
+def expect_exchange(d, head, tls_ctx=None):
+    """Sends the request head, returns (first answer bytes, seconds it took)."""
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+    if tls_ctx is not None:
+        s = tls_ctx.wrap_socket(s, server_hostname="localhost")
+    t0 = time.monotonic()
+    s.sendall(head)
+    got = s.recv(65536)
+    return s, got, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("over_tls", [False, True])
+def test_expect_100_continue_raw(daemon_factory, tmp_path, test_ca, over_tls):
+    from conftest import tls_listen
+    cfg = sink_config(tmp_path, limits={"max_body_bytes": 4096})
+    if over_tls:
+        cfg["listen"] = [tls_listen(test_ca)]
+    d = daemon_factory(cfg)
+    ctx = test_ca.context() if over_tls else None
+    body = payload("developer.webhook.test")
+    head = (b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Signature: " + sign(body).encode() + b"\r\nExpect: 100-continue\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    s, got, took = expect_exchange(d, head, ctx)
+    assert got == b"HTTP/1.1 100 Continue\r\n\r\n" and took < 0.1, (got, took)
+    s.sendall(body)
+    assert statuses(s.recv(65536)) == [200]
+    s.close()
+    # Refused at the headers: the final answer at once, no 100, connection closed.
+    for path, extra, status in [(b"/nope", b"Content-Length: 10\r\n", 404),
+                                (b"/webhooks/cirrus", b"Content-Length: 5000\r\n", 413)]:
+        s, got, took = expect_exchange(
+            d, b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + extra + b"\r\n",
+            ctx)
+        rest = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+        except (OSError, Exception):
+            pass
+        s.close()
+        got += rest
+        assert statuses(got) == [status] and b"100 Continue" not in got and took < 0.1, got
+        assert b"Connection: close" in got
+    # An expectation hookd cannot meet: 417.
+    s, got, _ = expect_exchange(d, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\n"
+                                b"Expect: something-else\r\nContent-Length: 2\r\n\r\n{}", ctx)
+    s.close()
+    assert statuses(got) == [417] and b"100-continue" in got
+    lines = wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+    assert len(lines) == 1
+
+
+# --- content codings, request targets, folding, repeated signature headers ----------------
+
+def gz(data):
+    import gzip
+    return gzip.compress(data)
+
+
+def test_gzip_body_is_inflated_and_verified(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"max_body_bytes": 64 * 1024}))
+    body = payload("scheduling.smartscheduler.scheduled")
+    # The signature covers the JSON as the plugins see it (inflated).
+    for enc in ("gzip", "x-gzip"):
+        b = body.replace(b'"eventId": "', b'"eventId": "' + enc.encode() + b"-")
+        status, _, text = d.post("/webhooks/cirrus", gz(b), {"Content-Encoding": enc,
+                                                             "X-Signature": sign(b)})
+        assert status == 200, text
+    lines = wait_until(lambda: (lambda l: l if len(l) == 2 else None)(
+        read_jsonl(tmp_path / "events.jsonl")))
+    assert {l["event"]["eventId"].split("-")[0] for l in lines} == {"gzip", "x"}
+    # Over max_body_bytes once inflated (the compressed bytes are tiny).
+    big = big_event(100 * 1024)
+    status, _, text = d.post("/webhooks/cirrus", gz(big), {"Content-Encoding": "gzip",
+                                                           "X-Signature": sign(big)})
+    assert status == 413 and b"inflated body larger than max_body_bytes" in text
+    # Not gzip at all, and a stream cut short.
+    for bad in (b"not gzip", gz(body)[:-10]):
+        status, _, text = d.post("/webhooks/cirrus", bad, {"Content-Encoding": "gzip",
+                                                           "X-Signature": sign(body)})
+        assert status == 400 and b"not valid gzip" in text
+
+
+def test_gzip_bomb_is_413_under_the_size_limit(daemon_factory, tmp_path):
+    d = daemon_factory(sink_config(tmp_path, limits={"max_body_bytes": 8 * 1024 * 1024}))
+    bomb = gz(b'{"eventType": "x", "eventId": "b", "pad": "' + b"0" * (4 * 1024 * 1024) + b'"}')
+    assert len(bomb) < 8 * 1024  # ~4 MiB from a few KiB: a ratio of hundreds
+    t0 = time.monotonic()
+    status, _, text = d.post("/webhooks/cirrus", bomb, {"Content-Encoding": "gzip",
+                                                        "X-Signature": "00"})
+    assert status == 413 and b"inflates more than 100 times" in text
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_other_content_codings_are_415(hookd):
+    body = payload("developer.webhook.test")
+    for enc in ("br", "deflate", "gzip, gzip", "compress"):
+        status, _, text = hookd.post("/webhooks/cirrus", body, {"Content-Encoding": enc,
+                                                                "X-Signature": sign(body)})
+        assert status == 415 and b"gzip or none" in text, enc
+    status, _, _ = hookd.post("/webhooks/cirrus", body, {"Content-Encoding": "identity",
+                                                         "X-Signature": sign(body)})
+    assert status == 200
+    # The path is judged first.
+    assert hookd.post("/nope", body, {"Content-Encoding": "br"})[0] == 404
+
+
+def test_absolute_form_target_is_accepted(hookd, tmp_path):
+    body = payload("developer.webhook.test")
+    out = raw(hookd.port, b"POST http://hookd.example:8080/webhooks/cirrus?x=1 HTTP/1.1\r\n"
+              b"Host: hookd.example:8080\r\nContent-Type: application/json\r\nX-Signature: " +
+              sign(body).encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+              b"\r\nConnection: close\r\n\r\n" + body)
+    assert statuses(out) == [200], out
+    out = raw(hookd.port, b"POST HTTPS://hookd.example HTTP/1.1\r\nHost: x\r\n"
+              b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert statuses(out) == [404]
+    wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+
+
+def test_obsolete_line_folding_is_400(hookd, tmp_path):
+    body = payload("developer.webhook.test")
+    sig = sign(body).encode()
+    out = raw(hookd.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nX-Signature: " +
+              sig[:10] + b"\r\n " + sig[10:] + b"\r\nContent-Length: " + str(len(body)).encode() +
+              b"\r\n\r\n" + body)
+    assert statuses(out) == [400] and b"obsolete line folding" in out, out
+    assert b"Connection: close" in out
+    time.sleep(0.2)
+    assert read_jsonl(tmp_path / "events.jsonl") == []
+
+
+def test_repeated_signature_header_is_401(hookd, tmp_path):
+    body = payload("developer.webhook.test")
+    good = sign(body).encode()
+    for first, second in ((good, b"00"), (b"00", good), (good, good)):
+        out = raw(hookd.port, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\nX-Signature: " +
+                  first + b"\r\nX-Signature: " + second + b"\r\nContent-Length: " +
+                  str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        assert statuses(out) == [401], (first, second)
+    time.sleep(0.2)
+    assert read_jsonl(tmp_path / "events.jsonl") == []

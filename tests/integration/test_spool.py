@@ -331,7 +331,7 @@ def test_schema_from_another_version_is_refused(tmp_path):
     p = subprocess.run([str(HOOKD), "run", "-c", str(path)], capture_output=True, text=True,
                        timeout=20)
     assert p.returncode == 1
-    assert "schema version 7, this hookd reads version 1" in p.stderr
+    assert "schema version 7, this hookd reads versions 1 and 2" in p.stderr
 
 
 def dlq(path, *args):
@@ -515,10 +515,11 @@ def test_event_is_done_only_when_every_delivery_is(tmp_path):
     assert d.stop() == 0
 
 
-def test_spool_from_before_the_partial_index_is_upgraded(tmp_path):
-    """A spool written by an earlier hookd (index deliveries_state over every
-    delivery) opens with the partial index instead, and what it held as
-    pending and dead is still found through it."""
+def test_spool_of_schema_version_1_is_upgraded(tmp_path):
+    """A spool written by an earlier hookd (schema version 1: an index over
+    every delivery, no crash counts, reusable delivery ids) is upgraded in
+    place: what it held as pending resumes, its dead letter is still listed,
+    and the tables and indexes are version 2's."""
     var = tmp_path / "var"
     var.mkdir()
     db = sqlite3.connect(var / "spool.db")
@@ -558,10 +559,23 @@ def test_spool_from_before_the_partial_index_is_upgraded(tmp_path):
     assert d.stop() == 0
     db = sqlite3.connect(var / "spool.db")
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    cols = [r[1] for r in db.execute("PRAGMA table_info(deliveries)")]
+    auto = db.execute("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
     db.close()
-    assert "deliveries_state" not in names and "deliveries_open" in names
+    assert "deliveries_state" not in names and "deliveries_open" not in names
+    assert {"deliveries_lane", "deliveries_dead", "deliveries_seq"} <= names
+    assert version == "2" and "crashes" in cols and "AUTOINCREMENT" in auto
+    assert "upgrading" in d.log() and "from schema version 1 to 2" in d.log()
     assert integrity(tmp_path) == "ok"
     assert len(read_jsonl(out)) == 1  # the done one was not delivered again
+    # the dead letter of the old file can be replayed after the upgrade
+    dead_id = next(l.split()[0] for l in p.stdout.splitlines() if "old-dead" in l)
+    d = start(tmp_path, cfg)
+    assert dlq(tmp_path / "d.json", "replay", dead_id).returncode == 0
+    wait_until(lambda: len(read_jsonl(out)) == 2, what="the replayed dead letter")
+    assert read_jsonl(out)[1]["event_id"] == "old-dead"
+    assert d.stop() == 0
 
 
 def test_reader_holding_a_snapshot_does_not_hold_up_ingest(daemon_factory, tmp_path):

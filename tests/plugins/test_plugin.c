@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hookd/plugin.h>
 
@@ -17,6 +18,15 @@
  *   sleep_ms       sleep this long in every deliver()
  *   init_fail      true: init fails with a message
  *   render         a template rendered (JSON escaping) into the line instead of the type
+ *   sleep_attempts with sleep_ms: sleep only in attempts up to this one (0: every attempt)
+ *   retry_pct      answer RETRY to this percentage of calls, at random
+ *   poison         event ids on which poison_action happens (a line
+ *                  "POISON <id> <attempt>" is written first)
+ *   poison_action  "segv" (default) | "abort" | "hang" (sleeps hang_ms, default forever)
+ *   hang_ms        see poison_action
+ *   poison_attempts poison only in attempts up to this one (0: every attempt)
+ *   mark_init      true: write "INIT <pid>" when the instance starts (a
+ *                  process life begins)
  * A delivery that starts while another with the same order key runs writes
  * an "OVERLAP" line: the ordering tests look for it.
  */
@@ -26,7 +36,11 @@ typedef struct tp {
   hookd_instance *self;
   FILE *out;
   const char *result;
-  int64_t retry_times, retry_after_ms, sleep_ms;
+  int64_t retry_times, retry_after_ms, sleep_ms, sleep_attempts, retry_pct, hang_ms,
+      poison_attempts;
+  const char *const *poison;
+  size_t n_poison;
+  const char *poison_action;
   hookd_template *render;
   pthread_mutex_t mu;
   char *running[64]; /* order keys in deliver() now */
@@ -34,8 +48,11 @@ typedef struct tp {
 
 static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                    void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {"out", "result", "retry_times", "retry_after_ms",
-                                     "sleep_ms", "init_fail", "render", NULL};
+  static const char *const keys[] = {"out",      "result",        "retry_times",
+                                     "retry_after_ms", "sleep_ms", "init_fail",
+                                     "render",   "sleep_attempts", "retry_pct",
+                                     "poison",   "poison_action", "hang_ms",
+                                     "poison_attempts", "mark_init", NULL};
   if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
   int init_fail = 0;
   host->config_bool(cfg, "init_fail", 0, &init_fail);
@@ -53,7 +70,13 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
       host->config_int(cfg, "retry_times", 0, &t->retry_times) < 0 ||
       host->config_int(cfg, "retry_after_ms", 0, &t->retry_after_ms) < 0 ||
       host->config_int(cfg, "sleep_ms", 0, &t->sleep_ms) < 0 ||
-      host->config_template(cfg, "render", NULL, &t->render) < 0) {
+      host->config_template(cfg, "render", NULL, &t->render) < 0 ||
+      host->config_int(cfg, "sleep_attempts", 0, &t->sleep_attempts) < 0 ||
+      host->config_int(cfg, "retry_pct", 0, &t->retry_pct) < 0 ||
+      host->config_int(cfg, "hang_ms", -1, &t->hang_ms) < 0 ||
+      host->config_string(cfg, "poison_action", "segv", &t->poison_action) < 0 ||
+      host->config_string_list(cfg, "poison", &t->poison, &t->n_poison) < 0 ||
+      host->config_int(cfg, "poison_attempts", 0, &t->poison_attempts) < 0) {
     free(t);
     return -1;
   }
@@ -63,6 +86,9 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
     return -1;
   }
   if (t->out) setvbuf(t->out, NULL, _IOLBF, 0);
+  int mark_init = 0;
+  host->config_bool(cfg, "mark_init", 0, &mark_init);
+  if (mark_init && t->out) fprintf(t->out, "INIT %ld\n", (long)getpid());
   pthread_mutex_init(&t->mu, NULL);
   *state = t;
   return 0;
@@ -96,18 +122,47 @@ static void leave_key(tp *t, const char *key) {
   pthread_mutex_unlock(&t->mu);
 }
 
+static void sleep_ms(int64_t ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* The poison: crash or hang on a chosen event, after saying so. */
+static void poison(tp *t, const hookd_event *ev) {
+  if (t->poison_attempts > 0 && (int64_t)ev->attempt > t->poison_attempts) return;
+  for (size_t i = 0; i < t->n_poison; i++) {
+    if (strcmp(t->poison[i], ev->id) != 0) continue;
+    if (t->out) {
+      fprintf(t->out, "POISON %s %u\n", ev->id, ev->attempt);
+      fflush(t->out);
+    }
+    if (strcmp(t->poison_action, "abort") == 0) abort();
+    if (strcmp(t->poison_action, "hang") == 0) {
+      if (t->hang_ms >= 0) {
+        sleep_ms(t->hang_ms);
+        return;
+      }
+      for (;;) sleep_ms(3600000);
+    }
+    volatile int *volatile nowhere = NULL;
+    *nowhere = 1; /* segv */
+  }
+}
+
 static hookd_result tp_deliver(void *state, const hookd_event *ev, hookd_outcome *out) {
   tp *t = state;
   const char *key = ev->order_key ? ev->order_key : "-";
   if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
-  if (t->sleep_ms > 0) {
-    struct timespec ts = {t->sleep_ms / 1000, (t->sleep_ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
+  poison(t, ev);
+  if (t->sleep_ms > 0 && (t->sleep_attempts == 0 || (int64_t)ev->attempt <= t->sleep_attempts)) {
+    sleep_ms(t->sleep_ms);
   }
   hookd_result r = HOOKD_OK;
   const char *name = "ok";
   if (strcmp(t->result, "retry") == 0 ||
-      (strcmp(t->result, "ok") == 0 && (int64_t)ev->attempt <= t->retry_times)) {
+      (strcmp(t->result, "ok") == 0 && (int64_t)ev->attempt <= t->retry_times) ||
+      (t->retry_pct > 0 && rand() % 100 < t->retry_pct)) {
     r = HOOKD_RETRY;
     name = "retry";
     out->retry_after_ms = (uint32_t)t->retry_after_ms;

@@ -682,6 +682,25 @@ static void test_config_full(void **state) {
   config_free(&cfg);
 }
 
+/* Loopback admin listeners need no token; others take one. */
+static void test_config_admin_listen_rules(void **state) {
+  (void)state;
+  static const char *const ok[] = {"127.0.0.1:9090", "127.5.6.7:1", "[::1]:9090"};
+  for (size_t i = 0; i < 3; i++) {
+    config cfg;
+    char text[256];
+    snprintf(text, sizeof text, "{'admin_listen': '%s', " SOURCES "}", ok[i]);
+    load_ok(text, &cfg);
+    assert_string_equal(cfg.admin_listen, ok[i]);
+    assert_null(cfg.listen_tls[0].cert);
+    config_free(&cfg);
+  }
+  config cfg;
+  load_ok("{'admin_listen': '0.0.0.0:9090', 'admin_token': 't', " SOURCES "}", &cfg);
+  assert_string_equal(cfg.admin_token, "t");
+  config_free(&cfg);
+}
+
 static void test_config_listen_string(void **state) {
   (void)state;
   config cfg;
@@ -741,16 +760,32 @@ static void test_rules_top(void **state) {
   expect_err("{'zzz': " MARK "1, " SOURCES "}",
              "zzz: unknown key (known keys: listen, admin_listen, data_dir, plugin_dirs, log, "
              "shutdown_timeout_ms, spool, limits, sources, plugins, routes, delivery, user, group, "
-             "trusted_proxies, admin_token)");
+             "trusted_proxies, admin_token, reload_timeout_ms)");
   expect_err("{'listen': " MARK "80, " SOURCES "}",
-             "listen: expected a string or an array of strings");
+             "listen: expected an address, an object with \"address\", or an array of them");
+  expect_err("{'listen': [':80', " MARK "{'tls': {}}], " SOURCES "}",
+             "listen[1]: missing required key 'address'");
+  expect_err("{'listen': {'address': ':80', 'tls': " MARK "{'cert': 'c.pem'}}, " SOURCES "}",
+             "listen.tls: missing required key 'key'");
+  expect_err("{'listen': {'address': ':80', 'tls': {'cert': " MARK "'/nonexistent/c.pem', "
+             "'key': 'k.pem'}}, " SOURCES "}",
+             "listen.tls.cert: cannot read '/nonexistent/c.pem': No such file or directory");
+  expect_err("{'listen': {'address': ':80', 'tsl': " MARK "{}}, " SOURCES "}",
+             "listen.tsl: unknown key (did you mean 'tls'?)");
+  /* A non-loopback admin listener needs a token. */
+  expect_err("{'admin_listen': " MARK "'0.0.0.0:9090', " SOURCES "}",
+             "admin_listen: '0.0.0.0:9090' is reachable from other hosts: set \"admin_token\" "
+             "(e.g. \"${file:admin-token}\") or listen on 127.0.0.1 or [::1]");
+  expect_err("{'admin_listen': " MARK "'[::]:9090', " SOURCES "}",
+             "admin_listen: '[::]:9090' is reachable from other hosts: set \"admin_token\" "
+             "(e.g. \"${file:admin-token}\") or listen on 127.0.0.1 or [::1]");
   expect_err("{'listen': " MARK "'localhost:80', " SOURCES "}",
              "listen: invalid address 'localhost:80' (expected IPV4:PORT, [IPV6]:PORT or :PORT)");
   expect_err("{'listen': [':80', " MARK "'1.2.3.4:99999'], " SOURCES "}",
              "listen[1]: invalid address '1.2.3.4:99999' (expected IPV4:PORT, [IPV6]:PORT or "
              ":PORT)");
   expect_err("{'listen': " MARK "[], " SOURCES "}", "listen: expected at least one address");
-  expect_err("{'listen': [" MARK "1], " SOURCES "}", "listen[0]: expected a string");
+  expect_err("{'listen': [" MARK "1], " SOURCES "}", "listen[0]: expected an address string or an object with \"address\" and \"tls\"");
   expect_err("{'admin_listen': " MARK "'127.0.0.1', " SOURCES "}",
              "admin_listen: invalid address '127.0.0.1' (expected IPV4:PORT, [IPV6]:PORT or "
              ":PORT)");
@@ -773,8 +808,10 @@ static void test_rules_top(void **state) {
   expect_err("{'spool': " MARK "'full', " SOURCES "}", "spool: expected an object");
   expect_err("{'spool': {'sync': " MARK "'always'}, " SOURCES "}",
              "spool.sync: expected one of full, normal, off");
-  expect_err("{'spool': {'max_pending': " MARK "0}, " SOURCES "}",
-             "spool.max_pending: expected a positive integer");
+  expect_err("{'spool': {'max_pending': " MARK "-1}, " SOURCES "}",
+             "spool.max_pending: expected a non-negative integer");
+  expect_err("{'reload_timeout_ms': " MARK "0, " SOURCES "}",
+             "reload_timeout_ms: expected a positive integer");
   expect_err("{'spool': {'retention': " MARK "7}, " SOURCES "}",
              "spool.retention: expected a string");
   expect_err("{'spool': {'min_free_bytes': " MARK "-5}, " SOURCES "}",
@@ -825,7 +862,21 @@ static void test_rules_delivery(void **state) {
              "delivery.backoff_initial_ms: expected a positive integer");
   expect_err("{'delivery': {'retries': " MARK "3}, " SOURCES "}",
              "delivery.retries: unknown key (known keys: concurrency, max_attempts, "
-             "backoff_initial_ms, backoff_max_ms, timeout_ms)");
+             "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending, "
+             "max_threads)");
+  expect_err("{'delivery': {'max_crashes': " MARK "0}, " SOURCES "}",
+             "delivery.max_crashes: expected a positive integer");
+  expect_err("{'delivery': {'max_pending': " MARK "0}, " SOURCES "}",
+             "delivery.max_pending: expected a positive integer");
+  expect_err("{'delivery': {'max_threads': " MARK "100000}, " SOURCES "}",
+             "delivery.max_threads: must be at most 16384");
+  /* 3 instances x 4 threads do not fit in 10 */
+  expect_err("{'delivery': {'max_threads': " MARK "10}, " SOURCES ", 'plugins': ["
+             "{'name': 'a', 'module': 'm'}, {'name': 'b', 'module': 'm'}, "
+             "{'name': 'c', 'module': 'm'}]}",
+             "delivery.max_threads: the plugin instances need 12 worker threads (the sum of "
+             "their concurrency), more than delivery.max_threads (10): lower concurrency or "
+             "raise max_threads");
 }
 
 static void test_rules_sources(void **state) {
@@ -853,15 +904,15 @@ static void test_rules_sources(void **state) {
              "sources[1].path: path '/h' is already used by sources[0]");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'format': " MARK
              "'xml', 'verify': {'scheme': 'none'}}]}",
-             "sources[0].format: expected one of cirrus-insight, generic");
+             "sources[0].format: expected one of cirrus-insight, generic, github, stripe, slack, zoom, shopify, standard-webhooks");
   expect_err("{'sources': [" MARK
              "{'name': 's', 'path': '/h', 'format': 'generic', 'id_field': 'id', "
              "'verify': {'scheme': 'none'}}]}",
-             "sources[0]: missing required key 'type_field' (format 'generic' needs it)");
+             "sources[0]: missing required key 'type_field' or 'type_header' (format 'generic' needs one)");
   expect_err("{'sources': [" MARK
              "{'name': 's', 'path': '/h', 'format': 'generic', 'type_field': 'type', "
              "'verify': {'scheme': 'none'}}]}",
-             "sources[0]: missing required key 'id_field' (format 'generic' needs it)");
+             "sources[0]: missing required key 'id_field' or 'id_header' (format 'generic' needs one)");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'format': 'generic', 'type_field': " MARK
              "'a..b', 'id_field': 'id', 'verify': {'scheme': 'none'}}]}",
              "sources[0].type_field: expected a dotted path like 'data.id'");
@@ -871,7 +922,7 @@ static void test_rules_sources(void **state) {
       "sources[0].order_key: expected a non-empty string");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'order_key': " MARK
              "'data.id', 'verify': {'scheme': 'none'}}]}",
-             "sources[0].order_key: only used with \"format\": \"generic\"");
+             "sources[0].order_key: not used with \"format\": \"cirrus-insight\" (its fields are fixed)");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'success_status': " MARK
              "404, 'verify': {'scheme': 'none'}}]}",
              "sources[0].success_status: expected an integer from 200 to 299");
@@ -975,7 +1026,7 @@ static void test_rules_plugins(void **state) {
       "(3600000)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'delivery': {'tries': " MARK "1}}"),
              "plugins[0].delivery.tries: unknown key (known keys: concurrency, max_attempts, "
-             "backoff_initial_ms, backoff_max_ms, timeout_ms)");
+             "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'concurrency': " MARK "2}"),
              "plugins[0].concurrency: unknown key (known keys: name, module, config, delivery, "
              "isolation)");
@@ -1060,6 +1111,7 @@ int main(void) {
       cmocka_unit_test(test_config_defaults),
       cmocka_unit_test(test_config_full),
       cmocka_unit_test(test_config_listen_string),
+      cmocka_unit_test(test_config_admin_listen_rules),
       cmocka_unit_test(test_config_parse_addr),
       cmocka_unit_test(test_rules_top),
       cmocka_unit_test(test_rules_limits),

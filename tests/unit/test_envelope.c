@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <cmocka.h>
 
 #include "envelope.h"
@@ -33,7 +34,8 @@ static char *read_payload(const char *name, size_t *len) {
   return buf;
 }
 
-static const envelope_spec cirrus = {ENVELOPE_CIRRUS_INSIGHT, NULL, NULL, NULL};
+static const envelope_spec cirrus = {
+    .format = ENVELOPE_CIRRUS_INSIGHT, .type_field = NULL, .id_field = NULL, .order_key = NULL};
 
 /* Decodes text from an exact-size heap copy (no NUL terminator). */
 static int decode_text(const envelope_spec *spec, const char *text, envelope *env,
@@ -81,7 +83,7 @@ static void check_payload(const char *file, const char *type, const char *id,
   assert_int_equal(envelope_decode(&cirrus, body, len, &env, &reason), 0);
   envelope fast;
   assert_int_equal(envelope_decode_fields(&cirrus, body, len, &fast, &reason), 0);
-  free(body); /* the envelope must not keep pointers into the body */
+  free(body);             /* the envelope must not keep pointers into the body */
   assert_null(fast.root); /* found in one pass, no tree */
   assert_string_equal(fast.type, type);
   assert_string_equal(fast.id, id);
@@ -175,7 +177,10 @@ static void test_cirrus_null_order_key(void **state) {
 
 static void test_generic_nested(void **state) {
   (void)state;
-  envelope_spec spec = {ENVELOPE_GENERIC, "meta.kind", "meta.ids.0", "payload.account.id"};
+  envelope_spec spec = {.format = ENVELOPE_GENERIC,
+                        .type_field = "meta.kind",
+                        .id_field = "meta.ids.0",
+                        .order_key = "payload.account.id"};
   envelope env;
   const char *reason = NULL;
   const char *body =
@@ -190,7 +195,8 @@ static void test_generic_nested(void **state) {
 
 static void test_generic_number_id(void **state) {
   (void)state;
-  envelope_spec spec = {ENVELOPE_GENERIC, "type", "id", NULL};
+  envelope_spec spec = {
+      .format = ENVELOPE_GENERIC, .type_field = "type", .id_field = "id", .order_key = NULL};
   envelope env;
   const char *reason = NULL;
   assert_int_equal(decode_text(&spec, "{\"type\":\"a\",\"id\":12345678901234}", &env, &reason), 0);
@@ -218,7 +224,8 @@ static void test_generic_number_id(void **state) {
 
 static void test_generic_bad_number_ids(void **state) {
   (void)state;
-  envelope_spec spec = {ENVELOPE_GENERIC, "type", "id", NULL};
+  envelope_spec spec = {
+      .format = ENVELOPE_GENERIC, .type_field = "type", .id_field = "id", .order_key = NULL};
   envelope env;
   const char *reason = NULL;
   /* A fraction is not an id, and past 2^53 distinct ids would collide. */
@@ -234,7 +241,8 @@ static void test_generic_bad_number_ids(void **state) {
 
 static void test_generic_top_level_digits_key(void **state) {
   (void)state;
-  envelope_spec spec = {ENVELOPE_GENERIC, "0", "1", "2"};
+  envelope_spec spec = {
+      .format = ENVELOPE_GENERIC, .type_field = "0", .id_field = "1", .order_key = "2"};
   envelope env;
   const char *reason = NULL;
   assert_int_equal(decode_text(&spec, "{\"0\":\"t\",\"1\":\"i\",\"2\":3.25}", &env, &reason), 0);
@@ -286,7 +294,8 @@ static void test_reasons_cirrus(void **state) {
 
 static void test_reasons_generic(void **state) {
   (void)state;
-  envelope_spec spec = {ENVELOPE_GENERIC, "a.type", "a.id", NULL};
+  envelope_spec spec = {
+      .format = ENVELOPE_GENERIC, .type_field = "a.type", .id_field = "a.id", .order_key = NULL};
   expect_reason(&spec, "{\"a\":{\"id\":\"x\"}}", "missing or empty event type");
   expect_reason(&spec, "{\"a\":{\"type\":[],\"id\":\"x\"}}", "event type is not a string");
   expect_reason(&spec, "{\"a\":{\"type\":\"t\"}}", "missing or empty event id");
@@ -372,13 +381,21 @@ static void test_fields_match_tree(void **state) {
   };
   for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) same_answer(&cirrus, bodies[i]);
 
-  envelope_spec arr = {ENVELOPE_GENERIC, "meta.0.type", "meta.1", "items.10.k"};
-  same_answer(&arr, "{\"meta\":[{\"type\":\"t\"},7],\"items\":[0,1,2,3,4,5,6,7,8,9,{\"k\":\"ten\"}]}");
+  envelope_spec arr = {.format = ENVELOPE_GENERIC,
+                       .type_field = "meta.0.type",
+                       .id_field = "meta.1",
+                       .order_key = "items.10.k"};
+  same_answer(&arr,
+              "{\"meta\":[{\"type\":\"t\"},7],\"items\":[0,1,2,3,4,5,6,7,8,9,{\"k\":\"ten\"}]}");
   same_answer(&arr, "{\"meta\":{\"0\":{\"type\":\"t\"},\"1\":\"obj\"}}");
   same_answer(&arr, "{\"meta\":[[],\"x\"],\"items\":[]}");
-  envelope_spec lead = {ENVELOPE_GENERIC, "t", "00", NULL};
+  envelope_spec lead = {
+      .format = ENVELOPE_GENERIC, .type_field = "t", .id_field = "00", .order_key = NULL};
   same_answer(&lead, "{\"t\":\"x\",\"00\":\"by key\"}");
-  envelope_spec deep = {ENVELOPE_GENERIC, "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q", "id", NULL};
+  envelope_spec deep = {.format = ENVELOPE_GENERIC,
+                        .type_field = "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q",
+                        .id_field = "id",
+                        .order_key = NULL};
   same_answer(&deep, "{\"id\":\"x\"}");
 
   /* Nesting past what the one-pass decoder follows, and past cJSON's limit. */
@@ -399,8 +416,8 @@ static void test_fields_match_tree(void **state) {
  * one-pass decoder reads 16 bytes at a time and must see each of them. */
 static void test_fields_string_offsets(void **state) {
   (void)state;
-  static const char *const specials[] = {"\\\"", "\\\\", "\\u00e9", "\t", "\x01", "\xc3\xa9",
-                                         "\xff", "\"", "\\q"};
+  static const char *const specials[] = {"\\\"",     "\\\\", "\\u00e9", "\t", "\x01",
+                                         "\xc3\xa9", "\xff", "\"",      "\\q"};
   char id[64], body[256];
   for (size_t len = 0; len <= 40; len++) {
     for (size_t at = 0; at <= len; at++) {
@@ -410,8 +427,8 @@ static void test_fields_string_offsets(void **state) {
         memcpy(id + at, specials[k], sl);
         id[len + sl] = '\0';
         memset(id + at + sl, 'b', len - at);
-        snprintf(body, sizeof body, "{\"eventType\":\"t\",\"pad\":\"%s\",\"eventId\":\"%s\"}",
-                 id, id);
+        snprintf(body, sizeof body, "{\"eventType\":\"t\",\"pad\":\"%s\",\"eventId\":\"%s\"}", id,
+                 id);
         same_answer(&cirrus, body);
       }
     }
@@ -520,7 +537,10 @@ static void test_text(void **state) {
 
 static void test_spec_clear(void **state) {
   (void)state;
-  envelope_spec spec = {ENVELOPE_GENERIC, strdup("t"), strdup("i"), strdup("k")};
+  envelope_spec spec = {.format = ENVELOPE_GENERIC,
+                        .type_field = strdup("t"),
+                        .id_field = strdup("i"),
+                        .order_key = strdup("k")};
   envelope_spec_clear(&spec);
   assert_null(spec.type_field);
   assert_null(spec.id_field);
@@ -528,8 +548,66 @@ static void test_spec_clear(void **state) {
   envelope_spec_clear(&spec);
 }
 
+static const char *hdr_of(void *ctx, const char *name, size_t *len) {
+  const char *const *kv = ctx;
+  for (size_t i = 0; kv[i]; i += 2) {
+    if (strcasecmp(kv[i], name) == 0) {
+      *len = strlen(kv[i + 1]);
+      return kv[i + 1];
+    }
+  }
+  return NULL;
+}
+
+/* Type and id from headers (GitHub, Shopify), the id from an alternative
+ * header (svix-id), or a body hash (Zoom); both decoders. */
+static void test_request_headers(void **state) {
+  (void)state;
+  static const char body[] = "{\"repository\": {\"id\": 7}}";
+  envelope_spec gh = {.format = ENVELOPE_GENERIC,
+                      .order_key = "repository.id",
+                      .type_header = "X-GitHub-Event",
+                      .id_header = "X-GitHub-Delivery"};
+  const char *kv[] = {"x-github-event", " push ", "X-GitHub-Delivery", "d-1", NULL};
+  for (int tree = 0; tree < 2; tree++) {
+    envelope env;
+    const char *why = NULL;
+    assert_int_equal(envelope_decode_request(&gh, body, strlen(body), hdr_of, kv, tree, &env, &why),
+                     0);
+    assert_string_equal(env.type, "push");
+    assert_string_equal(env.id, "d-1");
+    assert_string_equal(env.order_key, "7");
+    envelope_clear(&env);
+    const char *none[] = {"X-GitHub-Delivery", "d-1", NULL};
+    assert_int_equal(
+        envelope_decode_request(&gh, body, strlen(body), hdr_of, none, tree, &env, &why), -1);
+    assert_string_equal(why, "missing or empty event type header");
+    assert_int_equal(envelope_decode_request(&gh, "[1]", 3, hdr_of, kv, tree, &env, &why), -1);
+    assert_string_equal(why, "body is not a JSON object");
+  }
+  envelope_spec sw = {.format = ENVELOPE_GENERIC,
+                      .type_field = "t",
+                      .id_header = "webhook-id",
+                      .id_header_alt = "svix-id"};
+  const char *svix[] = {"svix-id", "msg_1", NULL};
+  envelope env;
+  const char *why = NULL;
+  assert_int_equal(envelope_decode_request(&sw, "{\"t\":\"a.b\"}", 11, hdr_of, svix, 0, &env, &why),
+                   0);
+  assert_string_equal(env.id, "msg_1");
+  envelope_clear(&env);
+  envelope_spec zoom = {.format = ENVELOPE_GENERIC, .type_field = "event", .id_body_hash = 1};
+  const char *zb = "{\"event\":\"x\"}";
+  assert_int_equal(envelope_decode_request(&zoom, zb, strlen(zb), hdr_of, svix, 0, &env, &why), 0);
+  /* printf '%s' '{"event":"x"}' | sha256sum */
+  assert_string_equal(env.id,
+                      "sha256:ebc2c4ea03938ee05e18c1a712d9fa02de923d6f2db34b68fe1f8dcf651e479d");
+  envelope_clear(&env);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_request_headers),
       cmocka_unit_test(test_payload_test_event),
       cmocka_unit_test(test_payload_scheduled),
       cmocka_unit_test(test_payload_rescheduled),

@@ -498,7 +498,6 @@ static void test_secret_set(void **state) {
   free(s.key);
 }
 
-
 /* ---- hmac with a timestamp ------------------------------------------ */
 
 /* Slack's published example ("Verifying requests from Slack"): the same
@@ -506,11 +505,11 @@ static void test_secret_set(void **state) {
 #define SLACK_SECRET "8f742231b10e8888abcd99yyyzzz85a5"
 #define SLACK_TS "1531420618"
 #define SLACK_NOW INT64_C(1531420618)
-#define SLACK_BODY                                                                               \
-  "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id="       \
-  "G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-"   \
-  "collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%"            \
-  "2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121."             \
+#define SLACK_BODY                                                                           \
+  "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id="     \
+  "G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-" \
+  "collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%"         \
+  "2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121."           \
   "803a0bc887a14d10d2c447fce8b6703c"
 #define SLACK_SIG "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
 
@@ -584,15 +583,14 @@ static void test_zoom(void **state) {
   assert_int_equal(check_zoom(ZOOM_SIG, "1700000000.5", ZOOM_BODY, TS_NOW), -1);
   assert_int_equal(check_zoom(ZOOM_SIG, "-1700000000", ZOOM_BODY, TS_NOW), -1);
   assert_int_equal(check_zoom(ZOOM_SIG + 3, "1700000000", ZOOM_BODY, TS_NOW), -1); /* no v0= */
-  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", "{\"event\":\"meeting.ended\"}", TS_NOW),
-                   -1);
+  assert_int_equal(check_zoom(ZOOM_SIG, "1700000000", "{\"event\":\"meeting.ended\"}", TS_NOW), -1);
 }
 
 static int check_calendly(const char *header, const char *body, int64_t now, int rotate) {
   const char *const secrets[] = {rotate ? CAL_OLD_SECRET : CAL_SECRET, CAL_SECRET};
   char err[128];
-  verify_config cfg = make_cfg(VERIFY_HMAC, VERIFY_SHA256, VERIFY_HEX,
-                               "Calendly-Webhook-Signature", NULL, secrets, rotate ? 2 : 1);
+  verify_config cfg = make_cfg(VERIFY_HMAC, VERIFY_SHA256, VERIFY_HEX, "Calendly-Webhook-Signature",
+                               NULL, secrets, rotate ? 2 : 1);
   cfg.timestamp_key = strdup("t");
   cfg.signature_key = strdup("v1");
   assert_int_equal(verify_payload_parse(&cfg, "{timestamp}.{body}", err, sizeof err), 0);
@@ -726,9 +724,9 @@ static void test_basic(void **state) {
   assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29yZA=="), 0);
   assert_int_equal(check_basic("basic  Y2lycnVzOnBAc3M6d29yZA== "), 0);
   assert_int_equal(check_basic("Basic Y2lycnVzOm9sZC1wYXNzd29yZA=="), 0); /* cirrus:old-password */
-  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29yZQ=="), -1);    /* cirrus:p@ss:word wrong */
-  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29y"), -1);        /* cirrus:p@ss:wor */
-  assert_int_equal(check_basic("Basic YWRtaW46cEBzczp3b3Jk"), -1);        /* admin:p@ss:word */
+  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29yZQ=="), -1); /* cirrus:p@ss:word wrong */
+  assert_int_equal(check_basic("Basic Y2lycnVzOnBAc3M6d29y"), -1);     /* cirrus:p@ss:wor */
+  assert_int_equal(check_basic("Basic YWRtaW46cEBzczp3b3Jk"), -1);     /* admin:p@ss:word */
   assert_int_equal(check_basic("Bearer Y2lycnVzOnBAc3M6d29yZA=="), -1);
   assert_int_equal(check_basic("BasicY2lycnVzOnBAc3M6d29yZA=="), -1);
   assert_int_equal(check_basic("Basic"), -1);
@@ -793,6 +791,37 @@ static void test_threads(void **state) {
   verify_config_clear(&s);
 }
 
+/* Svix sends the Standard Webhooks scheme under svix-* names. */
+static void test_svix_names(void **state) {
+  (void)state;
+  const char *const secrets[] = {SW_SECRET};
+  verify_config cfg = make_cfg(VERIFY_STANDARD_WEBHOOKS, 0, 0, NULL, NULL, secrets, 1);
+  cfg.tolerance_s = 300;
+  fake_req r = {0};
+  req_add(&r, "svix-id", SW_ID);
+  req_add(&r, "svix-timestamp", SW_TS);
+  req_add(&r, "svix-signature", SW_SIG);
+  verify_input in = make_input(&r, SW_BODY, SW_NOW);
+  assert_int_equal(verify_request(&cfg, &in), 0);
+  /* A webhook-signature present is the one checked: a wrong one fails even
+   * next to a right svix-signature. */
+  req_add(&r, "webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=");
+  in = make_input(&r, SW_BODY, SW_NOW);
+  assert_int_equal(verify_request(&cfg, &in), -1);
+  verify_config_clear(&cfg);
+}
+
+/* Zoom's url_validation answer: hex HMAC-SHA256(secret, plainToken). */
+static void test_hmac_hex(void **state) {
+  (void)state;
+  verify_secret s;
+  char err[64], hex[65];
+  assert_int_equal(verify_secret_set(VERIFY_HMAC, GH_SECRET, &s, err, sizeof err), 0);
+  assert_int_equal(verify_hmac_sha256_hex(&s, GH_BODY, strlen(GH_BODY), hex), 0);
+  assert_string_equal(hex, GH_SIG256 + 7);
+  free(s.key);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_github_vector),
@@ -829,6 +858,8 @@ int main(void) {
       cmocka_unit_test(test_config_check),
       cmocka_unit_test(test_basic),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_svix_names),
+      cmocka_unit_test(test_hmac_hex),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
