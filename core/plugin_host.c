@@ -546,7 +546,13 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
 }
 
 int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out) {
-  if (inst->proc) return plugin_proc_deliver(inst->proc, view, out);
+  if (inst->proc) {
+    int rc = plugin_proc_deliver(inst->proc, view, out);
+    /* Counted here: the child was killed at timeout_ms, so the dispatcher
+     * never had a call to write off. */
+    if (rc == PLUGIN_TIMED_OUT) METRICS_INC(inst->m.timeouts);
+    return rc;
+  }
   int r = (int)inst->mod->desc->deliver(inst->state, view, out);
   if (r >= PLUGIN_CRASHED && r <= PLUGIN_UNAVAILABLE) {
     /* A plugin's stray number must not read as one of hookd's own codes. */

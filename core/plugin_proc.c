@@ -987,9 +987,11 @@ static int unavailable(plugin_proc *p, hookd_outcome *out) {
  * killed it — for this call's timeout, another call's, or shutdown. */
 static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t deadline,
                      hookd_outcome *out) {
+  /* A dying process closes its descriptors before its pidfd says it
+   * exited: give it a moment before calling it alive. */
   struct pollfd pd = {c->pidfd, POLLIN, 0};
   const char *alive = "";
-  if (poll(&pd, 1, 0) <= 0) {
+  if (poll(&pd, 1, 1000) <= 0) {
     /* Alive, but its end of the channel is gone: it cannot answer. */
     kill_child(p, c, KILL_PROTOCOL);
     poll(&pd, 1, 2000);
@@ -1112,12 +1114,6 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
     long n = plugin_wire_fill(in, fd);
     if (n > 0) continue;
     if (n < 0 && errno == EAGAIN && !dead) continue;
-    if (n == 0 && !dead) {
-      /* End of file: the child is exiting (its fds close before its
-       * pidfd says so) or closed the channel. */
-      struct pollfd pd = {c->pidfd, POLLIN, 0};
-      poll(&pd, 1, 1000);
-    }
     return call_died(p, c, v, deadline, out);
   }
 }
