@@ -308,8 +308,9 @@ static int render_processes(admin *a, char **buf, size_t *len, size_t *cap) {
       if (inst->proc == NULL) continue;
       plugin_proc_status ps;
       plugin_proc_get_status(inst->proc, &ps);
-      uint64_t v = r == 0 ? (ps.pid && strcmp(ps.state, "ready") == 0) : r == 1 ? ps.restarts
-                                                                                  : ps.crashes;
+      uint64_t v = r == 0   ? (ps.pid && strcmp(ps.state, "ready") == 0)
+                   : r == 1 ? ps.restarts
+                            : ps.crashes;
       rc |= metrics_append(buf, len, cap, "%s{instance=\"", rows[r].name);
       rc |= metrics_append_label(buf, len, cap, inst->name);
       rc |= metrics_append(buf, len, cap, "\"} %" PRIu64 "\n", v);
@@ -619,8 +620,9 @@ static void render_page(admin_job *j, sbuf *b) {
 
   PUT(b,
       "<h2>Plugin instances</h2>\n<table id=\"instances\"><thead><tr><th>instance</th>"
-      "<th>module</th><th>isolation</th><th>health</th><th>queued</th><th>retrying</th><th>delivered</th>"
-      "<th>dead</th><th>oldest pending</th><th>last error</th></tr></thead><tbody>\n");
+      "<th>module</th><th>isolation</th><th>health</th><th>queued</th><th>retrying</th>"
+      "<th>delivered</th><th>dead</th><th>oldest pending</th><th>last error</th>"
+      "</tr></thead><tbody>\n");
   int64_t now = (int64_t)time(NULL) * 1000;
   for (size_t i = 0; i < a->host->n_insts; i++) {
     plugin_instance *inst = &a->host->insts[i];
@@ -638,8 +640,8 @@ static void render_page(admin_job *j, sbuf *b) {
     PUT(b,
         "<td class=\"health %s\">%s</td><td>%llu</td><td>%" PRIu64 "</td><td>%" PRIu64
         "</td><td>%" PRIu64 "</td><td>",
-        health_class(h), h,
-        (unsigned long long)METRICS_GET(inst->m.queued), v.retrying, v.delivered, v.dead);
+        health_class(h), h, (unsigned long long)METRICS_GET(inst->m.queued), v.retrying,
+        v.delivered, v.dead);
     if (v.oldest_pending_ms) {
       PUT(b, "%llds", (long long)((now - v.oldest_pending_ms) / 1000));
     } else {

@@ -1,4 +1,5 @@
-/* Process isolation, the child's side: read INIT, load and init the module, serve deliver() per channel, stop on EXIT. */
+/* Process isolation, the child's side: read INIT, load and init the module, serve deliver() per
+ * channel, stop on EXIT. */
 #include "plugin_child.h"
 
 #include <cjson/cJSON.h>
@@ -32,8 +33,8 @@
 static pthread_mutex_t g_ctl_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local int tl_chan = -1; /* the data channel of the call this thread runs */
 static int g_log_level = LOG_INFO;
-static hookd_host_api g_api;  /* hookd's table with log() sending frames */
-static plugin_host g_host;    /* one module, one instance */
+static hookd_host_api g_api; /* hookd's table with log() sending frames */
+static plugin_host g_host;   /* one module, one instance */
 static config_plugin g_cp;
 
 /* What INIT carries, copied out of the frame. */
@@ -143,8 +144,7 @@ static int confine(const init_msg *m, char *err, size_t errlen) {
     gid_t g = (gid_t)m->gid;
     if (setgroups(1, &g) != 0 || setresgid(g, g, g) != 0 ||
         setresuid((uid_t)m->uid, (uid_t)m->uid, (uid_t)m->uid) != 0) {
-      snprintf(err, errlen, "cannot switch to uid %u gid %u: %s", m->uid, m->gid,
-               strerror(errno));
+      snprintf(err, errlen, "cannot switch to uid %u gid %u: %s", m->uid, m->gid, strerror(errno));
       return -1;
     }
   }
@@ -269,7 +269,9 @@ static int load(init_msg *m) {
     return -1;
   }
   int rc = plugin_host_init(inst, &g_api, NULL, m->dir, err, sizeof err);
-  report(rc == 0 ? WIRE_INIT_OK : rc == -2 ? WIRE_INIT_IGNORED : WIRE_INIT_FAILED,
+  report(rc == 0    ? WIRE_INIT_OK
+         : rc == -2 ? WIRE_INIT_IGNORED
+                    : WIRE_INIT_FAILED,
          inst->cfg_error_key, inst->cfg_error, err, mod->desc);
   return rc == 0 ? 0 : -1;
 }

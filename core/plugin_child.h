@@ -1,4 +1,5 @@
-/* Process isolation, the child's side: hookd re-executed to host one plugin instance (init once, deliver() on its own threads). */
+/* Process isolation, the child's side: hookd re-executed to host one plugin instance (init once,
+ * deliver() on its own threads). */
 #ifndef HOOKD_PLUGIN_CHILD_H
 #define HOOKD_PLUGIN_CHILD_H
 

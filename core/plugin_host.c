@@ -71,8 +71,7 @@ static int record(const hookd_config *cfg, const char *key, const char *fmt, va_
     /* In a plugin child: hookd, which has the file, adds the position. */
     snprintf(inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
   } else {
-    jsonc_error(inst->doc, inst->cfg_error_key, inst->cfg_error, sizeof inst->cfg_error, "%s",
-                msg);
+    jsonc_error(inst->doc, inst->cfg_error_key, inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
   }
   return HOOKD_E_INVALID;
 }

@@ -26,7 +26,7 @@ struct hookd_instance {
   const char *name;
   plugin_module *mod;
   const config_plugin *cfg;
-  void *state;              /* what init() returned (thread mode) */
+  void *state;              /* what init() returned */
   int initialized;
   struct plugin_proc *proc; /* "isolation": "process": the supervised child that runs
                                this instance (plugin_proc.h); NULL in thread mode */
@@ -63,11 +63,14 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip);
 
 const hookd_host_api *plugin_host_api(void);
 
-/* What plugin_host_deliver returns besides a hookd_result. */
-#define PLUGIN_CRASHED 100     /* the instance's child died during the call: counts as a crash */
-#define PLUGIN_TIMED_OUT 101   /* past timeout_ms, the child was killed: a failed attempt */
-#define PLUGIN_UNAVAILABLE 102 /* no child can run it now (restarting, backing off, init failed):
-                                  not an attempt; out->retry_after_ms says when to ask again */
+/* What plugin_host_deliver returns besides a hookd_result:
+ * PLUGIN_CRASHED      the instance's child died during the call: counts as a crash;
+ * PLUGIN_TIMED_OUT    past timeout_ms, the child was killed: a failed attempt;
+ * PLUGIN_UNAVAILABLE  no child can run it now (restarting, backing off, init failed): not an
+ *                     attempt; out->retry_after_ms says when to ask again. */
+#define PLUGIN_CRASHED 100
+#define PLUGIN_TIMED_OUT 101
+#define PLUGIN_UNAVAILABLE 102
 
 /* Runs one delivery on inst: in thread mode the module's deliver() on the
  * calling thread, in process mode a call into the instance's child
@@ -82,11 +85,13 @@ int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_ou
 int plugin_host_open_module(plugin_module *m, char *err, size_t errlen);
 
 /* Runs the module's init for inst (inst->mod->desc, inst->cfg set) with
- * the host table api (NULL: plugin_host_api()). doc gives config errors their file:line:column; without one (in a plugin
- * child) inst->cfg_error holds the bare message and cfg_error_key its key
- * path. Returns 0; -1 when init failed (why: inst->cfg_error, else perr);
- * -2 when init succeeded although a getter recorded an error (the instance
- * is destroyed again: a config mistake must not pass). Main thread. */
+ * the host table api (NULL: plugin_host_api()). doc gives config errors
+ * their file:line:column; without one (in a plugin child) inst->cfg_error
+ * holds the bare message and cfg_error_key its key path. Returns 0; -1
+ * when init failed (why: inst->cfg_error, else perr); -2 when init
+ * succeeded although a getter recorded an error (the instance is destroyed
+ * again: a config mistake must not pass). The thread that loads the
+ * generation (main, or a reload's), or a plugin child's main thread. */
 int plugin_host_init(plugin_instance *inst, const hookd_host_api *api, const jsonc_doc *doc,
                      const char *config_dir, char *perr, size_t perrlen);
 /* The one-line message for a failed plugin_host_init (rc -1 or -2), from the

@@ -1,4 +1,5 @@
-/* Process isolation, hookd's side: spawn a plugin instance's child, run init and deliver() calls in it, supervise, restart, stop. */
+/* Process isolation, hookd's side: spawn a plugin instance's child, run init and deliver() calls in
+ * it, supervise, restart, stop. */
 #include "plugin_proc.h"
 
 #include <cjson/cJSON.h>
@@ -46,19 +47,19 @@ typedef enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_STOP, KILL_PROTOCOL, KILL_INIT 
 typedef struct child {
   pid_t pid;
   int pidfd;
-  int ctl, out;        /* control socket and stdout/stderr pipe: the supervisor's */
+  int ctl, out; /* control socket and stdout/stderr pipe: the supervisor's */
   int ctl_eof, out_eof;
   size_t n_chans;
-  int *chans;          /* data channels, one per unit of concurrency */
-  wire_buf *in;        /* per channel: bytes received */
-  wire_out *wout;      /* per channel: the frame being sent */
+  int *chans;     /* data channels, one per unit of concurrency */
+  wire_buf *in;   /* per channel: bytes received */
+  wire_out *wout; /* per channel: the frame being sent */
   size_t *free_slots, n_free;
   unsigned refs;
-  int dying;           /* dead or being killed: nothing new is sent to it */
+  int dying; /* dead or being killed: nothing new is sent to it */
   kill_reason killed;
   int exit_sent;
-  char how[128];       /* how it ended, once reaped (under the lock) */
-  int64_t started_ms;  /* mono */
+  char how[128];      /* how it ended, once reaped (under the lock) */
+  int64_t started_ms; /* mono */
   wire_buf ctl_in;
 } child;
 
@@ -71,17 +72,17 @@ struct plugin_proc {
   int log_level;
 
   pthread_mutex_t mu;
-  pthread_cond_t cv;   /* a channel came free */
+  pthread_cond_t cv; /* a channel came free */
   proc_state state;
-  child *cur;          /* NULL while none runs */
-  uint32_t streak;     /* deaths and failed starts since the last finished call */
+  child *cur;            /* NULL while none runs */
+  uint32_t streak;       /* deaths and failed starts since the last finished call */
   int64_t next_start_ms; /* mono: when the next start is due */
-  int64_t stop_by_ms;  /* mono: running calls must be done by then (0: no limit) */
-  int64_t kill_at_ms;  /* mono: after release, SIGKILL a child still alive */
+  int64_t stop_by_ms;    /* mono: running calls must be done by then (0: no limit) */
+  int64_t kill_at_ms;    /* mono: after release, SIGKILL a child still alive */
   int released;
   char last_exit[160];
   char error[512];
-  int wake;            /* eventfd: wakes the supervisor */
+  int wake;                /* eventfd: wakes the supervisor */
   metrics_instance mcache; /* only for finding its by-name series */
 
   /* Supervisor thread (and the main thread before it starts). */
@@ -98,23 +99,43 @@ struct plugin_proc {
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static plugin_proc *g_live;  /* supervisors not finished */
+static plugin_proc *g_live; /* supervisors not finished */
 static size_t g_n_live;
-static int g_exe_fd = -1;    /* the hookd binary, O_PATH */
+static int g_exe_fd = -1; /* the hookd binary, O_PATH */
 static char g_exe_path[PATH_MAX];
-static char **g_env;         /* what a child's environment may hold */
+static char **g_env; /* what a child's environment may hold */
 static int g_prepared;
 
 /* Environment variables a child keeps: nothing a secret is usually kept in
  * (a ${NAME} in the config reaches the plugin through its config instead),
  * but what libc, libcurl, TLS and sanitizers read. */
-static const char *const kept_env[] = {
-    "PATH",          "HOME",         "LANG",          "LANGUAGE",      "LC_ALL",
-    "LC_CTYPE",      "LC_MESSAGES",  "LC_NUMERIC",    "LC_TIME",       "TZ",
-    "TMPDIR",        "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE",
-    "http_proxy",    "https_proxy",  "no_proxy",      "all_proxy",     "HTTP_PROXY",
-    "HTTPS_PROXY",   "NO_PROXY",     "ALL_PROXY",     "ASAN_OPTIONS",  "UBSAN_OPTIONS",
-    "LSAN_OPTIONS",  NULL};
+static const char *const kept_env[] = {"PATH",
+                                       "HOME",
+                                       "LANG",
+                                       "LANGUAGE",
+                                       "LC_ALL",
+                                       "LC_CTYPE",
+                                       "LC_MESSAGES",
+                                       "LC_NUMERIC",
+                                       "LC_TIME",
+                                       "TZ",
+                                       "TMPDIR",
+                                       "LD_LIBRARY_PATH",
+                                       "SSL_CERT_FILE",
+                                       "SSL_CERT_DIR",
+                                       "CURL_CA_BUNDLE",
+                                       "http_proxy",
+                                       "https_proxy",
+                                       "no_proxy",
+                                       "all_proxy",
+                                       "HTTP_PROXY",
+                                       "HTTPS_PROXY",
+                                       "NO_PROXY",
+                                       "ALL_PROXY",
+                                       "ASAN_OPTIONS",
+                                       "UBSAN_OPTIONS",
+                                       "LSAN_OPTIONS",
+                                       NULL};
 
 int plugin_proc_prepare(char *err, size_t errlen) {
   pthread_mutex_lock(&g_mu);
@@ -299,8 +320,9 @@ static int spawn_exec(plugin_proc *p, pid_t *pid, int exe_fd, int devnull, int o
   sigdelset(&all, SIGKILL);
   sigdelset(&all, SIGSTOP);
   /* Its own process group: hookd kills the child with whatever it started. */
-  if (!rc) rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                  POSIX_SPAWN_SETSIGDEF);
+  if (!rc)
+    rc = posix_spawnattr_setflags(
+        &at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   if (!rc) rc = posix_spawnattr_setpgroup(&at, 0);
   if (!rc) rc = posix_spawnattr_setsigmask(&at, &none);
   if (!rc) rc = posix_spawnattr_setsigdefault(&at, &all);
@@ -872,8 +894,8 @@ static plugin_proc *proc_new(const plugin_instance *inst, const config *cfg, cha
   p->concurrency = d->concurrency;
   p->timeout_ms = d->timeout_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)d->timeout_ms;
   p->stop_grace_ms = cfg->shutdown_timeout_ms;
-  p->backoff_base_ms = d->backoff_initial_ms < RESTART_BASE_MS ? (uint32_t)d->backoff_initial_ms
-                                                               : RESTART_BASE_MS;
+  p->backoff_base_ms =
+      d->backoff_initial_ms < RESTART_BASE_MS ? (uint32_t)d->backoff_initial_ms : RESTART_BASE_MS;
   if (p->backoff_base_ms == 0) p->backoff_base_ms = 1;
   uint64_t cap = d->backoff_max_ms < RESTART_CAP_MS ? d->backoff_max_ms : RESTART_CAP_MS;
   p->backoff_max_ms = cap < p->backoff_base_ms ? p->backoff_base_ms : (uint32_t)cap;
@@ -891,8 +913,8 @@ static plugin_proc *proc_new(const plugin_instance *inst, const config *cfg, cha
 
 /* The message of a start whose init failed, worded as in thread mode: a
  * getter's message gets its position in the file here, where the file is. */
-static void start_failure(char *err, size_t errlen, const plugin_instance *inst,
-                          const config *cfg, const init_report *rep) {
+static void start_failure(char *err, size_t errlen, const plugin_instance *inst, const config *cfg,
+                          const init_report *rep) {
   if (rep->status == WIRE_INIT_LOAD || rep->status == WIRE_INIT_SETUP) {
     snprintf(err, errlen, "%s: plugin instance '%s': %s", inst->cfg->keypath, inst->name,
              rep->perr);
@@ -1005,8 +1027,8 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
   c->dying = 1;
   pthread_mutex_unlock(&p->mu);
   if (why == KILL_NONE || why == KILL_PROTOCOL) {
-    snprintf(out->message, sizeof out->message,
-             "the plugin process (pid %d) %s%s during deliver()", (int)c->pid, alive, how);
+    snprintf(out->message, sizeof out->message, "the plugin process (pid %d) %s%s during deliver()",
+             (int)c->pid, alive, how);
     return PLUGIN_CRASHED;
   }
   if (why == KILL_TIMEOUT && mono_ms() >= deadline) {
@@ -1025,7 +1047,8 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
 
 static int call_timed_out(plugin_proc *p, child *c, const hookd_event *v, hookd_outcome *out) {
   log_ctx ctx = {.source = v->source, .instance = p->name, .event_id = v->id};
-  log_write(LOG_WARN, &ctx, "deliver() ran past timeout_ms (%u ms): killing the plugin process (pid %d)",
+  log_write(LOG_WARN, &ctx,
+            "deliver() ran past timeout_ms (%u ms): killing the plugin process (pid %d)",
             v->timeout_ms, (int)c->pid);
   kill_child(p, c, KILL_TIMEOUT);
   pthread_mutex_lock(&p->mu);

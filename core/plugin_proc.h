@@ -1,4 +1,5 @@
-/* Process isolation, hookd's side: start a plugin instance's child process, call deliver() in it, supervise and restart it. */
+/* Process isolation, hookd's side: start a plugin instance's child process, call deliver() in it,
+ * supervise and restart it. */
 #ifndef HOOKD_PLUGIN_PROC_H
 #define HOOKD_PLUGIN_PROC_H
 
@@ -70,13 +71,13 @@ size_t plugin_proc_wait_all(uint32_t timeout_ms);
 
 /* What the status page shows of an isolated instance. */
 typedef struct plugin_proc_status {
-  int pid;             /* 0 while no child runs */
-  const char *state;   /* starting | ready | restarting | init failed | stopping */
-  uint64_t restarts;   /* children started after the first, by instance name */
-  uint64_t crashes;    /* children that died without hookd asking */
+  int pid;               /* 0 while no child runs */
+  const char *state;     /* starting | ready | restarting | init failed | stopping */
+  uint64_t restarts;     /* children started after the first, by instance name */
+  uint64_t crashes;      /* children that died without hookd asking */
   int64_t restart_in_ms; /* with restarting / init failed: until the next try */
-  char last_exit[160]; /* how the last child ended, "" when none has */
-  char error[512];     /* why the last restart failed, "" when it did not */
+  char last_exit[160];   /* how the last child ended, "" when none has */
+  char error[512];       /* why the last restart failed, "" when it did not */
 } plugin_proc_status;
 void plugin_proc_get_status(plugin_proc *p, plugin_proc_status *out);
 

@@ -1,4 +1,5 @@
-/* The frames hookd and a plugin's child process exchange: a header, fixed-width fields and length-prefixed strings. */
+/* The frames hookd and a plugin's child process exchange: a header, fixed-width fields and
+ * length-prefixed strings. */
 #ifndef HOOKD_PLUGIN_WIRE_H
 #define HOOKD_PLUGIN_WIRE_H
 
