@@ -151,15 +151,18 @@ def send_event(daemon, body, secret=SECRET, path="/webhooks/cirrus", header="X-S
     return status
 
 
-# Plugin isolation (issue 12): the bundled plugins' suites (test_plugin_*.py)
-# run once per mode; every config a test writes then gets the mode on each
-# plugin entry that does not name one. Elsewhere configs stay as written.
+# Plugin isolation (issue 12): the bundled plugins' suites (test_plugin_*.py,
+# and test_delivery.py for file_sink and the delivery rules) run once per
+# mode; every config a test writes then gets the mode on each plugin entry
+# that does not name one. Elsewhere configs stay as written.
 ISOLATION_MODES = ("thread", "process")
+ISOLATION_SUITES = ("test_plugin_", "test_delivery")
 _isolation = {"mode": None}
 
 
 def pytest_generate_tests(metafunc):
-    if metafunc.module.__name__.startswith("test_plugin_") and "isolation" in metafunc.fixturenames:
+    if metafunc.module.__name__.startswith(ISOLATION_SUITES) and \
+            "isolation" in metafunc.fixturenames:
         metafunc.parametrize("isolation", ISOLATION_MODES, indirect=True)
 
 
