@@ -46,7 +46,9 @@ typedef enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_STOP, KILL_PROTOCOL, KILL_INIT 
  * reference, so no fd number is reused under a thread still polling it. */
 typedef struct child {
   pid_t pid;
-  int pidfd;
+  int pidfd;    /* -1 where the kernel (or valgrind) has no pidfd_open */
+  int deathfd;  /* polled for its end: the pidfd, or an eventfd (below) */
+  int reaped;   /* waited for: its pid may belong to another process now */
   int ctl, out; /* control socket and stdout/stderr pipe: the supervisor's */
   int ctl_eof, out_eof;
   size_t n_chans;
@@ -208,11 +210,64 @@ static void describe_exit(const siginfo_t *si, char *out, size_t len) {
 
 /* How c ended, without reaping it (WNOWAIT): any thread may ask. Empty
  * while it still runs. */
+/* Waiting for a child to end. With a pidfd (Linux 5.3) its end is an event
+ * to poll and a handle no other process can take over. Without one (an
+ * older kernel; valgrind, which lacks the system call) deathfd is an
+ * eventfd that child_exited() sets once waitid finds the child gone, waits
+ * are cut into slices of 100 ms to look, and the pid is signalled only
+ * while it is known not to be reaped. */
+static int child_waitid(const child *c, siginfo_t *si, int flags) {
+  memset(si, 0, sizeof *si);
+  int rc;
+  do {
+    rc = c->pidfd >= 0 ? waitid(P_PIDFD, (id_t)c->pidfd, si, flags)
+                       : waitid(P_PID, (id_t)c->pid, si, flags);
+  } while (rc != 0 && errno == EINTR);
+  return rc;
+}
+
+static int child_exited(const child *c) {
+  struct pollfd pd = {c->deathfd, POLLIN, 0};
+  if (poll(&pd, 1, 0) > 0) return 1;
+  if (c->pidfd >= 0) return 0;
+  siginfo_t si;
+  if (child_waitid(c, &si, WEXITED | WNOWAIT | WNOHANG) != 0 || si.si_pid == 0) return 0;
+  uint64_t one = 1;
+  ssize_t w = write(c->deathfd, &one, sizeof one);
+  (void)w;
+  return 1;
+}
+
+/* poll() over fds that include c->deathfd, until deadline (mono ms; 0:
+ * none). Returns like poll(), 0 only at the deadline. */
+static int child_poll(const child *c, struct pollfd *pf, nfds_t n, int64_t deadline) {
+  for (;;) {
+    int ms = poll_ms(deadline);
+    if (c->pidfd < 0) {
+      child_exited(c);
+      if (ms < 0 || ms > 100) ms = 100;
+    }
+    int r = poll(pf, n, ms);
+    if (r != 0 || c->pidfd >= 0 || (deadline > 0 && mono_ms() >= deadline)) return r;
+  }
+}
+
+/* SIGKILL to c alone. Caller holds p->mu once c is shared (reaped is set
+ * under it). */
+static void child_sigkill(child *c) {
+  if (c->pidfd >= 0) {
+    pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+  } else if (!c->reaped) {
+    kill(c->pid, SIGKILL);
+  }
+}
+
+/* How c ended, without reaping it (WNOWAIT): any thread may ask. Empty
+ * while it still runs. */
 static void peek_exit(const child *c, char *out, size_t len) {
   siginfo_t si;
-  memset(&si, 0, sizeof si);
   out[0] = '\0';
-  if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOWAIT | WNOHANG) == 0 && si.si_pid != 0)
+  if (!c->reaped && child_waitid(c, &si, WEXITED | WNOWAIT | WNOHANG) == 0 && si.si_pid != 0)
     describe_exit(&si, out, len);
 }
 
@@ -226,7 +281,7 @@ static child *child_new(size_t n) {
   c->in = calloc(n, sizeof *c->in);
   c->wout = calloc(n, sizeof *c->wout);
   c->free_slots = malloc(n * sizeof *c->free_slots);
-  c->pidfd = c->ctl = c->out = -1;
+  c->pidfd = c->deathfd = c->ctl = c->out = -1;
   c->refs = 1;
   if (c->chans == NULL || c->in == NULL || c->wout == NULL || c->free_slots == NULL) {
     free(c->chans);
@@ -253,6 +308,7 @@ static void close_fd(int *fd) {
  * when the child is shared. */
 static void child_unref(child *c) {
   if (--c->refs > 0) return;
+  if (c->deathfd != c->pidfd) close_fd(&c->deathfd);
   close_fd(&c->pidfd);
   close_fd(&c->ctl);
   close_fd(&c->out);
@@ -373,12 +429,9 @@ static int spawn(plugin_proc *p, child **out, char *err, size_t errlen) {
     goto done;
   }
   c->pidfd = pidfd_open(c->pid, 0);
-  if (c->pidfd < 0) {
-    what = "pidfd_open";
-    int saved = errno;
-    kill(c->pid, SIGKILL);
-    waitpid(c->pid, NULL, 0);
-    errno = saved;
+  c->deathfd = c->pidfd >= 0 ? c->pidfd : eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (c->deathfd < 0) {
+    what = "eventfd";
     goto done;
   }
   what = "fcntl";
@@ -391,9 +444,11 @@ static int spawn(plugin_proc *p, child **out, char *err, size_t errlen) {
 done:
   if (rc != 0) {
     snprintf(err, errlen, "cannot start its process: %s: %s", what, strerror(errno));
-    if (c && c->pidfd >= 0) {
-      pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
-      waitid(P_PIDFD, (id_t)c->pidfd, &(siginfo_t){0}, WEXITED);
+    if (c && c->pid > 0) {
+      /* Not shared yet, not reaped: its pid is still its own. */
+      kill(c->pid, SIGKILL);
+      siginfo_t si;
+      child_waitid(c, &si, WEXITED);
     }
     if (c) child_unref(c);
     c = NULL;
@@ -420,15 +475,16 @@ static int send_all(const child *c, int fd, const char *buf, size_t n, int64_t d
     }
     if (w < 0 && errno == EINTR) continue;
     if (w < 0 && errno != EAGAIN) return -1;
-    struct pollfd pf[2] = {{fd, POLLOUT, 0}, {c->pidfd, POLLIN, 0}};
-    int r = poll(pf, 2, poll_ms(deadline));
+    struct pollfd pf[2] = {{fd, POLLOUT, 0}, {c->deathfd, POLLIN, 0}};
+    int r = child_poll(c, pf, 2, deadline);
     if (r == 0) return -2;
     if (r > 0 && pf[1].revents) return -1;
   }
   return 0;
 }
 
-/* Kills c (SIGKILL through its pidfd, which cannot hit another process);
+/* Kills c (through its pidfd, which cannot hit another process, or while
+ * its pid is known to be its own);
  * the supervisor then kills its process group and reaps it. The first
  * reason is kept. */
 static void kill_child(plugin_proc *p, child *c, kill_reason why) {
@@ -436,8 +492,8 @@ static void kill_child(plugin_proc *p, child *c, kill_reason why) {
   if (c->killed == KILL_NONE) c->killed = why;
   c->dying = 1;
   if (p->cur == c) p->state = PS_RESTARTING;
+  child_sigkill(c);
   pthread_mutex_unlock(&p->mu);
-  pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
 }
 
 /* --- what the child says ------------------------------------------------------ */
@@ -575,10 +631,10 @@ static int handshake(plugin_proc *p, child *c, int watch_wake, init_report *rep,
     }
     struct pollfd pf[4] = {{c->ctl_eof ? -1 : c->ctl, POLLIN, 0},
                            {c->out_eof ? -1 : c->out, POLLIN, 0},
-                           {c->pidfd, POLLIN, 0},
+                           {c->deathfd, POLLIN, 0},
                            {p->wake, POLLIN, 0}};
     if (rc == -1) break; /* it died (or the socket broke) and said nothing more */
-    int r = poll(pf, watch_wake ? 4 : 3, poll_ms(deadline));
+    int r = child_poll(c, pf, watch_wake ? 4 : 3, deadline);
     if (r == 0) {
       rc = -2;
       break;
@@ -627,13 +683,10 @@ static int handshake(plugin_proc *p, child *c, int watch_wake, init_report *rep,
 static void reap(plugin_proc *p, child *c, char *how, size_t len) {
   kill(-c->pid, SIGKILL);
   siginfo_t si;
-  memset(&si, 0, sizeof si);
   int rc;
   /* Look first (WNOWAIT), publish how it ended, then reap: a call asking
    * how its child died finds the answer either way. */
-  do {
-    rc = waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | WNOWAIT);
-  } while (rc != 0 && errno == EINTR);
+  rc = child_waitid(c, &si, WEXITED | WNOWAIT);
   if (rc == 0) {
     describe_exit(&si, how, len);
   } else {
@@ -641,10 +694,9 @@ static void reap(plugin_proc *p, child *c, char *how, size_t len) {
   }
   pthread_mutex_lock(&p->mu);
   copy_str(c->how, sizeof c->how, how);
+  child_waitid(c, &si, WEXITED); /* at once: it has ended */
+  c->reaped = 1;
   pthread_mutex_unlock(&p->mu);
-  do {
-    rc = waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED);
-  } while (rc != 0 && errno == EINTR);
   drain_output(p, c);
   if (p->line_len) output_line(p);
   pthread_mutex_lock(&p->mu);
@@ -847,10 +899,10 @@ static void *on_supervise(void *arg) {
     }
     if (pl.kill_now) kill_child(p, c, KILL_STOP);
     struct pollfd pf[4] = {{p->wake, POLLIN, 0},
-                           {c ? c->pidfd : -1, POLLIN, 0},
+                           {c ? c->deathfd : -1, POLLIN, 0},
                            {c && !c->ctl_eof ? c->ctl : -1, POLLIN, 0},
                            {c && !c->out_eof ? c->out : -1, POLLIN, 0}};
-    int r = poll(pf, 4, pl.due ? poll_ms(pl.due) : -1);
+    int r = c ? child_poll(c, pf, 4, pl.due) : poll(pf, 4, pl.due ? poll_ms(pl.due) : -1);
     if (r <= 0) continue;
     if (pf[0].revents) {
       uint64_t v;
@@ -1011,12 +1063,12 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
                      hookd_outcome *out) {
   /* A dying process closes its descriptors before its pidfd says it
    * exited: give it a moment before calling it alive. */
-  struct pollfd pd = {c->pidfd, POLLIN, 0};
+  struct pollfd pd = {c->deathfd, POLLIN, 0};
   const char *alive = "";
-  if (poll(&pd, 1, 1000) <= 0) {
+  if (child_poll(c, &pd, 1, mono_ms() + 1000) <= 0) {
     /* Alive, but its end of the channel is gone: it cannot answer. */
     kill_child(p, c, KILL_PROTOCOL);
-    poll(&pd, 1, 2000);
+    child_poll(c, &pd, 1, mono_ms() + 2000);
     alive = "closed its channel to hookd and ";
   }
   char how[128];
@@ -1125,8 +1177,8 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
       return call_died(p, c, v, deadline, out);
     }
     if (!dead) {
-      struct pollfd pf[2] = {{fd, POLLIN, 0}, {c->pidfd, POLLIN, 0}};
-      int r = poll(pf, 2, poll_ms(deadline));
+      struct pollfd pf[2] = {{fd, POLLIN, 0}, {c->deathfd, POLLIN, 0}};
+      int r = child_poll(c, pf, 2, deadline);
       if (r == 0) return call_timed_out(p, c, v, out);
       if (r < 0) continue;
       if (pf[1].revents) dead = 1;
