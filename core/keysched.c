@@ -293,6 +293,18 @@ void keysched_again(keysched *ks, delivery *d) {
   heap_push(ks, k);
 }
 
+delivery *keysched_evict(keysched *ks, delivery *d) {
+  keyq *k = busy_take(ks, d);
+  if (k == NULL) return NULL;
+  for (delivery *x = k->head; x; x = x->next) ks->count--;
+  delivery *rest = d->next; /* d is the head */
+  d->next = NULL;
+  k->head = k->tail = NULL;
+  k->busy = 0;
+  key_drop(ks, k);
+  return rest;
+}
+
 size_t keysched_count(const keysched *ks) {
   return ks->count;
 }

@@ -40,6 +40,11 @@ void keysched_done(keysched *ks, delivery *d);
  * rest of its key waits behind it. */
 void keysched_again(keysched *ks, delivery *d);
 
+/* The head d taken by keysched_take leaves with the rest of its key (the
+ * key waits on disk now). Returns the rest, in order, linked by ->next, for
+ * the caller to take. */
+delivery *keysched_evict(keysched *ks, delivery *d);
+
 /* Deliveries held (busy heads included), and keys that have one. */
 size_t keysched_count(const keysched *ks);
 

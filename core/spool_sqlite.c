@@ -22,9 +22,13 @@
  *   events(seq, source, event_id, type, order_key, content_type, received_ms,
  *          body, done_ms)       UNIQUE(source, event_id) is the durable dedup
  *   deliveries(id, seq, instance, state, attempt, next_ms, last_error,
- *              updated_ms, crashes)   one per (event, plugin instance); ids
- *                                     only grow (AUTOINCREMENT): a lane reads
- *                                     its backlog from disk past a cursor id
+ *              updated_ms, crashes, okey, parked)
+ *                               one per (event, plugin instance); ids only
+ *                               grow (AUTOINCREMENT): a lane reads its backlog
+ *                               from disk past a cursor id. okey is the
+ *                               event's order key; parked is 1 for the head of
+ *                               a key that waits on disk for a later retry, 2
+ *                               for a delivery waiting behind such a head
  *   running(id, attempt)        the attempts started and not settled: what was
  *                               running when hookd died (a handful of rows)
  * A delivery's state is pending, done, dead, or replay (a dead letter that
@@ -57,6 +61,10 @@
  * in memory; the rest of its backlog waits on disk. */
 #define LANE_WINDOW 1024
 #define LANE_WINDOW_BYTES (4u << 20)
+/* A retry due at least this much later parks its key on disk: the head
+ * and what waits behind it leave the window, which stays free for keys
+ * that can run. */
+#define PARK_AFTER_MS 2000
 /* The quick check at start stops after this long (a large file is then
  * checked in full by `hookd spool check`). */
 #define QUICK_CHECK_MS 1500
@@ -76,7 +84,8 @@ static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS deliveries("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
-    " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0);"
+    " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
+    " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS running(id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL);"
     /* Unfinished deliveries only, by lane: a done one (nearly all of them)
      * leaves the index instead of moving in it. Queries by state say
@@ -85,6 +94,12 @@ static const char schema_sql[] =
     /* Dead letters and replay requests: few rows; queries say `state >= 2`. */
     "CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(state) WHERE state >= 2;"
     "CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);"
+    /* Parked keys (a head waiting for a later retry, and what waits behind
+     * it): only their rows, written only when a key parks or wakes. */
+    "CREATE INDEX IF NOT EXISTS deliveries_parked_key ON deliveries(instance, okey) "
+    "WHERE parked >= 1;"
+    "CREATE INDEX IF NOT EXISTS deliveries_parked_due ON deliveries(instance, next_ms) "
+    "WHERE parked = 1;"
     "CREATE INDEX IF NOT EXISTS events_done ON events(done_ms) WHERE done_ms IS NOT NULL;";
 
 /* Version 1 -> 2: deliveries gets crashes and never-reused ids (a table
@@ -97,10 +112,12 @@ static const char migrate_v1_sql[] =
     "CREATE TABLE deliveries("
     " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
-    " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0);"
-    "INSERT INTO deliveries(id, seq, instance, state, attempt, next_ms, last_error, updated_ms)"
-    " SELECT id, seq, instance, state, attempt, next_ms, last_error, updated_ms"
-    " FROM deliveries_v1 ORDER BY id;"
+    " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
+    " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO deliveries(id, seq, instance, state, attempt, next_ms, last_error, updated_ms,"
+    " okey)"
+    " SELECT d.id, d.seq, d.instance, d.state, d.attempt, d.next_ms, d.last_error, d.updated_ms,"
+    " e.order_key FROM deliveries_v1 d JOIN events e ON e.seq = d.seq ORDER BY d.id;"
     "DROP TABLE deliveries_v1;";
 
 /* --- structures ---------------------------------------------------------------- */
@@ -118,6 +135,8 @@ typedef struct sq_lane {
   int spilled;         /* deliveries past `cursor` may wait on disk */
   int64_t cursor;      /* highest delivery id read into memory */
   int refill_asked;    /* the writer is asked to read more past the cursor */
+  int parking;         /* keys parked in memory whose rows are not committed yet */
+  uint64_t parked;     /* parked heads on disk (rows with parked = 1) */
   spool_lane_config cfg;
   const void *owner;
   spool_wake_fn wake;
@@ -140,7 +159,7 @@ typedef struct store_req {
   /* followed by n int64_t delivery ids (req_ids) */
 } store_req;
 
-typedef enum { OP_STARTED, OP_DONE, OP_RETRY, OP_DEAD, OP_RELEASE } op_kind;
+typedef enum { OP_STARTED, OP_DONE, OP_RETRY, OP_DEAD, OP_RELEASE, OP_PARK } op_kind;
 
 /* What a finished delivery means for its event's done mark. */
 typedef enum {
@@ -165,6 +184,8 @@ typedef struct op {
   uint32_t crashes;
   int64_t next_ms;
   started_wait *wait; /* OP_STARTED */
+  int park;           /* OP_RETRY: the key parks on disk (this is its head) */
+  sq_lane *lane;
   struct op *next;
   char error[]; /* may be empty */
 } op;
@@ -188,7 +209,8 @@ struct sq_spool {
 
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
   sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *ins_running, *del_running, *upd_next,
-      *event_done, *event_done_now, *begin, *commit, *refill;
+      *event_done, *event_done_now, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
+      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked;
   int readonly;          /* opened read-only: the writer reopens it until it can write */
   atomic_int deliver_ok; /* crash accounting done on a writable spool: claims may run */
 
@@ -482,7 +504,7 @@ static int lane_fits(const sq_lane *l) {
  * a good part of a window. Caller holds l->mu; returns 1 when the writer
  * must be poked (after unlocking). */
 static int lane_want_refill(sq_lane *l) {
-  if (!l->spilled || l->refill_asked || l->owner == NULL) return 0;
+  if ((!l->spilled && !l->parked) || l->refill_asked || l->owner == NULL) return 0;
   if (keysched_count(l->ks) > LANE_WINDOW / 2 || l->mem_bytes > LANE_WINDOW_BYTES / 2) return 0;
   l->refill_asked = 1;
   return 1;
@@ -504,6 +526,9 @@ static void lane_wake(sq_lane *l) {
  * and the lane reads it back later. Returns 1 when taken. */
 static int lane_offer(sq_lane *l, delivery *d) {
   pthread_mutex_lock(&l->mu);
+  /* While keys of the lane are parked on disk, a new delivery may belong
+   * behind one: the writer's refill looks before anything runs. */
+  if (l->parked || l->parking) l->spilled = 1;
   int taken = !l->spilled && lane_fits(l) && keysched_push(l->ks, d) == 0;
   if (taken) {
     l->mem_bytes += d->ev->body_len;
@@ -531,11 +556,11 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
        "INSERT OR IGNORE INTO events(source, event_id, type, order_key, content_type, "
        "received_ms, body, done_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
       {&sp->ins_delivery,
-       "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms) "
-       "VALUES(?1, ?2, 0, 0, ?3, ?3)"},
+       "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms) "
+       "VALUES(?1, ?2, ?4, 0, 0, ?3, ?3)"},
       {&sp->upd_delivery,
        "UPDATE deliveries SET state = ?2, attempt = ?3, crashes = ?4, next_ms = ?5, "
-       "last_error = ?6, updated_ms = ?7 WHERE id = ?1"},
+       "last_error = ?6, updated_ms = ?7, parked = ?8 WHERE id = ?1"},
       {&sp->ins_running, "INSERT OR REPLACE INTO running(id, attempt) VALUES(?1, ?2)"},
       {&sp->del_running, "DELETE FROM running WHERE id = ?1"},
       {&sp->upd_next, "UPDATE deliveries SET next_ms = ?2 WHERE id = ?1"},
@@ -546,11 +571,27 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
       {&sp->event_done_now, "UPDATE events SET done_ms = ?2 WHERE seq = ?1"},
       {&sp->begin, "BEGIN IMMEDIATE"},
       {&sp->commit, "COMMIT"},
-      {&sp->refill,
-       "SELECT d.id, d.attempt, d.crashes, d.next_ms, e.seq, e.source, e.event_id, e.type, "
-       "e.order_key, e.content_type, e.received_ms, e.body FROM deliveries d JOIN events e "
-       "ON e.seq = d.seq WHERE d.instance = ?1 AND d.state = 0 AND d.state <> 1 AND d.id > ?2 "
-       "ORDER BY d.id LIMIT ?3"},
+      /* Columns of the row queries: id, seq, okey, parked, attempt, crashes,
+       * next_ms (row_delivery). */
+      {&sp->lane_rows,
+       "SELECT id, seq, okey, parked, attempt, crashes, next_ms FROM deliveries "
+       "WHERE instance = ?1 AND state = 0 AND state <> 1 AND id > ?2 ORDER BY id LIMIT ?3"},
+      {&sp->key_rows,
+       "SELECT id, seq, okey, parked, attempt, crashes, next_ms FROM deliveries "
+       "WHERE instance = ?1 AND okey = ?2 AND parked >= 1 AND id <= ?3 ORDER BY id LIMIT ?4"},
+      {&sp->row_by_id,
+       "SELECT id, seq, okey, parked, attempt, crashes, next_ms FROM deliveries WHERE id = ?1"},
+      {&sp->event_by_seq,
+       "SELECT source, event_id, type, order_key, content_type, received_ms, body FROM events "
+       "WHERE seq = ?1"},
+      {&sp->key_parked,
+       "SELECT 1 FROM deliveries WHERE instance = ?1 AND okey = ?2 AND parked >= 1 LIMIT 1"},
+      {&sp->set_parked, "UPDATE deliveries SET parked = ?2 WHERE id = ?1"},
+      {&sp->due_parked,
+       "SELECT id, okey FROM deliveries WHERE instance = ?1 AND parked = 1 AND next_ms <= ?2 "
+       "AND id <= ?3 ORDER BY next_ms LIMIT ?4"},
+      {&sp->count_parked,
+       "SELECT count(*) FROM deliveries WHERE instance = ?1 AND parked = 1"},
   };
   for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
     if (sqlite3_prepare_v3(sp->db, stmts[i].sql, -1, SQLITE_PREPARE_PERSISTENT, stmts[i].st,
@@ -566,7 +607,9 @@ static void finalize_all(sq_spool *sp) {
   sqlite3_stmt **all[] = {&sp->ins_event, &sp->ins_delivery, &sp->upd_delivery,
                           &sp->ins_running, &sp->del_running, &sp->upd_next,
                           &sp->event_done, &sp->event_done_now, &sp->begin,
-                          &sp->commit, &sp->refill};
+                          &sp->commit, &sp->lane_rows, &sp->event_by_seq,
+                          &sp->key_parked, &sp->set_parked, &sp->due_parked,
+                          &sp->key_rows, &sp->row_by_id, &sp->count_parked};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     sqlite3_finalize(*all[i]);
     *all[i] = NULL;
@@ -945,6 +988,7 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
   sqlite3_bind_int64(st, 5, now);
   sqlite3_bind_text(st, 6, why, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(st, 7, now);
+  sqlite3_bind_int(st, 8, 0);
   int rc = step_done(st);
   if (rc == SQLITE_OK) {
     atomic_fetch_add(&sp->crashes, 1);
@@ -1084,6 +1128,21 @@ static int count_lanes(sq_spool *sp, char *why, size_t len) {
     return is_damage(rc) ? SPOOL_EDAMAGED : SPOOL_EFAIL;
   }
   atomic_store(&sp->pending_total, total);
+  rc = sqlite3_prepare_v2(sp->db,
+                          "SELECT instance, count(*) FROM deliveries WHERE parked = 1 "
+                          "GROUP BY instance",
+                          -1, &st, NULL);
+  pthread_mutex_lock(&sp->lanes_mu);
+  while (next_row(st, &rc)) {
+    sq_lane *l = lane_get_locked(sp, (const char *)sqlite3_column_text(st, 0));
+    if (l) l->parked = (uint64_t)sqlite3_column_int64(st, 1);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_DONE) {
+    db_error(sp->db, why, len);
+    return is_damage(rc) ? SPOOL_EDAMAGED : SPOOL_EFAIL;
+  }
   int64_t dead = 0;
   rc = query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 2 AND state >= 2", &dead);
   if (rc != SQLITE_OK) {
@@ -1103,6 +1162,13 @@ static void disk_stats(sq_spool *sp);
 static int prepare_delivery(sq_spool *sp, char *why, size_t len) {
   int rc = account_crashes(sp, why, len);
   if (rc != 0) return rc;
+  /* Lanes start reading from the first id again: what waited behind a
+   * parked head is found again by its key as the reading passes it (a row
+   * left marked ahead of the reading would never be read). */
+  if (exec_sql(sp->db, "UPDATE deliveries SET parked = 0 WHERE parked = 2 AND parked >= 1", why,
+               len) != SQLITE_OK) {
+    return SPOOL_EFAIL;
+  }
   if (take_replays(sp, 0) < 0) {
     db_error(sp->db, why, len);
     return SPOOL_EFAIL;
@@ -1182,6 +1248,11 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, r->lanes[i]->name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
+    if (ev->order_key) {
+      sqlite3_bind_text(st, 4, ev->order_key, -1, SQLITE_STATIC);
+    } else {
+      sqlite3_bind_null(st, 4);
+    }
     rc = step_done(st);
     if (rc != SQLITE_OK) return rc;
     ids[i] = sqlite3_last_insert_rowid(sp->db);
@@ -1204,6 +1275,7 @@ static int write_outcome(sq_spool *sp, const op *o, int64_t now) {
     sqlite3_bind_null(st, 6);
   }
   sqlite3_bind_int64(st, 7, now);
+  sqlite3_bind_int(st, 8, o->park ? 1 : 0);
   int rc = step_done(st);
   if (rc != SQLITE_OK || o->kind != OP_DONE || o->mark == EV_OPEN) return rc;
   st = o->mark == EV_DONE ? sp->event_done_now : sp->event_done;
@@ -1220,6 +1292,11 @@ static int write_op(sq_spool *sp, const op *o, int64_t now) {
       st = sp->ins_running;
       sqlite3_bind_int64(st, 1, o->delivery_id);
       sqlite3_bind_int(st, 2, (int)o->attempt);
+      return step_done(st);
+    case OP_PARK:
+      st = sp->set_parked;
+      sqlite3_bind_int64(st, 1, o->delivery_id);
+      sqlite3_bind_int(st, 2, 2);
       return step_done(st);
     case OP_RELEASE:
       st = sp->upd_next;
@@ -1301,6 +1378,21 @@ static void hand_out(sq_spool *sp, store_req *r) {
   if (taken < r->n) atomic_store(&ev->fresh, 0);
 }
 
+/* Keys parked in memory are on disk now: their lanes may read again. */
+static void parked_committed(sq_spool *sp, op *ops) {
+  int poke = 0;
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_RETRY || !o->park) continue;
+    sq_lane *l = o->lane;
+    pthread_mutex_lock(&l->mu);
+    l->parking--;
+    l->parked++;
+    if (l->parking == 0 && l->refill_asked) poke = 1;
+    pthread_mutex_unlock(&l->mu);
+  }
+  if (poke) atomic_fetch_add(&sp->refills, 1);
+}
+
 /* Wakes the workers waiting in started() for the ops of a finished batch. */
 static void answer_started(sq_spool *sp, op *ops, int rc) {
   int any = 0;
@@ -1328,6 +1420,7 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
     }
   }
   answer_started(sp, ops, rc);
+  if (rc == SQLITE_OK) parked_committed(sp, ops);
   /* Outcomes of a failed batch are kept for a later one (losing one would
    * only mean a redelivery, but keeping it is cheap); starts are not: their
    * workers were told, and release their deliveries. */
@@ -1368,30 +1461,187 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
 
 /* --- the writer: reading lanes' backlogs --------------------------------------------- */
 
-/* One row of the refill query as a delivery of l. */
-static delivery *row_delivery(sqlite3_stmt *st, sq_lane *l) {
-  event *ev = event_new((const char *)sqlite3_column_text(st, 5),
-                        (const char *)sqlite3_column_text(st, 6),
-                        (const char *)sqlite3_column_text(st, 7),
-                        (const char *)sqlite3_column_text(st, 8),
-                        (const char *)sqlite3_column_text(st, 9), sqlite3_column_blob(st, 11),
-                        (size_t)sqlite3_column_bytes(st, 11), NULL, sqlite3_column_int64(st, 10));
+/* The event of a delivery row (event_by_seq), NULL when it is gone or
+ * memory ran out. */
+static event *load_event(sq_spool *sp, int64_t seq) {
+  sqlite3_stmt *st = sp->event_by_seq;
+  sqlite3_bind_int64(st, 1, seq);
+  event *ev = NULL;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    ev = event_new((const char *)sqlite3_column_text(st, 0),
+                   (const char *)sqlite3_column_text(st, 1),
+                   (const char *)sqlite3_column_text(st, 2),
+                   (const char *)sqlite3_column_text(st, 3),
+                   (const char *)sqlite3_column_text(st, 4), sqlite3_column_blob(st, 6),
+                   (size_t)sqlite3_column_bytes(st, 6), NULL, sqlite3_column_int64(st, 5));
+    if (ev) ev->seq = (uint64_t)seq;
+  }
+  sqlite3_reset(st);
+  return ev;
+}
+
+/* One delivery row (id, seq, okey, parked, attempt, crashes, next_ms) with
+ * its event, as a delivery of l. */
+static delivery *row_delivery(sq_spool *sp, sqlite3_stmt *st, sq_lane *l) {
+  event *ev = load_event(sp, sqlite3_column_int64(st, 1));
   if (ev == NULL) return NULL;
-  ev->seq = (uint64_t)sqlite3_column_int64(st, 4);
   delivery *d = delivery_new(ev, l);
   event_unref(ev);
   if (d == NULL) return NULL;
   d->spool_id = (uint64_t)sqlite3_column_int64(st, 0);
-  d->attempt = (uint32_t)sqlite3_column_int(st, 1);
-  d->crashes = (uint32_t)sqlite3_column_int(st, 2);
-  d->due_ms = sqlite3_column_int64(st, 3);
+  d->attempt = (uint32_t)sqlite3_column_int(st, 4);
+  d->crashes = (uint32_t)sqlite3_column_int(st, 5);
+  d->due_ms = sqlite3_column_int64(st, 6);
   return d;
+}
+
+/* Is a key of l parked on disk (a row of it has parked >= 1)? */
+static int key_is_parked(sq_spool *sp, sq_lane *l, const char *okey) {
+  sqlite3_stmt *st = sp->key_parked;
+  sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, okey, -1, SQLITE_TRANSIENT);
+  int parked = sqlite3_step(st) == SQLITE_ROW;
+  sqlite3_reset(st);
+  return parked;
+}
+
+/* Sets parked on the given rows, in one transaction. */
+static void mark_parked(sq_spool *sp, const int64_t *ids, const int *values, size_t n) {
+  if (n == 0) return;
+  int rc = step_done(sp->begin);
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(sp->set_parked, 1, ids[i]);
+    sqlite3_bind_int(sp->set_parked, 2, values[i]);
+    rc = step_done(sp->set_parked);
+  }
+  if (rc == SQLITE_OK) rc = step_done(sp->commit);
+  if (rc != SQLITE_OK) {
+    char e[256];
+    db_error(sp->db, e, sizeof e);
+    sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+    log_write(LOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
+  }
+}
+
+/* Rows to mark, collected while reading. */
+typedef struct marks {
+  int64_t *ids;
+  int *values;
+  size_t n, cap;
+} marks;
+
+static void mark_add(marks *m, int64_t id, int value) {
+  if (m->n == m->cap) {
+    size_t cap = m->cap ? m->cap * 2 : 32;
+    int64_t *ni = realloc(m->ids, cap * sizeof *ni);
+    if (ni) m->ids = ni;
+    int *nv = realloc(m->values, cap * sizeof *nv);
+    if (nv) m->values = nv;
+    if (ni == NULL || nv == NULL) return; /* the refill marks it next time */
+    m->cap = cap;
+  }
+  m->ids[m->n] = id;
+  m->values[m->n++] = value;
+}
+
+/* Puts a list of read deliveries in l's window and wakes its workers. */
+static void lane_take(sq_lane *l, delivery *head) {
+  pthread_mutex_lock(&l->mu);
+  int any = head != NULL;
+  while (head) {
+    delivery *d = head;
+    head = d->next;
+    if (keysched_push(l->ks, d) != 0) {
+      /* Out of memory: it stays pending on disk and runs after a restart. */
+      delivery_free(d);
+      continue;
+    }
+    l->mem_bytes += d->ev->body_len;
+  }
+  if (any) lane_wake(l);
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* Parked keys whose head is due again come back into l's window, with
+ * what waits behind them, in id order (so keysched restores their order).
+ * A key with more rows than the window has room for leaves the rest parked,
+ * the first of them its new head, due now. */
+static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
+  pthread_mutex_lock(&l->mu);
+  size_t have = keysched_count(l->ks);
+  size_t room = have < LANE_WINDOW ? LANE_WINDOW - have : 0;
+  int go = l->parked && !l->parking && room > 0 && l->owner != NULL;
+  int64_t cursor = l->cursor;
+  pthread_mutex_unlock(&l->mu);
+  if (!go) return;
+  sqlite3_stmt *due = sp->due_parked;
+  sqlite3_bind_text(due, 1, l->name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(due, 2, now);
+  sqlite3_bind_int64(due, 3, cursor);
+  sqlite3_bind_int64(due, 4, 64);
+  /* The heads first (the statement is reset before the rows are read). */
+  int64_t heads[64];
+  char *keys[64];
+  size_t nh = 0;
+  while (nh < 64 && sqlite3_step(due) == SQLITE_ROW) {
+    heads[nh] = sqlite3_column_int64(due, 0);
+    const char *k = (const char *)sqlite3_column_text(due, 1);
+    keys[nh++] = k ? strdup(k) : NULL;
+  }
+  sqlite3_reset(due);
+  delivery *list = NULL, **tail = &list;
+  marks m = {0};
+  for (size_t h = 0; h < nh; h++) {
+    /* A key with two due heads (a continuation) is read once. */
+    int seen = 0;
+    for (size_t j = 0; j < h && keys[h] && !seen; j++) seen = keys[j] && !strcmp(keys[j], keys[h]);
+    if (seen) {
+      free(keys[h]);
+      continue;
+    }
+    sqlite3_stmt *st = keys[h] ? sp->key_rows : sp->row_by_id;
+    if (keys[h]) {
+      sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 2, keys[h], -1, SQLITE_STATIC);
+      sqlite3_bind_int64(st, 3, cursor);
+      sqlite3_bind_int64(st, 4, (int64_t)room + 1);
+    } else {
+      sqlite3_bind_int64(st, 1, heads[h]);
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      int64_t id = sqlite3_column_int64(st, 0);
+      if (room == 0) {
+        mark_add(&m, id, 1); /* the rest of the key waits behind a new head */
+        break;
+      }
+      delivery *d = row_delivery(sp, st, l);
+      if (d == NULL) break;
+      *tail = d;
+      tail = &d->next;
+      mark_add(&m, id, 0);
+      room--;
+    }
+    sqlite3_reset(st);
+    free(keys[h]);
+  }
+  mark_parked(sp, m.ids, m.values, m.n);
+  free(m.ids);
+  free(m.values);
+  int64_t parked = 0;
+  sqlite3_bind_text(sp->count_parked, 1, l->name, -1, SQLITE_STATIC);
+  if (sqlite3_step(sp->count_parked) == SQLITE_ROW) parked = sqlite3_column_int64(sp->count_parked, 0);
+  sqlite3_reset(sp->count_parked);
+  lane_take(l, list);
+  pthread_mutex_lock(&l->mu);
+  l->parked = (uint64_t)parked;
+  pthread_mutex_unlock(&l->mu);
 }
 
 /* Reads the next part of a lane's backlog into its window, in id order
  * (accept order). Only the writer moves a lane's cursor, and it commits
  * nothing meanwhile, so every delivery past the cursor is either read here
- * or offered after its commit. */
+ * or offered after its commit. Rows of parked keys are passed over (and
+ * marked as waiting behind their head). */
 static void refill(sq_spool *sp, sq_lane *l) {
   pthread_mutex_lock(&l->mu);
   l->refill_asked = 0;
@@ -1399,25 +1649,36 @@ static void refill(sq_spool *sp, sq_lane *l) {
   size_t room = have < LANE_WINDOW ? LANE_WINDOW - have : 0;
   uint64_t bytes = l->mem_bytes;
   int64_t cursor = l->cursor;
-  int go = l->spilled && room > 0 && l->owner != NULL;
+  int parked = l->parked > 0;
+  int go = l->spilled && room > 0 && l->owner != NULL && !l->parking;
+  if (l->parking) l->refill_asked = 1; /* after the parked rows are committed */
   pthread_mutex_unlock(&l->mu);
   if (!go) return;
-  sqlite3_stmt *st = sp->refill;
+  sqlite3_stmt *st = sp->lane_rows;
   sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, cursor);
   sqlite3_bind_int64(st, 3, (int64_t)room);
   delivery *head = NULL, **tail = &head;
-  size_t n = 0;
+  marks m = {0};
+  size_t scanned = 0;
   int rc, full = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    delivery *d = row_delivery(st, l);
+    scanned++;
+    int64_t id = sqlite3_column_int64(st, 0);
+    const char *okey = (const char *)sqlite3_column_text(st, 2);
+    if (sqlite3_column_int(st, 3) != 0 || (parked && okey && key_is_parked(sp, l, okey))) {
+      if (sqlite3_column_int(st, 3) == 0) mark_add(&m, id, 2);
+      cursor = id;
+      continue;
+    }
+    delivery *d = row_delivery(sp, st, l);
     if (d == NULL) {
-      full = 1; /* out of memory: stop here, try again later */
+      full = 1; /* out of memory, or its event is gone: stop here, try again later */
       break;
     }
+    cursor = id;
     *tail = d;
     tail = &d->next;
-    n++;
     bytes += d->ev->body_len;
     if (bytes >= LANE_WINDOW_BYTES) {
       full = 1;
@@ -1433,26 +1694,14 @@ static void refill(sq_spool *sp, sq_lane *l) {
     if (is_damage(rc)) set_failing(sp, "the spool is damaged; run `hookd spool check`");
   }
   sqlite3_reset(st);
+  mark_parked(sp, m.ids, m.values, m.n);
+  free(m.ids);
+  free(m.values);
+  lane_take(l, head);
   pthread_mutex_lock(&l->mu);
-  while (head) {
-    delivery *d = head;
-    head = d->next;
-    if (keysched_push(l->ks, d) != 0) {
-      delivery_free(d);
-      full = 1;
-      while (head) {
-        d = head;
-        head = d->next;
-        delivery_free(d);
-      }
-      break;
-    }
-    l->mem_bytes += d->ev->body_len;
-    l->cursor = (int64_t)d->spool_id;
-  }
+  l->cursor = cursor;
   /* Fewer rows than asked and no stop: the lane has read all of it. */
-  if (ok && !full && n < room) l->spilled = 0;
-  if (n > 0) lane_wake(l);
+  if (ok && !full && scanned < room) l->spilled = 0;
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -1461,11 +1710,14 @@ static void run_refills(sq_spool *sp) {
   pthread_mutex_lock(&sp->lanes_mu);
   sq_lane *lanes = sp->lanes; /* lanes are only ever prepended and never freed while running */
   pthread_mutex_unlock(&sp->lanes_mu);
+  int64_t now = now_ms();
   for (sq_lane *l = lanes; l; l = l->next) {
     pthread_mutex_lock(&l->mu);
     int asked = l->refill_asked;
     pthread_mutex_unlock(&l->mu);
-    if (asked) refill(sp, l);
+    if (!asked) continue;
+    unpark(sp, l, now);
+    refill(sp, l);
   }
 }
 
@@ -1608,8 +1860,26 @@ static void probe(sq_spool *sp) {
   }
 }
 
+/* Lanes with parked keys look for due heads every housekeeping turn. */
+static void ask_parked_lanes(sq_spool *sp) {
+  pthread_mutex_lock(&sp->lanes_mu);
+  sq_lane *lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  int any = 0;
+  for (sq_lane *l = lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    if (l->parked && l->owner && !l->parking) {
+      l->refill_asked = 1;
+      any = 1;
+    }
+    pthread_mutex_unlock(&l->mu);
+  }
+  if (any) atomic_fetch_add(&sp->refills, 1);
+}
+
 static void housekeeping(sq_spool *sp, int64_t *next_slow) {
   if (atomic_load(&sp->failing)) probe(sp);
+  if (!sp->readonly) ask_parked_lanes(sp);
   if (!sp->readonly) {
     pick_up_replays(sp);
     prune(sp);
@@ -1787,20 +2057,33 @@ static op *op_new(op_kind kind, const delivery *d, const char *error) {
   o->crashes = d->crashes;
   o->next_ms = d->due_ms;
   o->wait = NULL;
+  o->park = 0;
+  o->lane = d->lane;
   o->next = NULL;
   memcpy(o->error, error ? error : "", el + 1);
   return o;
 }
 
-/* Queues o for the next transaction; urgent ones wake the writer. */
+/* Queues o (and the ops linked after it) for the next transaction; an
+ * urgent one (a start) wakes the writer and waits for its commit. */
 static int push_op(sq_spool *sp, op *o, int urgent) {
   started_wait *w = o->wait; /* o itself is freed by the writer */
+  size_t n = 1;
+  op *last = o;
+  while (last->next) {
+    last = last->next;
+    n++;
+  }
   pthread_mutex_lock(&sp->mu);
   if (sp->closed) {
     /* After stop (a worker that outlived the shutdown timeout): the outcome
      * is lost, so the delivery runs again on the next start. */
     pthread_mutex_unlock(&sp->mu);
-    free(o);
+    while (o) {
+      op *next = o->next;
+      free(o);
+      o = next;
+    }
     return SPOOL_EFAIL;
   }
   if (sp->ops_tail) {
@@ -1808,11 +2091,12 @@ static int push_op(sq_spool *sp, op *o, int urgent) {
   } else {
     sp->ops_head = o;
   }
-  sp->ops_tail = o;
+  sp->ops_tail = last;
+  sp->n_ops += n;
   /* Outcomes are not urgent (losing one to a crash means a redelivery):
    * they ride along with the next batch of stores or starts, or the
    * housekeeping tick, and wake the writer only when many pile up. */
-  if (urgent || ++sp->n_ops >= OPS_WAKE) pthread_cond_signal(&sp->cv);
+  if (urgent || sp->n_ops >= OPS_WAKE) pthread_cond_signal(&sp->cv);
   if (urgent) {
     while (!w->done) pthread_cond_wait(&sp->started_cv, &sp->mu);
   }
@@ -1831,6 +2115,38 @@ static int sq_started(spool *base, delivery *d) {
   return w.rc;
 }
 
+/* A retry due much later: the key leaves the window for the disk (its head
+ * parked = 1, what waits behind it parked = 2) and the window stays free
+ * for keys that can run. The writer brings it back when the head is due. */
+static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
+  pthread_mutex_lock(&l->mu);
+  l->running--;
+  delivery *rest = keysched_evict(l->ks, d);
+  l->mem_bytes -= d->ev->body_len;
+  for (delivery *x = rest; x; x = x->next) l->mem_bytes -= x->ev->body_len;
+  l->parking++;
+  int poke = lane_want_refill(l);
+  lane_wake(l);
+  pthread_mutex_unlock(&l->mu);
+  o->park = 1;
+  op *tail = o;
+  while (rest) {
+    delivery *x = rest;
+    rest = x->next;
+    tail->next = op_new(OP_PARK, x, NULL);
+    if (tail->next) {
+      tail = tail->next;
+    } else {
+      log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = x->ev->id},
+                "out of memory parking a delivery; it runs after the next start");
+    }
+    delivery_free(x);
+  }
+  push_op(sp, o, 0);
+  if (poke) poke_writer(sp);
+  delivery_free(d);
+}
+
 static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *error) {
   sq_spool *sp = sq(base);
   sq_lane *l = d->lane;
@@ -1844,6 +2160,10 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     unsigned left = atomic_fetch_sub(&ev->open, 1) - 1;
     /* An event with a dead letter is not done (until a replay). */
     o->mark = left == 0 && !atomic_load(&ev->had_dead) ? EV_DONE : EV_OPEN;
+  }
+  if (how == SPOOL_RETRY && o && d->due_ms - now_ms() >= PARK_AFTER_MS) {
+    park(sp, l, d, o);
+    return;
   }
   pthread_mutex_lock(&l->mu);
   l->running--;

@@ -56,6 +56,7 @@ class Node:
     def write(self, cfg):
         self.cfg = cfg
         self.path.write_text(json.dumps(cfg))
+        self.port = int(cfg["listen"].rsplit(":", 1)[1])
 
     def start(self, wait=True):
         self.starts += 1
