@@ -238,6 +238,7 @@ iso_backlog() {
   ISO_BACKLOG=$(dirname "$cfg")/var
 }
 
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }  # its share of shared pages
 child_pid() { cat /proc/"$HOOKD_PID"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 . ; }
 
 iso_drain() {
@@ -246,12 +247,12 @@ iso_drain() {
   cp -a "$ISO_BACKLOG" "$(dirname "$cfg")/var"
   t0=$(date +%s.%N)
   start "$cfg"
-  [ "$iso" = process ] && R[iso_rss_idle]=$(rss_kib "$(child_pid)")
+  [ "$iso" = process ] && { R[iso_rss_idle]=$(rss_kib "$(child_pid)"); R[iso_pss_idle]=$(pss_kib "$(child_pid)"); }
   for _ in $(seq 1 3000); do
     d=$(delivered); [ "${d:-0}" -ge "$ISO_N" ] && break; sleep 0.01
   done
   t1=$(date +%s.%N)
-  [ "$iso" = process ] && { sleep 1; R[iso_rss_after]=$(rss_kib "$(child_pid)"); }
+  [ "$iso" = process ] && { sleep 1; R[iso_rss_after]=$(rss_kib "$(child_pid)"); R[iso_pss_after]=$(pss_kib "$(child_pid)"); }
   stop
   ISO_V=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
 }
@@ -297,10 +298,10 @@ isolation_table() {
   echo "| drain $ISO_N waiting deliveries (launch to last delivery), delivered/s | ${R[iso_drain_thread]} | ${R[iso_drain_process]} | ${R[iso_drain_ratio]} |"
   echo "| end-to-end delivered/s ($E2E_N events) | ${R[iso_e2e_thread]} | ${R[iso_e2e_process]} | ${R[iso_e2e_ratio]} |"
   echo
-  echo "| one isolated child (noop) | VmRSS |"
-  echo "|---|---:|"
-  echo "| idle after start | ${R[iso_rss_idle]} KiB |"
-  echo "| after draining $ISO_N deliveries | ${R[iso_rss_after]} KiB |"
+  echo "| one isolated child (noop) | VmRSS | Pss (shared pages divided among their users) |"
+  echo "|---|---:|---:|"
+  echo "| idle after start | ${R[iso_rss_idle]} KiB | ${R[iso_pss_idle]} KiB |"
+  echo "| after draining $ISO_N deliveries | ${R[iso_rss_after]} KiB | ${R[iso_pss_after]} KiB |"
 }
 
 isolation() {
