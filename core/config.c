@@ -114,27 +114,6 @@ static void *alloc_array(ctx *c, size_t n, size_t size) {
 
 /* ---- unknown keys ---- */
 
-/* Edit distance of two short strings, for "did you mean" hints. */
-static size_t edit_distance(const char *a, const char *b) {
-  size_t la = strlen(a), lb = strlen(b);
-  if (la > 63 || lb > 63) return 64;
-  size_t row[64];
-  for (size_t j = 0; j <= lb; j++) row[j] = j;
-  for (size_t i = 1; i <= la; i++) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= lb; j++) {
-      size_t up = row[j];
-      size_t best = diag + (a[i - 1] != b[j - 1]);
-      if (up + 1 < best) best = up + 1;
-      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-      row[j] = best;
-      diag = up;
-    }
-  }
-  return row[lb];
-}
-
 static int in_list(const char *s, const char *const *list) {
   for (size_t i = 0; list[i]; i++)
     if (strcmp(s, list[i]) == 0) return 1;
@@ -145,19 +124,7 @@ static int in_list(const char *s, const char *const *list) {
  * key when a typo is likely (a cut-off name, or two edits away), or else the
  * list of known keys. */
 static int unknown_key(ctx *c, const char *key, const char *const *known) {
-  const char *near = NULL;
-  size_t best = 3;
-  size_t klen = strlen(key);
-  for (size_t i = 0; known[i] && klen >= 4; i++)
-    if (strncmp(key, known[i], klen) == 0)
-      return fail(c, "unknown key (did you mean '%s'?)", known[i]);
-  for (size_t i = 0; known[i]; i++) {
-    size_t d = edit_distance(key, known[i]);
-    if (d < best) {
-      best = d;
-      near = known[i];
-    }
-  }
+  const char *near = jsonc_suggest(key, known);
   if (near) return fail(c, "unknown key (did you mean '%s'?)", near);
   char list[512] = "";
   size_t used = 0;
@@ -507,8 +474,7 @@ static int parse_log(ctx *c, const cJSON *root) {
   return 0;
 }
 
-/* "7d", "12h", "30m", "90s" or "500ms" as milliseconds; -1 when malformed. */
-static int64_t parse_duration(const char *s) {
+int64_t config_parse_duration(const char *s) {
   char *end;
   errno = 0;
   unsigned long long v = strtoull(s, &end, 10);
@@ -553,7 +519,7 @@ static int parse_spool(ctx *c, const cJSON *root) {
       get_str(c, spool, "retention", 0, &retention) < 0)
     return -1;
   if (retention != NULL) {
-    int64_t ms = parse_duration(retention);
+    int64_t ms = config_parse_duration(retention);
     if (ms <= 0) {
       kp_key(c, "retention");
       return fail(c, "expected a duration such as \"7d\", \"12h\", \"30m\" or \"90s\"");

@@ -126,6 +126,9 @@ typedef struct config {
 int config_load(config *cfg, const char *path, char *err, size_t errlen);
 void config_free(config *cfg);
 
+/* "7d", "12h", "30m", "90s" or "500ms" as milliseconds; -1 when malformed. */
+int64_t config_parse_duration(const char *s);
+
 /* Parses "HOST:PORT" / "[V6]:PORT" / ":PORT" into a socket address. */
 struct sockaddr_storage;
 int config_parse_addr(const char *s, struct sockaddr_storage *out);

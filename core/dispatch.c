@@ -227,8 +227,8 @@ static void run(iqueue *q, worker *w, delivery *d) {
                             d->ev->received_ms, d->attempt);
   }
   if (spool_started(q->dp->sp, d) != 0) {
-    /* The start could not be recorded (the spool fails): run nothing that
-     * a crash could not account for; try again in a second. */
+    /* The start could not be recorded: run nothing that a crash could not
+     * account for; try again in a second. */
     d->due_ms = now_ms() + 1000;
     spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
     return;
@@ -249,6 +249,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   crash_enter(q->inst->name, ev->id, d->spool_id);
   int r = plugin_host_deliver(q->inst, &view, &out);
   crash_leave();
+  spool_started(q->dp->sp, NULL);
 
   pthread_mutex_lock(&q->mu);
   int off = w->written_off;

@@ -927,3 +927,39 @@ int jsonc_substitute(const jsonc_doc *doc, cJSON *node, const char *keypath, con
   free(path.p);
   return rc;
 }
+
+/* Edit distance of two short strings (longer than 63 bytes: "far"). */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 63 || lb > 63) return 64;
+  size_t row[64];
+  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+const char *jsonc_suggest(const char *key, const char *const *known) {
+  size_t klen = strlen(key), best = 3;
+  const char *near = NULL;
+  for (size_t i = 0; known[i] && klen >= 4; i++)
+    if (strncmp(key, known[i], klen) == 0) return known[i];
+  for (size_t i = 0; known[i]; i++) {
+    size_t d = edit_distance(key, known[i]);
+    if (d < best) {
+      best = d;
+      near = known[i];
+    }
+  }
+  return near;
+}

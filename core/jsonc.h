@@ -34,6 +34,11 @@ int jsonc_locate(const jsonc_doc *doc, const char *keypath, int *line, int *col)
 int jsonc_error(const jsonc_doc *doc, const char *keypath, char *err, size_t errlen,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* The known key (NULL-terminated list) that an unknown `key` most likely
+ * meant: one it is a cut-off start of (4 characters or more), or else the
+ * nearest within two edits; NULL when none is close. For "did you mean". */
+const char *jsonc_suggest(const char *key, const char *const *known);
+
 /* Replaces ${NAME} (environment) and ${file:PATH} (file contents, one
  * trailing newline dropped; PATH relative to base_dir unless absolute) in
  * every string value under `node` (object keys untouched); `$${` stands for a

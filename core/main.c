@@ -14,6 +14,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "cli_plugins.h"
 #include "config.h"
 #include "crash.h"
 #include "dispatch.h"
@@ -51,11 +52,16 @@ static const char usage[] =
     "  dlq purge ID -c FILE        forget a dead letter\n"
     "  spool check -c FILE         check the whole spool file (hookd may be running);\n"
     "                              exit 0 healthy, 3 damaged\n"
+    "  plugins [MODULE] -c FILE    modules in plugin_dirs (version, ABI, description);\n"
+    "                              with MODULE, its options: types, defaults, descriptions\n"
+    "  try -c FILE --instance NAME EVENT.json [--attempt N] [--source NAME]\n"
+    "                              one deliver() of the event through the instance, no\n"
+    "                              service; exit 0 OK, 75 RETRY, 1 FAIL\n"
     "  version         versions of hookd, the plugin ABI and the libraries\n"
     "  help            this text (also: -h, --help)\n"
     "\n"
     "exit codes: 0 success, 1 runtime failure, 2 bad config or usage, 3 damaged spool\n"
-    "(hookd will not start on it; see `hookd spool check`).\n"
+    "(hookd will not start on it; see `hookd spool check`); try: 75 RETRY.\n"
     "signals: SIGTERM and SIGINT stop gracefully (in-flight requests are answered,\n"
     "running deliveries finish within shutdown_timeout_ms); SIGHUP reloads the config.\n";
 
@@ -768,7 +774,8 @@ int main(int argc, char **argv) {
       file = a + 9;
     } else if (cmd == NULL && a[0] != '-') {
       cmd = a;
-    } else if (cmd != NULL && (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "spool") == 0)) {
+    } else if (cmd != NULL && (strcmp(cmd, "dlq") == 0 || strcmp(cmd, "spool") == 0 ||
+                               strcmp(cmd, "plugins") == 0 || strcmp(cmd, "try") == 0)) {
       rest[n_rest++] = argv[i];
     } else {
       fprintf(stderr, "hookd: unexpected argument '%s'\n%s", a, usage);
@@ -783,7 +790,7 @@ int main(int argc, char **argv) {
   } else if (strcmp(cmd, "version") == 0) {
     rc = cmd_version();
   } else if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && strcmp(cmd, "dlq") != 0 &&
-             strcmp(cmd, "spool") != 0) {
+             strcmp(cmd, "spool") != 0 && strcmp(cmd, "plugins") != 0 && strcmp(cmd, "try") != 0) {
     fprintf(stderr, "hookd: unknown command '%s'\n%s", cmd, usage);
   } else if (file == NULL) {
     fprintf(stderr, "hookd: %s needs -c FILE\n", cmd);
@@ -791,6 +798,10 @@ int main(int argc, char **argv) {
     rc = cmd_dlq(file, n_rest, rest);
   } else if (strcmp(cmd, "spool") == 0) {
     rc = cmd_spool(file, n_rest, rest);
+  } else if (strcmp(cmd, "plugins") == 0) {
+    rc = cli_plugins(file, n_rest, rest);
+  } else if (strcmp(cmd, "try") == 0) {
+    rc = cli_try(file, n_rest, rest);
   } else {
     /* No curl_global_init here: libcurl is loaded at the first outbound
      * request (http_client.h), so a config without HTTP plugins never maps

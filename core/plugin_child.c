@@ -8,7 +8,6 @@
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +31,8 @@
 
 static pthread_mutex_t g_ctl_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local int tl_chan = -1; /* the data channel of the call this thread runs */
-static int g_log_level = LOG_INFO;
-static hookd_host_api g_api; /* hookd's table with log() sending frames */
-static plugin_host g_host;   /* one module, one instance */
+static const hookd_host_api *g_api;    /* hookd's own table: its log() ends in on_log */
+static plugin_host g_host;             /* one module, one instance */
 static config_plugin g_cp;
 
 /* What INIT carries, copied out of the frame. */
@@ -58,23 +56,16 @@ static void put_short(wire_out *w, const char *s) {
   plugin_wire_bytes(w, s, n > LOG_ID_MAX ? LOG_ID_MAX : n);
 }
 
-/* host->log() in the child: the record goes to hookd, which writes it
- * with the instance and event id, in its format, at its level. */
-static void child_log(const hookd_instance *self, const hookd_event *ev, hookd_log_level level,
-                      const char *fmt, ...) {
-  (void)self;
-  if ((int)level < 0 || (int)level > HOOKD_LOG_DEBUG) level = HOOKD_LOG_DEBUG;
-  if ((int)level > g_log_level) return;
-  char msg[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
+/* Every log record in the child — host->log() from the plugin, and the
+ * host's own (an option's deprecation, libcurl missing) — goes to hookd,
+ * which writes it with the instance, in its format: from a call on that
+ * call's channel, from anywhere else on the control socket. */
+static void on_log(log_level level, const log_ctx *ctx, const char *msg) {
   wire_out w = {0};
   plugin_wire_begin(&w, WIRE_LOG);
   plugin_wire_u32(&w, (uint32_t)level);
-  put_short(&w, ev ? ev->id : NULL);
-  put_short(&w, ev ? ev->source : NULL);
+  put_short(&w, ctx ? ctx->event_id : NULL);
+  put_short(&w, ctx ? ctx->source : NULL);
   plugin_wire_str(&w, msg);
   if (tl_chan >= 0) {
     send_frame(tl_chan, &w);
@@ -96,11 +87,13 @@ static int read_frame(int fd, wire_buf *b, uint32_t *type, wire_rd *rd) {
   }
 }
 
-static void report(uint32_t status, const char *key, const char *cfg_msg, const char *perr,
-                   const hookd_plugin *d) {
+static void report(uint32_t status, int from_options, uint32_t timeout_ms, const char *key,
+                   const char *cfg_msg, const char *perr, const hookd_plugin *d) {
   wire_out w = {0};
   plugin_wire_begin(&w, WIRE_INIT_DONE);
   plugin_wire_u32(&w, status);
+  plugin_wire_u32(&w, (uint32_t)from_options);
+  plugin_wire_u32(&w, timeout_ms);
   plugin_wire_str(&w, key);
   plugin_wire_str(&w, cfg_msg);
   plugin_wire_str(&w, perr);
@@ -203,6 +196,8 @@ static void *on_channel(void *arg) {
       view.content_type = ev->content_type;
       view.timeout_ms = timeout_ms;
       view.host_private = ev;
+      view.host = g_api;
+      view.self = inst;
       r = d->deliver(inst->state, &view, &out);
     }
     out.message[HOOKD_MESSAGE_MAX - 1] = '\0';
@@ -242,7 +237,7 @@ static int load(init_msg *m) {
   g_host.mods = calloc(1, sizeof *g_host.mods);
   g_host.insts = calloc(1, sizeof *g_host.insts);
   if (g_host.mods == NULL || g_host.insts == NULL) {
-    report(WIRE_INIT_SETUP, NULL, NULL, "out of memory", NULL);
+    report(WIRE_INIT_SETUP, 0, 0, NULL, NULL, "out of memory", NULL);
     return -1;
   }
   g_host.n_mods = g_host.n_insts = 1;
@@ -261,18 +256,19 @@ static int load(init_msg *m) {
   inst->mod = mod;
   inst->cfg = &g_cp;
   if (mod->name == NULL || mod->path == NULL) {
-    report(WIRE_INIT_SETUP, NULL, NULL, "out of memory", NULL);
+    report(WIRE_INIT_SETUP, 0, 0, NULL, NULL, "out of memory", NULL);
     return -1;
   }
   if (plugin_host_open_module(mod, err, sizeof err) != 0) {
-    report(WIRE_INIT_LOAD, NULL, NULL, err, NULL);
+    report(WIRE_INIT_LOAD, 0, 0, NULL, NULL, err, NULL);
     return -1;
   }
-  int rc = plugin_host_init(inst, &g_api, NULL, m->dir, err, sizeof err);
-  report(rc == 0    ? WIRE_INIT_OK
-         : rc == -2 ? WIRE_INIT_IGNORED
-                    : WIRE_INIT_FAILED,
-         inst->cfg_error_key, inst->cfg_error, err, mod->desc);
+  int from_options = 0;
+  int rc = plugin_host_instance_setup(inst, g_api, m->config, NULL, m->dir, err, sizeof err,
+                                      &from_options);
+  uint32_t status = rc == 0 ? WIRE_INIT_OK : rc == -2 ? WIRE_INIT_IGNORED : WIRE_INIT_FAILED;
+  report(status, from_options, inst->owned.timeout_ms, inst->cfg_error_key, inst->cfg_error, err,
+         mod->desc);
   return rc == 0 ? 0 : -1;
 }
 
@@ -320,7 +316,7 @@ int plugin_child_main(int argc, char **argv) {
   init_msg m;
   memset(&m, 0, sizeof m);
   if (!read_frame(CTL_FD, &ctl_in, &type, &rd) || type != WIRE_INIT || take_init(&rd, &m) != 0) {
-    report(WIRE_INIT_SETUP, NULL, NULL, "malformed INIT from hookd", NULL);
+    report(WIRE_INIT_SETUP, 0, 0, NULL, NULL, "malformed INIT from hookd", NULL);
     free_init(&m);
     plugin_wire_buf_free(&ctl_in);
     return 3;
@@ -329,16 +325,13 @@ int plugin_child_main(int argc, char **argv) {
    * hookd's was not close-on-exec (a plugin's file, say) goes before any
    * plugin code runs. */
   close_range(FIRST_CHAN_FD + m.concurrency, ~0U, 0);
-  /* Core messages in here (libcurl missing, say) reach hookd's log as
-   * plugin output: warnings and errors only. */
-  log_setup(LOG_WARN, LOG_FORMAT_TEXT);
-  g_log_level = (int)m.level;
-  g_api = *plugin_host_api();
-  g_api.log = child_log;
+  log_setup(m.level <= LOG_DEBUG ? (log_level)m.level : LOG_DEBUG, LOG_FORMAT_TEXT);
+  log_set_sink(on_log);
+  g_api = plugin_host_api();
   char err[512];
   int rc = 0;
   if (confine(&m, err, sizeof err) != 0) {
-    report(WIRE_INIT_SETUP, NULL, NULL, err, NULL);
+    report(WIRE_INIT_SETUP, 0, 0, NULL, NULL, err, NULL);
     rc = 3;
   } else if (load(&m) == 0) {
     serve(&m, &ctl_in);

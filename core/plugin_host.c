@@ -2,13 +2,13 @@
 #include "plugin_host.h"
 
 #include <dlfcn.h>
-#include <unistd.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "envelope.h"
 #include "http_client.h"
@@ -16,6 +16,7 @@
 #include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
+#include "smtp_client.h"
 #include "template.h"
 
 /* A view of one JSON object of a plugin's config, with its key path for
@@ -26,29 +27,11 @@ struct hookd_config {
   char *keypath; /* "plugins[2].config" */
 };
 
-/* --- allocations that live until destroy ------------------------------- */
-
+/* Host allocations handed to the plugin's init (lists, resolved paths,
+ * sub-objects) live in inst->owned with the declared options' and go after
+ * destroy(). */
 static int keep(plugin_instance *inst, void *p) {
-  if (p == NULL) return -1;
-  if (inst->n_allocs == inst->cap_allocs) {
-    size_t ncap = inst->cap_allocs ? inst->cap_allocs * 2 : 8;
-    void **na = realloc(inst->allocs, ncap * sizeof *na);
-    if (na == NULL) {
-      free(p);
-      return -1;
-    }
-    inst->allocs = na;
-    inst->cap_allocs = ncap;
-  }
-  inst->allocs[inst->n_allocs++] = p;
-  return 0;
-}
-
-static void free_allocs(plugin_instance *inst) {
-  for (size_t i = 0; i < inst->n_allocs; i++) free(inst->allocs[i]);
-  free(inst->allocs);
-  inst->allocs = NULL;
-  inst->n_allocs = inst->cap_allocs = 0;
+  return plugin_options_keep(&inst->owned, p);
 }
 
 /* --- config getters ------------------------------------------------------ */
@@ -196,7 +179,11 @@ static int host_config_allow_keys(const hookd_config *cfg, const char *const *al
     int ok = 0;
     for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, v->string) == 0;
     if (!ok) {
-      host_config_error(cfg, v->string, "unknown key '%s'", v->string);
+      const char *near = jsonc_suggest(v->string, allowed);
+      if (near)
+        host_config_error(cfg, v->string, "unknown key '%s' (did you mean '%s'?)", v->string, near);
+      else
+        host_config_error(cfg, v->string, "unknown key '%s'", v->string);
       return HOOKD_E_INVALID;
     }
   }
@@ -279,6 +266,19 @@ static int host_pattern_match(const char *pattern, const char *type) {
   return router_pattern_match(pattern, type);
 }
 
+static hookd_result host_smtp(const hookd_instance *self, const hookd_smtp_request *req,
+                              hookd_outcome *out) {
+  (void)self;
+  return smtp_client_send(req, out);
+}
+
+static char *host_json_get(const char *json, size_t len, const char *path) {
+  cJSON *root = json ? cJSON_ParseWithLength(json, len) : NULL;
+  char *v = root ? envelope_text(envelope_path(root, path)) : NULL;
+  cJSON_Delete(root);
+  return v;
+}
+
 static const hookd_host_api host_api = {
     .struct_size = sizeof(hookd_host_api),
     .abi = HOOKD_PLUGIN_ABI,
@@ -302,6 +302,8 @@ static const hookd_host_api host_api = {
     .http_response_free = http_client_response_free,
     .config_path = host_config_path,
     .pattern_match = host_pattern_match,
+    .smtp = host_smtp,
+    .json_get = host_json_get,
 };
 
 const hookd_host_api *plugin_host_api(void) {
@@ -322,7 +324,11 @@ void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_i
   view->body_len = d->ev->body_len;
   view->content_type = d->ev->content_type;
   view->timeout_ms = (uint32_t)inst->cfg->delivery.timeout_ms;
+  if (inst->owned.timeout_ms && inst->owned.timeout_ms < view->timeout_ms)
+    view->timeout_ms = inst->owned.timeout_ms;
   view->host_private = d->ev;
+  view->host = &host_api;
+  view->self = (hookd_instance *)inst;
 }
 
 /* --- loading --------------------------------------------------------------- */
@@ -366,9 +372,20 @@ static char *find_module(const config *cfg, const char *module, char *err, size_
   return NULL;
 }
 
-/* Opens a module and checks its descriptor. Refusals are messages, never
+/* Loads a module and checks its descriptor. Refusals are messages, never
  * crashes: nothing of the descriptor is read beyond what struct_size says
  * the plugin has. */
+const hookd_option *plugin_host_options(const hookd_plugin *d) {
+  size_t need = offsetof(hookd_plugin, state_size) + sizeof d->state_size;
+  return d != NULL && d->struct_size >= need ? d->options : NULL;
+}
+
+int plugin_host_load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
+  m->path = find_module(cfg, m->name, err, errlen);
+  if (m->path == NULL) return -1;
+  return plugin_host_open_module(m, err, errlen);
+}
+
 int plugin_host_open_module(plugin_module *m, char *err, size_t errlen) {
   dlerror();
   m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
@@ -403,35 +420,80 @@ int plugin_host_open_module(plugin_module *m, char *err, size_t errlen) {
              d->struct_size, HOOKD_PLUGIN_ABI_MAJOR, need);
     return -1;
   }
-  if (d->init == NULL || d->deliver == NULL) {
-    snprintf(err, errlen, "%s has no %s callback", m->path, d->init == NULL ? "init" : "deliver");
+  const hookd_option *opts = plugin_host_options(d);
+  if ((d->init == NULL && opts == NULL) || d->deliver == NULL) {
+    snprintf(err, errlen, "%s has no %s callback", m->path, d->deliver ? "init" : "deliver");
+    return -1;
+  }
+  char why[256];
+  if (opts && plugin_options_check_table(opts, d->state_size, why, sizeof why) != 0) {
+    snprintf(err, errlen, "%s: bad option table: %s", m->path, why);
     return -1;
   }
   m->desc = d;
-  log_write(LOG_DEBUG, NULL, "loaded plugin module %s %s from %s", d->name,
-            d->version ? d->version : "?", m->path);
   return 0;
 }
 
-int plugin_host_init(plugin_instance *inst, const hookd_host_api *api, const jsonc_doc *doc,
-                     const char *config_dir, char *perr, size_t perrlen) {
+/* Checks and fills the declared options into a state struct of the
+ * module's state_size. */
+static int fill_options(plugin_instance *inst, const hookd_option *opts, const cJSON *conf,
+                        const char *keypath, char *why, size_t whylen) {
+  const hookd_plugin *d = inst->mod->desc;
+  inst->opt_state = calloc(1, d->state_size ? d->state_size : 1);
+  if (inst->opt_state == NULL) {
+    snprintf(why, whylen, "out of memory");
+    return -1;
+  }
+  plugin_options_src src = {conf, inst->doc, keypath, inst->config_dir, inst->name};
+  if (plugin_options_fill(opts, &src, inst->opt_state, &inst->owned, why, whylen) != 0) return -1;
+  inst->state = inst->opt_state;
+  return 0;
+}
+
+static void release(plugin_instance *inst) {
+  plugin_options_release(&inst->owned);
+  free(inst->opt_state);
+  inst->opt_state = NULL;
+  inst->state = NULL;
+}
+
+int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api,
+                               const cJSON *conf, const jsonc_doc *doc, const char *config_dir,
+                               char *perr, size_t perrlen, int *from_options) {
   const plugin_module *m = inst->mod;
-  char kp[64];
-  snprintf(kp, sizeof kp, "%s.config", inst->cfg->keypath);
-  hookd_config root = {inst, inst->cfg->config, kp};
+  char kp[96];
+  snprintf(kp, sizeof kp, "%s.config", inst->cfg ? inst->cfg->keypath : "config");
+  hookd_config root = {inst, (cJSON *)conf, kp};
+  perr[0] = '\0';
+  *from_options = 0;
   inst->doc = doc;
   inst->config_dir = config_dir;
-  inst->cfg_error[0] = inst->cfg_error_key[0] = perr[0] = '\0';
-  int rc = m->desc->init(api ? api : &host_api, inst, &root, &inst->state, perr, perrlen);
+  inst->cfg_error[0] = inst->cfg_error_key[0] = '\0';
+  inst->state = NULL;
+  const hookd_option *opts = plugin_host_options(m->desc);
+  int rc = 0;
+  if (opts != NULL) {
+    rc = fill_options(inst, opts, conf, kp, inst->cfg_error, sizeof inst->cfg_error);
+    char *sep = rc != 0 && doc == NULL ? strstr(inst->cfg_error, ": ") : NULL;
+    if (sep) {
+      /* "KEYPATH: message" without a doc: split, so hookd can position it. */
+      *sep = '\0';
+      snprintf(inst->cfg_error_key, sizeof inst->cfg_error_key, "%.255s", inst->cfg_error);
+      memmove(inst->cfg_error, sep + 2, strlen(sep + 2) + 1);
+    }
+  }
+  if (rc == 0 && m->desc->init != NULL)
+    rc = m->desc->init(api ? api : &host_api, inst, &root, &inst->state, perr, perrlen);
   if (rc != 0) {
-    free_allocs(inst);
-    inst->state = NULL;
+    *from_options = opts && !perr[0] && inst->cfg_error[0];
+    release(inst);
     return -1;
   }
   if (inst->cfg_error[0] != '\0') {
+    /* A getter recorded an error the plugin ignored: refuse anyway, a config
+     * mistake must not pass. */
     if (m->desc->destroy) m->desc->destroy(inst->state);
-    free_allocs(inst);
-    inst->state = NULL;
+    release(inst);
     return -2;
   }
   inst->initialized = 1;
@@ -439,30 +501,33 @@ int plugin_host_init(plugin_instance *inst, const hookd_host_api *api, const jso
 }
 
 void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
-                              const char *cfg_error, const char *perr) {
+                              const char *cfg_error, const char *perr, int from_options) {
   if (rc == -2) {
-    /* A getter recorded an error the plugin ignored: refused anyway. */
     snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, inst->mod->name,
              cfg_error);
     return;
   }
-  /* The getter's positioned message is the most useful; the plugin's own
-   * reason comes next. */
+  /* The positioned message (an option or a getter) is the most useful; the
+   * plugin's own reason comes next. */
   const char *why = cfg_error[0] ? cfg_error : perr[0] ? perr : "no reason given";
-  snprintf(err, errlen, "plugin instance '%s' (module %s): init failed: %s", inst->name,
-           inst->mod->name, why);
+  snprintf(err, errlen, "plugin instance '%s' (module %s): %s%s", inst->name, inst->mod->name,
+           from_options ? "" : "init failed: ", why);
 }
 
-static int init_instance(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
-  if (inst->cfg->isolation == CONFIG_ISOLATION_PROCESS) {
-    if (plugin_proc_start(inst, cfg, err, errlen) != 0) return -1;
-    inst->initialized = 1;
-    return 0;
-  }
+int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const jsonc_doc *doc,
+                              const char *config_dir, char *err, size_t errlen) {
   char perr[512];
-  int rc = plugin_host_init(inst, NULL, &cfg->doc, cfg->dir, perr, sizeof perr);
-  if (rc != 0) plugin_host_init_message(err, errlen, inst, rc, inst->cfg_error, perr);
+  int from_options;
+  int rc =
+      plugin_host_instance_setup(inst, NULL, conf, doc, config_dir, perr, sizeof perr, &from_options);
+  if (rc != 0) plugin_host_init_message(err, errlen, inst, rc, inst->cfg_error, perr, from_options);
   return rc == 0 ? 0 : -1;
+}
+
+void plugin_host_instance_destroy(plugin_instance *inst) {
+  if (inst->initialized && inst->mod->desc->destroy) inst->mod->desc->destroy(inst->state);
+  inst->initialized = 0;
+  release(inst);
 }
 
 int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen) {
@@ -493,21 +558,28 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
     }
     /* A module only process-isolated instances use is never mapped into
      * hookd: its constructors are plugin code too. */
-    if (cp->isolation == CONFIG_ISOLATION_THREAD && m->dl == NULL &&
-        plugin_host_open_module(m, why, sizeof why) != 0) {
-      snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name, why);
-      plugin_host_unload(h, NULL);
-      return -1;
+    if (cp->isolation == CONFIG_ISOLATION_THREAD && m->dl == NULL) {
+      if (plugin_host_open_module(m, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name, why);
+        plugin_host_unload(h, NULL);
+        return -1;
+      }
+      log_write(LOG_DEBUG, NULL, "loaded plugin module %s %s from %s", m->desc->name,
+                m->desc->version ? m->desc->version : "?", m->path);
     }
     plugin_instance *inst = &h->insts[h->n_insts++];
     inst->index = i;
     inst->name = cp->name;
     inst->mod = m;
     inst->cfg = cp;
-    if (init_instance(inst, cfg, err, errlen) != 0) {
+    int rc = cp->isolation == CONFIG_ISOLATION_PROCESS
+                 ? plugin_proc_start(inst, cfg, err, errlen)
+                 : plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, errlen);
+    if (rc != 0) {
       plugin_host_unload(h, NULL);
       return -1;
     }
+    if (inst->proc) inst->initialized = 1;
   }
   return 0;
 }
@@ -528,9 +600,7 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
       if (keep_mod) keep_mod[inst->mod - h->mods] = 1;
       continue;
     }
-    if (inst->initialized && inst->mod->desc->destroy) inst->mod->desc->destroy(inst->state);
-    inst->initialized = 0;
-    free_allocs(inst);
+    plugin_host_instance_destroy(inst);
   }
   for (size_t i = 0; i < h->n_mods; i++) {
     plugin_module *m = &h->mods[i];

@@ -8,6 +8,7 @@
 #include "event.h"
 #include "hookd/plugin.h"
 #include "metrics.h"
+#include "plugin_options.h"
 
 typedef struct plugin_module {
   char *name;  /* module name as in the config */
@@ -37,8 +38,11 @@ struct hookd_instance {
   char cfg_error[512];
   char cfg_error_key[256];  /* the key path cfg_error is about; without a doc (in a
                                plugin child) cfg_error has no position and hookd adds it */
-  void **allocs;            /* host allocations handed to the plugin's init */
-  size_t n_allocs, cap_allocs;
+  /* Declared options (ABI 1.1): the state struct the host filled. */
+  void *opt_state;
+  /* What the host allocated for the instance (options, getter results);
+   * released after destroy(). */
+  plugin_owned owned;
 };
 typedef struct hookd_instance plugin_instance;
 
@@ -61,6 +65,28 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
  * whose deliver() is still running at shutdown. skip may be NULL. */
 void plugin_host_unload(plugin_host *h, const unsigned char *skip);
 
+/* Loads one module from cfg's plugin_dirs into m (m->name set by the
+ * caller) and checks its descriptor: ABI major, size, callbacks and its
+ * option table. Returns 0, or -1 with the reason in err. */
+int plugin_host_load_module(plugin_module *m, const config *cfg, char *err, size_t errlen);
+
+/* The module's declared options (ABI 1.1), or NULL for a plugin that reads
+ * its config with the getters. */
+const hookd_option *plugin_host_options(const hookd_plugin *desc);
+
+/* Initialises one instance from its "config" object: the declared options
+ * are checked and filled (plugin_options_fill), then the plugin's init()
+ * runs. inst->mod, ->name and ->cfg are set by the caller; doc gives
+ * positions for messages (may be NULL) and config_dir the base of relative
+ * paths. The one entry point for an instance's set-up, whichever process
+ * runs it. On failure returns -1 with "plugin instance 'N' (module M): ..."
+ * in err and leaves nothing allocated. Main thread. */
+int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const jsonc_doc *doc,
+                              const char *config_dir, char *err, size_t errlen);
+
+/* Calls destroy() and releases what the host allocated for the instance. */
+void plugin_host_instance_destroy(plugin_instance *inst);
+
 const hookd_host_api *plugin_host_api(void);
 
 /* What plugin_host_deliver returns besides a hookd_result:
@@ -79,25 +105,26 @@ const hookd_host_api *plugin_host_api(void);
  * worker threads; at most `concurrency` calls at once per instance. */
 int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out);
 
-/* Opens m->path (dlopen RTLD_NOW | RTLD_LOCAL) and checks the entry symbol,
- * the ABI and the descriptor. Returns 0, or -1 with the reason in err. Used
- * for thread-mode instances and inside a plugin's child process. */
+/* The second half of plugin_host_load_module: opens m->path (dlopen
+ * RTLD_NOW | RTLD_LOCAL) and checks the descriptor. Returns 0, or -1 with
+ * the reason in err. For thread-mode instances and inside a plugin's child
+ * process (hookd itself never maps a module only isolated instances use). */
 int plugin_host_open_module(plugin_module *m, char *err, size_t errlen);
 
-/* Runs the module's init for inst (inst->mod->desc, inst->cfg set) with
- * the host table api (NULL: plugin_host_api()). doc gives config errors
- * their file:line:column; without one (in a plugin child) inst->cfg_error
- * holds the bare message and cfg_error_key its key path. Returns 0; -1
- * when init failed (why: inst->cfg_error, else perr); -2 when init
- * succeeded although a getter recorded an error (the instance is destroyed
- * again: a config mistake must not pass). The thread that loads the
- * generation (main, or a reload's), or a plugin child's main thread. */
-int plugin_host_init(plugin_instance *inst, const hookd_host_api *api, const jsonc_doc *doc,
-                     const char *config_dir, char *perr, size_t perrlen);
-/* The one-line message for a failed plugin_host_init (rc -1 or -2), from the
- * (positioned) getter message cfg_error or else the plugin's perr. */
+/* The two halves of plugin_host_instance_init, for a plugin child that
+ * reports the parts to hookd. setup runs the options check and init() with
+ * the host table api (NULL: plugin_host_api()) and returns 0, -1 (failed)
+ * or -2 (init succeeded over a config error a getter recorded: destroyed
+ * again, a config mistake must not pass). On failure inst->cfg_error holds
+ * the option's or the getter's message — positioned when doc is given,
+ * else bare with its key path in inst->cfg_error_key — perr the plugin's
+ * own reason, and *from_options says the message needs no "init failed"
+ * prefix. init_message words it all as one line. */
+int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api,
+                               const cJSON *conf, const jsonc_doc *doc, const char *config_dir,
+                               char *perr, size_t perrlen, int *from_options);
 void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
-                              const char *cfg_error, const char *perr);
+                              const char *cfg_error, const char *perr, int from_options);
 
 /* Shutdown: deliveries running in process-isolated instances must end
  * within timeout_ms; past it their children are killed and the calls

@@ -34,6 +34,10 @@
 #define OUTPUT_LINE_MAX 1024
 #define OUTPUT_LINES_PER_SEC 100 /* plugin output logged per second; the rest is counted */
 #define BUF_KEEP (64 * 1024)     /* channel buffers above this are freed after a call */
+/* A call is killed this long after its timeout_ms: a plugin that keeps its
+ * own deadline (exec stops its command, http() its request) gets to clean
+ * up and answer first. The thread-mode write-off is as coarse (1 s ticks). */
+#define KILL_GRACE_MS 1000
 
 typedef enum { PS_STARTING, PS_READY, PS_RESTARTING, PS_INIT_FAILED } proc_state;
 static const char *const state_names[] = {"starting", "ready", "restarting", "init failed"};
@@ -60,8 +64,9 @@ typedef struct child {
   int dying; /* dead or being killed: nothing new is sent to it */
   kill_reason killed;
   int exit_sent;
-  char how[128];      /* how it ended, once reaped (under the lock) */
-  int64_t started_ms; /* mono */
+  char how[128];         /* how it ended, once reaped (under the lock) */
+  uint32_t timed_out_ms; /* with KILL_TIMEOUT: the limit the call ran past */
+  int64_t started_ms;    /* mono */
   wire_buf ctl_in;
 } child;
 
@@ -69,6 +74,9 @@ struct plugin_proc {
   /* Fixed at start; copies, because the supervisor outlives the instance. */
   char *name, *module, *path, *keypath, *config_dir, *config_json;
   uint32_t concurrency, timeout_ms, stop_grace_ms, backoff_base_ms, backoff_max_ms;
+  /* The plugin config's deprecated "timeout_ms" (plugin_options.h), as the
+   * child reports it: a call's limit is the shorter one. 0: none. */
+  _Atomic uint32_t plugin_timeout_ms;
   int has_user;
   unsigned uid, gid;
   int log_level;
@@ -554,7 +562,7 @@ static void drain_output(plugin_proc *p, child *c) {
 }
 
 typedef struct init_report {
-  uint32_t status;
+  uint32_t status, from_options, timeout_ms;
   char key[256], cfg_msg[512], perr[512], name[64], version[64];
 } init_report;
 
@@ -575,6 +583,8 @@ static int read_ctl(plugin_proc *p, child *c, init_report *rep) {
         log_frame(p, NULL, &rd);
       } else if (type == WIRE_INIT_DONE && rep != NULL) {
         rep->status = plugin_wire_get_u32(&rd);
+        rep->from_options = plugin_wire_get_u32(&rd);
+        rep->timeout_ms = plugin_wire_get_u32(&rd);
         copy_str(rep->key, sizeof rep->key, plugin_wire_get_str(&rd, NULL));
         copy_str(rep->cfg_msg, sizeof rep->cfg_msg, plugin_wire_get_str(&rd, NULL));
         copy_str(rep->perr, sizeof rep->perr, plugin_wire_get_str(&rd, NULL));
@@ -747,6 +757,7 @@ static void on_died(plugin_proc *p, child *c) {
   pthread_mutex_lock(&p->mu);
   c->dying = 1;
   kill_reason why = c->killed;
+  uint32_t limit = c->timed_out_ms;
   pthread_mutex_unlock(&p->mu);
   char how[128];
   reap(p, c, how, sizeof how);
@@ -774,7 +785,7 @@ static void on_died(plugin_proc *p, child *c) {
     log_write(LOG_WARN, &ctx,
               "plugin process (pid %d) killed: a deliver() call ran past timeout_ms (%u ms); "
               "restarting it in %u ms",
-              (int)pid, p->timeout_ms, delay);
+              (int)pid, limit, delay);
   } else if (why == KILL_PROTOCOL) {
     log_write(LOG_ERROR, &ctx,
               "plugin process (pid %d) broke the protocol with hookd and was killed; "
@@ -815,6 +826,7 @@ static void restart(plugin_proc *p) {
   metrics_child_restarted(&p->mcache, p->name);
   log_ctx ctx = {.instance = p->name};
   if (rc == 0) {
+    atomic_store(&p->plugin_timeout_ms, rep.timeout_ms);
     pthread_mutex_lock(&p->mu);
     p->cur = c;
     p->state = PS_READY;
@@ -977,18 +989,18 @@ static void start_failure(char *err, size_t errlen, const plugin_instance *inst,
     jsonc_error(&cfg->doc, rep->key, positioned, sizeof positioned, "%s", rep->cfg_msg);
   }
   plugin_host_init_message(err, errlen, inst, rep->status == WIRE_INIT_IGNORED ? -2 : -1,
-                           positioned, rep->perr);
+                           positioned, rep->perr, (int)rep->from_options);
 }
 
 int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
   char why[600] = "";
   if (plugin_proc_prepare(why, sizeof why) != 0) {
-    plugin_host_init_message(err, errlen, inst, -1, "", why);
+    plugin_host_init_message(err, errlen, inst, -1, "", why, 0);
     return -1;
   }
   plugin_proc *p = proc_new(inst, cfg, why, sizeof why);
   if (p == NULL) {
-    plugin_host_init_message(err, errlen, inst, -1, "", why[0] ? why : "out of memory");
+    plugin_host_init_message(err, errlen, inst, -1, "", why[0] ? why : "out of memory", 0);
     return -1;
   }
   child *c = NULL;
@@ -998,7 +1010,7 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
   int rc = spawn(p, &c, why, sizeof why);
   if (rc == 0) rc = handshake(p, c, 0, &rep, &crashed, why, sizeof why);
   if (rc != 0) {
-    plugin_host_init_message(err, errlen, inst, -1, "", why);
+    plugin_host_init_message(err, errlen, inst, -1, "", why, 0);
   } else if (rep.status != WIRE_INIT_OK) {
     start_failure(err, errlen, inst, cfg, &rep);
     rc = -1;
@@ -1010,6 +1022,7 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
     pthread_attr_setstacksize(&at, 256 * 1024);
     p->cur = c;
     p->state = PS_READY;
+    atomic_store(&p->plugin_timeout_ms, rep.timeout_ms);
     registry_add(p);
     pthread_t t;
     int e = pthread_create(&t, &at, on_supervise, p);
@@ -1023,7 +1036,7 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
     }
     registry_remove(p);
     p->cur = NULL;
-    plugin_host_init_message(err, errlen, inst, -1, "", strerror(e));
+    plugin_host_init_message(err, errlen, inst, -1, "", strerror(e), 0);
   }
   if (c) {
     char how[128];
@@ -1100,8 +1113,12 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
 static int call_timed_out(plugin_proc *p, child *c, const hookd_event *v, hookd_outcome *out) {
   log_ctx ctx = {.source = v->source, .instance = p->name, .event_id = v->id};
   log_write(LOG_WARN, &ctx,
-            "deliver() ran past timeout_ms (%u ms): killing the plugin process (pid %d)",
-            v->timeout_ms, (int)c->pid);
+            "deliver() ran past timeout_ms (%u ms) and %d ms more: killing the plugin process "
+            "(pid %d)",
+            v->timeout_ms, KILL_GRACE_MS, (int)c->pid);
+  pthread_mutex_lock(&p->mu);
+  if (c->killed == KILL_NONE) c->timed_out_ms = v->timeout_ms;
+  pthread_mutex_unlock(&p->mu);
   kill_child(p, c, KILL_TIMEOUT);
   pthread_mutex_lock(&p->mu);
   kill_reason why = c->killed;
@@ -1148,7 +1165,7 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
   int fd = c->chans[slot];
   wire_buf *in = &c->in[slot];
   wire_out *w = &c->wout[slot];
-  int64_t deadline = mono_ms() + (v->timeout_ms ? v->timeout_ms : p->timeout_ms);
+  int64_t deadline = mono_ms() + (v->timeout_ms ? v->timeout_ms : p->timeout_ms) + KILL_GRACE_MS;
   if (encode_deliver(w, v) != 0) {
     snprintf(out->message, sizeof out->message, "out of memory");
     out->retry_after_ms = 1000;
@@ -1219,7 +1236,10 @@ int plugin_proc_deliver(plugin_proc *p, const hookd_event *v, hookd_outcome *out
   c->refs++;
   pthread_mutex_unlock(&p->mu);
 
-  int rc = call(p, c, slot, v, out);
+  hookd_event view = *v;
+  uint32_t own = atomic_load(&p->plugin_timeout_ms);
+  if (own && own < view.timeout_ms) view.timeout_ms = own;
+  int rc = call(p, c, slot, &view, out);
 
   pthread_mutex_lock(&p->mu);
   if (rc == HOOKD_OK || rc == HOOKD_RETRY || rc == HOOKD_FAIL) {

@@ -19,8 +19,10 @@
  * INIT       u32 uid, u32 gid, u32 switch_ids, u32 log_level, u32 concurrency,
  *            u32 timeout_ms; str instance, module, module path, key path
  *            ("plugins[2]"), config dir, config (JSON, ${...} resolved)
- * INIT_DONE  u32 status (WIRE_INIT_*); str key path of a getter error, the
- *            getter's message, the plugin's or the loader's message; str
+ * INIT_DONE  u32 status (WIRE_INIT_*), u32 1 when the config message needs
+ *            no "init failed" prefix, u32 the plugin config's deprecated
+ *            timeout_ms (0: none); str key path of an option's or getter's
+ *            error, its message, the plugin's or the loader's message; str
  *            plugin name, version
  * DELIVER    u32 attempt, u32 timeout_ms, u64 received_ms; str id, type,
  *            source, order_key (may be NULL), content_type, body

@@ -18,11 +18,14 @@
  * deliveries in memory and leaves the rest of its backlog on disk; a backlog
  * costs disk, not memory, and a restart reads back only the windows.
  *
- * Attempts. Before deliver() runs, the worker calls started(), which returns
- * once the start of that attempt is durable (it rides in the next group
- * commit). A delivery that was started and never settled was running when
- * hookd died: recovery counts a crash for it, and at the instance's
- * max_crashes makes it a dead letter instead of running it again.
+ * Attempts. Before deliver() runs, the worker calls started(), which
+ * records that this thread runs that attempt now, in a way that survives a
+ * death of hookd (the SQLite backend: a slot in a memory-mapped file, see
+ * runslots.h); started(NULL) when the call returned. A delivery that was
+ * started and had not returned when hookd died was running then: recovery
+ * counts a crash for it (for the one that faulted, when the crash journal
+ * names it: crash.h) and at the instance's max_crashes makes it a dead
+ * letter instead of running it again.
  *
  * Threads: spool_open, recover, stop, free, lane, lane_config, admit, seen
  * and store on the loop thread (recover before the server starts). claim,
@@ -139,9 +142,10 @@ typedef struct spool_ops {
    * known; -1: owner is not l's owner any more). The caller owns it until
    * settle(). */
   delivery *(*claim)(spool_lane *l, const void *owner, int64_t now_ms, int64_t *next_ms);
-  /* Makes "attempt d->attempt + 1 started" durable, then returns 0; a
-   * negative code when it could not be stored (the caller releases d and
-   * does not run it). Blocks for about one group commit. */
+  /* The calling thread starts attempt d->attempt + 1 of d now; d NULL:
+   * the call returned. Returns 0, or a negative code when the start could
+   * not be recorded (the caller then releases d and does not run it). Must
+   * not wait for I/O: it is on every delivery's path. */
   int (*started)(spool *sp, delivery *d);
   /* Records what became of d and takes it (frees it when finished). */
   void (*settle)(spool *sp, delivery *d, spool_outcome how, const char *error);

@@ -16,6 +16,7 @@
 #include "crash.h"
 #include "keysched.h"
 #include "log.h"
+#include "runslots.h"
 
 /*
  * Tables (schema version 2):
@@ -29,15 +30,15 @@
  *                               event's order key; parked is 1 for the head of
  *                               a key that waits on disk for a later retry, 2
  *                               for a delivery waiting behind such a head
- *   running(id, attempt)        the attempts started and not settled: what was
- *                               running when hookd died (a handful of rows)
+ * What runs at a given moment is not in the database but in data_dir/running
+ * (runslots.h): one memory store per delivery instead of a committed write.
  * A delivery's state is pending, done, dead, or replay (a dead letter that
  * `hookd dlq replay` asked for again; the writer turns it into a new pending
  * delivery). An event is done when all its deliveries are; done events are
  * pruned after spool.retention. Events with dead letters stay until the dead
  * letters are replayed or purged.
  *
- * Version 1 had no running table, no crashes column and reused delivery ids;
+ * Version 1 had no crashes, okey or parked columns and reused delivery ids;
  * opening one upgrades it in one transaction.
  */
 #define SCHEMA_VERSION 2
@@ -86,7 +87,6 @@ static const char schema_sql[] =
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
     " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
     " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
-    "CREATE TABLE IF NOT EXISTS running(id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL);"
     /* Unfinished deliveries only, by lane: a done one (nearly all of them)
      * leaves the index instead of moving in it. Queries by state say
      * `state <> 1` so that SQLite may use it. */
@@ -159,7 +159,7 @@ typedef struct store_req {
   /* followed by n int64_t delivery ids (req_ids) */
 } store_req;
 
-typedef enum { OP_STARTED, OP_DONE, OP_RETRY, OP_DEAD, OP_RELEASE, OP_PARK } op_kind;
+typedef enum { OP_DONE, OP_RETRY, OP_DEAD, OP_RELEASE, OP_PARK } op_kind;
 
 /* What a finished delivery means for its event's done mark. */
 typedef enum {
@@ -167,12 +167,6 @@ typedef enum {
   EV_DONE, /* the last one of a fresh event, and none went dead */
   EV_OPEN  /* others of the same fresh event are still unfinished */
 } ev_mark;
-
-/* A worker waiting in started() for its mark to be committed. */
-typedef struct started_wait {
-  int done;
-  int rc;
-} started_wait;
 
 /* One write waiting for the next transaction. */
 typedef struct op {
@@ -183,7 +177,6 @@ typedef struct op {
   uint32_t attempt;
   uint32_t crashes;
   int64_t next_ms;
-  started_wait *wait; /* OP_STARTED */
   int park;           /* OP_RETRY: the key parks on disk (this is its head) */
   sq_lane *lane;
   struct op *next;
@@ -208,9 +201,10 @@ struct sq_spool {
   uv_loop_t *loop;
 
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
-  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *ins_running, *del_running, *upd_next,
+  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *upd_next,
       *event_done, *event_done_now, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
-      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked;
+      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked, *crashed_row;
+  runslots *running; /* what each worker runs now (runslots.h) */
   int readonly;          /* opened read-only: the writer reopens it until it can write */
   atomic_int deliver_ok; /* crash accounting done on a writable spool: claims may run */
 
@@ -218,7 +212,6 @@ struct sq_spool {
   int writer_started;
   pthread_mutex_t mu;
   pthread_cond_t cv;         /* wakes the writer */
-  pthread_cond_t started_cv; /* wakes workers waiting in started() */
   store_req *in_head, *in_tail;
   op *ops_head, *ops_tail;
   size_t n_ops;
@@ -561,8 +554,9 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
       {&sp->upd_delivery,
        "UPDATE deliveries SET state = ?2, attempt = ?3, crashes = ?4, next_ms = ?5, "
        "last_error = ?6, updated_ms = ?7, parked = ?8 WHERE id = ?1"},
-      {&sp->ins_running, "INSERT OR REPLACE INTO running(id, attempt) VALUES(?1, ?2)"},
-      {&sp->del_running, "DELETE FROM running WHERE id = ?1"},
+      {&sp->crashed_row,
+       "SELECT d.id, ?2, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type "
+       "FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.id = ?1 AND d.state = 0"},
       {&sp->upd_next, "UPDATE deliveries SET next_ms = ?2 WHERE id = ?1"},
       {&sp->event_done,
        "UPDATE events SET done_ms = ?2 WHERE seq = ?1 AND NOT EXISTS "
@@ -605,7 +599,7 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
 
 static void finalize_all(sq_spool *sp) {
   sqlite3_stmt **all[] = {&sp->ins_event, &sp->ins_delivery, &sp->upd_delivery,
-                          &sp->ins_running, &sp->del_running, &sp->upd_next,
+                          &sp->crashed_row, &sp->upd_next,
                           &sp->event_done, &sp->event_done_now, &sp->begin,
                           &sp->commit, &sp->lane_rows, &sp->event_by_seq,
                           &sp->key_parked, &sp->set_parked, &sp->due_parked,
@@ -779,11 +773,17 @@ spool *spool_sqlite_open(const config *cfg, uv_loop_t *loop, int *code, char *er
   crash_journal_set(sp->data_dir);
   pthread_mutex_init(&sp->mu, NULL);
   pthread_cond_init(&sp->cv, NULL);
-  pthread_cond_init(&sp->started_cv, NULL);
   pthread_mutex_init(&sp->lanes_mu, NULL);
   pthread_mutex_init(&sp->ckpt_mu, NULL);
   pthread_cond_init(&sp->ckpt_cv, NULL);
   char why[512] = "";
+  sp->running = runslots_open(sp->data_dir, (size_t)cfg->delivery.max_threads * 2 + 64, why,
+                              sizeof why);
+  if (sp->running == NULL) {
+    snprintf(err, errlen, "cannot open the spool: %s", why);
+    sp->base.ops->free(&sp->base);
+    return NULL;
+  }
   *code = connect_db(sp, 1, why, sizeof why);
   if (*code != 0) {
     if (*code == SPOOL_EDAMAGED) {
@@ -997,12 +997,12 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
   return rc;
 }
 
-/* Every attempt started and never settled: hookd died while it ran. */
+/* Every attempt started and never ended (runslots): hookd died while it
+ * ran. */
 static int account_crashes(sq_spool *sp, char *why, size_t len) {
-  static const char sql[] =
-      "SELECT r.id, r.attempt, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type "
-      "FROM running r JOIN deliveries d ON d.id = r.id JOIN events e ON e.seq = d.seq "
-      "WHERE d.state = 0 ORDER BY r.id";
+  runslot_entry left[1024];
+  size_t n = runslots_left(sp->running, left, sizeof left / sizeof left[0]);
+  if (n == 0) return 0;
   int64_t now = now_ms();
   /* A fault names the delivery that caused it; without a journal (kill -9,
    * OOM, power loss, exit()) every running delivery is a suspect. */
@@ -1010,24 +1010,28 @@ static int account_crashes(sq_spool *sp, char *why, size_t len) {
   size_t n_faulted = 0;
   int journal = crash_journal_read(sp->data_dir, &faulted, &n_faulted);
   int rc = step_done(sp->begin);
-  sqlite3_stmt *st = NULL;
-  if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(sp->db, sql, -1, &st, NULL);
-  while (next_row(st, &rc)) {
-    uint64_t id = (uint64_t)sqlite3_column_int64(st, 0);
-    int suspect = journal != 1;
-    for (size_t i = 0; i < n_faulted && !suspect; i++) suspect = faulted[i] == id;
-    rc = suspect ? account_one(sp, st, now) : account_bystander(sp, st);
+  sqlite3_stmt *st = sp->crashed_row;
+  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(st, 1, (int64_t)left[i].spool_id);
+    sqlite3_bind_int64(st, 2, left[i].attempt);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      int suspect = journal != 1;
+      for (size_t k = 0; k < n_faulted && !suspect; k++) suspect = faulted[k] == left[i].spool_id;
+      rc = suspect ? account_one(sp, st, now) : account_bystander(sp, st);
+    } else if (rc == SQLITE_DONE) {
+      rc = SQLITE_OK; /* settled before the death (its outcome was committed) */
+    }
+    sqlite3_reset(st);
   }
   free(faulted);
-  if (rc == SQLITE_DONE) rc = SQLITE_OK;
-  sqlite3_finalize(st);
-  if (rc == SQLITE_OK) rc = sqlite3_exec(sp->db, "DELETE FROM running", NULL, NULL, NULL);
   if (rc == SQLITE_OK) rc = step_done(sp->commit);
   if (rc != SQLITE_OK) {
     db_error(sp->db, why, len);
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
     return is_damage(rc) ? SPOOL_EDAMAGED : SPOOL_EFAIL;
   }
+  runslots_clear(sp->running);
   if (journal == 1) crash_journal_clear(sp->data_dir);
   return 0;
 }
@@ -1286,13 +1290,7 @@ static int write_outcome(sq_spool *sp, const op *o, int64_t now) {
 
 static int write_op(sq_spool *sp, const op *o, int64_t now) {
   sqlite3_stmt *st;
-  int rc;
   switch (o->kind) {
-    case OP_STARTED:
-      st = sp->ins_running;
-      sqlite3_bind_int64(st, 1, o->delivery_id);
-      sqlite3_bind_int(st, 2, (int)o->attempt);
-      return step_done(st);
     case OP_PARK:
       st = sp->set_parked;
       sqlite3_bind_int64(st, 1, o->delivery_id);
@@ -1302,16 +1300,10 @@ static int write_op(sq_spool *sp, const op *o, int64_t now) {
       st = sp->upd_next;
       sqlite3_bind_int64(st, 1, o->delivery_id);
       sqlite3_bind_int64(st, 2, o->next_ms);
-      rc = step_done(st);
-      break;
+      return step_done(st);
     default:
-      rc = write_outcome(sp, o, now);
-      break;
+      return write_outcome(sp, o, now);
   }
-  if (rc != SQLITE_OK) return rc;
-  st = sp->del_running;
-  sqlite3_bind_int64(st, 1, o->delivery_id);
-  return step_done(st);
 }
 
 /* Writes one batch in one transaction. Returns SQLITE_OK, or the failing
@@ -1393,21 +1385,6 @@ static void parked_committed(sq_spool *sp, op *ops) {
   if (poke) atomic_fetch_add(&sp->refills, 1);
 }
 
-/* Wakes the workers waiting in started() for the ops of a finished batch. */
-static void answer_started(sq_spool *sp, op *ops, int rc) {
-  int any = 0;
-  pthread_mutex_lock(&sp->mu);
-  for (op *o = ops; o; o = o->next) {
-    if (o->kind != OP_STARTED) continue;
-    o->wait->rc = rc == SQLITE_OK ? 0 : SPOOL_EFAIL;
-    o->wait->done = 1;
-    o->wait = NULL;
-    any = 1;
-  }
-  if (any) pthread_cond_broadcast(&sp->started_cv);
-  pthread_mutex_unlock(&sp->mu);
-}
-
 static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int stopping) {
   for (store_req *r = stores; r; r = r->next) {
     if (rc != SQLITE_OK) {
@@ -1419,15 +1396,13 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
       for (size_t i = 0; i < r->n; i++) atomic_fetch_sub(&r->lanes[i]->reserved, 1);
     }
   }
-  answer_started(sp, ops, rc);
   if (rc == SQLITE_OK) parked_committed(sp, ops);
   /* Outcomes of a failed batch are kept for a later one (losing one would
-   * only mean a redelivery, but keeping it is cheap); starts are not: their
-   * workers were told, and release their deliveries. */
+   * only mean a redelivery, but keeping it is cheap). */
   op *keep = NULL, **kt = &keep;
   while (ops) {
     op *next = ops->next;
-    if (rc != SQLITE_OK && !stopping && ops->kind != OP_STARTED) {
+    if (rc != SQLITE_OK && !stopping) {
       *kt = ops;
       kt = &ops->next;
       ops->next = NULL;
@@ -2056,7 +2031,6 @@ static op *op_new(op_kind kind, const delivery *d, const char *error) {
   o->attempt = d->attempt;
   o->crashes = d->crashes;
   o->next_ms = d->due_ms;
-  o->wait = NULL;
   o->park = 0;
   o->lane = d->lane;
   o->next = NULL;
@@ -2064,10 +2038,8 @@ static op *op_new(op_kind kind, const delivery *d, const char *error) {
   return o;
 }
 
-/* Queues o (and the ops linked after it) for the next transaction; an
- * urgent one (a start) wakes the writer and waits for its commit. */
-static int push_op(sq_spool *sp, op *o, int urgent) {
-  started_wait *w = o->wait; /* o itself is freed by the writer */
+/* Queues o (and the ops linked after it) for the next transaction. */
+static int push_op(sq_spool *sp, op *o) {
   size_t n = 1;
   op *last = o;
   while (last->next) {
@@ -2094,25 +2066,17 @@ static int push_op(sq_spool *sp, op *o, int urgent) {
   sp->ops_tail = last;
   sp->n_ops += n;
   /* Outcomes are not urgent (losing one to a crash means a redelivery):
-   * they ride along with the next batch of stores or starts, or the
+   * they ride along with the next batch of stores, or the
    * housekeeping tick, and wake the writer only when many pile up. */
-  if (urgent || sp->n_ops >= OPS_WAKE) pthread_cond_signal(&sp->cv);
-  if (urgent) {
-    while (!w->done) pthread_cond_wait(&sp->started_cv, &sp->mu);
-  }
+  if (sp->n_ops >= OPS_WAKE) pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
   return 0;
 }
 
 static int sq_started(spool *base, delivery *d) {
   sq_spool *sp = sq(base);
-  op *o = op_new(OP_STARTED, d, NULL);
-  if (o == NULL) return SPOOL_EFAIL;
-  started_wait w = {0, 0};
-  o->attempt = d->attempt + 1;
-  o->wait = &w;
-  if (push_op(sp, o, 1) != 0) return SPOOL_EFAIL;
-  return w.rc;
+  runslots_set(sp->running, d ? d->spool_id : 0, d ? d->attempt + 1 : 0);
+  return 0;
 }
 
 /* A retry due much later: the key leaves the window for the disk (its head
@@ -2142,7 +2106,7 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
     }
     delivery_free(x);
   }
-  push_op(sp, o, 0);
+  push_op(sp, o);
   if (poke) poke_writer(sp);
   delivery_free(d);
 }
@@ -2183,7 +2147,7 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},
               "out of memory recording a delivery outcome; it may be delivered again");
   } else {
-    push_op(sp, o, 0);
+    push_op(sp, o);
   }
   if (poke) poke_writer(sp);
   if (finished) delivery_free(d);
@@ -2226,14 +2190,6 @@ static void sq_stop(spool *base) {
   stop_checkpoints(sp);
   pthread_mutex_lock(&sp->mu);
   sp->closed = 1;
-  /* Starts queued after the writer's last turn: nothing writes them now. */
-  for (op *o = sp->ops_head; o; o = o->next) {
-    if (o->kind == OP_STARTED && o->wait) {
-      o->wait->rc = SPOOL_EFAIL;
-      o->wait->done = 1;
-    }
-  }
-  pthread_cond_broadcast(&sp->started_cv);
   pthread_mutex_unlock(&sp->mu);
   disconnect_db(sp);
 }
@@ -2271,11 +2227,11 @@ static void sq_free(spool *base) {
     l = next;
   }
   for (size_t i = 0; i < RECENT_IDS; i++) free(sp->recent[i].key);
+  runslots_close(sp->running);
   free(sp->path);
   free(sp->data_dir);
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
-  pthread_cond_destroy(&sp->started_cv);
   pthread_mutex_destroy(&sp->lanes_mu);
   pthread_mutex_destroy(&sp->ckpt_mu);
   pthread_cond_destroy(&sp->ckpt_cv);

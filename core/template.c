@@ -1,6 +1,8 @@
 /* Templates: compile "{{path|filter}}" once, render it against an envelope with an escaping. */
 #include "template.h"
 
+#include "hookd/helpers.h"
+
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -51,137 +53,19 @@ struct hookd_template {
   size_t n_values;
 };
 
-/* ---- growing buffer --------------------------------------------------- */
-
-typedef struct buf {
-  char *p;
-  size_t len;
-  size_t cap;
-  int oom;
-} buf;
-
-static int buf_reserve(buf *b, size_t more) {
-  if (b->oom) return -1;
-  if (b->p != NULL && more <= b->cap - b->len) return 0;
-  if (more > SIZE_MAX / 2 - b->len) {
-    b->oom = 1;
-    return -1;
-  }
-  size_t cap = b->cap != 0 ? b->cap : 64;
-  while (cap - b->len < more) cap *= 2;
-  char *p = realloc(b->p, cap);
-  if (p == NULL) {
-    b->oom = 1;
-    return -1;
-  }
-  b->p = p;
-  b->cap = cap;
-  return 0;
-}
-
-static void buf_put(buf *b, const char *s, size_t n) {
-  if (n == 0 || buf_reserve(b, n) != 0) return;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-}
-
-static void buf_putc(buf *b, char c) {
-  if (buf_reserve(b, 1) != 0) return;
-  b->p[b->len++] = c;
-}
+/* The growable buffer is the SDK's (hookd/helpers.h): plugins and core
+ * share one. */
+typedef hookd_buf buf;
 
 /* ---- escaping --------------------------------------------------------- */
 
-/* RFC 3986 recommends upper case for percent-encoding; JSON writers by
- * habit (cJSON too) use lower case in \u escapes. */
+/* RFC 3986 recommends upper case for percent-encoding. */
 static const char hex_upper[] = "0123456789ABCDEF";
-static const char hex_lower[] = "0123456789abcdef";
-
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when the
- * bytes there are not valid UTF-8 (overlong forms and surrogates included). */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned char c = s[0];
-  size_t len;
-  uint32_t min, cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) {
-    len = 2, min = 0x80, cp = c & 0x1f;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    len = 3, min = 0x800, cp = c & 0x0f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4, min = 0x10000, cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (n < len) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (s[i] & 0x3f);
-  }
-  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-  return len;
-}
-
-/* For the inside of a JSON string. Invalid UTF-8 (cJSON passes it through
- * from the body) becomes U+FFFD: a receiver that validates would otherwise
- * reject the whole document. */
-static void put_json(buf *b, const char *s, size_t n) {
-  const unsigned char *u = (const unsigned char *)s;
-  size_t i = 0;
-  while (i < n) {
-    size_t run = i;
-    /* Copy plain runs in one go; most text needs no escaping. */
-    while (run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\') run++;
-    buf_put(b, s + i, run - i);
-    i = run;
-    if (i >= n) break;
-    unsigned char c = u[i];
-    if (c >= 0x80) {
-      size_t len = utf8_seq(u + i, n - i);
-      if (len == 0) {
-        buf_put(b, "\\ufffd", 6);
-        i++;
-      } else {
-        buf_put(b, s + i, len);
-        i += len;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        buf_put(b, "\\\"", 2);
-        break;
-      case '\\':
-        buf_put(b, "\\\\", 2);
-        break;
-      case '\b':
-        buf_put(b, "\\b", 2);
-        break;
-      case '\f':
-        buf_put(b, "\\f", 2);
-        break;
-      case '\n':
-        buf_put(b, "\\n", 2);
-        break;
-      case '\r':
-        buf_put(b, "\\r", 2);
-        break;
-      case '\t':
-        buf_put(b, "\\t", 2);
-        break;
-      default: {
-        char esc[6] = {'\\', 'u', '0', '0', hex_lower[c >> 4], hex_lower[c & 15]};
-        buf_put(b, esc, 6);
-      }
-    }
-    i++;
-  }
-}
 
 /* Header values: a CR or LF would start a new header (or the body), so
  * every C0 control and DEL becomes a space. */
 static void put_header(buf *b, const char *s, size_t n) {
-  if (buf_reserve(b, n) != 0) return;
+  if (hookd_buf_reserve(b, n) != 0) return;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     b->p[b->len++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
@@ -197,10 +81,10 @@ static void put_url(buf *b, const char *s, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
     if (url_unreserved(c)) {
-      buf_putc(b, (char)c);
+      hookd_buf_putc(b, (char)c);
     } else {
       char esc[3] = {'%', hex_upper[c >> 4], hex_upper[c & 15]};
-      buf_put(b, esc, 3);
+      hookd_buf_add(b, esc, 3);
     }
   }
 }
@@ -208,7 +92,7 @@ static void put_url(buf *b, const char *s, size_t n) {
 static void put_escaped(buf *b, const char *s, size_t n, hookd_escape esc) {
   switch (esc) {
     case HOOKD_ESC_JSON:
-      put_json(b, s, n);
+      hookd_buf_json(b, s, n);
       break;
     case HOOKD_ESC_HEADER:
       put_header(b, s, n);
@@ -218,7 +102,7 @@ static void put_escaped(buf *b, const char *s, size_t n, hookd_escape esc) {
       break;
     case HOOKD_ESC_NONE:
     default:
-      buf_put(b, s, n);
+      hookd_buf_add(b, s, n);
       break;
   }
 }
@@ -312,7 +196,7 @@ static int add_literal(compiler *c, const char *s, size_t n) {
     p->text = c->pool.len;
     c->literal_open = 1;
   }
-  buf_put(&c->pool, s, n);
+  hookd_buf_add(&c->pool, s, n);
   if (c->pool.oom) return oom_error(c);
   c->parts[c->n_parts - 1].text_len += n;
   return 0;
@@ -370,7 +254,7 @@ static int compile_filter(compiler *c, const char *s, const char *e) {
     trim(&ts, &te);
     f->arg = c->pool.len;
     f->arg_len = (size_t)(te - ts);
-    buf_put(&c->pool, ts, f->arg_len);
+    hookd_buf_add(&c->pool, ts, f->arg_len);
     if (c->pool.oom) return oom_error(c);
   }
   return 0;
@@ -393,8 +277,8 @@ static int compile_value(compiler *c, const char *open, const char *close) {
   p->text = c->pool.len;
   p->text_len = (size_t)(pe - ps);
   p->first_filter = c->n_filters;
-  buf_put(&c->pool, ps, p->text_len);
-  buf_putc(&c->pool, '\0');
+  hookd_buf_add(&c->pool, ps, p->text_len);
+  hookd_buf_putc(&c->pool, '\0');
   if (c->pool.oom) return oom_error(c);
 
   while (bar != NULL) {
@@ -453,7 +337,7 @@ hookd_template *template_compile(const char *text, char *err, size_t errlen) {
     goto fail;
   }
   /* An empty pool still gets a buffer so that pool offsets are always valid. */
-  if (buf_reserve(&c.pool, 1) != 0) {
+  if (hookd_buf_reserve(&c.pool, 1) != 0) {
     oom_error(&c);
     goto fail;
   }
@@ -539,7 +423,7 @@ static void to_text(value *v, scratch *sc) {
       return;
     }
     buf *b = scratch_next(sc, v);
-    buf_put(b, text, strlen(text));
+    hookd_buf_add(b, text, strlen(text));
     free(text);
     scratch_set(v, b);
   }
@@ -560,7 +444,7 @@ static void apply_filter(const hookd_template *t, const filter *f, value *v, scr
       to_text(v, sc);
       if (v->missing) break;
       buf *b = scratch_next(sc, v);
-      if (buf_reserve(b, v->n) != 0) break;
+      if (hookd_buf_reserve(b, v->n) != 0) break;
       /* ASCII only, by design: no locale, and multi-byte UTF-8 stays intact. */
       for (size_t i = 0; i < v->n; i++) {
         char ch = v->s[i];
@@ -586,9 +470,9 @@ static void apply_filter(const hookd_template *t, const filter *f, value *v, scr
       }
       to_text(v, sc);
       buf *b = scratch_next(sc, v);
-      buf_putc(b, '"');
-      put_json(b, v->s, v->n);
-      buf_putc(b, '"');
+      hookd_buf_putc(b, '"');
+      hookd_buf_json(b, v->s, v->n);
+      hookd_buf_putc(b, '"');
       scratch_set(v, b);
       break;
     }
@@ -608,7 +492,7 @@ char *template_render(const hookd_template *t, const cJSON *root, hookd_escape e
       if (esc == HOOKD_ESC_HEADER) {
         put_header(&out, t->pool + p->text, p->text_len);
       } else {
-        buf_put(&out, t->pool + p->text, p->text_len);
+        hookd_buf_add(&out, t->pool + p->text, p->text_len);
       }
       continue;
     }
@@ -624,7 +508,7 @@ char *template_render(const hookd_template *t, const cJSON *root, hookd_escape e
                    t->filters[p->first_filter + p->n_filters - 1].kind == FILTER_JSON;
     if (v.missing) continue;
     if (raw_json) {
-      buf_put(&out, v.s, v.n);
+      hookd_buf_add(&out, v.s, v.n);
     } else {
       put_escaped(&out, v.s, v.n, esc);
     }
@@ -633,7 +517,7 @@ char *template_render(const hookd_template *t, const cJSON *root, hookd_escape e
   int oom = out.oom || sc.b[0].oom || sc.b[1].oom;
   free(sc.b[0].p);
   free(sc.b[1].p);
-  if (!oom) buf_putc(&out, '\0');
+  if (!oom) hookd_buf_putc(&out, '\0');
   if (oom || out.oom) {
     free(out.p);
     return NULL;

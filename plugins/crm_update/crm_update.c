@@ -8,46 +8,85 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hookd/helpers.h"
 #include "hookd/plugin.h"
 
-#define CRM_DEFAULT_TIMEOUT_MS 10000
-#define CRM_DEFAULT_API_VERSION "v59.0"
-
 typedef enum { PROVIDER_SALESFORCE, PROVIDER_REST } provider;
+typedef enum { CANCEL_UPDATE, CANCEL_DELETE } on_cancel;
+typedef enum { BODY_JSON, BODY_URL, BODY_NONE } body_escape;
 
-/* A named template: a record field, or an HTTP header. */
-typedef struct named {
-  const char *name; /* host-owned */
-  hookd_template *tpl;
-} named;
+/* Up to this many default fields per list. */
+#define CRM_MAX_DEFAULTS 8
 
-typedef struct named_list {
-  named *v;
-  size_t n;
-} named_list;
-
-/* Per instance; read-only after init, so deliver() may run on many threads. */
+/* Per instance: the options the host fills, then what init() derives.
+ * Read-only after init, so deliver() may run on many threads. */
 typedef struct crm {
-  const hookd_host_api *host;
-  hookd_instance *self;
-  provider provider;
+  int provider;
   const char *ca_file;
-  uint32_t timeout_ms;
   /* salesforce */
-  char *record_url;            /* .../sobjects/{object}/{external_id_field}/ */
-  char *auth_header;           /* "Authorization: Bearer ..." */
-  hookd_template *external_id; /* rendered URL-escaped after record_url */
-  named_list fields;           /* the record's fields */
-  named_list cancel_fields;    /* laid over fields for a canceled meeting */
-  int cancel_delete;           /* on_cancel: "delete" */
+  const char *instance_url;
+  const char *token;
+  const char *api_version;
+  const char *object;
+  const char *external_id_field;
+  hookd_template *external_id;      /* rendered URL-escaped after record_url */
+  hookd_template_map fields;        /* the record's fields */
+  hookd_template_map cancel_fields; /* laid over fields for a canceled meeting */
+  int on_cancel;
   /* rest */
-  const char *method;
+  int method;
   hookd_template *url;
-  named_list headers;
+  hookd_template_map headers;
   hookd_template *body;
-  hookd_escape body_escape;
+  int body_escape;
+  /* derived by init() */
+  const hookd_host_api *host;
+  char *record_url;  /* .../sobjects/{object}/{external_id_field}/ */
+  char *auth_header; /* "Authorization: Bearer ..." */
   int has_content_type;
+  const char *def_keys[2][CRM_MAX_DEFAULTS]; /* Event defaults when fields are not given */
+  hookd_template *def_vals[2][CRM_MAX_DEFAULTS];
 } crm;
+
+static const char *const providers[] = {"salesforce", "rest", NULL};
+static const char *const cancels[] = {"update", "delete", NULL};
+static const char *const methods[] = {"POST", "PUT", "PATCH", "DELETE", "GET", NULL};
+static const char *const escapes[] = {"json", "url", "none", NULL};
+static const hookd_escape escape_of[] = {HOOKD_ESC_JSON, HOOKD_ESC_URL, HOOKD_ESC_NONE};
+
+#define ROW(name, type, flags, field, def, choices, esc, desc) \
+  { name, HOOKD_OPT_##type, flags, offsetof(crm, field), def, 0, 0, choices, esc, desc }
+static const hookd_option crm_options[] = {
+    ROW("provider", ENUM, HOOKD_OPT_REQUIRED, provider, NULL, providers, HOOKD_ESC_NONE,
+        "salesforce (upsert by external id) or rest (any HTTP API)"),
+    ROW("ca_file", PATH, 0, ca_file, NULL, NULL, HOOKD_ESC_NONE,
+        "CA bundle to verify the server with (default: the system's)"),
+    ROW("instance_url", URL, 0, instance_url, NULL, NULL, HOOKD_ESC_NONE,
+        "salesforce: the org's URL, e.g. https://example.my.salesforce.com"),
+    ROW("token", SECRET, HOOKD_OPT_NONEMPTY, token, NULL, NULL, HOOKD_ESC_NONE,
+        "salesforce: the OAuth access token"),
+    ROW("api_version", STRING, 0, api_version, "v59.0", NULL, HOOKD_ESC_NONE,
+        "salesforce: the REST API version"),
+    ROW("object", STRING, 0, object, "Event", NULL, HOOKD_ESC_NONE, "salesforce: the sObject"),
+    ROW("external_id_field", STRING, 0, external_id_field, NULL, NULL, HOOKD_ESC_NONE,
+        "salesforce: the external id field to upsert by"),
+    ROW("external_id", TEMPLATE, 0, external_id, "{{data.id}}", NULL, HOOKD_ESC_URL,
+        "salesforce: the external id value"),
+    ROW("fields", TEMPLATE_MAP, 0, fields, NULL, NULL, HOOKD_ESC_NONE,
+        "salesforce: field -> template (default for Event: subject, times, location, text)"),
+    ROW("on_cancel", ENUM, 0, on_cancel, "update", cancels, HOOKD_ESC_NONE,
+        "salesforce: what a canceled meeting does to its record"),
+    ROW("cancel_fields", TEMPLATE_MAP, 0, cancel_fields, NULL, NULL, HOOKD_ESC_NONE,
+        "salesforce: fields laid over `fields` for a canceled meeting"),
+    ROW("method", ENUM, 0, method, "POST", methods, HOOKD_ESC_NONE, "rest: the HTTP method"),
+    ROW("url", TEMPLATE, 0, url, NULL, NULL, HOOKD_ESC_URL, "rest: the request URL"),
+    ROW("headers", TEMPLATE_MAP, 0, headers, NULL, NULL, HOOKD_ESC_HEADER,
+        "rest: request headers, name -> template"),
+    ROW("body", TEMPLATE, 0, body, NULL, NULL, HOOKD_ESC_JSON,
+        "rest: the request body (escaped by body_escape)"),
+    ROW("body_escape", ENUM, 0, body_escape, "json", escapes, HOOKD_ESC_NONE,
+        "rest: the escaping of values in body"),
+    HOOKD_OPTIONS_END};
 
 /* Salesforce Event fields when `fields` is not given. */
 static const char *const default_event_fields[][2] = {
@@ -65,102 +104,6 @@ static const char *const default_event_fields[][2] = {
 static const char *const default_event_cancel_fields[][2] = {
     {"Subject", "Canceled: {{data.meetingInfo.meetingName}}"}, {"ShowAs", "Free"}, {NULL, NULL}};
 
-/* --- a small string builder ---------------------------------------------- */
-
-typedef struct sb {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sb;
-
-static void sb_add(sb *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 512;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->oom = 1;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_puts(sb *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
-
-/* Appends s as a quoted JSON string. */
-static void sb_json(sb *b, const char *s) {
-  sb_puts(b, "\"");
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    char esc[8];
-    if (c == '"' || c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)c;
-      sb_add(b, esc, 2);
-    } else if (c == '\n') {
-      sb_puts(b, "\\n");
-    } else if (c < 0x20 || c == 0x7f) {
-      snprintf(esc, sizeof esc, "\\u%04x", c);
-      sb_puts(b, esc);
-    } else {
-      sb_add(b, s, 1);
-    }
-  }
-  sb_puts(b, "\"");
-}
-
-/* --- config ---------------------------------------------------------------- */
-
-static void named_list_free(const hookd_host_api *host, named_list *l) {
-  for (size_t i = 0; i < l->n; i++) host->template_free(l->v[i].tpl);
-  free(l->v);
-  l->v = NULL;
-  l->n = 0;
-}
-
-/* Reads an object of name -> template (`fields`, `cancel_fields`, `headers`).
- * Returns 1 when present, 0 when absent, negative on error. */
-static int read_named(crm *st, const hookd_config *cfg, const char *key, named_list *out) {
-  const hookd_host_api *host = st->host;
-  const hookd_config *obj;
-  int rc = host->config_object(cfg, key, &obj);
-  if (rc < 0) return rc;
-  if (!obj) return 0;
-  size_t n = host->config_count(obj);
-  out->v = calloc(n ? n : 1, sizeof *out->v);
-  if (!out->v) return HOOKD_E_NOMEM;
-  for (size_t i = 0; i < n; i++) {
-    named *f = &out->v[out->n];
-    f->name = host->config_key_at(obj, i);
-    if ((rc = host->config_template(obj, f->name, NULL, &f->tpl)) < 0) return rc;
-    out->n++;
-  }
-  return 1;
-}
-
-static int compile_defaults(crm *st, const char *const (*defs)[2], named_list *out) {
-  size_t n = 0;
-  while (defs[n][0]) n++;
-  out->v = calloc(n, sizeof *out->v);
-  if (!out->v) return HOOKD_E_NOMEM;
-  for (size_t i = 0; i < n; i++) {
-    char err[128];
-    out->v[i].name = defs[i][0];
-    out->v[i].tpl = st->host->template_compile(defs[i][1], err, sizeof err);
-    if (!out->v[i].tpl) return HOOKD_E_NOMEM;
-    out->n++;
-  }
-  return 0;
-}
-
 /* Names that go into a URL path or a header name unescaped. */
 static int is_identifier(const char *s, const char *extra) {
   if (!*s) return 0;
@@ -171,177 +114,109 @@ static int is_identifier(const char *s, const char *extra) {
   return 1;
 }
 
-static int http_url(const char *s) {
-  return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0;
-}
-
-static int init_salesforce(crm *st, const hookd_config *cfg) {
-  static const char *const keys[] = {"provider",  "instance_url",      "token",       "api_version",
-                                     "object",    "external_id_field", "external_id", "fields",
-                                     "on_cancel", "cancel_fields",     "timeout_ms",  "ca_file",
-                                     NULL};
-  const hookd_host_api *host = st->host;
-  const char *instance, *token, *version, *object, *ext_field, *on_cancel;
-  int rc;
-  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK ||
-      host->config_string(cfg, "instance_url", NULL, &instance) < 0 ||
-      host->config_string(cfg, "token", NULL, &token) < 0 ||
-      host->config_string(cfg, "api_version", CRM_DEFAULT_API_VERSION, &version) < 0 ||
-      host->config_string(cfg, "object", "Event", &object) < 0 ||
-      host->config_string(cfg, "external_id_field", NULL, &ext_field) < 0 ||
-      host->config_string(cfg, "on_cancel", "update", &on_cancel) < 0 ||
-      host->config_template(cfg, "external_id", "{{data.id}}", &st->external_id) < 0)
-    return -1;
-
-  if (!instance) return host->config_error(cfg, "instance_url", "required");
-  if (!http_url(instance))
-    return host->config_error(cfg, "instance_url", "expected an https:// URL");
-  if (!token || !*token) return host->config_error(cfg, "token", "required");
-  if (strpbrk(token, "\r\n")) return host->config_error(cfg, "token", "contains a line break");
-  if (!ext_field) return host->config_error(cfg, "external_id_field", "required");
-  if (!is_identifier(ext_field, ""))
-    return host->config_error(cfg, "external_id_field", "expected an API field name");
-  if (!is_identifier(object, ""))
-    return host->config_error(cfg, "object", "expected an API object name");
-  if (!is_identifier(version[0] == 'v' ? version + 1 : version, ".") || !strchr(version, '.'))
-    return host->config_error(cfg, "api_version", "expected a version such as \"v59.0\"");
-  if (strcmp(on_cancel, "update") == 0) {
-    st->cancel_delete = 0;
-  } else if (strcmp(on_cancel, "delete") == 0) {
-    st->cancel_delete = 1;
-  } else {
-    return host->config_error(cfg, "on_cancel", "expected \"update\" or \"delete\"");
-  }
-
-  int is_event = strcmp(object, "Event") == 0;
-  if ((rc = read_named(st, cfg, "fields", &st->fields)) < 0) return rc;
-  if (rc == 0) {
-    if (!is_event)
-      return host->config_error(cfg, "fields", "required for object %s (defaults exist for Event)",
-                                object);
-    if (compile_defaults(st, default_event_fields, &st->fields) < 0) return HOOKD_E_NOMEM;
-  }
-  if ((rc = read_named(st, cfg, "cancel_fields", &st->cancel_fields)) < 0) return rc;
-  if (rc == 1 && st->cancel_delete)
-    return host->config_error(cfg, "cancel_fields", "not used with on_cancel \"delete\"");
-  if (rc == 0 && is_event && !st->cancel_delete &&
-      compile_defaults(st, default_event_cancel_fields, &st->cancel_fields) < 0)
-    return HOOKD_E_NOMEM;
-  for (size_t i = 0; i < st->fields.n; i++)
-    if (!is_identifier(st->fields.v[i].name, ""))
-      return host->config_error(cfg, "fields", "'%s' is not an API field name",
-                                st->fields.v[i].name);
-  for (size_t i = 0; i < st->cancel_fields.n; i++)
-    if (!is_identifier(st->cancel_fields.v[i].name, ""))
-      return host->config_error(cfg, "cancel_fields", "'%s' is not an API field name",
-                                st->cancel_fields.v[i].name);
-
-  size_t n = strlen(instance);
-  while (n > 0 && instance[n - 1] == '/') n--;
-  if (asprintf(&st->record_url, "%.*s/services/data/%s%s/sobjects/%s/%s/", (int)n, instance,
-               version[0] == 'v' ? "" : "v", version, object, ext_field) < 0) {
-    st->record_url = NULL;
-    return HOOKD_E_NOMEM;
-  }
-  if (asprintf(&st->auth_header, "Authorization: Bearer %s", token) < 0) {
-    st->auth_header = NULL;
-    return HOOKD_E_NOMEM;
+/* Keys that belong to the other provider are mistakes, not ignored. */
+static int check_provider_keys(const hookd_host_api *host, const hookd_config *cfg, int prov) {
+  static const char *const only[2][12] = {
+      {"instance_url", "token", "api_version", "object", "external_id_field", "external_id",
+       "fields", "on_cancel", "cancel_fields", NULL},
+      {"method", "url", "headers", "body", "body_escape", NULL}};
+  for (size_t i = 0; i < host->config_count(cfg); i++) {
+    const char *k = host->config_key_at(cfg, i);
+    for (const char *const *o = only[!prov]; *o; o++)
+      if (strcmp(*o, k) == 0)
+        return host->config_error(cfg, k, "not used with provider \"%s\"", providers[prov]);
   }
   return 0;
 }
 
-static int init_rest(crm *st, const hookd_config *cfg) {
-  static const char *const keys[] = {"provider",    "method",     "url",     "headers", "body",
-                                     "body_escape", "timeout_ms", "ca_file", NULL};
-  static const char *const methods[] = {"POST", "PUT", "PATCH", "DELETE", "GET", NULL};
-  const hookd_host_api *host = st->host;
-  const char *esc;
-  int rc;
-  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK ||
-      host->config_string(cfg, "method", "POST", &st->method) < 0 ||
-      host->config_string(cfg, "body_escape", "json", &esc) < 0 ||
-      host->config_template(cfg, "url", NULL, &st->url) < 0 ||
-      host->config_template(cfg, "body", NULL, &st->body) < 0 ||
-      (rc = read_named(st, cfg, "headers", &st->headers)) < 0)
-    return -1;
-  const char *const *m = methods;
-  while (*m && strcmp(*m, st->method) != 0) m++;
-  if (!*m) return host->config_error(cfg, "method", "expected POST, PUT, PATCH, DELETE or GET");
-  if (!st->url) return host->config_error(cfg, "url", "required");
-  if (strcmp(esc, "json") == 0)
-    st->body_escape = HOOKD_ESC_JSON;
-  else if (strcmp(esc, "url") == 0)
-    st->body_escape = HOOKD_ESC_URL;
-  else if (strcmp(esc, "none") == 0)
-    st->body_escape = HOOKD_ESC_NONE;
-  else
-    return host->config_error(cfg, "body_escape", "expected \"json\", \"url\" or \"none\"");
-  for (size_t i = 0; i < st->headers.n; i++) {
-    const char *name = st->headers.v[i].name;
-    if (!is_identifier(name, "-!#$%&'*+.^`|~"))
-      return host->config_error(cfg, "headers", "'%s' is not a header name", name);
-    if (strcasecmp(name, "Content-Type") == 0) st->has_content_type = 1;
+static int check_names(const hookd_host_api *host, const hookd_config *cfg, const char *key,
+                       const hookd_template_map *m, const char *extra, const char *what) {
+  for (size_t i = 0; i < m->n; i++)
+    if (!is_identifier(m->keys[i], extra))
+      return host->config_error(cfg, key, "'%s' is not %s", m->keys[i], what);
+  return 0;
+}
+
+/* Compiles a default field list into the state's own arrays. */
+static int use_defaults(const hookd_host_api *host, crm *st, int which,
+                        const char *const (*defs)[2], hookd_template_map *out) {
+  size_t n = 0;
+  for (; defs[n][0] && n < CRM_MAX_DEFAULTS; n++) {
+    char err[128];
+    st->def_keys[which][n] = defs[n][0];
+    if (!(st->def_vals[which][n] = host->template_compile(defs[n][1], err, sizeof err))) return -1;
   }
+  out->keys = st->def_keys[which];
+  out->values = st->def_vals[which];
+  out->n = n;
+  return 0;
+}
+
+static int init_salesforce(const hookd_host_api *host, const hookd_config *cfg, crm *st) {
+  if (!st->instance_url) return host->config_error(cfg, "instance_url", "required");
+  if (!st->token) return host->config_error(cfg, "token", "required");
+  if (!hookd_header_value_ok(st->token))
+    return host->config_error(cfg, "token", "contains a line break or control character");
+  if (!st->external_id_field) return host->config_error(cfg, "external_id_field", "required");
+  if (!is_identifier(st->external_id_field, ""))
+    return host->config_error(cfg, "external_id_field", "expected an API field name");
+  if (!is_identifier(st->object, ""))
+    return host->config_error(cfg, "object", "expected an API object name");
+  const char *version = st->api_version;
+  if (!is_identifier(version[0] == 'v' ? version + 1 : version, ".") || !strchr(version, '.'))
+    return host->config_error(cfg, "api_version", "expected a version such as \"v59.0\"");
+  int is_event = strcmp(st->object, "Event") == 0;
+  if (st->fields.n == 0 && !is_event)
+    return host->config_error(cfg, "fields", "required for object %s (defaults exist for Event)",
+                              st->object);
+  if (st->cancel_fields.n && st->on_cancel == CANCEL_DELETE)
+    return host->config_error(cfg, "cancel_fields", "not used with on_cancel \"delete\"");
+  if (check_names(host, cfg, "fields", &st->fields, "", "an API field name") != 0 ||
+      check_names(host, cfg, "cancel_fields", &st->cancel_fields, "", "an API field name") != 0)
+    return -1;
+  if ((st->fields.n == 0 && use_defaults(host, st, 0, default_event_fields, &st->fields) != 0) ||
+      (st->cancel_fields.n == 0 && is_event && st->on_cancel == CANCEL_UPDATE &&
+       use_defaults(host, st, 1, default_event_cancel_fields, &st->cancel_fields) != 0))
+    return HOOKD_E_NOMEM;
+  size_t n = strlen(st->instance_url);
+  while (n > 0 && st->instance_url[n - 1] == '/') n--;
+  if (asprintf(&st->record_url, "%.*s/services/data/%s%s/sobjects/%s/%s/", (int)n, st->instance_url,
+               version[0] == 'v' ? "" : "v", version, st->object, st->external_id_field) < 0)
+    st->record_url = NULL;
+  if (asprintf(&st->auth_header, "Authorization: Bearer %s", st->token) < 0) st->auth_header = NULL;
+  return st->record_url && st->auth_header ? 0 : HOOKD_E_NOMEM;
+}
+
+static int init_rest(const hookd_host_api *host, const hookd_config *cfg, crm *st) {
+  if (!st->url) return host->config_error(cfg, "url", "required");
+  if (check_names(host, cfg, "headers", &st->headers, "-!#$%&'*+.^`|~", "a header name") != 0)
+    return -1;
+  for (size_t i = 0; i < st->headers.n; i++)
+    if (strcasecmp(st->headers.keys[i], "Content-Type") == 0) st->has_content_type = 1;
   return 0;
 }
 
 static void crm_destroy(void *state) {
   crm *st = state;
-  if (!st) return;
-  const hookd_host_api *host = st->host;
-  named_list_free(host, &st->fields);
-  named_list_free(host, &st->cancel_fields);
-  named_list_free(host, &st->headers);
-  host->template_free(st->external_id);
-  host->template_free(st->url);
-  host->template_free(st->body);
+  for (int w = 0; w < 2; w++)
+    for (size_t i = 0; i < CRM_MAX_DEFAULTS && st->def_vals[w][i]; i++)
+      st->host->template_free(st->def_vals[w][i]);
   free(st->record_url);
   free(st->auth_header);
-  free(st);
 }
 
 static int crm_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                     void **state, char *err, size_t errlen) {
-  if (host->struct_size < sizeof *host) {
-    snprintf(err, errlen, "host API too old (struct_size %zu)", host->struct_size);
-    return -1;
-  }
-  crm *st = calloc(1, sizeof *st);
-  if (!st) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
+  (void)self;
+  crm *st = *state;
   st->host = host;
-  st->self = self;
-  const char *prov;
-  int64_t timeout;
-  int rc = -1;
-  if (host->config_string(cfg, "provider", NULL, &prov) < 0 ||
-      host->config_string(cfg, "ca_file", NULL, &st->ca_file) < 0 ||
-      host->config_int(cfg, "timeout_ms", CRM_DEFAULT_TIMEOUT_MS, &timeout) < 0)
-    goto out;
-  if (!prov) {
-    rc = host->config_error(cfg, "provider", "required: \"salesforce\" or \"rest\"");
-  } else if (strcmp(prov, "salesforce") == 0) {
-    st->provider = PROVIDER_SALESFORCE;
-    rc = init_salesforce(st, cfg);
-  } else if (strcmp(prov, "rest") == 0) {
-    st->provider = PROVIDER_REST;
-    rc = init_rest(st, cfg);
-  } else {
-    rc = host->config_error(cfg, "provider", "expected \"salesforce\" or \"rest\"");
-  }
-  if (rc == 0 && (timeout < 1 || timeout > 600000))
-    rc = host->config_error(cfg, "timeout_ms", "expected 1 to 600000");
-  st->timeout_ms = (uint32_t)timeout;
-out:
+  int rc = check_provider_keys(host, cfg, st->provider);
+  if (rc == 0)
+    rc = st->provider == PROVIDER_SALESFORCE ? init_salesforce(host, cfg, st)
+                                             : init_rest(host, cfg, st);
   if (rc == HOOKD_E_NOMEM) snprintf(err, errlen, "out of memory");
-  if (rc != 0) {
-    crm_destroy(st);
-    return -1;
-  }
-  *state = st;
-  return 0;
+  if (rc != 0) crm_destroy(st);
+  return rc != 0 ? -1 : 0;
 }
 
 /* --- delivery -------------------------------------------------------------- */
@@ -351,53 +226,56 @@ static hookd_result oom(hookd_outcome *out) {
   return HOOKD_RETRY;
 }
 
-static int is_canceled(const crm *st, const hookd_event *ev) {
-  const char *last = strrchr(ev->type, '.');
-  if (strcmp(last ? last + 1 : ev->type, "canceled") == 0) return 1;
-  char *v = st->host->event_get(ev, "data.isCanceled");
-  int yes = v && strcmp(v, "true") == 0;
-  st->host->free(v);
+/* The meeting-kind rule of hookd/helpers.h. */
+static int is_canceled(const hookd_event *ev) {
+  char *v = ev->host->event_get(ev, "data.isCanceled");
+  int yes = hookd_meeting_kind_of(ev->type, v) == HOOKD_MEETING_CANCELED;
+  ev->host->free(v);
   return yes;
 }
 
 /* Appends "name": value to a JSON object; an empty value is null (the field
  * is cleared rather than set to an invalid ""). */
-static int add_field(const crm *st, const hookd_event *ev, sb *b, const named *f) {
-  char *v = st->host->render(f->tpl, ev, HOOKD_ESC_NONE, NULL);
+static int add_field(const hookd_event *ev, hookd_buf *b, const char *name,
+                     const hookd_template *tpl) {
+  char *v = ev->host->render(tpl, ev, HOOKD_ESC_NONE, NULL);
   if (!v) return -1;
-  sb_puts(b, b->len > 1 ? "," : "");
-  sb_json(b, f->name);
-  sb_puts(b, ":");
-  if (*v)
-    sb_json(b, v);
-  else
-    sb_puts(b, "null");
-  st->host->free(v);
+  hookd_buf_puts(b, b->len > 1 ? ",\"" : "\"");
+  hookd_buf_json(b, name, strlen(name));
+  hookd_buf_puts(b, "\":");
+  if (*v) {
+    hookd_buf_puts(b, "\"");
+    hookd_buf_json(b, v, strlen(v));
+    hookd_buf_puts(b, "\"");
+  } else {
+    hookd_buf_puts(b, "null");
+  }
+  ev->host->free(v);
   return 0;
 }
 
 /* The record as JSON: fields, with cancel_fields laid over them when the
  * meeting is canceled (so a record first created by the cancel is whole). */
-static int record_json(const crm *st, const hookd_event *ev, int canceled, sb *b) {
-  const named_list *over = canceled ? &st->cancel_fields : NULL;
-  sb_puts(b, "{");
-  for (size_t i = 0; i < st->fields.n; i++) {
-    const named *f = &st->fields.v[i];
+static int record_json(const crm *st, const hookd_event *ev, int canceled, hookd_buf *b) {
+  const hookd_template_map *f = &st->fields, *over = canceled ? &st->cancel_fields : NULL;
+  hookd_buf_puts(b, "{");
+  for (size_t i = 0; i < f->n; i++) {
+    const hookd_template *t = f->values[i];
     for (size_t j = 0; over && j < over->n; j++)
-      if (strcmp(over->v[j].name, f->name) == 0) f = &over->v[j];
-    if (add_field(st, ev, b, f) != 0) return -1;
+      if (strcmp(over->keys[j], f->keys[i]) == 0) t = over->values[j];
+    if (add_field(ev, b, f->keys[i], t) != 0) return -1;
   }
   for (size_t j = 0; over && j < over->n; j++) {
     size_t i = 0;
-    while (i < st->fields.n && strcmp(st->fields.v[i].name, over->v[j].name) != 0) i++;
-    if (i == st->fields.n && add_field(st, ev, b, &over->v[j]) != 0) return -1;
+    while (i < f->n && strcmp(f->keys[i], over->keys[j]) != 0) i++;
+    if (i == f->n && add_field(ev, b, over->keys[j], over->values[j]) != 0) return -1;
   }
-  sb_puts(b, "}");
+  hookd_buf_puts(b, "}");
   return b->oom ? -1 : 0;
 }
 
 static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev, hookd_outcome *out) {
-  const hookd_host_api *host = st->host;
+  const hookd_host_api *host = ev->host;
   char *id = host->render(st->external_id, ev, HOOKD_ESC_URL, NULL);
   if (!id) return oom(out);
   if (!*id) {
@@ -410,9 +288,9 @@ static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev, hoo
   host->free(id);
   if (!url) return oom(out);
 
-  int canceled = is_canceled(st, ev);
-  int del = canceled && st->cancel_delete;
-  sb b = {0};
+  int canceled = is_canceled(ev);
+  int del = canceled && st->on_cancel == CANCEL_DELETE;
+  hookd_buf b = {0};
   if (!del && record_json(st, ev, canceled, &b) != 0) {
     free(b.p);
     free(url);
@@ -427,10 +305,10 @@ static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev, hoo
                             .n_headers = del ? 2 : 3,
                             .body = b.p,
                             .body_len = b.len,
-                            .timeout_ms = st->timeout_ms,
+                            .timeout_ms = ev->timeout_ms,
                             .ca_file = st->ca_file};
   hookd_http_response resp = {.struct_size = sizeof resp};
-  hookd_result rc = host->http(st->self, &req, &resp, out);
+  hookd_result rc = host->http(ev->self, &req, &resp, out);
   const char *body = resp.body ? resp.body : "";
   if (del && resp.status == 404) {
     /* Already gone (or never synced): the goal of a delete is reached. */
@@ -445,7 +323,7 @@ static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev, hoo
     /* The org's API request limit: it resets, so wait rather than give up. */
     rc = HOOKD_RETRY;
   }
-  host->log(st->self, ev, rc == HOOKD_OK ? HOOKD_LOG_DEBUG : HOOKD_LOG_INFO, "%s %s: %ld",
+  host->log(ev->self, ev, rc == HOOKD_OK ? HOOKD_LOG_DEBUG : HOOKD_LOG_INFO, "%s %s: %ld",
             req.method, url, resp.status);
   host->http_response_free(&resp);
   free(b.p);
@@ -454,7 +332,7 @@ static hookd_result deliver_salesforce(const crm *st, const hookd_event *ev, hoo
 }
 
 static hookd_result deliver_rest(const crm *st, const hookd_event *ev, hookd_outcome *out) {
-  const hookd_host_api *host = st->host;
+  const hookd_host_api *host = ev->host;
   hookd_result rc = HOOKD_RETRY;
   size_t nh = st->headers.n;
   char **lines = calloc(nh + 1, sizeof *lines);
@@ -462,11 +340,12 @@ static hookd_result deliver_rest(const crm *st, const hookd_event *ev, hookd_out
   char *body = NULL;
   size_t body_len = 0;
   if (!lines || !url) goto nomem;
-  if (st->body && !(body = host->render(st->body, ev, st->body_escape, &body_len))) goto nomem;
+  if (st->body && !(body = host->render(st->body, ev, escape_of[st->body_escape], &body_len)))
+    goto nomem;
   for (size_t i = 0; i < nh; i++) {
-    char *v = host->render(st->headers.v[i].tpl, ev, HOOKD_ESC_HEADER, NULL);
+    char *v = host->render(st->headers.values[i], ev, HOOKD_ESC_HEADER, NULL);
     if (!v) goto nomem;
-    int n = asprintf(&lines[i], "%s: %s", st->headers.v[i].name, v);
+    int n = asprintf(&lines[i], "%s: %s", st->headers.keys[i], v);
     host->free(v);
     if (n < 0) {
       lines[i] = NULL;
@@ -474,24 +353,24 @@ static hookd_result deliver_rest(const crm *st, const hookd_event *ev, hookd_out
     }
   }
   if (body && !st->has_content_type) lines[nh++] = "Content-Type: application/json";
-  if (!http_url(url)) {
+  if (!hookd_url_ok(url)) {
     snprintf(out->message, sizeof out->message, "url renders to '%.200s', not an http(s) URL", url);
     rc = HOOKD_FAIL;
     goto done;
   }
 
   hookd_http_request req = {.struct_size = sizeof req,
-                            .method = st->method,
+                            .method = methods[st->method],
                             .url = url,
                             .headers = (const char *const *)lines,
                             .n_headers = nh,
                             .body = body,
                             .body_len = body_len,
-                            .timeout_ms = st->timeout_ms,
+                            .timeout_ms = ev->timeout_ms,
                             .ca_file = st->ca_file};
   hookd_http_response resp = {.struct_size = sizeof resp};
-  rc = host->http(st->self, &req, &resp, out);
-  if (strcmp(st->method, "DELETE") == 0 && resp.status == 404) {
+  rc = host->http(ev->self, &req, &resp, out);
+  if (strcmp(methods[st->method], "DELETE") == 0 && resp.status == 404) {
     out->message[0] = '\0';
     rc = HOOKD_OK;
   }
@@ -513,18 +392,8 @@ static hookd_result crm_deliver(void *state, const hookd_event *ev, hookd_outcom
                                              : deliver_rest(st, ev, out);
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "crm_update",
-    .version = "1.0.0",
-    .description = "keeps CRM records in step (Salesforce upsert, or any REST API)",
-    .init = crm_init,
-    .deliver = crm_deliver,
-    .destroy = crm_destroy,
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  (void)host_abi;
-  return &descriptor;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("crm_update", "1.1.0",
+                    "keeps CRM records in step (Salesforce upsert, or any REST API)", crm_init,
+                    crm_deliver, crm_destroy, crm_options, crm)

@@ -24,10 +24,8 @@
 
 extern char **environ;
 
-#define EXEC_DEFAULT_TIMEOUT_MS 30000
-#define EXEC_MAX_TIMEOUT_MS 86400000 /* one day: anything longer is a mistake */
-#define EXEC_CAPTURE_MAX 4096        /* bytes kept of stdout and of stderr each */
-#define EXEC_KILL_GRACE_MS 2000      /* between SIGTERM and SIGKILL */
+#define EXEC_CAPTURE_MAX 4096   /* bytes kept of stdout and of stderr each */
+#define EXEC_KILL_GRACE_MS 2000 /* between SIGTERM and SIGKILL */
 /* After the command exits, output may still sit in the pipes, or a
  * background child may hold them open forever; read for this long at most. */
 #define EXEC_DRAIN_MS 250
@@ -39,23 +37,28 @@ extern char **environ;
 static const char *const exec_reserved_env[] = {"HOOKD_EVENT_ID", "HOOKD_EVENT_TYPE",
                                                 "HOOKD_SOURCE", "HOOKD_ATTEMPT", NULL};
 
-typedef struct exec_var {
-  const char *name;      /* host-owned config key */
-  hookd_template *value; /* rendered per event with no escaping */
-} exec_var;
-
-/* Per instance; read-only after init, so deliver() may run on many threads. */
+/* Per instance: the options the host fills, then what init() derives.
+ * Read-only after init, so deliver() may run on many threads. */
 typedef struct exec_state {
+  hookd_string_list command;
+  hookd_template_map env; /* NAME -> value, rendered per event with no escaping */
+  const char *cwd;        /* NULL: hookd's working directory */
   const hookd_host_api *host;
   hookd_instance *self;
   char **argv;     /* NULL-terminated; the strings belong to the host */
-  const char *cwd; /* NULL: hookd's working directory */
-  int64_t timeout_ms;
   char **base_env; /* owned copies of the environment at init, minus names we set */
   size_t n_base_env;
-  exec_var *vars;
-  size_t n_vars;
 } exec_state;
+
+static const hookd_option exec_options[] = {
+    {"command", HOOKD_OPT_STRING_LIST, HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY,
+     offsetof(exec_state, command), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]; no shell"},
+    {"env", HOOKD_OPT_TEMPLATE_MAP, 0, offsetof(exec_state, env), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "extra environment variables: NAME -> template"},
+    {"cwd", HOOKD_OPT_PATH, HOOKD_OPT_NONEMPTY, offsetof(exec_state, cwd), NULL, 0, 0, NULL,
+     HOOKD_ESC_NONE, "the working directory (default: hookd's)"},
+    HOOKD_OPTIONS_END};
 
 /* One output stream being captured. */
 typedef struct exec_capture {
@@ -109,39 +112,24 @@ static int exec_env_is(const char *entry, const char *name) {
 
 static void exec_destroy(void *state) {
   exec_state *st = state;
-  if (!st) return;
-  for (size_t i = 0; i < st->n_vars; i++) st->host->template_free(st->vars[i].value);
-  free(st->vars);
   for (size_t i = 0; i < st->n_base_env; i++) free(st->base_env[i]);
   free(st->base_env);
   free(st->argv);
-  free(st);
 }
 
-/* Reads the optional `env` map: names checked, values compiled as templates. */
-static int exec_init_env(exec_state *st, const hookd_config *cfg) {
-  const hookd_host_api *host = st->host;
-  const hookd_config *env = NULL;
-  int rc = host->config_object(cfg, "env", &env);
-  if (rc < 0) return -1;
-  if (!env) return 0;
-  size_t n = host->config_count(env);
-  if (n == 0) return 0;
-  st->vars = calloc(n, sizeof *st->vars);
-  if (!st->vars) return -1;
-  for (size_t i = 0; i < n; i++) {
-    const char *name = host->config_key_at(env, i);
-    if (!name) return -1;
+/* `env` names: valid, and not one of the four hookd sets. */
+static int exec_check_env(const hookd_host_api *host, const hookd_config *cfg,
+                          const hookd_template_map *env) {
+  const hookd_config *obj = NULL;
+  if (env->n == 0 || host->config_object(cfg, "env", &obj) != HOOKD_E_OK) return 0;
+  for (size_t i = 0; i < env->n; i++) {
+    const char *name = env->keys[i];
     if (!exec_valid_env_name(name))
-      return host->config_error(env, name, "not a valid environment variable name");
+      return host->config_error(obj, name, "not a valid environment variable name");
     for (const char *const *r = exec_reserved_env; *r; r++) {
       if (strcmp(*r, name) == 0)
-        return host->config_error(env, name, "%s is set by hookd and cannot be overridden", name);
+        return host->config_error(obj, name, "%s is set by hookd and cannot be overridden", name);
     }
-    exec_var *v = &st->vars[st->n_vars];
-    if (host->config_template(env, name, NULL, &v->value) != HOOKD_E_OK || !v->value) return -1;
-    v->name = name;
-    st->n_vars++;
   }
   return 0;
 }
@@ -157,7 +145,7 @@ static int exec_snapshot_env(exec_state *st) {
   for (char **e = environ; e && *e; e++) {
     int skip = 0;
     for (const char *const *r = exec_reserved_env; *r && !skip; r++) skip = exec_env_is(*e, *r);
-    for (size_t i = 0; i < st->n_vars && !skip; i++) skip = exec_env_is(*e, st->vars[i].name);
+    for (size_t i = 0; i < st->env.n && !skip; i++) skip = exec_env_is(*e, st->env.keys[i]);
     if (skip) continue;
     char *copy = strdup(*e);
     if (!copy) return -1;
@@ -168,75 +156,32 @@ static int exec_snapshot_env(exec_state *st) {
 
 static int exec_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                      void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {"command", "env", "cwd", "timeout_ms", NULL};
-  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
-
-  exec_state *st = calloc(1, sizeof *st);
-  if (!st) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
+  exec_state *st = *state;
   st->host = host;
   st->self = self;
-
-  const char *const *items = NULL;
-  size_t n = 0;
-  int rc = host->config_string_list(cfg, "command", &items, &n);
-  if (rc == HOOKD_E_MISSING) {
-    host->config_error(
-        cfg, "command",
-        "required: the program and its arguments, e.g. [\"/usr/local/bin/x\", \"-v\"]");
-    goto fail;
-  }
-  if (rc < 0) goto fail;
-  if (n == 0 || items[0][0] == '\0') {
-    host->config_error(cfg, "command", "must name a program");
-    goto fail;
-  }
+  const char *prog = st->command.items[0];
+  if (prog[0] == '\0') return host->config_error(cfg, "command", "must name a program");
   /* An absolute path can be checked now, so `hookd check` catches a typo;
    * a bare name is looked up in PATH and a relative one against cwd at run
    * time. */
-  if (items[0][0] == '/' && access(items[0], X_OK) != 0) {
-    host->config_error(cfg, "command", "%s: %s", items[0], strerror(errno));
-    goto fail;
-  }
-  st->argv = calloc(n + 1, sizeof *st->argv);
-  if (!st->argv) goto nomem;
+  if (prog[0] == '/' && access(prog, X_OK) != 0)
+    return host->config_error(cfg, "command", "%s: %s", prog, strerror(errno));
+  struct stat sb;
+  if (st->cwd && stat(st->cwd, &sb) != 0)
+    return host->config_error(cfg, "cwd", "%s: %s", st->cwd, strerror(errno));
+  if (st->cwd && !S_ISDIR(sb.st_mode))
+    return host->config_error(cfg, "cwd", "%s is not a directory", st->cwd);
+  if (exec_check_env(host, cfg, &st->env) != 0) return -1;
   /* posix_spawn takes char *const[] but never writes to the strings. */
-  for (size_t i = 0; i < n; i++) st->argv[i] = (char *)items[i];
-
-  rc = host->config_string(cfg, "cwd", NULL, &st->cwd);
-  if (rc < 0) goto fail;
-  if (st->cwd) {
-    struct stat sb;
-    if (stat(st->cwd, &sb) != 0) {
-      host->config_error(cfg, "cwd", "%s: %s", st->cwd, strerror(errno));
-      goto fail;
-    }
-    if (!S_ISDIR(sb.st_mode)) {
-      host->config_error(cfg, "cwd", "%s is not a directory", st->cwd);
-      goto fail;
-    }
+  st->argv = calloc(st->command.n + 1, sizeof *st->argv);
+  if (st->argv)
+    for (size_t i = 0; i < st->command.n; i++) st->argv[i] = (char *)st->command.items[i];
+  if (!st->argv || exec_snapshot_env(st) != 0) {
+    snprintf(err, errlen, "out of memory");
+    exec_destroy(st);
+    return -1;
   }
-
-  rc = host->config_int(cfg, "timeout_ms", EXEC_DEFAULT_TIMEOUT_MS, &st->timeout_ms);
-  if (rc < 0) goto fail;
-  if (st->timeout_ms < 1 || st->timeout_ms > EXEC_MAX_TIMEOUT_MS) {
-    host->config_error(cfg, "timeout_ms", "must be between 1 and %d", EXEC_MAX_TIMEOUT_MS);
-    goto fail;
-  }
-
-  if (exec_init_env(st, cfg) != 0) goto fail;
-  if (exec_snapshot_env(st) != 0) goto nomem;
-
-  *state = st;
   return 0;
-
-nomem:
-  snprintf(err, errlen, "out of memory");
-fail:
-  exec_destroy(st);
-  return -1;
 }
 
 /* Builds the child's environment into *envp: the snapshot, hookd's four
@@ -245,7 +190,7 @@ fail:
  * memory) or HOOKD_FAIL (a value this event can never be passed in). */
 static hookd_result exec_build_env(const exec_state *st, const hookd_event *ev, char ***envp_out,
                                    hookd_outcome *out) {
-  size_t total = st->n_base_env + 4 + st->n_vars + 1;
+  size_t total = st->n_base_env + 4 + st->env.n + 1;
   hookd_result res = HOOKD_RETRY;
   char **envp = calloc(total, sizeof *envp);
   if (!envp) goto nomem;
@@ -259,20 +204,20 @@ static hookd_result exec_build_env(const exec_state *st, const hookd_event *ev, 
   }
   if (asprintf(&envp[k], "HOOKD_ATTEMPT=%" PRIu32, ev->attempt) < 0) goto nomem;
   k++;
-  for (size_t i = 0; i < st->n_vars; i++) {
+  for (size_t i = 0; i < st->env.n; i++) {
     size_t len = 0;
-    char *v = st->host->render(st->vars[i].value, ev, HOOKD_ESC_NONE, &len);
+    char *v = st->host->render(st->env.values[i], ev, HOOKD_ESC_NONE, &len);
     if (!v) goto nomem;
     /* An environment string ends at its first NUL: a value holding one
      * would reach the command cut short, silently. */
     if (strlen(v) != len) {
       st->host->free(v);
       snprintf(out->message, sizeof out->message, "env %s: rendered value contains a NUL byte",
-               st->vars[i].name);
+               st->env.keys[i]);
       res = HOOKD_FAIL;
       goto fail;
     }
-    int r = asprintf(&envp[k], "%s=%s", st->vars[i].name, v);
+    int r = asprintf(&envp[k], "%s=%s", st->env.keys[i], v);
     st->host->free(v);
     if (r < 0) goto nomem;
     k++;
@@ -511,128 +456,96 @@ static int exec_spawn(const exec_state *st, char **envp, int in_p[2], int out_p[
   return rc;
 }
 
-static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outcome *outcome) {
-  exec_state *st = state;
-  const hookd_host_api *host = st->host;
-  int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
-  exec_run *run = NULL;
-  hookd_result result = HOOKD_RETRY;
+/* How one run ended. */
+typedef struct exec_end {
+  int timed_out, poll_failed;
+  int reaped; /* waitpid()'s answer: < 0 when the status is lost */
+  int status, wait_errno;
+} exec_end;
 
-  char **envp = NULL;
-  hookd_result env_res = exec_build_env(st, ev, &envp, outcome);
-  if (env_res != HOOKD_OK) {
-    host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
-    return env_res;
-  }
-
-  run = calloc(1, sizeof *run);
-  if (!run) {
-    snprintf(outcome->message, sizeof outcome->message, "out of memory");
-    goto done;
-  }
-  run->pidfd = -1;
-  run->in_fd = run->out.fd = run->err.fd = -1;
-
+/* Makes the three pipes and spawns the command; on success the run holds
+ * our ends. Returns 0, or an errno value (pipe or spawn failure) with the
+ * message in outcome. */
+static int exec_start(const exec_state *st, char **envp, const hookd_event *ev, exec_run *run,
+                      hookd_outcome *outcome) {
+  int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, rc = 0;
   if (exec_pipe(in_p, 1) != 0 || exec_pipe(out_p, 0) != 0 || exec_pipe(err_p, 0) != 0) {
-    snprintf(outcome->message, sizeof outcome->message, "pipe: %s", strerror(errno));
-    goto done;
-  }
-
-  /* Writing to a pipe whose reader is gone raises SIGPIPE in this thread;
-   * hookd may not ignore it, so block it here and discard it below. */
-  sigset_t pipe_set, old_mask;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
-
-  int64_t started = exec_now_ms();
-  int rc = exec_spawn(st, envp, in_p, out_p, err_p, &run->pid);
-  exec_close(&in_p[0]);
-  exec_close(&out_p[1]);
-  exec_close(&err_p[1]);
-  if (rc != 0) {
-    pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+    rc = errno ? errno : EMFILE;
+    snprintf(outcome->message, sizeof outcome->message, "pipe: %s", strerror(rc));
+  } else if ((rc = exec_spawn(st, envp, in_p, out_p, err_p, &run->pid)) != 0) {
     snprintf(outcome->message, sizeof outcome->message, "cannot run %s: %s", st->argv[0],
              strerror(rc));
-    /* A missing or non-executable program will not appear by retrying;
-     * running out of processes or memory may pass. */
-    result = (rc == ENOENT || rc == EACCES || rc == ENOEXEC || rc == ENOTDIR || rc == ELOOP ||
-              rc == ENAMETOOLONG)
-                 ? HOOKD_FAIL
-                 : HOOKD_RETRY;
-    host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
-    goto done;
+  } else {
+    run->in_fd = in_p[1], in_p[1] = -1;
+    run->out.fd = out_p[0], out_p[0] = -1;
+    run->err.fd = err_p[0], err_p[0] = -1;
+    run->body = ev->body ? ev->body : "";
+    run->body_len = ev->body ? ev->body_len : 0;
+    /* A pidfd wakes poll() when the child exits (the kernel makes it
+     * close-on-exec); without one, exec_pump looks every EXEC_TICK_MS. */
+    run->pidfd = (int)syscall(SYS_pidfd_open, run->pid, 0);
+    if (run->body_len == 0) exec_close(&run->in_fd);
   }
+  for (int i = 0; i < 2; i++) {
+    exec_close(&in_p[i]);
+    exec_close(&out_p[i]);
+    exec_close(&err_p[i]);
+  }
+  return rc;
+}
 
-  run->in_fd = in_p[1];
-  in_p[1] = -1;
-  run->out.fd = out_p[0];
-  out_p[0] = -1;
-  run->err.fd = err_p[0];
-  err_p[0] = -1;
-  run->body = ev->body ? ev->body : "";
-  run->body_len = ev->body ? ev->body_len : 0;
-  /* A pidfd wakes poll() when the child exits (the kernel makes it
-   * close-on-exec); without one, exec_pump looks every EXEC_TICK_MS. */
-  run->pidfd = (int)syscall(SYS_pidfd_open, run->pid, 0);
-  if (run->body_len == 0) exec_close(&run->in_fd);
-
-  int timed_out = 0, poll_failed = 0;
-  int r = exec_pump(run, started + st->timeout_ms, 1);
+/* Feeds and reads the child until it exits or the deadline passes (then
+ * its whole group is killed: a shell script's children would otherwise live
+ * on and keep our pipes open), reaps it and drains what is left. */
+static void exec_wait(exec_run *run, int64_t deadline, exec_end *e) {
+  int r = exec_pump(run, deadline, 1);
   if (r <= 0) {
-    poll_failed = r < 0;
-    timed_out = r == 0;
-    /* The whole group: a shell script's children would otherwise live on
-     * and keep our pipes open. */
+    e->poll_failed = r < 0;
+    e->timed_out = r == 0;
     kill(-run->pid, SIGTERM);
     exec_pump(run, exec_now_ms() + EXEC_KILL_GRACE_MS, 1);
     kill(-run->pid, SIGKILL);
   }
   exec_close(&run->in_fd);
-
-  int status = 0, reaped, wait_errno = 0;
-  while ((reaped = waitpid(run->pid, &status, 0)) < 0 && errno == EINTR) {
+  while ((e->reaped = waitpid(run->pid, &e->status, 0)) < 0 && errno == EINTR) {
   }
-  if (reaped < 0) wait_errno = errno;
+  if (e->reaped < 0) e->wait_errno = errno;
   exec_pump(run, exec_now_ms() + EXEC_DRAIN_MS, 0);
-  if (run->saw_epipe) {
-    struct timespec zero = {0, 0};
-    sigtimedwait(&pipe_set, NULL, &zero);
-  }
-  pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
-  int64_t took = exec_now_ms() - started;
+}
 
+/* The result of a finished run, explained in outcome. */
+static hookd_result exec_verdict(const exec_end *e, const exec_run *run, uint32_t timeout_ms,
+                                 hookd_outcome *outcome) {
   char first[160];
   exec_first_line(&run->err, first, sizeof first);
   const char *sep = first[0] ? ": " : "";
-  if (poll_failed) {
-    snprintf(outcome->message, sizeof outcome->message, "poll failed; command killed");
-    result = HOOKD_RETRY;
-  } else if (timed_out) {
-    snprintf(outcome->message, sizeof outcome->message,
-             "timed out after %" PRId64 " ms; process group killed", st->timeout_ms);
-    result = HOOKD_RETRY;
-  } else if (reaped < 0) {
-    /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
-    snprintf(outcome->message, sizeof outcome->message, "exit status unknown: %s",
-             strerror(wait_errno));
-    result = HOOKD_FAIL;
-  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-    result = HOOKD_OK;
-  } else if (WIFEXITED(status) && WEXITSTATUS(status) == EXEC_EX_TEMPFAIL) {
-    snprintf(outcome->message, sizeof outcome->message, "exit status 75 (temporary failure)%s%s",
-             sep, first);
-    result = HOOKD_RETRY;
-  } else if (WIFEXITED(status)) {
-    snprintf(outcome->message, sizeof outcome->message, "exit status %d%s%s", WEXITSTATUS(status),
-             sep, first);
-    result = HOOKD_FAIL;
-  } else {
-    snprintf(outcome->message, sizeof outcome->message, "killed by %s (%d)%s%s",
-             exec_signal_name(WTERMSIG(status)), WTERMSIG(status), sep, first);
-    result = HOOKD_FAIL;
-  }
+  size_t n = sizeof outcome->message;
+  int st = e->status;
+  if (e->poll_failed)
+    return snprintf(outcome->message, n, "poll failed; command killed"), HOOKD_RETRY;
+  if (e->timed_out)
+    return snprintf(outcome->message, n, "timed out after %" PRIu32 " ms; process group killed",
+                    timeout_ms),
+           HOOKD_RETRY;
+  /* SIGCHLD ignored or the child reaped elsewhere: its status is lost. */
+  if (e->reaped < 0)
+    return snprintf(outcome->message, n, "exit status unknown: %s", strerror(e->wait_errno)),
+           HOOKD_FAIL;
+  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return HOOKD_OK;
+  if (WIFEXITED(st) && WEXITSTATUS(st) == EXEC_EX_TEMPFAIL)
+    return snprintf(outcome->message, n, "exit status 75 (temporary failure)%s%s", sep, first),
+           HOOKD_RETRY;
+  if (WIFEXITED(st))
+    snprintf(outcome->message, n, "exit status %d%s%s", WEXITSTATUS(st), sep, first);
+  else
+    snprintf(outcome->message, n, "killed by %s (%d)%s%s", exec_signal_name(WTERMSIG(st)),
+             WTERMSIG(st), sep, first);
+  return HOOKD_FAIL;
+}
 
+static void exec_report(const exec_state *st, const hookd_event *ev, exec_run *run,
+                        hookd_result result, const hookd_outcome *outcome, int64_t took) {
+  const hookd_host_api *host = st->host;
   if (result == HOOKD_OK)
     host->log(st->self, ev, HOOKD_LOG_INFO, "%s exited 0 after %" PRId64 " ms", st->argv[0], took);
   else
@@ -641,38 +554,61 @@ static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outco
   exec_log_capture(st, ev, HOOKD_LOG_INFO, "stdout", &run->out);
   exec_log_capture(st, ev, result == HOOKD_OK ? HOOKD_LOG_INFO : HOOKD_LOG_WARN, "stderr",
                    &run->err);
+}
 
-done:
-  if (run) {
-    exec_close(&run->in_fd);
-    exec_close(&run->out.fd);
-    exec_close(&run->err.fd);
-    exec_close(&run->pidfd);
-    free(run);
+static hookd_result exec_deliver(void *state, const hookd_event *ev, hookd_outcome *outcome) {
+  exec_state *st = state;
+  char **envp = NULL;
+  hookd_result result = exec_build_env(st, ev, &envp, outcome);
+  if (result != HOOKD_OK) {
+    st->host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
+    return result;
   }
-  for (int i = 0; i < 2; i++) {
-    exec_close(&in_p[i]);
-    exec_close(&out_p[i]);
-    exec_close(&err_p[i]);
+  exec_run *run = calloc(1, sizeof *run);
+  if (!run) {
+    exec_free_env(st, envp);
+    snprintf(outcome->message, sizeof outcome->message, "out of memory");
+    return HOOKD_RETRY;
   }
+  run->pidfd = run->in_fd = run->out.fd = run->err.fd = -1;
+  /* Writing to a pipe whose reader is gone raises SIGPIPE in this thread;
+   * hookd may not ignore it, so block it here and discard it below. */
+  sigset_t pipe_set, old_mask;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+  int64_t started = exec_now_ms();
+  int rc = exec_start(st, envp, ev, run, outcome);
+  if (rc != 0) {
+    /* A missing or non-executable program will not appear by retrying;
+     * running out of processes, files or memory may pass. */
+    result = (rc == ENOENT || rc == EACCES || rc == ENOEXEC || rc == ENOTDIR || rc == ELOOP ||
+              rc == ENAMETOOLONG)
+                 ? HOOKD_FAIL
+                 : HOOKD_RETRY;
+    st->host->log(st->self, ev, HOOKD_LOG_ERROR, "%s", outcome->message);
+  } else {
+    exec_end end = {0};
+    exec_wait(run, started + (int64_t)ev->timeout_ms, &end);
+    result = exec_verdict(&end, run, ev->timeout_ms, outcome);
+    exec_report(st, ev, run, result, outcome, exec_now_ms() - started);
+  }
+  if (run->saw_epipe) {
+    struct timespec zero = {0, 0};
+    sigtimedwait(&pipe_set, NULL, &zero);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  exec_close(&run->in_fd);
+  exec_close(&run->out.fd);
+  exec_close(&run->err.fd);
+  exec_close(&run->pidfd);
+  free(run);
   exec_free_env(st, envp);
   return result;
 }
 
-static const hookd_plugin exec_plugin = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "exec",
-    .version = "1.0.0",
-    .description = "runs a command with the event on stdin; exit 0 ok, 75 retry, else fail",
-    .init = exec_init,
-    .deliver = exec_deliver,
-    .destroy = exec_destroy,
-};
-
-/* Always answers with the descriptor: the host compares ABI majors and logs
- * both numbers when they differ, which it could not do after a NULL. */
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  (void)host_abi;
-  return &exec_plugin;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("exec", "1.1.0",
+                    "runs a command with the event on stdin; exit 0 ok, 75 retry, else fail",
+                    exec_init, exec_deliver, exec_destroy, exec_options, exec_state)

@@ -16,45 +16,35 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "hookd/helpers.h"
 #include "hookd/plugin.h"
 
-#define FWD_DEFAULT_TIMEOUT_MS 10000
 #define FWD_MAX_KEY 256
 /* The Standard Webhooks spec asks for 24 to 64 bytes of key. */
 #define FWD_MIN_KEY_WARN 24
 
-typedef struct header {
-  const char *name; /* host-owned */
-  hookd_template *tpl;
-} header;
-
-/* Per instance; read-only after init, so deliver() may run on many threads. */
+/* Per instance: the options the host fills, then what init() derives.
+ * Read-only after init, so deliver() may run on many threads. */
 typedef struct forward {
-  const hookd_host_api *host;
-  hookd_instance *self;
   const char *url;
+  const char *secret;
+  hookd_template_map headers;
+  const char *ca_file;
   unsigned char key[FWD_MAX_KEY]; /* the decoded secret */
   size_t key_len;                 /* 0: send unsigned */
   EVP_MAC *hmac;
-  header *headers;
-  size_t n_headers;
-  const char *ca_file;
-  uint32_t timeout_ms;
 } forward;
 
-/* Decodes "whsec_<base64>" (the prefix is optional) into key. Returns the
- * key length, or -1 when the text is not base64 or the key is too long. */
-static int decode_secret(const char *secret, unsigned char *key, size_t cap) {
-  if (strncmp(secret, "whsec_", 6) == 0) secret += 6;
-  size_t n = strlen(secret);
-  if (n == 0 || n % 4 != 0 || n / 4 * 3 > cap) return -1;
-  int len = EVP_DecodeBlock(key, (const unsigned char *)secret, (int)n);
-  if (len < 0) return -1;
-  /* EVP_DecodeBlock counts the padding as zero bytes. */
-  if (secret[n - 1] == '=') len--;
-  if (secret[n - 2] == '=') len--;
-  return len;
-}
+static const hookd_option fwd_options[] = {
+    {"url", HOOKD_OPT_URL, HOOKD_OPT_REQUIRED, offsetof(forward, url), NULL, 0, 0, NULL,
+     HOOKD_ESC_NONE, "where to POST the event body"},
+    {"secret", HOOKD_OPT_SECRET, 0, offsetof(forward, secret), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "Standard Webhooks signing key, \"whsec_\" and base64; absent: unsigned"},
+    {"headers", HOOKD_OPT_TEMPLATE_MAP, 0, offsetof(forward, headers), NULL, 0, 0, NULL,
+     HOOKD_ESC_HEADER, "extra request headers: name -> template"},
+    {"ca_file", HOOKD_OPT_PATH, 0, offsetof(forward, ca_file), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "CA bundle to verify the server with (default: the system's)"},
+    HOOKD_OPTIONS_END};
 
 /* base64(HMAC-SHA256(key, "<id>.<ts>.<body>")) into out. Returns 0 or -1. */
 static int sign(const forward *st, const char *id, const char *ts, const char *body,
@@ -72,9 +62,12 @@ static int sign(const forward *st, const char *id, const char *ts, const char *b
       EVP_MAC_update(ctx, (const unsigned char *)ts, strlen(ts)) &&
       EVP_MAC_update(ctx, (const unsigned char *)".", 1) &&
       EVP_MAC_update(ctx, (const unsigned char *)body, body_len) &&
-      EVP_MAC_final(ctx, mac, &mac_len, sizeof mac) && outlen > (mac_len + 2) / 3 * 4) {
-    EVP_EncodeBlock((unsigned char *)out, mac, (int)mac_len);
-    ok = 1;
+      EVP_MAC_final(ctx, mac, &mac_len, sizeof mac)) {
+    hookd_buf b = {0};
+    hookd_buf_base64(&b, mac, mac_len, 0);
+    ok = !b.oom && b.len < outlen;
+    if (ok) memcpy(out, b.p, b.len + 1);
+    hookd_buf_free(&b);
   }
   EVP_MAC_CTX_free(ctx);
   OPENSSL_cleanse(mac, sizeof mac);
@@ -102,7 +95,7 @@ static int add_line(char **lines, size_t *n, const char *fmt, ...) {
 
 static hookd_result fwd_deliver(void *state, const hookd_event *ev, hookd_outcome *out) {
   const forward *st = state;
-  const hookd_host_api *host = st->host;
+  const hookd_host_api *host = ev->host;
   char id[256], ctype[256], ts[32], sig[128];
   header_safe(id, sizeof id, ev->id);
   header_safe(ctype, sizeof ctype,
@@ -111,7 +104,7 @@ static hookd_result fwd_deliver(void *state, const hookd_event *ev, hookd_outcom
    * from the send, and webhook-id stays the same for its deduplication. */
   snprintf(ts, sizeof ts, "%" PRId64, (int64_t)time(NULL));
 
-  size_t n = 0, cap = st->n_headers + 4;
+  size_t n = 0, cap = st->headers.n + 4;
   char **lines = calloc(cap, sizeof *lines);
   hookd_result rc = HOOKD_RETRY;
   if (!lines) goto nomem;
@@ -126,10 +119,10 @@ static hookd_result fwd_deliver(void *state, const hookd_event *ev, hookd_outcom
     }
     if (add_line(lines, &n, "webhook-signature: v1,%s", sig) < 0) goto nomem;
   }
-  for (size_t i = 0; i < st->n_headers; i++) {
-    char *v = host->render(st->headers[i].tpl, ev, HOOKD_ESC_HEADER, NULL);
+  for (size_t i = 0; i < st->headers.n; i++) {
+    char *v = host->render(st->headers.values[i], ev, HOOKD_ESC_HEADER, NULL);
     if (!v) goto nomem;
-    int r = add_line(lines, &n, "%s: %s", st->headers[i].name, v);
+    int r = add_line(lines, &n, "%s: %s", st->headers.keys[i], v);
     host->free(v);
     if (r < 0) goto nomem;
   }
@@ -141,9 +134,9 @@ static hookd_result fwd_deliver(void *state, const hookd_event *ev, hookd_outcom
                             .n_headers = n,
                             .body = ev->body,
                             .body_len = ev->body_len,
-                            .timeout_ms = st->timeout_ms,
+                            .timeout_ms = ev->timeout_ms,
                             .ca_file = st->ca_file};
-  rc = host->http(st->self, &req, NULL, out);
+  rc = host->http(ev->self, &req, NULL, out);
   goto done;
 nomem:
   snprintf(out->message, sizeof out->message, "out of memory");
@@ -156,123 +149,52 @@ done:
 
 static void fwd_destroy(void *state) {
   forward *st = state;
-  if (!st) return;
-  for (size_t i = 0; i < st->n_headers; i++) st->host->template_free(st->headers[i].tpl);
-  free(st->headers);
   EVP_MAC_free(st->hmac);
   OPENSSL_cleanse(st->key, sizeof st->key);
-  free(st);
 }
 
-/* Header names: RFC 9110 token characters. */
-static int is_token(const char *s) {
-  if (!*s) return 0;
-  for (; *s; s++)
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
-          strchr("-!#$%&'*+.^_`|~", *s)))
-      return 0;
-  return 1;
-}
-
-static int read_headers(forward *st, const hookd_config *cfg) {
+/* Header names must be tokens, and the ones this plugin sets itself may not
+ * be overridden. */
+static int check_headers(const hookd_host_api *host, const hookd_config *cfg,
+                         const hookd_template_map *h) {
   static const char *const reserved[] = {
       "Content-Type",      "Content-Length",    "Host", "webhook-id",
       "webhook-timestamp", "webhook-signature", NULL};
-  const hookd_host_api *host = st->host;
   const hookd_config *obj;
-  int rc = host->config_object(cfg, "headers", &obj);
-  if (rc < 0 || !obj) return rc < 0 ? rc : 0;
-  size_t n = host->config_count(obj);
-  st->headers = calloc(n ? n : 1, sizeof *st->headers);
-  if (!st->headers) return HOOKD_E_NOMEM;
-  for (size_t i = 0; i < n; i++) {
-    header *h = &st->headers[st->n_headers];
-    h->name = host->config_key_at(obj, i);
-    if (!is_token(h->name))
-      return host->config_error(obj, h->name, "'%s' is not a header name", h->name);
+  if (h->n == 0 || host->config_object(cfg, "headers", &obj) != HOOKD_E_OK) return 0;
+  for (size_t i = 0; i < h->n; i++) {
+    if (!hookd_header_name_ok(h->keys[i]))
+      return host->config_error(obj, h->keys[i], "'%s' is not a header name", h->keys[i]);
     for (const char *const *r = reserved; *r; r++)
-      if (strcasecmp(*r, h->name) == 0)
-        return host->config_error(obj, h->name, "%s is set by http_forward itself", *r);
-    if ((rc = host->config_template(obj, h->name, NULL, &h->tpl)) < 0) return rc;
-    st->n_headers++;
+      if (strcasecmp(*r, h->keys[i]) == 0)
+        return host->config_error(obj, h->keys[i], "%s is set by http_forward itself", *r);
   }
   return 0;
 }
 
+/* Main thread: the host has filled the options; decode the secret. */
 static int fwd_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                     void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {"url", "secret", "headers", "timeout_ms", "ca_file", NULL};
-  if (host->struct_size < sizeof *host) {
-    snprintf(err, errlen, "host API too old (struct_size %zu)", host->struct_size);
+  forward *st = *state;
+  if (check_headers(host, cfg, &st->headers) != 0) return -1;
+  if (!st->secret) return 0;
+  long len = hookd_whsec_decode(st->secret, st->key, sizeof st->key);
+  if (len <= 0)
+    return host->config_error(cfg, "secret", "expected \"whsec_\" and base64 of 1 to %d bytes",
+                              FWD_MAX_KEY);
+  st->key_len = (size_t)len;
+  if (st->key_len < FWD_MIN_KEY_WARN)
+    host->log(self, NULL, HOOKD_LOG_WARN,
+              "secret has %zu bytes; Standard Webhooks asks for 24 to 64", st->key_len);
+  if (!(st->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) {
+    snprintf(err, errlen, "OpenSSL has no HMAC");
     return -1;
   }
-  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
-  forward *st = calloc(1, sizeof *st);
-  if (!st) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  st->host = host;
-  st->self = self;
-  const char *secret;
-  int64_t timeout;
-  int rc = -1;
-  if (host->config_string(cfg, "url", NULL, &st->url) < 0 ||
-      host->config_string(cfg, "secret", NULL, &secret) < 0 ||
-      host->config_string(cfg, "ca_file", NULL, &st->ca_file) < 0 ||
-      host->config_int(cfg, "timeout_ms", FWD_DEFAULT_TIMEOUT_MS, &timeout) < 0 ||
-      (rc = read_headers(st, cfg)) < 0)
-    goto fail;
-  rc = -1;
-  if (!st->url) {
-    host->config_error(cfg, "url", "required");
-    goto fail;
-  }
-  if (strncmp(st->url, "https://", 8) != 0 && strncmp(st->url, "http://", 7) != 0) {
-    host->config_error(cfg, "url", "expected an http:// or https:// URL");
-    goto fail;
-  }
-  if (timeout < 1 || timeout > 600000) {
-    host->config_error(cfg, "timeout_ms", "expected 1 to 600000");
-    goto fail;
-  }
-  st->timeout_ms = (uint32_t)timeout;
-  if (secret) {
-    int len = decode_secret(secret, st->key, sizeof st->key);
-    if (len <= 0) {
-      host->config_error(cfg, "secret", "expected \"whsec_\" and base64 of 1 to %d bytes",
-                         FWD_MAX_KEY);
-      goto fail;
-    }
-    st->key_len = (size_t)len;
-    if (st->key_len < FWD_MIN_KEY_WARN)
-      host->log(self, NULL, HOOKD_LOG_WARN,
-                "secret has %zu bytes; Standard Webhooks asks for 24 to 64", st->key_len);
-    if (!(st->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) {
-      snprintf(err, errlen, "OpenSSL has no HMAC");
-      goto fail;
-    }
-  }
-  *state = st;
   return 0;
-fail:
-  if (rc == HOOKD_E_NOMEM) snprintf(err, errlen, "out of memory");
-  fwd_destroy(st);
-  return -1;
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "http_forward",
-    .version = "1.0.0",
-    .description = "relays events to a URL, signed with Standard Webhooks headers",
-    .init = fwd_init,
-    .deliver = fwd_deliver,
-    .destroy = fwd_destroy,
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  (void)host_abi;
-  return &descriptor;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("http_forward", "1.1.0",
+                    "relays events to a URL, signed with Standard Webhooks headers", fwd_init,
+                    fwd_deliver, fwd_destroy, fwd_options, forward)

@@ -1,6 +1,6 @@
 /* slack_post plugin: one Slack message per event (incoming webhook or chat.postMessage). */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* asprintf, timegm */
+#define _GNU_SOURCE /* asprintf */
 #endif
 
 #include <stdio.h>
@@ -8,10 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "hookd/helpers.h"
 #include "hookd/plugin.h"
 
-#define SLACK_DEFAULT_API_URL "https://slack.com/api"
-#define SLACK_DEFAULT_TIMEOUT_MS 10000
 #define SLACK_MAX_FORM_ANSWERS 20
 /* Slack's own limits: header text 150 characters, a section field 2000, a
  * section text 3000. Values are cut (in bytes, on a UTF-8 boundary) below. */
@@ -19,55 +18,36 @@
 #define SLACK_FIELD_VALUE_MAX 600
 #define SLACK_SECTION_MAX 2800
 
-/* One entry of `texts`: an event type pattern and its template. */
-typedef struct text_rule {
-  const char *pattern; /* host-owned config key */
-  hookd_template *tpl;
-} text_rule;
-
-/* Per instance; read-only after init, so deliver() may run on many threads. */
+/* Per instance: the options the host fills, then what init() derives.
+ * Read-only after init, so deliver() may run on many threads. */
 typedef struct slack {
-  const hookd_host_api *host;
-  hookd_instance *self;
-  char *post_url;          /* the webhook, or {api_url}/chat.postMessage */
-  char *auth_header;       /* "Authorization: Bearer ..." (Web API), or NULL */
+  const char *webhook_url;
+  const char *token;
   hookd_template *channel; /* Web API only */
-  hookd_template *text;    /* may be NULL: the default message */
-  text_rule *rules;
-  size_t n_rules;
+  const char *api_url;
+  hookd_template *text;     /* may be NULL: the default message */
+  hookd_template_map texts; /* event type pattern -> template */
   const char *ca_file;
-  uint32_t timeout_ms;
+  char *post_url;    /* the webhook, or {api_url}/chat.postMessage */
+  char *auth_header; /* "Authorization: Bearer ..." (Web API), or NULL */
 } slack;
 
-/* --- a small string builder ---------------------------------------------- */
-
-typedef struct sb {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sb;
-
-static void sb_add(sb *b, const char *s, size_t n) {
-  if (b->oom) return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap * 2 : 1024;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-      b->oom = 1;
-      return;
-    }
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_puts(sb *b, const char *s) {
-  sb_add(b, s, strlen(s));
-}
+static const hookd_option slack_options[] = {
+    {"webhook_url", HOOKD_OPT_URL, 0, offsetof(slack, webhook_url), NULL, 0, 0, NULL,
+     HOOKD_ESC_NONE, "an incoming webhook URL (or give token and channel)"},
+    {"token", HOOKD_OPT_SECRET, HOOKD_OPT_NONEMPTY, offsetof(slack, token), NULL, 0, 0, NULL,
+     HOOKD_ESC_NONE, "a bot token for chat.postMessage (with channel)"},
+    {"channel", HOOKD_OPT_TEMPLATE, 0, offsetof(slack, channel), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "the channel to post to, with token"},
+    {"api_url", HOOKD_OPT_URL, 0, offsetof(slack, api_url), "https://slack.com/api", 0, 0, NULL,
+     HOOKD_ESC_NONE, "the Web API base URL, with token"},
+    {"text", HOOKD_OPT_TEMPLATE, 0, offsetof(slack, text), NULL, 0, 0, NULL, HOOKD_ESC_JSON,
+     "the message text; default: a Block Kit card for meetings, one line otherwise"},
+    {"texts", HOOKD_OPT_TEMPLATE_MAP, 0, offsetof(slack, texts), NULL, 0, 0, NULL, HOOKD_ESC_JSON,
+     "event type pattern -> message text; the first match wins over text"},
+    {"ca_file", HOOKD_OPT_PATH, 0, offsetof(slack, ca_file), NULL, 0, 0, NULL, HOOKD_ESC_NONE,
+     "CA bundle to verify Slack with (default: the system's)"},
+    HOOKD_OPTIONS_END};
 
 /* Length of s cut to at most max bytes without splitting a UTF-8 sequence. */
 static size_t utf8_cut(const char *s, size_t max) {
@@ -77,130 +57,62 @@ static size_t utf8_cut(const char *s, size_t max) {
   return max;
 }
 
-/* Appends one byte escaped for the inside of a JSON string; with mrkdwn
- * also &, < and > escaped the way Slack asks, so a value can never become a
- * link or an @channel mention. */
-static void sb_char(sb *b, char ch, int mrkdwn) {
-  const char *rep = NULL;
-  char esc[8];
-  switch (ch) {
-    case '&':
-      rep = mrkdwn ? "&amp;" : NULL;
-      break;
-    case '<':
-      rep = mrkdwn ? "&lt;" : NULL;
-      break;
-    case '>':
-      rep = mrkdwn ? "&gt;" : NULL;
-      break;
-    case '"':
-      rep = "\\\"";
-      break;
-    case '\\':
-      rep = "\\\\";
-      break;
-    case '\n':
-      rep = "\\n";
-      break;
-    case '\t':
-      rep = "\\t";
-      break;
-    case '\r':
-      rep = "\\r";
-      break;
-    default:
-      if ((unsigned char)ch < 0x20 || ch == 0x7f) {
-        snprintf(esc, sizeof esc, "\\u%04x", (unsigned)(unsigned char)ch);
-        rep = esc;
-      }
-  }
-  if (rep)
-    sb_puts(b, rep);
-  else
-    sb_add(b, &ch, 1);
-}
-
-/* Appends s, at most max bytes ("…" marks a cut), escaped by sb_char(). */
-static void sb_text(sb *b, const char *s, size_t max, int mrkdwn) {
+/* Appends s, at most max bytes ("…" marks a cut), escaped for a JSON
+ * string; with mrkdwn also &, < and > escaped the way Slack asks, so a
+ * value can never become a link or an @channel mention. */
+static void sb_text(hookd_buf *b, const char *s, size_t max, int mrkdwn) {
   if (!s) return;
-  size_t n = utf8_cut(s, max);
-  for (size_t i = 0; i < n; i++) sb_char(b, s[i], mrkdwn);
-  if (s[n]) sb_puts(b, "…");
+  size_t n = utf8_cut(s, max), run = 0;
+  for (size_t i = 0; i < n && mrkdwn; i++) {
+    const char *rep = s[i] == '&' ? "&amp;" : s[i] == '<' ? "&lt;" : s[i] == '>' ? "&gt;" : NULL;
+    if (!rep) continue;
+    hookd_buf_json(b, s + run, i - run);
+    hookd_buf_puts(b, rep);
+    run = i + 1;
+  }
+  hookd_buf_json(b, s + run, n - run);
+  if (s[n]) hookd_buf_puts(b, "…");
 }
 
 #define NOLIMIT ((size_t)-1)
 
 /* --- times ----------------------------------------------------------------- */
 
-/* Reads an ISO 8601 timestamp ("2026-12-01T14:00:00Z", fractions and
- * offsets allowed) as Unix seconds. */
-static int parse_iso8601(const char *s, time_t *out) {
-  int y, mo, d, h, mi, sec = 0, n = 0;
-  if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d%n", &y, &mo, &d, &h, &mi, &n) != 5) return -1;
-  const char *p = s + n;
-  if (*p == ':') {
-    int m = 0;
-    if (sscanf(p, ":%2d%n", &sec, &m) != 1) return -1;
-    p += m;
-  }
-  if (*p == '.')
-    for (p++; *p >= '0' && *p <= '9'; p++) {
-    }
-  long off = 0;
-  if (*p == 'Z' || *p == 'z') {
-    p++;
-  } else if (*p == '+' || *p == '-') {
-    int oh, om = 0;
-    if (sscanf(p + 1, "%2d:%2d", &oh, &om) < 1) return -1;
-    off = (*p == '-' ? -1 : 1) * (oh * 3600L + om * 60L);
-    p += strlen(p);
-  }
-  if (*p) return -1;
-  struct tm tm = {.tm_year = y - 1900,
-                  .tm_mon = mo - 1,
-                  .tm_mday = d,
-                  .tm_hour = h,
-                  .tm_min = mi,
-                  .tm_sec = sec};
-  *out = timegm(&tm) - off;
-  return 0;
-}
-
 /* "Tue 1 Dec 2026" (no locale: the daemon's locale is not the reader's). */
-static void format_day(char *out, size_t n, const struct tm *tm) {
+static void format_day(char *out, size_t n, const hookd_utc *tm) {
   static const char *wd[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static const char *mo[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-  snprintf(out, n, "%s %d %s %d", wd[tm->tm_wday], tm->tm_mday, mo[tm->tm_mon], tm->tm_year + 1900);
+  snprintf(out, n, "%s %d %s %d", wd[tm->weekday], tm->day, mo[tm->month - 1], tm->year);
 }
 
 /* "Tue 1 Dec 2026, 14:00–14:30 UTC", or across days "…, 23:30 – Wed 2 Dec
  * 2026, 00:30 UTC"; the raw texts when they do not parse. */
 static void format_span(char *out, size_t n, const char *start, const char *end) {
-  time_t ts, te;
-  struct tm a, b;
+  int64_t ts, te;
+  hookd_utc a, b;
   char da[32], db[32];
   if (!start) {
     snprintf(out, n, "%s", "");
     return;
   }
-  if (parse_iso8601(start, &ts) != 0) {
+  if (hookd_iso8601_parse(start, &ts) != 0) {
     snprintf(out, n, "%s%s%s", start, end ? " – " : "", end ? end : "");
     return;
   }
-  gmtime_r(&ts, &a);
+  a = hookd_utc_of(ts);
   format_day(da, sizeof da, &a);
-  if (!end || parse_iso8601(end, &te) != 0 || te < ts) {
-    snprintf(out, n, "%s, %02d:%02d UTC", da, a.tm_hour, a.tm_min);
+  if (!end || hookd_iso8601_parse(end, &te) != 0 || te < ts) {
+    snprintf(out, n, "%s, %02d:%02d UTC", da, a.hour, a.minute);
     return;
   }
-  gmtime_r(&te, &b);
+  b = hookd_utc_of(te);
   format_day(db, sizeof db, &b);
   if (strcmp(da, db) == 0)
-    snprintf(out, n, "%s, %02d:%02d–%02d:%02d UTC", da, a.tm_hour, a.tm_min, b.tm_hour, b.tm_min);
+    snprintf(out, n, "%s, %02d:%02d–%02d:%02d UTC", da, a.hour, a.minute, b.hour, b.minute);
   else
-    snprintf(out, n, "%s, %02d:%02d – %s, %02d:%02d UTC", da, a.tm_hour, a.tm_min, db, b.tm_hour,
-             b.tm_min);
+    snprintf(out, n, "%s, %02d:%02d – %s, %02d:%02d UTC", da, a.hour, a.minute, db, b.hour,
+             b.minute);
 }
 
 /* --- the default messages -------------------------------------------------- */
@@ -208,7 +120,6 @@ static void format_span(char *out, size_t n, const char *start, const char *end)
 /* Event fields fetched for one message, freed together. */
 #define MAX_FIELDS 64
 typedef struct fields {
-  const slack *st;
   const hookd_event *ev;
   char *v[MAX_FIELDS];
   size_t n;
@@ -217,9 +128,9 @@ typedef struct fields {
 /* The value at path, or NULL when absent or empty. Owned by f. */
 static const char *get(fields *f, const char *path) {
   if (f->n == MAX_FIELDS) return NULL;
-  char *v = f->st->host->event_get(f->ev, path);
+  char *v = f->ev->host->event_get(f->ev, path);
   if (v && !*v) {
-    f->st->host->free(v);
+    f->ev->host->free(v);
     v = NULL;
   }
   if (v) f->v[f->n++] = v;
@@ -227,260 +138,201 @@ static const char *get(fields *f, const char *path) {
 }
 
 static void fields_free(fields *f) {
-  for (size_t i = 0; i < f->n; i++) f->st->host->free(f->v[i]);
+  for (size_t i = 0; i < f->n; i++) f->ev->host->free(f->v[i]);
   f->n = 0;
 }
 
-static int is_url(const char *s) {
-  return s && (strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0);
-}
-
 /* A mrkdwn link <url|label>; the URL cannot close the link early. */
-static void sb_link(sb *b, const char *url, const char *label) {
-  sb_puts(b, "<");
+static void sb_link(hookd_buf *b, const char *url, const char *label) {
+  hookd_buf_puts(b, "<");
   size_t n = utf8_cut(url, SLACK_FIELD_VALUE_MAX);
   for (size_t i = 0; i < n; i++) {
-    switch (url[i]) {
-      case '|':
-        sb_puts(b, "%7C");
-        break;
-      case '>':
-        sb_puts(b, "%3E");
-        break;
-      case '<':
-        sb_puts(b, "%3C");
-        break;
-      case ' ':
-        sb_puts(b, "%20");
-        break;
-      default:
-        sb_char(b, url[i], 1);
+    char pct[4];
+    if (strchr("|<> ", url[i])) {
+      snprintf(pct, sizeof pct, "%%%02X", (unsigned)(unsigned char)url[i]);
+      hookd_buf_puts(b, pct);
+    } else {
+      hookd_buf_json(b, url[i] == '&' ? "&amp;" : url + i, url[i] == '&' ? 5 : 1);
     }
   }
-  sb_puts(b, "|");
+  hookd_buf_puts(b, "|");
   sb_text(b, label, SLACK_FIELD_VALUE_MAX, 1);
-  sb_puts(b, ">");
+  hookd_buf_puts(b, ">");
 }
 
 /* Starts one mrkdwn field of a section: {"type":"mrkdwn","text":"*Title*\n */
-static void field_open(sb *b, int *first, const char *title) {
-  sb_puts(b, *first ? "" : ",");
+static void field_open(hookd_buf *b, int *first, const char *title) {
+  hookd_buf_puts(b, *first ? "" : ",");
   *first = 0;
-  sb_puts(b, "{\"type\":\"mrkdwn\",\"text\":\"*");
-  sb_puts(b, title);
-  sb_puts(b, "*\\n");
+  hookd_buf_puts(b, "{\"type\":\"mrkdwn\",\"text\":\"*");
+  hookd_buf_puts(b, title);
+  hookd_buf_puts(b, "*\\n");
 }
 
-static const char *meeting_kind(const char *type) {
-  const char *last = strrchr(type, '.');
-  last = last ? last + 1 : type;
-  if (strcmp(last, "scheduled") == 0) return "booked";
-  if (strcmp(last, "rescheduled") == 0) return "moved";
-  if (strcmp(last, "canceled") == 0) return "canceled";
-  return last;
+/* Words for the one meeting-kind rule of hookd/helpers.h. */
+static const char *meeting_word(const hookd_event *ev) {
+  char *flag = ev->host->event_get(ev, "data.isCanceled");
+  hookd_meeting_kind k = hookd_meeting_kind_of(ev->type, flag);
+  ev->host->free(flag);
+  if (k == HOOKD_MEETING_CANCELED) return "canceled";
+  if (k == HOOKD_MEETING_RESCHEDULED) return "moved";
+  if (k == HOOKD_MEETING_SCHEDULED) return "booked";
+  return strrchr(ev->type, '.') + 1;
 }
 
-/* A Block Kit message for a Smart Scheduler meeting event. */
-static void meeting_message(const slack *st, const hookd_event *ev, sb *b) {
-  fields f = {.st = st, .ev = ev};
-  const char *kind = meeting_kind(ev->type);
-  const char *name = get(&f, "data.meetingInfo.meetingName");
-  const char *invitee = get(&f, "data.meetingInfo.primaryInviteeName");
-  const char *email = get(&f, "data.meetingInfo.primaryInvitee");
-  const char *others = get(&f, "data.meetingInfo.optionalInvitees");
-  const char *first = get(&f, "data.meetingOwner.firstName");
-  const char *last = get(&f, "data.meetingOwner.lastName");
-  const char *owner_user = get(&f, "data.meetingOwner.username");
-  const char *location = get(&f, "data.meetingInfo.location");
+/* The meeting's values for one message (borrowed from a `fields`). */
+typedef struct meeting {
+  const char *kind, *name, *invitee, *email, *others, *first, *last, *owner_user, *location;
   char when[128], title[64];
-  format_span(when, sizeof when, get(&f, "data.meetingStart"), get(&f, "data.meetingEnd"));
-  snprintf(title, sizeof title, "Meeting %s: ", kind);
-  if (!name) name = "(no name)";
+} meeting;
 
-  /* The top-level text is the notification and screen reader fallback. */
-  sb_puts(b, "{\"text\":\"");
-  sb_text(b, title, NOLIMIT, 1);
-  sb_text(b, name, SLACK_HEADER_MAX, 1);
-  if (invitee || email) {
-    sb_puts(b, " with ");
-    sb_text(b, invitee ? invitee : email, SLACK_FIELD_VALUE_MAX, 1);
-  }
-  if (*when) {
-    sb_puts(b, ", ");
-    sb_text(b, when, NOLIMIT, 1);
-  }
-  sb_puts(b, "\",\"blocks\":[{\"type\":\"header\",\"text\":{\"type\":\"plain_text\",\"text\":\"");
-  sb_text(b, title, NOLIMIT, 0);
-  sb_text(b, name, SLACK_HEADER_MAX - strlen(title), 0);
-  sb_puts(b, "\"}},{\"type\":\"section\",\"fields\":[");
-
-  int firstf = 1;
-  if (*when) {
-    field_open(b, &firstf, "When");
-    sb_text(b, when, NOLIMIT, 1);
-    sb_puts(b, "\"}");
-  }
-  if (invitee || email || others) {
-    field_open(b, &firstf, "Invitee");
-    if (invitee) sb_text(b, invitee, SLACK_FIELD_VALUE_MAX, 1);
-    if (invitee && email) sb_puts(b, "\\n");
-    if (email) {
+static void person_fields(hookd_buf *b, int *firstf, const meeting *m) {
+  if (m->invitee || m->email || m->others) {
+    field_open(b, firstf, "Invitee");
+    if (m->invitee) sb_text(b, m->invitee, SLACK_FIELD_VALUE_MAX, 1);
+    if (m->invitee && m->email) hookd_buf_puts(b, "\\n");
+    if (m->email) {
       char mailto[320];
-      snprintf(mailto, sizeof mailto, "mailto:%s", email);
-      sb_link(b, mailto, email);
+      snprintf(mailto, sizeof mailto, "mailto:%s", m->email);
+      sb_link(b, mailto, m->email);
     }
-    if (others) {
-      sb_puts(b, "\\nAlso invited: ");
-      sb_text(b, others, SLACK_FIELD_VALUE_MAX, 1);
+    if (m->others) {
+      hookd_buf_puts(b, "\\nAlso invited: ");
+      sb_text(b, m->others, SLACK_FIELD_VALUE_MAX, 1);
     }
-    sb_puts(b, "\"}");
+    hookd_buf_puts(b, "\"}");
   }
-  if (first || last || owner_user) {
-    field_open(b, &firstf, "Owner");
-    if (first) sb_text(b, first, SLACK_FIELD_VALUE_MAX, 1);
-    if (first && last) sb_puts(b, " ");
-    if (last) sb_text(b, last, SLACK_FIELD_VALUE_MAX, 1);
-    if ((first || last) && owner_user) sb_puts(b, "\\n");
-    if (owner_user) sb_text(b, owner_user, SLACK_FIELD_VALUE_MAX, 1);
-    sb_puts(b, "\"}");
+  if (m->first || m->last || m->owner_user) {
+    field_open(b, firstf, "Owner");
+    if (m->first) sb_text(b, m->first, SLACK_FIELD_VALUE_MAX, 1);
+    if (m->first && m->last) hookd_buf_puts(b, " ");
+    if (m->last) sb_text(b, m->last, SLACK_FIELD_VALUE_MAX, 1);
+    if ((m->first || m->last) && m->owner_user) hookd_buf_puts(b, "\\n");
+    if (m->owner_user) sb_text(b, m->owner_user, SLACK_FIELD_VALUE_MAX, 1);
+    hookd_buf_puts(b, "\"}");
   }
-  if (location) {
+}
+
+/* The section of fields: when, who, where. */
+static void meeting_fields(hookd_buf *b, const meeting *m) {
+  int firstf = 1;
+  hookd_buf_puts(b, ",{\"type\":\"section\",\"fields\":[");
+  if (*m->when) {
+    field_open(b, &firstf, "When");
+    sb_text(b, m->when, NOLIMIT, 1);
+    hookd_buf_puts(b, "\"}");
+  }
+  person_fields(b, &firstf, m);
+  if (m->location) {
     field_open(b, &firstf, "Location");
-    if (is_url(location))
-      sb_link(b, location, location);
+    if (hookd_url_ok(m->location))
+      sb_link(b, m->location, m->location);
     else
-      sb_text(b, location, SLACK_FIELD_VALUE_MAX, 1);
-    sb_puts(b, "\"}");
+      sb_text(b, m->location, SLACK_FIELD_VALUE_MAX, 1);
+    hookd_buf_puts(b, "\"}");
   }
   if (firstf) {
     /* A section needs at least one field. */
     field_open(b, &firstf, "Meeting");
-    sb_text(b, name, SLACK_FIELD_VALUE_MAX, 1);
-    sb_puts(b, "\"}");
+    sb_text(b, m->name, SLACK_FIELD_VALUE_MAX, 1);
+    hookd_buf_puts(b, "\"}");
   }
-  sb_puts(b, "]}");
+  hookd_buf_puts(b, "]}");
+}
 
-  /* Form answers: one section, "*question:* answer" per line. */
+/* Form answers: one section, "*question:* answer" per line. */
+static void form_answers(const hookd_event *ev, hookd_buf *b) {
   size_t start = 0;
   for (int i = 0; i < SLACK_MAX_FORM_ANSWERS; i++) {
     char qp[64], ap[64];
     snprintf(qp, sizeof qp, "data.meetingInfo.formValues.%d.question", i);
     snprintf(ap, sizeof ap, "data.meetingInfo.formValues.%d.answerText", i);
-    fields g = {.st = st, .ev = ev};
+    fields g = {.ev = ev};
     const char *q = get(&g, qp), *a = get(&g, ap);
     if (!q && !a) {
       fields_free(&g);
       break;
     }
     if (start == 0) {
-      sb_puts(b, ",{\"type\":\"section\",\"text\":{\"type\":\"mrkdwn\",\"text\":\"*Form answers*");
+      hookd_buf_puts(
+          b, ",{\"type\":\"section\",\"text\":{\"type\":\"mrkdwn\",\"text\":\"*Form answers*");
       start = b->len;
     }
     if (b->len - start < SLACK_SECTION_MAX) {
-      sb_puts(b, "\\n*");
+      hookd_buf_puts(b, "\\n*");
       sb_text(b, q ? q : "(question)", 200, 1);
-      sb_puts(b, ":* ");
+      hookd_buf_puts(b, ":* ");
       sb_text(b, a ? a : "", 500, 1);
     }
     fields_free(&g);
   }
-  if (start) sb_puts(b, "\"}}");
+  if (start) hookd_buf_puts(b, "\"}}");
+}
 
-  sb_puts(b, ",{\"type\":\"context\",\"elements\":[{\"type\":\"mrkdwn\",\"text\":\"");
-  sb_text(b, kind, NOLIMIT, 1);
-  sb_puts(b, " · ");
+/* A Block Kit message for a Smart Scheduler meeting event. */
+static void meeting_message(const hookd_event *ev, hookd_buf *b) {
+  fields f = {.ev = ev};
+  meeting m = {.kind = meeting_word(ev),
+               .name = get(&f, "data.meetingInfo.meetingName"),
+               .invitee = get(&f, "data.meetingInfo.primaryInviteeName"),
+               .email = get(&f, "data.meetingInfo.primaryInvitee"),
+               .others = get(&f, "data.meetingInfo.optionalInvitees"),
+               .first = get(&f, "data.meetingOwner.firstName"),
+               .last = get(&f, "data.meetingOwner.lastName"),
+               .owner_user = get(&f, "data.meetingOwner.username"),
+               .location = get(&f, "data.meetingInfo.location")};
+  format_span(m.when, sizeof m.when, get(&f, "data.meetingStart"), get(&f, "data.meetingEnd"));
+  snprintf(m.title, sizeof m.title, "Meeting %s: ", m.kind);
+  if (!m.name) m.name = "(no name)";
+
+  /* The top-level text is the notification and screen reader fallback. */
+  hookd_buf_puts(b, "{\"text\":\"");
+  sb_text(b, m.title, NOLIMIT, 1);
+  sb_text(b, m.name, SLACK_HEADER_MAX, 1);
+  if (m.invitee || m.email) {
+    hookd_buf_puts(b, " with ");
+    sb_text(b, m.invitee ? m.invitee : m.email, SLACK_FIELD_VALUE_MAX, 1);
+  }
+  if (*m.when) {
+    hookd_buf_puts(b, ", ");
+    sb_text(b, m.when, NOLIMIT, 1);
+  }
+  hookd_buf_puts(
+      b, "\",\"blocks\":[{\"type\":\"header\",\"text\":{\"type\":\"plain_text\",\"text\":\"");
+  sb_text(b, m.title, NOLIMIT, 0);
+  sb_text(b, m.name, SLACK_HEADER_MAX - strlen(m.title), 0);
+  hookd_buf_puts(b, "\"}}");
+  meeting_fields(b, &m);
+  form_answers(ev, b);
+  hookd_buf_puts(b, ",{\"type\":\"context\",\"elements\":[{\"type\":\"mrkdwn\",\"text\":\"");
+  sb_text(b, m.kind, NOLIMIT, 1);
+  hookd_buf_puts(b, " · ");
   sb_text(b, ev->type, 200, 1);
-  sb_puts(b, "\"}]}]");
+  hookd_buf_puts(b, "\"}]}]");
   fields_free(&f);
 }
 
 /* Plain text for any other event. */
-static void plain_message(const hookd_event *ev, sb *b) {
-  sb_puts(b, "{\"text\":\"hookd: ");
+static void plain_message(const hookd_event *ev, hookd_buf *b) {
+  hookd_buf_puts(b, "{\"text\":\"hookd: ");
   sb_text(b, ev->type, 200, 1);
-  sb_puts(b, " event ");
+  hookd_buf_puts(b, " event ");
   sb_text(b, ev->id, 200, 1);
-  sb_puts(b, " from source ");
+  hookd_buf_puts(b, " from source ");
   sb_text(b, ev->source, 200, 1);
-  sb_puts(b, "\"");
+  hookd_buf_puts(b, "\"");
 }
 
-static const hookd_template *pick_template(const slack *st, const char *type) {
-  for (size_t i = 0; i < st->n_rules; i++)
-    if (st->host->pattern_match(st->rules[i].pattern, type) == 1) return st->rules[i].tpl;
+static const hookd_template *pick_template(const slack *st, const hookd_event *ev) {
+  for (size_t i = 0; i < st->texts.n; i++)
+    if (ev->host->pattern_match(st->texts.keys[i], ev->type) == 1) return st->texts.values[i];
   return st->text;
 }
 
 /* --- Slack Web API answers -------------------------------------------------- */
 
-/* A minimal reader for the top level of a JSON object: enough for Slack's
- * {"ok": false, "error": "..."} without a JSON library (a plugin cannot
- * link cJSON). Never reads past the NUL. */
-static const char *skip_ws(const char *p) {
-  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
-  return p;
-}
-
-static const char *skip_string(const char *p) {
-  for (p++; *p && *p != '"'; p++)
-    if (*p == '\\' && p[1]) p++;
-  return *p ? p + 1 : p;
-}
-
-static const char *skip_value(const char *p) {
-  if (*p == '"') return skip_string(p);
-  if (*p == '{' || *p == '[') {
-    for (int depth = 0; *p;) {
-      if (*p == '"') {
-        p = skip_string(p);
-        continue;
-      }
-      if (*p == '{' || *p == '[') depth++;
-      if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
-      p++;
-    }
-    return p;
-  }
-  while (*p && *p != ',' && *p != '}' && *p != ']') p++;
-  return p;
-}
-
-/* Finds a top-level key and copies its value: a string without its quotes
- * (escapes left as they are), anything else as raw text. Returns 1 when
- * found. */
-static int json_top(const char *body, const char *key, char *out, size_t n) {
-  const char *p = skip_ws(body);
-  if (*p != '{') return 0;
-  p++;
-  size_t kl = strlen(key);
-  for (;;) {
-    p = skip_ws(p);
-    if (*p != '"') return 0;
-    const char *k = p + 1, *ke = skip_string(p);
-    p = skip_ws(ke);
-    if (*p != ':') return 0;
-    p = skip_ws(p + 1);
-    const char *v = p, *ve = skip_value(p);
-    if ((size_t)(ke - 1 - k) == kl && memcmp(k, key, kl) == 0) {
-      if (*v == '"') {
-        v++;
-        if (ve > v && ve[-1] == '"') ve--;
-      }
-      while (ve > v && (ve[-1] == ' ' || ve[-1] == '\n' || ve[-1] == '\r' || ve[-1] == '\t')) ve--;
-      size_t len = (size_t)(ve - v);
-      if (len >= n) len = n - 1;
-      memcpy(out, v, len);
-      out[len] = '\0';
-      return 1;
-    }
-    p = skip_ws(ve);
-    if (*p != ',') return 0;
-    p++;
-  }
-}
-
 /* Maps a Web API answer ({"ok": true} or {"ok": false, "error": "..."}). */
-static hookd_result api_answer(const char *body, hookd_outcome *out) {
+static hookd_result api_answer(const hookd_host_api *host, const char *body, hookd_outcome *out) {
   static const char *const transient[] = {"ratelimited", "rate_limited",        "internal_error",
                                           "fatal_error", "service_unavailable", "request_timeout",
                                           NULL};
@@ -488,15 +340,20 @@ static hookd_result api_answer(const char *body, hookd_outcome *out) {
                                      "token_revoked", "token_expired",          "no_permission",
                                      "missing_scope", "not_allowed_token_type", NULL};
   static const char *const channel[] = {"channel_not_found", "not_in_channel", "is_archived", NULL};
-  char ok[16], error[128];
-  if (!json_top(body, "ok", ok, sizeof ok)) {
+  char error[128];
+  char *ok = host->json_get(body, strlen(body), "ok");
+  char *e = ok ? host->json_get(body, strlen(body), "error") : NULL;
+  int fine = ok && strcmp(ok, "true") == 0;
+  snprintf(error, sizeof error, "%s", e ? e : "unknown");
+  host->free(e);
+  if (!ok) {
     snprintf(out->message, sizeof out->message, "unexpected Slack API answer: %.200s", body);
     for (char *c = out->message; *c; c++)
       if ((unsigned char)*c < 0x20) *c = ' ';
     return HOOKD_FAIL;
   }
-  if (strcmp(ok, "true") == 0) return HOOKD_OK;
-  if (!json_top(body, "error", error, sizeof error)) snprintf(error, sizeof error, "unknown");
+  host->free(ok);
+  if (fine) return HOOKD_OK;
   for (char *c = error; *c; c++)
     if ((unsigned char)*c < 0x20) *c = ' ';
   for (const char *const *t = transient; *t; t++) {
@@ -518,10 +375,10 @@ static hookd_result api_answer(const char *body, hookd_outcome *out) {
 
 static hookd_result slack_deliver(void *state, const hookd_event *ev, hookd_outcome *out) {
   const slack *st = state;
-  const hookd_host_api *host = st->host;
-  sb b = {0};
+  const hookd_host_api *host = ev->host;
+  hookd_buf b = {0};
 
-  const hookd_template *t = pick_template(st, ev->type);
+  const hookd_template *t = pick_template(st, ev);
   if (t) {
     /* The whole rendered text is the value of a JSON string: render it raw
      * and escape all of it, literal text included. */
@@ -530,12 +387,12 @@ static hookd_result slack_deliver(void *state, const hookd_event *ev, hookd_outc
       snprintf(out->message, sizeof out->message, "out of memory");
       return HOOKD_RETRY;
     }
-    sb_puts(&b, "{\"text\":\"");
+    hookd_buf_puts(&b, "{\"text\":\"");
     sb_text(&b, text, NOLIMIT, 0);
-    sb_puts(&b, "\"");
+    hookd_buf_puts(&b, "\"");
     host->free(text);
-  } else if (st->host->pattern_match("scheduling.smartscheduler.*", ev->type) == 1) {
-    meeting_message(st, ev, &b);
+  } else if (hookd_meeting_kind_of(ev->type, NULL) != HOOKD_MEETING_NONE) {
+    meeting_message(ev, &b);
   } else {
     plain_message(ev, &b);
   }
@@ -548,12 +405,12 @@ static hookd_result slack_deliver(void *state, const hookd_event *ev, hookd_outc
       snprintf(out->message, sizeof out->message, "channel renders empty");
       return HOOKD_FAIL;
     }
-    sb_puts(&b, ",\"channel\":\"");
+    hookd_buf_puts(&b, ",\"channel\":\"");
     sb_text(&b, ch, NOLIMIT, 0);
-    sb_puts(&b, "\"");
+    hookd_buf_puts(&b, "\"");
     host->free(ch);
   }
-  sb_puts(&b, "}");
+  hookd_buf_puts(&b, "}");
   if (b.oom) {
     free(b.p);
     snprintf(out->message, sizeof out->message, "out of memory");
@@ -568,15 +425,15 @@ static hookd_result slack_deliver(void *state, const hookd_event *ev, hookd_outc
                             .n_headers = st->auth_header ? 2 : 1,
                             .body = b.p,
                             .body_len = b.len,
-                            .timeout_ms = st->timeout_ms,
+                            .timeout_ms = ev->timeout_ms,
                             .ca_file = st->ca_file};
   hookd_http_response resp = {.struct_size = sizeof resp};
-  hookd_result rc = host->http(st->self, &req, &resp, out);
+  hookd_result rc = host->http(ev->self, &req, &resp, out);
   /* The Web API answers 200 even for errors: look inside. A webhook answers
    * "ok" or an error status, which http() has mapped already. */
-  if (rc == HOOKD_OK && st->auth_header) rc = api_answer(resp.body ? resp.body : "", out);
+  if (rc == HOOKD_OK && st->auth_header) rc = api_answer(host, resp.body ? resp.body : "", out);
   if (rc != HOOKD_OK)
-    host->log(st->self, ev, HOOKD_LOG_DEBUG, "slack answered %ld: %.300s", resp.status,
+    host->log(ev->self, ev, HOOKD_LOG_DEBUG, "slack answered %ld: %.300s", resp.status,
               resp.body ? resp.body : "");
   host->http_response_free(&resp);
   free(b.p);
@@ -585,124 +442,53 @@ static hookd_result slack_deliver(void *state, const hookd_event *ev, hookd_outc
 
 static void slack_destroy(void *state) {
   slack *st = state;
-  if (!st) return;
-  for (size_t i = 0; i < st->n_rules; i++) st->host->template_free(st->rules[i].tpl);
-  free(st->rules);
-  st->host->template_free(st->text);
-  st->host->template_free(st->channel);
   free(st->post_url);
   free(st->auth_header);
-  free(st);
 }
 
-static int http_url(const char *s) {
-  return strncmp(s, "https://", 8) == 0 || strncmp(s, "http://", 7) == 0;
-}
-
-/* Reads `texts`: event type pattern -> template. */
-static int read_texts(slack *st, const hookd_config *cfg) {
-  const hookd_host_api *host = st->host;
-  const hookd_config *texts;
-  int rc = host->config_object(cfg, "texts", &texts);
-  if (rc < 0 || !texts) return rc < 0 ? rc : 0;
-  size_t n = host->config_count(texts);
-  st->rules = calloc(n ? n : 1, sizeof *st->rules);
-  if (!st->rules) return HOOKD_E_NOMEM;
-  for (size_t i = 0; i < n; i++) {
-    const char *pattern = host->config_key_at(texts, i);
-    if (host->pattern_match(pattern, "") == HOOKD_E_INVALID)
-      return host->config_error(texts, pattern, "bad event type pattern '%s'", pattern);
-    text_rule *r = &st->rules[st->n_rules];
-    r->pattern = pattern;
-    if ((rc = host->config_template(texts, pattern, NULL, &r->tpl)) < 0) return rc;
-    st->n_rules++;
-  }
+/* Rules between options, and the URL and header derived from them. */
+static int check_choice(const hookd_host_api *host, const hookd_config *cfg, const slack *st) {
+  if (st->webhook_url && st->token)
+    return host->config_error(cfg, "token", "give either webhook_url or token, not both");
+  if (!st->webhook_url && !st->token)
+    return host->config_error(cfg, NULL, "webhook_url or token (with channel) is required");
+  if (st->webhook_url && st->channel)
+    return host->config_error(cfg, "channel",
+                              "an incoming webhook posts to its own channel; channel needs token");
+  if (st->token && !st->channel) return host->config_error(cfg, "channel", "required with token");
+  if (st->token && !hookd_header_value_ok(st->token))
+    return host->config_error(cfg, "token", "contains a line break or control character");
+  for (size_t i = 0; i < st->texts.n; i++)
+    if (host->pattern_match(st->texts.keys[i], "") == HOOKD_E_INVALID)
+      return host->config_error(cfg, "texts", "bad event type pattern '%s'", st->texts.keys[i]);
   return 0;
 }
 
 static int slack_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
                       void **state, char *err, size_t errlen) {
-  static const char *const keys[] = {"webhook_url", "token",   "channel",    "api_url", "text",
-                                     "texts",       "ca_file", "timeout_ms", NULL};
-  if (host->struct_size < sizeof *host) {
-    snprintf(err, errlen, "host API too old (struct_size %zu)", host->struct_size);
+  (void)self;
+  slack *st = *state;
+  if (check_choice(host, cfg, st) != 0) return -1;
+  if (st->webhook_url) {
+    st->post_url = strdup(st->webhook_url);
+  } else {
+    size_t n = strlen(st->api_url);
+    while (n > 0 && st->api_url[n - 1] == '/') n--;
+    if (asprintf(&st->post_url, "%.*s/chat.postMessage", (int)n, st->api_url) < 0)
+      st->post_url = NULL;
+    if (asprintf(&st->auth_header, "Authorization: Bearer %s", st->token) < 0)
+      st->auth_header = NULL;
+    if (!st->auth_header) st->post_url = (free(st->post_url), NULL);
+  }
+  if (!st->post_url) {
+    snprintf(err, errlen, "out of memory");
     return -1;
   }
-  if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
-  slack *st = calloc(1, sizeof *st);
-  if (!st) return snprintf(err, errlen, "out of memory"), -1;
-  st->host = host;
-  st->self = self;
-
-  const char *webhook, *token, *api_url;
-  int64_t timeout;
-  int rc = 0;
-  if (host->config_string(cfg, "webhook_url", NULL, &webhook) < 0 ||
-      host->config_string(cfg, "token", NULL, &token) < 0 ||
-      host->config_string(cfg, "api_url", SLACK_DEFAULT_API_URL, &api_url) < 0 ||
-      host->config_string(cfg, "ca_file", NULL, &st->ca_file) < 0 ||
-      host->config_int(cfg, "timeout_ms", SLACK_DEFAULT_TIMEOUT_MS, &timeout) < 0 ||
-      host->config_template(cfg, "text", NULL, &st->text) < 0 ||
-      host->config_template(cfg, "channel", NULL, &st->channel) < 0 || read_texts(st, cfg) < 0)
-    goto fail;
-
-  if (webhook && token) {
-    rc = host->config_error(cfg, "token", "give either webhook_url or token, not both");
-  } else if (!webhook && !token) {
-    rc = host->config_error(cfg, NULL, "webhook_url or token (with channel) is required");
-  } else if (webhook && !http_url(webhook)) {
-    rc = host->config_error(cfg, "webhook_url", "expected an http:// or https:// URL");
-  } else if (webhook && st->channel) {
-    rc = host->config_error(cfg, "channel",
-                            "an incoming webhook posts to its own channel; channel needs token");
-  } else if (token && !st->channel) {
-    rc = host->config_error(cfg, "channel", "required with token");
-  } else if (token && !*token) {
-    rc = host->config_error(cfg, "token", "is empty");
-  } else if (token && !http_url(api_url)) {
-    rc = host->config_error(cfg, "api_url", "expected an http:// or https:// URL");
-  } else if (timeout < 1 || timeout > 600000) {
-    rc = host->config_error(cfg, "timeout_ms", "expected 1 to 600000");
-  }
-  if (rc < 0) goto fail;
-  st->timeout_ms = (uint32_t)timeout;
-
-  if (webhook) {
-    st->post_url = strdup(webhook);
-  } else {
-    size_t n = strlen(api_url);
-    while (n > 0 && api_url[n - 1] == '/') n--;
-    if (asprintf(&st->post_url, "%.*s/chat.postMessage", (int)n, api_url) < 0) st->post_url = NULL;
-    if (strpbrk(token, "\r\n")) {
-      host->config_error(cfg, "token", "contains a line break");
-      goto fail;
-    }
-    if (asprintf(&st->auth_header, "Authorization: Bearer %s", token) < 0) st->auth_header = NULL;
-    if (!st->auth_header) goto nomem;
-  }
-  if (!st->post_url) goto nomem;
-  *state = st;
   return 0;
-
-nomem:
-  snprintf(err, errlen, "out of memory");
-fail:
-  slack_destroy(st);
-  return -1;
 }
 
-static const hookd_plugin descriptor = {
-    .abi = HOOKD_PLUGIN_ABI,
-    .struct_size = sizeof(hookd_plugin),
-    .name = "slack_post",
-    .version = "1.0.0",
-    .description = "posts events to Slack (incoming webhook or chat.postMessage)",
-    .init = slack_init,
-    .deliver = slack_deliver,
-    .destroy = slack_destroy,
-};
-
-HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {
-  (void)host_abi;
-  return &descriptor;
-}
+/* The descriptor and hookd_plugin_entry(): a host older than ABI 1.1 (which
+ * would not fill the options) is refused, and the host names both versions. */
+HOOKD_PLUGIN_DEFINE("slack_post", "1.1.0",
+                    "posts events to Slack (incoming webhook or chat.postMessage)", slack_init,
+                    slack_deliver, slack_destroy, slack_options, slack)

@@ -12,6 +12,8 @@
 #     compare    ../shared/bench/compare.sh against hookd with sync off and full
 #     callgrind  instructions per request (valgrind --tool=callgrind, two request counts)
 #     profile    perf record/report of hookd under unique-id load, sync full and off
+#     backlog    RSS with 0, 20,000 and 200,000 deliveries pending for a down destination,
+#                and a restart with them (time to /healthz, RSS)
 #     tls        new-event ingest over TLS vs plain HTTP on one hookd in one run (wrk,
 #                keep-alive, unique ids, verify none on both so only the transport differs;
 #                prints the ratio) and TLS handshakes/s with and without resumption (s_time)
@@ -436,12 +438,45 @@ tls() {
   echo "| TLS 1.2 handshakes/s, resumed (openssl s_time -reuse, one client) | ${reuse:-?} |"
 }
 
+# Memory with a backlog: an instance whose destination is down (test_plugin
+# answers RETRY, the next try in an hour), RSS idle and with 20,000 and
+# 200,000 deliveries pending; then a restart with the 200,000: time to
+# /healthz and RSS.
+backlog() {
+  local dir cfg n0 n20 n200 t0 t1
+  cfg=$(config off backlog)
+  dir=$(dirname "$cfg")
+  sed -i -e 's#"plugins": \[ { "name": "noop", "module": "noop", "config": {} } \]#"plugins": [ { "name": "noop", "module": "test_plugin", "config": { "result": "retry" }, "delivery": { "backoff_initial_ms": 3600000, "backoff_max_ms": 3600000, "max_pending": 1000000 } } ]#' "$cfg"
+  start "$cfg"; sleep 1
+  n0=$(rss_kib "$HOOKD_PID")
+  hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 120 -n 20000 >/dev/null; sleep 2
+  n20=$(rss_kib "$HOOKD_PID")
+  hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 600 -n 180000 >/dev/null; sleep 2
+  n200=$(rss_kib "$HOOKD_PID")
+  stop
+  t0=$(date +%s.%N)
+  BENCH_KEY=$KEY "$BUILD/hookd" run -c "$cfg" >"$dir/hookd-restart.out" 2>&1 &
+  HOOKD_PID=$!
+  for _ in $(seq 1 1000); do curl -fs "http://127.0.0.1:$APORT/healthz" >/dev/null 2>&1 && break; sleep 0.01; done
+  t1=$(date +%s.%N)
+  sleep 1
+  local nr; nr=$(rss_kib "$HOOKD_PID")
+  stop
+  echo
+  echo "| backlog for a down destination (1.7 KiB events, sync off) | VmRSS |"
+  echo "|---|---:|"
+  echo "| 0 pending | $n0 KiB |"
+  echo "| 20,000 pending | $n20 KiB |"
+  echo "| 200,000 pending | $n200 KiB |"
+  echo "| restarted with 200,000 pending: /healthz after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s | $nr KiB |"
+}
+
 build
 [ $# -eq 0 ] && set -- table
 for what in "$@"; do
   case $what in
     all) table; compare; callgrind; profile ;;
-    table|compare|callgrind|profile|tls|isolation) "$what" ;;
+    table|compare|callgrind|profile|tls|backlog|isolation) "$what" ;;
     *) echo "unknown: $what" >&2; exit 2 ;;
   esac
 done

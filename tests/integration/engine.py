@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import time
 
+import pytest
+
 from conftest import (HOOKD, PLUGIN_DIR, SLOW, cirrus_source, free_port, payload, sign,
                       wait_until)
 
@@ -37,6 +39,20 @@ def node_config(tmp, plugins, routes, **extra):
     return cfg
 
 
+_started = []  # every Node started by the current test
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_nodes():
+    """Kills the nodes a test leaves running (one that failed half-way);
+    test modules import it so that it applies to them."""
+    yield
+    while _started:
+        node = _started.pop()
+        if node.alive():
+            node.kill()
+
+
 class Node:
     """One hookd on a config file that stays put, so that it can be
     restarted on the same data_dir and port (like systemd would)."""
@@ -65,6 +81,8 @@ class Node:
         self._log = open(log, "wb")
         self.proc = subprocess.Popen([str(HOOKD), "run", "-c", str(self.path)], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=self.env)
+        if self not in _started:
+            _started.append(self)
         if wait:
             self.wait_listening()
         return self

@@ -11,6 +11,7 @@ import pytest
 from conftest import SANITIZED, SLOW, VALGRIND, free_port, http_request, wait_until
 from engine import (Node, Sender, check_key_order, delivered, meeting_event, node_config,
                     plugin_lines, rss_kib, tp_entry)
+from engine import no_leftover_nodes  # noqa: F401 (an autouse fixture)
 
 # Memory bounds mean nothing under ASan or valgrind (their own allocators).
 memory_bounds = pytest.mark.skipif(SANITIZED or VALGRIND,

@@ -26,7 +26,7 @@ def test_help_and_version():
     assert p.returncode == 0 and "hookd check -c FILE" not in p.stderr
     assert "check -c FILE" in p.stdout and "run -c FILE" in p.stdout
     v = run("version").stdout
-    for name in ("hookd 0.", "plugin ABI 1.0", "libuv 1.", "llhttp 8.1", "cJSON 1.", "SQLite 3."):
+    for name in ("hookd 0.", "plugin ABI 1.1", "libuv 1.", "llhttp 8.1", "cJSON 1.", "SQLite 3."):
         assert name in v
     assert run().returncode == 2
     assert run("frobnicate", "-c", "x").returncode == 2
@@ -92,7 +92,7 @@ def test_check_refuses_bad_plugins(tmp_path):
         return hookd_check(cfg, tmp_path)
 
     rc, out = check_module("test_wrong_abi")
-    assert rc == 2 and "built for plugin ABI 2.0, this hookd has ABI 1.0" in out
+    assert rc == 2 and "built for plugin ABI 2.0, this hookd has ABI 1.1" in out
     rc, out = check_module("test_no_entry")
     assert rc == 2 and "no 'hookd_plugin_entry' symbol" in out
     rc, out = check_module("test_plugin", init_fail=True)

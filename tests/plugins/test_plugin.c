@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <hookd/plugin.h>
@@ -145,8 +146,10 @@ static void poison(tp *t, const hookd_event *ev) {
       }
       for (;;) sleep_ms(3600000);
     }
-    volatile int *volatile nowhere = NULL;
-    *nowhere = 1; /* segv */
+    /* A real fault, on a page mapped without access (a store through NULL
+     * would be caught by UBSan before it faults). */
+    void *page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *(volatile int *)page = 1;
   }
 }
 

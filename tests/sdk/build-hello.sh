@@ -32,10 +32,29 @@ for dir in "$tmp/hello/build-cmake" "$tmp/hello"; do
 JSON
   "$tmp/prefix/bin/hookd" check -c "$tmp/hookd.json"
 done
-# A typo in the plugin's config is caught by `hookd check`.
+# The table-driven plugin as its author meets it: `hookd plugins` lists it
+# and prints its declared options; `hookd try` runs one delivery.
+hookd=$tmp/prefix/bin/hookd
+"$hookd" plugins -c "$tmp/hookd.json" | grep -Eq '^hello +1\.1\.0 +1\.1 +logs a greeting' ||
+  { echo "hookd plugins does not list hello"; "$hookd" plugins -c "$tmp/hookd.json"; exit 1; }
+help=$("$hookd" plugins hello -c "$tmp/hookd.json")
+for want in "greeting  (template" "repeat  (int 1..5; default 1)" "shout  (bool; default false)"; do
+  echo "$help" | grep -qF "$want" || { echo "hookd plugins hello lacks '$want':"; echo "$help"; exit 1; }
+done
+sed -i 's/"greeting": "hi {{eventType}}"/"greeting": "hi {{eventType}}", "repeat": 2/' "$tmp/hookd.json"
+out=$("$hookd" try -c "$tmp/hookd.json" --instance greeter "$src/examples/payloads/scheduling.smartscheduler.scheduled.json" 2>&1)
+[ "$(echo "$out" | grep -c 'hi scheduling.smartscheduler.scheduled')" = 2 ] &&
+  echo "$out" | grep -q '^outcome: OK$' || { echo "hookd try: $out"; exit 1; }
+# A typo in the plugin's config is caught by `hookd check`, with a hint.
 sed -i 's/"greeting"/"greting"/' "$tmp/hookd.json"
-if out=$("$tmp/prefix/bin/hookd" check -c "$tmp/hookd.json" 2>&1); then
+if out=$("$hookd" check -c "$tmp/hookd.json" 2>&1); then
   echo "hookd check accepted an unknown key"; exit 1
 fi
-echo "$out" | grep -q "plugins\[0\].config.greting: unknown key" || { echo "unexpected: $out"; exit 1; }
-echo "SDK OK: hello_plugin built with find_package and pkg-config, loaded by hookd check"
+echo "$out" | grep -q "plugins\[0\].config.greting: unknown key (did you mean 'greeting'?)" ||
+  { echo "unexpected: $out"; exit 1; }
+# So is a value out of the declared range.
+sed -i 's/"greting"/"greeting"/; s/"repeat": 2/"repeat": 9/' "$tmp/hookd.json"
+out=$("$hookd" check -c "$tmp/hookd.json" 2>&1) && { echo "repeat 9 accepted"; exit 1; }
+echo "$out" | grep -q "plugins\[0\].config.repeat: expected an integer from 1 to 5" ||
+  { echo "unexpected: $out"; exit 1; }
+echo "SDK OK: table-driven hello_plugin built with find_package and pkg-config, listed by hookd plugins, run by hookd try"

@@ -19,6 +19,7 @@
 #include "event.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "../plugins/test_options.h"
 
 /* Every file a test writes lives here; the group teardown removes it. */
 static char tmpdir[] = "/tmp/hookd-test-plugin-host-XXXXXX";
@@ -276,9 +277,12 @@ static void test_wrong_abi(void **state) {
   (void)state;
   char err[1024];
   load_refused("    {'name': 'w', 'module': 'test_wrong_abi'}", NULL, err, sizeof err);
-  assert_string_equal(err, "plugins[0]: plugin instance 'w': " PLUGIN_DIR
-                           "/test_wrong_abi.so was built for plugin ABI 2.0, this hookd has ABI "
-                           "1.0");
+  char want[512];
+  snprintf(want, sizeof want,
+           "plugins[0]: plugin instance 'w': %s/test_wrong_abi.so was built for plugin ABI 2.0, "
+           "this hookd has ABI %u.%u",
+           PLUGIN_DIR, HOOKD_PLUGIN_ABI_MAJOR, HOOKD_PLUGIN_ABI_MINOR);
+  assert_string_equal(err, want);
 }
 
 static void test_no_entry_symbol(void **state) {
@@ -705,18 +709,236 @@ static void test_render(void **state) {
 
 /* An optional argument runs only the tests whose names match it (cmocka
  * pattern: * and ?). */
+/* ---- declared options (ABI 1.1) ---- */
+
+/* Loads one test_options instance; returns its filled state. */
+static const topts *load_options(plugin_host *h, config *cfg, const char *conf) {
+  char plugins[2048], err[1024] = "";
+  snprintf(plugins, sizeof plugins, "    {'name': 'o', 'module': 'test_options', 'config': %s}",
+           conf);
+  load_config(cfg, plugins, NULL);
+  if (plugin_host_load(h, cfg, err, sizeof err) != 0) fail_msg("load failed: %s", err);
+  return h->insts[0].state;
+}
+
+static void test_options_filled(void **state) {
+  (void)state;
+  plugin_host h;
+  config cfg;
+  const topts *t = load_options(
+      &h, &cfg,
+      "{'str': 'hi', 'num': 42, 'flag': false, 'color': 'blue', 'list': ['a', 'b'],"
+      " 'tpl': 'x{{eventType}}', 'path': '/abs/p', 'wait': '1500ms', 'url': 'ws://h',"
+      " 'secret': 's3', 'tpls': ['{{eventId}}', 'b'], 'map': {'X-A': 'a', 'X-B': '{{eventId}}'}}");
+  assert_string_equal(t->str, "hi");
+  assert_int_equal(t->num, 42);
+  assert_int_equal(t->flag, 0);
+  assert_int_equal(t->color, 2);
+  assert_int_equal(t->list.n, 2);
+  assert_string_equal(t->list.items[1], "b");
+  assert_null(t->list.items[2]);
+  assert_non_null(t->tpl);
+  assert_string_equal(t->path, "/abs/p");
+  assert_int_equal(t->wait_ms, 1500);
+  assert_string_equal(t->url, "ws://h");
+  assert_string_equal(t->secret, "s3");
+  assert_int_equal(t->tpls.n, 2);
+  assert_int_equal(t->map.n, 2);
+  assert_string_equal(t->map.keys[1], "X-B");
+  assert_non_null(t->map.values[1]);
+  /* init ran once, after the host filled the struct. */
+  assert_int_equal(t->init_calls, 1);
+  assert_int_equal(t->seen_num, 42);
+  plugin_host_unload(&h, NULL);
+  config_free(&cfg);
+}
+
+static void test_options_defaults(void **state) {
+  (void)state;
+  plugin_host h;
+  config cfg;
+  const topts *t = load_options(&h, &cfg, "{'str': 'x', 'wait': 250}");
+  assert_int_equal(t->num, 7);
+  assert_int_equal(t->flag, 1);
+  assert_int_equal(t->color, 1);
+  assert_int_equal(t->list.n, 0);
+  assert_non_null(t->tpl);
+  /* A relative default path starts at the config file's directory. */
+  char want[PATH_MAX];
+  snprintf(want, sizeof want, "%s/rel/file", tmpdir);
+  assert_string_equal(t->path, want);
+  assert_int_equal(t->wait_ms, 250);
+  assert_null(t->url);
+  assert_null(t->secret);
+  assert_int_equal(t->map.n, 0);
+  plugin_host_unload(&h, NULL);
+  config_free(&cfg);
+}
+
+static void option_refused(const char *conf, const char *tail) {
+  char plugins[2048], err[1024];
+  snprintf(plugins, sizeof plugins, "    {'name': 'o', 'module': 'test_options', 'config': %s}",
+           conf);
+  load_refused(plugins, NULL, err, sizeof err);
+  expect_positioned(err, "plugin instance 'o' (module test_options): ", tail);
+}
+
+static void test_options_refused(void **state) {
+  (void)state;
+  option_refused("{'str': 'x', 'nmu': " MARK "3}",
+                 "plugins[0].config.nmu: unknown key (did you mean 'num'?)");
+  option_refused("{'str': 'x', 'zzz': " MARK "3}",
+                 "plugins[0].config.zzz: unknown key (known keys: str, num, flag, color, list, "
+                 "tpl, path, wait, url, secret, tpls, map)");
+  option_refused("{'str': 'x', 'num': " MARK "101}",
+                 "plugins[0].config.num: expected an integer from 1 to 100");
+  option_refused("{'str': 'x', 'num': " MARK "1.5}", "plugins[0].config.num: expected an integer");
+  option_refused("{'str': 'x', 'flag': " MARK "'yes'}",
+                 "plugins[0].config.flag: expected true or false");
+  option_refused("{'str': 'x', 'color': " MARK "'bleu'}",
+                 "plugins[0].config.color: expected one of red, green, blue (did you mean "
+                 "'blue'?)");
+  option_refused("{'str': 'x', 'list': " MARK "'a'}",
+                 "plugins[0].config.list: expected a list of strings");
+  option_refused("{'str': 'x', 'list': ['a', " MARK "2]}",
+                 "plugins[0].config.list[1]: expected a string");
+  option_refused("{'str': 'x', 'tpl': " MARK "'{{oops'}",
+                 "plugins[0].config.tpl: bad template: column 1: unclosed '{{'");
+  option_refused("{'str': 'x', 'wait': " MARK "'2 weeks'}",
+                 "plugins[0].config.wait: expected a duration such as \"500ms\", \"30s\", "
+                 "\"5m\", \"1h\"");
+  option_refused("{'str': 'x', 'wait': " MARK "'1h'}",
+                 "plugins[0].config.wait: expected milliseconds from 10 to 60000");
+  option_refused("{'str': 'x', 'url': " MARK "'http://h'}",
+                 "plugins[0].config.url: expected a https:// or ws:// URL with a host");
+  option_refused("{'str': " MARK "''}", "plugins[0].config.str: expected a non-empty string");
+  option_refused("{'str': 'x', 'map': {'A': " MARK "1}}",
+                 "plugins[0].config.map.A: expected a string (a template)");
+  /* The plugin's own cross-option rule, after the host's checks. */
+  option_refused("{'str': 'x', 'secret': " MARK "'s'}", "plugins[0].config.secret: needs url");
+}
+
+static void test_options_required(void **state) {
+  (void)state;
+  char err[1024];
+  load_refused("    {'name': 'o', 'module': 'test_options', 'config': " MARK "{'num': 3}}", NULL,
+               err, sizeof err);
+  expect_positioned(err, "plugin instance 'o' (module test_options): ",
+                    "plugins[0].config: missing required key 'str'");
+}
+
+/* A plugin config timeout_ms of ABI 1.0 days still bounds the event's. */
+static void test_options_legacy_timeout(void **state) {
+  (void)state;
+  plugin_host h;
+  config cfg;
+  load_options(&h, &cfg, "{'str': 'x', 'timeout_ms': 700}");
+  assert_int_equal(h.insts[0].owned.timeout_ms, 700);
+  event *ev = payload_event("scheduling.smartscheduler.scheduled.json", NULL);
+  delivery *d = delivery_new(ev, 0);
+  hookd_event view;
+  plugin_host_event_view(&view, d, &h.insts[0]);
+  assert_int_equal(view.timeout_ms, 700);
+  assert_ptr_equal(view.host, plugin_host_api());
+  assert_ptr_equal(view.self, &h.insts[0]);
+  hookd_outcome out = {.struct_size = sizeof out};
+  assert_int_equal(h.insts[0].mod->desc->deliver(h.insts[0].state, &view, &out), HOOKD_OK);
+  assert_string_equal(out.message, "id=5a6b7c8d-1111-4e2f-a3b4-c5d6e7f80912 timeout=700");
+  event_unref(ev);
+  delivery_free(d);
+  plugin_host_unload(&h, NULL);
+  config_free(&cfg);
+  char err[1024];
+  load_refused(
+      "    {'name': 'o', 'module': 'test_options', 'config': {'str': 'x', 'timeout_ms': " MARK
+      "0}}",
+      NULL, err, sizeof err);
+  expect_positioned(err, "plugin instance 'o' (module test_options): ",
+                    "plugins[0].config.timeout_ms: expected an integer from 1 to 3600000");
+}
+
+/* An ABI 1.0 binary: its descriptor ends at reserved[]; what follows is not
+ * read, and its getters work as before. */
+static void test_abi10_plugin(void **state) {
+  (void)state;
+  config cfg;
+  load_config(&cfg, "    {'name': 'old', 'module': 'test_abi10', 'config': {'n': 9}}", NULL);
+  plugin_host h;
+  char err[1024] = "";
+  if (plugin_host_load(&h, &cfg, err, sizeof err) != 0) fail_msg("%s", err);
+  assert_null(plugin_host_options(h.mods[0].desc));
+  hookd_outcome out = {.struct_size = sizeof out};
+  hookd_event view = {.struct_size = sizeof view};
+  assert_int_equal(h.mods[0].desc->deliver(h.insts[0].state, &view, &out), HOOKD_OK);
+  assert_string_equal(out.message, "n=9");
+  plugin_host_unload(&h, NULL);
+  config_free(&cfg);
+  load_refused("    {'name': 'old', 'module': 'test_abi10', 'config': {'m': " MARK "9}}", NULL, err,
+               sizeof err);
+  expect_positioned(err, "plugin instance 'old' (module test_abi10): init failed: ",
+                    "plugins[0].config.m: unknown key 'm' (did you mean 'n'?)");
+}
+
+static void test_bad_option_table(void **state) {
+  (void)state;
+  char err[1024];
+  load_refused("    {'name': 'b', 'module': 'test_bad_table'}", NULL, err, sizeof err);
+  assert_string_equal(err, "plugins[0]: plugin instance 'b': " PLUGIN_DIR
+                           "/test_bad_table.so: bad option table: option 'name': offset 64 does "
+                           "not fit a string in state_size 4");
+}
+
+static void test_options_help(void **state) {
+  (void)state;
+  plugin_host h;
+  config cfg;
+  load_options(&h, &cfg, "{'str': 'x'}");
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  plugin_options_print(f, plugin_host_options(h.mods[0].desc));
+  fclose(f);
+  assert_non_null(strstr(text, "  str  (string; required)\n      a required string\n"));
+  assert_non_null(strstr(text, "  num  (int 1..100; default 7)\n"));
+  assert_non_null(strstr(text, "  color  (enum: red|green|blue; default green)\n"));
+  assert_non_null(strstr(text, "  wait  (duration 10..60000 ms; default 2s)\n"));
+  assert_non_null(strstr(text, "  url  (url (https, ws))\n"));
+  assert_non_null(
+      strstr(text, "  tpl  (template, rendered JSON-escaped; default id={{eventId}})\n"));
+  free(text);
+  plugin_host_unload(&h, NULL);
+  config_free(&cfg);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) cmocka_set_test_filter(argv[1]);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_load_good),         cmocka_unit_test(test_unload_skip),
-      cmocka_unit_test(test_wrong_abi),         cmocka_unit_test(test_no_entry_symbol),
-      cmocka_unit_test(test_init_fails),        cmocka_unit_test(test_init_fails_destroys_earlier),
-      cmocka_unit_test(test_module_not_found),  cmocka_unit_test(test_plugin_dirs_order),
-      cmocka_unit_test(test_unknown_key),       cmocka_unit_test(test_wrong_type_int),
-      cmocka_unit_test(test_wrong_type_string), cmocka_unit_test(test_ignored_getter_error),
-      cmocka_unit_test(test_bad_template),      cmocka_unit_test(test_config_path_relative),
-      cmocka_unit_test(test_host_api_table),    cmocka_unit_test(test_event_view),
-      cmocka_unit_test(test_event_get),         cmocka_unit_test(test_render),
+      cmocka_unit_test(test_options_filled),
+      cmocka_unit_test(test_options_defaults),
+      cmocka_unit_test(test_options_refused),
+      cmocka_unit_test(test_options_required),
+      cmocka_unit_test(test_options_legacy_timeout),
+      cmocka_unit_test(test_abi10_plugin),
+      cmocka_unit_test(test_bad_option_table),
+      cmocka_unit_test(test_options_help),
+      cmocka_unit_test(test_load_good),
+      cmocka_unit_test(test_unload_skip),
+      cmocka_unit_test(test_wrong_abi),
+      cmocka_unit_test(test_no_entry_symbol),
+      cmocka_unit_test(test_init_fails),
+      cmocka_unit_test(test_init_fails_destroys_earlier),
+      cmocka_unit_test(test_module_not_found),
+      cmocka_unit_test(test_plugin_dirs_order),
+      cmocka_unit_test(test_unknown_key),
+      cmocka_unit_test(test_wrong_type_int),
+      cmocka_unit_test(test_wrong_type_string),
+      cmocka_unit_test(test_ignored_getter_error),
+      cmocka_unit_test(test_bad_template),
+      cmocka_unit_test(test_config_path_relative),
+      cmocka_unit_test(test_host_api_table),
+      cmocka_unit_test(test_event_view),
+      cmocka_unit_test(test_event_get),
+      cmocka_unit_test(test_render),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,4 +1,4 @@
-/* hookd plugin ABI v1: the only header a hookd plugin includes. */
+/* hookd plugin ABI 1.1: the header a hookd plugin includes (hookd/helpers.h is its optional companion). */
 #ifndef HOOKD_PLUGIN_H
 #define HOOKD_PLUGIN_H
 
@@ -34,9 +34,26 @@
  *
  * Versioning
  *   - HOOKD_PLUGIN_ABI_MAJOR changes when a change breaks existing plugins;
- *     the host refuses a plugin with another major. Minor versions only add:
- *     structs carry their size as the first field and grow at the end; the
- *     host reads a newer field only when struct_size says it is present.
+ *     the host refuses a plugin with another major, logging both numbers.
+ *     Minor versions only add, at the end of a struct, never reordering.
+ *   - Every struct that crosses the boundary carries its size, so either side
+ *     can tell which fields the other was built with. hookd_plugin starts
+ *     with `abi` and then `struct_size` (the ABI number comes first so the
+ *     host can refuse a foreign major before trusting anything else); every
+ *     other struct starts with `struct_size`. The host reads a descriptor
+ *     field only when the plugin's struct_size covers it, and a plugin reads
+ *     a host table field only when HOOKD_HOST_HAS(host, field) says so.
+ *   - hookd_plugin_entry() receives the host's ABI number: a plugin that
+ *     needs a newer minor than the host has returns NULL (see
+ *     HOOKD_ABI_COMPATIBLE), and the host says so instead of crashing.
+ *
+ * ABI history
+ *   1.0  descriptor, host table, event view, HTTP helper.
+ *   1.1  declared options (hookd_plugin.options, .state_size): the host
+ *        checks and fills them before init(), and `hookd plugins MODULE`
+ *        prints them; init() may be NULL for a plugin with options.
+ *        Host table: smtp() (a mail submission over libcurl), json_get().
+        Event view: host and self, so deliver() needs no copies of them.
  */
 
 #include <stddef.h>
@@ -47,10 +64,16 @@ extern "C" {
 #endif
 
 #define HOOKD_PLUGIN_ABI_MAJOR 1
-#define HOOKD_PLUGIN_ABI_MINOR 0
+#define HOOKD_PLUGIN_ABI_MINOR 1
 /* The ABI number a plugin puts in its descriptor: major in the high 16 bits. */
 #define HOOKD_PLUGIN_ABI ((uint32_t)((HOOKD_PLUGIN_ABI_MAJOR << 16) | HOOKD_PLUGIN_ABI_MINOR))
 #define HOOKD_ABI_MAJOR_OF(abi) ((uint32_t)(abi) >> 16)
+#define HOOKD_ABI_MINOR_OF(abi) ((uint32_t)(abi)&0xffffu)
+/* True when a host with ABI number host_abi can run a plugin built against
+ * this header: the same major, and at least this minor. */
+#define HOOKD_ABI_COMPATIBLE(host_abi)                            \
+  (HOOKD_ABI_MAJOR_OF(host_abi) == HOOKD_PLUGIN_ABI_MAJOR &&      \
+   HOOKD_ABI_MINOR_OF(host_abi) >= HOOKD_PLUGIN_ABI_MINOR)
 
 #if defined(__GNUC__)
 #define HOOKD_EXPORT __attribute__((visibility("default")))
@@ -119,7 +142,15 @@ typedef struct hookd_event {
   uint32_t timeout_ms;      /* the instance's delivery timeout_ms: finish within it */
   const void *host_private; /* for the host's own use; do not touch */
   void *reserved[8];
+  /* ABI 1.1 (read them when struct_size covers them: HOOKD_EVENT_HAS). */
+  const struct hookd_host_api *host; /* the host table, as init() got it */
+  hookd_instance *self;              /* the instance, for host->log() */
 } hookd_event;
+
+/* True when the event view has `field` (a host of an older minor lacks the
+ * fields added after it). */
+#define HOOKD_EVENT_HAS(ev, field) \
+  ((ev)->struct_size >= offsetof(hookd_event, field) + sizeof((ev)->field))
 
 /* Filled by deliver() to explain its result. The host zeroes it before the
  * call. */
@@ -159,6 +190,102 @@ typedef struct hookd_http_response {
   size_t headers_len;
   void *reserved[6];
 } hookd_http_response;
+
+/* A mail submission for host->smtp(). Zero it, set struct_size, fill what
+ * is needed. Addresses are bare (local@domain, no display name). */
+typedef struct hookd_smtp_request {
+  size_t struct_size;
+  const char *url;               /* smtp://host:port or smtps://host:port */
+  int tls;                       /* smtp://: 0 plain, 1 STARTTLS when offered, 2 STARTTLS
+                                    required (smtps:// is always TLS) */
+  const char *username;          /* AUTH when not NULL */
+  const char *password;
+  const char *ca_file;           /* CA bundle for TLS verification; NULL: system's */
+  const char *from;              /* MAIL FROM */
+  const char *const *rcpt;       /* RCPT TO, n_rcpt of them */
+  size_t n_rcpt;
+  const char *message;           /* the whole RFC 5322 message, CRLF line ends */
+  size_t message_len;
+  uint32_t timeout_ms;           /* whole submission; 0: 30 s */
+  void *reserved[6];
+} hookd_smtp_request;
+
+/* --- declared options (ABI 1.1) ---------------------------------------------
+ * A plugin may describe its config keys in a table instead of reading them
+ * with the getters. The host then rejects unknown keys (with a "did you
+ * mean"), checks each value's type and range with the same messages as the
+ * rest of the config file (FILE:LINE:COL: plugins[2].config.KEY: ...),
+ * applies defaults, and writes each value into a state struct of
+ * `state_size` bytes that it allocates zeroed, at the row's `offset`
+ * (offsetof). Only then does it call init(), which keeps the rules that tie
+ * several options together. Values the host fills (strings, lists,
+ * templates) belong to the host and stay valid until destroy() has
+ * returned; the host also frees the state struct after destroy(). */
+typedef enum hookd_option_type {
+  HOOKD_OPT_STRING = 1,        /* const char *: a string */
+  HOOKD_OPT_INT = 2,           /* int64_t: an integer in [min, max] */
+  HOOKD_OPT_BOOL = 3,          /* int: true (1) or false (0) */
+  HOOKD_OPT_ENUM = 4,          /* int: the index in `choices` of the name given */
+  HOOKD_OPT_STRING_LIST = 5,   /* hookd_string_list: a list of strings */
+  HOOKD_OPT_TEMPLATE = 6,      /* hookd_template *: compiled; render it with `escape` */
+  HOOKD_OPT_PATH = 7,          /* const char *: relative to the config file's directory */
+  HOOKD_OPT_DURATION = 8,      /* int64_t milliseconds: 1500, "500ms", "30s", "5m", "1h",
+                                  "1d"; in [min, max] */
+  HOOKD_OPT_URL = 9,           /* const char *: an absolute URL whose scheme is one of
+                                  `choices` (NULL: http and https) */
+  HOOKD_OPT_SECRET = 10,       /* const char *: a string that is never printed; the host
+                                  warns when it is written inline instead of ${...} */
+  HOOKD_OPT_TEMPLATE_LIST = 11, /* hookd_template_list: a list of templates */
+  HOOKD_OPT_TEMPLATE_MAP = 12  /* hookd_template_map: an object of name -> template */
+} hookd_option_type;
+
+typedef struct hookd_string_list {
+  const char *const *items; /* n strings, then NULL */
+  size_t n;
+} hookd_string_list;
+
+typedef struct hookd_template_list {
+  hookd_template *const *items;
+  size_t n;
+} hookd_template_list;
+
+typedef struct hookd_template_map {
+  const char *const *keys; /* in config order */
+  hookd_template *const *values;
+  size_t n;
+} hookd_template_map;
+
+/* Flags of an option row. */
+#define HOOKD_OPT_REQUIRED 0x1u /* absent is an error ("missing required key") */
+#define HOOKD_OPT_NONEMPTY 0x2u /* strings, paths, secrets, lists: empty is an error */
+
+/* One row of the table; the table ends with a row whose name is NULL
+ * (HOOKD_OPTIONS_END). */
+typedef struct hookd_option {
+  const char *name;           /* the config key */
+  hookd_option_type type;
+  uint32_t flags;             /* HOOKD_OPT_REQUIRED | HOOKD_OPT_NONEMPTY */
+  size_t offset;              /* offsetof(state struct, field) */
+  const char *def;            /* default, written as in the config ("10", "true", "30s", an
+                                 enum name, a template, one list item); NULL: none (the
+                                 field stays zero: NULL, 0, an empty list) */
+  int64_t min, max;           /* INT, DURATION: the inclusive range (min = max = 0: any
+                                 value >= 0) */
+  const char *const *choices; /* ENUM: the names, NULL-terminated; URL: the schemes */
+  hookd_escape escape;        /* TEMPLATE, TEMPLATE_LIST, TEMPLATE_MAP: how deliver()
+                                 renders it (shown by `hookd plugins`; with
+                                 HOOKD_ESC_HEADER the literal text is checked too) */
+  const char *description;    /* one line for `hookd plugins MODULE` */
+} hookd_option;
+
+/* A row with the usual fields, in C and C++: the key is `name`, the field
+ * `field` of struct type `st`. Set min/max, choices or flags with a
+ * designated initializer (C) or by writing the row out. */
+#define HOOKD_OPTION(name, type, st, field, def, description)                               \
+  { name, HOOKD_OPT_##type, 0, offsetof(st, field), def, 0, 0, NULL, HOOKD_ESC_NONE, \
+    description }
+#define HOOKD_OPTIONS_END \
+  { NULL, (hookd_option_type)0, 0, 0, NULL, 0, 0, NULL, HOOKD_ESC_NONE, NULL }
 
 /* The function table hookd gives a plugin. Append-only: check struct_size
  * before using a field added in a later minor version. */
@@ -206,7 +333,7 @@ typedef struct hookd_host_api {
   int (*config_template)(const hookd_config *cfg, const char *key, const char *def,
                          hookd_template **out);
 
-  /* --- templates (DESIGN §5) ---------------------------------------------
+  /* --- templates (README "Templates") ---------------------------------------------
    * template_compile: any thread; returns NULL and writes err on a syntax
    * error. template_free: frees a template from either compile function. */
   hookd_template *(*template_compile)(const char *text, char *err, size_t errlen);
@@ -245,7 +372,28 @@ typedef struct hookd_host_api {
    * "*" one dot-separated segment, "**" the rest). Returns 1 or 0, or
    * HOOKD_E_INVALID for a malformed pattern. Any thread. */
   int (*pattern_match)(const char *pattern, const char *type);
+
+  /* --- ABI 1.1 -------------------------------------------------------------
+   * Submits one message over SMTP (libcurl, loaded at first use) and maps
+   * the answer: OK when the server accepted it (its last reply line goes to
+   * outcome->message); RETRY on 4xx replies, network errors and timeouts;
+   * FAIL on 5xx replies, a refused login, a malformed URL or STARTTLS
+   * required but not offered. deliver() threads only. */
+  hookd_result (*smtp)(const hookd_instance *self, const hookd_smtp_request *req,
+                       hookd_outcome *outcome);
+
+  /* The value at a dotted path of a JSON document (e.g. an HTTP answer
+   * body: "error", "errors.0.message"), as event_get() gives it: strings as
+   * they are, numbers and booleans as text, objects and arrays as JSON.
+   * NULL when the text is not JSON or the path is absent or null. Release
+   * with host->free(). Any thread. */
+  char *(*json_get)(const char *json, size_t len, const char *path);
 } hookd_host_api;
+
+/* True when the host table has `field`: check it before calling a function
+ * added in a later minor version than the host may have. */
+#define HOOKD_HOST_HAS(host, field) \
+  ((host)->struct_size >= offsetof(hookd_host_api, field) + sizeof((host)->field))
 
 /* The descriptor a plugin returns from hookd_plugin_entry(). Static const data
  * in the plugin; the host never writes or frees it. */
@@ -262,7 +410,10 @@ typedef struct hookd_plugin {
    * empty). On success stores the instance state in *state and returns 0. On
    * failure returns non-zero, writes a one-line reason to err (errlen bytes,
    * may be left empty when a config getter already recorded the error) and
-   * must have freed what it allocated. Main thread. */
+   * must have freed what it allocated. Main thread.
+   * With declared options (ABI 1.1) *state already points to the filled
+   * state struct (host-owned: do not free it) and init() only checks rules
+   * between options and sets up what it needs; it may be NULL. */
   int (*init)(const hookd_host_api *host, hookd_instance *self, const hookd_config *config,
               void **state, char *err, size_t errlen);
 
@@ -277,13 +428,33 @@ typedef struct hookd_plugin {
    * instance has returned. Main thread. May be NULL. */
   void (*destroy)(void *state);
 
-  void *reserved[8];
+  void *reserved[8]; /* zero; growth goes after it (struct_size tells) */
+
+  /* --- ABI 1.1 --- */
+  const hookd_option *options; /* the declared options, ending with HOOKD_OPTIONS_END;
+                                  NULL: init() reads its config with the getters */
+  size_t state_size;           /* with options: bytes of the state struct the host
+                                  allocates, fills and hands to init() in *state */
 } hookd_plugin;
 
 /* The one symbol a plugin exports. host_abi is the host's HOOKD_PLUGIN_ABI; a
  * plugin may return NULL when it cannot work with that host. */
 #define HOOKD_PLUGIN_ENTRY_SYMBOL "hookd_plugin_entry"
 HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi);
+
+/* Defines the descriptor and the entry point of a plugin built against this
+ * header, in one line at the end of the plugin: its name, version and
+ * description, its callbacks (init and destroy may be NULL), its option
+ * table and the state struct the table fills (both ABI 1.1). The entry
+ * refuses a host older than this header's minor version. */
+#define HOOKD_PLUGIN_DEFINE(name, version, description, init, deliver, destroy, options,      \
+                            state_type)                                                       \
+  static const hookd_plugin hookd_plugin_descriptor_ = {                                      \
+      HOOKD_PLUGIN_ABI, sizeof(hookd_plugin), name, version, description, init, deliver,      \
+      destroy,          {NULL},               options, sizeof(state_type)};                  \
+  HOOKD_EXPORT const hookd_plugin *hookd_plugin_entry(uint32_t host_abi) {                   \
+    return HOOKD_ABI_COMPATIBLE(host_abi) ? &hookd_plugin_descriptor_ : NULL;                \
+  }
 
 #ifdef __cplusplus
 }
