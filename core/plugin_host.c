@@ -457,9 +457,9 @@ static void release(plugin_instance *inst) {
   inst->state = NULL;
 }
 
-int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api,
-                               const cJSON *conf, const jsonc_doc *doc, const char *config_dir,
-                               char *perr, size_t perrlen, int *from_options) {
+int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api, const cJSON *conf,
+                               const jsonc_doc *doc, const char *config_dir, char *perr,
+                               size_t perrlen, int *from_options) {
   const plugin_module *m = inst->mod;
   char kp[96];
   snprintf(kp, sizeof kp, "%s.config", inst->cfg ? inst->cfg->keypath : "config");
@@ -518,8 +518,8 @@ int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const js
                               const char *config_dir, char *err, size_t errlen) {
   char perr[512];
   int from_options;
-  int rc =
-      plugin_host_instance_setup(inst, NULL, conf, doc, config_dir, perr, sizeof perr, &from_options);
+  int rc = plugin_host_instance_setup(inst, NULL, conf, doc, config_dir, perr, sizeof perr,
+                                      &from_options);
   if (rc != 0) plugin_host_init_message(err, errlen, inst, rc, inst->cfg_error, perr, from_options);
   return rc == 0 ? 0 : -1;
 }

@@ -36,8 +36,8 @@ struct hookd_instance {
   const jsonc_doc *doc;
   const char *config_dir;   /* base of relative paths (config_path) */
   char cfg_error[512];
-  char cfg_error_key[256];  /* the key path cfg_error is about; without a doc (in a
-                               plugin child) cfg_error has no position and hookd adds it */
+  char cfg_error_key[256]; /* the key path cfg_error is about; without a doc (in a
+                              plugin child) cfg_error has no position and hookd adds it */
   /* Declared options (ABI 1.1): the state struct the host filled. */
   void *opt_state;
   /* What the host allocated for the instance (options, getter results);
@@ -120,9 +120,9 @@ int plugin_host_open_module(plugin_module *m, char *err, size_t errlen);
  * else bare with its key path in inst->cfg_error_key — perr the plugin's
  * own reason, and *from_options says the message needs no "init failed"
  * prefix. init_message words it all as one line. */
-int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api,
-                               const cJSON *conf, const jsonc_doc *doc, const char *config_dir,
-                               char *perr, size_t perrlen, int *from_options);
+int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api, const cJSON *conf,
+                               const jsonc_doc *doc, const char *config_dir, char *perr,
+                               size_t perrlen, int *from_options);
 void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
                               const char *cfg_error, const char *perr, int from_options);
 
