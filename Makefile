@@ -5,15 +5,17 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 # Debian 12 packages: what building and running needs, and what the tests add.
 DEPS = cmake gcc make pkg-config libuv1-dev node-llhttp libcjson-dev libssl-dev \
-       libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libical-dev curl openssl zlib1g-dev
+       libsqlite3-dev libcurl4-openssl-dev libsystemd-dev libical-dev curl openssl zlib1g-dev \
+       libpq-dev
 # python3-pytest/aiosmtpd: integration suite (Debian's /usr/bin/python3);
 # prometheus: promtool checks /metrics; chromium + python3-websocket: the
 # status page test (DevTools protocol); groff-base: man page check;
 # systemd: systemd-analyze verify of the unit; wrk: benchmarks; nodejs: the
 # senders' signing libraries (tests/node) and an undici client over TLS;
-# python3-icalendar: reads email_notify's invitations back; g++: plugin.h as C++.
+# python3-icalendar: reads email_notify's invitations back; g++: plugin.h as C++;
+# postgresql-15: the shared spool's tests start throwaway clusters.
 TEST_DEPS = libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-icalendar g++ wrk \
-       prometheus chromium python3-websocket groff-base systemd nodejs
+       prometheus chromium python3-websocket groff-base systemd nodejs postgresql-15
 
 .PHONY: all deps test-deps build run test fuzz memcheck bench soak clean
 

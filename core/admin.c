@@ -408,7 +408,8 @@ typedef struct admin_job {
   route_kind kind;
   int head; /* HEAD: no body */
   char *data_dir;
-  int64_t id; /* R_REPLAY */
+  char *pg_url; /* spool.url of a PostgreSQL spool, else NULL */
+  int64_t id;   /* R_REPLAY */
   /* results */
   int rc;
   char err[256];
@@ -420,7 +421,8 @@ typedef struct admin_job {
 static void job_work(uv_work_t *w) {
   admin_job *j = w->data;
   dlq *q = NULL;
-  if (dlq_open(j->data_dir, &q, j->err, sizeof j->err) != 0) {
+  if ((j->pg_url ? dlq_open_pg(j->pg_url, &q, j->err, sizeof j->err)
+                 : dlq_open(j->data_dir, &q, j->err, sizeof j->err)) != 0) {
     j->rc = -1;
     return;
   }
@@ -848,13 +850,16 @@ static void job_done(uv_work_t *w, int status) {
   }
   dlq_entries_free(j->dead, j->n_dead);
   free(j->data_dir);
+  free(j->pg_url);
   free(j);
 }
 
 static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind) {
   admin_job *j = calloc(1, sizeof *j);
   if (j) j->data_dir = strdup(a->cfg->data_dir ? a->cfg->data_dir : ".");
-  if (j == NULL || j->data_dir == NULL) {
+  if (j && a->cfg->spool_url) j->pg_url = strdup(a->cfg->spool_url);
+  if (j == NULL || j->data_dir == NULL || (a->cfg->spool_url && j->pg_url == NULL)) {
+    if (j) free(j->data_dir);
     free(j);
     reply(c, 503, "Retry-After: 1\r\n", NULL, 0);
     return;
@@ -869,6 +874,7 @@ static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind
     j->id = strtoll(req->path + 14, &end, 10);
     if (end == NULL || strcmp(end, "/replay") != 0 || j->id <= 0) {
       free(j->data_dir);
+      free(j->pg_url);
       free(j);
       reply_text(c, 404, "no such dead letter");
       return;
@@ -877,6 +883,7 @@ static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind
   int rc = uv_queue_work(a->loop, &j->work, job_work, job_done);
   if (rc != 0) {
     free(j->data_dir);
+    free(j->pg_url);
     free(j);
     reply(c, 503, "Retry-After: 1\r\n", NULL, 0);
   }

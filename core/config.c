@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -496,8 +497,127 @@ int64_t config_parse_duration(const char *s) {
   return (int64_t)(v * unit);
 }
 
+/* Where the password sits in a libpq URL ("postgresql://user:PASSWORD@...")
+ * or key=value string ("... password=PASSWORD ..."): *off and *n, or 0. */
+static int find_password(const char *url, size_t *off, size_t *n) {
+  const char *scheme = strstr(url, "://");
+  if (scheme && (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)) {
+    const char *auth = scheme + 3;
+    size_t end = strcspn(auth, "/?#");
+    const char *at = memrchr(auth, '@', end);
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (colon == NULL) return 0;
+    *off = (size_t)(colon + 1 - url);
+    *n = (size_t)(at - colon - 1);
+    return *n > 0;
+  }
+  for (const char *p = strstr(url, "password"); p; p = strstr(p + 1, "password")) {
+    if (p != url && p[-1] != ' ' && p[-1] != '\t') continue;
+    const char *v = p + 8;
+    v += strspn(v, " \t");
+    if (*v != '=') continue;
+    v++;
+    v += strspn(v, " \t");
+    size_t len;
+    if (*v == '\'') { /* quoted: up to the closing quote, backslash escapes */
+      const char *q = v + 1;
+      while (*q && *q != '\'') q += (q[0] == '\\' && q[1]) ? 2 : 1;
+      len = (size_t)(q - v) + (*q == '\'');
+    } else {
+      len = strcspn(v, " \t");
+    }
+    *off = (size_t)(v - url);
+    *n = len;
+    return len > 0;
+  }
+  return 0;
+}
+
+void config_mask_url(const char *url, char *out, size_t len) {
+  size_t off, n;
+  if (len == 0) return;
+  if (!find_password(url, &off, &n)) {
+    snprintf(out, len, "%s", url);
+    return;
+  }
+  snprintf(out, len, "%.*s***%s", (int)off, url, url + off + n);
+}
+
+/* A libpq connection string must parse; libpq's complaint may quote the
+ * string, so it is shown with the password masked. */
+static int check_pg_url(ctx *c, const char *url) {
+  char *msg = NULL;
+  PQconninfoOption *opts = PQconninfoParse(url, &msg);
+  if (opts) {
+    PQconninfoFree(opts);
+    return 0;
+  }
+  char why[512] = "out of memory";
+  if (msg) {
+    size_t l = strlen(msg);
+    while (l && (msg[l - 1] == '\n' || msg[l - 1] == ' ')) msg[--l] = '\0';
+    size_t off, n;
+    const char *pw = find_password(url, &off, &n) ? url + off : NULL;
+    char *hit = pw && n >= 3 ? memmem(msg, l, pw, n) : NULL;
+    if (hit) {
+      snprintf(why, sizeof why, "%.*s***%s", (int)(hit - msg), msg, hit + n);
+    } else {
+      snprintf(why, sizeof why, "%s", msg);
+    }
+    PQfreemem(msg);
+  }
+  return fail(c,
+              "not a PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DB) or "
+              "key=value string: %s",
+              why);
+}
+
+/* "backend", "url", "lease_ms": the PostgreSQL spool's keys. */
+static int parse_spool_backend(ctx *c, const cJSON *spool) {
+  static const char *const backends[] = {"sqlite", "postgres", NULL};
+  config *cfg = c->cfg;
+  int backend = 0;
+  if (get_choice(c, spool, "backend", backends, &backend) < 0) return -1;
+  cfg->spool_backend = backend ? SPOOL_BACKEND_POSTGRES : SPOOL_BACKEND_SQLITE;
+  const char *url = NULL;
+  int has_url = get_str(c, spool, "url", 0, &url);
+  if (has_url < 0) return -1;
+  if (get_uint(c, spool, "lease_ms", 1000, 86400000, &cfg->spool_lease_ms) < 0) return -1;
+  if (!backend) {
+    static const char *const pg_only[] = {"url", "lease_ms", NULL};
+    for (size_t i = 0; pg_only[i]; i++) {
+      if (member(spool, pg_only[i])) {
+        kp_key(c, pg_only[i]);
+        return fail(c, "applies only to \"backend\": \"postgres\"");
+      }
+    }
+    return 0;
+  }
+  /* What PostgreSQL does instead: its synchronous_commit, its own disk. */
+  if (member(spool, "sync")) {
+    kp_key(c, "sync");
+    return fail(c,
+                "applies only to the sqlite backend: PostgreSQL's durability is its own "
+                "synchronous_commit setting");
+  }
+  if (member(spool, "min_free_bytes")) {
+    kp_key(c, "min_free_bytes");
+    return fail(c, "applies only to the sqlite backend (PostgreSQL watches its own disk)");
+  }
+  if (!has_url)
+    return fail(c,
+                "\"backend\": \"postgres\" needs \"url\" (a secret: write "
+                "\"${HOOKD_PG_URL}\" or \"${file:PATH}\")");
+  size_t mark = kp_key(c, "url");
+  if (check_pg_url(c, url) != 0) return -1;
+  kp_pop(c, mark);
+  cfg->spool_url = dup_str(c, url);
+  return 0;
+}
+
 static int parse_spool(ctx *c, const cJSON *root) {
-  static const char *const keys[] = {"sync", "max_pending", "retention", "min_free_bytes", NULL};
+  static const char *const keys[] = {"sync",    "max_pending", "retention", "min_free_bytes",
+                                     "backend", "url",         "lease_ms",  NULL};
   static const char *const syncs[] = {"full", "normal", "off", NULL};
   static const spool_sync sync_values[] = {SPOOL_SYNC_FULL, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF};
   config *cfg = c->cfg;
@@ -505,11 +625,14 @@ static int parse_spool(ctx *c, const cJSON *root) {
   cfg->spool_max_pending = 0; /* no spool-wide cap: each instance has delivery.max_pending */
   cfg->spool_min_free_bytes = 64ull << 20;
   cfg->spool_retention_ms = 7ll * 86400000;
+  cfg->spool_backend = SPOOL_BACKEND_SQLITE;
+  cfg->spool_lease_ms = 30000;
   cJSON *spool = NULL;
   int rc = get_object(c, root, "spool", &spool);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "spool");
   if (check_keys(c, spool, keys) != 0) return -1;
+  if (parse_spool_backend(c, spool) != 0) return -1;
   int sync = 0;
   if (get_choice(c, spool, "sync", syncs, &sync) < 0) return -1;
   cfg->sync = sync_values[sync];
@@ -1454,6 +1577,7 @@ void config_free(config *cfg) {
   free(cfg->admin_listen);
   free(cfg->admin_token);
   free(cfg->data_dir);
+  free(cfg->spool_url);
   for (size_t i = 0; i < cfg->n_plugin_dirs; i++) free(cfg->plugin_dirs[i]);
   free(cfg->plugin_dirs);
   for (size_t i = 0; i < cfg->n_sources; i++) {

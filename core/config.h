@@ -12,6 +12,9 @@
 #include "verify.h"
 
 typedef enum { SPOOL_SYNC_FULL = 0, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF } spool_sync;
+/* Where the spool lives: data_dir/spool.db, or a PostgreSQL database shared
+ * by several nodes (DESIGN §10). */
+typedef enum { SPOOL_BACKEND_SQLITE = 0, SPOOL_BACKEND_POSTGRES } spool_backend;
 
 typedef struct config_limits {
   uint64_t max_body_bytes;    /* 1048576 */
@@ -105,6 +108,10 @@ typedef struct config {
   uint64_t spool_max_pending;     /* 0 (none): a cap on all instances' pending deliveries */
   uint64_t spool_min_free_bytes;  /* 64 MiB: disk floor of data_dir */
   int64_t spool_retention_ms;     /* 7 days: finished events are pruned after */
+  spool_backend spool_backend;    /* "backend": "sqlite" (default) | "postgres" */
+  char *spool_url;                /* postgres: libpq URL or key=value string; a secret:
+                                     never logged (config_mask_url for messages) */
+  uint64_t spool_lease_ms;        /* postgres: 30000, how long a claim holds a delivery */
   config_source *sources;
   size_t n_sources;
   config_plugin *plugins;
@@ -125,6 +132,10 @@ typedef struct config {
  * "FILE:LINE:COL: KEYPATH: message". Plugins are not loaded here. */
 int config_load(config *cfg, const char *path, char *err, size_t errlen);
 void config_free(config *cfg);
+
+/* Writes url into out (len bytes) with its password replaced by "***"
+ * (URL userinfo or key=value "password"), for messages and `hookd check`. */
+void config_mask_url(const char *url, char *out, size_t len);
 
 /* "7d", "12h", "30m", "90s" or "500ms" as milliseconds; -1 when malformed. */
 int64_t config_parse_duration(const char *s);

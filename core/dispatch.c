@@ -198,11 +198,15 @@ static int spawn_worker(iqueue *q) {
   return 0;
 }
 
-static void on_lane_wake(void *data) {
+static void on_lane_wake(void *data, size_t n) {
   iqueue *q = data;
   pthread_mutex_lock(&q->mu);
   q->woken = 1;
-  pthread_cond_signal(&q->cv);
+  if (n > 1) {
+    pthread_cond_broadcast(&q->cv);
+  } else {
+    pthread_cond_signal(&q->cv);
+  }
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -394,6 +398,8 @@ void dispatch_check_timeouts(dispatch *dp) {
                (long long)limit);
       attempt_result a = {.r = PLUGIN_TIMED_OUT, .msg = msg, .took_ms = took};
       settle(q, d, &a);
+      /* The key moves on: a worker that sleeps takes its next delivery. */
+      on_lane_wake(q, 1);
     }
   }
 }

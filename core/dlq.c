@@ -8,8 +8,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "spool_pg.h"
+
 struct dlq {
   sqlite3 *db;
+  spool_pg_admin *pg; /* the PostgreSQL spool instead (spool_pg.c does the work) */
   char error[256];
 };
 
@@ -70,13 +73,30 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen) {
   return 0;
 }
 
+int dlq_open_pg(const char *url, dlq **out, char *err, size_t errlen) {
+  *out = NULL;
+  dlq *q = calloc(1, sizeof *q);
+  if (q == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  if (spool_pg_admin_open(url, &q->pg, err, errlen) != 0) {
+    free(q);
+    return -1;
+  }
+  *out = q;
+  return 0;
+}
+
 void dlq_close(dlq *q) {
   if (q == NULL) return;
+  spool_pg_admin_close(q->pg);
   sqlite3_close(q->db);
   free(q);
 }
 
 const char *dlq_error(dlq *q) {
+  if (q->pg) return spool_pg_admin_error(q->pg);
   return q->error;
 }
 
@@ -118,6 +138,7 @@ void dlq_entries_free(dlq_entry *e, size_t n) {
 }
 
 int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n) {
+  if (q->pg) return spool_pg_dlq_list(q->pg, limit, out, n);
   char sql[512];
   snprintf(sql, sizeof sql, "%s ORDER BY d.updated_ms DESC, d.id DESC LIMIT %lld", select_cols,
            limit ? (long long)limit : -1LL);
@@ -150,6 +171,7 @@ int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n) {
 }
 
 int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) {
+  if (q->pg) return spool_pg_dlq_show(q->pg, id, out, body, body_len);
   char sql[512];
   snprintf(sql, sizeof sql, "%s AND d.id = ?1", select_cols);
   sqlite3_stmt *s;
@@ -178,6 +200,7 @@ int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) 
 }
 
 int64_t dlq_replay(dlq *q, int64_t id) {
+  if (q->pg) return spool_pg_dlq_replay(q->pg, id);
   /* State 3 ("replay") is turned into a new pending delivery by a running
    * hookd within a second, or by the next start. */
   const char *sql = id > 0 ? "UPDATE deliveries SET state = 3, updated_ms = ?2 "
@@ -195,7 +218,7 @@ int64_t dlq_replay(dlq *q, int64_t id) {
 }
 
 int dlq_purge(dlq *q, int64_t id) {
-  int64_t now = now_ms_();
+  if (q->pg) return spool_pg_dlq_purge(q->pg, id);
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;
   int64_t seq = -1;
@@ -218,11 +241,8 @@ int dlq_purge(dlq *q, int64_t id) {
            "DELETE FROM deliveries WHERE id = %lld;"
            "DELETE FROM events WHERE seq = %lld AND NOT EXISTS "
            "(SELECT 1 FROM deliveries WHERE seq = %lld);"
-           "UPDATE events SET done_ms = %lld WHERE seq = %lld AND NOT EXISTS "
-           "(SELECT 1 FROM deliveries WHERE seq = %lld AND state <> 1);"
            "COMMIT;",
-           (long long)id, (long long)seq, (long long)seq, (long long)now, (long long)seq,
-           (long long)seq);
+           (long long)id, (long long)seq, (long long)seq);
   if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto fail;
   return 1;
 fail:

@@ -23,6 +23,8 @@ typedef struct dlq_entry {
 /* Opens data_dir/spool.db with its own connection (WAL: works whether hookd
  * runs or not). Returns 0, or -1 with err set (no spool yet, wrong schema). */
 int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen);
+/* The same against a PostgreSQL spool (spool.url), from any node. */
+int dlq_open_pg(const char *url, dlq **out, char *err, size_t errlen);
 void dlq_close(dlq *q);
 
 /* The dead letters, newest first, at most limit (0: all). *out is an array

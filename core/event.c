@@ -43,9 +43,6 @@ event *event_new(const char *source, const char *id, const char *type, const cha
   ev->received_ms = received_ms;
   ev->seq = 0;
   atomic_init(&ev->refs, 1);
-  atomic_init(&ev->fresh, 0);
-  atomic_init(&ev->open, 0);
-  atomic_init(&ev->had_dead, 0);
   return ev;
 }
 

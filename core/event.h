@@ -24,14 +24,6 @@ typedef struct event {
   /* The parsed envelope, made on first use by event_root() so that a queued
    * event costs only its bytes. Owned. */
   _Atomic(cJSON *) root;
-  /* Set by the spool for an event it stored in this run and handed all its
-   * deliveries out: `open` counts those not finished, `had_dead` says one
-   * went dead, so the worker finishing the last one knows the event is done
-   * without asking the database. Recovered and replayed events leave
-   * `fresh` 0. */
-  atomic_int fresh;
-  atomic_uint open;
-  atomic_int had_dead;
 } event;
 
 /* Copies the strings and the body into one allocation and takes ownership of

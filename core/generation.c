@@ -109,7 +109,8 @@ void generation_fixed_changes(const config *o, const config *n, char *out, size_
   if (!str_eq(o->data_dir, n->data_dir)) CHANGED("data_dir");
   if (o->sync != n->sync || o->spool_max_pending != n->spool_max_pending ||
       o->spool_min_free_bytes != n->spool_min_free_bytes ||
-      o->spool_retention_ms != n->spool_retention_ms) {
+      o->spool_retention_ms != n->spool_retention_ms || o->spool_backend != n->spool_backend ||
+      !str_eq(o->spool_url, n->spool_url) || o->spool_lease_ms != n->spool_lease_ms) {
     CHANGED("spool");
   }
   if (!str_eq(o->user, n->user) || !str_eq(o->group, n->group)) CHANGED("user/group");

@@ -30,6 +30,7 @@
 #include "router.h"
 #include "server.h"
 #include "spool.h"
+#include "spool_pg.h"
 #include "spool_sqlite.h"
 
 #define EXIT_RUNTIME 1
@@ -444,6 +445,14 @@ static int cmd_check(const char *file) {
   } else {
     printf("%s: OK (%zu source(s), %zu plugin instance(s), %zu route(s))\n", file,
            cfg.n_sources, cfg.n_plugins, cfg.n_routes);
+    if (cfg.spool_backend == SPOOL_BACKEND_POSTGRES) {
+      /* The URL is a secret: shown with its password masked. The database
+       * is not contacted here; `hookd spool check` does. */
+      char masked[1024];
+      config_mask_url(cfg.spool_url, masked, sizeof masked);
+      printf("spool: PostgreSQL at %s, lease %llu ms (not contacted; see hookd spool check)\n",
+             masked, (unsigned long long)cfg.spool_lease_ms);
+    }
   }
   router_free(rt);
   plugin_host_unload(&host, NULL);
@@ -630,7 +639,14 @@ static int cmd_spool(const char *file, int argc, char **argv) {
   }
   config cfg;
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
-  int rc = spool_sqlite_check(cfg.data_dir, stdout, isatty(STDERR_FILENO) ? stderr : NULL);
+  int rc;
+  if (cfg.spool_backend == SPOOL_BACKEND_POSTGRES) {
+    char err[1024];
+    rc = spool_pg_check(&cfg, stdout, err, sizeof err);
+    if (rc == SPOOL_EFAIL) fprintf(stderr, "hookd: %s\n", err);
+  } else {
+    rc = spool_sqlite_check(cfg.data_dir, stdout, isatty(STDERR_FILENO) ? stderr : NULL);
+  }
   config_free(&cfg);
   return rc == 0 ? 0 : rc == SPOOL_EDAMAGED ? EXIT_DAMAGED : EXIT_RUNTIME;
 }
@@ -675,7 +691,8 @@ static int cmd_dlq(const char *file, int argc, char **argv) {
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
   char err[1024];
   dlq *q;
-  if (dlq_open(cfg.data_dir, &q, err, sizeof err) != 0) {
+  if ((cfg.spool_url ? dlq_open_pg(cfg.spool_url, &q, err, sizeof err)
+                     : dlq_open(cfg.data_dir, &q, err, sizeof err)) != 0) {
     fprintf(stderr, "hookd: %s\n", err);
     config_free(&cfg);
     return EXIT_RUNTIME;

@@ -25,6 +25,8 @@ struct runslots {
   size_t n;
   atomic_uchar *taken; /* by a live thread of this process */
   atomic_int warned;
+  slot *left;          /* a file taken over: what it held (take_over) */
+  size_t n_left;
 };
 
 /* A thread's slot, given back by the key's destructor when it exits. */
@@ -47,12 +49,33 @@ static void make_key(void) {
   pthread_key_create(&key, give_back);
 }
 
+/* The slots of a file hookd may read but not write (left by a run as
+ * another user): copied out, so recovery still sees them, and the file is
+ * made again as ours. Returns the new descriptor, or -1. */
+static int take_over(const char *path, slot **left, size_t *n_left) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0) {
+    *left = malloc((size_t)st.st_size);
+    if (*left && read(fd, *left, (size_t)st.st_size) == st.st_size) {
+      *n_left = (size_t)st.st_size / sizeof(slot);
+    }
+  }
+  if (fd >= 0) close(fd);
+  if (unlink(path) != 0) return -1;
+  return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
 runslots *runslots_open(const char *data_dir, size_t n, char *err, size_t errlen) {
   char path[4200];
   snprintf(path, sizeof path, "%s/running", data_dir);
+  slot *left = NULL;
+  size_t n_left = 0;
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 && (errno == EACCES || errno == EPERM)) fd = take_over(path, &left, &n_left);
   if (fd < 0) {
     snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    free(left);
     return NULL;
   }
   size_t bytes = n * sizeof(slot);
@@ -69,11 +92,14 @@ runslots *runslots_open(const char *data_dir, size_t n, char *err, size_t errlen
     snprintf(err, errlen, "cannot map %s: %s", path, rs ? strerror(errno) : "out of memory");
     if (rs && rs->map && rs->map != MAP_FAILED) munmap(rs->map, bytes);
     free(rs);
+    free(left);
     close(fd);
     return NULL;
   }
   close(fd);
   rs->n = n;
+  rs->left = left;
+  rs->n_left = n_left;
   pthread_once(&key_once, make_key);
   return rs;
 }
@@ -82,11 +108,18 @@ void runslots_close(runslots *rs) {
   if (rs == NULL) return;
   munmap(rs->map, rs->n * sizeof(slot));
   free(rs->taken);
+  free(rs->left);
   free(rs);
 }
 
 size_t runslots_left(const runslots *rs, runslot_entry *out, size_t max) {
   size_t k = 0;
+  for (size_t i = 0; i < rs->n_left && k < max; i++) {
+    uint64_t id = atomic_load(&rs->left[i].spool_id);
+    if (id == 0) continue;
+    out[k].spool_id = id;
+    out[k++].attempt = atomic_load(&rs->left[i].attempt);
+  }
   for (size_t i = 0; i < rs->n && k < max; i++) {
     uint64_t id = atomic_load(&rs->map[i].spool_id);
     if (id == 0) continue;
@@ -98,6 +131,9 @@ size_t runslots_left(const runslots *rs, runslot_entry *out, size_t max) {
 
 void runslots_clear(runslots *rs) {
   for (size_t i = 0; i < rs->n; i++) atomic_store(&rs->map[i].spool_id, 0);
+  free(rs->left);
+  rs->left = NULL;
+  rs->n_left = 0;
 }
 
 /* The calling thread's slot, taken on first use; NULL when all are taken. */

@@ -52,9 +52,12 @@ typedef struct spool_lane_config {
   uint32_t max_crashes; /* crashes while running that make a delivery dead */
 } spool_lane_config;
 
-/* A lane may have a delivery to claim now (one was stored, settled, became
- * due, or was replayed). Any thread, no spool lock held. */
-typedef void (*spool_wake_fn)(void *data);
+/* About n deliveries of a lane may be claimed now (stored, read back from
+ * disk, or replayed): wake one worker for 1, all for more. A worker that
+ * settles a delivery is not woken: it claims again by itself. Any thread;
+ * the lane's lock may be held, so the callback must not call into the
+ * spool. */
+typedef void (*spool_wake_fn)(void *data, size_t n);
 
 /* The result of store(), given to spool_stored_fn on the loop thread. */
 #define SPOOL_STORED 0    /* durable: answer the success status */

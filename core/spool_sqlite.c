@@ -21,24 +21,32 @@
 /*
  * Tables (schema version 2):
  *   events(seq, source, event_id, type, order_key, content_type, received_ms,
- *          body, done_ms)       UNIQUE(source, event_id) is the durable dedup
+ *          body, done_ms)       UNIQUE(source, event_id) is the durable dedup;
+ *                               done_ms is no longer written (version 1 did)
  *   deliveries(id, seq, instance, state, attempt, next_ms, last_error,
  *              updated_ms, crashes, okey, parked)
- *                               one per (event, plugin instance); ids only
- *                               grow (AUTOINCREMENT): a lane reads its backlog
- *                               from disk past a cursor id. okey is the
- *                               event's order key; parked is 1 for the head of
- *                               a key that waits on disk for a later retry, 2
- *                               for a delivery waiting behind such a head
+ *                               one per unfinished (event, plugin instance):
+ *                               a delivered one is deleted, so an event with
+ *                               no row left is finished. A lane reads its
+ *                               backlog from disk past a cursor id. parked is
+ *                               1 for the head of a key that waits on disk for
+ *                               a later retry, 2 for a delivery waiting behind
+ *                               such a head; okey, the event's order key, is
+ *                               set on parked rows only
  * What runs at a given moment is not in the database but in data_dir/running
  * (runslots.h): one memory store per delivery instead of a committed write.
- * A delivery's state is pending, done, dead, or replay (a dead letter that
- * `hookd dlq replay` asked for again; the writer turns it into a new pending
- * delivery). An event is done when all its deliveries are; done events are
- * pruned after spool.retention. Events with dead letters stay until the dead
- * letters are replayed or purged.
+ * A delivery's state is pending, dead, or replay (a dead letter that `hookd
+ * dlq replay` asked for again; the writer turns it into a new pending
+ * delivery); state 1 (done) is only found in files of version 1. Events
+ * older than spool.retention with no delivery row left are pruned; events
+ * with dead letters stay until the dead letters are replayed or purged.
  *
- * Version 1 had no crashes, okey or parked columns and reused delivery ids;
+ * Each row and index entry written costs a page in the WAL and again in the
+ * database file at the next checkpoint, so what is written per event is
+ * kept to the event row, its dedup entry, its delivery rows (inserted, then
+ * deleted) and their lane index entries.
+ *
+ * Version 1 had no crashes, okey or parked columns and kept delivered rows;
  * opening one upgrades it in one transaction.
  */
 #define SCHEMA_VERSION 2
@@ -55,7 +63,7 @@
  * the slower numbers every SLOW_STATS_MS. */
 #define HOUSEKEEPING_MS 500
 #define SLOW_STATS_MS 5000
-#define PRUNE_BATCH 500
+#define PRUNE_SCAN 2000 /* events looked at per pruning pass */
 /* Queued outcomes that wake the writer by themselves. */
 #define OPS_WAKE 256
 /* A lane holds at most this many deliveries, and about this many body bytes,
@@ -83,7 +91,7 @@ static const char schema_sql[] =
     " received_ms INTEGER NOT NULL, body BLOB NOT NULL, done_ms INTEGER,"
     " UNIQUE(source, event_id));"
     "CREATE TABLE IF NOT EXISTS deliveries("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
+    " id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
     " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
     " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
     " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
@@ -99,26 +107,18 @@ static const char schema_sql[] =
     "CREATE INDEX IF NOT EXISTS deliveries_parked_key ON deliveries(instance, okey) "
     "WHERE parked >= 1;"
     "CREATE INDEX IF NOT EXISTS deliveries_parked_due ON deliveries(instance, next_ms) "
-    "WHERE parked = 1;"
-    "CREATE INDEX IF NOT EXISTS events_done ON events(done_ms) WHERE done_ms IS NOT NULL;";
+    "WHERE parked = 1;";
 
-/* Version 1 -> 2: deliveries gets crashes and never-reused ids (a table
- * rebuilt, since AUTOINCREMENT cannot be added in place). */
+/* Version 1 -> 2: crash counts and parking columns; delivered rows and the
+ * indexes version 2 does without go. */
 static const char migrate_v1_sql[] =
     "DROP INDEX IF EXISTS deliveries_open;"
     "DROP INDEX IF EXISTS deliveries_state;"
-    "DROP INDEX IF EXISTS deliveries_seq;"
-    "ALTER TABLE deliveries RENAME TO deliveries_v1;"
-    "CREATE TABLE deliveries("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, instance TEXT NOT NULL,"
-    " state INTEGER NOT NULL, attempt INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
-    " last_error TEXT, updated_ms INTEGER NOT NULL, crashes INTEGER NOT NULL DEFAULT 0,"
-    " okey TEXT, parked INTEGER NOT NULL DEFAULT 0);"
-    "INSERT INTO deliveries(id, seq, instance, state, attempt, next_ms, last_error, updated_ms,"
-    " okey)"
-    " SELECT d.id, d.seq, d.instance, d.state, d.attempt, d.next_ms, d.last_error, d.updated_ms,"
-    " e.order_key FROM deliveries_v1 d JOIN events e ON e.seq = d.seq ORDER BY d.id;"
-    "DROP TABLE deliveries_v1;";
+    "DROP INDEX IF EXISTS events_done;"
+    "ALTER TABLE deliveries ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE deliveries ADD COLUMN okey TEXT;"
+    "ALTER TABLE deliveries ADD COLUMN parked INTEGER NOT NULL DEFAULT 0;"
+    "DELETE FROM deliveries WHERE state = 1;";
 
 /* --- structures ---------------------------------------------------------------- */
 
@@ -135,6 +135,7 @@ typedef struct sq_lane {
   int spilled;         /* deliveries past `cursor` may wait on disk */
   int64_t cursor;      /* highest delivery id read into memory */
   int refill_asked;    /* the writer is asked to read more past the cursor */
+  size_t to_wake;      /* offered in this batch, workers not woken yet */
   int parking;         /* keys parked in memory whose rows are not committed yet */
   uint64_t parked;     /* parked heads on disk (rows with parked = 1) */
   spool_lane_config cfg;
@@ -161,26 +162,18 @@ typedef struct store_req {
 
 typedef enum { OP_DONE, OP_RETRY, OP_DEAD, OP_RELEASE, OP_PARK } op_kind;
 
-/* What a finished delivery means for its event's done mark. */
-typedef enum {
-  EV_ASK,  /* the database says whether every delivery of the event is done */
-  EV_DONE, /* the last one of a fresh event, and none went dead */
-  EV_OPEN  /* others of the same fresh event are still unfinished */
-} ev_mark;
-
 /* One write waiting for the next transaction. */
 typedef struct op {
   op_kind kind;
-  ev_mark mark;
   int64_t delivery_id;
-  int64_t seq;
   uint32_t attempt;
   uint32_t crashes;
   int64_t next_ms;
   int park;           /* OP_RETRY: the key parks on disk (this is its head) */
   sq_lane *lane;
+  const char *okey;   /* the event's order key (in text[]), or NULL */
   struct op *next;
-  char error[]; /* may be empty */
+  char text[];        /* the error (may be empty), then the order key */
 } op;
 
 typedef struct recent {
@@ -199,10 +192,11 @@ struct sq_spool {
   spool_lane_config lane_defaults;
   int sync;
   uv_loop_t *loop;
+  int64_t prune_from; /* the writer's pruning sweep: next seq to look past */
 
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
   sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *upd_next,
-      *event_done, *event_done_now, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
+      *del_delivery, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
       *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked, *crashed_row;
   runslots *running; /* what each worker runs now (runslots.h) */
   int readonly;          /* opened read-only: the writer reopens it until it can write */
@@ -459,8 +453,8 @@ static void sq_lane_attach(spool_lane *base, const void *owner, spool_wake_fn wa
   l->wake_data = data;
   /* The previous owner learns at its next claim that it is done here; wake
    * it so that it does not sleep until its next due time. */
-  if (old_wake) old_wake(old_data);
-  if (wake) wake(data);
+  if (old_wake) old_wake(old_data, SIZE_MAX);
+  if (wake) wake(data, SIZE_MAX);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -510,8 +504,9 @@ static void poke_writer(sq_spool *sp) {
   pthread_mutex_unlock(&sp->mu);
 }
 
-static void lane_wake(sq_lane *l) {
-  if (l->wake) l->wake(l->wake_data);
+/* Caller holds l->mu. */
+static void lane_wake(sq_lane *l, size_t n) {
+  if (l->wake) l->wake(l->wake_data, n);
 }
 
 /* A fresh delivery after its commit (writer thread): into the window when
@@ -519,6 +514,10 @@ static void lane_wake(sq_lane *l) {
  * and the lane reads it back later. Returns 1 when taken. */
 static int lane_offer(sq_lane *l, delivery *d) {
   pthread_mutex_lock(&l->mu);
+  /* Delivered rows are deleted, so when the newest ones are gone SQLite
+   * gives a new row an id the cursor already passed (max + 1). Every row
+   * there is then older than it: the cursor can step back to just before. */
+  if ((int64_t)d->spool_id <= l->cursor) l->cursor = (int64_t)d->spool_id - 1;
   /* While keys of the lane are parked on disk, a new delivery may belong
    * behind one: the writer's refill looks before anything runs. */
   if (l->parked || l->parking) l->spilled = 1;
@@ -526,7 +525,7 @@ static int lane_offer(sq_lane *l, delivery *d) {
   if (taken) {
     l->mem_bytes += d->ev->body_len;
     l->cursor = (int64_t)d->spool_id;
-    lane_wake(l);
+    l->to_wake++; /* woken once per batch (wake_offered) */
   } else {
     l->spilled = 1;
   }
@@ -549,20 +548,16 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
        "INSERT OR IGNORE INTO events(source, event_id, type, order_key, content_type, "
        "received_ms, body, done_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
       {&sp->ins_delivery,
-       "INSERT INTO deliveries(seq, instance, okey, state, attempt, next_ms, updated_ms) "
-       "VALUES(?1, ?2, ?4, 0, 0, ?3, ?3)"},
+       "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms) "
+       "VALUES(?1, ?2, 0, 0, ?3, ?3)"},
       {&sp->upd_delivery,
        "UPDATE deliveries SET state = ?2, attempt = ?3, crashes = ?4, next_ms = ?5, "
-       "last_error = ?6, updated_ms = ?7, parked = ?8 WHERE id = ?1"},
+       "last_error = ?6, updated_ms = ?7, parked = ?8, okey = ?9 WHERE id = ?1"},
       {&sp->crashed_row,
        "SELECT d.id, ?2, d.instance, d.crashes, d.attempt, e.source, e.event_id, e.type "
        "FROM deliveries d JOIN events e ON e.seq = d.seq WHERE d.id = ?1 AND d.state = 0"},
       {&sp->upd_next, "UPDATE deliveries SET next_ms = ?2 WHERE id = ?1"},
-      {&sp->event_done,
-       "UPDATE events SET done_ms = ?2 WHERE seq = ?1 AND NOT EXISTS "
-       "(SELECT 1 FROM deliveries WHERE seq = ?1 AND state <> 1)"},
-      /* The worker knew it finished the event's last delivery. */
-      {&sp->event_done_now, "UPDATE events SET done_ms = ?2 WHERE seq = ?1"},
+      {&sp->del_delivery, "DELETE FROM deliveries WHERE id = ?1"},
       {&sp->begin, "BEGIN IMMEDIATE"},
       {&sp->commit, "COMMIT"},
       /* Columns of the row queries: id, seq, okey, parked, attempt, crashes,
@@ -580,7 +575,9 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
        "WHERE seq = ?1"},
       {&sp->key_parked,
        "SELECT 1 FROM deliveries WHERE instance = ?1 AND okey = ?2 AND parked >= 1 LIMIT 1"},
-      {&sp->set_parked, "UPDATE deliveries SET parked = ?2 WHERE id = ?1"},
+      /* A NULL key keeps the row's own. */
+      {&sp->set_parked,
+       "UPDATE deliveries SET parked = ?2, okey = coalesce(?3, okey) WHERE id = ?1"},
       {&sp->due_parked,
        "SELECT id, okey FROM deliveries WHERE instance = ?1 AND parked = 1 AND next_ms <= ?2 "
        "AND id <= ?3 ORDER BY next_ms LIMIT ?4"},
@@ -600,7 +597,7 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
 static void finalize_all(sq_spool *sp) {
   sqlite3_stmt **all[] = {&sp->ins_event, &sp->ins_delivery, &sp->upd_delivery,
                           &sp->crashed_row, &sp->upd_next,
-                          &sp->event_done, &sp->event_done_now, &sp->begin,
+                          &sp->del_delivery, &sp->begin,
                           &sp->commit, &sp->lane_rows, &sp->event_by_seq,
                           &sp->key_parked, &sp->set_parked, &sp->due_parked,
                           &sp->key_rows, &sp->row_by_id, &sp->count_parked};
@@ -1045,6 +1042,10 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
   int rc = query_int(sp->db,
                      "SELECT count(*) FROM deliveries WHERE state = 3 AND state >= 2", &n);
   if (rc != SQLITE_OK || n == 0) return rc == SQLITE_OK ? 0 : -1;
+  int64_t max_id = 0;
+  if (query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", &max_id) != SQLITE_OK) {
+    return -1;
+  }
   char sql[512];
   int64_t now = now_ms();
   snprintf(sql, sizeof sql,
@@ -1105,6 +1106,15 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
     atomic_fetch_add(&sp->pending_total, counts[i].n);
   }
   free(counts);
+  /* The new rows have ids past max_id; a cursor beyond it (its rows were
+   * delivered and deleted) steps back so that the lane reads them. */
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (sq_lane *l = sp->lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    if (l->cursor > max_id) l->cursor = max_id;
+    pthread_mutex_unlock(&l->mu);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
   return n;
 }
 
@@ -1233,11 +1243,7 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
   sqlite3_bind_text(st, 5, ev->content_type, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 6, ev->received_ms);
   sqlite3_bind_blob(st, 7, ev->body, (int)ev->body_len, SQLITE_STATIC);
-  if (r->n == 0) {
-    sqlite3_bind_int64(st, 8, now); /* unrouted: done at once, kept for dedup */
-  } else {
-    sqlite3_bind_null(st, 8);
-  }
+  sqlite3_bind_null(st, 8); /* done_ms: unused since schema version 2 */
   int rc = step_done(st);
   if (rc != SQLITE_OK) return rc;
   if (sqlite3_changes(sp->db) == 0) {
@@ -1252,11 +1258,6 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, r->lanes[i]->name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
-    if (ev->order_key) {
-      sqlite3_bind_text(st, 4, ev->order_key, -1, SQLITE_STATIC);
-    } else {
-      sqlite3_bind_null(st, 4);
-    }
     rc = step_done(st);
     if (rc != SQLITE_OK) return rc;
     ids[i] = sqlite3_last_insert_rowid(sp->db);
@@ -1265,26 +1266,42 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
   return SQLITE_OK;
 }
 
+/* The order key of a parked row (what key lookups of parked rows read). */
+static void bind_okey(sqlite3_stmt *st, int i, const op *o) {
+  if (o->okey) {
+    sqlite3_bind_text(st, i, o->okey, -1, SQLITE_STATIC);
+  } else {
+    sqlite3_bind_null(st, i);
+  }
+}
+
 static int write_outcome(sq_spool *sp, const op *o, int64_t now) {
-  static const int states[] = {[OP_DONE] = ST_DONE, [OP_RETRY] = ST_PENDING, [OP_DEAD] = ST_DEAD};
-  sqlite3_stmt *st = sp->upd_delivery;
+  static const int states[] = {[OP_RETRY] = ST_PENDING, [OP_DEAD] = ST_DEAD};
+  sqlite3_stmt *st;
+  if (o->kind == OP_DONE) {
+    /* Delivered: the row goes (an event with none left is finished). */
+    st = sp->del_delivery;
+    sqlite3_bind_int64(st, 1, o->delivery_id);
+    return step_done(st);
+  }
+  st = sp->upd_delivery;
   sqlite3_bind_int64(st, 1, o->delivery_id);
   sqlite3_bind_int(st, 2, states[o->kind]);
   sqlite3_bind_int(st, 3, (int)o->attempt);
   sqlite3_bind_int(st, 4, (int)o->crashes);
   sqlite3_bind_int64(st, 5, o->next_ms);
-  if (o->error[0]) {
-    sqlite3_bind_text(st, 6, o->error, -1, SQLITE_STATIC);
+  if (o->text[0]) {
+    sqlite3_bind_text(st, 6, o->text, -1, SQLITE_STATIC);
   } else {
     sqlite3_bind_null(st, 6);
   }
   sqlite3_bind_int64(st, 7, now);
   sqlite3_bind_int(st, 8, o->park ? 1 : 0);
-  int rc = step_done(st);
-  if (rc != SQLITE_OK || o->kind != OP_DONE || o->mark == EV_OPEN) return rc;
-  st = o->mark == EV_DONE ? sp->event_done_now : sp->event_done;
-  sqlite3_bind_int64(st, 1, o->seq);
-  sqlite3_bind_int64(st, 2, now);
+  if (o->park) {
+    bind_okey(st, 9, o);
+  } else {
+    sqlite3_bind_null(st, 9);
+  }
   return step_done(st);
 }
 
@@ -1295,6 +1312,7 @@ static int write_op(sq_spool *sp, const op *o, int64_t now) {
       st = sp->set_parked;
       sqlite3_bind_int64(st, 1, o->delivery_id);
       sqlite3_bind_int(st, 2, 2);
+      bind_okey(st, 3, o);
       return step_done(st);
     case OP_RELEASE:
       st = sp->upd_next;
@@ -1334,19 +1352,10 @@ static int write_batch(sq_spool *sp, store_req *stores, op *ops) {
   return rc;
 }
 
-/* After a commit: the fresh deliveries go to their lanes. Each event's
- * `open`/`fresh` marks are set before the first one can run, assuming every
- * lane takes its delivery; a lane that leaves it on disk clears `fresh`
- * afterwards (while one is missing, no settle can see `open` reach 0). */
+/* After a commit: the fresh deliveries go to their lanes. */
 static void hand_out(sq_spool *sp, store_req *r) {
   event *ev = r->ev;
   int64_t *ids = req_ids(r);
-  if (r->n > 0) {
-    atomic_store(&ev->had_dead, 0);
-    atomic_store(&ev->open, (unsigned)r->n);
-    atomic_store(&ev->fresh, 1);
-  }
-  size_t taken = 0;
   for (size_t i = 0; i < r->n; i++) {
     sq_lane *l = r->lanes[i];
     atomic_fetch_add(&l->pending, 1);
@@ -1361,13 +1370,21 @@ static void hand_out(sq_spool *sp, store_req *r) {
     }
     d->spool_id = (uint64_t)ids[i];
     d->due_ms = ev->received_ms;
-    if (lane_offer(l, d)) {
-      taken++;
-    } else {
-      delivery_free(d);
+    if (!lane_offer(l, d)) delivery_free(d);
+  }
+}
+
+/* Wakes each lane that took deliveries of a committed batch, once. */
+static void wake_offered(store_req *stores) {
+  for (store_req *r = stores; r; r = r->next) {
+    for (size_t i = 0; i < r->n; i++) {
+      sq_lane *l = r->lanes[i];
+      pthread_mutex_lock(&l->mu);
+      if (l->to_wake) lane_wake(l, l->to_wake);
+      l->to_wake = 0;
+      pthread_mutex_unlock(&l->mu);
     }
   }
-  if (taken < r->n) atomic_store(&ev->fresh, 0);
 }
 
 /* Keys parked in memory are on disk now: their lanes may read again. */
@@ -1396,6 +1413,7 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
       for (size_t i = 0; i < r->n; i++) atomic_fetch_sub(&r->lanes[i]->reserved, 1);
     }
   }
+  if (rc == SQLITE_OK) wake_offered(stores);
   if (rc == SQLITE_OK) parked_committed(sp, ops);
   /* Outcomes of a failed batch are kept for a later one (losing one would
    * only mean a redelivery, but keeping it is cheap). */
@@ -1480,49 +1498,63 @@ static int key_is_parked(sq_spool *sp, sq_lane *l, const char *okey) {
   return parked;
 }
 
-/* Sets parked on the given rows, in one transaction. */
-static void mark_parked(sq_spool *sp, const int64_t *ids, const int *values, size_t n) {
-  if (n == 0) return;
-  int rc = step_done(sp->begin);
-  for (size_t i = 0; i < n && rc == SQLITE_OK; i++) {
-    sqlite3_bind_int64(sp->set_parked, 1, ids[i]);
-    sqlite3_bind_int(sp->set_parked, 2, values[i]);
-    rc = step_done(sp->set_parked);
-  }
-  if (rc == SQLITE_OK) rc = step_done(sp->commit);
-  if (rc != SQLITE_OK) {
-    char e[256];
-    db_error(sp->db, e, sizeof e);
-    sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
-    log_write(LOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
-  }
-}
-
-/* Rows to mark, collected while reading. */
+/* Rows to mark parked (or not), collected while reading, with the order
+ * key of those that park behind a head (NULL: keep the row's). */
 typedef struct marks {
   int64_t *ids;
   int *values;
+  char **keys;
   size_t n, cap;
 } marks;
 
-static void mark_add(marks *m, int64_t id, int value) {
+static void mark_add(marks *m, int64_t id, int value, const char *okey) {
   if (m->n == m->cap) {
     size_t cap = m->cap ? m->cap * 2 : 32;
     int64_t *ni = realloc(m->ids, cap * sizeof *ni);
     if (ni) m->ids = ni;
     int *nv = realloc(m->values, cap * sizeof *nv);
     if (nv) m->values = nv;
-    if (ni == NULL || nv == NULL) return; /* the refill marks it next time */
+    char **nk = realloc(m->keys, cap * sizeof *nk);
+    if (nk) m->keys = nk;
+    if (ni == NULL || nv == NULL || nk == NULL) return; /* the refill marks it next time */
     m->cap = cap;
   }
   m->ids[m->n] = id;
-  m->values[m->n++] = value;
+  m->values[m->n] = value;
+  m->keys[m->n++] = okey ? strdup(okey) : NULL;
+}
+
+/* Writes the marks in one transaction and frees them. */
+static void mark_parked(sq_spool *sp, marks *m) {
+  int rc = m->n ? step_done(sp->begin) : SQLITE_OK;
+  for (size_t i = 0; i < m->n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_int64(sp->set_parked, 1, m->ids[i]);
+    sqlite3_bind_int(sp->set_parked, 2, m->values[i]);
+    if (m->keys[i]) {
+      sqlite3_bind_text(sp->set_parked, 3, m->keys[i], -1, SQLITE_STATIC);
+    } else {
+      sqlite3_bind_null(sp->set_parked, 3);
+    }
+    rc = step_done(sp->set_parked);
+  }
+  if (m->n && rc == SQLITE_OK) rc = step_done(sp->commit);
+  if (rc != SQLITE_OK) {
+    char e[256];
+    db_error(sp->db, e, sizeof e);
+    sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
+    log_write(LOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
+  }
+  for (size_t i = 0; i < m->n; i++) free(m->keys[i]);
+  free(m->ids);
+  free(m->values);
+  free(m->keys);
+  memset(m, 0, sizeof *m);
 }
 
 /* Puts a list of read deliveries in l's window and wakes its workers. */
 static void lane_take(sq_lane *l, delivery *head) {
   pthread_mutex_lock(&l->mu);
-  int any = head != NULL;
+  size_t n = 0;
   while (head) {
     delivery *d = head;
     head = d->next;
@@ -1532,8 +1564,9 @@ static void lane_take(sq_lane *l, delivery *head) {
       continue;
     }
     l->mem_bytes += d->ev->body_len;
+    n++;
   }
-  if (any) lane_wake(l);
+  if (n) lane_wake(l, n);
   pthread_mutex_unlock(&l->mu);
 }
 
@@ -1586,22 +1619,20 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
     while (sqlite3_step(st) == SQLITE_ROW) {
       int64_t id = sqlite3_column_int64(st, 0);
       if (room == 0) {
-        mark_add(&m, id, 1); /* the rest of the key waits behind a new head */
+        mark_add(&m, id, 1, NULL); /* the rest of the key waits behind a new head */
         break;
       }
       delivery *d = row_delivery(sp, st, l);
       if (d == NULL) break;
       *tail = d;
       tail = &d->next;
-      mark_add(&m, id, 0);
+      mark_add(&m, id, 0, NULL);
       room--;
     }
     sqlite3_reset(st);
     free(keys[h]);
   }
-  mark_parked(sp, m.ids, m.values, m.n);
-  free(m.ids);
-  free(m.values);
+  mark_parked(sp, &m);
   int64_t parked = 0;
   sqlite3_bind_text(sp->count_parked, 1, l->name, -1, SQLITE_STATIC);
   if (sqlite3_step(sp->count_parked) == SQLITE_ROW) parked = sqlite3_column_int64(sp->count_parked, 0);
@@ -1640,10 +1671,8 @@ static void refill(sq_spool *sp, sq_lane *l) {
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     scanned++;
     int64_t id = sqlite3_column_int64(st, 0);
-    const char *okey = (const char *)sqlite3_column_text(st, 2);
-    if (sqlite3_column_int(st, 3) != 0 || (parked && okey && key_is_parked(sp, l, okey))) {
-      if (sqlite3_column_int(st, 3) == 0) mark_add(&m, id, 2);
-      cursor = id;
+    if (sqlite3_column_int(st, 3) != 0) {
+      cursor = id; /* parked: its key brings it back */
       continue;
     }
     delivery *d = row_delivery(sp, st, l);
@@ -1652,6 +1681,12 @@ static void refill(sq_spool *sp, sq_lane *l) {
       break;
     }
     cursor = id;
+    const char *okey = d->ev->order_key;
+    if (parked && okey && key_is_parked(sp, l, okey)) {
+      mark_add(&m, id, 2, okey); /* behind its key's parked head */
+      delivery_free(d);
+      continue;
+    }
     *tail = d;
     tail = &d->next;
     bytes += d->ev->body_len;
@@ -1669,9 +1704,7 @@ static void refill(sq_spool *sp, sq_lane *l) {
     if (is_damage(rc)) set_failing(sp, "the spool is damaged; run `hookd spool check`");
   }
   sqlite3_reset(st);
-  mark_parked(sp, m.ids, m.values, m.n);
-  free(m.ids);
-  free(m.values);
+  mark_parked(sp, &m);
   lane_take(l, head);
   pthread_mutex_lock(&l->mu);
   l->cursor = cursor;
@@ -1754,33 +1787,55 @@ static void slow_stats(sq_spool *sp) {
   atomic_store(&sp->oldest_pending_ms, oldest);
 }
 
-/* Deletes finished events past retention, a small batch at a time. */
+/* Deletes events older than spool.retention that have no delivery row
+ * left (a delivered one is deleted; pending and dead ones keep their
+ * event), oldest first, a window at a time so the writer is never held up
+ * for long. A sweep goes through the old part of the table and starts over
+ * once it reaches events young enough to keep, so events that could not go
+ * yet are looked at again. */
 static void prune(sq_spool *sp) {
   int64_t before = now_ms() - sp->retention_ms;
-  char sql[512];
-  /* Most of the time there is nothing to prune: ask the index first rather
-   * than commit (and fsync) an empty transaction twice a second. */
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM (SELECT 1 FROM events WHERE done_ms IS NOT NULL AND "
-           "done_ms < %lld LIMIT 1)",
-           (long long)before);
-  int64_t any = 0;
-  if (query_int(sp->db, sql, &any) != SQLITE_OK || any == 0) return;
+  int64_t oldest = 0;
+  /* Most of the time nothing is old enough: the oldest event says so, and
+   * no empty transaction is committed (and fsynced) twice a second. */
+  if (query_int(sp->db, "SELECT received_ms FROM events ORDER BY seq LIMIT 1", &oldest) !=
+          SQLITE_OK ||
+      oldest == 0 || oldest >= before) {
+    sp->prune_from = 0;
+    return;
+  }
+  char sql[1024];
   snprintf(sql, sizeof sql,
            "BEGIN IMMEDIATE;"
            "CREATE TEMP TABLE IF NOT EXISTS prune_seq(seq INTEGER PRIMARY KEY);"
            "DELETE FROM prune_seq;"
-           "INSERT INTO prune_seq SELECT seq FROM events WHERE done_ms IS NOT NULL AND "
-           "done_ms < %lld LIMIT %d;"
-           "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM prune_seq);"
+           "INSERT INTO prune_seq SELECT seq FROM (SELECT seq, received_ms FROM events "
+           "WHERE seq > %lld ORDER BY seq LIMIT %d) e WHERE e.received_ms < %lld AND NOT EXISTS "
+           "(SELECT 1 FROM deliveries d WHERE d.seq = e.seq);"
            "DELETE FROM events WHERE seq IN (SELECT seq FROM prune_seq);"
            "COMMIT;",
-           (long long)before, PRUNE_BATCH);
+           (long long)sp->prune_from, PRUNE_SCAN, (long long)before);
   char err[256];
   if (exec_sql(sp->db, sql, err, sizeof err) != SQLITE_OK) {
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
     log_write(LOG_WARN, NULL, "spool: pruning failed: %s", err);
+    return;
   }
+  /* Where the next pass looks: past this window while all of it was old. */
+  char next[512];
+  snprintf(next, sizeof next,
+           "SELECT max(seq), max(received_ms) >= %lld FROM (SELECT seq, received_ms FROM events "
+           "WHERE seq > %lld ORDER BY seq LIMIT %d)",
+           (long long)before, (long long)sp->prune_from, PRUNE_SCAN);
+  sqlite3_stmt *st = NULL;
+  int wrap = 1;
+  if (sqlite3_prepare_v2(sp->db, next, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+    wrap = sqlite3_column_int(st, 1);
+    if (!wrap) sp->prune_from = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  if (wrap) sp->prune_from = 0;
 }
 
 /* Dead letters that `hookd dlq replay` asked for again: new pending
@@ -2022,19 +2077,20 @@ static delivery *sq_claim(spool_lane *base, const void *owner, int64_t now, int6
 
 static op *op_new(op_kind kind, const delivery *d, const char *error) {
   size_t el = error ? strlen(error) : 0;
-  op *o = malloc(sizeof *o + el + 1);
+  const char *key = d->ev->order_key;
+  size_t kl = key ? strlen(key) + 1 : 0;
+  op *o = malloc(sizeof *o + el + 1 + kl);
   if (o == NULL) return NULL;
   o->kind = kind;
-  o->mark = EV_ASK;
   o->delivery_id = (int64_t)d->spool_id;
-  o->seq = (int64_t)d->ev->seq;
   o->attempt = d->attempt;
   o->crashes = d->crashes;
   o->next_ms = d->due_ms;
   o->park = 0;
   o->lane = d->lane;
   o->next = NULL;
-  memcpy(o->error, error ? error : "", el + 1);
+  memcpy(o->text, error ? error : "", el + 1);
+  o->okey = key ? memcpy(o->text + el + 1, key, kl) : NULL;
   return o;
 }
 
@@ -2090,7 +2146,6 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
   for (delivery *x = rest; x; x = x->next) l->mem_bytes -= x->ev->body_len;
   l->parking++;
   int poke = lane_want_refill(l);
-  lane_wake(l);
   pthread_mutex_unlock(&l->mu);
   o->park = 1;
   op *tail = o;
@@ -2118,13 +2173,6 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
                                   [SPOOL_DEAD] = OP_DEAD, [SPOOL_RELEASE] = OP_RELEASE};
   op *o = op_new(kinds[how], d, error);
   int finished = how == SPOOL_DONE || how == SPOOL_DEAD;
-  if (finished && o && atomic_load(&d->ev->fresh)) {
-    event *ev = d->ev;
-    if (how == SPOOL_DEAD) atomic_store(&ev->had_dead, 1);
-    unsigned left = atomic_fetch_sub(&ev->open, 1) - 1;
-    /* An event with a dead letter is not done (until a replay). */
-    o->mark = left == 0 && !atomic_load(&ev->had_dead) ? EV_DONE : EV_OPEN;
-  }
   if (how == SPOOL_RETRY && o && d->due_ms - now_ms() >= PARK_AFTER_MS) {
     park(sp, l, d, o);
     return;
@@ -2141,7 +2189,6 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     keysched_again(l->ks, d);
   }
   int poke = lane_want_refill(l);
-  lane_wake(l);
   pthread_mutex_unlock(&l->mu);
   if (o == NULL) {
     log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},

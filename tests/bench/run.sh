@@ -17,14 +17,19 @@
 #     tls        new-event ingest over TLS vs plain HTTP on one hookd in one run (wrk,
 #                keep-alive, unique ids, verify none on both so only the transport differs;
 #                prints the ratio) and TLS handshakes/s with and without resumption (s_time)
+#     cluster    the PostgreSQL spool: unique-id ingest and delivered/s with 1, 2 and 3 nodes on one
+#                throwaway PostgreSQL 15 (fsync on; synchronous_commit on and off), beside the
+#                SQLite spool (sync full) measured in the same run
 #
 # Env: BENCH_SRC (source tree to build, default this one), BENCH_BUILD (build dir, default build-bench), BENCH_PORT (default 28480, admin +10),
 #      SECS (per ingest run, default 5), CONNS (default 32), UNIQ (unique bodies built per run,
 #      default 200000), E2E_N (default 50000), IDLE_CONNS (default 10000), COMPARE (compare.sh),
 #      BENCH_OUT (where configs, logs and profiles go; default a fresh temp dir),
 #      REPS (runs per table cell, default 3: the cell is the median run; this
-#      machine's neighbours swing single runs by a third), ISO_N (backlog drained per isolation
-#      run, default 50000).
+#      machine's neighbours swing single runs by a third),
+#      PG_BIN (PostgreSQL 15 binaries, default /usr/lib/postgresql/15/bin), PG_PORT (default BENCH_PORT + 60),
+#      CLUSTER_N (events per delivered/s run of `cluster`, default 20000),
+#      ISO_N (backlog drained per isolation run, default 50000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -46,10 +51,15 @@ OUT=${BENCH_OUT:-$(mktemp -d /tmp/hookd-bench.XXXXXX)}
 mkdir -p "$OUT"
 HOOKD_PID=
 HB_PID=
+NODE_PIDS=()
+PGDIR=
 
 cleanup() {
   [ -n "$HB_PID" ] && kill "$HB_PID" 2>/dev/null || true
   [ -n "$HOOKD_PID" ] && kill "$HOOKD_PID" 2>/dev/null || true
+  local p
+  for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -z "$PGDIR" ] || pg_stop
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -471,12 +481,177 @@ backlog() {
   echo "| restarted with 200,000 pending: /healthz after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') s | $nr KiB |"
 }
 
+# --- the PostgreSQL spool: several nodes on one database --------------------------------------
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PG_PORT=${PG_PORT:-$((PORT + 60))}
+CLUSTER_N=${CLUSTER_N:-20000}
+NODE_PORT=$((PORT + 40)) # node i listens on NODE_PORT + i, its admin on NODE_PORT + 10 + i
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# A throwaway cluster as in production: fsync on, data in a temp dir.
+pg_start() {
+  PGDIR=$(mktemp -d /tmp/hookd-bench-pg.XXXXXX)
+  [ "$(id -u)" -ne 0 ] || chown postgres: "$PGDIR"
+  as_pg "$PG_BIN/initdb" -D "$PGDIR/data" -U postgres -A trust -E UTF8 --no-instructions \
+    >"$OUT/initdb.log"
+  printf '%s\n' "listen_addresses = '127.0.0.1'" "port = $PG_PORT" \
+    "unix_socket_directories = '$PGDIR'" "max_connections = 60" "shared_buffers = 256MB" |
+    as_pg tee -a "$PGDIR/data/postgresql.auto.conf" >/dev/null
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/postgres.log" -w start >/dev/null
+  PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
+}
+
+pg_stop() {
+  as_pg "$PG_BIN/pg_ctl" -D "$PGDIR/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$PGDIR"
+  PGDIR=
+}
+
+pg_sql() { as_pg psql -X -q -h "$PGDIR" -p "$PG_PORT" -U postgres -d postgres -Atc "$1"; }
+
+# node_config I: node I's config (postgres backend) in $OUT/node-I/.
+node_config() {
+  local i=$1 dir=$OUT/node-$1
+  rm -rf "$dir"; mkdir -p "$dir"
+  cat >"$dir/hookd.jsonc" <<EOF
+{
+  "listen": "127.0.0.1:$((NODE_PORT + i))",
+  "admin_listen": "127.0.0.1:$((NODE_PORT + 10 + i))",
+  "data_dir": "var",
+  "plugin_dirs": ["$BUILD/plugins"],
+  "log": { "level": "warn", "format": "text" },
+  "limits": { "max_connections": 20000 },
+  "spool": { "backend": "postgres", "url": "\${HOOKD_PG_URL}" },
+  "sources": [ { "name": "cirrus", "path": "/webhooks/cirrus", "format": "cirrus-insight",
+                 "verify": { "scheme": "hmac", "algorithm": "sha256", "header": "X-Signature",
+                             "encoding": "hex", "secrets": ["\${BENCH_KEY}"] } } ],
+  "plugins": [ { "name": "noop", "module": "noop", "config": {} } ],
+  "routes": [ { "source": "cirrus", "events": ["scheduling.smartscheduler.*"], "to": ["noop"] } ]
+}
+EOF
+  echo "$dir/hookd.jsonc"
+}
+
+nodes_start() {
+  local n=$1 i cfg
+  NODE_PIDS=()
+  for i in $(seq 0 $((n - 1))); do
+    cfg=$(node_config "$i")
+    BENCH_KEY=$KEY HOOKD_PG_URL=$PG_URL "$BUILD/hookd" run -c "$cfg" \
+      >"$(dirname "$cfg")/hookd.out" 2>&1 &
+    NODE_PIDS+=($!)
+  done
+  for i in $(seq 0 $((n - 1))); do
+    for _ in $(seq 1 300); do
+      curl -fs "http://127.0.0.1:$((NODE_PORT + 10 + i))/readyz" >/dev/null 2>&1 && break
+      kill -0 "${NODE_PIDS[$i]}" 2>/dev/null || { cat "$OUT/node-$i/hookd.out" >&2; exit 1; }
+      sleep 0.1
+    done
+  done
+}
+
+nodes_stop() {
+  local p
+  for p in "${NODE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${NODE_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  NODE_PIDS=()
+}
+
+# Deliveries done, all nodes together.
+nodes_delivered() {
+  local i s=0 d
+  for i in $(seq 0 $((${#NODE_PIDS[@]} - 1))); do
+    d=$(curl -fs "http://127.0.0.1:$((NODE_PORT + 10 + i))/metrics" |
+      awk '/^hookd_deliveries_total\{.*instance="noop".*outcome="delivered"/ {print $2}')
+    s=$((s + ${d:-0}))
+  done
+  echo "$s"
+}
+
+# nodes_load N SECS COUNT: one hbench per node at once, CONNS split between
+# them, unique ids; prints "rps=SUM requests=SUM".
+nodes_load() {
+  local n=$1 secs=$2 count=$3 i c=$(((CONNS + $1 - 1) / $1)) pids=()
+  for i in $(seq 0 $((n - 1))); do
+    "$OUT/hbench" load -p $((NODE_PORT + i)) -P /webhooks/cirrus -k "$KEY" -b "$OUT/body-uniq.json" \
+      -u -c "$c" -d "$secs" -n $((count / n)) >"$OUT/load-$i.out" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  cat "$OUT"/load-[0-9]*.out | awk '{for (i = 1; i <= NF; i++) {split($i, kv, "="); s[kv[1]] += kv[2]}}
+    END {printf "all rps=%d requests=%d\n", s["rps"], s["requests"]}'
+  rm -f "$OUT"/load-[0-9]*.out
+}
+
+# cluster_case N on|off: ingest and delivered/s with N nodes.
+cluster_case() {
+  local n=$1 sc=$2 line t0 t1 d want sent
+  pg_sql "DROP TABLE IF EXISTS hookd_meta, hookd_events, hookd_deliveries, hookd_nodes,
+          hookd_instances" 2>/dev/null
+  pg_sql "ALTER SYSTEM SET synchronous_commit = $sc"
+  pg_sql "SELECT pg_reload_conf()" >/dev/null
+  nodes_start "$n"
+  line=$(nodes_load "$n" "$SECS" "$UNIQ")
+  echo "cluster ingest nodes=$n synchronous_commit=$sc: $line" >&2
+  R[pg_in_${n}_$sc]=$(echo "$line" | field rps)
+  # The ingest run's backlog drains first; then CLUSTER_N fresh events,
+  # from the first request to the last delivery.
+  for _ in $(seq 1 3000); do
+    [ "$(pg_sql "SELECT count(*) FROM hookd_deliveries WHERE state <> 1")" = 0 ] && break
+    sleep 0.1
+  done
+  sent=$((CLUSTER_N / n * n))
+  want=$(($(nodes_delivered) + sent))
+  t0=$(date +%s.%N)
+  nodes_load "$n" 120 "$CLUSTER_N" >/dev/null
+  for _ in $(seq 1 6000); do d=$(nodes_delivered); [ "$d" -ge "$want" ] && break; sleep 0.05; done
+  t1=$(date +%s.%N)
+  R[pg_e2e_${n}_$sc]=$(awk -v n="$sent" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+  echo "cluster delivered nodes=$n synchronous_commit=$sc: $sent in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}') s" >&2
+  nodes_stop
+}
+
+cluster() {
+  local n sc line t0 t1 d
+  [ -x "$PG_BIN/initdb" ] || { echo "no $PG_BIN/initdb (apt-get install postgresql-15)" >&2; return 1; }
+  # The SQLite spool in the same run: same client, same durations.
+  start "$(config full cluster-sqlite)"
+  line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d "$SECS" -n "$UNIQ")
+  R[sq_in]=$(echo "$line" | field rps)
+  stop
+  start "$(config full cluster-sqlite-e2e)"
+  t0=$(date +%s.%N)
+  hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 120 -n "$CLUSTER_N" >/dev/null
+  for _ in $(seq 1 6000); do d=$(delivered); [ "${d:-0}" -ge "$CLUSTER_N" ] && break; sleep 0.05; done
+  t1=$(date +%s.%N)
+  R[sq_e2e]=$(awk -v n="$CLUSTER_N" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+  stop
+  echo "sqlite sync=full: ingest ${R[sq_in]} req/s, delivered ${R[sq_e2e]}/s" >&2
+  pg_start
+  for sc in on off; do
+    for n in 1 2 3; do cluster_case "$n" "$sc"; done
+  done
+  pg_stop
+  echo
+  echo "hookd cluster benchmark — $(date -u +%F), $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1); PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on the same machine (fsync on); hbench, $CONNS connections in all, ${SECS}s per ingest run, unique 1.7 KiB events -> noop"
+  echo
+  echo "| spool | nodes | ingest req/s (unique ids) | delivered/s ($CLUSTER_N events, first request to last delivery) |"
+  echo "|---|---:|---:|---:|"
+  echo "| SQLite, sync full | 1 | ${R[sq_in]} | ${R[sq_e2e]} |"
+  for sc in on off; do
+    for n in 1 2 3; do
+      echo "| PostgreSQL, synchronous_commit $sc | $n | ${R[pg_in_${n}_$sc]} | ${R[pg_e2e_${n}_$sc]} |"
+    done
+  done
+}
+
 build
 [ $# -eq 0 ] && set -- table
 for what in "$@"; do
   case $what in
     all) table; compare; callgrind; profile ;;
-    table|compare|callgrind|profile|tls|backlog|isolation) "$what" ;;
+    table|compare|callgrind|profile|tls|backlog|cluster|isolation) "$what" ;;
     *) echo "unknown: $what" >&2; exit 2 ;;
   esac
 done

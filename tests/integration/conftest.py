@@ -405,3 +405,28 @@ def https_request(port, method, path, body=b"", headers=None, ctx=None, host="lo
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL 15 cluster shared by the session (pgcluster.py),
+    always stopped and removed at the end. A server that cannot start fails
+    the test: PostgreSQL tests are never skipped."""
+    from pgcluster import PgCluster
+    cluster = PgCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg(pg_cluster):
+    """A fresh database in the session's cluster (running again if an earlier
+    test left it stopped): .url for hookd, .sql() / .scalar() as superuser,
+    .cluster to restart the server."""
+    from pgcluster import PgDatabase
+    if not pg_cluster.running:
+        pg_cluster.start()
+    return PgDatabase(pg_cluster)

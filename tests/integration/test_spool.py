@@ -473,9 +473,10 @@ def test_checkpoints_run_beside_the_writer(daemon_factory, tmp_path):
 
 
 def test_event_is_done_only_when_every_delivery_is(tmp_path):
-    """An event for two instances is marked done (and so pruned later) only
-    after both delivered; one dead letter keeps it, and after the dead
-    letter is replayed and delivered it is done too."""
+    """An event for two instances is finished (and so pruned later) only
+    after both delivered: a delivered delivery's row is deleted, a dead
+    letter keeps its row and so its event; after the dead letter is replayed
+    and delivered the event has no row left."""
     ok_out, bad_out = tmp_path / "ok.txt", tmp_path / "bad.txt"
     plugins = [{"name": "ok", "module": "test_plugin",
                 "config": {"out": str(ok_out), "result": "ok"}},
@@ -492,14 +493,17 @@ def test_event_is_done_only_when_every_delivery_is(tmp_path):
     d.wait_for_log(r"failed for good.*two-targets")
     db = sqlite3.connect(tmp_path / "var" / "spool.db")
 
-    def done(event_id):
-        return db.execute("SELECT done_ms IS NOT NULL FROM events WHERE event_id = ?",
-                          (event_id,)).fetchone()[0] == 1
+    def rows(event_id):
+        return db.execute("SELECT count(*) FROM deliveries d JOIN events e ON e.seq = d.seq "
+                          "WHERE e.event_id = ?", (event_id,)).fetchone()[0]
 
-    wait_until(lambda: done("one-target"), what="the event with one delivery marked done")
-    wait_until(lambda: db.execute("SELECT count(*) FROM deliveries WHERE state = 1")
-               .fetchone()[0] == 2, what="both ok deliveries written")
-    assert not done("two-targets")  # 'bad' is a dead letter
+    def done(event_id):
+        return rows(event_id) == 0
+
+    wait_until(lambda: done("one-target"), what="the event with one delivery finished")
+    wait_until(lambda: rows("two-targets") == 1, what="the ok delivery of two-targets written")
+    assert db.execute("SELECT state FROM deliveries d JOIN events e ON e.seq = d.seq "
+                      "WHERE e.event_id = 'two-targets'").fetchone()[0] == 2  # the dead letter
     assert ok_out.read_text().count("two-targets") == 1
     # the dead letter replayed, now succeeding: the event is done
     assert d.stop() == 0
@@ -561,11 +565,12 @@ def test_spool_of_schema_version_1_is_upgraded(tmp_path):
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     cols = [r[1] for r in db.execute("PRAGMA table_info(deliveries)")]
-    auto = db.execute("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
+    delivered_rows = db.execute("SELECT count(*) FROM deliveries WHERE state = 1").fetchone()[0]
     db.close()
-    assert "deliveries_state" not in names and "deliveries_open" not in names
+    assert not {"deliveries_state", "deliveries_open", "events_done"} & names
     assert {"deliveries_lane", "deliveries_dead", "deliveries_seq"} <= names
-    assert version == "2" and "crashes" in cols and "AUTOINCREMENT" in auto
+    assert version == "2" and {"crashes", "parked", "okey"} <= set(cols)
+    assert delivered_rows == 0  # version 2 deletes what was delivered
     assert "upgrading" in d.log() and "from schema version 1 to 2" in d.log()
     assert integrity(tmp_path) == "ok"
     assert len(read_jsonl(out)) == 1  # the done one was not delivered again

@@ -28,6 +28,8 @@
  *   poison_attempts poison only in attempts up to this one (0: every attempt)
  *   mark_init      true: write "INIT <pid>" when the instance starts (a
  *                  process life begins)
+ *   trace_start    true: also write "START <id> <order_key|->\n" when deliver() begins, so
+ *                  that several processes appending to one file show any overlap per key
  * A delivery that starts while another with the same order key runs writes
  * an "OVERLAP" line: the ordering tests look for it.
  */
@@ -42,6 +44,7 @@ typedef struct tp {
   const char *const *poison;
   size_t n_poison;
   const char *poison_action;
+  int trace_start;
   hookd_template *render;
   pthread_mutex_t mu;
   char *running[64]; /* order keys in deliver() now */
@@ -53,7 +56,7 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
                                      "retry_after_ms", "sleep_ms", "init_fail",
                                      "render",   "sleep_attempts", "retry_pct",
                                      "poison",   "poison_action", "hang_ms",
-                                     "poison_attempts", "mark_init", NULL};
+                                     "poison_attempts", "mark_init", "trace_start", NULL};
   if (host->config_allow_keys(cfg, keys) != HOOKD_E_OK) return -1;
   int init_fail = 0;
   host->config_bool(cfg, "init_fail", 0, &init_fail);
@@ -77,7 +80,8 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
       host->config_int(cfg, "hang_ms", -1, &t->hang_ms) < 0 ||
       host->config_string(cfg, "poison_action", "segv", &t->poison_action) < 0 ||
       host->config_string_list(cfg, "poison", &t->poison, &t->n_poison) < 0 ||
-      host->config_int(cfg, "poison_attempts", 0, &t->poison_attempts) < 0) {
+      host->config_int(cfg, "poison_attempts", 0, &t->poison_attempts) < 0 ||
+      host->config_bool(cfg, "trace_start", 0, &t->trace_start) < 0) {
     free(t);
     return -1;
   }
@@ -156,6 +160,7 @@ static void poison(tp *t, const hookd_event *ev) {
 static hookd_result tp_deliver(void *state, const hookd_event *ev, hookd_outcome *out) {
   tp *t = state;
   const char *key = ev->order_key ? ev->order_key : "-";
+  if (t->trace_start && t->out) fprintf(t->out, "START %s %s\n", ev->id, key);
   if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
   poison(t, ev);
   if (t->sleep_ms > 0 && (t->sleep_attempts == 0 || (int64_t)ev->attempt <= t->sleep_attempts)) {

@@ -1,0 +1,2496 @@
+/* PostgreSQL spool backend: group commits in pipeline mode, leased claims with SKIP LOCKED,
+ * LISTEN/NOTIFY wake-ups. */
+#include "spool_pg.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crash.h"
+#include "log.h"
+#include "runslots.h"
+
+/*
+ * Tables (schema version 1), all named hookd_* so that the database may be
+ * shared with other applications:
+ *   hookd_meta(key, value)          schema_version
+ *   hookd_events(seq, source, event_id, ..., body, done_ms)
+ *                                   UNIQUE (source, event_id) is the dedup
+ *   hookd_deliveries(id, seq, instance, order_key, state, attempt, crashes,
+ *                    started, head, next_ms, lease_owner, lease_until,
+ *                    last_error, updated_ms)    one per (event, plugin instance)
+ *   hookd_nodes(id, name, started_ms, seen_ms)   the nodes that run now
+ *   hookd_instances(instance, paused, circuit_open_until, updated_ms)
+ *                                   per-instance state shared by the nodes
+ * A delivery's state is 0 pending, 1 done or 2 dead. A pending delivery is
+ * held by a node while lease_until (the server's clock, ms) is in the
+ * future; lease_until 0 means released. `started` says attempt + 1 began
+ * and was not settled: found on an expired lease, it is a crash.
+ *
+ * Heads. Of the pending deliveries of one (instance, order key), exactly one
+ * is the head: the earliest, or the one running. Only heads are claimed, so
+ * a claim reads a few rows however long a key's backlog is. The head moves
+ * to the next delivery in accept order when it is done or dead. Every
+ * transaction that adds a delivery to a key or moves its head first takes
+ * the key's advisory lock (all its keys, in one order, before anything
+ * else), so that two nodes never both think they hold a key's head.
+ */
+#define SCHEMA_VERSION 1
+#define ST_PENDING 0
+#define ST_DONE 1
+#define ST_DEAD 2
+
+/* Deliveries a lane holds claimed (waiting in memory and running). */
+#define WINDOW 32
+/* Statements in one pipeline at most (the rest go in the next batch). */
+#define BATCH_MAX 512
+/* How long a request waits for its commit, a reconnect included, before it
+ * is answered 503 (DESIGN §10: never longer than a second). */
+#define STORE_WAIT_MS 1000
+#define HOUSEKEEPING_MS 500
+#define STATS_MS 1000
+#define PRUNE_MS 10000
+#define PRUNE_BATCH 500
+#define REPAIR_MS 60000
+#define SWEEP_BATCH 1000
+/* Reconnect backoff: doubles from the first to the last. */
+#define BACKOFF_FIRST_MS 100
+#define BACKOFF_MAX_MS 2000
+#define NOTIFY_CHANNEL "hookd_spool"
+/* At most one NOTIFY per this many ms from one node (send_batch). */
+#define NOTIFY_MIN_MS 10
+/* Deliveries remembered as taken over by another node, until released. */
+#define LOST_MAX 64
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS hookd_meta(key text PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS hookd_events("
+    " seq bigserial PRIMARY KEY, source text NOT NULL, event_id text NOT NULL,"
+    " type text NOT NULL, order_key text, content_type text NOT NULL,"
+    " received_ms bigint NOT NULL, body bytea NOT NULL, done_ms bigint,"
+    " UNIQUE (source, event_id));"
+    /* fillfactor leaves room on each page so that lease renewals and start
+     * marks (columns in no index) are HOT updates. */
+    "CREATE TABLE IF NOT EXISTS hookd_deliveries("
+    " id bigserial PRIMARY KEY, seq bigint NOT NULL, instance text NOT NULL, order_key text,"
+    " state smallint NOT NULL DEFAULT 0, attempt integer NOT NULL DEFAULT 0,"
+    " crashes integer NOT NULL DEFAULT 0, started boolean NOT NULL DEFAULT false,"
+    " head boolean NOT NULL DEFAULT true,"
+    " next_ms bigint NOT NULL, lease_owner text, lease_until bigint NOT NULL DEFAULT 0,"
+    " last_error text, updated_ms bigint NOT NULL) WITH (fillfactor = 80);"
+    /* Unfinished deliveries by lane: counts. */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_open ON hookd_deliveries(instance, seq)"
+    " WHERE state <> 1;"
+    /* What a claim reads: the heads of a lane, due first. */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_ready ON hookd_deliveries(instance, next_ms, seq)"
+    " WHERE state = 0 AND head;"
+    /* A key's pending deliveries in accept order: who is next. */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_key ON hookd_deliveries(instance, order_key, seq)"
+    " WHERE state = 0 AND order_key IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_owner ON hookd_deliveries(lease_owner)"
+    " WHERE state = 0;"
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_seq ON hookd_deliveries(seq);"
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_dead ON hookd_deliveries(updated_ms)"
+    " WHERE state = 2;"
+    "CREATE INDEX IF NOT EXISTS hookd_events_done ON hookd_events(done_ms)"
+    " WHERE done_ms IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS hookd_events_open ON hookd_events(seq) WHERE done_ms IS NULL;"
+    "CREATE TABLE IF NOT EXISTS hookd_nodes(id text PRIMARY KEY, name text NOT NULL,"
+    " started_ms bigint NOT NULL, seen_ms bigint NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS hookd_instances(instance text PRIMARY KEY,"
+    " paused boolean NOT NULL DEFAULT false, circuit_open_until bigint NOT NULL DEFAULT 0,"
+    " updated_ms bigint NOT NULL);";
+
+/* The first half of the two-int advisory lock of an order key ("hk"); the
+ * second is hashtext(key). */
+#define KEY_LOCK_CLASS "26731"
+
+/* The server's clock in Unix ms: leases compare against one clock, however
+ * far apart the nodes' clocks are. */
+#define SQL_NOW "(extract(epoch FROM clock_timestamp()) * 1000)::int8"
+
+/* Prepared on the writer's connection (after every reconnect). */
+static const struct {
+  const char *name, *sql;
+  int n;
+  Oid types[8];
+} writer_stmts[] = {
+    /* A new delivery heads its key when the key has no other pending one: a
+     * probe with LIMIT 1 (NOT EXISTS may be planned as a hash of the key's
+     * whole backlog, once per store). */
+    {"store",
+     "WITH e AS (INSERT INTO hookd_events(source, event_id, type, order_key, content_type,"
+     " received_ms, body, done_ms) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+     " CASE WHEN cardinality($8::text[]) = 0 THEN $6 END)"
+     " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq),"
+     " d AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms, updated_ms, head)"
+     " SELECT e.seq, i.name, $4, $6, $6, $4 IS NULL OR (SELECT 1 FROM hookd_deliveries p"
+     " WHERE p.instance = i.name AND p.order_key = $4 AND p.state = 0 LIMIT 1) IS NULL"
+     " FROM e, unnest($8::text[]) WITH ORDINALITY AS i(name, n) ORDER BY i.n)"
+     " SELECT seq FROM e",
+     8,
+     {25, 25, 25, 25, 25, 20, 17, 1009}},
+    {"start",
+     "UPDATE hookd_deliveries SET started = true WHERE id = ANY($1::int8[]) AND lease_owner = $2"
+     " AND state = 0 RETURNING id",
+     2,
+     {1016, 25}},
+    /* A delivery that is done or dead hands its key's head on to the next
+     * pending one (the snapshot still shows it pending: hence id <> $1). */
+    {"settle",
+     "WITH s AS (UPDATE hookd_deliveries SET state = $2, attempt = $3, crashes = $4,"
+     " next_ms = $5, last_error = $6, started = false, lease_until = 0, updated_ms = $7"
+     " WHERE id = $1 AND lease_owner = $8 RETURNING instance, order_key, state),"
+     " n AS (UPDATE hookd_deliveries SET head = true WHERE id = (SELECT x.id FROM"
+     " hookd_deliveries x, s WHERE s.state <> 0 AND s.order_key IS NOT NULL AND"
+     " x.instance = s.instance AND x.order_key = s.order_key AND x.state = 0 AND x.id <> $1"
+     " ORDER BY x.seq LIMIT 1))"
+     " SELECT count(*) FROM s",
+     8,
+     {20, 21, 23, 23, 20, 25, 20, 25}},
+    {"unstart",
+     "UPDATE hookd_deliveries SET started = false, attempt = $2, next_ms = $3"
+     " WHERE id = $1 AND lease_owner = $4",
+     4,
+     {20, 23, 20, 25}},
+    {"evdone",
+     "UPDATE hookd_events e SET done_ms = $2 WHERE e.seq = ANY($1::int8[]) AND e.done_ms IS NULL"
+     " AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1)",
+     2,
+     {1016, 20}},
+    {"notify", "SELECT pg_notify('" NOTIFY_CHANNEL "', '')", 0, {0}},
+    /* The keys' advisory locks, in one order for every transaction. */
+    {"lock",
+     "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS ", h)) FROM (SELECT DISTINCT"
+     " hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS s",
+     1,
+     {1009}},
+};
+
+/* Prepared on the claimer's connection: the due heads of a lane that hold
+ * no live lease. SKIP LOCKED leaves rows another node is claiming right now
+ * to that node.
+ *
+ * Hook for `hookd pause|resume` (not in hookd yet): the instance's state is
+ * to live in hookd_instances (paused, circuit_open_until), shared by the
+ * nodes; a paused instance's claims then add "AND NOT EXISTS (SELECT 1 FROM
+ * hookd_instances i WHERE i.instance = $1 AND i.paused)" and resume NOTIFYs
+ * the nodes. Replay of stored events (`hookd replay`) inserts new pending
+ * deliveries under the keys' locks, as store does. */
+static const char claim_sql[] =
+    "WITH t AS (SELECT " SQL_NOW
+    " AS now),"
+    " c AS (SELECT d.id, d.started AS was_started FROM hookd_deliveries d, t"
+    "  WHERE d.instance = $1 AND d.state = 0 AND d.head AND d.next_ms <= t.now"
+    "  AND d.lease_until <= t.now ORDER BY d.next_ms, d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
+    " UPDATE hookd_deliveries u SET lease_owner = $3, lease_until = t.now + $4,"
+    "  crashes = u.crashes + u.started::int, started = false"
+    " FROM c, t, hookd_events e WHERE u.id = c.id AND e.seq = u.seq"
+    " RETURNING u.id, u.seq, u.attempt, u.crashes, u.next_ms, e.source, e.event_id, e.type,"
+    "  e.order_key, e.content_type, e.received_ms, e.body, c.was_started";
+
+/* --- objects ------------------------------------------------------------------------ */
+
+typedef struct pg_spool pg_spool;
+
+typedef struct pg_lane pg_lane;
+
+struct pg_lane {
+  spool_lane base; /* first: the interface's part */
+  pg_spool *sp;
+  char *name;
+  struct pg_lane *next; /* in sp->lanes; lanes live as long as the spool */
+  pthread_mutex_t mu;
+  const void *owner;
+  spool_wake_fn wake;
+  void *wake_data;
+  spool_lane_config cfg;
+  /* Claimed and leased by this node: waiting (window) or handed out (out).
+   * At most one per order key, so their order among themselves is free. */
+  delivery *window[WINDOW];
+  size_t n_window;
+  size_t n_out;                  /* handed out to workers, not settled */
+  atomic_uint_fast64_t pending;  /* unfinished deliveries, all nodes (housekeeping + stores) */
+  atomic_int_fast64_t retry_due; /* earliest retry settled here, for the claimer's timer */
+  atomic_int_fast64_t oldest_ms; /* accept time of the oldest unfinished delivery, 0: none */
+};
+
+/* One store() on its way through the writer. */
+typedef struct store_req {
+  event *ev;
+  char *lanes_lit; /* the lane names as a text[] literal */
+  pg_lane **lanes;
+  size_t n;
+  spool_stored_fn done;
+  void *data;
+  int status;
+  int64_t deadline; /* mono ms: answered 503 by the loop after this */
+  atomic_int answered;
+  int taken;                  /* in a batch the writer sends now */
+  struct store_req *next;     /* writer queue / results */
+  struct store_req *all_next; /* the loop's list of unanswered requests */
+} store_req;
+
+typedef enum { OP_START, OP_SETTLE, OP_UNSTART } op_kind;
+
+typedef struct op {
+  op_kind kind;
+  int64_t id, seq;
+  int state;
+  uint32_t attempt, crashes;
+  int64_t next_ms;
+  int notify;      /* the outcome may let another delivery run: NOTIFY the nodes */
+  const char *key; /* the event's order key (in error[]'s allocation), or NULL */
+  struct op *next;
+  char error[]; /* may be empty */
+} op;
+
+struct pg_spool {
+  spool base;
+  uv_loop_t *loop;
+  char *url;
+  char node_id[96];
+  char node_name[512];
+  int64_t lease_ms;
+  int64_t retention_ms;
+  uint64_t max_total; /* spool.max_pending: all instances together, 0: no cap */
+  int lock_fd;        /* flock on data_dir/node.lock: one hookd per node name */
+  runslots *running;  /* data_dir/running: what each worker runs now */
+
+  pthread_mutex_t lanes_mu;
+  pg_lane *lanes;
+
+  /* The writer. */
+  PGconn *wconn;
+  pthread_t writer;
+  int writer_started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* work for the writer */
+  store_req *in_head, *in_tail;
+  op *ops_head, *ops_tail;
+  size_t n_ops;
+  int urgent; /* an outcome frees a key or a worker waits: commit now */
+  store_req *out_head, *out_tail;
+  int stopping, closed;
+  uv_async_t async;
+  uv_timer_t deadlines;
+  store_req *unanswered; /* loop thread only */
+
+  /* The claimer. */
+  PGconn *cconn;
+  pthread_t claimer;
+  int claimer_started;
+  int kick_fd; /* eventfd: a lane has room, or stop */
+  atomic_int kicked;
+
+  /* State and numbers, any thread. */
+  atomic_int down; /* the writer has no connection */
+  atomic_int_fast64_t down_since;
+  pthread_mutex_t why_mu;
+  char down_why[256];
+  atomic_uint_fast64_t pending, dead, db_bytes, commits, commit_errors, crashes;
+  atomic_int_fast64_t oldest_pending_ms;
+  atomic_int_fast64_t writer_beat; /* mono ms of the writer's last round */
+  int64_t sweep_after;             /* writer only: the done-mark sweep's cursor */
+  int64_t lost[LOST_MAX];          /* deliveries whose lease another node took (under mu) */
+  size_t n_lost;
+  int closes_left; /* handles still closing in free() */
+  /* Writer only: wake-ups of the other nodes, coalesced (send_batch). */
+  int64_t notify_next;
+  int notify_owed, woke;
+};
+
+/* Counts one finished delivery off a cluster-wide count. The count comes
+ * from the database every second and this node adds only what it stored
+ * but takes off what it finished of any node's: it must not wrap below 0. */
+static void count_down(atomic_uint_fast64_t *v) {
+  uint_fast64_t cur = atomic_load(v);
+  while (cur > 0 && !atomic_compare_exchange_weak(v, &cur, cur - 1)) {
+  }
+}
+
+static int64_t mono(void) {
+  return mono_ms();
+}
+
+/* libpq's messages span lines ("FATAL: ...\nserver closed the connection
+ * ..."): one line, for logs and 503 reasons. */
+static void one_line(char *s) {
+  char *w = s;
+  for (const char *r = s; *r; r++) {
+    char ch = *r == '\n' || *r == '\t' || *r == '\r' ? ' ' : *r;
+    if (ch == ' ' && (w == s || w[-1] == ' ')) continue;
+    *w++ = ch;
+  }
+  while (w > s && w[-1] == ' ') w--;
+  *w = 0;
+}
+
+static void set_down(pg_spool *sp, const char *why) {
+  pthread_mutex_lock(&sp->why_mu);
+  snprintf(sp->down_why, sizeof sp->down_why, "%s", why);
+  one_line(sp->down_why);
+  char copy[256];
+  snprintf(copy, sizeof copy, "%s", sp->down_why);
+  pthread_mutex_unlock(&sp->why_mu);
+  if (!atomic_exchange(&sp->down, 1)) {
+    atomic_store(&sp->down_since, mono());
+    log_write(LOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", copy);
+  }
+}
+
+static void set_up(pg_spool *sp) {
+  if (atomic_exchange(&sp->down, 0)) {
+    log_write(LOG_INFO, NULL, "spool: PostgreSQL connection is back");
+  }
+}
+
+/* --- connections -------------------------------------------------------------------- */
+
+/* Server notices ("relation already exists, skipping") go to the debug
+ * log, not to stderr. */
+static void on_notice(void *arg, const char *message) {
+  (void)arg;
+  log_write(LOG_DEBUG, NULL, "spool: PostgreSQL says: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* Opens a connection. The defaults before the URL bound how long a dead
+ * server or network can hold a thread; the URL may override them. */
+static PGconn *pg_connect(const char *url, const char *role, char *err, size_t errlen) {
+  char app[64];
+  snprintf(app, sizeof app, "hookd %s", role);
+  const char *keys[] = {"connect_timeout",     "keepalives",       "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                        "application_name",    "dbname",           NULL};
+  const char *vals[] = {"3", "1", "5", "2", "3", "10000", app, url, NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  if (c == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  PQsetNoticeProcessor(c, on_notice, NULL);
+  if (PQstatus(c) != CONNECTION_OK) {
+    snprintf(err, errlen, "%s", PQerrorMessage(c));
+    one_line(err);
+    PQfinish(c);
+    return NULL;
+  }
+  /* The statements are prepared once and run thousands of times with
+   * parameters that never change their best plan: planning each run (the
+   * default for the first runs) took more server time than the inserts. */
+  PGresult *r = PQexec(c, "SET plan_cache_mode = force_generic_plan");
+  PQclear(r);
+  return c;
+}
+
+/* Runs sql (no parameters); 0 or -1 with err. */
+static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen) {
+  PGresult *r = PQexec(c, sql);
+  ExecStatusType st = PQresultStatus(r);
+  int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : -1;
+  if (rc) snprintf(err, errlen, "%s", PQerrorMessage(c));
+  PQclear(r);
+  return rc;
+}
+
+static int prepare_all(PGconn *c, int writer, char *err, size_t errlen) {
+  if (!writer) {
+    Oid t[4] = {25, 20, 25, 20};
+    PGresult *r = PQprepare(c, "claim", claim_sql, 4, t);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) snprintf(err, errlen, "%s", PQerrorMessage(c));
+    PQclear(r);
+    return ok ? 0 : -1;
+  }
+  for (size_t i = 0; i < sizeof writer_stmts / sizeof writer_stmts[0]; i++) {
+    PGresult *r = PQprepare(c, writer_stmts[i].name, writer_stmts[i].sql, writer_stmts[i].n,
+                            writer_stmts[i].types);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) snprintf(err, errlen, "%s", PQerrorMessage(c));
+    PQclear(r);
+    if (!ok) return -1;
+  }
+  return 0;
+}
+
+/* --- schema -------------------------------------------------------------------------- */
+
+/* Creates the schema in a new database, or checks the version of an
+ * existing one. Nodes starting at once serialise on an advisory lock. A
+ * version newer than this hookd's is refused before anything is touched.
+ * Returns 0, SPOOL_EDAMAGED (not a spool, or a newer one) or SPOOL_EFAIL. */
+static int ensure_schema(PGconn *c, char *err, size_t errlen) {
+  char why[512] = "";
+  if (exec_ok(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('hookd spool schema'))", why,
+              sizeof why) != 0) {
+    snprintf(err, errlen, "cannot lock the schema: %s", why);
+    return SPOOL_EFAIL;
+  }
+  int rc = 0;
+  PGresult *r = PQexec(c, "SELECT to_regclass('hookd_meta') IS NOT NULL");
+  int exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+               strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    snprintf(err, errlen, "%s", PQerrorMessage(c));
+    rc = SPOOL_EFAIL;
+  }
+  PQclear(r);
+  if (rc == 0 && exists) {
+    r = PQexec(c, "SELECT value FROM hookd_meta WHERE key = 'schema_version'");
+    long v = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+      char *end;
+      v = strtol(PQgetvalue(r, 0, 0), &end, 10);
+      if (*end) v = -1;
+    }
+    PQclear(r);
+    if (v > SCHEMA_VERSION) {
+      snprintf(err, errlen,
+               "the PostgreSQL spool has schema version %ld and this hookd knows versions up to "
+               "%d: refusing to touch it (upgrade hookd on this node to the version the other "
+               "nodes run)",
+               v, SCHEMA_VERSION);
+      rc = SPOOL_EDAMAGED;
+    } else if (v < 1) {
+      snprintf(err, errlen,
+               "the database has a hookd_meta table without a valid schema_version: not a "
+               "hookd spool, or a damaged one");
+      rc = SPOOL_EDAMAGED;
+    }
+    /* Version 1 is the only one so far: later versions migrate from here,
+     * one step at a time, inside this transaction. */
+  }
+  if (rc == 0 && !exists && exec_ok(c, schema_sql, why, sizeof why) != 0) {
+    snprintf(err, errlen, "cannot create the spool tables: %s", why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc == 0 && !exists &&
+      exec_ok(c, "INSERT INTO hookd_meta(key, value) VALUES ('schema_version', '1')", why,
+              sizeof why) != 0) {
+    snprintf(err, errlen, "%s", why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc == 0 && exec_ok(c, "COMMIT", why, sizeof why) != 0) {
+    snprintf(err, errlen, "%s", why);
+    rc = SPOOL_EFAIL;
+  }
+  if (rc != 0) exec_ok(c, "ROLLBACK", why, sizeof why);
+  return rc;
+}
+
+/* --- parameters ------------------------------------------------------------------------ */
+
+/* Appends s to a text[] literal as one quoted element, leaving room for the
+ * closing brace and NUL. 0, or -1 when out of memory. */
+static int lit_append(char **buf, size_t *len, size_t *cap, const char *s) {
+  size_t need = *len + 2 * strlen(s) + 6;
+  if (need > *cap) {
+    size_t nc = *cap ? *cap : 64;
+    while (nc < need) nc *= 2;
+    char *nb = realloc(*buf, nc);
+    if (nb == NULL) return -1;
+    *buf = nb;
+    *cap = nc;
+  }
+  char *p = *buf + *len;
+  if (*len > 1) *p++ = ',';
+  *p++ = '"';
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') *p++ = '\\';
+    *p++ = *s;
+  }
+  *p++ = '"';
+  *len = (size_t)(p - *buf);
+  return 0;
+}
+
+/* "{"a","b"}" for the lanes' names; NULL when out of memory. */
+static char *lanes_literal(spool_lane *const *lanes, size_t n) {
+  char *buf = NULL;
+  size_t len = 1, cap = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (lit_append(&buf, &len, &cap, ((pg_lane *)lanes[i])->name) != 0) {
+      free(buf);
+      return NULL;
+    }
+  }
+  if (buf == NULL) buf = malloc(3);
+  if (buf == NULL) return NULL;
+  buf[0] = '{';
+  buf[len] = '}';
+  buf[len + 1] = 0;
+  return buf;
+}
+
+/* "{1,2,3}" for an int8[] parameter. */
+static char *ids_literal(const int64_t *ids, size_t n) {
+  char *s = malloc(n * 21 + 3);
+  if (s == NULL) return NULL;
+  size_t len = 0;
+  s[len++] = '{';
+  for (size_t i = 0; i < n; i++)
+    len += (size_t)sprintf(s + len, i ? ",%lld" : "%lld", (long long)ids[i]);
+  s[len++] = '}';
+  s[len] = 0;
+  return s;
+}
+
+/* --- lanes ----------------------------------------------------------------------------- */
+
+static spool_lane *pg_lane_get(spool *base, const char *instance) {
+  pg_spool *sp = (pg_spool *)base;
+  pthread_mutex_lock(&sp->lanes_mu);
+  pg_lane *l = sp->lanes;
+  while (l && strcmp(l->name, instance) != 0) l = l->next;
+  if (l == NULL && (l = calloc(1, sizeof *l)) != NULL) {
+    if ((l->name = strdup(instance)) == NULL) {
+      free(l);
+      l = NULL;
+    } else {
+      l->sp = sp;
+      l->base.sp = base;
+      pthread_mutex_init(&l->mu, NULL);
+      l->cfg.max_pending = UINT64_MAX; /* until lane_config */
+      l->cfg.max_crashes = 3;
+      atomic_store(&l->retry_due, INT64_MAX);
+      l->next = sp->lanes;
+      sp->lanes = l;
+    }
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  return l ? &l->base : NULL;
+}
+
+static void pg_lane_config(spool_lane *lane, const spool_lane_config *c) {
+  pg_lane *l = (pg_lane *)lane;
+  pthread_mutex_lock(&l->mu);
+  l->cfg = *c;
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void kick(pg_spool *sp) {
+  if (atomic_exchange(&sp->kicked, 1)) return;
+  uint64_t one = 1;
+  if (write(sp->kick_fd, &one, sizeof one) < 0) { /* the counter is full: already kicked */
+  }
+}
+
+static void pg_lane_attach(spool_lane *lane, const void *owner, spool_wake_fn wake, void *data) {
+  pg_lane *l = (pg_lane *)lane;
+  pthread_mutex_lock(&l->mu);
+  l->owner = owner;
+  l->wake = wake;
+  l->wake_data = data;
+  size_t has = l->n_window;
+  pthread_mutex_unlock(&l->mu);
+  if (wake && has) wake(data, has);
+  kick(l->sp); /* its backlog is claimed now */
+}
+
+static void pg_lane_detach(spool_lane *lane, const void *owner) {
+  pg_lane *l = (pg_lane *)lane;
+  pthread_mutex_lock(&l->mu);
+  if (l->owner == owner) {
+    l->owner = NULL;
+    l->wake = NULL;
+    l->wake_data = NULL;
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
+  pg_lane *l = (pg_lane *)lane;
+  pthread_mutex_lock(&l->mu);
+  out->in_memory = l->n_window;
+  out->running = l->n_out;
+  pthread_mutex_unlock(&l->mu);
+  out->pending = atomic_load(&l->pending);
+  out->oldest_ms = atomic_load(&l->oldest_ms);
+  out->saturated = l->cfg.max_pending && out->pending >= l->cfg.max_pending;
+}
+
+/* A due delivery from the window; the window only ever holds heads of
+ * their keys, leased to this node. */
+static delivery *pg_claim(spool_lane *lane, const void *owner, int64_t now_ms, int64_t *next_ms) {
+  pg_lane *l = (pg_lane *)lane;
+  delivery *d = NULL;
+  int64_t next = INT64_MAX;
+  pthread_mutex_lock(&l->mu);
+  if (l->owner != owner) {
+    pthread_mutex_unlock(&l->mu);
+    *next_ms = -1;
+    return NULL;
+  }
+  size_t best = WINDOW;
+  for (size_t i = 0; i < l->n_window; i++) {
+    delivery *w = l->window[i];
+    if (w->due_ms <= now_ms && (best == WINDOW || w->ev->seq < l->window[best]->ev->seq)) best = i;
+    if (w->due_ms > now_ms && w->due_ms < next) next = w->due_ms;
+  }
+  if (best < WINDOW) {
+    d = l->window[best];
+    l->window[best] = l->window[--l->n_window];
+    l->n_out++;
+  }
+  int room = l->n_window + l->n_out < WINDOW / 2;
+  pthread_mutex_unlock(&l->mu);
+  if (room) kick(l->sp);
+  *next_ms = d ? 0 : next;
+  return d;
+}
+
+/* The lane d was claimed from, which no longer counts it as handed out. */
+static pg_lane *lane_forget(const delivery *d) {
+  pg_lane *l = d->lane;
+  if (l == NULL) return NULL;
+  pthread_mutex_lock(&l->mu);
+  l->n_out--;
+  pthread_mutex_unlock(&l->mu);
+  return l;
+}
+
+/* --- the writer's queue ---------------------------------------------------------------- */
+
+static op *op_new(op_kind kind, const delivery *d, int state, const char *error) {
+  size_t el = error ? strlen(error) : 0;
+  const char *key = d->ev->order_key;
+  size_t kl = key ? strlen(key) + 1 : 0;
+  op *o = calloc(1, sizeof *o + el + 1 + kl);
+  if (o == NULL) return NULL;
+  if (key) o->key = memcpy(o->error + el + 1, key, kl);
+  o->kind = kind;
+  o->id = (int64_t)d->spool_id;
+  o->seq = (int64_t)d->ev->seq;
+  o->state = state;
+  o->attempt = d->attempt;
+  o->crashes = d->crashes;
+  o->next_ms = d->due_ms;
+  memcpy(o->error, error ? error : "", el + 1);
+  return o;
+}
+
+/* Queues o for the next commit; urgent ones wake the writer at once. */
+static int push_op(pg_spool *sp, op *o, int urgent) {
+  pthread_mutex_lock(&sp->mu);
+  if (sp->closed) {
+    pthread_mutex_unlock(&sp->mu);
+    free(o);
+    return -1;
+  }
+  if (sp->ops_tail) {
+    sp->ops_tail->next = o;
+  } else {
+    sp->ops_head = o;
+  }
+  sp->ops_tail = o;
+  sp->n_ops++;
+  if (urgent) {
+    sp->urgent = 1;
+    pthread_cond_signal(&sp->cv);
+  }
+  pthread_mutex_unlock(&sp->mu);
+  return 0;
+}
+
+/* Two records of a running attempt, neither waited for. The run slot
+ * (runslots.h: a store into a shared mapping) tells this node's next start
+ * exactly what was running when it died. The start mark in PostgreSQL,
+ * which rides in the next commit, tells the other nodes when they take an
+ * expired lease over; an attempt shorter than a commit may lack it, and
+ * then a death during it counts no crash on another node. */
+static int pg_started(spool *base, delivery *d) {
+  pg_spool *sp = (pg_spool *)base;
+  runslots_set(sp->running, d ? d->spool_id : 0, d ? d->attempt + 1 : 0);
+  if (d == NULL) return 0;
+  op *o = op_new(OP_START, d, ST_PENDING, NULL);
+  if (o) push_op(sp, o, 0);
+  return 0;
+}
+
+/* 1 when started() found d's lease taken by another node (and forgets it). */
+static int forget_lost(pg_spool *sp, const delivery *d) {
+  int found = 0;
+  pthread_mutex_lock(&sp->mu);
+  size_t n = sp->n_lost < LOST_MAX ? sp->n_lost : LOST_MAX;
+  for (size_t i = 0; i < n && !found; i++) {
+    if (sp->lost[i] == (int64_t)d->spool_id) {
+      sp->lost[i] = 0;
+      found = 1;
+    }
+  }
+  pthread_mutex_unlock(&sp->mu);
+  return found;
+}
+
+static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *error) {
+  pg_spool *sp = (pg_spool *)base;
+  pg_lane *l = lane_forget(d);
+  if (how == SPOOL_RELEASE && forget_lost(sp, d)) {
+    /* Its lease went to another node: not this node's to keep. */
+    delivery_free(d);
+    return;
+  }
+  if (how == SPOOL_RELEASE && l) {
+    /* Still leased to this node: back in the window, due at d->due_ms;
+     * the start mark (if it was written) is undone. */
+    op *o = op_new(OP_UNSTART, d, ST_PENDING, NULL);
+    if (o) push_op(sp, o, 0);
+    pthread_mutex_lock(&l->mu);
+    int kept = l->n_window < WINDOW;
+    if (kept) l->window[l->n_window++] = d;
+    spool_wake_fn wake = l->wake;
+    void *data = l->wake_data;
+    pthread_mutex_unlock(&l->mu);
+    if (kept) {
+      if (wake) wake(data, 1);
+      return;
+    }
+  }
+  static const int states[] = {ST_DONE, ST_PENDING, ST_DEAD, ST_PENDING};
+  op *o = op_new(OP_SETTLE, d, states[how], error);
+  if (o == NULL) {
+    log_write(LOG_ERROR, &(log_ctx){.event_id = d->ev->id},
+              "out of memory recording a delivery outcome; it runs again after its lease expires");
+  } else {
+    o->notify = how != SPOOL_RETRY;
+    if (how == SPOOL_DONE || how == SPOOL_DEAD) {
+      count_down(&sp->pending);
+      if (l) count_down(&l->pending);
+    }
+    if (how == SPOOL_DEAD) atomic_fetch_add(&sp->dead, 1);
+    if (l && how == SPOOL_RETRY) {
+      int64_t cur = atomic_load(&l->retry_due);
+      while (d->due_ms < cur && !atomic_compare_exchange_weak(&l->retry_due, &cur, d->due_ms)) {
+      }
+    }
+    /* Outcomes that end a delivery free its key for the next one, on any
+     * node: they are committed at once, not with a later batch. */
+    push_op(sp, o, how != SPOOL_RETRY);
+  }
+  if (l && how == SPOOL_RETRY) kick(sp);
+  delivery_free(d);
+}
+
+/* --- the writer: one pipeline, one transaction per batch ------------------------------- */
+
+typedef enum { BATCH_OK = 0, BATCH_SQL = -1, BATCH_LOST = -2 } batch_rc;
+
+typedef enum { S_LOCK, S_STORE, S_START, S_SETTLE, S_UNSTART, S_EVDONE, S_NOTIFY } sent_kind;
+
+typedef struct sent {
+  sent_kind kind;
+  void *p;
+} sent;
+
+/* One batch on its way: what was sent, in order, and what came back. */
+typedef struct batch {
+  store_req *stores;
+  op *ops;
+  sent list[BATCH_MAX + 9];
+  size_t n;
+  char sqlstate[6];
+  char why[256];
+} batch;
+
+static int send_store(pg_spool *sp, store_req *r) {
+  char received[24];
+  const event *ev = r->ev;
+  snprintf(received, sizeof received, "%lld", (long long)ev->received_ms);
+  const char *v[8] = {ev->source,       ev->id,   ev->type, ev->order_key,
+                      ev->content_type, received, ev->body, r->lanes_lit};
+  int len[8] = {0, 0, 0, 0, 0, 0, (int)ev->body_len, 0};
+  int fmt[8] = {0, 0, 0, 0, 0, 0, 1, 0};
+  return PQsendQueryPrepared(sp->wconn, "store", 8, v, len, fmt, 0);
+}
+
+static int send_settle(pg_spool *sp, const op *o, const char *now) {
+  char id[24], state[8], attempt[16], crashes[16], next[24];
+  snprintf(id, sizeof id, "%lld", (long long)o->id);
+  snprintf(state, sizeof state, "%d", o->state);
+  snprintf(attempt, sizeof attempt, "%u", o->attempt);
+  snprintf(crashes, sizeof crashes, "%u", o->crashes);
+  snprintf(next, sizeof next, "%lld", (long long)o->next_ms);
+  if (o->kind == OP_UNSTART) {
+    const char *v[4] = {id, attempt, next, sp->node_id};
+    return PQsendQueryPrepared(sp->wconn, "unstart", 4, v, NULL, NULL, 0);
+  }
+  const char *v[8] = {id,  state,      attempt, crashes, next, o->error[0] ? o->error : NULL,
+                      now, sp->node_id};
+  return PQsendQueryPrepared(sp->wconn, "settle", 8, v, NULL, NULL, 0);
+}
+
+/* Whether o moves its key's head (a done or dead delivery with a key). */
+static int moves_head(const op *o) {
+  return o->kind == OP_SETTLE && o->state != ST_PENDING && o->key;
+}
+
+/* The batch's first statement: the advisory locks of every key it adds a
+ * delivery to or moves the head of. Returns 1 when sent, 0 when none are
+ * needed, -1 when the connection broke. */
+static int send_locks(pg_spool *sp, batch *b) {
+  char *buf = NULL;
+  size_t len = 1, cap = 0, n = 0;
+  int oom = 0;
+  for (store_req *r = b->stores; r; r = r->next) {
+    if (r->n == 0 || r->ev->order_key == NULL) continue;
+    oom |= lit_append(&buf, &len, &cap, r->ev->order_key);
+    n++;
+  }
+  for (op *o = b->ops; o; o = o->next) {
+    if (!moves_head(o)) continue;
+    oom |= lit_append(&buf, &len, &cap, o->key);
+    n++;
+  }
+  if (n == 0 || oom) {
+    free(buf);
+    return n == 0 ? 0 : -1;
+  }
+  buf[0] = '{';
+  buf[len] = '}';
+  buf[len + 1] = 0;
+  const char *v[1] = {buf};
+  int ok = PQsendQueryPrepared(sp->wconn, "lock", 1, v, NULL, NULL, 0);
+  free(buf);
+  if (!ok) return -1;
+  b->list[b->n++] = (sent){S_LOCK, NULL};
+  return 1;
+}
+
+/* Sends the whole batch and a sync. 0, or -1 when the connection broke
+ * (nothing commits without the sync). */
+static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)now_ms_);
+  b->n = 0;
+  int notify = 0;
+  size_t n_start = 0, n_done = 0;
+  for (op *o = b->ops; o; o = o->next) {
+    n_start += o->kind == OP_START;
+    n_done += o->kind == OP_SETTLE && o->state == ST_DONE;
+  }
+  int64_t *starts = malloc((n_start + 1) * sizeof *starts);
+  int64_t *dones = malloc((n_done + 1) * sizeof *dones);
+  int ok = starts && dones && PQenterPipelineMode(sp->wconn) == 1 && send_locks(sp, b) >= 0;
+  n_start = n_done = 0;
+  for (store_req *r = b->stores; ok && r; r = r->next) {
+    ok = send_store(sp, r);
+    b->list[b->n++] = (sent){S_STORE, r};
+    notify |= r->n > 0;
+  }
+  /* Start marks before outcomes: an attempt that started and ended within
+   * one batch must end up not started. */
+  for (op *o = b->ops; o; o = o->next) {
+    if (o->kind == OP_START) starts[n_start++] = o->id;
+  }
+  if (ok && n_start) {
+    char *lit = ids_literal(starts, n_start);
+    const char *v[2] = {lit, sp->node_id};
+    ok = lit && PQsendQueryPrepared(sp->wconn, "start", 2, v, NULL, NULL, 0);
+    free(lit);
+    b->list[b->n++] = (sent){S_START, NULL};
+  }
+  for (op *o = b->ops; ok && o; o = o->next) {
+    if (o->kind == OP_START) continue;
+    ok = send_settle(sp, o, now);
+    b->list[b->n++] = (sent){o->kind == OP_UNSTART ? S_UNSTART : S_SETTLE, o};
+    if (o->kind == OP_SETTLE && o->state == ST_DONE) dones[n_done++] = o->seq;
+    notify |= o->kind == OP_SETTLE && o->notify;
+  }
+  if (ok && n_done) {
+    char *lit = ids_literal(dones, n_done);
+    const char *v[2] = {lit, now};
+    ok = lit && PQsendQueryPrepared(sp->wconn, "evdone", 2, v, NULL, NULL, 0);
+    free(lit);
+    b->list[b->n++] = (sent){S_EVDONE, NULL};
+  }
+  /* NOTIFY takes a lock that every notifying commit in the database waits
+   * for, held through the commit's flush: in every batch it would make the
+   * nodes' commits take turns. This node's claimer is woken directly; the
+   * others at most every NOTIFY_MIN_MS. */
+  sp->woke |= notify;
+  if (ok && notify && mono() >= sp->notify_next) {
+    ok = PQsendQueryPrepared(sp->wconn, "notify", 0, NULL, NULL, NULL, 0);
+    b->list[b->n++] = (sent){S_NOTIFY, NULL};
+    sp->notify_next = mono() + NOTIFY_MIN_MS;
+    sp->notify_owed = 0;
+  } else if (notify) {
+    sp->notify_owed = 1;
+  }
+  free(starts);
+  free(dones);
+  return ok && PQpipelineSync(sp->wconn) == 1 ? 0 : -1;
+}
+
+/* Start marks that matched no row: the lease had gone to another node,
+ * which may run the same attempt (at-least-once). Remembered so that a
+ * release drops the delivery instead of keeping it in the window. */
+static void note_lost(pg_spool *sp, op *ops, const PGresult *r) {
+  pthread_mutex_lock(&sp->mu);
+  for (op *o = ops; o; o = o->next) {
+    if (o->kind != OP_START) continue;
+    int found = 0;
+    for (int i = 0; i < PQntuples(r) && !found; i++) {
+      found = strtoll(PQgetvalue(r, i, 0), NULL, 10) == o->id;
+    }
+    if (!found) {
+      log_write(LOG_WARN, NULL,
+                "spool: delivery %lld started here after its lease went to another node (it "
+                "may be delivered twice)",
+                (long long)o->id);
+      sp->lost[sp->n_lost++ % LOST_MAX] = o->id;
+    }
+  }
+  pthread_mutex_unlock(&sp->mu);
+}
+
+/* One result of the batch: 0, or -1 when it failed (the rest is aborted). */
+static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_PIPELINE_ABORTED) return -1;
+  if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+    const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(b->sqlstate, sizeof b->sqlstate, "%s", code ? code : "");
+    snprintf(b->why, sizeof b->why, "%s", PQresultErrorMessage(r));
+    one_line(b->why);
+    if (s->kind == S_STORE) {
+      const store_req *q = s->p;
+      log_write(LOG_ERROR, &(log_ctx){.event_id = q->ev->id}, "spool: storing the event failed: %s",
+                b->why);
+    }
+    return -1;
+  }
+  if (s->kind == S_STORE) {
+    store_req *q = s->p;
+    q->status = PQntuples(r) == 1 ? SPOOL_STORED : SPOOL_DUPLICATE;
+    if (q->status == SPOOL_STORED) q->ev->seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  } else if (s->kind == S_SETTLE && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
+    const op *o = s->p;
+    log_write(LOG_WARN, NULL,
+              "spool: the outcome of delivery %lld was not recorded: its lease expired and "
+              "another node took it over (it may be delivered twice)",
+              (long long)o->id);
+  }
+  (void)sp;
+  return 0;
+}
+
+/* Reads the batch's results and its sync. BATCH_OK once the sync came back
+ * (the transaction committed), BATCH_SQL when a statement failed (rolled
+ * back), BATCH_LOST when the connection broke before the sync answered:
+ * the commit may or may not have happened. */
+static batch_rc read_batch(pg_spool *sp, batch *b) {
+  PGconn *c = sp->wconn;
+  int failed = 0;
+  PGresult *start_res = NULL;
+  for (size_t i = 0; i < b->n; i++) {
+    PGresult *r = PQgetResult(c);
+    if (r == NULL || PQstatus(c) == CONNECTION_BAD) {
+      if (!b->why[0]) snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(c));
+      PQclear(r);
+      PQclear(start_res);
+      return BATCH_LOST;
+    }
+    if (take_result(sp, b, &b->list[i], r) != 0) failed = 1;
+    if (b->list[i].kind == S_START && !failed) {
+      start_res = r;
+    } else {
+      PQclear(r);
+    }
+    while ((r = PQgetResult(c)) != NULL) PQclear(r); /* the NULL that ends each query */
+  }
+  PGresult *r = PQgetResult(c);
+  int synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+  PQclear(r);
+  if (!synced || PQexitPipelineMode(c) != 1) {
+    if (!b->why[0]) snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(c));
+    PQclear(start_res);
+    return BATCH_LOST;
+  }
+  if (!failed && start_res) note_lost(sp, b->ops, start_res);
+  PQclear(start_res);
+  return failed ? BATCH_SQL : BATCH_OK;
+}
+
+static batch_rc run_batch(pg_spool *sp, batch *b) {
+  b->sqlstate[0] = b->why[0] = 0;
+  for (store_req *r = b->stores; r; r = r->next) r->status = SPOOL_EIO;
+  if (send_batch(sp, b, now_ms()) != 0) {
+    snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(sp->wconn));
+    return BATCH_LOST;
+  }
+  return read_batch(sp, b);
+}
+
+static void drop_connection(pg_spool *sp, const char *why) {
+  set_down(sp, why && why[0] ? why : "connection closed");
+  PQfinish(sp->wconn);
+  sp->wconn = NULL;
+}
+
+/* Commits stores and ops. A deadlock between nodes (two batches that
+ * insert the same ids in opposite orders) is retried; a batch that fails
+ * on its data is split so that one bad event gets its 503 alone. */
+static batch_rc commit(pg_spool *sp, store_req *stores, op *ops) {
+  batch *b = calloc(1, sizeof *b);
+  if (b == NULL) return BATCH_SQL;
+  b->stores = stores;
+  b->ops = ops;
+  batch_rc rc = BATCH_SQL;
+  for (int tries = 0; tries < 3; tries++) {
+    rc = run_batch(sp, b);
+    if (rc != BATCH_SQL || (strcmp(b->sqlstate, "40P01") != 0 && strcmp(b->sqlstate, "40001")))
+      break;
+  }
+  if (rc == BATCH_SQL && stores && (stores->next || ops)) {
+    /* Each on its own: the ops, then one store at a time. */
+    store_req *next;
+    rc = ops ? commit(sp, NULL, ops) : BATCH_OK;
+    for (store_req *r = stores; r && rc != BATCH_LOST; r = next) {
+      next = r->next;
+      r->next = NULL;
+      if (commit(sp, r, NULL) == BATCH_LOST) rc = BATCH_LOST;
+      r->next = next;
+    }
+  } else if (rc == BATCH_SQL) {
+    log_write(LOG_ERROR, NULL, "spool: commit failed: %s", b->why);
+  }
+  if (rc == BATCH_LOST && sp->wconn) drop_connection(sp, b->why);
+  if (rc == BATCH_OK) atomic_fetch_add(&sp->commits, 1);
+  if (rc != BATCH_OK) atomic_fetch_add(&sp->commit_errors, 1);
+  free(b);
+  return rc;
+}
+
+/* --- the writer's thread ------------------------------------------------------------------ */
+
+static int64_t query_i64(PGconn *c, const char *sql, int n, const char *const *v, int64_t dflt) {
+  PGresult *r = PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+  int64_t x = dflt;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0)) {
+    x = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  }
+  PQclear(r);
+  return x;
+}
+
+/* Connects the writer and prepares its statements; 0 or -1. */
+static int writer_connect(pg_spool *sp) {
+  char why[512];
+  PGconn *c = pg_connect(sp->url, "writer", why, sizeof why);
+  if (c != NULL && prepare_all(c, 1, why, sizeof why) != 0) {
+    PQfinish(c);
+    c = NULL;
+  }
+  if (c == NULL) {
+    set_down(sp, why);
+    return -1;
+  }
+  sp->wconn = c;
+  set_up(sp);
+  return 0;
+}
+
+/* Cluster-wide numbers: per-lane unfinished deliveries and the accept time
+ * of the oldest, dead letters, the tables' size. */
+static void refresh_stats(pg_spool *sp, int sizes) {
+  PGresult *r = PQexec(sp->wconn,
+                       "SELECT instance, state, count(*), (SELECT received_ms FROM hookd_events e "
+                       "WHERE e.seq = min(d.seq)) FROM hookd_deliveries d WHERE state <> 1 GROUP "
+                       "BY instance, state");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    PQclear(r);
+    return;
+  }
+  uint64_t pending = 0, dead = 0;
+  int64_t oldest = INT64_MAX;
+  for (int i = 0; i < PQntuples(r); i++) {
+    uint64_t n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+    int64_t first = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    if (strcmp(PQgetvalue(r, i, 1), "0") == 0) {
+      pending += n;
+      if (first && first < oldest) oldest = first;
+    } else {
+      dead += n;
+    }
+  }
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
+    uint64_t n = 0;
+    int64_t first = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+      if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->name) == 0) {
+        n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
+        first = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+      }
+    }
+    atomic_store(&l->pending, n);
+    atomic_store(&l->oldest_ms, first);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  PQclear(r);
+  atomic_store(&sp->pending, pending);
+  atomic_store(&sp->dead, dead);
+  atomic_store(&sp->oldest_pending_ms, oldest == INT64_MAX ? 0 : oldest);
+  if (sizes) {
+    int64_t bytes = query_i64(sp->wconn,
+                              "SELECT pg_total_relation_size('hookd_events') + "
+                              "pg_total_relation_size('hookd_deliveries')",
+                              0, NULL, 0);
+    atomic_store(&sp->db_bytes, (uint64_t)bytes);
+  }
+}
+
+/* Marks done the events whose deliveries two nodes finished at once (each
+ * saw the other's still pending), a slice at a time, and deletes finished
+ * events past retention. Any node may run it; SKIP LOCKED keeps two from
+ * waiting on each other. */
+static void prune(pg_spool *sp) {
+  char after[24], now[24], before[24];
+  snprintf(after, sizeof after, "%lld", (long long)sp->sweep_after);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  snprintf(before, sizeof before, "%lld", (long long)(now_ms() - sp->retention_ms));
+  const char *v[2] = {after, now};
+  sp->sweep_after = query_i64(
+      sp->wconn,
+      "WITH s AS (SELECT seq FROM hookd_events WHERE done_ms IS NULL AND seq > $1 ORDER BY seq "
+      "LIMIT 1000), u AS (UPDATE hookd_events e SET done_ms = $2 FROM s WHERE e.seq = s.seq AND "
+      "NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1) "
+      "RETURNING e.seq) SELECT (SELECT max(seq) FROM s) + 0 * (SELECT count(*) FROM u)",
+      2, v, 0);
+  const char *p[1] = {before};
+  for (int i = 0; i < 10; i++) {
+    int64_t n = query_i64(
+        sp->wconn,
+        "WITH p AS (SELECT seq FROM hookd_events WHERE done_ms IS NOT NULL AND done_ms < $1 "
+        "ORDER BY done_ms LIMIT 500 FOR UPDATE SKIP LOCKED), "
+        "dd AS (DELETE FROM hookd_deliveries WHERE seq IN (SELECT seq FROM p)), "
+        "de AS (DELETE FROM hookd_events WHERE seq IN (SELECT seq FROM p) RETURNING 1) "
+        "SELECT count(*) FROM de",
+        1, p, 0);
+    if (n < PRUNE_BATCH) break;
+  }
+}
+
+/* Renews this node's leases and its row in hookd_nodes. */
+/* Pruning runs every 10 s, or twice per retention when that is shorter. */
+static int64_t prune_every(const pg_spool *sp) {
+  int64_t half = sp->retention_ms / 2;
+  return half < 500 ? 500 : half < PRUNE_MS ? half : PRUNE_MS;
+}
+
+/* The keys whose pending deliveries have no head: none, unless a row was
+ * changed by hand or a bug slipped in; nothing of such a key would ever be
+ * claimed again. */
+#define NO_HEAD_SQL                                                                          \
+  "SELECT DISTINCT d.instance, d.order_key FROM hookd_deliveries d WHERE d.state = 0 AND"    \
+  " d.order_key IS NOT NULL AND NOT d.head AND NOT EXISTS (SELECT 1 FROM hookd_deliveries h" \
+  " WHERE h.instance = d.instance AND h.order_key = d.order_key AND h.state = 0 AND h.head)"
+
+/* Gives such keys their head back (the earliest pending delivery), under
+ * the keys' locks, rechecked there. Once a minute, on any node. */
+static void repair_heads(pg_spool *sp) {
+  PGresult *r = PQexec(sp->wconn, "SELECT order_key FROM (" NO_HEAD_SQL ") k LIMIT 100");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+    PQclear(r);
+    return;
+  }
+  char *buf = NULL;
+  size_t len = 1, cap = 0;
+  int oom = 0;
+  for (int i = 0; i < PQntuples(r); i++) oom |= lit_append(&buf, &len, &cap, PQgetvalue(r, i, 0));
+  PQclear(r);
+  if (oom) {
+    free(buf);
+    return;
+  }
+  buf[0] = '{';
+  buf[len] = '}';
+  buf[len + 1] = 0;
+  const char *v[1] = {buf};
+  char why[256] = "";
+  PGresult *u = NULL;
+  if (exec_ok(sp->wconn, "BEGIN", why, sizeof why) == 0) {
+    PQclear(PQexecPrepared(sp->wconn, "lock", 1, v, NULL, NULL, 0));
+    u = PQexecParams(sp->wconn,
+                     "UPDATE hookd_deliveries d SET head = true FROM (SELECT DISTINCT ON"
+                     " (instance, order_key) id FROM hookd_deliveries x WHERE state = 0 AND"
+                     " order_key = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM hookd_deliveries"
+                     " h WHERE h.instance = x.instance AND h.order_key = x.order_key AND"
+                     " h.state = 0 AND h.head) ORDER BY instance, order_key, seq) f WHERE"
+                     " d.id = f.id",
+                     1, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(u) == PGRES_COMMAND_OK &&
+        exec_ok(sp->wconn, "COMMIT", why, sizeof why) == 0) {
+      if (strcmp(PQcmdTuples(u), "0") != 0) {
+        log_write(LOG_WARN, NULL,
+                  "spool: %s order key(s) had pending deliveries and none was their head; the "
+                  "earliest of each is now",
+                  PQcmdTuples(u));
+      }
+    } else {
+      exec_ok(sp->wconn, "ROLLBACK", why, sizeof why);
+    }
+  }
+  PQclear(u);
+  free(buf);
+}
+
+typedef struct hk_clock {
+  int64_t stats, prune, repair;
+} hk_clock;
+
+static void housekeeping(pg_spool *sp, hk_clock *t) {
+  int64_t now = mono();
+  if (now >= t->stats) {
+    int sizes = now >= t->prune;
+    t->stats = now + STATS_MS;
+    refresh_stats(sp, sizes);
+  }
+  if (now >= t->prune) {
+    t->prune = now + prune_every(sp);
+    prune(sp);
+  }
+  if (now >= t->repair) {
+    t->repair = now + REPAIR_MS;
+    repair_heads(sp);
+  }
+  if (sp->wconn && PQstatus(sp->wconn) == CONNECTION_BAD)
+    drop_connection(sp, PQerrorMessage(sp->wconn));
+}
+
+/* Hands finished stores back to the loop thread. */
+static void post_stores(pg_spool *sp, store_req *list) {
+  if (list == NULL) return;
+  store_req *last = list;
+  while (last->next) last = last->next;
+  pthread_mutex_lock(&sp->mu);
+  if (sp->out_tail) {
+    sp->out_tail->next = list;
+  } else {
+    sp->out_head = list;
+  }
+  sp->out_tail = last;
+  pthread_mutex_unlock(&sp->mu);
+  uv_async_send(&sp->async);
+}
+
+/* The ops of a batch that did not commit, to be kept: outcomes. Start
+ * marks are dropped: by the time the connection is back the attempt may
+ * well have ended, and a late mark would count a crash that never was. */
+static op *drop_starts(op *ops) {
+  op *keep = NULL, **tail = &keep;
+  while (ops) {
+    op *o = ops;
+    ops = o->next;
+    o->next = NULL;
+    if (o->kind == OP_START) {
+      free(o);
+    } else {
+      *tail = o;
+      tail = &o->next;
+    }
+  }
+  return keep;
+}
+
+static void requeue_ops(pg_spool *sp, op *ops) {
+  if (ops == NULL) return;
+  op *last = ops;
+  size_t n = 1;
+  while (last->next) {
+    last = last->next;
+    n++;
+  }
+  pthread_mutex_lock(&sp->mu);
+  last->next = sp->ops_head;
+  sp->ops_head = ops;
+  if (sp->ops_tail == NULL) sp->ops_tail = last;
+  sp->n_ops += n;
+  pthread_mutex_unlock(&sp->mu);
+}
+
+static void free_ops(op *ops) {
+  while (ops) {
+    op *next = ops->next;
+    free(ops);
+    ops = next;
+  }
+}
+
+/* Takes up to BATCH_MAX stores and ops off the queues (sp->mu held). Stores
+ * already answered (past their deadline) are handed straight back. */
+static void take_work(pg_spool *sp, store_req **stores, op **ops, store_req **expired) {
+  store_req **st = stores;
+  size_t n = 0;
+  while (sp->in_head && n < BATCH_MAX / 2) {
+    store_req *r = sp->in_head;
+    sp->in_head = r->next;
+    r->next = NULL;
+    if (atomic_load(&r->answered)) {
+      r->next = *expired;
+      *expired = r;
+      continue;
+    }
+    *st = r;
+    st = &r->next;
+    n++;
+  }
+  if (sp->in_head == NULL) sp->in_tail = NULL;
+  op **ot = ops;
+  while (sp->ops_head && n < BATCH_MAX) {
+    op *o = sp->ops_head;
+    sp->ops_head = o->next;
+    o->next = NULL;
+    *ot = o;
+    ot = &o->next;
+    n++;
+    sp->n_ops--;
+  }
+  if (sp->ops_head == NULL) sp->ops_tail = NULL;
+  sp->urgent = sp->in_head != NULL || sp->ops_head != NULL;
+}
+
+/* Waits for work, a housekeeping tick or a reconnect attempt (sp->mu held). */
+static void writer_wait(pg_spool *sp, int64_t until) {
+  if (sp->in_head || sp->urgent || sp->stopping) return;
+  int64_t ms = until - mono();
+  if (ms <= 0) return;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
+}
+
+/* While PostgreSQL is unreachable: start marks fail at once, stores wait
+ * for a reconnect until the loop answers them 503. */
+static void writer_down(pg_spool *sp) {
+  pthread_mutex_lock(&sp->mu);
+  op *ops = sp->ops_head;
+  sp->ops_head = sp->ops_tail = NULL;
+  sp->n_ops = 0;
+  store_req *expired = NULL, **pp = &sp->in_head;
+  sp->in_tail = NULL;
+  while (*pp) {
+    store_req *r = *pp;
+    if (atomic_load(&r->answered) || sp->stopping) {
+      *pp = r->next;
+      r->next = expired;
+      expired = r;
+    } else {
+      sp->in_tail = r;
+      pp = &r->next;
+    }
+  }
+  pthread_mutex_unlock(&sp->mu);
+  ops = drop_starts(ops);
+  if (sp->stopping) {
+    free_ops(ops); /* their deliveries run again once their leases expire */
+  } else {
+    requeue_ops(sp, ops);
+  }
+  post_stores(sp, expired);
+}
+
+/* Gives this node's unstarted claims back at a clean stop, so that other
+ * nodes take them at once instead of after the lease; and leaves the list
+ * of nodes. */
+static void leave(pg_spool *sp) {
+  const char *v[1] = {sp->node_id};
+  PGresult *r = PQexecParams(sp->wconn,
+                             "WITH u AS (UPDATE hookd_deliveries SET lease_until = 0 WHERE "
+                             "lease_owner = $1 AND state = 0 AND lease_until > 0 AND NOT started "
+                             "RETURNING 1), n AS (DELETE FROM hookd_nodes WHERE id = $1) "
+                             "SELECT pg_notify('" NOTIFY_CHANNEL
+                             "', '') FROM (SELECT count(*) "
+                             "FROM u) x",
+                             1, NULL, v, NULL, NULL, 0);
+  PQclear(r);
+}
+
+static void *writer_main(void *arg) {
+  pg_spool *sp = arg;
+  hk_clock hk = {0, mono() + prune_every(sp), 0}; /* repair at start, then each minute */
+  int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
+  for (;;) {
+    atomic_store(&sp->writer_beat, mono());
+    pthread_mutex_lock(&sp->mu);
+    int64_t until = mono() + HOUSEKEEPING_MS;
+    if (sp->notify_owed && sp->notify_next < until) until = sp->notify_next;
+    if (sp->wconn == NULL) until = next_connect;
+    writer_wait(sp, until);
+    int stopping = sp->stopping;
+    int waiting = sp->in_head != NULL;
+    pthread_mutex_unlock(&sp->mu);
+    if (sp->wconn == NULL) {
+      /* A request waiting for its answer is worth a try every 100 ms. */
+      if (mono() >= next_connect ||
+          (waiting && mono() >= next_connect - backoff + BACKOFF_FIRST_MS)) {
+        if (writer_connect(sp) == 0) {
+          backoff = BACKOFF_FIRST_MS;
+        } else {
+          next_connect = mono() + backoff;
+          backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        }
+      }
+      if (sp->wconn == NULL) {
+        writer_down(sp);
+        if (stopping) break;
+        if (waiting && next_connect > mono() + BACKOFF_FIRST_MS)
+          next_connect = mono() + BACKOFF_FIRST_MS;
+        continue;
+      }
+    }
+    store_req *stores = NULL, *expired = NULL;
+    op *ops = NULL;
+    pthread_mutex_lock(&sp->mu);
+    take_work(sp, &stores, &ops, &expired);
+    pthread_mutex_unlock(&sp->mu);
+    post_stores(sp, expired);
+    if (stores || ops) {
+      sp->woke = 0;
+      batch_rc rc = commit(sp, stores, ops);
+      if (sp->woke && rc != BATCH_LOST) kick(sp); /* this node claims at once */
+      if (rc == BATCH_LOST && !stopping) {
+        requeue_ops(sp, drop_starts(ops));
+      } else {
+        free_ops(ops);
+      }
+      post_stores(sp, stores);
+      if (sp->wconn) housekeeping(sp, &hk); /* under load too, when due */
+      continue;                             /* more may have come meanwhile */
+    }
+    if (stopping) {
+      leave(sp);
+      break;
+    }
+    if (sp->notify_owed && mono() >= sp->notify_next) {
+      sp->notify_owed = 0;
+      sp->notify_next = mono() + NOTIFY_MIN_MS;
+      PQclear(PQexecPrepared(sp->wconn, "notify", 0, NULL, NULL, NULL, 0));
+    }
+    housekeeping(sp, &hk);
+  }
+  return NULL;
+}
+
+/* --- the loop side ------------------------------------------------------------------------- */
+
+static void finish_store(pg_spool *sp, store_req *r, int status) {
+  (void)sp;
+  if (atomic_exchange(&r->answered, 1)) return;
+  if (status == SPOOL_STORED) {
+    for (size_t i = 0; i < r->n; i++) atomic_fetch_add(&r->lanes[i]->pending, 1);
+    atomic_fetch_add(&sp->pending, r->n);
+  }
+  r->done(r->data, status);
+}
+
+/* Unlinks r from the loop's list of unanswered requests. */
+static void unlist(pg_spool *sp, store_req *r) {
+  for (store_req **pp = &sp->unanswered; *pp; pp = &(*pp)->all_next) {
+    if (*pp == r) {
+      *pp = r->all_next;
+      return;
+    }
+  }
+}
+
+static void free_store(store_req *r) {
+  event_unref(r->ev);
+  free(r->lanes_lit);
+  free(r->lanes);
+  free(r);
+}
+
+static void on_async(uv_async_t *h) {
+  pg_spool *sp = h->data;
+  pthread_mutex_lock(&sp->mu);
+  store_req *done = sp->out_head;
+  sp->out_head = sp->out_tail = NULL;
+  pthread_mutex_unlock(&sp->mu);
+  while (done) {
+    store_req *r = done;
+    done = r->next;
+    unlist(sp, r);
+    finish_store(sp, r, r->status);
+    free_store(r);
+  }
+}
+
+/* Requests that waited STORE_WAIT_MS get their 503 now; the writer hands
+ * them back (and drops them unsent) later. */
+static void on_deadlines(uv_timer_t *t) {
+  pg_spool *sp = t->data;
+  int64_t now = mono();
+  for (store_req *r = sp->unanswered; r; r = r->all_next) {
+    if (now >= r->deadline && !atomic_load(&r->answered)) {
+      log_write(LOG_WARN, &(log_ctx){.event_id = r->ev->id},
+                "spool: no commit within %d ms (PostgreSQL slow or unreachable): 503",
+                STORE_WAIT_MS);
+      finish_store(sp, r, SPOOL_EIO);
+    }
+  }
+}
+
+static int pg_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
+                    spool_stored_fn done, void *data) {
+  pg_spool *sp = (pg_spool *)base;
+  store_req *r = calloc(1, sizeof *r);
+  if (r == NULL) return SPOOL_EFAIL;
+  r->lanes_lit = lanes_literal(lanes, n);
+  r->lanes = n ? malloc(n * sizeof *lanes) : NULL;
+  if (r->lanes_lit == NULL || (n && r->lanes == NULL)) {
+    free(r->lanes_lit);
+    free(r->lanes);
+    free(r);
+    return SPOOL_EFAIL;
+  }
+  if (n) memcpy(r->lanes, lanes, n * sizeof *lanes);
+  event_ref(ev);
+  r->ev = ev;
+  r->n = n;
+  r->done = done;
+  r->data = data;
+  r->status = SPOOL_EIO;
+  r->deadline = mono() + STORE_WAIT_MS;
+  r->all_next = sp->unanswered;
+  sp->unanswered = r;
+  pthread_mutex_lock(&sp->mu);
+  if (sp->in_tail) {
+    sp->in_tail->next = r;
+  } else {
+    sp->in_head = r;
+  }
+  sp->in_tail = r;
+  pthread_cond_signal(&sp->cv);
+  pthread_mutex_unlock(&sp->mu);
+  return 0;
+}
+
+static const char *pg_admit(spool *base, spool_lane *const *lanes, size_t n, char *why,
+                            size_t len) {
+  pg_spool *sp = (pg_spool *)base;
+  /* The first second of an outage, requests wait for a reconnect; after
+   * that they get their 503 at once. */
+  if (atomic_load(&sp->down) && mono() - atomic_load(&sp->down_since) >= STORE_WAIT_MS) {
+    pthread_mutex_lock(&sp->why_mu);
+    snprintf(why, len, "PostgreSQL unreachable: %s", sp->down_why);
+    pthread_mutex_unlock(&sp->why_mu);
+    return why;
+  }
+  uint64_t total = atomic_load(&sp->pending);
+  if (sp->max_total && total >= sp->max_total) {
+    snprintf(why, len, "%llu unfinished deliveries in the spool (spool.max_pending %llu)",
+             (unsigned long long)total, (unsigned long long)sp->max_total);
+    return why;
+  }
+  for (size_t i = 0; i < n; i++) {
+    pg_lane *l = (pg_lane *)lanes[i];
+    uint64_t p = atomic_load(&l->pending);
+    if (l->cfg.max_pending && p >= l->cfg.max_pending) {
+      snprintf(why, len, "plugin instance '%s' has %llu unfinished deliveries (max_pending %llu)",
+               l->name, (unsigned long long)p, (unsigned long long)l->cfg.max_pending);
+      return why;
+    }
+  }
+  return NULL;
+}
+
+static int pg_seen(spool *base, const char *source, const char *id) {
+  /* No cache of recent ids: a resend is rare, and the UNIQUE constraint
+   * answers it in the same round trip as a store. */
+  (void)base;
+  (void)source;
+  (void)id;
+  return 0;
+}
+
+static void pg_stats(spool *base, spool_stats *out) {
+  pg_spool *sp = (pg_spool *)base;
+  memset(out, 0, sizeof *out);
+  out->pending = atomic_load(&sp->pending);
+  out->dead = atomic_load(&sp->dead);
+  out->db_bytes = atomic_load(&sp->db_bytes);
+  out->commits = atomic_load(&sp->commits);
+  out->commit_errors = atomic_load(&sp->commit_errors);
+  out->oldest_pending_ms = atomic_load(&sp->oldest_pending_ms);
+  out->crashes = atomic_load(&sp->crashes);
+  out->writer_beat_ms = atomic_load(&sp->writer_beat);
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    out->in_memory += l->n_window;
+    pthread_mutex_unlock(&l->mu);
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+}
+
+/* --- the claimer ------------------------------------------------------------------------------ */
+
+static int64_t be64(const char *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return (int64_t)be64toh(v);
+}
+
+static int32_t be32(const char *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return (int32_t)be32toh(v);
+}
+
+/* Renews this node's leases and its row in hookd_nodes, every third of a
+ * lease. On the claimer's connection, not the writer's: a writer busy with
+ * a long run of commits must not let the leases of running deliveries
+ * lapse. Rows the writer has locked (a start mark or an outcome on its way)
+ * are left for the next round rather than waited for: waiting would make
+ * a deadlock with the writer's batch. -1 when the connection broke. */
+static int renew(pg_spool *sp) {
+  char lease[24], now[24];
+  snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[3] = {sp->node_id, lease, now};
+  PGresult *r =
+      PQexecParams(sp->cconn,
+                   "WITH r AS (UPDATE hookd_deliveries SET lease_until = " SQL_NOW
+                   " + $2::int8 WHERE id IN (SELECT id FROM hookd_deliveries WHERE"
+                   " lease_owner = $1 AND state = 0 AND lease_until > 0 FOR UPDATE SKIP"
+                   " LOCKED) RETURNING 1) UPDATE hookd_nodes SET seen_ms = $3 WHERE id = $1 AND"
+                   " (SELECT count(*) FROM r) >= 0",
+                   3, NULL, v, NULL, NULL, 0);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok && PQstatus(sp->cconn) != CONNECTION_BAD) {
+    log_write(LOG_ERROR, NULL, "spool: renewing leases failed: %s", PQresultErrorMessage(r));
+  }
+  PQclear(r);
+  return ok || PQstatus(sp->cconn) != CONNECTION_BAD ? 0 : -1;
+}
+
+/* Takes out of the windows the claimed deliveries that are no longer this
+ * node's (their lease lapsed during an outage and another node took them,
+ * or they finished there), so that they do not run here a second time.
+ * Right after renew(), which kept every lease still ours. -1 when the
+ * connection broke. */
+static int drop_lost(pg_spool *sp) {
+  int64_t ids[256];
+  size_t n = 0;
+  pthread_mutex_lock(&sp->lanes_mu);
+  pg_lane *lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (pg_lane *l = lanes; l; l = l->next) {
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < l->n_window && n < 256; i++) ids[n++] = (int64_t)l->window[i]->spool_id;
+    pthread_mutex_unlock(&l->mu);
+  }
+  if (n == 0) return 0;
+  char *lit = ids_literal(ids, n);
+  if (lit == NULL) return 0;
+  const char *v[2] = {lit, sp->node_id};
+  PGresult *r = PQexecParams(sp->cconn,
+                             "SELECT id FROM hookd_deliveries WHERE id = ANY($1::int8[]) AND"
+                             " (state <> 0 OR lease_owner IS DISTINCT FROM $2)",
+                             2, NULL, v, NULL, NULL, 0);
+  free(lit);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    PQclear(r);
+    return PQstatus(sp->cconn) == CONNECTION_BAD ? -1 : 0;
+  }
+  for (int i = 0; i < PQntuples(r); i++) {
+    uint64_t id = strtoull(PQgetvalue(r, i, 0), NULL, 10);
+    for (pg_lane *l = lanes; l; l = l->next) {
+      delivery *gone = NULL;
+      pthread_mutex_lock(&l->mu);
+      for (size_t k = 0; k < l->n_window && !gone; k++) {
+        if (l->window[k]->spool_id != id) continue;
+        gone = l->window[k];
+        l->window[k] = l->window[--l->n_window];
+      }
+      pthread_mutex_unlock(&l->mu);
+      if (gone) {
+        log_write(LOG_WARN, &(log_ctx){.instance = l->name, .event_id = gone->ev->id},
+                  "spool: delivery %llu went to another node while PostgreSQL could not renew "
+                  "this node's lease; not running it here",
+                  (unsigned long long)id);
+        delivery_free(gone);
+      }
+    }
+  }
+  PQclear(r);
+  return 0;
+}
+
+static int claimer_connect(pg_spool *sp) {
+  char why[512];
+  PGconn *c = pg_connect(sp->url, "claimer", why, sizeof why);
+  if (c && (prepare_all(c, 0, why, sizeof why) != 0 ||
+            exec_ok(c, "LISTEN " NOTIFY_CHANNEL, why, sizeof why) != 0)) {
+    PQfinish(c);
+    c = NULL;
+  }
+  if (c == NULL) {
+    log_write(LOG_DEBUG, NULL, "spool: claimer cannot connect: %s", why);
+    return -1;
+  }
+  sp->cconn = c;
+  return 0;
+}
+
+/* A claimed row (binary results, columns of claim_sql) as a delivery. */
+static delivery *row_delivery(const PGresult *r, int i, pg_lane *l) {
+  const char *key = PQgetisnull(r, i, 8) ? NULL : PQgetvalue(r, i, 8);
+  event *ev = event_new(PQgetvalue(r, i, 5), PQgetvalue(r, i, 6), PQgetvalue(r, i, 7), key,
+                        PQgetvalue(r, i, 9), PQgetvalue(r, i, 11), (size_t)PQgetlength(r, i, 11),
+                        NULL, be64(PQgetvalue(r, i, 10)));
+  if (ev == NULL) return NULL;
+  ev->seq = (uint64_t)be64(PQgetvalue(r, i, 1));
+  delivery *d = delivery_new(ev, l);
+  event_unref(ev);
+  if (d == NULL) return NULL;
+  d->spool_id = (uint64_t)be64(PQgetvalue(r, i, 0));
+  d->attempt = (uint32_t)be32(PQgetvalue(r, i, 2));
+  d->crashes = (uint32_t)be32(PQgetvalue(r, i, 3));
+  d->due_ms = be64(PQgetvalue(r, i, 4));
+  return d;
+}
+
+/* A claimed delivery whose attempt was running when its node died: a
+ * crash. At the instance's max_crashes it becomes a dead letter instead of
+ * running again. Returns 1 when it was dead-lettered (and taken). */
+static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) {
+  atomic_fetch_add(&sp->crashes, 1);
+  log_ctx ctx = {.instance = l->name, .event_id = d->ev->id};
+  if (d->crashes < max_crashes) {
+    log_write(LOG_WARN, &ctx,
+              "delivery %llu was running when its node stopped (crash %u of %u): running it again",
+              (unsigned long long)d->spool_id, d->crashes, max_crashes);
+    return 0;
+  }
+  char why[160];
+  snprintf(why, sizeof why, "running when hookd died %u times (delivery.max_crashes)", d->crashes);
+  log_write(LOG_ERROR, &ctx, "delivery %llu is a dead letter: %s", (unsigned long long)d->spool_id,
+            why);
+  op *o = op_new(OP_SETTLE, d, ST_DEAD, why);
+  if (o) {
+    o->notify = 1;
+    count_down(&sp->pending);
+    count_down(&l->pending);
+    atomic_fetch_add(&sp->dead, 1);
+    push_op(sp, o, 1);
+  }
+  delivery_free(d);
+  return 1;
+}
+
+/* Claims what the lane has room for. -1 when the connection broke. */
+static int claim_lane(pg_spool *sp, pg_lane *l) {
+  pthread_mutex_lock(&l->mu);
+  int room = l->owner ? WINDOW - (int)(l->n_window + l->n_out) : 0;
+  uint32_t max_crashes = l->cfg.max_crashes;
+  pthread_mutex_unlock(&l->mu);
+  if (room <= 0) return 0;
+  char limit[16], lease[24];
+  snprintf(limit, sizeof limit, "%d", room);
+  snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
+  const char *v[4] = {l->name, limit, sp->node_id, lease};
+  PGresult *r = PQexecPrepared(sp->cconn, "claim", 4, v, NULL, NULL, 1);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (PQstatus(sp->cconn) != CONNECTION_BAD) {
+      log_write(LOG_ERROR, &(log_ctx){.instance = l->name}, "spool: claiming failed: %s",
+                PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return PQstatus(sp->cconn) == CONNECTION_BAD ? -1 : 0;
+  }
+  int got = 0;
+  for (int i = 0; i < PQntuples(r); i++) {
+    delivery *d = row_delivery(r, i, l);
+    if (d == NULL) {
+      log_write(LOG_ERROR, &(log_ctx){.instance = l->name},
+                "out of memory taking a claimed delivery; it runs after its lease expires");
+      continue;
+    }
+    if (*PQgetvalue(r, i, 12) && crashed(sp, l, d, max_crashes)) continue;
+    pthread_mutex_lock(&l->mu);
+    l->window[l->n_window++] = d; /* room was counted under the lock; only this thread adds */
+    pthread_mutex_unlock(&l->mu);
+    got++;
+  }
+  PQclear(r);
+  if (got) {
+    pthread_mutex_lock(&l->mu);
+    spool_wake_fn wake = l->wake;
+    void *data = l->wake_data;
+    pthread_mutex_unlock(&l->mu);
+    /* A count above one wakes every worker. */
+    if (wake) wake(data, (size_t)got);
+  }
+  return 0;
+}
+
+static int claim_all(pg_spool *sp) {
+  pthread_mutex_lock(&sp->lanes_mu);
+  pg_lane *l = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (; l; l = l->next) {
+    if (claim_lane(sp, l) != 0) return -1;
+  }
+  return 0;
+}
+
+/* How long the claimer may sleep: until the next tick (retries that came
+ * due, leases that expired on a dead node) or a retry settled here. */
+static int claim_timeout(pg_spool *sp, int64_t tick) {
+  int64_t now = now_ms(), first = now + tick;
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (pg_lane *l = sp->lanes; l; l = l->next) {
+    int64_t due = atomic_load(&l->retry_due);
+    if (due <= now) {
+      atomic_store(&l->retry_due, INT64_MAX);
+      due = now;
+    }
+    if (due < first) first = due;
+  }
+  pthread_mutex_unlock(&sp->lanes_mu);
+  return (int)(first - now);
+}
+
+static void *claimer_main(void *arg) {
+  pg_spool *sp = arg;
+  int64_t tick = sp->lease_ms / 4 < 1000 ? sp->lease_ms / 4 : 1000;
+  int64_t backoff = BACKOFF_FIRST_MS, next_renew = 0;
+  for (;;) {
+    int timeout = (int)backoff;
+    if (sp->cconn == NULL && claimer_connect(sp) == 0) {
+      backoff = BACKOFF_FIRST_MS;
+      next_renew = 0; /* after an outage, at once: leases may have lapsed */
+    }
+    if (sp->cconn && mono() >= next_renew) {
+      next_renew = mono() + sp->lease_ms / 3;
+      if (renew(sp) != 0 || drop_lost(sp) != 0) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+        continue;
+      }
+    }
+    if (sp->cconn) {
+      if (claim_all(sp) != 0) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+        continue;
+      }
+      timeout = claim_timeout(sp, tick);
+    } else {
+      backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    struct pollfd fds[2] = {{sp->kick_fd, POLLIN, 0},
+                            {sp->cconn ? PQsocket(sp->cconn) : -1, POLLIN, 0}};
+    poll(fds, 2, timeout > 0 ? timeout : 0);
+    if (fds[0].revents & POLLIN) {
+      uint64_t n;
+      if (read(sp->kick_fd, &n, sizeof n) < 0) { /* nothing to read after all */
+      }
+    }
+    atomic_store(&sp->kicked, 0);
+    pthread_mutex_lock(&sp->mu);
+    int stopping = sp->stopping;
+    pthread_mutex_unlock(&sp->mu);
+    if (stopping) break;
+    if (sp->cconn && (fds[1].revents & (POLLIN | POLLERR | POLLHUP))) {
+      /* Wake-ups carry nothing: any one means "claim again". */
+      PQconsumeInput(sp->cconn);
+      PGnotify *n;
+      while ((n = PQnotifies(sp->cconn)) != NULL) PQfreemem(n);
+      if (PQstatus(sp->cconn) == CONNECTION_BAD) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+      }
+    }
+  }
+  return NULL;
+}
+
+/* --- opening, recovery, stopping -------------------------------------------------------------- */
+
+/* One hookd per data_dir: the lock says that an earlier process of this
+ * node name is gone, so its leases may be taken back at once. */
+static int lock_node(pg_spool *sp, const config *cfg, char *err, size_t errlen) {
+  if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
+    return -1;
+  }
+  char path[4200];
+  snprintf(path, sizeof path, "%s/node.lock", cfg->data_dir);
+  sp->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (sp->lock_fd < 0) {
+    snprintf(err, errlen, "cannot open %.300s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(sp->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(err, errlen, "another hookd runs with data_dir %.300s (%.300s is locked)",
+             cfg->data_dir, path);
+    return -1;
+  }
+  char host[256] = "localhost", real[4096];
+  gethostname(host, sizeof host - 1);
+  if (realpath(cfg->data_dir, real) == NULL) snprintf(real, sizeof real, "%s", cfg->data_dir);
+  snprintf(sp->node_name, sizeof sp->node_name, "%.200s:%.300s", host, real);
+  unsigned rnd = 0;
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || read(fd, &rnd, sizeof rnd) != sizeof rnd) rnd = (unsigned)now_ms();
+  if (fd >= 0) close(fd);
+  snprintf(sp->node_id, sizeof sp->node_id, "%.60s-%d-%08x", host, (int)getpid(), rnd);
+  return 0;
+}
+
+/* What the earlier run of this node was running when it died: its run
+ * slots say exactly (and the crash journal, when a fault killed it, which
+ * one of them did it). Those deliveries get the start mark, so that the
+ * next claim counts their crash; every other delivery it held loses the
+ * mark, which may have been written just before the attempt ended. */
+static int account_previous_run(pg_spool *sp, const char *data_dir, char *err, size_t errlen) {
+  runslot_entry left[1024];
+  size_t n = runslots_left(sp->running, left, sizeof left / sizeof left[0]);
+  uint64_t *faulted = NULL;
+  size_t n_faulted = 0;
+  int journal = crash_journal_read(data_dir, &faulted, &n_faulted);
+  int64_t *suspects = malloc((n + 1) * sizeof *suspects);
+  size_t k = 0;
+  for (size_t i = 0; suspects && i < n; i++) {
+    int suspect = journal != 1;
+    for (size_t j = 0; j < n_faulted && !suspect; j++) suspect = faulted[j] == left[i].spool_id;
+    if (suspect) suspects[k++] = (int64_t)left[i].spool_id;
+  }
+  free(faulted);
+  char *ids = suspects ? ids_literal(suspects, k) : NULL;
+  free(suspects);
+  if (ids == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  const char *v[3] = {sp->node_id, sp->node_name, ids};
+  PGresult *r = PQexecParams(sp->wconn,
+                             "UPDATE hookd_deliveries SET started = (id = ANY($3::int8[])) WHERE"
+                             " state = 0 AND lease_until > 1 AND lease_owner IN (SELECT id FROM"
+                             " hookd_nodes WHERE name = $2 AND id <> $1)",
+                             3, NULL, v, NULL, NULL, 0);
+  free(ids);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok) {
+    snprintf(err, errlen, "cannot account for the previous run's crash: %s",
+             PQerrorMessage(sp->wconn));
+  }
+  PQclear(r);
+  if (ok) {
+    runslots_clear(sp->running);
+    if (journal == 1) crash_journal_clear(data_dir);
+  }
+  return ok ? 0 : -1;
+}
+
+/* Joins the nodes; leases of an earlier process of this node are expired
+ * at once (that process is gone: the lock says so), which counts a crash
+ * for what it was running, as a restart of the SQLite backend does. */
+static int register_node(pg_spool *sp, char *err, size_t errlen) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[3] = {sp->node_id, sp->node_name, now};
+  PGresult *r = PQexecParams(
+      sp->wconn,
+      "WITH gone AS (DELETE FROM hookd_nodes WHERE (name = $2 AND id <> $1) OR seen_ms < $3::int8 "
+      "- 86400000 RETURNING id, name), x AS (UPDATE hookd_deliveries SET lease_until = 1 WHERE "
+      "state = 0 AND lease_until > 1 AND lease_owner IN (SELECT id FROM gone WHERE name = $2) "
+      "RETURNING 1) INSERT INTO hookd_nodes(id, name, started_ms, seen_ms) SELECT $1, $2, $3, $3 "
+      "FROM (SELECT count(*) FROM x) c RETURNING (SELECT count(*) FROM x)",
+      3, NULL, v, NULL, NULL, 0);
+  int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok) {
+    snprintf(err, errlen, "cannot register this node: %s", PQerrorMessage(sp->wconn));
+  } else if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
+    log_write(LOG_INFO, NULL, "spool: took back %s delivery lease(s) of this node's previous run",
+              PQgetvalue(r, 0, 0));
+  }
+  PQclear(r);
+  return ok ? 0 : -1;
+}
+
+static const spool_ops pg_ops;
+
+static void pg_free(spool *base);
+
+spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen) {
+  *code = SPOOL_EFAIL;
+  pg_spool *sp = calloc(1, sizeof *sp);
+  if (sp == NULL || (sp->url = strdup(cfg->spool_url)) == NULL) {
+    free(sp);
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  sp->base.ops = &pg_ops;
+  sp->loop = loop;
+  sp->lease_ms = (int64_t)cfg->spool_lease_ms;
+  sp->retention_ms = cfg->spool_retention_ms;
+  sp->max_total = cfg->spool_max_pending;
+  sp->lock_fd = -1;
+  sp->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pthread_mutex_init(&sp->lanes_mu, NULL);
+  pthread_mutex_init(&sp->mu, NULL);
+  pthread_cond_init(&sp->cv, NULL);
+  pthread_mutex_init(&sp->why_mu, NULL);
+  char why[768] = "", masked[512];
+  config_mask_url(cfg->spool_url, masked, sizeof masked);
+  int rc = SPOOL_EFAIL;
+  if (sp->kick_fd < 0) {
+    snprintf(why, sizeof why, "eventfd: %s", strerror(errno));
+  } else if (lock_node(sp, cfg, why, sizeof why) == 0 &&
+             (sp->running = runslots_open(cfg->data_dir, (size_t)cfg->delivery.max_threads * 2 + 64,
+                                          why, sizeof why)) != NULL) {
+    sp->wconn = pg_connect(sp->url, "writer", why, sizeof why);
+    if (sp->wconn == NULL) {
+      char tmp[768];
+      snprintf(tmp, sizeof tmp, "cannot connect to PostgreSQL at %.300s: %.400s", masked, why);
+      snprintf(why, sizeof why, "%s", tmp);
+    } else if ((rc = ensure_schema(sp->wconn, why, sizeof why)) == 0 &&
+               prepare_all(sp->wconn, 1, why, sizeof why) == 0 &&
+               account_previous_run(sp, cfg->data_dir, why, sizeof why) == 0 &&
+               register_node(sp, why, sizeof why) == 0) {
+      crash_journal_set(cfg->data_dir);
+      why[0] = 0;
+    } else if (rc == 0) {
+      rc = SPOOL_EFAIL;
+    }
+  }
+  if (why[0]) {
+    snprintf(err, errlen, "spool (postgres): %s", why);
+    *code = rc ? rc : SPOOL_EFAIL;
+    pg_free(&sp->base);
+    return NULL;
+  }
+  refresh_stats(sp, 1);
+  uv_async_init(loop, &sp->async, on_async);
+  sp->async.data = sp;
+  uv_unref((uv_handle_t *)&sp->async);
+  uv_timer_init(loop, &sp->deadlines);
+  sp->deadlines.data = sp;
+  uv_timer_start(&sp->deadlines, on_deadlines, 100, 100);
+  uv_unref((uv_handle_t *)&sp->deadlines);
+  log_write(LOG_INFO, NULL, "spool: PostgreSQL at %s, node %s, lease %lld ms", masked, sp->node_id,
+            (long long)sp->lease_ms);
+  *code = 0;
+  return &sp->base;
+}
+
+/* Starts the writer and the claimer. Crashed deliveries are counted when
+ * they are claimed again (here or on another node), not here: a node
+ * cannot know which of the others are alive. */
+static int pg_recover(spool *base, char *err, size_t errlen) {
+  pg_spool *sp = (pg_spool *)base;
+  if (pthread_create(&sp->writer, NULL, writer_main, sp) != 0) {
+    snprintf(err, errlen, "spool: cannot start the writer thread");
+    return SPOOL_EFAIL;
+  }
+  sp->writer_started = 1;
+  if (pthread_create(&sp->claimer, NULL, claimer_main, sp) != 0) {
+    snprintf(err, errlen, "spool: cannot start the claimer thread");
+    return SPOOL_EFAIL;
+  }
+  sp->claimer_started = 1;
+  return 0;
+}
+
+static void pg_stop(spool *base) {
+  pg_spool *sp = (pg_spool *)base;
+  pthread_mutex_lock(&sp->mu);
+  sp->stopping = 1;
+  pthread_cond_signal(&sp->cv);
+  pthread_mutex_unlock(&sp->mu);
+  /* The claimer first, so that nothing is claimed after the writer gave
+   * this node's claims back. */
+  if (sp->claimer_started) {
+    uint64_t one = 1;
+    if (write(sp->kick_fd, &one, sizeof one) < 0) { /* already signalled */
+    }
+    pthread_join(sp->claimer, NULL);
+    sp->claimer_started = 0;
+  }
+  if (sp->writer_started) {
+    pthread_join(sp->writer, NULL);
+    sp->writer_started = 0;
+  }
+  pthread_mutex_lock(&sp->mu);
+  sp->closed = 1;
+  pthread_mutex_unlock(&sp->mu);
+  if (sp->cconn) PQfinish(sp->cconn);
+  if (sp->wconn) PQfinish(sp->wconn);
+  sp->cconn = sp->wconn = NULL;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  pg_spool *sp = h->data;
+  if (--sp->closes_left == 0) free(sp);
+}
+
+static void pg_free(spool *base) {
+  pg_spool *sp = (pg_spool *)base;
+  pg_stop(base);
+  for (store_req *r = sp->out_head; r;) {
+    store_req *next = r->next;
+    free_store(r);
+    r = next;
+  }
+  free_ops(sp->ops_head);
+  for (pg_lane *l = sp->lanes, *next; l; l = next) {
+    next = l->next;
+    for (size_t i = 0; i < l->n_window; i++) delivery_free(l->window[i]);
+    pthread_mutex_destroy(&l->mu);
+    free(l->name);
+    free(l);
+  }
+  runslots_close(sp->running);
+  if (sp->kick_fd >= 0) close(sp->kick_fd);
+  if (sp->lock_fd >= 0) close(sp->lock_fd);
+  free(sp->url);
+  pthread_mutex_destroy(&sp->lanes_mu);
+  pthread_mutex_destroy(&sp->mu);
+  pthread_cond_destroy(&sp->cv);
+  pthread_mutex_destroy(&sp->why_mu);
+  if (sp->async.loop != NULL) {
+    sp->closes_left = 2;
+    uv_close((uv_handle_t *)&sp->async, on_handle_closed);
+    uv_close((uv_handle_t *)&sp->deadlines, on_handle_closed);
+  } else {
+    free(sp);
+  }
+}
+
+static const spool_ops pg_ops = {
+    .name = "postgres",
+    .recover = pg_recover,
+    .stop = pg_stop,
+    .free = pg_free,
+    .lane = pg_lane_get,
+    .lane_config = pg_lane_config,
+    .lane_attach = pg_lane_attach,
+    .lane_detach = pg_lane_detach,
+    .lane_stats = pg_lane_stats,
+    .admit = pg_admit,
+    .seen = pg_seen,
+    .store = pg_store,
+    .claim = pg_claim,
+    .started = pg_started,
+    .settle = pg_settle,
+    .stats = pg_stats,
+};
+
+/* --- dead letters and checks, on a connection of their own ------------------------------------ */
+
+struct spool_pg_admin {
+  PGconn *c;
+  char error[512];
+};
+
+/* Opens a connection and checks the schema version without changing
+ * anything (a CLI must not create tables in a database it was pointed at
+ * by mistake). */
+int spool_pg_admin_open(const char *url, spool_pg_admin **out, char *err, size_t errlen) {
+  *out = NULL;
+  char why[512];
+  PGconn *c = pg_connect(url, "cli", why, sizeof why);
+  if (c == NULL) {
+    char masked[512];
+    config_mask_url(url, masked, sizeof masked);
+    snprintf(err, errlen, "cannot connect to PostgreSQL at %.300s: %.400s", masked, why);
+    return -1;
+  }
+  PGresult *r = PQexec(c,
+                       "SELECT CASE WHEN to_regclass('hookd_meta') IS NULL THEN '0' ELSE "
+                       "(SELECT value FROM hookd_meta WHERE key = 'schema_version') END");
+  const char *v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
+                      ? PQgetvalue(r, 0, 0)
+                      : "?";
+  int ok = strcmp(v, "1") == 0;
+  if (!ok && strcmp(v, "0") == 0) {
+    snprintf(err, errlen, "no hookd spool in this database (hookd has not run with it yet)");
+  } else if (!ok) {
+    snprintf(err, errlen,
+             "the database holds a hookd spool of schema version %s; this hookd reads "
+             "version %d",
+             v, SCHEMA_VERSION);
+  }
+  PQclear(r);
+  spool_pg_admin *a = ok ? calloc(1, sizeof *a) : NULL;
+  if (a == NULL) {
+    if (ok) snprintf(err, errlen, "out of memory");
+    PQfinish(c);
+    return -1;
+  }
+  a->c = c;
+  *out = a;
+  return 0;
+}
+
+void spool_pg_admin_close(spool_pg_admin *a) {
+  if (a == NULL) return;
+  PQfinish(a->c);
+  free(a);
+}
+
+const char *spool_pg_admin_error(spool_pg_admin *a) {
+  return a->error;
+}
+
+static int admin_fail(spool_pg_admin *a, const PGresult *r) {
+  const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(a->c);
+  snprintf(a->error, sizeof a->error, "%.*s", (int)strcspn(m, "\n"), m);
+  return -1;
+}
+
+static const char dlq_cols[] =
+    "SELECT d.id, e.source, e.event_id, e.type, d.instance, coalesce(d.last_error, ''), d.attempt,"
+    " e.received_ms, d.updated_ms, e.body FROM hookd_deliveries d JOIN hookd_events e"
+    " ON e.seq = d.seq WHERE d.state = 2";
+
+static int read_dlq_row(const PGresult *r, int i, dlq_entry *e) {
+  memset(e, 0, sizeof *e);
+  e->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+  e->source = strdup(PQgetvalue(r, i, 1));
+  e->event_id = strdup(PQgetvalue(r, i, 2));
+  e->type = strdup(PQgetvalue(r, i, 3));
+  e->instance = strdup(PQgetvalue(r, i, 4));
+  e->error = strdup(PQgetvalue(r, i, 5));
+  e->attempts = (uint32_t)strtoul(PQgetvalue(r, i, 6), NULL, 10);
+  e->received_ms = strtoll(PQgetvalue(r, i, 7), NULL, 10);
+  e->failed_ms = strtoll(PQgetvalue(r, i, 8), NULL, 10);
+  if (!e->source || !e->event_id || !e->type || !e->instance || !e->error) {
+    dlq_entry_clear(e);
+    return -1;
+  }
+  return 0;
+}
+
+int spool_pg_dlq_list(spool_pg_admin *a, size_t limit, dlq_entry **out, size_t *n) {
+  char sql[512], lim[24];
+  snprintf(sql, sizeof sql, "%s ORDER BY d.updated_ms DESC, d.id DESC LIMIT $1", dlq_cols);
+  snprintf(lim, sizeof lim, "%lld", limit ? (long long)limit : INT64_MAX);
+  const char *v[1] = {lim};
+  *out = NULL;
+  *n = 0;
+  PGresult *r = PQexecParams(a->c, sql, 1, NULL, v, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    admin_fail(a, r);
+    PQclear(r);
+    return -1;
+  }
+  int rows = PQntuples(r);
+  *out = rows ? calloc((size_t)rows, sizeof **out) : NULL;
+  for (int i = 0; i < rows && *out; i++) {
+    if (read_dlq_row(r, i, &(*out)[*n]) == 0) (*n)++;
+  }
+  PQclear(r);
+  return 0;
+}
+
+int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body,
+                      size_t *body_len) {
+  char sql[512], ids[24];
+  snprintf(sql, sizeof sql, "%s AND d.id = $1", dlq_cols);
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  const char *v[1] = {ids};
+  *body = NULL;
+  *body_len = 0;
+  /* Binary results: the body comes back as its bytes. */
+  PGresult *r = PQexecParams(a->c, sql, 1, NULL, v, NULL, NULL, 0);
+  int rc = 1;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    rc = admin_fail(a, r);
+  } else if (PQntuples(r) == 1) {
+    size_t len = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 9), &len);
+    rc = read_dlq_row(r, 0, out);
+    *body = raw ? malloc(len + 1) : NULL;
+    if (rc == 0 && *body) {
+      memcpy(*body, raw, len);
+      (*body)[len] = 0;
+      *body_len = len;
+    } else {
+      if (rc == 0) dlq_entry_clear(out);
+      free(*body);
+      *body = NULL;
+      rc = -1;
+    }
+    PQfreemem(raw);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* Runs one statement of the replay transaction; the first row's first
+ * value as a number, or -1 (the transaction is then rolled back). */
+static int64_t replay_step(spool_pg_admin *a, const char *sql, const char *const *v) {
+  PGresult *r = PQexecParams(a->c, sql, v ? 2 : 0, NULL, v, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  int64_t n = 0;
+  if (st == PGRES_TUPLES_OK && PQntuples(r) > 0) {
+    n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    admin_fail(a, r);
+    n = -1;
+  }
+  PQclear(r);
+  if (n < 0) PQclear(PQexec(a->c, "ROLLBACK"));
+  return n;
+}
+
+int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id) {
+  char ids[24], now[24];
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[2] = {ids, now};
+  /* Under the keys' locks: pending again without the head, then each key
+   * that has no head gets its earliest pending delivery as the head (a
+   * replayed letter waits for a head that is running now). */
+  if (replay_step(a, "BEGIN", NULL) < 0 ||
+      replay_step(a,
+                  "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS ", h)) FROM (SELECT DISTINCT"
+                  " hashtext(order_key) AS h FROM hookd_deliveries WHERE state = 2 AND order_key IS"
+                  " NOT NULL AND ($1 = 0 OR id = $1) AND $2::int8 > 0 ORDER BY 1) AS s",
+                  v) < 0) {
+    return -1;
+  }
+  int64_t n = replay_step(
+      a,
+      "WITH u AS (UPDATE hookd_deliveries SET state = 0, head = order_key IS NULL, attempt = 0,"
+      " crashes = 0, started = false, next_ms = $2, lease_until = 0, updated_ms = $2 WHERE"
+      " state = 2 AND ($1 = 0 OR id = $1) RETURNING 1) SELECT count(*) FROM u",
+      v);
+  if (n < 0) return -1;
+  if (replay_step(
+          a,
+          "UPDATE hookd_deliveries d SET head = true FROM (SELECT DISTINCT ON (instance,"
+          " order_key) id FROM hookd_deliveries x WHERE state = 0 AND order_key IS NOT"
+          " NULL AND updated_ms = $2 AND NOT head AND $1::int8 >= 0 AND NOT EXISTS (SELECT 1 FROM"
+          " hookd_deliveries h WHERE h.instance = x.instance AND h.order_key = x.order_key"
+          " AND h.state = 0 AND h.head) ORDER BY instance, order_key, seq) f WHERE"
+          " d.id = f.id",
+          v) < 0 ||
+      replay_step(a, "SELECT pg_notify('" NOTIFY_CHANNEL "', '')", NULL) < 0 ||
+      replay_step(a, "COMMIT", NULL) < 0) {
+    return -1;
+  }
+  return n;
+}
+
+int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id) {
+  char ids[24], now[24];
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[2] = {ids, now};
+  /* The event goes too when nothing else refers to it; otherwise it is
+   * done once nothing of it waits or is dead, and pruning takes it later. */
+  PGresult *r = PQexecParams(
+      a->c,
+      "WITH d AS (DELETE FROM hookd_deliveries WHERE id = $1 AND state = 2 RETURNING seq),"
+      " e AS (DELETE FROM hookd_events WHERE seq IN (SELECT seq FROM d) AND NOT EXISTS"
+      " (SELECT 1 FROM hookd_deliveries x WHERE x.seq = hookd_events.seq AND x.id <> $1)"
+      " RETURNING seq),"
+      " m AS (UPDATE hookd_events SET done_ms = $2 WHERE seq IN (SELECT seq FROM d) AND seq NOT IN"
+      " (SELECT seq FROM e) AND NOT EXISTS (SELECT 1 FROM hookd_deliveries x WHERE"
+      " x.seq = hookd_events.seq AND x.id <> $1 AND x.state <> 1))"
+      " SELECT count(*) FROM d",
+      2, NULL, v, NULL, NULL, 0);
+  int rc = -1;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    rc = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+  } else {
+    admin_fail(a, r);
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* One number from a check query; -1 on error. */
+static int64_t check_count(PGconn *c, const char *sql) {
+  return query_i64(c, sql, 0, NULL, -1);
+}
+
+int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen) {
+  spool_pg_admin *a;
+  if (spool_pg_admin_open(cfg->spool_url, &a, err, errlen) != 0) {
+    return strstr(err, "schema version") ? SPOOL_EDAMAGED : SPOOL_EFAIL;
+  }
+  PGconn *c = a->c;
+  char masked[512];
+  config_mask_url(cfg->spool_url, masked, sizeof masked);
+  fprintf(out, "spool: PostgreSQL at %s, schema version %d\n", masked, SCHEMA_VERSION);
+  struct {
+    const char *what, *sql;
+    int damage; /* a count above 0 means damage, not just news */
+  } checks[] = {
+      {"events", "SELECT count(*) FROM hookd_events", 0},
+      {"unfinished deliveries", "SELECT count(*) FROM hookd_deliveries WHERE state = 0", 0},
+      {"dead letters", "SELECT count(*) FROM hookd_deliveries WHERE state = 2", 0},
+      {"leased now",
+       "SELECT count(*) FROM hookd_deliveries WHERE state = 0 AND lease_until > " SQL_NOW, 0},
+      {"nodes", "SELECT count(*) FROM hookd_nodes", 0},
+      {"deliveries whose event is missing",
+       "SELECT count(*) FROM hookd_deliveries d WHERE NOT EXISTS (SELECT 1 FROM hookd_events e "
+       "WHERE e.seq = d.seq)",
+       1},
+      {"deliveries in an unknown state",
+       "SELECT count(*) FROM hookd_deliveries WHERE state NOT IN (0, 1, 2)", 1},
+      {"events marked done with deliveries not done",
+       "SELECT count(*) FROM hookd_events e WHERE e.done_ms IS NOT NULL AND EXISTS (SELECT 1 FROM "
+       "hookd_deliveries d WHERE d.seq = e.seq AND d.state = 0)",
+       1},
+      /* A running hookd repairs the first kind within a minute (repair_heads). */
+      {"order keys whose deliveries wait for no head", "SELECT count(*) FROM (" NO_HEAD_SQL ") k",
+       1},
+      {"order keys with more than one head",
+       "SELECT count(*) FROM (SELECT 1 FROM hookd_deliveries WHERE state = 0 AND head AND "
+       "order_key IS NOT NULL GROUP BY instance, order_key HAVING count(*) > 1) k",
+       1},
+  };
+  int rc = 0;
+  for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+    int64_t n = check_count(c, checks[i].sql);
+    if (n < 0) {
+      snprintf(err, errlen, "%s: %s", checks[i].what, PQerrorMessage(c));
+      spool_pg_admin_close(a);
+      return SPOOL_EFAIL;
+    }
+    fprintf(out, "%s: %lld%s\n", checks[i].what, (long long)n,
+            checks[i].damage && n > 0 ? "  <- damaged" : "");
+    if (checks[i].damage && n > 0) rc = SPOOL_EDAMAGED;
+  }
+  PGresult *r = PQexec(c, "SELECT id, name, (" SQL_NOW
+                          " - seen_ms) / 1000 FROM hookd_nodes "
+                          "ORDER BY name");
+  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+    fprintf(out, "node %s (%s): seen %ss ago\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+            PQgetvalue(r, i, 2));
+  }
+  PQclear(r);
+  fprintf(out, "%s\n",
+          rc == 0 ? "healthy"
+                  : "damaged: rows of the spool tables were changed or deleted by "
+                    "hand; restore the database from a backup, or delete the rows "
+                    "named above to go on without them");
+  spool_pg_admin_close(a);
+  return rc;
+}
