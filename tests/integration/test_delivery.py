@@ -243,8 +243,10 @@ def test_routes_when_source_and_unrouted(daemon_factory, tmp_path):
     ev["data"]["meetingInfo"]["calendarPath"] = "demo"
     assert send_event(d, json.dumps(ev).encode(), path="/other") == 200
     assert send_event(d, payload("organization.setting.changed")) == 200
-    d.stop()
     ids = lambda p: [l[0] for l in lines(p) if l[0] != "DESTROY"]
+    # A stop lets running deliveries finish but starts no new one: wait first.
+    wait_until(lambda: len(ids(a)) == 3 and len(ids(b)) == 2, what="the deliveries")
+    d.stop()
     # the canceled event matches both routes of "a" and arrives once; all
     # share one meeting id, so they arrive in accepted order
     assert ids(a) == ["5a6b7c8d-1111-4e2f-a3b4-c5d6e7f80912",
