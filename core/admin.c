@@ -17,6 +17,7 @@
 #include "dlq.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugin_proc.h"
 #include "scrub.h"
 
 /* What a request asked for; req->route points at one of these. */
@@ -285,6 +286,39 @@ static int render_lane_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   return rc;
 }
 
+/* Process-isolated instances: their child's restarts and crashes (kept by
+ * instance name across reloads) and whether one is up. */
+static int render_processes(admin *a, char **buf, size_t *len, size_t *cap) {
+  static const struct {
+    const char *name, *type, *help;
+  } rows[] = {
+      {"hookd_plugin_process_up", "gauge",
+       "1 while the child process of a process-isolated plugin instance is ready."},
+      {"hookd_plugin_restarts_total", "counter",
+       "Child processes of a process-isolated plugin instance started after its first one."},
+      {"hookd_plugin_crashes_total", "counter",
+       "Child processes of a process-isolated plugin instance that died without hookd asking."},
+  };
+  int rc = 0;
+  for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+    rc |= metrics_append(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", rows[r].name, rows[r].help,
+                         rows[r].name, rows[r].type);
+    for (size_t i = 0; i < a->host->n_insts; i++) {
+      plugin_instance *inst = &a->host->insts[i];
+      if (inst->proc == NULL) continue;
+      plugin_proc_status ps;
+      plugin_proc_get_status(inst->proc, &ps);
+      uint64_t v = r == 0   ? (ps.pid && strcmp(ps.state, "ready") == 0)
+                   : r == 1 ? ps.restarts
+                            : ps.crashes;
+      rc |= metrics_append(buf, len, cap, "%s{instance=\"", rows[r].name);
+      rc |= metrics_append_label(buf, len, cap, inst->name);
+      rc |= metrics_append(buf, len, cap, "\"} %" PRIu64 "\n", v);
+    }
+  }
+  return rc;
+}
+
 static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   size_t n = a->host->n_insts;
   metrics_instance **ms = calloc(n ? n : 1, sizeof *ms);
@@ -313,6 +347,7 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
                          a->host->insts[i].initialized && !ds.unhealthy ? 1 : 0);
   }
   rc |= render_lane_metrics(a, buf, len, cap);
+  rc |= render_processes(a, buf, len, cap);
   char why[256];
   rc |= metrics_append(buf, len, cap,
                        "# HELP hookd_ready 1 when /readyz answers 200.\n# TYPE hookd_ready gauge\n"
@@ -462,9 +497,47 @@ static void iso_time(int64_t ms, char *out, size_t len) {
 
 static const char *health_of(const plugin_instance *inst, const metrics_instance_view *v) {
   if (!inst->initialized) return "not initialised";
+  if (inst->proc) {
+    /* A child that is not up holds the instance's deliveries back. */
+    plugin_proc_status ps;
+    plugin_proc_get_status(inst->proc, &ps);
+    if (strcmp(ps.state, "init failed") == 0) return "process init failed";
+    if (strcmp(ps.state, "ready") != 0) return "process restarting";
+  }
   if (v->last_result < 0) return "idle";
   if (v->last_result == HOOKD_OK) return v->retrying ? "retrying" : "ok";
   return "failing";
+}
+
+static const char *health_class(const char *h) {
+  if (strcmp(h, "not initialised") == 0 || strcmp(h, "process init failed") == 0) return "failing";
+  if (strcmp(h, "process restarting") == 0) return "retrying";
+  return h;
+}
+
+/* The isolation cell: "thread", or the child's pid, state and history. */
+static void put_isolation(sbuf *b, const plugin_instance *inst) {
+  if (inst->proc == NULL) {
+    PUT(b, "<td class=\"isolation\">thread</td>");
+    return;
+  }
+  plugin_proc_status ps;
+  plugin_proc_get_status(inst->proc, &ps);
+  PUT(b, "<td class=\"isolation\" data-pid=\"%d\" data-state=\"%s\">process &middot; ", ps.pid,
+      ps.state);
+  if (ps.pid) PUT(b, "pid %d &middot; ", ps.pid);
+  PUT(b, "%s", ps.state);
+  if (ps.restart_in_ms) PUT(b, " (next start in %lld ms)", (long long)ps.restart_in_ms);
+  PUT(b, " &middot; %" PRIu64 " restart(s), %" PRIu64 " crash(es)", ps.restarts, ps.crashes);
+  if (ps.last_exit[0]) {
+    PUT(b, "<br>last: ");
+    put_html(b, ps.last_exit);
+  }
+  if (ps.error[0]) {
+    PUT(b, "<br>");
+    put_html(b, ps.error);
+  }
+  PUT(b, "</td>");
 }
 
 static const char page_script[] =
@@ -549,8 +622,9 @@ static void render_page(admin_job *j, sbuf *b) {
 
   PUT(b,
       "<h2>Plugin instances</h2>\n<table id=\"instances\"><thead><tr><th>instance</th>"
-      "<th>module</th><th>health</th><th>queued</th><th>retrying</th><th>delivered</th>"
-      "<th>dead</th><th>oldest pending</th><th>last error</th></tr></thead><tbody>\n");
+      "<th>module</th><th>isolation</th><th>health</th><th>queued</th><th>retrying</th>"
+      "<th>delivered</th><th>dead</th><th>oldest pending</th><th>last error</th>"
+      "</tr></thead><tbody>\n");
   int64_t now = (int64_t)time(NULL) * 1000;
   for (size_t i = 0; i < a->host->n_insts; i++) {
     plugin_instance *inst = &a->host->insts[i];
@@ -563,11 +637,13 @@ static void render_page(admin_job *j, sbuf *b) {
     put_html(b, inst->name);
     PUT(b, "</td><td>");
     put_html(b, inst->cfg->module);
+    PUT(b, "</td>");
+    put_isolation(b, inst);
     PUT(b,
-        "</td><td class=\"health %s\">%s</td><td>%llu</td><td>%" PRIu64 "</td><td>%" PRIu64
+        "<td class=\"health %s\">%s</td><td>%llu</td><td>%" PRIu64 "</td><td>%" PRIu64
         "</td><td>%" PRIu64 "</td><td>",
-        strcmp(h, "not initialised") == 0 ? "failing" : h, h,
-        (unsigned long long)METRICS_GET(inst->m.queued), v.retrying, v.delivered, v.dead);
+        health_class(h), h, (unsigned long long)METRICS_GET(inst->m.queued), v.retrying,
+        v.delivered, v.dead);
     if (v.oldest_pending_ms) {
       PUT(b, "%llds", (long long)((now - v.oldest_pending_ms) / 1000));
     } else {
@@ -673,6 +749,19 @@ static void render_json(admin_job *j, sbuf *b) {
     cJSON_AddStringToObject(o, "name", inst->name);
     cJSON_AddStringToObject(o, "module", inst->cfg->module);
     cJSON_AddStringToObject(o, "health", health_of(inst, &v));
+    cJSON_AddStringToObject(o, "isolation", inst->proc ? "process" : "thread");
+    if (inst->proc) {
+      plugin_proc_status ps;
+      plugin_proc_get_status(inst->proc, &ps);
+      cJSON *po = cJSON_AddObjectToObject(o, "process");
+      cJSON_AddNumberToObject(po, "pid", ps.pid);
+      cJSON_AddStringToObject(po, "state", ps.state);
+      cJSON_AddNumberToObject(po, "restarts", (double)ps.restarts);
+      cJSON_AddNumberToObject(po, "crashes", (double)ps.crashes);
+      cJSON_AddNumberToObject(po, "restart_in_ms", (double)ps.restart_in_ms);
+      cJSON_AddStringToObject(po, "last_exit", ps.last_exit);
+      cJSON_AddStringToObject(po, "error", ps.error);
+    }
     cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(inst->m.queued));
     cJSON_AddNumberToObject(o, "retrying", (double)v.retrying);
     cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);

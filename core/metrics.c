@@ -78,6 +78,7 @@ typedef struct metrics_inst_series {
   atomic_int_fast64_t retrying;
   histogram latency;  /* accepted -> delivered */
   histogram duration; /* one deliver() call */
+  atomic_uint_fast64_t child_restarts, child_crashes; /* process isolation */
   /* Under g_mu: */
   pending_sec *pending;
   size_t n_pending, cap_pending;
@@ -407,6 +408,23 @@ void metrics_instance_get(metrics_instance *m, const char *instance, metrics_ins
   out->last_ms = s->last_ms;
   copy_str(out->last_message, sizeof out->last_message, s->last_message);
   pthread_mutex_unlock(&g_mu);
+}
+
+void metrics_child_restarted(metrics_instance *m, const char *instance) {
+  metrics_inst_series *s = inst_series(m, instance);
+  if (s) METRICS_INC(s->child_restarts);
+}
+
+void metrics_child_crashed(metrics_instance *m, const char *instance) {
+  metrics_inst_series *s = inst_series(m, instance);
+  if (s) METRICS_INC(s->child_crashes);
+}
+
+void metrics_child_counts(metrics_instance *m, const char *instance, uint64_t *restarts,
+                          uint64_t *crashes) {
+  metrics_inst_series *s = inst_series(m, instance);
+  *restarts = s ? METRICS_GET(s->child_restarts) : 0;
+  *crashes = s ? METRICS_GET(s->child_crashes) : 0;
 }
 
 size_t metrics_recent_get(metrics_recent *out, size_t max) {
