@@ -21,6 +21,7 @@
 #include "pace.h"
 #include "page.h"
 #include "router.h"
+#include "plugin_proc.h"
 #include "scrub.h"
 
 /* What a request asked for; req->route points at one of these. */
@@ -339,6 +340,39 @@ static int render_states(admin *a, char **buf, size_t *len, size_t *cap) {
   return rc;
 }
 
+/* Process-isolated instances: their child's restarts and crashes (kept by
+ * instance name across reloads) and whether one is up. */
+static int render_processes(admin *a, char **buf, size_t *len, size_t *cap) {
+  static const struct {
+    const char *name, *type, *help;
+  } rows[] = {
+      {"hookd_plugin_process_up", "gauge",
+       "1 while the child process of a process-isolated plugin instance is ready."},
+      {"hookd_plugin_restarts_total", "counter",
+       "Child processes of a process-isolated plugin instance started after its first one."},
+      {"hookd_plugin_crashes_total", "counter",
+       "Child processes of a process-isolated plugin instance that died without hookd asking."},
+  };
+  int rc = 0;
+  for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+    rc |= metrics_append(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", rows[r].name, rows[r].help,
+                         rows[r].name, rows[r].type);
+    for (size_t i = 0; i < a->host->n_insts; i++) {
+      plugin_instance *inst = &a->host->insts[i];
+      if (inst->proc == NULL) continue;
+      plugin_proc_status ps;
+      plugin_proc_get_status(inst->proc, &ps);
+      uint64_t v = r == 0   ? (ps.pid && strcmp(ps.state, "ready") == 0)
+                   : r == 1 ? ps.restarts
+                            : ps.crashes;
+      rc |= metrics_append(buf, len, cap, "%s{instance=\"", rows[r].name);
+      rc |= metrics_append_label(buf, len, cap, inst->name);
+      rc |= metrics_append(buf, len, cap, "\"} %" PRIu64 "\n", v);
+    }
+  }
+  return rc;
+}
+
 static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   size_t n = a->host->n_insts;
   metrics_instance **ms = calloc(n ? n : 1, sizeof *ms);
@@ -368,6 +402,7 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   }
   rc |= render_lane_metrics(a, buf, len, cap);
   rc |= render_states(a, buf, len, cap);
+  rc |= render_processes(a, buf, len, cap);
   char why[256];
   rc |= metrics_append(buf, len, cap,
                        "# HELP hookd_ready 1 when /readyz answers 200.\n# TYPE hookd_ready gauge\n"
@@ -504,9 +539,22 @@ typedef page_buf sbuf;
 
 const char *admin_health(const plugin_instance *inst, const metrics_instance_view *v) {
   if (!inst->initialized) return "not initialised";
+  if (inst->proc) {
+    /* A child that is not up holds the instance's deliveries back. */
+    plugin_proc_status ps;
+    plugin_proc_get_status(inst->proc, &ps);
+    if (strcmp(ps.state, "init failed") == 0) return "process init failed";
+    if (strcmp(ps.state, "ready") != 0) return "process restarting";
+  }
   if (v->last_result < 0) return "idle";
   if (v->last_result == HOOKD_OK) return v->retrying ? "retrying" : "ok";
   return "failing";
+}
+
+const char *admin_health_class(const char *h) {
+  if (strcmp(h, "not initialised") == 0 || strcmp(h, "process init failed") == 0) return "failing";
+  if (strcmp(h, "process restarting") == 0) return "retrying";
+  return h;
 }
 
 static void json_instances(admin *a, cJSON *root) {
@@ -525,6 +573,19 @@ static void json_instances(admin *a, cJSON *root) {
     cJSON_AddStringToObject(o, "module", inst->cfg->module);
     cJSON_AddStringToObject(o, "health", admin_health(inst, &v));
     cJSON_AddStringToObject(o, "state", pace_state_name(pi.state));
+    cJSON_AddStringToObject(o, "isolation", inst->proc ? "process" : "thread");
+    if (inst->proc) {
+      plugin_proc_status ps;
+      plugin_proc_get_status(inst->proc, &ps);
+      cJSON *po = cJSON_AddObjectToObject(o, "process");
+      cJSON_AddNumberToObject(po, "pid", ps.pid);
+      cJSON_AddStringToObject(po, "state", ps.state);
+      cJSON_AddNumberToObject(po, "restarts", (double)ps.restarts);
+      cJSON_AddNumberToObject(po, "crashes", (double)ps.crashes);
+      cJSON_AddNumberToObject(po, "restart_in_ms", (double)ps.restart_in_ms);
+      cJSON_AddStringToObject(po, "last_exit", ps.last_exit);
+      cJSON_AddStringToObject(po, "error", ps.error);
+    }
     cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(inst->m.queued));
     cJSON_AddNumberToObject(o, "retrying", (double)v.retrying);
     cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);

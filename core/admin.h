@@ -64,8 +64,11 @@ const char *admin_not_ready(admin *a, char *buf, size_t len);
 /* Instance i's figures for the page: metrics, with the queue depth and the
  * oldest unfinished delivery from its spool lane. Loop thread. */
 void admin_instance_view(admin *a, size_t i, metrics_instance_view *v);
-/* "ok", "retrying", "failing", "idle" or "not initialised". */
+/* "ok", "retrying", "failing", "idle", "not initialised", "process init failed" or
+ * "process restarting". */
 const char *admin_health(const plugin_instance *inst, const metrics_instance_view *v);
+/* The CSS class the page gives a health (ok, retrying, failing, idle). */
+const char *admin_health_class(const char *h);
 
 /* What a ready hookd still reports: instances at their max_pending (events
  * routed to them get 503) or with stuck deliver() calls. Writes "" when

@@ -1271,7 +1271,7 @@ static int parse_sources(ctx *c, const cJSON *root) {
 }
 
 static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
-  static const char *const keys[] = {"name", "module", "config", "delivery", NULL};
+  static const char *const keys[] = {"name", "module", "config", "delivery", "isolation", NULL};
   config *cfg = c->cfg;
   config_plugin *pl = &cfg->plugins[idx];
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
@@ -1306,6 +1306,16 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
     return fail(c, "invalid module name '%s' (use letters, digits, '_' and '-'; no path)", module);
   }
   pl->module = dup_str(c, module);
+
+  const char *iso = NULL;
+  rc = get_str(c, obj, "isolation", 0, &iso);
+  if (rc < 0) return -1;
+  if (rc == 1 && strcmp(iso, "process") == 0) {
+    pl->isolation = CONFIG_ISOLATION_PROCESS;
+  } else if (rc == 1 && strcmp(iso, "thread") != 0) {
+    kp_key(c, "isolation");
+    return fail(c, "expected \"thread\" or \"process\", not '%s'", iso);
+  }
 
   cJSON *pconf = NULL;
   if (get_object(c, obj, "config", &pconf) < 0) return -1;

@@ -68,6 +68,10 @@ typedef struct config_source {
   config_challenge challenge;
 } config_source;
 
+/* Where a plugin instance runs (DESIGN §1, §4): inside hookd on its worker
+ * threads, or in a child process of its own that hookd supervises. */
+typedef enum { CONFIG_ISOLATION_THREAD = 0, CONFIG_ISOLATION_PROCESS } config_isolation;
+
 typedef struct config_plugin {
   char *name;             /* instance name, unique */
   char *module;           /* file name without ".so" */
@@ -75,6 +79,7 @@ typedef struct config_plugin {
                              points into doc.root */
   char *keypath;          /* "plugins[2]" */
   config_delivery delivery; /* the global "delivery" with this entry's overrides */
+  config_isolation isolation; /* "isolation": "thread" (default) | "process" */
 } config_plugin;
 
 typedef struct config_when {

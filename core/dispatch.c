@@ -55,6 +55,13 @@ struct dispatch {
   size_t n_qs;
 };
 
+/* deliver() calls running now and not written off. Caller holds q->mu. */
+static size_t running_calls(const iqueue *q) {
+  size_t n = 0;
+  for (const worker *w = q->workers; w; w = w->next) n += w->d != NULL;
+  return n;
+}
+
 /* --- outcomes ------------------------------------------------------------- */
 
 static uint64_t rand64(void) {
@@ -519,6 +526,9 @@ void dispatch_check_timeouts(dispatch *dp) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     int64_t limit = (int64_t)q->inst->cfg->delivery.timeout_ms;
+    /* A process-isolated instance ends its own calls at timeout_ms (its
+     * child is killed): write one off only if that did not happen. */
+    if (q->inst->proc) limit += 2000;
     for (;;) {
       delivery *d = NULL;
       int64_t took = 0, wall = 0;
@@ -591,9 +601,7 @@ void dispatch_instance_get(dispatch *dp, size_t i, dispatch_instance_stats *out)
   out->written_off = q->written_off;
   out->stuck = (uint32_t)q->stuck;
   out->unhealthy = q->unhealthy;
-  for (worker *w = q->workers; w; w = w->next) {
-    if (w->d) out->running++;
-  }
+  out->running = (uint32_t)running_calls(q);
   pthread_mutex_unlock(&q->mu);
 }
 
@@ -680,11 +688,15 @@ void dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     pthread_mutex_lock(&q->mu);
-    /* Workers outside deliver() leave at once; only a running call can
-     * keep one past the deadline. Written-off calls are not waited for:
-     * their deliveries were settled already. */
-    while (q->live > q->stuck &&
-           pthread_cond_timedwait(&q->exit_cv, &q->mu, &deadline) != ETIMEDOUT) {
+    /* Workers outside deliver() leave at once, whatever the budget; only
+     * a running call can keep one past the deadline. Written-off calls are
+     * not waited for: their deliveries were settled already. */
+    while (q->live > q->stuck) {
+      if (running_calls(q) == 0) {
+        pthread_cond_wait(&q->exit_cv, &q->mu);
+      } else if (pthread_cond_timedwait(&q->exit_cv, &q->mu, &deadline) == ETIMEDOUT) {
+        break;
+      }
     }
     if (q->live > q->stuck) {
       log_write(LOG_ERROR, &(log_ctx){.instance = q->inst->name},
@@ -700,11 +712,8 @@ void dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
 int dispatch_idle(dispatch *dp) {
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    int running = 0;
     pthread_mutex_lock(&q->mu);
-    for (worker *w = q->workers; w; w = w->next) {
-      if (w->d) running = 1;
-    }
+    int running = running_calls(q) > 0;
     int lost = q->lost;
     pthread_mutex_unlock(&q->mu);
     if (running) return 0;

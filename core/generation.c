@@ -69,6 +69,9 @@ int generation_reapable(const generation *g) {
 
 int generation_free(generation *g, uint32_t timeout_ms) {
   unsigned char *hung = calloc(g->host.n_insts + 1, 1);
+  /* Calls in process-isolated instances end by the deadline (their child
+   * is killed), so the dispatcher's wait below does not time out on them. */
+  plugin_host_stopping(&g->host, timeout_ms);
   if (g->dp) dispatch_stop(g->dp, timeout_ms, hung);
   if (g->dp && dispatch_busy(g->dp)) {
     free(hung);

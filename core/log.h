@@ -24,6 +24,12 @@ void log_write(log_level level, const log_ctx *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap);
 
+/* In a plugin's child process (plugin_child.c) records do not go to stderr
+ * but to sink, with the formatted (and scrubbed) message, for hookd to
+ * write into its own log. Set once, before any other thread runs. */
+typedef void (*log_sink_fn)(log_level level, const log_ctx *ctx, const char *msg);
+void log_set_sink(log_sink_fn sink);
+
 #define log_error(...) log_write(LOG_ERROR, NULL, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, NULL, __VA_ARGS__)
 #define log_info(...) log_write(LOG_INFO, NULL, __VA_ARGS__)

@@ -24,7 +24,9 @@
 #include "http.h"
 #include "http_client.h"
 #include "log.h"
+#include "plugin_child.h"
 #include "plugin_host.h"
+#include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
 #include "server.h"
@@ -439,11 +441,14 @@ static int cmd_check(const char *file) {
   }
   plugin_host host;
   int rc = 0;
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
   if (plugin_host_load(&host, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "hookd: %s\n", err);
+    plugin_proc_wait_all(cfg.shutdown_timeout_ms);
     config_free(&cfg);
     return EXIT_USAGE;
   }
+  plugin_host_advise(&host, stdout);
   router *rt = router_new(&cfg, err, sizeof err);
   if (rt == NULL) {
     fprintf(stderr, "hookd: %s\n", err);
@@ -462,6 +467,8 @@ static int cmd_check(const char *file) {
   }
   router_free(rt);
   plugin_host_unload(&host, NULL);
+  /* Process-isolated instances: their children run destroy and exit. */
+  plugin_proc_wait_all(cfg.shutdown_timeout_ms);
   config_free(&cfg);
   return rc;
 }
@@ -547,6 +554,11 @@ static int shut_down(hookd_daemon *dm, int rc) {
                 (unsigned long long)st.pending);
     }
   }
+  /* Plugin children: asked to exit when their instances were unloaded;
+   * what is left after the budget gets SIGKILL, and every one is reaped. */
+  if (plugin_proc_wait_all((uint32_t)budget) != 0) {
+    log_write(LOG_WARN, NULL, "a plugin process could not be reaped");
+  }
   pthread_mutex_lock(&dm->reload_mu);
   int reloading = dm->reload_threads > 0;
   pthread_mutex_unlock(&dm->reload_mu);
@@ -579,6 +591,8 @@ static int cmd_run(const char *file) {
   crash_install();
   dm->file = file;
   pthread_mutex_init(&dm->reload_mu, NULL);
+  /* Before anything drops privileges: the binary plugin children start from. */
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
   dm->gen = generation_load(file, 1, err, sizeof err);
   if (dm->gen == NULL) {
     fprintf(stderr, "hookd: %s\n", err);
@@ -765,6 +779,8 @@ int main(int argc, char **argv) {
   /* A file size limit makes writes fail (EFBIG), which the spool reports;
    * the default action would kill hookd instead. */
   signal(SIGXFSZ, SIG_IGN);
+  /* hookd re-executed as a process-isolated plugin instance's host. */
+  if (argc >= 2 && strcmp(argv[1], PLUGIN_CHILD_COMMAND) == 0) return plugin_child_main(argc, argv);
   const char *cmd = NULL, *file = NULL;
   char **rest = calloc((size_t)argc + 1, sizeof *rest); /* arguments after the command */
   int n_rest = 0;

@@ -113,6 +113,7 @@ typedef struct metrics_inst_series {
   histogram latency;  /* accepted -> delivered */
   histogram duration; /* one deliver() call */
   atomic_uint_fast64_t held[2]; /* held back after the call: [0] circuit open, [1] rate limited */
+  atomic_uint_fast64_t child_restarts, child_crashes; /* process isolation */
   /* Under g_mu: */
   pending_sec *pending;
   size_t n_pending, cap_pending;
@@ -506,6 +507,23 @@ void metrics_instance_history_get(metrics_instance *m, const char *instance,
   minutes_read(&s->hist, now_ms, 2, out->dead, &out->first_minute);
   minutes_read(&s->hist, now_ms, 3, out->held, &out->first_minute);
   pthread_mutex_unlock(&g_mu);
+}
+
+void metrics_child_restarted(metrics_instance *m, const char *instance) {
+  metrics_inst_series *s = inst_series(m, instance);
+  if (s) METRICS_INC(s->child_restarts);
+}
+
+void metrics_child_crashed(metrics_instance *m, const char *instance) {
+  metrics_inst_series *s = inst_series(m, instance);
+  if (s) METRICS_INC(s->child_crashes);
+}
+
+void metrics_child_counts(metrics_instance *m, const char *instance, uint64_t *restarts,
+                          uint64_t *crashes) {
+  metrics_inst_series *s = inst_series(m, instance);
+  *restarts = s ? METRICS_GET(s->child_restarts) : 0;
+  *crashes = s ? METRICS_GET(s->child_crashes) : 0;
 }
 
 size_t metrics_recent_get(metrics_recent *out, size_t max) {

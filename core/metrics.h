@@ -126,6 +126,15 @@ void metrics_delivery_settled(metrics_instance *m, const char *instance, const c
                               const char *event_id, int64_t received_ms, uint32_t attempt,
                               int result, int finished, int64_t took_ms, const char *message);
 
+/* Process isolation (plugin_proc.c): a child of the instance was started
+ * after its first one (a restart), or died without hookd asking (a crash).
+ * Kept by instance name like the series above, so they count on across a
+ * reload. m may be any metrics_instance used for that name. */
+void metrics_child_restarted(metrics_instance *m, const char *instance);
+void metrics_child_crashed(metrics_instance *m, const char *instance);
+void metrics_child_counts(metrics_instance *m, const char *instance, uint64_t *restarts,
+                          uint64_t *crashes);
+
 /* What the status page shows of one instance. */
 typedef struct metrics_instance_view {
   uint64_t attempts, delivered, dead, retrying;

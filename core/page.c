@@ -13,6 +13,7 @@
 
 #include "metrics.h"
 #include "pace.h"
+#include "plugin_proc.h"
 #include "scrub.h"
 
 /* cmake/embed.cmake: core/page/status.{html,css,js}. */
@@ -409,6 +410,31 @@ static void put_controls(page_buf *b, const char *name, int paused) {
       "</button></td>");
 }
 
+/* The isolation cell: "thread", or the child's pid, state and history. */
+static void put_isolation(page_buf *b, const plugin_instance *inst) {
+  if (inst->proc == NULL) {
+    PUT(b, "<td class=\"isolation\">thread</td>");
+    return;
+  }
+  plugin_proc_status ps;
+  plugin_proc_get_status(inst->proc, &ps);
+  PUT(b, "<td class=\"isolation\" data-pid=\"%d\" data-state=\"%s\">process &middot; ", ps.pid,
+      ps.state);
+  if (ps.pid) PUT(b, "pid %d &middot; ", ps.pid);
+  PUT(b, "%s", ps.state);
+  if (ps.restart_in_ms) PUT(b, " (next start in %lld ms)", (long long)ps.restart_in_ms);
+  PUT(b, " &middot; %" PRIu64 " restart(s), %" PRIu64 " crash(es)", ps.restarts, ps.crashes);
+  if (ps.last_exit[0]) {
+    PUT(b, "<br>last: ");
+    put_html(b, ps.last_exit);
+  }
+  if (ps.error[0]) {
+    PUT(b, "<br>");
+    put_html(b, ps.error);
+  }
+  PUT(b, "</td>");
+}
+
 static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
   plugin_instance *inst = &a->host->insts[i];
   metrics_instance_view v;
@@ -428,13 +454,13 @@ static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
   PUT(b, "</td><td>");
   put_html(b, inst->cfg->module);
   PUT(b, "</td>");
+  put_isolation(b, inst);
   put_state(b, &pi, &ls, now);
   PUT(b,
       "<td class=\"health %s\">%s</td><td class=\"num queue\">%" PRIu64
       "</td><td class=\"num\">%" PRIu64 "</td><td class=\"num\">%" PRIu64
       "</td><td class=\"num\">%" PRIu64 "</td><td>",
-      strcmp(h, "not initialised") == 0 ? "failing" : h, h, ls.pending, v.retrying, v.delivered,
-      v.dead);
+      admin_health_class(h), h, ls.pending, v.retrying, v.delivered, v.dead);
   if (v.oldest_pending_ms) {
     PUT(b, "%llds", (long long)((now - v.oldest_pending_ms) / 1000));
   } else {
@@ -452,7 +478,8 @@ static void section_instances(page_buf *b, admin *a) {
   if (a->dp) dispatch_observe(a->dp);
   PUT(b,
       "<h2>Plugin instances</h2>\n<table id=\"instances\"><thead><tr><th>instance</th>"
-      "<th>module</th><th>state</th><th>health</th><th>queued</th><th>retrying</th>"
+      "<th>module</th><th>isolation</th><th>state</th><th>health</th><th>queued</th><th>retrying</"
+      "th>"
       "<th>delivered</th><th>dead</th><th>oldest pending</th><th>rate</th><th>controls</th>"
       "<th>last error</th></tr></thead><tbody>\n");
   int64_t now = now_ms();

@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "envelope.h"
 #include "http_client.h"
 #include "log.h"
+#include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
 #include "smtp_client.h"
@@ -45,10 +47,15 @@ static void key_path(char *out, size_t n, const hookd_config *cfg, const char *k
 static int record(const hookd_config *cfg, const char *key, const char *fmt, va_list ap) {
   plugin_instance *inst = cfg->inst;
   if (inst->cfg_error[0] != '\0') return HOOKD_E_INVALID; /* keep the first */
-  char msg[384], kp[256];
+  char msg[384];
   vsnprintf(msg, sizeof msg, fmt, ap);
-  key_path(kp, sizeof kp, cfg, key);
-  jsonc_error(inst->doc, kp, inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
+  key_path(inst->cfg_error_key, sizeof inst->cfg_error_key, cfg, key);
+  if (inst->doc == NULL) {
+    /* In a plugin child: hookd, which has the file, adds the position. */
+    snprintf(inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
+  } else {
+    jsonc_error(inst->doc, inst->cfg_error_key, inst->cfg_error, sizeof inst->cfg_error, "%s", msg);
+  }
   return HOOKD_E_INVALID;
 }
 
@@ -303,10 +310,6 @@ const hookd_host_api *plugin_host_api(void) {
   return &host_api;
 }
 
-int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out) {
-  return (int)inst->mod->desc->deliver(inst->state, view, out);
-}
-
 void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_instance *inst) {
   memset(view, 0, sizeof *view);
   view->struct_size = sizeof *view;
@@ -380,6 +383,10 @@ const hookd_option *plugin_host_options(const hookd_plugin *d) {
 int plugin_host_load_module(plugin_module *m, const config *cfg, char *err, size_t errlen) {
   m->path = find_module(cfg, m->name, err, errlen);
   if (m->path == NULL) return -1;
+  return plugin_host_open_module(m, err, errlen);
+}
+
+int plugin_host_open_module(plugin_module *m, char *err, size_t errlen) {
   dlerror();
   m->dl = dlopen(m->path, RTLD_NOW | RTLD_LOCAL);
   if (m->dl == NULL) {
@@ -450,42 +457,71 @@ static void release(plugin_instance *inst) {
   inst->state = NULL;
 }
 
-int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const jsonc_doc *doc,
-                              const char *config_dir, char *err, size_t errlen) {
+int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api, const cJSON *conf,
+                               const jsonc_doc *doc, const char *config_dir, char *perr,
+                               size_t perrlen, int *from_options) {
   const plugin_module *m = inst->mod;
   char kp[96];
   snprintf(kp, sizeof kp, "%s.config", inst->cfg ? inst->cfg->keypath : "config");
   hookd_config root = {inst, (cJSON *)conf, kp};
-  char perr[512] = "";
+  perr[0] = '\0';
+  *from_options = 0;
   inst->doc = doc;
   inst->config_dir = config_dir;
-  inst->cfg_error[0] = '\0';
+  inst->cfg_error[0] = inst->cfg_error_key[0] = '\0';
   inst->state = NULL;
   const hookd_option *opts = plugin_host_options(m->desc);
   int rc = 0;
-  if (opts != NULL) rc = fill_options(inst, opts, conf, kp, inst->cfg_error, sizeof inst->cfg_error);
+  if (opts != NULL) {
+    rc = fill_options(inst, opts, conf, kp, inst->cfg_error, sizeof inst->cfg_error);
+    char *sep = rc != 0 && doc == NULL ? strstr(inst->cfg_error, ": ") : NULL;
+    if (sep) {
+      /* "KEYPATH: message" without a doc: split, so hookd can position it. */
+      *sep = '\0';
+      snprintf(inst->cfg_error_key, sizeof inst->cfg_error_key, "%.255s", inst->cfg_error);
+      memmove(inst->cfg_error, sep + 2, strlen(sep + 2) + 1);
+    }
+  }
   if (rc == 0 && m->desc->init != NULL)
-    rc = m->desc->init(&host_api, inst, &root, &inst->state, perr, sizeof perr);
+    rc = m->desc->init(api ? api : &host_api, inst, &root, &inst->state, perr, perrlen);
   if (rc != 0) {
-    /* The positioned message (an option or a getter) is the most useful;
-     * the plugin's own reason comes next. */
-    const char *why = inst->cfg_error[0] ? inst->cfg_error : perr[0] ? perr : "no reason given";
-    snprintf(err, errlen, "plugin instance '%s' (module %s): %s%s", inst->name, m->name,
-             opts && !perr[0] && inst->cfg_error[0] ? "" : "init failed: ", why);
+    *from_options = opts && !perr[0] && inst->cfg_error[0];
     release(inst);
     return -1;
   }
   if (inst->cfg_error[0] != '\0') {
     /* A getter recorded an error the plugin ignored: refuse anyway, a config
      * mistake must not pass. */
-    snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, m->name,
-             inst->cfg_error);
     if (m->desc->destroy) m->desc->destroy(inst->state);
     release(inst);
-    return -1;
+    return -2;
   }
   inst->initialized = 1;
   return 0;
+}
+
+void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
+                              const char *cfg_error, const char *perr, int from_options) {
+  if (rc == -2) {
+    snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, inst->mod->name,
+             cfg_error);
+    return;
+  }
+  /* The positioned message (an option or a getter) is the most useful; the
+   * plugin's own reason comes next. */
+  const char *why = cfg_error[0] ? cfg_error : perr[0] ? perr : "no reason given";
+  snprintf(err, errlen, "plugin instance '%s' (module %s): %s%s", inst->name, inst->mod->name,
+           from_options ? "" : "init failed: ", why);
+}
+
+int plugin_host_instance_init(plugin_instance *inst, const cJSON *conf, const jsonc_doc *doc,
+                              const char *config_dir, char *err, size_t errlen) {
+  char perr[512];
+  int from_options;
+  int rc = plugin_host_instance_setup(inst, NULL, conf, doc, config_dir, perr, sizeof perr,
+                                      &from_options);
+  if (rc != 0) plugin_host_init_message(err, errlen, inst, rc, inst->cfg_error, perr, from_options);
+  return rc == 0 ? 0 : -1;
 }
 
 void plugin_host_instance_destroy(plugin_instance *inst) {
@@ -509,13 +545,22 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
     for (size_t j = 0; j < h->n_mods && m == NULL; j++) {
       if (strcmp(h->mods[j].name, cp->module) == 0) m = &h->mods[j];
     }
+    char why[512];
     if (m == NULL) {
       m = &h->mods[h->n_mods++];
       m->name = strdup(cp->module);
-      char why[512];
-      if (m->name == NULL || plugin_host_load_module(m, cfg, why, sizeof why) != 0) {
-        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name,
-                 m->name ? why : "out of memory");
+      if (m->name == NULL) snprintf(why, sizeof why, "out of memory");
+      if (m->name == NULL || (m->path = find_module(cfg, m->name, why, sizeof why)) == NULL) {
+        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name, why);
+        plugin_host_unload(h, NULL);
+        return -1;
+      }
+    }
+    /* A module only process-isolated instances use is never mapped into
+     * hookd: its constructors are plugin code too. */
+    if (cp->isolation == CONFIG_ISOLATION_THREAD && m->dl == NULL) {
+      if (plugin_host_open_module(m, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s: plugin instance '%s': %s", cp->keypath, cp->name, why);
         plugin_host_unload(h, NULL);
         return -1;
       }
@@ -527,10 +572,14 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
     inst->name = cp->name;
     inst->mod = m;
     inst->cfg = cp;
-    if (plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, errlen) != 0) {
+    int rc = cp->isolation == CONFIG_ISOLATION_PROCESS
+                 ? plugin_proc_start(inst, cfg, err, errlen)
+                 : plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, errlen);
+    if (rc != 0) {
       plugin_host_unload(h, NULL);
       return -1;
     }
+    if (inst->proc) inst->initialized = 1;
   }
   return 0;
 }
@@ -539,6 +588,14 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
   unsigned char *keep_mod = calloc(h->n_mods ? h->n_mods : 1, 1);
   for (size_t i = h->n_insts; i-- > 0;) {
     plugin_instance *inst = &h->insts[i];
+    if (inst->proc) {
+      /* The child runs destroy and exits on its own time; its supervisor
+       * reaps it (plugin_proc_release). */
+      plugin_proc_release(inst->proc);
+      inst->proc = NULL;
+      inst->initialized = 0;
+      continue;
+    }
     if (skip && skip[i]) {
       if (keep_mod) keep_mod[inst->mod - h->mods] = 1;
       continue;
@@ -555,4 +612,76 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip) {
   free(h->mods);
   free(h->insts);
   memset(h, 0, sizeof *h);
+}
+
+int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out) {
+  if (inst->proc) {
+    int rc = plugin_proc_deliver(inst->proc, view, out);
+    /* Counted here: the child was killed at timeout_ms, so the dispatcher
+     * never had a call to write off. */
+    if (rc == PLUGIN_TIMED_OUT) METRICS_INC(inst->m.timeouts);
+    return rc;
+  }
+  int r = (int)inst->mod->desc->deliver(inst->state, view, out);
+  if (r >= PLUGIN_CRASHED && r <= PLUGIN_UNAVAILABLE) {
+    /* A plugin's stray number must not read as one of hookd's own codes. */
+    snprintf(out->message, sizeof out->message, "plugin returned an invalid result (%d)", r);
+    return HOOKD_FAIL;
+  }
+  return r;
+}
+
+void plugin_host_stopping(plugin_host *h, uint32_t timeout_ms) {
+  for (size_t i = 0; i < h->n_insts; i++) {
+    if (h->insts[i].proc) plugin_proc_stopping(h->insts[i].proc, timeout_ms);
+  }
+}
+
+/* 1 when dir (a module's directory) is where hookd's own plugins live: next
+ * to the binary in a build tree (build/plugins), or the install layout's
+ * PREFIX/lib/hookd/plugins beside PREFIX/bin/hookd. */
+static int bundled_dir(const char *dir) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return 0;
+  exe[n] = '\0';
+  char *slash = strrchr(exe, '/');
+  if (slash == NULL) return 0;
+  *slash = '\0';
+  char *real = realpath(dir, NULL);
+  if (real == NULL) return 0;
+  const char *install = HOOKD_PLUGIN_INSTALL_DIR;
+  char cand[3][4200];
+  snprintf(cand[0], sizeof cand[0], "%s/plugins", exe);
+  snprintf(cand[1], sizeof cand[1], "%s/../%s", exe, install);
+  snprintf(cand[2], sizeof cand[2], "%s", install);
+  int found = 0;
+  for (int i = 0; i < 3 && !found; i++) {
+    if (i == 2 && install[0] != '/') break;
+    char *c = realpath(cand[i], NULL);
+    found = c != NULL && strcmp(c, real) == 0;
+    free(c);
+  }
+  free(real);
+  return found;
+}
+
+size_t plugin_host_advise(const plugin_host *h, FILE *out) {
+  size_t n = 0;
+  for (size_t i = 0; i < h->n_insts; i++) {
+    const plugin_instance *inst = &h->insts[i];
+    if (inst->cfg->isolation == CONFIG_ISOLATION_PROCESS) continue;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", inst->mod->path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    if (bundled_dir(slash ? dir : ".")) continue;
+    fprintf(out,
+            "note: %s: plugin instance '%s' loads %s from outside hookd's bundled plugin "
+            "directory; consider \"isolation\": \"process\" so that a crash or a hang in it "
+            "cannot take hookd down\n",
+            inst->cfg->keypath, inst->name, inst->mod->path);
+    n++;
+  }
+  return n;
 }

@@ -3,6 +3,7 @@
 #define HOOKD_PLUGIN_HOST_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include "config.h"
 #include "event.h"
 #include "hookd/plugin.h"
@@ -11,10 +12,13 @@
 
 typedef struct plugin_module {
   char *name;  /* module name as in the config */
-  char *path;  /* the .so that was loaded */
-  void *dl;    /* dlopen handle */
+  char *path;  /* the .so found in plugin_dirs */
+  void *dl;    /* dlopen handle; NULL while only process-isolated instances use it
+                  (hookd then never maps the module: its child does) */
   const hookd_plugin *desc;
 } plugin_module;
+
+struct plugin_proc;
 
 /* One configured plugin instance (the ABI's opaque hookd_instance). Owned by
  * the plugin_host; `cfg` points into the config, which must outlive it. */
@@ -25,11 +29,15 @@ struct hookd_instance {
   const config_plugin *cfg;
   void *state;              /* what init() returned */
   int initialized;
+  struct plugin_proc *proc; /* "isolation": "process": the supervised child that runs
+                               this instance (plugin_proc.h); NULL in thread mode */
   metrics_instance m;
   /* Used only during init(): config access and its first error. */
   const jsonc_doc *doc;
   const char *config_dir;   /* base of relative paths (config_path) */
   char cfg_error[512];
+  char cfg_error_key[256]; /* the key path cfg_error is about; without a doc (in a
+                              plugin child) cfg_error has no position and hookd adds it */
   /* Declared options (ABI 1.1): the state struct the host filled. */
   void *opt_state;
   /* What the host allocated for the instance (options, getter results);
@@ -81,15 +89,53 @@ void plugin_host_instance_destroy(plugin_instance *inst);
 
 const hookd_host_api *plugin_host_api(void);
 
-/* Results of plugin_host_deliver beyond hookd_result. */
-#define PLUGIN_CRASHED 100     /* the instance's process died during the call: a crash */
-#define PLUGIN_TIMED_OUT 101   /* past timeout_ms, the call was stopped: a failed attempt */
-#define PLUGIN_UNAVAILABLE 102 /* the instance cannot take calls now: not an attempt;
-                                  out->retry_after_ms says when to ask again */
+/* What plugin_host_deliver returns besides a hookd_result:
+ * PLUGIN_CRASHED      the instance's child died during the call: counts as a crash;
+ * PLUGIN_TIMED_OUT    past timeout_ms, the child was killed: a failed attempt;
+ * PLUGIN_UNAVAILABLE  no child can run it now (restarting, backing off, init failed): not an
+ *                     attempt; out->retry_after_ms says when to ask again. */
+#define PLUGIN_CRASHED 100
+#define PLUGIN_TIMED_OUT 101
+#define PLUGIN_UNAVAILABLE 102
 
-/* Runs one deliver() of inst and returns its hookd_result (or one of the
- * PLUGIN_* codes above). Worker thread. */
+/* Runs one delivery on inst: in thread mode the module's deliver() on the
+ * calling thread, in process mode a call into the instance's child
+ * (plugin_proc_deliver). Returns a hookd_result or one of the PLUGIN_
+ * codes above, with out->message saying why for every failure. Delivery
+ * worker threads; at most `concurrency` calls at once per instance. */
 int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_outcome *out);
+
+/* The second half of plugin_host_load_module: opens m->path (dlopen
+ * RTLD_NOW | RTLD_LOCAL) and checks the descriptor. Returns 0, or -1 with
+ * the reason in err. For thread-mode instances and inside a plugin's child
+ * process (hookd itself never maps a module only isolated instances use). */
+int plugin_host_open_module(plugin_module *m, char *err, size_t errlen);
+
+/* The two halves of plugin_host_instance_init, for a plugin child that
+ * reports the parts to hookd. setup runs the options check and init() with
+ * the host table api (NULL: plugin_host_api()) and returns 0, -1 (failed)
+ * or -2 (init succeeded over a config error a getter recorded: destroyed
+ * again, a config mistake must not pass). On failure inst->cfg_error holds
+ * the option's or the getter's message — positioned when doc is given,
+ * else bare with its key path in inst->cfg_error_key — perr the plugin's
+ * own reason, and *from_options says the message needs no "init failed"
+ * prefix. init_message words it all as one line. */
+int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api, const cJSON *conf,
+                               const jsonc_doc *doc, const char *config_dir, char *perr,
+                               size_t perrlen, int *from_options);
+void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
+                              const char *cfg_error, const char *perr, int from_options);
+
+/* Shutdown: deliveries running in process-isolated instances must end
+ * within timeout_ms; past it their children are killed and the calls
+ * return PLUGIN_UNAVAILABLE (the deliveries stay pending for the next
+ * start). Called before the dispatcher stops. */
+void plugin_host_stopping(plugin_host *h, uint32_t timeout_ms);
+
+/* For `hookd check`: one line per thread-mode instance whose module lives
+ * outside hookd's bundled plugin directory, recommending process isolation.
+ * Returns how many lines were written. */
+size_t plugin_host_advise(const plugin_host *h, FILE *out);
 
 /* Fills the read-only event view a plugin sees for a delivery. */
 void plugin_host_event_view(hookd_event *view, const delivery *d, const plugin_instance *inst);

@@ -76,6 +76,15 @@ int privs_check(const config *cfg, char *err, size_t errlen) {
   return resolve(cfg, &id, err, errlen);
 }
 
+int privs_resolve(const config *cfg, unsigned *uid, unsigned *gid, char *err, size_t errlen) {
+  ids id;
+  if (!cfg->user) return 0;
+  if (resolve(cfg, &id, err, errlen) != 0) return -1;
+  *uid = (unsigned)id.uid;
+  *gid = (unsigned)id.gid;
+  return 1;
+}
+
 /* data_dir as root made it (the spool creates it at start): hand it and
  * the files in it (spool.db and its -wal and -shm) to the new user, who
  * must write them from now on. Only a directory owned by root is touched,

@@ -10,6 +10,11 @@
  * configured) or -1 with a reason in err. */
 int privs_check(const config *cfg, char *err, size_t errlen);
 
+/* The uid and gid privs_drop switches to (for a plugin's child process,
+ * which switches itself when hookd starts it as root). Returns 1 with them
+ * set, 0 when no user is configured, -1 with a reason in err. */
+int privs_resolve(const config *cfg, unsigned *uid, unsigned *gid, char *err, size_t errlen);
+
 /* Switches to cfg->user and cfg->group (default: the user's primary group),
  * supplementary groups reduced to that group, for good: afterwards root can
  * not be regained, which is checked. Call it on the main thread after the

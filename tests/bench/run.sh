@@ -5,7 +5,10 @@
 #
 #   tests/bench/run.sh [all|table|compare|callgrind|profile]...   (default: table)
 #     table      ingest (sync off/normal/full, repeated and unique ids, 64 KiB), end-to-end
-#                delivery, latency at half load, RSS idle and with 10,000 idle connections
+#                delivery, latency at half load, RSS idle and with 10,000 idle connections,
+#                and the isolation cases below
+#     isolation  delivered/s to noop in thread vs process isolation, same run: end to end
+#                (sync off) and draining a backlog of ISO_N deliveries; RSS of one child
 #     compare    ../shared/bench/compare.sh against hookd with sync off and full
 #     callgrind  instructions per request (valgrind --tool=callgrind, two request counts)
 #     profile    perf record/report of hookd under unique-id load, sync full and off
@@ -25,7 +28,8 @@
 #      REPS (runs per table cell, default 3: the cell is the median run; this
 #      machine's neighbours swing single runs by a third),
 #      PG_BIN (PostgreSQL 15 binaries, default /usr/lib/postgresql/15/bin), PG_PORT (default BENCH_PORT + 60),
-#      CLUSTER_N (events per delivered/s run of `cluster`, default 20000).
+#      CLUSTER_N (events per delivered/s run of `cluster`, default 20000),
+#      ISO_N (backlog drained per isolation run, default 50000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -39,6 +43,7 @@ UNIQ=${UNIQ:-200000}
 E2E_N=${E2E_N:-50000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 REPS=${REPS:-3}
+ISO_N=${ISO_N:-50000}
 COMPARE=${COMPARE:-$root/../shared/bench/compare.sh}
 KEY=bench-signing-key
 PAYLOAD=$root/examples/payloads/scheduling.smartscheduler.scheduled.json
@@ -66,6 +71,7 @@ build() {
   cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log"
   cmake --build "$BUILD" -j"$(nproc)" >>"$OUT/cmake.log"
   [ -f "$BUILD/plugins/noop.so" ] || { echo "no $BUILD/plugins/noop.so" >&2; exit 1; }
+  [ -f "$BUILD/plugins/test_fault.so" ] || { echo "no $BUILD/plugins/test_fault.so" >&2; exit 1; }
   cc -O2 -Wall -Wextra -o "$OUT/hbench" "$here/hbench.c" -lcrypto
   # Bodies: the 1.7 KiB scheduled event; __UID__ marks eventId and data.id (unique runs).
   cp "$PAYLOAD" "$OUT/body.json"
@@ -79,9 +85,10 @@ build() {
       "$OUT/body-uniq.json" >"$OUT/body-64k-uniq.json"
 }
 
-# config SYNC NAME [extra top-level json]: a config file in $OUT/NAME/.
+# config SYNC NAME [ISOLATION [PLUGIN_JSON]]: a config file in $OUT/NAME/ (the noop instance
+# in thread isolation unless told otherwise; PLUGIN_JSON replaces its module and config).
 config() {
-  local sync=$1 dir=$OUT/$2
+  local sync=$1 dir=$OUT/$2 iso=${3:-thread} plug=${4:-'"module": "noop", "config": {}'}
   rm -rf "$dir"; mkdir -p "$dir"
   cat >"$dir/hookd.jsonc" <<EOF
 {
@@ -95,7 +102,7 @@ config() {
   "sources": [ { "name": "cirrus", "path": "/webhooks/cirrus", "format": "cirrus-insight",
                  "verify": { "scheme": "hmac", "algorithm": "sha256", "header": "X-Signature",
                              "encoding": "hex", "secrets": ["\${BENCH_KEY}"] } } ],
-  "plugins": [ { "name": "noop", "module": "noop", "config": {} } ],
+  "plugins": [ { "name": "noop", "isolation": "$iso", $plug } ],
   "routes": [ { "source": "cirrus", "events": ["scheduling.smartscheduler.*"], "to": ["noop"] } ]
 }
 EOF
@@ -225,8 +232,97 @@ rss_cases() {
   stop
 }
 
+# Process isolation against thread isolation, the same cases in the same run.
+# e2e: the end-to-end case with sync off (delivery is the largest share there).
+# drain: ISO_N deliveries waiting in the spool (made once: a plugin that hangs
+# on its first call keeps them there, then hookd is killed), delivered after a
+# restart; from launching hookd to the last delivery, so start-up and reading
+# the backlog back are in it. The child's RSS is read idle after start and
+# after the drain. Each run leaves its figure in ISO_V.
+ISO_V=
+iso_backlog() {
+  local cfg
+  cfg=$(config off iso-backlog process '"module": "test_fault", "config": {"hang": ["*"]}, "delivery": {"concurrency": 1, "timeout_ms": 3600000}')
+  start "$cfg"
+  hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 60 -n "$ISO_N" >"$OUT/iso-backlog.hb"
+  kill -KILL "$HOOKD_PID"; wait "$HOOKD_PID" 2>/dev/null || true; HOOKD_PID=
+  sleep 0.5  # the child sees hookd gone and exits
+  ISO_BACKLOG=$(dirname "$cfg")/var
+}
+
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }  # its share of shared pages
+child_pid() { cat /proc/"$HOOKD_PID"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 . ; }
+
+iso_drain() {
+  local iso=$1 cfg t0 t1 d
+  cfg=$(config off "iso-drain-$iso" "$iso")
+  cp -a "$ISO_BACKLOG" "$(dirname "$cfg")/var"
+  t0=$(date +%s.%N)
+  start "$cfg"
+  [ "$iso" = process ] && { R[iso_rss_idle]=$(rss_kib "$(child_pid)"); R[iso_pss_idle]=$(pss_kib "$(child_pid)"); }
+  for _ in $(seq 1 3000); do
+    d=$(delivered); [ "${d:-0}" -ge "$ISO_N" ] && break; sleep 0.01
+  done
+  t1=$(date +%s.%N)
+  [ "$iso" = process ] && { sleep 1; R[iso_rss_after]=$(rss_kib "$(child_pid)"); R[iso_pss_after]=$(pss_kib "$(child_pid)"); }
+  stop
+  ISO_V=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+}
+
+iso_e2e() {
+  local iso=$1 line t0 t1 n d
+  start "$(config off "iso-e2e-$iso" "$iso")"
+  t0=$(date +%s.%N)
+  line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -d 60 -n "$E2E_N")
+  n=$(echo "$line" | field requests)
+  for _ in $(seq 1 1200); do d=$(delivered); [ "${d:-0}" -ge "$n" ] && break; sleep 0.02; done
+  t1=$(date +%s.%N)
+  stop
+  ISO_V=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}')
+}
+
+isolation_cases() {
+  local iso what rep
+  declare -A runs=()
+  log "isolation: making a backlog of $ISO_N deliveries"
+  iso_backlog
+  for what in drain e2e; do
+    # The modes take turns run by run, so that a noisy minute hits both.
+    for rep in $(seq 1 "$REPS"); do
+      for iso in thread process; do
+        "iso_$what" "$iso"
+        echo "isolation $what $iso (run $rep): $ISO_V delivered/s" >&2
+        runs[$what.$iso]+="v=$ISO_V"$'\n'
+      done
+    done
+    for iso in thread process; do
+      R[iso_${what}_$iso]=$(printf '%s' "${runs[$what.$iso]}" | median v | sed 's/^v=//')
+    done
+  done
+  R[iso_drain_ratio]=$(awk -v p="${R[iso_drain_process]}" -v t="${R[iso_drain_thread]}" 'BEGIN {printf "%.2f", p / t}')
+  R[iso_e2e_ratio]=$(awk -v p="${R[iso_e2e_process]}" -v t="${R[iso_e2e_thread]}" 'BEGIN {printf "%.2f", p / t}')
+}
+
+isolation_table() {
+  echo
+  echo "| isolation (noop, sync off) | thread | process | process / thread |"
+  echo "|---|---:|---:|---:|"
+  echo "| drain $ISO_N waiting deliveries (launch to last delivery), delivered/s | ${R[iso_drain_thread]} | ${R[iso_drain_process]} | ${R[iso_drain_ratio]} |"
+  echo "| end-to-end delivered/s ($E2E_N events) | ${R[iso_e2e_thread]} | ${R[iso_e2e_process]} | ${R[iso_e2e_ratio]} |"
+  echo
+  echo "| one isolated child (noop) | VmRSS | Pss (shared pages divided among their users) |"
+  echo "|---|---:|---:|"
+  echo "| idle after start | ${R[iso_rss_idle]} KiB | ${R[iso_pss_idle]} KiB |"
+  echo "| after draining $ISO_N deliveries | ${R[iso_rss_after]} KiB | ${R[iso_pss_after]} KiB |"
+}
+
+isolation() {
+  isolation_cases
+  isolation_table
+}
+
 table() {
-  ingest_cases; e2e_cases; latency_cases; rss_cases
+  ingest_cases; e2e_cases; latency_cases; rss_cases; isolation_cases
   local f
   f() { echo "${R[$1]}" | field "$2"; }
   echo
@@ -245,6 +341,7 @@ table() {
   echo "| idle, example config (file_sink) | ${R[rss_example]} KiB |"
   echo "| idle, bench config (noop), after 1000 requests | ${R[rss_bench]} KiB |"
   echo "| with $IDLE_CONNS idle keep-alive connections | ${R[rss_conns]} KiB (${R[rss_per_conn]} KiB per connection) |"
+  isolation_table
 }
 
 compare() {
@@ -554,7 +651,7 @@ build
 for what in "$@"; do
   case $what in
     all) table; compare; callgrind; profile ;;
-    table|compare|callgrind|profile|tls|backlog|cluster) "$what" ;;
+    table|compare|callgrind|profile|tls|backlog|cluster|isolation) "$what" ;;
     *) echo "unknown: $what" >&2; exit 2 ;;
   esac
 done

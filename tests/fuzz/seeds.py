@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import pathlib
+import struct
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -120,6 +121,21 @@ def main():
     write(out, "fuzz_access", "v4", b"10.0.0.0/8\n203.0.113.7, 10.0.0.1\n127.0.0.1:8080\n")
     write(out, "fuzz_access", "v6", b"2001:db8::/32\n[2001:db8::1]:443\n::ffff:192.0.2.1, fd00::1\n")
     write(out, "fuzz_access", "mapped", b"::ffff:10.0.0.0/104\n192.0.2.7\n\n")
+
+    # fuzz_plugin_wire: a read size, then frames as a plugin's child sends them.
+    def frame(kind, payload):
+        return struct.pack("=II", len(payload), kind) + payload
+
+    def wstr(s):
+        return b"\xff\xff\xff\xff" if s is None else struct.pack("=I", len(s)) + s + b"\0"
+
+    result = frame(4, struct.pack("=II", 1, 2500) + wstr(b"503 from the CRM"))
+    log = frame(5, struct.pack("=I", 2) + wstr(b"evt-1") + wstr(None) + wstr(b"posted"))
+    done = frame(2, struct.pack("=I", 1) + wstr(b"plugins[0].config.url") + wstr(b"expected a string")
+                 + wstr(b"") + wstr(b"test_fault") + wstr(b"0.0.1"))
+    write(out, "fuzz_plugin_wire", "call", b"\x07" + log + log + result)
+    write(out, "fuzz_plugin_wire", "init", b"\x00" + log + done)
+    write(out, "fuzz_plugin_wire", "bytewise", b"\x00" + result)
 
 
 if __name__ == "__main__":

@@ -151,8 +151,56 @@ def send_event(daemon, body, secret=SECRET, path="/webhooks/cirrus", header="X-S
     return status
 
 
+# Plugin isolation (issue 12): the bundled plugins' suites (test_plugin_*.py,
+# and test_delivery.py for file_sink and the delivery rules) run once per
+# mode; every config a test writes then gets the mode on each plugin entry
+# that does not name one. Elsewhere configs stay as written.
+ISOLATION_MODES = ("thread", "process")
+ISOLATION_SUITES = ("test_plugin_", "test_delivery")
+_isolation = {"mode": None}
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.module.__name__.startswith(ISOLATION_SUITES) and \
+            "isolation" in metafunc.fixturenames:
+        metafunc.parametrize("isolation", ISOLATION_MODES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def isolation(request):
+    """The isolation mode this test's configs get: a parameter in the
+    plugin suites, None (configs as written) elsewhere."""
+    _isolation["mode"] = getattr(request, "param", None)
+    yield _isolation["mode"]
+    _isolation["mode"] = None
+
+
+def _isolate(cfg):
+    mode = _isolation["mode"]
+    if mode and isinstance(cfg.get("plugins"), list):
+        cfg["plugins"] = [dict(p, isolation=p.get("isolation", mode)) if isinstance(p, dict) else p
+                          for p in cfg["plugins"]]
+    return cfg
+
+
+def plugin_child_pids(pid):
+    """The pids of hookd's plugin children (process isolation), oldest first."""
+    out = []
+    for task in pathlib.Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    def is_plugin(c):
+        try:
+            return b"plugin-child" in pathlib.Path(f"/proc/{c}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+    return sorted(c for c in set(out) if is_plugin(c))
+
+
 def _fill(config, tmp):
-    cfg = dict(config)
+    cfg = _isolate(dict(config))
     cfg.setdefault("listen", f"127.0.0.1:{free_port()}")
     cfg.setdefault("data_dir", str(tmp / "var"))
     cfg.setdefault("plugin_dirs", [str(PLUGIN_DIR)])

@@ -6,6 +6,8 @@ import re
 import threading
 import time
 
+import pytest
+
 from conftest import free_port, http_request, read_jsonl, sign, wait_until
 from engine import Node, meeting_event, node_config
 
@@ -71,8 +73,8 @@ class SlackStandIn:
             return [s for _, s, _ in self.log]
 
 
-def slack_node(tmp_path, url, delivery, admin):
-    plugins = [{"name": "slack", "module": "slack_post",
+def slack_node(tmp_path, url, delivery, admin, isolation="thread"):
+    plugins = [{"name": "slack", "module": "slack_post", "isolation": isolation,
                 "config": {"webhook_url": url, "text": "{{eventId}} {{data.id}}"},
                 "delivery": delivery}]
     cfg = node_config(tmp_path, plugins, [{"events": ["**"], "to": ["slack"]}],
@@ -118,15 +120,18 @@ def test_rate_one_per_second_never_sees_a_429(tmp_path, fake_server):
         assert node.stop() == 0
 
 
-def test_too_many_requests_holds_the_instance_without_using_attempts(tmp_path, fake_server):
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_too_many_requests_holds_the_instance_without_using_attempts(tmp_path, fake_server,
+                                                                     isolation):
     """No rate: 429s come back, each holds the whole instance for its
     Retry-After, and costs no attempt (max_attempts 2 would otherwise kill
-    them), so nothing is dead-lettered."""
+    them), so nothing is dead-lettered. In a plugin process too: the outcome
+    crosses the wire with its flags."""
     slack = SlackStandIn(fake_server)
     admin = free_port()
     node = slack_node(tmp_path, slack.server.url("/services/T0/B0/x"),
                       {"concurrency": 4, "max_attempts": 2, "backoff_initial_ms": 100,
-                       "backoff_max_ms": 200}, admin)
+                       "backoff_max_ms": 200}, admin, isolation)
     try:
         send_all(node)
         wait_until(lambda: len(slack.delivered()) == 4, 20, what="four messages")

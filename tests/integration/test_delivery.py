@@ -178,7 +178,9 @@ def test_deliver_over_timeout_is_a_failed_attempt(daemon_factory, tmp_path):
     d = daemon_factory({
         "admin_listen": f"127.0.0.1:{admin}",
         "sources": [cirrus_source()],
-        "plugins": [dict(plugin("t", out, sleep_ms=2500, sleep_attempts=1),
+        # Thread isolation's write-off (process isolation kills the child
+        # instead: test_isolation.py).
+        "plugins": [dict(plugin("t", out, sleep_ms=2500, sleep_attempts=1), isolation="thread",
                          delivery={"timeout_ms": 300, "concurrency": 1,
                                    "backoff_initial_ms": 100, "backoff_max_ms": 200})],
         "routes": [{"events": ["**"], "to": ["t"]}],

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import (cirrus_source, payload, read_jsonl, send_event, sign, wait_until,
+from conftest import (SLOW, cirrus_source, payload, read_jsonl, send_event, sign, wait_until,
                       http_request)
 
 
@@ -311,7 +311,7 @@ def test_expect_100_continue_with_curl_is_answered_at_once(daemon_factory, tmp_p
     assert "Expect: 100-continue" in p.stderr and "HTTP/1.1 100 Continue" in p.stderr, p.stderr
     assert code == "200"
     print(f"\nExpect: 100-continue, {size // 1024} KiB body: answered in {float(took) * 1000:.1f} ms")
-    assert float(took) < 0.1, took  # curl's own wait for a 100 would be 1 s
+    assert float(took) < 0.1 * SLOW, took  # curl's own wait for a 100 would be 1 s
     def complete():
         try:  # the sink may be half-way through writing a 1.5 MiB line
             return read_jsonl(tmp_path / "events.jsonl")
@@ -345,7 +345,7 @@ def test_expect_100_continue_raw(daemon_factory, tmp_path, test_ca, over_tls):
             b"X-Signature: " + sign(body).encode() + b"\r\nExpect: 100-continue\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
     s, got, took = expect_exchange(d, head, ctx)
-    assert got == b"HTTP/1.1 100 Continue\r\n\r\n" and took < 0.1, (got, took)
+    assert got == b"HTTP/1.1 100 Continue\r\n\r\n" and took < 0.1 * SLOW, (got, took)
     s.sendall(body)
     assert statuses(s.recv(65536)) == [200]
     s.close()
@@ -366,7 +366,7 @@ def test_expect_100_continue_raw(daemon_factory, tmp_path, test_ca, over_tls):
             pass
         s.close()
         got += rest
-        assert statuses(got) == [status] and b"100 Continue" not in got and took < 0.1, got
+        assert statuses(got) == [status] and b"100 Continue" not in got and took < 0.1 * SLOW, got
         assert b"Connection: close" in got
     # An expectation hookd cannot meet: 417.
     s, got, _ = expect_exchange(d, b"POST /webhooks/cirrus HTTP/1.1\r\nHost: x\r\n"

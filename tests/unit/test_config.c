@@ -1083,7 +1083,22 @@ static void test_rules_plugins(void **state) {
              "backoff_initial_ms, backoff_max_ms, timeout_ms, max_crashes, max_pending, rate, "
              "breaker)");
   expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'concurrency': " MARK "2}"),
-             "plugins[0].concurrency: unknown key (known keys: name, module, config, delivery)");
+             "plugins[0].concurrency: unknown key (known keys: name, module, config, delivery, "
+             "isolation)");
+  expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'isolation': " MARK "'container'}"),
+             "plugins[0].isolation: expected \"thread\" or \"process\", not 'container'");
+  expect_err(PLUGINS("{'name': 'p', 'module': 'm', 'isolation': " MARK "true}"),
+             "plugins[0].isolation: expected a string");
+
+  /* Thread is the default; process only when asked for. */
+  config cfg;
+  load_ok(PLUGINS("{'name': 'p', 'module': 'm'}, {'name': 'q', 'module': 'm', 'isolation': "
+                  "'process'}, {'name': 'r', 'module': 'm', 'isolation': 'thread'}"),
+          &cfg);
+  assert_int_equal(cfg.plugins[0].isolation, CONFIG_ISOLATION_THREAD);
+  assert_int_equal(cfg.plugins[1].isolation, CONFIG_ISOLATION_PROCESS);
+  assert_int_equal(cfg.plugins[2].isolation, CONFIG_ISOLATION_THREAD);
+  config_free(&cfg);
 }
 
 #define ROUTES(list) "{" SOURCES ", 'plugins': [" PL("p") ", " PL("q") "], 'routes': [" list "]}"

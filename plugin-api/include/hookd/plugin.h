@@ -11,13 +11,23 @@
  * `hookd_host_api` handed to init(); hookd exports no symbols of its own.
  *
  * Threading contract
- *   - init() and destroy() run on hookd's main thread, never concurrently with
- *     deliver() for the same instance.
+ *   - init() and destroy() run on one of hookd's control threads (at start
+ *     the main thread; a reload loads the new instances on a thread of its
+ *     own, so that a slow init never blocks hookd), never concurrently with
+ *     deliver() for the same instance. init() of a new instance may run
+ *     while deliver() of the instance it replaces still runs.
  *   - deliver() runs on a delivery worker thread owned by hookd. For one
  *     instance, at most `concurrency` calls run at once, and never two calls
  *     for events with the same order key (for Cirrus Insight: the meeting id).
  *     Events with one order key reach deliver() in the order hookd accepted
  *     them; a retried event holds back the later events of its key.
+ *   - deliver() must finish within the event's timeout_ms. A call that runs
+ *     longer is a failed attempt: hookd writes the call off, retries the
+ *     delivery later and ignores the call's result whenever it returns. It
+ *     cannot stop the thread, so such a call breaks the contract above: it
+ *     may overlap the next attempt of the same event or of its order key.
+ *     A plugin that can hang should run with "isolation": "process", where
+ *     hookd kills the call's process instead.
  *   - Every host function may be called from any thread unless it says so.
  *   - hookd never reaps child processes it did not start (it does not ignore
  *     SIGCHLD nor call waitpid(-1)), so a plugin may run and wait for its own.
@@ -436,22 +446,23 @@ typedef struct hookd_plugin {
    * empty). On success stores the instance state in *state and returns 0. On
    * failure returns non-zero, writes a one-line reason to err (errlen bytes,
    * may be left empty when a config getter already recorded the error) and
-   * must have freed what it allocated. Main thread.
-   * With declared options (ABI 1.1) *state already points to the filled
+   * must have freed what it allocated. A control thread (see the threading
+   * contract). With declared options (ABI 1.1) *state already points to the filled
    * state struct (host-owned: do not free it) and init() only checks rules
    * between options and sets up what it needs; it may be NULL. */
   int (*init)(const hookd_host_api *host, hookd_instance *self, const hookd_config *config,
               void **state, char *err, size_t errlen);
 
-  /* Delivers one event. May block (network I/O) but should respect its own
-   * timeouts: hookd logs and counts a call that overruns the instance's
-   * timeout_ms, and cannot stop it. Returns HOOKD_OK, HOOKD_RETRY (optionally
+  /* Delivers one event. May block (network I/O) but must finish within
+   * event->timeout_ms: a call that overruns it is written off as a failed
+   * attempt (see the threading contract). Returns HOOKD_OK, HOOKD_RETRY (optionally
    * with outcome->retry_after_ms) or HOOKD_FAIL, explaining failures in
    * outcome->message. Worker thread; see the threading contract above. */
   hookd_result (*deliver)(void *state, const hookd_event *event, hookd_outcome *outcome);
 
   /* Frees the instance state. Called once, after the last deliver() to the
-   * instance has returned. Main thread. May be NULL. */
+   * instance has returned (a written-off call that never returns keeps its
+   * instance alive). A control thread. May be NULL. */
   void (*destroy)(void *state);
 
   void *reserved[8]; /* zero; growth goes after it (struct_size tells) */
