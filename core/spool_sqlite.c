@@ -1928,10 +1928,7 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
     /* A key with two due heads (a continuation) is read once. */
     int seen = 0;
     for (size_t j = 0; j < h && keys[h] && !seen; j++) seen = keys[j] && !strcmp(keys[j], keys[h]);
-    if (seen) {
-      free(keys[h]);
-      continue;
-    }
+    if (seen) continue;
     sqlite3_stmt *st = keys[h] ? sp->key_rows : sp->row_by_id;
     if (keys[h]) {
       sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
@@ -1955,8 +1952,9 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
       room--;
     }
     sqlite3_reset(st);
-    free(keys[h]);
   }
+  /* Freed only now: the loop compares each key with the ones before it. */
+  for (size_t h = 0; h < nh; h++) free(keys[h]);
   mark_parked(sp, &m);
   int64_t parked = 0;
   sqlite3_bind_text(sp->count_parked, 1, l->name, -1, SQLITE_STATIC);
