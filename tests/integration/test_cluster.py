@@ -213,6 +213,7 @@ def read_sink(path):
         return starts, ends, seq
     for line in path.read_text().splitlines():
         parts = line.split()
+        assert parts[0] != "OVERLAP", f"two deliveries of {parts[1:]} at once in one node"
         if parts[0] == "START":
             starts.append((parts[1], parts[2]))
             seq.append(("S", parts[1], parts[2]))
