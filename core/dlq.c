@@ -480,13 +480,17 @@ static int collect_rows(dlq *q, sqlite3_stmt *s, size_t limit, dlq_event_row **o
   return *n >= limit || rc == SQLITE_DONE ? 0 : fail(q);
 }
 
+#define SEARCH_RECENT "100000"
+
 int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t n_sources,
                     size_t limit, dlq_event_row **out, size_t *n_out) {
   *out = NULL;
   *n_out = 0;
   if (q->pg) return not_on_pg(q, "event search");
   /* By id, one source at a time (the UNIQUE(source, event_id) index), then
-   * by order key (events_okey). */
+   * by order key among the newest SEARCH_RECENT events. An index on the
+   * order key would cost a page written at a random place for every event
+   * stored; a search on the page can afford a bounded scan. */
   sqlite3_stmt *s = NULL;
   int rc = sqlite3_prepare_v2(q->db, EVENT_COLS " FROM events WHERE source = ?1 AND event_id = ?2",
                               -1, &s, NULL);
@@ -500,7 +504,8 @@ int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t
   s = NULL;
   if (rc == SQLITE_OK) {
     rc = sqlite3_prepare_v2(q->db,
-                            EVENT_COLS " FROM events WHERE order_key = ?1 ORDER BY seq DESC",
+                            EVENT_COLS " FROM events WHERE seq > (SELECT coalesce(max(seq), 0) - "
+                            SEARCH_RECENT " FROM events) AND order_key = ?1 ORDER BY seq DESC",
                             -1, &s, NULL);
   }
   if (rc == SQLITE_OK) {

@@ -130,8 +130,6 @@ static const char schema_sql[] =
     " total INTEGER NOT NULL, queued INTEGER NOT NULL DEFAULT 0, finished_ms INTEGER);"
     "CREATE TABLE IF NOT EXISTS backfill_events(backfill INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " PRIMARY KEY(backfill, seq)) WITHOUT ROWID;"
-    /* The status page's search by order key (a meeting id). */
-    "CREATE INDEX IF NOT EXISTS events_okey ON events(order_key) WHERE order_key IS NOT NULL;"
     /* A back-fill's progress: only its own rows are in it. */
     "CREATE INDEX IF NOT EXISTS deliveries_replay ON deliveries(replay, state) "
     "WHERE replay IS NOT NULL;"
