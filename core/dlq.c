@@ -18,16 +18,6 @@ struct dlq {
   char error[256];
 };
 
-/* What the PostgreSQL spool cannot do here yet (pause, back-fill, event
- * search and detail): a clear refusal. Returns -1. */
-static int not_on_pg(dlq *q, const char *what) {
-  snprintf(q->error, sizeof q->error,
-           "%s is not available with the PostgreSQL spool yet (spool.backend \"postgres\")",
-           what);
-  q->own_error = 1;
-  return -1;
-}
-
 /* "state >= 2" beside every test on state lets SQLite use the partial index
  * deliveries_dead (dead letters and replay requests; see spool_sqlite.c). */
 static const char select_cols[] =
@@ -268,7 +258,7 @@ fail:
 /* --- pause and resume ------------------------------------------------------------- */
 
 int dlq_set_paused(dlq *q, const char *instance, int paused) {
-  if (q->pg) return not_on_pg(q, "pause and resume");
+  if (q->pg) return spool_pg_set_paused(q->pg, instance, paused, NULL);
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db,
                          "INSERT INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3) "
@@ -289,7 +279,7 @@ int dlq_get_paused(dlq *q, const char *instance, int *paused, int64_t *since_ms)
   sqlite3_stmt *s;
   *paused = 0;
   *since_ms = 0;
-  if (q->pg) return not_on_pg(q, "pause and resume");
+  if (q->pg) return spool_pg_get_paused(q->pg, instance, paused, since_ms);
   if (sqlite3_prepare_v2(q->db, "SELECT paused, changed_ms FROM instance_state WHERE instance = ?1",
                          -1, &s, NULL) != SQLITE_OK) {
     return fail(q);
@@ -339,8 +329,38 @@ static int64_t select_events(dlq *q, const dlq_filter *f, int (*each)(int64_t se
   return n;
 }
 
+/* PostgreSQL: the types received in f's window that f's pattern matches
+ * (*types NULL: no pattern, any type), and how many events they have. The
+ * patterns are the router's, so they are matched here, once per type. */
+static int64_t pg_select_types(dlq *q, const dlq_filter *f, const char ***types, size_t *n,
+                               spool_pg_type_count **all, size_t *n_all) {
+  *types = NULL;
+  *n = 0;
+  if (spool_pg_event_types(q->pg, f->since_ms, f->source, all, n_all) != 0) return -1;
+  if (f->type_pattern && (*types = calloc(*n_all + 1, sizeof **types)) == NULL) {
+    snprintf(q->error, sizeof q->error, "out of memory");
+    q->own_error = 1;
+    return -1;
+  }
+  int64_t count = 0;
+  for (size_t i = 0; i < *n_all; i++) {
+    if (f->type_pattern && router_pattern_match(f->type_pattern, (*all)[i].type) != 1) continue;
+    if (*types) (*types)[(*n)++] = (*all)[i].type;
+    count += (*all)[i].count;
+  }
+  return count;
+}
+
 int64_t dlq_backfill_count(dlq *q, const dlq_filter *f) {
-  if (q->pg) return not_on_pg(q, "hookd replay");
+  if (q->pg) {
+    const char **types;
+    spool_pg_type_count *all = NULL;
+    size_t n, n_all = 0;
+    int64_t count = pg_select_types(q, f, &types, &n, &all, &n_all);
+    free(types);
+    spool_pg_type_counts_free(all, n_all);
+    return count;
+  }
   return select_events(q, f, NULL, NULL);
 }
 
@@ -361,7 +381,19 @@ static int mark_event(int64_t seq, void *arg) {
 int64_t dlq_backfill_start(dlq *q, const char *instance, const dlq_filter *f, const char *what,
                            int64_t *total) {
   *total = 0;
-  if (q->pg) return not_on_pg(q, "hookd replay");
+  if (q->pg) {
+    const char **types;
+    spool_pg_type_count *all = NULL;
+    size_t n, n_all = 0;
+    int64_t id = pg_select_types(q, f, &types, &n, &all, &n_all);
+    if (id >= 0) {
+      q->own_error = 0;
+      id = spool_pg_backfill_start(q->pg, instance, f->since_ms, f->source, types, n, what, total);
+    }
+    free(types);
+    spool_pg_type_counts_free(all, n_all);
+    return id;
+  }
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;
   mark_ctx m = {NULL, 0};
@@ -399,7 +431,7 @@ int64_t dlq_backfill_start(dlq *q, const char *instance, const dlq_filter *f, co
 
 int dlq_backfill_progress_get(dlq *q, int64_t id, dlq_backfill_progress *out) {
   memset(out, 0, sizeof *out);
-  if (q->pg) return not_on_pg(q, "hookd replay");
+  if (q->pg) return spool_pg_backfill_progress(q->pg, id, out);
   sqlite3_stmt *s;
   /* A delivered row is deleted: what the back-fill queued and is neither
    * waiting nor dead was delivered. */
@@ -486,7 +518,7 @@ int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t
                     size_t limit, dlq_event_row **out, size_t *n_out) {
   *out = NULL;
   *n_out = 0;
-  if (q->pg) return not_on_pg(q, "event search");
+  if (q->pg) return spool_pg_find_events(q->pg, text, sources, n_sources, limit, out, n_out);
   /* By id, one source at a time (the UNIQUE(source, event_id) index), then
    * by order key among the newest SEARCH_RECENT events. An index on the
    * order key would cost a page written at a random place for every event
@@ -613,7 +645,7 @@ static int read_deliveries(dlq *q, dlq_event_detail *d) {
 
 int dlq_event_detail_get(dlq *q, const char *source, const char *event_id, dlq_event_detail *out) {
   memset(out, 0, sizeof *out);
-  if (q->pg) return not_on_pg(q, "the event detail");
+  if (q->pg) return spool_pg_event_detail(q->pg, source, event_id, out);
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db,
                          EVENT_COLS ", content_type, coalesce(headers, ''), body FROM events "

@@ -23,17 +23,35 @@
 #include "runslots.h"
 
 /*
- * Tables (schema version 1), all named hookd_* so that the database may be
+ * Tables (schema version 2), all named hookd_* so that the database may be
  * shared with other applications:
  *   hookd_meta(key, value)          schema_version
- *   hookd_events(seq, source, event_id, ..., body, done_ms)
- *                                   UNIQUE (source, event_id) is the dedup
+ *   hookd_events(seq, source, event_id, ..., body, done_ms, headers)
+ *                                   UNIQUE (source, event_id) is the dedup;
+ *                                   headers: the request's, masked (status page)
  *   hookd_deliveries(id, seq, instance, order_key, state, attempt, crashes,
  *                    started, head, next_ms, lease_owner, lease_until,
- *                    last_error, updated_ms)    one per (event, plugin instance)
+ *                    last_error, updated_ms, tries, replay)
+ *                                   one per (event, plugin instance); tries
+ *                                   counts the calls kept in hookd_attempts,
+ *                                   replay is the back-fill that made it
  *   hookd_nodes(id, name, started_ms, seen_ms)   the nodes that run now
  *   hookd_instances(instance, paused, circuit_open_until, updated_ms)
- *                                   per-instance state shared by the nodes
+ *                                   per-instance state shared by the nodes:
+ *                                   `hookd pause` (updated_ms: since when);
+ *                                   circuit_open_until is not used yet
+ *   hookd_attempts(seq, instance, slot, attempt, started_ms, took_ms, outcome,
+ *                  status, answer, message)
+ *                                   what each deliver() call came to, slot
+ *                                   (tries - 1) % SPOOL_ATTEMPTS_KEPT of the
+ *                                   (event, instance); pruned with the event
+ *   hookd_backfills(id, instance, what, created_ms, total, queued, finished_ms)
+ *   hookd_backfill_events(backfill, seq)
+ *                                   `hookd replay`: the CLI picks the events,
+ *                                   any node's writer turns them into
+ *                                   deliveries a batch at a time (one node at
+ *                                   a time), in seq order, under the keys'
+ *                                   locks, and forgets the rows it turned
  * A delivery's state is 0 pending, 1 done or 2 dead. A pending delivery is
  * held by a node while lease_until (the server's clock, ms) is in the
  * future; lease_until 0 means released. `started` says attempt + 1 began
@@ -47,7 +65,7 @@
  * the key's advisory lock (all its keys, in one order, before anything
  * else), so that two nodes never both think they hold a key's head.
  */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define ST_PENDING 0
 #define ST_DONE 1
 #define ST_DEAD 2
@@ -69,6 +87,10 @@
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 2000
 #define NOTIFY_CHANNEL "hookd_spool"
+/* The payload of a NOTIFY after a change of hookd_instances (pause). */
+#define NOTIFY_STATES "instances"
+/* The claimer reloads hookd_instances at least this often. */
+#define STATES_MS 1000
 /* At most one NOTIFY per this many ms from one node (send_batch). */
 #define NOTIFY_MIN_MS 10
 /* Deliveries remembered as taken over by another node, until released. */
@@ -113,6 +135,29 @@ static const char schema_sql[] =
     " paused boolean NOT NULL DEFAULT false, circuit_open_until bigint NOT NULL DEFAULT 0,"
     " updated_ms bigint NOT NULL);";
 
+/* Version 2 (pause, attempt history, back-fills, event search and detail):
+ * run on a new database after schema_sql, and as the migration of a
+ * version 1 one (ADD COLUMN with a constant default rewrites nothing). */
+static const char schema_v2_sql[] =
+    "ALTER TABLE hookd_events ADD COLUMN IF NOT EXISTS headers text;"
+    "ALTER TABLE hookd_deliveries ADD COLUMN IF NOT EXISTS tries integer NOT NULL DEFAULT 0;"
+    "ALTER TABLE hookd_deliveries ADD COLUMN IF NOT EXISTS replay bigint;"
+    "CREATE TABLE IF NOT EXISTS hookd_attempts(seq bigint NOT NULL, instance text NOT NULL,"
+    " slot integer NOT NULL, attempt integer NOT NULL, started_ms bigint NOT NULL,"
+    " took_ms bigint NOT NULL, outcome text NOT NULL, status integer NOT NULL DEFAULT 0,"
+    " answer text, message text, PRIMARY KEY (seq, instance, slot));"
+    "CREATE TABLE IF NOT EXISTS hookd_backfills(id bigserial PRIMARY KEY, instance text NOT NULL,"
+    " what text NOT NULL, created_ms bigint NOT NULL, total bigint NOT NULL DEFAULT 0,"
+    " queued bigint NOT NULL DEFAULT 0, finished_ms bigint);"
+    "CREATE TABLE IF NOT EXISTS hookd_backfill_events(backfill bigint NOT NULL,"
+    " seq bigint NOT NULL, PRIMARY KEY (backfill, seq));"
+    /* A back-fill's progress; rows of no back-fill are not in it. */
+    "CREATE INDEX IF NOT EXISTS hookd_deliveries_replay ON hookd_deliveries(replay, state)"
+    " WHERE replay IS NOT NULL;"
+    /* Search by order key (a meeting id) on the status page. */
+    "CREATE INDEX IF NOT EXISTS hookd_events_okey ON hookd_events(order_key)"
+    " WHERE order_key IS NOT NULL;";
+
 /* The first half of the two-int advisory lock of an order key ("hk"); the
  * second is hashtext(key). */
 #define KEY_LOCK_CLASS "26731"
@@ -125,23 +170,23 @@ static const char schema_sql[] =
 static const struct {
   const char *name, *sql;
   int n;
-  Oid types[8];
+  Oid types[10];
 } writer_stmts[] = {
     /* A new delivery heads its key when the key has no other pending one: a
      * probe with LIMIT 1 (NOT EXISTS may be planned as a hash of the key's
      * whole backlog, once per store). */
     {"store",
      "WITH e AS (INSERT INTO hookd_events(source, event_id, type, order_key, content_type,"
-     " received_ms, body, done_ms) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-     " CASE WHEN cardinality($8::text[]) = 0 THEN $6 END)"
+     " received_ms, body, done_ms, headers) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+     " CASE WHEN cardinality($8::text[]) = 0 THEN $6 END, $9)"
      " ON CONFLICT (source, event_id) DO NOTHING RETURNING seq),"
      " d AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms, updated_ms, head)"
      " SELECT e.seq, i.name, $4, $6, $6, $4 IS NULL OR (SELECT 1 FROM hookd_deliveries p"
      " WHERE p.instance = i.name AND p.order_key = $4 AND p.state = 0 LIMIT 1) IS NULL"
      " FROM e, unnest($8::text[]) WITH ORDINALITY AS i(name, n) ORDER BY i.n)"
      " SELECT seq FROM e",
-     8,
-     {25, 25, 25, 25, 25, 20, 17, 1009}},
+     9,
+     {25, 25, 25, 25, 25, 20, 17, 1009, 25}},
     {"start",
      "UPDATE hookd_deliveries SET started = true WHERE id = ANY($1::int8[]) AND lease_owner = $2"
      " AND state = 0 RETURNING id",
@@ -151,20 +196,35 @@ static const struct {
      * pending one (the snapshot still shows it pending: hence id <> $1). */
     {"settle",
      "WITH s AS (UPDATE hookd_deliveries SET state = $2, attempt = $3, crashes = $4,"
-     " next_ms = $5, last_error = $6, started = false, lease_until = 0, updated_ms = $7"
-     " WHERE id = $1 AND lease_owner = $8 RETURNING instance, order_key, state),"
+     " next_ms = $5, last_error = $6, started = false, lease_until = 0, updated_ms = $7,"
+     " tries = $9 WHERE id = $1 AND lease_owner = $8 RETURNING instance, order_key, state),"
      " n AS (UPDATE hookd_deliveries SET head = true WHERE id = (SELECT x.id FROM"
      " hookd_deliveries x, s WHERE s.state <> 0 AND s.order_key IS NOT NULL AND"
      " x.instance = s.instance AND x.order_key = s.order_key AND x.state = 0 AND x.id <> $1"
      " ORDER BY x.seq LIMIT 1))"
      " SELECT count(*) FROM s",
-     8,
-     {20, 21, 23, 23, 20, 25, 20, 25}},
+     9,
+     {20, 21, 23, 23, 20, 25, 20, 25, 23}},
     {"unstart",
-     "UPDATE hookd_deliveries SET started = false, attempt = $2, next_ms = $3"
+     "UPDATE hookd_deliveries SET started = false, attempt = $2, next_ms = $3, tries = $5"
      " WHERE id = $1 AND lease_owner = $4",
-     4,
-     {20, 23, 20, 25}},
+     5,
+     {20, 23, 20, 25, 23}},
+    /* A batch's attempt rows in one statement; of two for one slot (never
+     * in practice) the later wins. */
+    {"attempts",
+     "INSERT INTO hookd_attempts AS a(seq, instance, slot, attempt, started_ms, took_ms, outcome,"
+     " status, answer, message) SELECT DISTINCT ON (seq, instance, slot) seq, instance, slot,"
+     " attempt, started_ms, took_ms, outcome, status, nullif(answer, ''), nullif(message, '')"
+     " FROM unnest($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::int8[], $6::int8[],"
+     " $7::text[], $8::int4[], $9::text[], $10::text[]) WITH ORDINALITY AS x(seq, instance, slot,"
+     " attempt, started_ms, took_ms, outcome, status, answer, message, n)"
+     " ORDER BY seq, instance, slot, n DESC ON CONFLICT (seq, instance, slot) DO UPDATE SET"
+     " attempt = excluded.attempt, started_ms = excluded.started_ms, took_ms = excluded.took_ms,"
+     " outcome = excluded.outcome, status = excluded.status, answer = excluded.answer,"
+     " message = excluded.message",
+     10,
+     {1016, 1009, 1007, 1007, 1016, 1016, 1009, 1007, 1009, 1009}},
     {"evdone",
      "UPDATE hookd_events e SET done_ms = $2 WHERE e.seq = ANY($1::int8[]) AND e.done_ms IS NULL"
      " AND NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1)",
@@ -180,26 +240,23 @@ static const struct {
 };
 
 /* Prepared on the claimer's connection: the due heads of a lane that hold
- * no live lease. SKIP LOCKED leaves rows another node is claiming right now
- * to that node.
- *
- * Hook for `hookd pause|resume` (not in hookd yet): the instance's state is
- * to live in hookd_instances (paused, circuit_open_until), shared by the
- * nodes; a paused instance's claims then add "AND NOT EXISTS (SELECT 1 FROM
- * hookd_instances i WHERE i.instance = $1 AND i.paused)" and resume NOTIFYs
- * the nodes. Replay of stored events (`hookd replay`) inserts new pending
- * deliveries under the keys' locks, as store does. */
+ * no live lease, unless the instance is paused (`hookd pause`: its row in
+ * hookd_instances, the cluster-wide truth; the lanes' own flag, which each
+ * node reloads on a NOTIFY and every second, only spares the query). SKIP
+ * LOCKED leaves rows another node is claiming right now to that node. */
 static const char claim_sql[] =
     "WITH t AS (SELECT " SQL_NOW
     " AS now),"
     " c AS (SELECT d.id, d.started AS was_started FROM hookd_deliveries d, t"
     "  WHERE d.instance = $1 AND d.state = 0 AND d.head AND d.next_ms <= t.now"
-    "  AND d.lease_until <= t.now ORDER BY d.next_ms, d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
+    "  AND d.lease_until <= t.now AND NOT EXISTS (SELECT 1 FROM hookd_instances i"
+    "  WHERE i.instance = $1 AND i.paused)"
+    "  ORDER BY d.next_ms, d.seq LIMIT $2 FOR UPDATE OF d SKIP LOCKED)"
     " UPDATE hookd_deliveries u SET lease_owner = $3, lease_until = t.now + $4,"
     "  crashes = u.crashes + u.started::int, started = false"
     " FROM c, t, hookd_events e WHERE u.id = c.id AND e.seq = u.seq"
     " RETURNING u.id, u.seq, u.attempt, u.crashes, u.next_ms, e.source, e.event_id, e.type,"
-    "  e.order_key, e.content_type, e.received_ms, e.body, c.was_started";
+    "  e.order_key, e.content_type, e.received_ms, e.body, c.was_started, u.tries";
 
 /* --- objects ------------------------------------------------------------------------ */
 
@@ -225,6 +282,9 @@ struct pg_lane {
   atomic_uint_fast64_t pending;  /* unfinished deliveries, all nodes (housekeeping + stores) */
   atomic_int_fast64_t retry_due; /* earliest retry settled here, for the claimer's timer */
   atomic_int_fast64_t oldest_ms; /* accept time of the oldest unfinished delivery, 0: none */
+  atomic_int paused;             /* `hookd pause` (hookd_instances): claims return nothing */
+  atomic_int_fast64_t paused_ms; /* since when (Unix ms) */
+  int state_seen;                /* scratch of load_states (claimer thread) */
 };
 
 /* One store() on its way through the writer. */
@@ -243,16 +303,23 @@ typedef struct store_req {
   struct store_req *all_next; /* the loop's list of unanswered requests */
 } store_req;
 
-typedef enum { OP_START, OP_SETTLE, OP_UNSTART } op_kind;
+/* OP_ATTEMPT: a row of hookd_attempts (record_attempt); error[] holds the
+ * outcome, and answer, message and instance follow it in the allocation. */
+typedef enum { OP_START, OP_SETTLE, OP_UNSTART, OP_ATTEMPT } op_kind;
 
 typedef struct op {
   op_kind kind;
   int64_t id, seq;
   int state;
   uint32_t attempt, crashes;
+  uint32_t tries; /* the delivery's calls kept in hookd_attempts */
   int64_t next_ms;
   int notify;      /* the outcome may let another delivery run: NOTIFY the nodes */
   const char *key; /* the event's order key (in error[]'s allocation), or NULL */
+  /* OP_ATTEMPT only. */
+  int64_t started_ms, took_ms;
+  int32_t status;
+  const char *answer, *message, *instance;
   struct op *next;
   char error[]; /* may be empty */
 } op;
@@ -294,6 +361,12 @@ struct pg_spool {
   int claimer_started;
   int kick_fd; /* eventfd: a lane has room, or stop */
   atomic_int kicked;
+  atomic_int states_changed; /* a NOTIFY said hookd_instances changed */
+  /* pause() against load_states(): states_gen is odd while a pause() is
+   * on its way, and moves when it ends; a load that saw it move (or odd)
+   * applies nothing, since it may have read the state before the change. */
+  pthread_mutex_t states_mu;
+  unsigned states_gen;
 
   /* State and numbers, any thread. */
   atomic_int down; /* the writer has no connection */
@@ -427,6 +500,19 @@ static int prepare_all(PGconn *c, int writer, char *err, size_t errlen) {
 
 /* --- schema -------------------------------------------------------------------------- */
 
+/* Version 1 to 2 (inside ensure_schema's transaction). 0 or SPOOL_EFAIL. */
+static int migrate_v2(PGconn *c, char *err, size_t errlen) {
+  char why[512] = "";
+  if (exec_ok(c, schema_v2_sql, why, sizeof why) != 0 ||
+      exec_ok(c, "UPDATE hookd_meta SET value = '2' WHERE key = 'schema_version'", why,
+              sizeof why) != 0) {
+    snprintf(err, errlen, "cannot upgrade the spool from schema version 1 to 2: %s", why);
+    return SPOOL_EFAIL;
+  }
+  log_write(LOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version 1 to 2");
+  return 0;
+}
+
 /* Creates the schema in a new database, or checks the version of an
  * existing one. Nodes starting at once serialise on an advisory lock. A
  * version newer than this hookd's is refused before anything is touched.
@@ -469,15 +555,21 @@ static int ensure_schema(PGconn *c, char *err, size_t errlen) {
                "hookd spool, or a damaged one");
       rc = SPOOL_EDAMAGED;
     }
-    /* Version 1 is the only one so far: later versions migrate from here,
-     * one step at a time, inside this transaction. */
+    /* Older versions migrate here, one step at a time, inside this
+     * transaction (nodes of the older version that still run keep working:
+     * a step only adds). */
+    if (rc == 0 && v < 2) rc = migrate_v2(c, err, errlen);
   }
   if (rc == 0 && !exists && exec_ok(c, schema_sql, why, sizeof why) != 0) {
     snprintf(err, errlen, "cannot create the spool tables: %s", why);
     rc = SPOOL_EFAIL;
   }
+  if (rc == 0 && !exists && exec_ok(c, schema_v2_sql, why, sizeof why) != 0) {
+    snprintf(err, errlen, "cannot create the spool tables: %s", why);
+    rc = SPOOL_EFAIL;
+  }
   if (rc == 0 && !exists &&
-      exec_ok(c, "INSERT INTO hookd_meta(key, value) VALUES ('schema_version', '1')", why,
+      exec_ok(c, "INSERT INTO hookd_meta(key, value) VALUES ('schema_version', '2')", why,
               sizeof why) != 0) {
     snprintf(err, errlen, "%s", why);
     rc = SPOOL_EFAIL;
@@ -619,6 +711,22 @@ static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
   out->pending = atomic_load(&l->pending);
   out->oldest_ms = atomic_load(&l->oldest_ms);
   out->saturated = l->cfg.max_pending && out->pending >= l->cfg.max_pending;
+  out->paused = atomic_load(&l->paused);
+  out->paused_ms = out->paused ? atomic_load(&l->paused_ms) : 0;
+}
+
+/* Sets a lane's pause as stored in hookd_instances; a resume wakes every
+ * worker of its owner (what waits in the window runs, in order) and the
+ * claimer (what waits in the database is claimed). */
+static void lane_set_paused(pg_lane *l, int paused, int64_t since) {
+  atomic_store(&l->paused_ms, since);
+  if (atomic_exchange(&l->paused, paused) == paused || paused) return;
+  pthread_mutex_lock(&l->mu);
+  spool_wake_fn wake = l->wake;
+  void *data = l->wake_data;
+  if (wake) wake(data, SIZE_MAX);
+  pthread_mutex_unlock(&l->mu);
+  kick(l->sp);
 }
 
 /* A due delivery from the window; the window only ever holds heads of
@@ -631,6 +739,13 @@ static delivery *pg_claim(spool_lane *lane, const void *owner, int64_t now_ms, i
   if (l->owner != owner) {
     pthread_mutex_unlock(&l->mu);
     *next_ms = -1;
+    return NULL;
+  }
+  if (atomic_load(&l->paused)) {
+    /* Paused: what it claimed waits in the window, leased, in order, and
+     * nothing more is claimed until a resume wakes the owner. */
+    pthread_mutex_unlock(&l->mu);
+    *next_ms = INT64_MAX;
     return NULL;
   }
   size_t best = WINDOW;
@@ -663,6 +778,45 @@ static pg_lane *lane_forget(const delivery *d) {
 
 /* --- the writer's queue ---------------------------------------------------------------- */
 
+/* 1 when s is valid UTF-8. PostgreSQL refuses a text parameter that is
+ * not (the database's encoding is UTF8), and one such string would fail
+ * the whole batch it rides in. */
+static int utf8_valid(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 && *p >= 0xc2 ? 1 : (*p & 0xf0) == 0xe0 ? 2
+            : (*p & 0xf8) == 0xf0 && *p <= 0xf4 ? 3 : -1;
+    if (n < 0) return 0;
+    for (int i = 1; i <= n; i++) {
+      if ((p[i] & 0xc0) != 0x80) return 0;
+    }
+    /* Overlong three-byte forms, surrogates, and past U+10FFFF. */
+    if (n == 2 && ((*p == 0xe0 && p[1] < 0xa0) || (*p == 0xed && p[1] >= 0xa0))) return 0;
+    if (n == 3 && ((*p == 0xf0 && p[1] < 0x90) || (*p == 0xf4 && p[1] >= 0x90))) return 0;
+    p += n + 1;
+  }
+  return 1;
+}
+
+/* Makes s valid UTF-8 in place: each byte of a bad sequence becomes '?'
+ * (texts others wrote: a destination's answer cut at a byte limit, a
+ * plugin's message, a header value). */
+static void utf8_clean(char *s) {
+  if (utf8_valid(s)) return;
+  for (unsigned char *p = (unsigned char *)s; *p;) {
+    char one[5] = {0};
+    size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : 4;
+    for (size_t i = 0; i < n && p[i]; i++) one[i] = (char)p[i];
+    if (*p < 0x80) {
+      p++;
+    } else if (strlen(one) == n && utf8_valid(one)) {
+      p += n;
+    } else {
+      *p++ = '?';
+    }
+  }
+}
+
 static op *op_new(op_kind kind, const delivery *d, int state, const char *error) {
   size_t el = error ? strlen(error) : 0;
   const char *key = d->ev->order_key;
@@ -676,8 +830,10 @@ static op *op_new(op_kind kind, const delivery *d, int state, const char *error)
   o->state = state;
   o->attempt = d->attempt;
   o->crashes = d->crashes;
+  o->tries = d->tries;
   o->next_ms = d->due_ms;
   memcpy(o->error, error ? error : "", el + 1);
+  utf8_clean(o->error);
   return o;
 }
 
@@ -783,11 +939,52 @@ static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *e
   delivery_free(d);
 }
 
+/* Keeps one call's result (a row of hookd_attempts), riding in the next
+ * commit like an outcome; slot (tries - 1) % SPOOL_ATTEMPTS_KEPT, so an
+ * (event, instance) keeps its latest calls. tries goes to the delivery's
+ * row with its outcome (settle, release). */
+static void pg_record_attempt(spool *base, delivery *d, const spool_attempt *a) {
+  pg_spool *sp = (pg_spool *)base;
+  const pg_lane *l = d->lane;
+  const char *answer = a->answer ? a->answer : "", *message = a->message ? a->message : "";
+  const char *inst = l ? l->name : "";
+  size_t lo = strlen(a->outcome), la = strlen(answer), lm = strlen(message), li = strlen(inst);
+  op *o = calloc(1, sizeof *o + lo + la + lm + li + 4);
+  if (o == NULL) return; /* the page misses a row; nothing else does */
+  d->tries++;
+  o->kind = OP_ATTEMPT;
+  o->id = (int64_t)d->spool_id;
+  o->seq = (int64_t)d->ev->seq;
+  o->tries = d->tries;
+  o->attempt = a->attempt;
+  o->started_ms = a->started_ms;
+  o->took_ms = a->took_ms;
+  o->status = a->status;
+  char *p = o->error;
+  memcpy(p, a->outcome, lo + 1);
+  o->answer = memcpy(p + lo + 1, answer, la + 1);
+  o->message = memcpy(p + lo + la + 2, message, lm + 1);
+  o->instance = memcpy(p + lo + la + lm + 3, inst, li + 1);
+  utf8_clean(o->error);
+  utf8_clean((char *)o->answer);
+  utf8_clean((char *)o->message);
+  push_op(sp, o, 0);
+}
+
 /* --- the writer: one pipeline, one transaction per batch ------------------------------- */
 
 typedef enum { BATCH_OK = 0, BATCH_SQL = -1, BATCH_LOST = -2 } batch_rc;
 
-typedef enum { S_LOCK, S_STORE, S_START, S_SETTLE, S_UNSTART, S_EVDONE, S_NOTIFY } sent_kind;
+typedef enum {
+  S_LOCK,
+  S_STORE,
+  S_START,
+  S_SETTLE,
+  S_UNSTART,
+  S_EVDONE,
+  S_NOTIFY,
+  S_ATTEMPTS
+} sent_kind;
 
 typedef struct sent {
   sent_kind kind;
@@ -808,27 +1005,96 @@ static int send_store(pg_spool *sp, store_req *r) {
   char received[24];
   const event *ev = r->ev;
   snprintf(received, sizeof received, "%lld", (long long)ev->received_ms);
-  const char *v[8] = {ev->source,       ev->id,   ev->type, ev->order_key,
-                      ev->content_type, received, ev->body, r->lanes_lit};
-  int len[8] = {0, 0, 0, 0, 0, 0, (int)ev->body_len, 0};
-  int fmt[8] = {0, 0, 0, 0, 0, 0, 1, 0};
-  return PQsendQueryPrepared(sp->wconn, "store", 8, v, len, fmt, 0);
+  /* The masked headers as text: a header value that is not UTF-8 (HTTP
+   * allows other bytes) is shown with '?' rather than failing the store. */
+  char *headers = ev->headers && !utf8_valid(ev->headers) ? strdup(ev->headers) : NULL;
+  if (headers) utf8_clean(headers);
+  const char *v[9] = {ev->source,       ev->id,   ev->type, ev->order_key,
+                      ev->content_type, received, ev->body, r->lanes_lit,
+                      headers ? headers : ev->headers};
+  int len[9] = {0, 0, 0, 0, 0, 0, (int)ev->body_len, 0, 0};
+  int fmt[9] = {0, 0, 0, 0, 0, 0, 1, 0, 0};
+  int ok = PQsendQueryPrepared(sp->wconn, "store", 9, v, len, fmt, 0);
+  free(headers);
+  return ok;
 }
 
 static int send_settle(pg_spool *sp, const op *o, const char *now) {
-  char id[24], state[8], attempt[16], crashes[16], next[24];
+  char id[24], state[8], attempt[16], crashes[16], next[24], tries[16];
   snprintf(id, sizeof id, "%lld", (long long)o->id);
   snprintf(state, sizeof state, "%d", o->state);
   snprintf(attempt, sizeof attempt, "%u", o->attempt);
   snprintf(crashes, sizeof crashes, "%u", o->crashes);
   snprintf(next, sizeof next, "%lld", (long long)o->next_ms);
+  snprintf(tries, sizeof tries, "%u", o->tries);
   if (o->kind == OP_UNSTART) {
-    const char *v[4] = {id, attempt, next, sp->node_id};
-    return PQsendQueryPrepared(sp->wconn, "unstart", 4, v, NULL, NULL, 0);
+    const char *v[5] = {id, attempt, next, sp->node_id, tries};
+    return PQsendQueryPrepared(sp->wconn, "unstart", 5, v, NULL, NULL, 0);
   }
-  const char *v[8] = {id,  state,      attempt, crashes, next, o->error[0] ? o->error : NULL,
-                      now, sp->node_id};
-  return PQsendQueryPrepared(sp->wconn, "settle", 8, v, NULL, NULL, 0);
+  const char *v[9] = {id,  state,       attempt, crashes, next, o->error[0] ? o->error : NULL,
+                      now, sp->node_id, tries};
+  return PQsendQueryPrepared(sp->wconn, "settle", 9, v, NULL, NULL, 0);
+}
+
+/* A growing array literal for one parameter of "attempts". */
+typedef struct arr {
+  char *buf;
+  size_t len, cap;
+  int oom;
+} arr;
+
+static void arr_text(arr *a, const char *s) {
+  if (a->len == 0) a->len = 1; /* room for the brace */
+  a->oom |= lit_append(&a->buf, &a->len, &a->cap, s);
+}
+
+static void arr_num(arr *a, long long v) {
+  char num[24];
+  snprintf(num, sizeof num, "%lld", v);
+  arr_text(a, num); /* "12" is a valid element of a number array */
+}
+
+/* "{...}", or NULL when out of memory. */
+static const char *arr_end(arr *a) {
+  if (a->oom || a->buf == NULL) return NULL;
+  a->buf[0] = '{';
+  a->buf[a->len] = '}';
+  a->buf[a->len + 1] = 0;
+  return a->buf;
+}
+
+/* The batch's attempt rows as one statement. 1 when sent, 0 when there are
+ * none, -1 when the connection broke or memory ran out. */
+static int send_attempts(pg_spool *sp, batch *b) {
+  arr col[10];
+  memset(col, 0, sizeof col);
+  int n = 0;
+  for (op *o = b->ops; o; o = o->next) {
+    if (o->kind != OP_ATTEMPT) continue;
+    arr_num(&col[0], o->seq);
+    arr_text(&col[1], o->instance);
+    arr_num(&col[2], (long long)((o->tries - 1) % SPOOL_ATTEMPTS_KEPT));
+    arr_num(&col[3], o->attempt);
+    arr_num(&col[4], o->started_ms);
+    arr_num(&col[5], o->took_ms);
+    arr_text(&col[6], o->error);
+    arr_num(&col[7], o->status);
+    arr_text(&col[8], o->answer);
+    arr_text(&col[9], o->message);
+    n++;
+  }
+  int rc = 0;
+  if (n > 0) {
+    const char *v[10];
+    rc = 1;
+    for (int i = 0; i < 10; i++) {
+      if ((v[i] = arr_end(&col[i])) == NULL) rc = -1;
+    }
+    if (rc == 1 && !PQsendQueryPrepared(sp->wconn, "attempts", 10, v, NULL, NULL, 0)) rc = -1;
+    if (rc == 1) b->list[b->n++] = (sent){S_ATTEMPTS, NULL};
+  }
+  for (int i = 0; i < 10; i++) free(col[i].buf);
+  return rc;
 }
 
 /* Whether o moves its key's head (a done or dead delivery with a key). */
@@ -902,12 +1168,13 @@ static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
     b->list[b->n++] = (sent){S_START, NULL};
   }
   for (op *o = b->ops; ok && o; o = o->next) {
-    if (o->kind == OP_START) continue;
+    if (o->kind == OP_START || o->kind == OP_ATTEMPT) continue;
     ok = send_settle(sp, o, now);
     b->list[b->n++] = (sent){o->kind == OP_UNSTART ? S_UNSTART : S_SETTLE, o};
     if (o->kind == OP_SETTLE && o->state == ST_DONE) dones[n_done++] = o->seq;
     notify |= o->kind == OP_SETTLE && o->notify;
   }
+  if (ok) ok = send_attempts(sp, b) >= 0;
   if (ok && n_done) {
     char *lit = ids_literal(dones, n_done);
     const char *v[2] = {lit, now};
@@ -1176,11 +1443,15 @@ static void prune(pg_spool *sp) {
         "WITH p AS (SELECT seq FROM hookd_events WHERE done_ms IS NOT NULL AND done_ms < $1 "
         "ORDER BY done_ms LIMIT 500 FOR UPDATE SKIP LOCKED), "
         "dd AS (DELETE FROM hookd_deliveries WHERE seq IN (SELECT seq FROM p)), "
+        "da AS (DELETE FROM hookd_attempts WHERE seq IN (SELECT seq FROM p)), "
         "de AS (DELETE FROM hookd_events WHERE seq IN (SELECT seq FROM p) RETURNING 1) "
         "SELECT count(*) FROM de",
         1, p, 0);
     if (n < PRUNE_BATCH) break;
   }
+  /* Back-fills are kept for their progress as long as their events. */
+  PQclear(PQexecParams(sp->wconn, "DELETE FROM hookd_backfills WHERE finished_ms < $1::int8", 1,
+                       NULL, p, NULL, NULL, 0));
 }
 
 /* Renews this node's leases and its row in hookd_nodes. */
@@ -1247,8 +1518,126 @@ static void repair_heads(pg_spool *sp) {
   free(buf);
 }
 
+/* Back-fills (`hookd replay`) become deliveries a batch at a time: at most
+ * this many per transaction, and this many batches (or BACKFILL_TURN_MS)
+ * per housekeeping turn, so that the writer's stores wait little. */
+#define BACKFILL_BATCH "500"
+#define BACKFILL_BATCHES 8
+#define BACKFILL_TURN_MS 200
+/* The advisory lock that lets one node at a time work on back-fills
+ * (batches of one back-fill must go in seq order). */
+#define BACKFILL_LOCK "26732, 0"
+
+/* Runs one statement of the back-fill's transaction: its result (tuples or
+ * done), or NULL after logging why and rolling back. */
+static PGresult *bf_step(pg_spool *sp, const char *sql, int n, const char *const *v,
+                         const char *instance, int64_t id) {
+  PGresult *r = PQexecParams(sp->wconn, sql, n, NULL, v, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+  char why[256];
+  snprintf(why, sizeof why, "%s", PQresultErrorMessage(r));
+  one_line(why);
+  PQclear(r);
+  log_write(LOG_ERROR, &(log_ctx){.instance = instance}, "spool: back-fill %lld failed: %s",
+            (long long)id, why);
+  PQclear(PQexec(sp->wconn, "ROLLBACK"));
+  return NULL;
+}
+
+/* One batch of the oldest unfinished back-fill: its next events (in seq
+ * order) become pending deliveries of its instance, under their keys'
+ * locks, each key's first one its head when the key has no pending
+ * delivery of that instance (as store does); the events are open again
+ * (not pruned while a delivery waits). Returns how many deliveries it
+ * made, 0 when there is nothing to do here (none, or another node works
+ * on it), -1 on error. */
+static int64_t backfill_batch(pg_spool *sp) {
+  PGresult *r = PQexec(sp->wconn,
+                       "BEGIN; SELECT b.id, b.instance FROM hookd_backfills b WHERE"
+                       " b.finished_ms IS NULL AND pg_try_advisory_xact_lock(" BACKFILL_LOCK ")"
+                       " ORDER BY b.id LIMIT 1");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+    PQclear(r);
+    PQclear(PQexec(sp->wconn, "ROLLBACK"));
+    return 0;
+  }
+  int64_t id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+  char ids[24], now[24], *instance = strdup(PQgetvalue(r, 0, 1));
+  PQclear(r);
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[3] = {ids, instance, now};
+  if (instance == NULL) {
+    PQclear(PQexec(sp->wconn, "ROLLBACK"));
+    return -1;
+  }
+  PGresult *locks = bf_step(
+      sp,
+      "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS ", h)) FROM (SELECT DISTINCT"
+      " hashtext(e.order_key) AS h FROM (SELECT seq FROM hookd_backfill_events WHERE backfill ="
+      " $1::int8 ORDER BY seq LIMIT " BACKFILL_BATCH ") b JOIN hookd_events e ON e.seq = b.seq"
+      " WHERE e.order_key IS NOT NULL ORDER BY 1) s",
+      1, v, instance, id);
+  r = locks ? bf_step(sp,
+                      "WITH b AS (DELETE FROM hookd_backfill_events WHERE backfill = $1::int8 AND"
+                      " seq IN (SELECT seq FROM hookd_backfill_events WHERE backfill = $1::int8"
+                      " ORDER BY seq LIMIT " BACKFILL_BATCH ") RETURNING seq),"
+                      " ev AS (UPDATE hookd_events e SET done_ms = NULL FROM b WHERE e.seq = b.seq"
+                      " RETURNING e.seq, e.order_key),"
+                      " ins AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms,"
+                      " updated_ms, head, replay, tries) SELECT ev.seq, $2, ev.order_key,"
+                      " $3::int8, $3::int8, ev.order_key IS NULL OR (row_number() OVER (PARTITION"
+                      " BY ev.order_key ORDER BY ev.seq) = 1 AND NOT EXISTS (SELECT 1 FROM"
+                      " hookd_deliveries p WHERE p.instance = $2 AND p.order_key = ev.order_key"
+                      " AND p.state = 0)), $1::int8, (SELECT count(*) FROM hookd_attempts a WHERE"
+                      " a.seq = ev.seq AND a.instance = $2) FROM ev ORDER BY ev.seq RETURNING 1),"
+                      " u AS (UPDATE hookd_backfills SET queued = queued + (SELECT count(*) FROM"
+                      " ins), finished_ms = CASE WHEN (SELECT count(*) FROM hookd_backfill_events"
+                      " x WHERE x.backfill = $1::int8) = (SELECT count(*) FROM b) THEN $3::int8"
+                      " END WHERE id = $1::int8 RETURNING finished_ms IS NOT NULL AS finished)"
+                      " SELECT (SELECT count(*) FROM ins), (SELECT finished FROM u),"
+                      " pg_notify('" NOTIFY_CHANNEL "', '')",
+                      3, v, instance, id)
+        : NULL;
+  PQclear(locks);
+  int64_t made = -1;
+  if (r && PQntuples(r) == 1) {
+    made = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    int finished = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    PGresult *c = bf_step(sp, "COMMIT", 0, NULL, instance, id);
+    if (c == NULL) made = -1;
+    PQclear(c);
+    if (made >= 0 && finished) {
+      log_write(LOG_INFO, &(log_ctx){.instance = instance},
+                "spool: back-fill %lld queued all its deliveries", (long long)id);
+    }
+    /* A back-fill whose events were all pruned made nothing but is
+     * finished: the next one may follow in the same turn. */
+    if (made == 0 && finished) made = 1;
+  } else if (r) {
+    PQclear(PQexec(sp->wconn, "ROLLBACK"));
+  }
+  PQclear(r);
+  free(instance);
+  return made;
+}
+
+/* Up to BACKFILL_BATCHES batches, on any node; this node's claimer is
+ * woken for what it made (the others by the NOTIFY). */
+static void take_backfills(pg_spool *sp) {
+  int64_t until = mono() + BACKFILL_TURN_MS;
+  int made = 0;
+  for (int i = 0; i < BACKFILL_BATCHES && mono() < until; i++) {
+    int64_t n = backfill_batch(sp);
+    if (n <= 0) break;
+    made = 1;
+  }
+  if (made) kick(sp);
+}
+
 typedef struct hk_clock {
-  int64_t stats, prune, repair;
+  int64_t stats, prune, repair, backfill;
 } hk_clock;
 
 static void housekeeping(pg_spool *sp, hk_clock *t) {
@@ -1265,6 +1654,10 @@ static void housekeeping(pg_spool *sp, hk_clock *t) {
   if (now >= t->repair) {
     t->repair = now + REPAIR_MS;
     repair_heads(sp);
+  }
+  if (now >= t->backfill) {
+    t->backfill = now + HOUSEKEEPING_MS;
+    take_backfills(sp);
   }
   if (sp->wconn && PQstatus(sp->wconn) == CONNECTION_BAD)
     drop_connection(sp, PQerrorMessage(sp->wconn));
@@ -1426,7 +1819,7 @@ static void leave(pg_spool *sp) {
 
 static void *writer_main(void *arg) {
   pg_spool *sp = arg;
-  hk_clock hk = {0, mono() + prune_every(sp), 0}; /* repair at start, then each minute */
+  hk_clock hk = {0, mono() + prune_every(sp), 0, 0}; /* repair at start, then each minute */
   int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
   for (;;) {
     atomic_store(&sp->writer_beat, mono());
@@ -1767,6 +2160,7 @@ static delivery *row_delivery(const PGresult *r, int i, pg_lane *l) {
   d->attempt = (uint32_t)be32(PQgetvalue(r, i, 2));
   d->crashes = (uint32_t)be32(PQgetvalue(r, i, 3));
   d->due_ms = be64(PQgetvalue(r, i, 4));
+  d->tries = (uint32_t)be32(PQgetvalue(r, i, 13));
   return d;
 }
 
@@ -1798,8 +2192,79 @@ static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) 
   return 1;
 }
 
+/* Every lane's pause from hookd_instances (lanes of paused instances are
+ * created, so that a reload that adds one finds it paused). At the
+ * claimer's (re)connect, on a NOTIFY that says "instances", and every
+ * second: a change made on any node or by the CLI applies here within
+ * milliseconds, or a second when a NOTIFY was missed during a reconnect.
+ * -1 when the connection broke. */
+static int load_states(pg_spool *sp) {
+  pthread_mutex_lock(&sp->states_mu);
+  unsigned gen = sp->states_gen;
+  pthread_mutex_unlock(&sp->states_mu);
+  PGresult *r = PQexec(sp->cconn, "SELECT instance, paused, updated_ms FROM hookd_instances");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    PQclear(r);
+    return PQstatus(sp->cconn) == CONNECTION_BAD ? -1 : 0;
+  }
+  pthread_mutex_lock(&sp->states_mu);
+  if (gen != sp->states_gen || (gen & 1)) {
+    pthread_mutex_unlock(&sp->states_mu);
+    PQclear(r);
+    atomic_store(&sp->states_changed, 1); /* again, after the change */
+    return 0;
+  }
+  pthread_mutex_lock(&sp->lanes_mu);
+  for (pg_lane *l = sp->lanes; l; l = l->next) l->state_seen = 0;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (int i = 0; i < PQntuples(r); i++) {
+    int paused = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+    pg_lane *l = paused ? (pg_lane *)pg_lane_get(&sp->base, PQgetvalue(r, i, 0)) : NULL;
+    if (l == NULL) continue; /* not paused: as if it had no row */
+    l->state_seen = 1;
+    lane_set_paused(l, 1, strtoll(PQgetvalue(r, i, 2), NULL, 10));
+  }
+  PQclear(r);
+  pthread_mutex_lock(&sp->lanes_mu);
+  pg_lane *lanes = sp->lanes;
+  pthread_mutex_unlock(&sp->lanes_mu);
+  for (pg_lane *l = lanes; l; l = l->next) {
+    if (!l->state_seen) lane_set_paused(l, 0, 0);
+  }
+  pthread_mutex_unlock(&sp->states_mu);
+  return 0;
+}
+
+/* `hookd pause|resume` from the admin endpoint of this node: stored on a
+ * connection of its own (it blocks the calling thread for a connect and a
+ * commit, never the loop or the writer), NOTIFYd to every node, and
+ * applied to this node's lane before it returns. */
+static int pg_pause(spool *base, const char *instance, int paused, char *err, size_t errlen) {
+  pg_spool *sp = (pg_spool *)base;
+  pg_lane *l = (pg_lane *)pg_lane_get(base, instance);
+  spool_pg_admin *a = NULL;
+  if (l == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return SPOOL_EFAIL;
+  }
+  if (spool_pg_admin_open(sp->url, &a, err, errlen) != 0) return SPOOL_EFAIL;
+  pthread_mutex_lock(&sp->states_mu);
+  sp->states_gen++;
+  pthread_mutex_unlock(&sp->states_mu);
+  int64_t since = 0;
+  int rc = spool_pg_set_paused(a, instance, paused, &since);
+  if (rc != 0) snprintf(err, errlen, "the spool could not store it: %s", spool_pg_admin_error(a));
+  pthread_mutex_lock(&sp->states_mu);
+  if (rc == 0) lane_set_paused(l, paused, since);
+  sp->states_gen++;
+  pthread_mutex_unlock(&sp->states_mu);
+  spool_pg_admin_close(a);
+  return rc == 0 ? 0 : SPOOL_EFAIL;
+}
+
 /* Claims what the lane has room for. -1 when the connection broke. */
 static int claim_lane(pg_spool *sp, pg_lane *l) {
+  if (atomic_load(&l->paused)) return 0; /* the claim's own filter would find nothing */
   pthread_mutex_lock(&l->mu);
   int room = l->owner ? WINDOW - (int)(l->n_window + l->n_out) : 0;
   uint32_t max_crashes = l->cfg.max_crashes;
@@ -1874,12 +2339,21 @@ static int claim_timeout(pg_spool *sp, int64_t tick) {
 static void *claimer_main(void *arg) {
   pg_spool *sp = arg;
   int64_t tick = sp->lease_ms / 4 < 1000 ? sp->lease_ms / 4 : 1000;
-  int64_t backoff = BACKOFF_FIRST_MS, next_renew = 0;
+  int64_t backoff = BACKOFF_FIRST_MS, next_renew = 0, next_states = 0;
   for (;;) {
     int timeout = (int)backoff;
     if (sp->cconn == NULL && claimer_connect(sp) == 0) {
       backoff = BACKOFF_FIRST_MS;
       next_renew = 0; /* after an outage, at once: leases may have lapsed */
+      next_states = 0;
+    }
+    if (sp->cconn && (mono() >= next_states || atomic_exchange(&sp->states_changed, 0))) {
+      next_states = mono() + STATES_MS;
+      if (load_states(sp) != 0) {
+        PQfinish(sp->cconn);
+        sp->cconn = NULL;
+        continue;
+      }
     }
     if (sp->cconn && mono() >= next_renew) {
       next_renew = mono() + sp->lease_ms / 3;
@@ -1916,7 +2390,10 @@ static void *claimer_main(void *arg) {
       /* Wake-ups carry nothing: any one means "claim again". */
       PQconsumeInput(sp->cconn);
       PGnotify *n;
-      while ((n = PQnotifies(sp->cconn)) != NULL) PQfreemem(n);
+      while ((n = PQnotifies(sp->cconn)) != NULL) {
+        if (strcmp(n->extra, NOTIFY_STATES) == 0) atomic_store(&sp->states_changed, 1);
+        PQfreemem(n);
+      }
       if (PQstatus(sp->cconn) == CONNECTION_BAD) {
         PQfinish(sp->cconn);
         sp->cconn = NULL;
@@ -2053,6 +2530,7 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
   pthread_mutex_init(&sp->mu, NULL);
   pthread_cond_init(&sp->cv, NULL);
   pthread_mutex_init(&sp->why_mu, NULL);
+  pthread_mutex_init(&sp->states_mu, NULL);
   char why[768] = "", masked[512];
   config_mask_url(cfg->spool_url, masked, sizeof masked);
   int rc = SPOOL_EFAIL;
@@ -2170,6 +2648,7 @@ static void pg_free(spool *base) {
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
   pthread_mutex_destroy(&sp->why_mu);
+  pthread_mutex_destroy(&sp->states_mu);
   if (sp->async.loop != NULL) {
     sp->closes_left = 2;
     uv_close((uv_handle_t *)&sp->async, on_handle_closed);
@@ -2196,6 +2675,8 @@ static const spool_ops pg_ops = {
     .started = pg_started,
     .settle = pg_settle,
     .stats = pg_stats,
+    .record_attempt = pg_record_attempt,
+    .pause = pg_pause,
 };
 
 /* --- dead letters and checks, on a connection of their own ------------------------------------ */
@@ -2224,14 +2705,17 @@ int spool_pg_admin_open(const char *url, spool_pg_admin **out, char *err, size_t
   const char *v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
                       ? PQgetvalue(r, 0, 0)
                       : "?";
-  int ok = strcmp(v, "1") == 0;
+  int ok = strtol(v, NULL, 10) == SCHEMA_VERSION;
   if (!ok && strcmp(v, "0") == 0) {
     snprintf(err, errlen, "no hookd spool in this database (hookd has not run with it yet)");
   } else if (!ok) {
     snprintf(err, errlen,
              "the database holds a hookd spool of schema version %s; this hookd reads "
-             "version %d",
-             v, SCHEMA_VERSION);
+             "version %d%s",
+             v, SCHEMA_VERSION,
+             strtol(v, NULL, 10) < SCHEMA_VERSION
+                 ? " (an older spool is upgraded when a hookd of this version starts on it)"
+                 : "");
   }
   PQclear(r);
   spool_pg_admin *a = ok ? calloc(1, sizeof *a) : NULL;
@@ -2409,6 +2893,7 @@ int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id) {
       " e AS (DELETE FROM hookd_events WHERE seq IN (SELECT seq FROM d) AND NOT EXISTS"
       " (SELECT 1 FROM hookd_deliveries x WHERE x.seq = hookd_events.seq AND x.id <> $1)"
       " RETURNING seq),"
+      " a AS (DELETE FROM hookd_attempts WHERE seq IN (SELECT seq FROM e)),"
       " m AS (UPDATE hookd_events SET done_ms = $2 WHERE seq IN (SELECT seq FROM d) AND seq NOT IN"
       " (SELECT seq FROM e) AND NOT EXISTS (SELECT 1 FROM hookd_deliveries x WHERE"
       " x.seq = hookd_events.seq AND x.id <> $1 AND x.state <> 1))"
@@ -2421,6 +2906,386 @@ int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id) {
     admin_fail(a, r);
   }
   PQclear(r);
+  return rc;
+}
+
+/* --- pause, back-fills, event search and detail: the CLI and the admin page ------------ */
+
+/* Runs sql with text parameters; the result, or NULL (a->error says why)
+ * when it did not return rows or complete. */
+static PGresult *admin_exec(spool_pg_admin *a, const char *sql, int n, const char *const *v) {
+  PGresult *r = PQexecParams(a->c, sql, n, NULL, v, NULL, NULL, 0);
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+  admin_fail(a, r);
+  PQclear(r);
+  return NULL;
+}
+
+int spool_pg_set_paused(spool_pg_admin *a, const char *instance, int paused, int64_t *since_ms) {
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[3] = {instance, paused ? "t" : "f", now};
+  /* One statement, so one transaction: the NOTIFY goes out with the
+   * commit, and every node reloads hookd_instances at once. updated_ms
+   * moves only with a change: it says since when. */
+  PGresult *r = admin_exec(
+      a,
+      "WITH u AS (INSERT INTO hookd_instances AS i(instance, paused, updated_ms) VALUES ($1,"
+      " $2::bool, $3::int8) ON CONFLICT (instance) DO UPDATE SET paused = excluded.paused,"
+      " updated_ms = excluded.updated_ms WHERE i.paused <> excluded.paused RETURNING updated_ms)"
+      " SELECT coalesce((SELECT updated_ms FROM u), (SELECT updated_ms FROM hookd_instances"
+      " WHERE instance = $1)), pg_notify('" NOTIFY_CHANNEL "', '" NOTIFY_STATES "')",
+      3, v);
+  if (r == NULL) return -1;
+  if (since_ms) {
+    *since_ms = paused && PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+  }
+  PQclear(r);
+  return 0;
+}
+
+int spool_pg_get_paused(spool_pg_admin *a, const char *instance, int *paused, int64_t *since_ms) {
+  const char *v[1] = {instance};
+  *paused = 0;
+  *since_ms = 0;
+  PGresult *r =
+      admin_exec(a, "SELECT paused, updated_ms FROM hookd_instances WHERE instance = $1", 1, v);
+  if (r == NULL) return -1;
+  if (PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
+    *paused = 1;
+    *since_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+  }
+  PQclear(r);
+  return 0;
+}
+
+/* The filter's parameters: since, source (NULL: any), types (NULL: any). */
+typedef struct bf_params {
+  char since[24];
+  char *types; /* a text[] literal, or NULL */
+  const char *v[3];
+} bf_params;
+
+static int bf_params_init(bf_params *p, int64_t since_ms, const char *source,
+                          const char *const *types, size_t n_types) {
+  snprintf(p->since, sizeof p->since, "%lld", (long long)since_ms);
+  p->types = NULL;
+  if (types) {
+    arr t = {0};
+    t.len = 1;
+    for (size_t i = 0; i < n_types; i++) arr_text(&t, types[i]);
+    if (t.buf == NULL && !t.oom) t.buf = malloc(3); /* no type: matches nothing */
+    if (t.buf == NULL || arr_end(&t) == NULL) {
+      free(t.buf);
+      return -1;
+    }
+    p->types = t.buf;
+  }
+  p->v[0] = p->since;
+  p->v[1] = source;
+  p->v[2] = p->types;
+  return 0;
+}
+
+#define BF_WHERE                                                                             \
+  " FROM hookd_events WHERE received_ms >= $1::int8 AND ($2::text IS NULL OR source = $2)" \
+  " AND ($3::text[] IS NULL OR type = ANY($3::text[]))"
+
+int spool_pg_event_types(spool_pg_admin *a, int64_t since_ms, const char *source,
+                         spool_pg_type_count **out, size_t *n) {
+  bf_params p;
+  *out = NULL;
+  *n = 0;
+  if (bf_params_init(&p, since_ms, source, NULL, 0) != 0) return -1;
+  PGresult *r = admin_exec(a, "SELECT type, count(*)" BF_WHERE " GROUP BY type ORDER BY type", 3,
+                           p.v);
+  if (r == NULL) return -1;
+  int rows = PQntuples(r), rc = 0;
+  *out = calloc((size_t)rows + 1, sizeof **out);
+  for (int i = 0; *out && i < rows; i++) {
+    (*out)[i].count = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+    if (((*out)[i].type = strdup(PQgetvalue(r, i, 0))) == NULL) break;
+    *n = (size_t)i + 1;
+  }
+  if (*out == NULL || *n != (size_t)rows) {
+    snprintf(a->error, sizeof a->error, "out of memory");
+    spool_pg_type_counts_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+    rc = -1;
+  }
+  PQclear(r);
+  return rc;
+}
+
+void spool_pg_type_counts_free(spool_pg_type_count *t, size_t n) {
+  for (size_t i = 0; t && i < n; i++) free(t[i].type);
+  free(t);
+}
+
+int64_t spool_pg_backfill_start(spool_pg_admin *a, const char *instance, int64_t since_ms,
+                                const char *source, const char *const *types, size_t n_types,
+                                const char *what, int64_t *total) {
+  bf_params p;
+  *total = 0;
+  if (bf_params_init(&p, since_ms, source, types, n_types) != 0) {
+    snprintf(a->error, sizeof a->error, "out of memory");
+    return -1;
+  }
+  char now[24];
+  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  const char *v[6] = {p.v[0], p.v[1], p.v[2], instance, what, now};
+  /* One statement: the back-fill and its events appear at once, so a
+   * node's writer never sees one half made. Nothing selected: finished at
+   * once. */
+  PGresult *r = admin_exec(
+      a,
+      "WITH s AS (SELECT seq" BF_WHERE "), b AS (INSERT INTO hookd_backfills(instance, what,"
+      " created_ms, total, finished_ms) SELECT $4, $5, $6::int8, count(*), CASE WHEN count(*) = 0"
+      " THEN $6::int8 END FROM s RETURNING id, total), e AS (INSERT INTO"
+      " hookd_backfill_events(backfill, seq) SELECT b.id, s.seq FROM b, s)"
+      " SELECT id, total FROM b",
+      6, v);
+  free(p.types);
+  if (r == NULL) return -1;
+  int64_t id = -1;
+  if (PQntuples(r) == 1) {
+    id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    *total = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+  } else {
+    snprintf(a->error, sizeof a->error, "the back-fill was not stored");
+  }
+  PQclear(r);
+  return id;
+}
+
+int spool_pg_backfill_progress(spool_pg_admin *a, int64_t id, dlq_backfill_progress *out) {
+  char ids[24];
+  snprintf(ids, sizeof ids, "%lld", (long long)id);
+  const char *v[1] = {ids};
+  memset(out, 0, sizeof *out);
+  /* As on SQLite: what it queued and is neither waiting nor dead was
+   * delivered (delivered rows are pruned with their event). */
+  PGresult *r = admin_exec(
+      a,
+      "SELECT total, queued, finished_ms IS NOT NULL, (SELECT count(*) FROM hookd_deliveries"
+      " WHERE replay = $1::int8 AND state = 0), (SELECT count(*) FROM hookd_deliveries WHERE"
+      " replay = $1::int8 AND state = 2) FROM hookd_backfills WHERE id = $1::int8",
+      1, v);
+  if (r == NULL) return -1;
+  int rc = 1;
+  if (PQntuples(r) == 1) {
+    out->total = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    out->queued = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    out->finished = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+    out->dead = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+    out->delivered = out->queued - strtoll(PQgetvalue(r, 0, 3), NULL, 10) - out->dead;
+    if (out->delivered < 0) out->delivered = 0;
+    rc = 0;
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* An event is finished when every delivery of it is done (dead letters
+ * keep it open, as on SQLite). */
+#define PG_EVENT_COLS                                                                       \
+  "SELECT e.seq, e.source, e.event_id, e.type, coalesce(e.order_key, ''), e.received_ms," \
+  " NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1)"
+
+static int pg_event_row(const PGresult *r, int i, dlq_event_row *row) {
+  memset(row, 0, sizeof *row);
+  row->seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+  row->source = strdup(PQgetvalue(r, i, 1));
+  row->event_id = strdup(PQgetvalue(r, i, 2));
+  row->type = strdup(PQgetvalue(r, i, 3));
+  row->order_key = strdup(PQgetvalue(r, i, 4));
+  row->received_ms = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+  row->done = strcmp(PQgetvalue(r, i, 6), "t") == 0;
+  return row->source && row->event_id && row->type && row->order_key ? 0 : -1;
+}
+
+/* Appends r's rows to *out (up to limit), skipping seqs already there. */
+static int pg_collect(const PGresult *r, size_t limit, dlq_event_row **out, size_t *n) {
+  for (int i = 0; i < PQntuples(r) && *n < limit; i++) {
+    int64_t seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    int seen = 0;
+    for (size_t k = 0; k < *n && !seen; k++) seen = (*out)[k].seq == seq;
+    if (seen) continue;
+    dlq_event_row *grown = realloc(*out, (*n + 1) * sizeof **out);
+    if (grown == NULL) return -1;
+    *out = grown;
+    int bad = pg_event_row(r, i, &(*out)[*n]);
+    (*n)++; /* freed with the rest even when half made */
+    if (bad) return -1;
+  }
+  return 0;
+}
+
+int spool_pg_find_events(spool_pg_admin *a, const char *text, const char *const *sources,
+                         size_t n_sources, size_t limit, dlq_event_row **out, size_t *n_out) {
+  a->error[0] = 0;
+  *out = NULL;
+  *n_out = 0;
+  bf_params p;
+  char lim[24];
+  snprintf(lim, sizeof lim, "%zu", limit);
+  /* By id in the configured sources (the UNIQUE (source, event_id) index),
+   * then by order key, newest first (hookd_events_okey). */
+  if (bf_params_init(&p, 0, NULL, sources, n_sources) != 0) {
+    snprintf(a->error, sizeof a->error, "out of memory");
+    return -1;
+  }
+  const char *v1[2] = {p.types, text};
+  PGresult *r = admin_exec(
+      a, PG_EVENT_COLS " FROM hookd_events e WHERE e.source = ANY($1::text[]) AND e.event_id = $2",
+      2, v1);
+  free(p.types);
+  int rc = r ? pg_collect(r, limit, out, n_out) : -1;
+  PQclear(r);
+  const char *v2[2] = {text, lim};
+  r = rc == 0 ? admin_exec(a,
+                           PG_EVENT_COLS " FROM hookd_events e WHERE e.order_key = $1"
+                                         " ORDER BY e.seq DESC LIMIT $2::int8",
+                           2, v2)
+              : NULL;
+  if (rc == 0) rc = r ? pg_collect(r, limit, out, n_out) : -1;
+  PQclear(r);
+  if (rc != 0) {
+    if (!a->error[0]) snprintf(a->error, sizeof a->error, "out of memory");
+    dlq_event_rows_free(*out, *n_out);
+    *out = NULL;
+    *n_out = 0;
+  }
+  return rc;
+}
+
+/* A delivery entry of the detail (zeroed); NULL when out of memory. */
+static dlq_delivery *detail_add(dlq_event_detail *d) {
+  dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
+  if (grown == NULL) return NULL;
+  d->deliveries = grown;
+  dlq_delivery *dv = &d->deliveries[d->n_deliveries++];
+  memset(dv, 0, sizeof *dv);
+  return dv;
+}
+
+static const char *const pg_state_names[] = {"pending", "delivered", "dead"};
+
+static int detail_deliveries(spool_pg_admin *a, dlq_event_detail *d) {
+  char seq[24];
+  snprintf(seq, sizeof seq, "%lld", (long long)d->ev.seq);
+  const char *v[1] = {seq};
+  PGresult *r = admin_exec(a,
+                           "SELECT id, instance, state, attempt, crashes, next_ms, updated_ms,"
+                           " coalesce(last_error, ''), coalesce(replay, 0) FROM hookd_deliveries"
+                           " WHERE seq = $1::int8 ORDER BY id",
+                           1, v);
+  if (r == NULL) return -1;
+  int rc = 0;
+  for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+    dlq_delivery *dv = detail_add(d);
+    if (dv == NULL) {
+      rc = -1;
+      break;
+    }
+    int st = atoi(PQgetvalue(r, i, 2));
+    dv->id = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    dv->instance = strdup(PQgetvalue(r, i, 1));
+    dv->state = strdup(pg_state_names[st >= 0 && st <= 2 ? st : 0]);
+    dv->attempts = (uint32_t)strtoul(PQgetvalue(r, i, 3), NULL, 10);
+    dv->crashes = (uint32_t)strtoul(PQgetvalue(r, i, 4), NULL, 10);
+    dv->next_ms = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+    dv->updated_ms = strtoll(PQgetvalue(r, i, 6), NULL, 10);
+    dv->last_error = strdup(PQgetvalue(r, i, 7));
+    dv->backfill = strtoll(PQgetvalue(r, i, 8), NULL, 10);
+    if (!dv->instance || !dv->state || !dv->last_error) rc = -1;
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* The kept calls, each with the latest delivery of its instance (a
+ * back-fill may have made a second one); an instance with calls and no row
+ * left (pruned by hand) gets an entry that says "delivered". */
+static int detail_calls(spool_pg_admin *a, dlq_event_detail *d) {
+  char seq[24];
+  snprintf(seq, sizeof seq, "%lld", (long long)d->ev.seq);
+  const char *v[1] = {seq};
+  PGresult *r = admin_exec(a,
+                           "SELECT instance, attempt, started_ms, took_ms, outcome, status,"
+                           " coalesce(answer, ''), coalesce(message, '') FROM hookd_attempts"
+                           " WHERE seq = $1::int8 ORDER BY instance, started_ms, slot",
+                           1, v);
+  if (r == NULL) return -1;
+  int rc = 0;
+  for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
+    const char *inst = PQgetvalue(r, i, 0);
+    dlq_delivery *dv = NULL;
+    for (size_t k = d->n_deliveries; k-- > 0 && dv == NULL;) {
+      if (strcmp(d->deliveries[k].instance, inst) == 0) dv = &d->deliveries[k];
+    }
+    if (dv == NULL && (dv = detail_add(d)) != NULL) {
+      dv->instance = strdup(inst);
+      dv->state = strdup("delivered");
+      dv->last_error = strdup("");
+    }
+    dlq_attempt *grown = dv ? realloc(dv->calls, (dv->n_calls + 1) * sizeof *grown) : NULL;
+    if (grown == NULL || !dv->instance || !dv->state || !dv->last_error) {
+      rc = -1;
+      break;
+    }
+    dv->calls = grown;
+    dlq_attempt *c = &dv->calls[dv->n_calls++];
+    memset(c, 0, sizeof *c);
+    c->attempt = (uint32_t)strtoul(PQgetvalue(r, i, 1), NULL, 10);
+    c->started_ms = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+    c->took_ms = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    c->outcome = strdup(PQgetvalue(r, i, 4));
+    c->status = (int32_t)strtol(PQgetvalue(r, i, 5), NULL, 10);
+    c->answer = strdup(PQgetvalue(r, i, 6));
+    c->message = strdup(PQgetvalue(r, i, 7));
+    if (!c->outcome || !c->answer || !c->message) rc = -1;
+    if (dv->id == 0 && c->attempt > dv->attempts) dv->attempts = c->attempt;
+  }
+  PQclear(r);
+  return rc;
+}
+
+int spool_pg_event_detail(spool_pg_admin *a, const char *source, const char *event_id,
+                          dlq_event_detail *out) {
+  a->error[0] = 0;
+  memset(out, 0, sizeof *out);
+  const char *v[2] = {source, event_id};
+  PGresult *r = admin_exec(a,
+                           PG_EVENT_COLS ", e.content_type, coalesce(e.headers, ''), e.body FROM"
+                                         " hookd_events e WHERE e.source = $1 AND e.event_id = $2",
+                           2, v);
+  if (r == NULL) return -1;
+  int rc = 1;
+  if (PQntuples(r) == 1) {
+    size_t len = 0;
+    unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 9), &len);
+    rc = pg_event_row(r, 0, &out->ev);
+    out->content_type = strdup(PQgetvalue(r, 0, 7));
+    out->headers = strdup(PQgetvalue(r, 0, 8));
+    out->body = raw ? malloc(len + 1) : NULL;
+    if (out->body) {
+      memcpy(out->body, raw, len);
+      out->body[len] = 0;
+      out->body_len = len;
+    }
+    PQfreemem(raw);
+    if (!out->content_type || !out->headers || !out->body) rc = -1;
+  }
+  PQclear(r);
+  if (rc == 0) rc = detail_deliveries(a, out);
+  if (rc == 0) rc = detail_calls(a, out);
+  if (rc < 0) {
+    if (!a->error[0]) snprintf(a->error, sizeof a->error, "out of memory");
+    dlq_event_detail_free(out);
+  }
   return rc;
 }
 

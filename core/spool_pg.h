@@ -45,8 +45,9 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
  * could not look (err says why). */
 int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen);
 
-/* A connection for `hookd dlq` and the admin page's dead letters, from any
- * node, whether hookd runs or not. The functions mirror dlq.h's. */
+/* A connection for `hookd dlq|pause|resume|replay` and the admin page
+ * (dead letters, back-fills, search, event detail), from any node, whether
+ * hookd runs or not. The functions mirror dlq.h's. */
 typedef struct spool_pg_admin spool_pg_admin;
 int spool_pg_admin_open(const char *url, spool_pg_admin **out, char *err, size_t errlen);
 void spool_pg_admin_close(spool_pg_admin *a);
@@ -58,5 +59,37 @@ int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body
  * once. Returns how many, or -1. */
 int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id);
 int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id);
+
+/* `hookd pause|resume`: stored in hookd_instances and NOTIFYd, so every
+ * node applies it within milliseconds (within a second at worst). *since_ms
+ * (may be NULL): since when it is paused, 0 when resumed. 0 or -1. */
+int spool_pg_set_paused(spool_pg_admin *a, const char *instance, int paused, int64_t *since_ms);
+int spool_pg_get_paused(spool_pg_admin *a, const char *instance, int *paused, int64_t *since_ms);
+
+/* Back-fills (`hookd replay`). The event types received since since_ms
+ * (from source; NULL: any) with their counts, so that the caller matches
+ * --type patterns once per type: */
+typedef struct spool_pg_type_count {
+  char *type;
+  int64_t count;
+} spool_pg_type_count;
+int spool_pg_event_types(spool_pg_admin *a, int64_t since_ms, const char *source,
+                         spool_pg_type_count **out, size_t *n);
+void spool_pg_type_counts_free(spool_pg_type_count *t, size_t n);
+/* Selects the events since since_ms, from source, of one of types (NULL:
+ * any type) for instance; any running node's writer turns them into
+ * deliveries within a second, a stopped cluster's first node when it
+ * starts. Returns the back-fill's id with *total, or -1. */
+int64_t spool_pg_backfill_start(spool_pg_admin *a, const char *instance, int64_t since_ms,
+                                const char *source, const char *const *types, size_t n_types,
+                                const char *what, int64_t *total);
+/* 0, 1 when there is no such back-fill, -1. */
+int spool_pg_backfill_progress(spool_pg_admin *a, int64_t id, dlq_backfill_progress *out);
+
+/* The status page's search and event detail (dlq.h's contracts). */
+int spool_pg_find_events(spool_pg_admin *a, const char *text, const char *const *sources,
+                         size_t n_sources, size_t limit, dlq_event_row **out, size_t *n_out);
+int spool_pg_event_detail(spool_pg_admin *a, const char *source, const char *event_id,
+                          dlq_event_detail *out);
 
 #endif
