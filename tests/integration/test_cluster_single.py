@@ -280,8 +280,18 @@ def test_retention_prunes_finished_events(tmp_path, pg):
     assert post(node, meeting_event("ret-dead", "md", "canceled")) == 200
     wait_until(lambda: len(read_jsonl(audit)) == 5, 10)
     assert pg.scalar("SELECT count(*) FROM hookd_events") == "6"
+    # A back-fill's record goes after retention too (it finishes at once: nothing selected).
+    assert node.cli("replay", "--since", "1s", "--type", "no.such.**", "--to", "audit")[0] == 0
+    wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_attempts") == "6", 5,
+               what="an attempt row per call")
     wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_events") == "1", 15 * SLOW,
                what="finished events pruned")
     assert pg.scalar("SELECT event_id FROM hookd_events") == "ret-dead"
     assert pg.scalar("SELECT count(*) FROM hookd_deliveries") == "1"
+    # Their attempt rows went with them; the dead letter's stays.
+    assert pg.sql("SELECT e.event_id, a.outcome FROM hookd_attempts a JOIN hookd_events e "
+                  "ON e.seq = a.seq") == [["ret-dead", "dead"]]
+    assert pg.scalar("SELECT count(*) FROM hookd_attempts") == "1"
+    wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_backfills") == "0", 15 * SLOW,
+               what="the finished back-fill pruned")
     node.stop()
