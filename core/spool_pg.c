@@ -2193,19 +2193,20 @@ static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) 
 }
 
 /* Every lane's pause from hookd_instances (lanes of paused instances are
- * created, so that a reload that adds one finds it paused). At the
- * claimer's (re)connect, on a NOTIFY that says "instances", and every
- * second: a change made on any node or by the CLI applies here within
- * milliseconds, or a second when a NOTIFY was missed during a reconnect.
- * -1 when the connection broke. */
-static int load_states(pg_spool *sp) {
+ * created, so that the instance's lane starts paused). At open (on the
+ * writer's connection, before anything is claimed), at the claimer's
+ * (re)connect, on a NOTIFY that says "instances", and every second: a
+ * change made on any node or by the CLI applies here within milliseconds,
+ * or a second when a NOTIFY was missed during a reconnect. -1 when the
+ * connection broke. */
+static int load_states(pg_spool *sp, PGconn *c) {
   pthread_mutex_lock(&sp->states_mu);
   unsigned gen = sp->states_gen;
   pthread_mutex_unlock(&sp->states_mu);
-  PGresult *r = PQexec(sp->cconn, "SELECT instance, paused, updated_ms FROM hookd_instances");
+  PGresult *r = PQexec(c, "SELECT instance, paused, updated_ms FROM hookd_instances");
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     PQclear(r);
-    return PQstatus(sp->cconn) == CONNECTION_BAD ? -1 : 0;
+    return PQstatus(c) == CONNECTION_BAD ? -1 : 0;
   }
   pthread_mutex_lock(&sp->states_mu);
   if (gen != sp->states_gen || (gen & 1)) {
@@ -2349,7 +2350,7 @@ static void *claimer_main(void *arg) {
     }
     if (sp->cconn && (mono() >= next_states || atomic_exchange(&sp->states_changed, 0))) {
       next_states = mono() + STATES_MS;
-      if (load_states(sp) != 0) {
+      if (load_states(sp, sp->cconn) != 0) {
         PQfinish(sp->cconn);
         sp->cconn = NULL;
         continue;
@@ -2547,11 +2548,12 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
     } else if ((rc = ensure_schema(sp->wconn, why, sizeof why)) == 0 &&
                prepare_all(sp->wconn, 1, why, sizeof why) == 0 &&
                account_previous_run(sp, cfg->data_dir, why, sizeof why) == 0 &&
-               register_node(sp, why, sizeof why) == 0) {
+               register_node(sp, why, sizeof why) == 0 && load_states(sp, sp->wconn) == 0) {
       crash_journal_set(cfg->data_dir);
       why[0] = 0;
     } else if (rc == 0) {
       rc = SPOOL_EFAIL;
+      if (!why[0]) snprintf(why, sizeof why, "%s", PQerrorMessage(sp->wconn));
     }
   }
   if (why[0]) {
@@ -3313,6 +3315,9 @@ int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen) {
       {"leased now",
        "SELECT count(*) FROM hookd_deliveries WHERE state = 0 AND lease_until > " SQL_NOW, 0},
       {"nodes", "SELECT count(*) FROM hookd_nodes", 0},
+      {"paused instances", "SELECT count(*) FROM hookd_instances WHERE paused", 0},
+      {"back-fills not finished", "SELECT count(*) FROM hookd_backfills WHERE finished_ms IS NULL",
+       0},
       {"deliveries whose event is missing",
        "SELECT count(*) FROM hookd_deliveries d WHERE NOT EXISTS (SELECT 1 FROM hookd_events e "
        "WHERE e.seq = d.seq)",

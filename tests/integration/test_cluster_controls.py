@@ -80,6 +80,8 @@ def test_pause_seen_by_every_node_survives_a_restart_and_drains_in_order(cluster
         assert state_of(n, "sink") == "paused", f"{n.name} forgot the pause at its start"
     time.sleep(0.8)  # a delivery would show up here
     assert [e for e, _ in read_sink(out)[1]] == ["pz-first"]
+    rc, text = a.cli("spool", "check")
+    assert rc == 0 and "paused instances: 1\n" in text and "unfinished deliveries: 12\n" in text, text
     # Resumed with the CLI of node b: drained in per-meeting accept order, by both nodes.
     rc, text = b.cli("resume", "sink")
     assert rc == 0 and "sink resumed" in text, text
