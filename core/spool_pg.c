@@ -31,7 +31,7 @@
  *                                   headers: the request's, masked (status page)
  *   hookd_deliveries(id, seq, instance, order_key, state, attempt, crashes,
  *                    started, head, next_ms, lease_owner, lease_until,
- *                    last_error, updated_ms, tries, replay)
+ *                    last_error, updated_ms, tries, replay, call_*)
  *                                   one per (event, plugin instance); tries
  *                                   counts the calls kept in hookd_attempts,
  *                                   replay is the back-fill that made it
@@ -44,7 +44,10 @@
  *                  status, answer, message)
  *                                   what each deliver() call came to, slot
  *                                   (tries - 1) % SPOOL_ATTEMPTS_KEPT of the
- *                                   (event, instance); pruned with the event
+ *                                   (event, instance); pruned with the event.
+ *                                   A delivery done at its first call keeps
+ *                                   that call in its own row instead
+ *                                   (hookd_deliveries.call_*)
  *   hookd_backfills(id, instance, what, created_ms, total, queued, finished_ms)
  *   hookd_backfill_events(backfill, seq)
  *                                   `hookd replay`: the CLI picks the events,
@@ -140,8 +143,16 @@ static const char schema_sql[] =
  * version 1 one (ADD COLUMN with a constant default rewrites nothing). */
 static const char schema_v2_sql[] =
     "ALTER TABLE hookd_events ADD COLUMN IF NOT EXISTS headers text;"
+    "ALTER TABLE hookd_events SET (toast_tuple_target = 8160);"
     "ALTER TABLE hookd_deliveries ADD COLUMN IF NOT EXISTS tries integer NOT NULL DEFAULT 0;"
     "ALTER TABLE hookd_deliveries ADD COLUMN IF NOT EXISTS replay bigint;"
+    /* The one call of a delivery done at its first call (almost all of
+     * them) is kept in its row, which its outcome rewrites anyway: a row of
+     * hookd_attempts each would cost PostgreSQL a fifth more CPU per event. */
+    "ALTER TABLE hookd_deliveries ADD COLUMN IF NOT EXISTS call_attempt integer,"
+    " ADD COLUMN IF NOT EXISTS call_started_ms bigint, ADD COLUMN IF NOT EXISTS call_took_ms bigint,"
+    " ADD COLUMN IF NOT EXISTS call_outcome text, ADD COLUMN IF NOT EXISTS call_status integer,"
+    " ADD COLUMN IF NOT EXISTS call_answer text, ADD COLUMN IF NOT EXISTS call_message text;"
     "CREATE TABLE IF NOT EXISTS hookd_attempts(seq bigint NOT NULL, instance text NOT NULL,"
     " slot integer NOT NULL, attempt integer NOT NULL, started_ms bigint NOT NULL,"
     " took_ms bigint NOT NULL, outcome text NOT NULL, status integer NOT NULL DEFAULT 0,"
@@ -170,7 +181,7 @@ static const char schema_v2_sql[] =
 static const struct {
   const char *name, *sql;
   int n;
-  Oid types[10];
+  Oid types[16];
 } writer_stmts[] = {
     /* A new delivery heads its key when the key has no other pending one: a
      * probe with LIMIT 1 (NOT EXISTS may be planned as a hash of the key's
@@ -197,14 +208,17 @@ static const struct {
     {"settle",
      "WITH s AS (UPDATE hookd_deliveries SET state = $2, attempt = $3, crashes = $4,"
      " next_ms = $5, last_error = $6, started = false, lease_until = 0, updated_ms = $7,"
-     " tries = $9 WHERE id = $1 AND lease_owner = $8 RETURNING instance, order_key, state),"
+     " tries = $9, call_attempt = $10, call_started_ms = $11, call_took_ms = $12,"
+     " call_outcome = $13, call_status = $14, call_answer = nullif($15, ''),"
+     " call_message = nullif($16, '') WHERE id = $1 AND lease_owner = $8"
+     " RETURNING instance, order_key, state),"
      " n AS (UPDATE hookd_deliveries SET head = true WHERE id = (SELECT x.id FROM"
      " hookd_deliveries x, s WHERE s.state <> 0 AND s.order_key IS NOT NULL AND"
      " x.instance = s.instance AND x.order_key = s.order_key AND x.state = 0 AND x.id <> $1"
      " ORDER BY x.seq LIMIT 1))"
      " SELECT count(*) FROM s",
-     9,
-     {20, 21, 23, 23, 20, 25, 20, 25, 23}},
+     16,
+     {20, 21, 23, 23, 20, 25, 20, 25, 23, 23, 20, 20, 25, 23, 25, 25}},
     {"unstart",
      "UPDATE hookd_deliveries SET started = false, attempt = $2, next_ms = $3, tries = $5"
      " WHERE id = $1 AND lease_owner = $4",
@@ -320,6 +334,7 @@ typedef struct op {
   int64_t started_ms, took_ms;
   int32_t status;
   const char *answer, *message, *instance;
+  struct op *call; /* OP_SETTLE: its delivery's one call, kept in its row */
   struct op *next;
   char error[]; /* may be empty */
 } op;
@@ -378,6 +393,7 @@ struct pg_spool {
   atomic_int_fast64_t writer_beat; /* mono ms of the writer's last round */
   int64_t sweep_after;             /* writer only: the done-mark sweep's cursor */
   int64_t lost[LOST_MAX];          /* deliveries whose lease another node took (under mu) */
+  op *held;                        /* first calls waiting for their outcome (under mu) */
   size_t n_lost;
   int closes_left; /* handles still closing in free() */
   /* Writer only: wake-ups of the other nodes, coalesced (send_batch). */
@@ -842,6 +858,7 @@ static int push_op(pg_spool *sp, op *o, int urgent) {
   pthread_mutex_lock(&sp->mu);
   if (sp->closed) {
     pthread_mutex_unlock(&sp->mu);
+    free(o->call);
     free(o);
     return -1;
   }
@@ -890,9 +907,16 @@ static int forget_lost(pg_spool *sp, const delivery *d) {
   return found;
 }
 
+static op *take_held(pg_spool *sp, const delivery *d);
+
 static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *error) {
   pg_spool *sp = (pg_spool *)base;
   pg_lane *l = lane_forget(d);
+  op *call = take_held(sp, d);
+  if (call && how != SPOOL_DONE) {
+    push_op(sp, call, 0); /* a row of hookd_attempts, as later calls */
+    call = NULL;
+  }
   if (how == SPOOL_RELEASE && forget_lost(sp, d)) {
     /* Its lease went to another node: not this node's to keep. */
     delivery_free(d);
@@ -920,6 +944,8 @@ static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *e
     log_write(LOG_ERROR, &(log_ctx){.event_id = d->ev->id},
               "out of memory recording a delivery outcome; it runs again after its lease expires");
   } else {
+    o->call = call;
+    call = NULL;
     o->notify = how != SPOOL_RETRY;
     if (how == SPOOL_DONE || how == SPOOL_DEAD) {
       count_down(&sp->pending);
@@ -936,13 +962,16 @@ static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *e
     push_op(sp, o, how != SPOOL_RETRY);
   }
   if (l && how == SPOOL_RETRY) kick(sp);
+  free(call); /* not kept: out of memory for its outcome */
   delivery_free(d);
 }
 
 /* Keeps one call's result (a row of hookd_attempts), riding in the next
  * commit like an outcome; slot (tries - 1) % SPOOL_ATTEMPTS_KEPT, so an
  * (event, instance) keeps its latest calls. tries goes to the delivery's
- * row with its outcome (settle, release). */
+ * row with its outcome (settle, release). A first call is held for its
+ * outcome instead: when that is "done", the call goes into the delivery's
+ * own row (no row of hookd_attempts at all for most deliveries). */
 static void pg_record_attempt(spool *base, delivery *d, const spool_attempt *a) {
   pg_spool *sp = (pg_spool *)base;
   const pg_lane *l = d->lane;
@@ -968,7 +997,32 @@ static void pg_record_attempt(spool *base, delivery *d, const spool_attempt *a) 
   utf8_clean(o->error);
   utf8_clean((char *)o->answer);
   utf8_clean((char *)o->message);
-  push_op(sp, o, 0);
+  if (o->tries != 1) {
+    push_op(sp, o, 0);
+    return;
+  }
+  /* A first call waits for its outcome (settle() follows at once): when
+   * that is "done" it goes into the delivery's row with the outcome. */
+  pthread_mutex_lock(&sp->mu);
+  o->next = sp->held;
+  sp->held = o;
+  pthread_mutex_unlock(&sp->mu);
+}
+
+/* The first call recorded for d and held for its outcome, or NULL. */
+static op *take_held(pg_spool *sp, const delivery *d) {
+  op *found = NULL;
+  pthread_mutex_lock(&sp->mu);
+  for (op **pp = &sp->held; *pp; pp = &(*pp)->next) {
+    if ((*pp)->id == (int64_t)d->spool_id) {
+      found = *pp;
+      *pp = found->next;
+      found->next = NULL;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&sp->mu);
+  return found;
 }
 
 /* --- the writer: one pipeline, one transaction per batch ------------------------------- */
@@ -1031,9 +1085,31 @@ static int send_settle(pg_spool *sp, const op *o, const char *now) {
     const char *v[5] = {id, attempt, next, sp->node_id, tries};
     return PQsendQueryPrepared(sp->wconn, "unstart", 5, v, NULL, NULL, 0);
   }
-  const char *v[9] = {id,  state,       attempt, crashes, next, o->error[0] ? o->error : NULL,
-                      now, sp->node_id, tries};
-  return PQsendQueryPrepared(sp->wconn, "settle", 9, v, NULL, NULL, 0);
+  char c_attempt[16], c_started[24], c_took[24], c_status[16];
+  const op *c = o->call;
+  if (c) {
+    snprintf(c_attempt, sizeof c_attempt, "%u", c->attempt);
+    snprintf(c_started, sizeof c_started, "%lld", (long long)c->started_ms);
+    snprintf(c_took, sizeof c_took, "%lld", (long long)c->took_ms);
+    snprintf(c_status, sizeof c_status, "%d", (int)c->status);
+  }
+  const char *v[16] = {id,
+                       state,
+                       attempt,
+                       crashes,
+                       next,
+                       o->error[0] ? o->error : NULL,
+                       now,
+                       sp->node_id,
+                       tries,
+                       c ? c_attempt : NULL,
+                       c ? c_started : NULL,
+                       c ? c_took : NULL,
+                       c ? c->error : NULL,
+                       c ? c_status : NULL,
+                       c ? c->answer : NULL,
+                       c ? c->message : NULL};
+  return PQsendQueryPrepared(sp->wconn, "settle", 16, v, NULL, NULL, 0);
 }
 
 /* A growing array literal for one parameter of "attempts". */
@@ -1590,8 +1666,9 @@ static int64_t backfill_batch(pg_spool *sp) {
                       " $3::int8, $3::int8, ev.order_key IS NULL OR (row_number() OVER (PARTITION"
                       " BY ev.order_key ORDER BY ev.seq) = 1 AND NOT EXISTS (SELECT 1 FROM"
                       " hookd_deliveries p WHERE p.instance = $2 AND p.order_key = ev.order_key"
-                      " AND p.state = 0)), $1::int8, (SELECT count(*) FROM hookd_attempts a WHERE"
-                      " a.seq = ev.seq AND a.instance = $2) FROM ev ORDER BY ev.seq RETURNING 1),"
+                      " AND p.state = 0)), $1::int8, (SELECT coalesce(max(p.tries), 0) FROM"
+                      " hookd_deliveries p WHERE p.seq = ev.seq AND p.instance = $2) FROM ev"
+                      " ORDER BY ev.seq RETURNING 1),"
                       " u AS (UPDATE hookd_backfills SET queued = queued + (SELECT count(*) FROM"
                       " ins), finished_ms = CASE WHEN (SELECT count(*) FROM hookd_backfill_events"
                       " x WHERE x.backfill = $1::int8) = (SELECT count(*) FROM b) THEN $3::int8"
@@ -1717,6 +1794,7 @@ static void requeue_ops(pg_spool *sp, op *ops) {
 static void free_ops(op *ops) {
   while (ops) {
     op *next = ops->next;
+    free(ops->call);
     free(ops);
     ops = next;
   }
@@ -2635,6 +2713,7 @@ static void pg_free(spool *base) {
     r = next;
   }
   free_ops(sp->ops_head);
+  free_ops(sp->held);
   for (pg_lane *l = sp->lanes, *next; l; l = next) {
     next = l->next;
     for (size_t i = 0; i < l->n_window; i++) delivery_free(l->window[i]);
@@ -3208,18 +3287,23 @@ static int detail_deliveries(spool_pg_admin *a, dlq_event_detail *d) {
   return rc;
 }
 
-/* The kept calls, each with the latest delivery of its instance (a
- * back-fill may have made a second one); an instance with calls and no row
- * left (pruned by hand) gets an entry that says "delivered". */
+/* The kept calls (rows of hookd_attempts, and the one call of a delivery
+ * done at its first, kept in its row), each with the latest delivery of
+ * its instance (a back-fill may have made a second one); an instance with
+ * calls and no delivery row gets an entry that says "delivered". */
 static int detail_calls(spool_pg_admin *a, dlq_event_detail *d) {
   char seq[24];
   snprintf(seq, sizeof seq, "%lld", (long long)d->ev.seq);
   const char *v[1] = {seq};
-  PGresult *r = admin_exec(a,
-                           "SELECT instance, attempt, started_ms, took_ms, outcome, status,"
-                           " coalesce(answer, ''), coalesce(message, '') FROM hookd_attempts"
-                           " WHERE seq = $1::int8 ORDER BY instance, started_ms, slot",
-                           1, v);
+  PGresult *r = admin_exec(
+      a,
+      "SELECT instance, attempt, started_ms, took_ms, outcome, status, coalesce(answer, ''),"
+      " coalesce(message, '') FROM (SELECT instance, attempt, started_ms, took_ms, outcome,"
+      " status, answer, message, slot FROM hookd_attempts WHERE seq = $1::int8 UNION ALL"
+      " SELECT instance, call_attempt, call_started_ms, call_took_ms, call_outcome,"
+      " coalesce(call_status, 0), call_answer, call_message, -1 FROM hookd_deliveries WHERE"
+      " seq = $1::int8 AND call_outcome IS NOT NULL) c ORDER BY instance, started_ms, slot",
+      1, v);
   if (r == NULL) return -1;
   int rc = 0;
   for (int i = 0; i < PQntuples(r) && rc == 0; i++) {

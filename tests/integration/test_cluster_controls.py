@@ -184,15 +184,24 @@ def test_backfill_a_week_to_a_new_instance_running_and_stopped(cluster, pg, tmp_
     by_node = pg.sql("SELECT lease_owner, count(*) FROM hookd_deliveries WHERE replay = 1 GROUP BY 1")
     assert len(read_sink(tmp_path / "audit.txt")[1]) == 43, "the old instance got nothing again"
     assert "back-fill 1 queued all its deliveries" in a.log() + b.log()
+    # The page's Replay button (node a): the two old cancellations, after the rest of bf-m0.
+    st, _, body = http_request(a.admin, "POST", "/instances/crm/replay",
+                               b"since=10d&type=scheduling.smartscheduler.canceled",
+                               dict(ADMIN, **{"Content-Type": "application/x-www-form-urlencoded"}))
+    assert st == 200 and json.loads(body) == {"backfill": 2, "events": 2}, body
+    wait_delivered_sink(crm, ["bf-old-1", "bf-old-2"], 10)
+    expected["bf-m0"] += ["bf-old-1", "bf-old-2"]
+    assert check_order(crm, expected) == {e: 1 for ids in expected.values() for e in ids}
     # A stopped cluster: the request waits in PostgreSQL, the next start delivers it.
     for n in nodes:
         n.stop()
     rc, text = a.cli("replay", "--since", "7d", "--type", "organization.**", "--to", "crm")
-    assert rc == 0 and "back-fill 2: 1 event (since 7d, type organization.**)" in text, text
+    assert rc == 0 and "back-fill 3: 1 event (since 7d, type organization.**)" in text, text
     b.start()
     wait_delivered_sink(crm, ["bf-org"], 10)
     assert pg.sql("SELECT id, total, queued, finished_ms IS NOT NULL FROM hookd_backfills "
-                  "ORDER BY id") == [["1", "40", "40", "t"], ["2", "1", "1", "t"]]
+                  "ORDER BY id") == [["1", "40", "40", "t"], ["2", "2", "2", "t"],
+                                     ["3", "1", "1", "t"]]
     assert pg.scalar("SELECT count(*) FROM hookd_backfill_events") == "0"
     print(f"back-fill deliveries by node: {by_node}")
 
@@ -264,5 +273,9 @@ def test_event_detail_with_attempts_and_search_by_meeting_from_any_node(cluster,
         assert st == 200 and found == ["dt-ok-2", "dt-ok"], found  # newest first
     st, _, body = http_request(a.admin, "GET", "/search?q=dt-dead")
     assert re.findall(r'<tr data-event-id="([^"]+)"', body.decode()) == ["dt-dead"]
-    # One row per call: ok, ok-2, dead, and the retried one's two.
-    assert pg.scalar("SELECT count(*) FROM hookd_attempts") == "5"
+    # The calls of deliveries done at their first are kept in their rows; the others in
+    # hookd_attempts: the dead one's, and the retried one's two.
+    assert pg.sql("SELECT e.event_id, a.attempt, a.outcome FROM hookd_attempts a JOIN "
+                  "hookd_events e ON e.seq = a.seq ORDER BY 1, 2") == \
+        [["dt-dead", "1", "dead"], ["dt-retry", "1", "retry"], ["dt-retry", "2", "delivered"]]
+    assert pg.scalar("SELECT count(*) FROM hookd_deliveries WHERE call_outcome = 'delivered'") == "2"
