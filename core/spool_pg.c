@@ -150,7 +150,8 @@ static const char schema_v2_sql[] =
      * them) is kept in its row, which its outcome rewrites anyway: a row of
      * hookd_attempts each would cost PostgreSQL a fifth more CPU per event. */
     "ALTER TABLE hookd_deliveries ADD COLUMN IF NOT EXISTS call_attempt integer,"
-    " ADD COLUMN IF NOT EXISTS call_started_ms bigint, ADD COLUMN IF NOT EXISTS call_took_ms bigint,"
+    " ADD COLUMN IF NOT EXISTS call_started_ms bigint, ADD COLUMN IF NOT EXISTS call_took_ms "
+    "bigint,"
     " ADD COLUMN IF NOT EXISTS call_outcome text, ADD COLUMN IF NOT EXISTS call_status integer,"
     " ADD COLUMN IF NOT EXISTS call_answer text, ADD COLUMN IF NOT EXISTS call_message text;"
     "CREATE TABLE IF NOT EXISTS hookd_attempts(seq bigint NOT NULL, instance text NOT NULL,"
@@ -800,8 +801,11 @@ static pg_lane *lane_forget(const delivery *d) {
 static int utf8_valid(const char *s) {
   const unsigned char *p = (const unsigned char *)s;
   while (*p) {
-    int n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 && *p >= 0xc2 ? 1 : (*p & 0xf0) == 0xe0 ? 2
-            : (*p & 0xf8) == 0xf0 && *p <= 0xf4 ? 3 : -1;
+    int n = *p < 0x80                           ? 0
+            : (*p & 0xe0) == 0xc0 && *p >= 0xc2 ? 1
+            : (*p & 0xf0) == 0xe0               ? 2
+            : (*p & 0xf8) == 0xf0 && *p <= 0xf4 ? 3
+                                                : -1;
     if (n < 0) return 0;
     for (int i = 1; i <= n; i++) {
       if ((p[i] & 0xc0) != 0x80) return 0;
@@ -1063,9 +1067,9 @@ static int send_store(pg_spool *sp, store_req *r) {
    * allows other bytes) is shown with '?' rather than failing the store. */
   char *headers = ev->headers && !utf8_valid(ev->headers) ? strdup(ev->headers) : NULL;
   if (headers) utf8_clean(headers);
-  const char *v[9] = {ev->source,       ev->id,   ev->type, ev->order_key,
-                      ev->content_type, received, ev->body, r->lanes_lit,
-                      headers ? headers : ev->headers};
+  const char *v[9] = {ev->source,    ev->id,           ev->type,
+                      ev->order_key, ev->content_type, received,
+                      ev->body,      r->lanes_lit,     headers ? headers : ev->headers};
   int len[9] = {0, 0, 0, 0, 0, 0, (int)ev->body_len, 0, 0};
   int fmt[9] = {0, 0, 0, 0, 0, 0, 1, 0, 0};
   int ok = PQsendQueryPrepared(sp->wconn, "store", 9, v, len, fmt, 0);
@@ -1631,7 +1635,8 @@ static PGresult *bf_step(pg_spool *sp, const char *sql, int n, const char *const
 static int64_t backfill_batch(pg_spool *sp) {
   PGresult *r = PQexec(sp->wconn,
                        "BEGIN; SELECT b.id, b.instance FROM hookd_backfills b WHERE"
-                       " b.finished_ms IS NULL AND pg_try_advisory_xact_lock(" BACKFILL_LOCK ")"
+                       " b.finished_ms IS NULL AND pg_try_advisory_xact_lock(" BACKFILL_LOCK
+                       ")"
                        " ORDER BY b.id LIMIT 1");
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
     PQclear(r);
@@ -1650,15 +1655,18 @@ static int64_t backfill_batch(pg_spool *sp) {
   }
   PGresult *locks = bf_step(
       sp,
-      "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS ", h)) FROM (SELECT DISTINCT"
+      "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS
+      ", h)) FROM (SELECT DISTINCT"
       " hashtext(e.order_key) AS h FROM (SELECT seq FROM hookd_backfill_events WHERE backfill ="
-      " $1::int8 ORDER BY seq LIMIT " BACKFILL_BATCH ") b JOIN hookd_events e ON e.seq = b.seq"
+      " $1::int8 ORDER BY seq LIMIT " BACKFILL_BATCH
+      ") b JOIN hookd_events e ON e.seq = b.seq"
       " WHERE e.order_key IS NOT NULL ORDER BY 1) s",
       1, v, instance, id);
   r = locks ? bf_step(sp,
                       "WITH b AS (DELETE FROM hookd_backfill_events WHERE backfill = $1::int8 AND"
                       " seq IN (SELECT seq FROM hookd_backfill_events WHERE backfill = $1::int8"
-                      " ORDER BY seq LIMIT " BACKFILL_BATCH ") RETURNING seq),"
+                      " ORDER BY seq LIMIT " BACKFILL_BATCH
+                      ") RETURNING seq),"
                       " ev AS (UPDATE hookd_events e SET done_ms = NULL FROM b WHERE e.seq = b.seq"
                       " RETURNING e.seq, e.order_key),"
                       " ins AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms,"
@@ -1676,7 +1684,7 @@ static int64_t backfill_batch(pg_spool *sp) {
                       " SELECT (SELECT count(*) FROM ins), (SELECT finished FROM u),"
                       " pg_notify('" NOTIFY_CHANNEL "', '')",
                       3, v, instance, id)
-        : NULL;
+            : NULL;
   PQclear(locks);
   int64_t made = -1;
   if (r && PQntuples(r) == 1) {
@@ -3069,7 +3077,7 @@ static int bf_params_init(bf_params *p, int64_t since_ms, const char *source,
   return 0;
 }
 
-#define BF_WHERE                                                                             \
+#define BF_WHERE                                                                           \
   " FROM hookd_events WHERE received_ms >= $1::int8 AND ($2::text IS NULL OR source = $2)" \
   " AND ($3::text[] IS NULL OR type = ANY($3::text[]))"
 
@@ -3079,8 +3087,8 @@ int spool_pg_event_types(spool_pg_admin *a, int64_t since_ms, const char *source
   *out = NULL;
   *n = 0;
   if (bf_params_init(&p, since_ms, source, NULL, 0) != 0) return -1;
-  PGresult *r = admin_exec(a, "SELECT type, count(*)" BF_WHERE " GROUP BY type ORDER BY type", 3,
-                           p.v);
+  PGresult *r =
+      admin_exec(a, "SELECT type, count(*)" BF_WHERE " GROUP BY type ORDER BY type", 3, p.v);
   if (r == NULL) return -1;
   int rows = PQntuples(r), rc = 0;
   *out = calloc((size_t)rows + 1, sizeof **out);
@@ -3122,7 +3130,8 @@ int64_t spool_pg_backfill_start(spool_pg_admin *a, const char *instance, int64_t
    * once. */
   PGresult *r = admin_exec(
       a,
-      "WITH s AS (SELECT seq" BF_WHERE "), b AS (INSERT INTO hookd_backfills(instance, what,"
+      "WITH s AS (SELECT seq" BF_WHERE
+      "), b AS (INSERT INTO hookd_backfills(instance, what,"
       " created_ms, total, finished_ms) SELECT $4, $5, $6::int8, count(*), CASE WHEN count(*) = 0"
       " THEN $6::int8 END FROM s RETURNING id, total), e AS (INSERT INTO"
       " hookd_backfill_events(backfill, seq) SELECT b.id, s.seq FROM b, s)"
@@ -3171,7 +3180,7 @@ int spool_pg_backfill_progress(spool_pg_admin *a, int64_t id, dlq_backfill_progr
 
 /* An event is finished when every delivery of it is done (dead letters
  * keep it open, as on SQLite). */
-#define PG_EVENT_COLS                                                                       \
+#define PG_EVENT_COLS                                                                     \
   "SELECT e.seq, e.source, e.event_id, e.type, coalesce(e.order_key, ''), e.received_ms," \
   " NOT EXISTS (SELECT 1 FROM hookd_deliveries d WHERE d.seq = e.seq AND d.state <> 1)"
 
@@ -3227,8 +3236,9 @@ int spool_pg_find_events(spool_pg_admin *a, const char *text, const char *const 
   PQclear(r);
   const char *v2[2] = {text, lim};
   r = rc == 0 ? admin_exec(a,
-                           PG_EVENT_COLS " FROM hookd_events e WHERE e.order_key = $1"
-                                         " ORDER BY e.seq DESC LIMIT $2::int8",
+                           PG_EVENT_COLS
+                           " FROM hookd_events e WHERE e.order_key = $1"
+                           " ORDER BY e.seq DESC LIMIT $2::int8",
                            2, v2)
               : NULL;
   if (rc == 0) rc = r ? pg_collect(r, limit, out, n_out) : -1;
@@ -3345,8 +3355,9 @@ int spool_pg_event_detail(spool_pg_admin *a, const char *source, const char *eve
   memset(out, 0, sizeof *out);
   const char *v[2] = {source, event_id};
   PGresult *r = admin_exec(a,
-                           PG_EVENT_COLS ", e.content_type, coalesce(e.headers, ''), e.body FROM"
-                                         " hookd_events e WHERE e.source = $1 AND e.event_id = $2",
+                           PG_EVENT_COLS
+                           ", e.content_type, coalesce(e.headers, ''), e.body FROM"
+                           " hookd_events e WHERE e.source = $1 AND e.event_id = $2",
                            2, v);
   if (r == NULL) return -1;
   int rc = 1;
