@@ -1633,11 +1633,15 @@ static PGresult *bf_step(pg_spool *sp, const char *sql, int n, const char *const
  * made, 0 when there is nothing to do here (none, or another node works
  * on it), -1 on error. */
 static int64_t backfill_batch(pg_spool *sp) {
+  /* Nothing to do (nearly always): one round trip, no transaction. */
+  if (query_i64(sp->wconn, "SELECT count(*) FROM hookd_backfills WHERE finished_ms IS NULL", 0,
+                NULL, 0) <= 0) {
+    return 0;
+  }
   PGresult *r = PQexec(sp->wconn,
                        "BEGIN; SELECT b.id, b.instance FROM hookd_backfills b WHERE"
                        " b.finished_ms IS NULL AND pg_try_advisory_xact_lock(" BACKFILL_LOCK
-                       ")"
-                       " ORDER BY b.id LIMIT 1");
+                       ") ORDER BY b.id LIMIT 1");
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
     PQclear(r);
     PQclear(PQexec(sp->wconn, "ROLLBACK"));
