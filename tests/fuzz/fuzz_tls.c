@@ -1,4 +1,5 @@
-/* libFuzzer target: ciphertext from a client into the TLS server side (tls.c), in chunks of the input's choosing. */
+/* libFuzzer target: ciphertext from a client into the TLS server side (tls.c), in chunks of the
+ * input's choosing. */
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -26,12 +27,13 @@ static int make_cert(const char *dir, char *cert, char *key, size_t len) {
   X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
   X509_set_pubkey(x, pk);
   X509_NAME *name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1,
-                             -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1,
+                             0);
   X509_set_issuer_name(x, name);
   if (X509_sign(x, pk, EVP_sha256()) == 0) return -1;
   FILE *fc = fopen(cert, "w"), *fk = fopen(key, "w");
-  int ok = fc && fk && PEM_write_X509(fc, x) && PEM_write_PrivateKey(fk, pk, NULL, NULL, 0, NULL, NULL);
+  int ok =
+      fc && fk && PEM_write_X509(fc, x) && PEM_write_PrivateKey(fk, pk, NULL, NULL, 0, NULL, NULL);
   if (fc) fclose(fc);
   if (fk) fclose(fk);
   X509_free(x);
