@@ -589,7 +589,7 @@ nodes_load() {
 cluster_case() {
   local n=$1 sc=$2 line t0 t1 d want sent
   pg_sql "DROP TABLE IF EXISTS hookd_meta, hookd_events, hookd_deliveries, hookd_nodes,
-          hookd_instances" 2>/dev/null
+          hookd_instances, hookd_attempts, hookd_backfills, hookd_backfill_events" 2>/dev/null
   pg_sql "ALTER SYSTEM SET synchronous_commit = $sc"
   pg_sql "SELECT pg_reload_conf()" >/dev/null
   nodes_start "$n"
