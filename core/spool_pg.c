@@ -3398,7 +3398,9 @@ static int64_t check_count(PGconn *c, const char *sql) {
 int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen) {
   spool_pg_admin *a;
   if (spool_pg_admin_open(cfg->spool_url, &a, err, errlen) != 0) {
-    return strstr(err, "schema version") ? SPOOL_EDAMAGED : SPOOL_EFAIL;
+    /* An older version is not damage: a starting node upgrades it. */
+    return strstr(err, "schema version") && !strstr(err, "older spool") ? SPOOL_EDAMAGED
+                                                                        : SPOOL_EFAIL;
   }
   PGconn *c = a->c;
   char masked[512];

@@ -139,6 +139,8 @@ def test_schema_version_1_is_upgraded_by_a_starting_node(tmp_path, pg):
     rc, text = node.cli("dlq", "list")  # a CLI does not upgrade: it says who does
     assert rc == 1 and "schema version 1; this hookd reads version 2 (an older spool is " \
         "upgraded when a hookd of this version starts on it)" in text, text
+    rc, text = node.cli("spool", "check")
+    assert rc == 1 and "an older spool is upgraded" in text, text  # not "damaged" (3)
     node.start()
     try:
         wait_until(lambda: len(read_jsonl(out)) == 1, 10, what="the pending delivery")
