@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
-#include "http.h"
+#include "http_server.h"
 #include "log.h"
 
 /* X-Forwarded-For entries looked at, at most: a chain of proxies is short,

@@ -50,12 +50,12 @@ static const route_kind routes[R_COUNT] = {R_HEALTH,  R_READY,  R_METRICS, R_PAG
 
 static void reply(http_conn *c, int status, const char *headers, const char *body, size_t len) {
   metrics_count_admin(status);
-  http_respond(c, status, headers, body, len);
+  http_conn_respond(c, status, headers, body, len);
 }
 
 static void reply_text(http_conn *c, int status, const char *text) {
   metrics_count_admin(status);
-  http_respond_text(c, status, text);
+  http_conn_respond_text(c, status, text);
 }
 
 /* --- access ---------------------------------------------------------------- */
@@ -914,7 +914,7 @@ static void start_job(admin *a, http_conn *c, http_request *req, route_kind kind
   int st = job_params(a, j, req, &msg);
   if (st != 0) {
     job_free(j);
-    reply_text(c, st, msg ? msg : http_status_text(st));
+    reply_text(c, st, msg ? msg : http_server_status_text(st));
     return;
   }
   int rc = uv_queue_work(a->loop, &j->work, job_work, job_done);
@@ -978,7 +978,7 @@ void admin_on_request(void *data, http_conn *c, http_request *req) {
       break;
     case R_UNAUTHORIZED:
       metrics_count_admin(401);
-      http_respond(c, 401, "WWW-Authenticate: Basic realm=\"hookd admin\", charset=\"UTF-8\"\r\n",
+      http_conn_respond(c, 401, "WWW-Authenticate: Basic realm=\"hookd admin\", charset=\"UTF-8\"\r\n",
                    "unauthorized\n", 13);
       break;
     default:

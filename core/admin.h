@@ -30,7 +30,7 @@
 #include <uv.h>
 #include "config.h"
 #include "dispatch.h"
-#include "http.h"
+#include "http_server.h"
 #include "plugin_host.h"
 #include "spool.h"
 

@@ -21,7 +21,7 @@
 #include "dispatch.h"
 #include "generation.h"
 #include "dlq.h"
-#include "http.h"
+#include "http_server.h"
 #include "http_client.h"
 #include "log.h"
 #include "plugin_child.h"
@@ -29,7 +29,7 @@
 #include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
-#include "server.h"
+#include "ingest.h"
 #include "spool.h"
 #include "spool_pg.h"
 #include "spool_sqlite.h"
@@ -99,7 +99,7 @@ typedef struct hookd_daemon {
   generation *gen;     /* current */
   generation *retired; /* reloaded away, finishing their deliveries */
   spool *sp;
-  server *srv;
+  ingest *srv;
   uv_loop_t loop;
   uv_timer_t watchdog;
   uv_timer_t deadline;
@@ -177,13 +177,13 @@ static void on_watchdog(uv_timer_t *t) {
   for (generation *g = dm->retired; g; g = g->next) dispatch_check_timeouts(g->dp);
   dispatch_observe(dm->gen->dp); /* one log line per instance state change */
   reap(dm);
-  http_release_memory();
+  http_server_release_memory();
 }
 
 /* Makes g (loaded and checked) current. Returns 0, or -1 with err and g
  * freed. */
 static int swap_in(hookd_daemon *dm, generation *g, char *err, size_t errlen) {
-  if (generation_start(g, dm->sp, err, errlen) != 0 || server_set_generation(dm->srv, g) != 0) {
+  if (generation_start(g, dm->sp, err, errlen) != 0 || ingest_set_generation(dm->srv, g) != 0) {
     if (!err[0]) snprintf(err, errlen, "out of memory");
     g->retired = 1;
     generation_unref(g);
@@ -390,7 +390,7 @@ static void on_deadline(uv_timer_t *t) {
      * answer first (the drain then completes by itself). */
     log_write(LOG_WARN, NULL, "requests still open after shutdown_timeout_ms; closing them");
     dm->aborted = 1;
-    server_abort(dm->srv);
+    ingest_abort(dm->srv);
     uv_timer_start(&dm->deadline, on_deadline, 5000, 0);
     return;
   }
@@ -417,7 +417,7 @@ static void on_signal(uv_signal_t *h, int signum) {
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
   if (dm->reload_running) reload_finished(dm, 503, "shutting down");
   uv_timer_start(&dm->deadline, on_deadline, dm->gen->cfg.shutdown_timeout_ms, 0);
-  server_drain(dm->srv, on_drained, dm);
+  ingest_drain(dm->srv, on_drained, dm);
 }
 
 static int load_config(config *cfg, const char *file) {
@@ -529,7 +529,7 @@ static int shut_down(hookd_daemon *dm, int rc) {
     /* Connections are still open and refer to the server: leave it. */
     if (dm->srv) generation_unref(dm->gen);
   } else if (dm->srv) {
-    server_free(dm->srv); /* drops the server's generation reference */
+    ingest_free(dm->srv); /* drops the server's generation reference */
   }
   dm->srv = NULL;
   int64_t spent = dm->stopping ? mono_ms() - dm->stop_started : 0;
@@ -604,9 +604,9 @@ static int cmd_run(const char *file) {
   uv_loop_init(&dm->loop);
   int rc = open_spool(dm);
   if (rc == 0) {
-    /* server_new runs the loop to close what it opened when it fails: it
+    /* ingest_new runs the loop to close what it opened when it fails: it
      * comes before any other handle. */
-    dm->srv = server_new(&dm->loop, g, dm->sp, err, sizeof err);
+    dm->srv = ingest_new(&dm->loop, g, dm->sp, err, sizeof err);
     if (dm->srv == NULL) {
       log_write(LOG_ERROR, NULL, "%s", err);
       rc = EXIT_RUNTIME;
@@ -614,14 +614,14 @@ static int cmd_run(const char *file) {
   }
   if (rc == 0) start_handles(dm);
   if (rc == 0) {
-    server_set_reload(dm->srv, admin_reload, dm);
+    ingest_set_reload(dm->srv, admin_reload, dm);
     /* Listeners are bound, files are open: root is no longer needed, and
      * no plugin has run yet. */
     privs_warn_if_root(&g->cfg);
     if (privs_drop(&g->cfg, err, sizeof err) != 0) {
       log_write(LOG_ERROR, NULL, "%s", err);
       dm->stopping = 1;
-      server_drain(dm->srv, on_drained, dm);
+      ingest_drain(dm->srv, on_drained, dm);
       uv_run(&dm->loop, UV_RUN_DEFAULT); /* the listeners' closes finish */
       rc = EXIT_RUNTIME;
     }

@@ -66,7 +66,7 @@ extern metrics g_metrics;
 /* Records the start time (hookd_start_time_seconds); runs by itself before main(). */
 void metrics_init(void);
 
-/* Counts an answer (http.c, every listener). Other 2xx count as 200. */
+/* Counts an answer (http_server.c, every listener). Other 2xx count as 200. */
 void metrics_count_status(int status);
 /* Counts an answer of the admin listener (also counted by metrics_count_status;
  * the webhook figures are the difference). */
@@ -93,7 +93,7 @@ void metrics_event_accepted(const char *source, const char *id, const char *type
 
 /* --- ingest edge (TLS, handshakes, content codings) --------------------------
  * tls.c counts handshakes (full or resumed) and the failures of those that
- * began, by reason; server.c records each TLS listener's certificate expiry
+ * began, by reason; ingest.c records each TLS listener's certificate expiry
  * and certificate reloads; the request path counts endpoint handshakes
  * (challenges) answered by kind and result. */
 #define METRICS_TLS_REASONS(X)                                                          \

@@ -1,4 +1,4 @@
-/* libFuzzer target: the HTTP front end (core/http.c with llhttp), bytes in, answers out,
+/* libFuzzer target: the HTTP front end (core/http_server.c with llhttp), bytes in, answers out,
  * through the real connection code on one end of a socketpair. */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <llhttp.h>
 
 #include "envelope.h"
-#include "http.h"
+#include "http_server.h"
 #include "log.h"
 #include "verify.h"
 
@@ -49,7 +49,7 @@ static int on_headers(void *data, http_conn *c, http_request *req) {
 }
 
 static void on_later(uv_idle_t *h) {
-  for (size_t i = 0; i < n_deferred; i++) http_respond(deferred[i], 200, NULL, NULL, 0);
+  for (size_t i = 0; i < n_deferred; i++) http_conn_respond(deferred[i], 200, NULL, NULL, 0);
   n_deferred = 0;
   uv_idle_stop(h);
 }
@@ -60,13 +60,13 @@ static void on_request(void *data, http_conn *c, http_request *req) {
   (void)data;
   verify_input in = {hdr, req, req->body, req->body_len, 1700000000};
   if (verify_request(&vcfg, &in) != 0) {
-    http_respond_text(c, 401, "unauthorized");
+    http_conn_respond_text(c, 401, "unauthorized");
     return;
   }
   envelope env;
   const char *reason = NULL;
   if (envelope_decode(&spec, req->body, req->body_len, &env, &reason) != 0) {
-    http_respond_text(c, 400, reason);
+    http_conn_respond_text(c, 400, reason);
     return;
   }
   envelope_clear(&env);
@@ -75,7 +75,7 @@ static void on_request(void *data, http_conn *c, http_request *req) {
     uv_idle_start(&later, on_later);
     return;
   }
-  http_respond(c, 200, NULL, NULL, 0);
+  http_conn_respond(c, 200, NULL, NULL, 0);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -159,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size--;
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  if (http_open_fd(&srv, sv[0], NULL) != 0) abort();
+  if (http_server_open_fd(&srv, sv[0], NULL) != 0) abort();
 
   size_t off = 0, n = 0;
   int eof = 0, shut = 0;

@@ -1,5 +1,5 @@
 /* HTTP/1.1 connections: llhttp callbacks, limits checked before buffering, timeouts, pipelining and answers. */
-#include "http.h"
+#include "http_server.h"
 
 #include <llhttp.h>
 #include <malloc.h>
@@ -110,7 +110,7 @@ static void conn_update_reading(http_conn *c);
 static void feed(http_conn *c, const char *data, size_t len);
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 
-const char *http_status_text(int status) {
+const char *http_server_status_text(int status) {
   switch (status) {
     case 200: return "OK";
     case 201: return "Created";
@@ -135,7 +135,7 @@ const char *http_status_text(int status) {
 /* A connection idle for TRIM_MS keeps no buffers: it then costs its
  * handles and this struct only. Busy connections keep them, so a stream of
  * requests allocates nothing. Never inside llhttp callbacks. */
-static unsigned long trims; /* idle_trim calls, for http_release_memory */
+static unsigned long trims; /* idle_trim calls, for http_server_release_memory */
 
 static void idle_trim(http_conn *c) {
   trims++;
@@ -167,7 +167,7 @@ static void on_timer(uv_timer_t *t) {
       c->reject_status = 0;
       c->answered = 0;
       c->state = ST_HANDLING;
-      http_respond_text(c, 408, why);
+      http_conn_respond_text(c, 408, why);
       break;
     }
     case ST_HANDLING:
@@ -576,9 +576,9 @@ static void answer_refusal(http_conn *c, int st, const char *reason) {
     char body[256];
     int n = snprintf(body, sizeof body, "%s\n", reason);
     if (n < 0 || (size_t)n >= sizeof body) n = 0;
-    http_respond(c, st, st == 405 ? allow : NULL, body, (size_t)n);
+    http_conn_respond(c, st, st == 405 ? allow : NULL, body, (size_t)n);
   } else {
-    http_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
+    http_conn_respond(c, st, st == 405 ? allow : NULL, NULL, 0);
   }
 }
 
@@ -592,7 +592,7 @@ static int on_message_complete(llhttp_t *p) {
     answer_refusal(c, c->reject_status, c->req.reason);
   } else if (c->gzip && (st = inflate_body(c)) != 0) {
     release_req(c);
-    http_respond_text(c, st, c->req.reason);
+    http_conn_respond_text(c, st, c->req.reason);
   } else {
     if (c->body) c->body[c->body_len] = '\0';
     c->req.body = c->body ? c->body : "";
@@ -779,17 +779,17 @@ static void feed(http_conn *c, const char *data, size_t len) {
   c->state = ST_HANDLING;
   c->answered = 0;
   if (st == 400 && c->req.reason) {
-    http_respond_text(c, 400, c->req.reason);
+    http_conn_respond_text(c, 400, c->req.reason);
   } else if (st == 400) {
     char msg[160];
     snprintf(msg, sizeof msg, "malformed HTTP: %s", llhttp_get_error_reason(&c->parser));
-    http_respond_text(c, 400, msg);
+    http_conn_respond_text(c, 400, msg);
   } else if (st == 413) {
-    http_respond_text(c, 413, "body larger than max_body_bytes");
+    http_conn_respond_text(c, 413, "body larger than max_body_bytes");
   } else if (st == 431) {
-    http_respond_text(c, 431, "headers larger than max_header_bytes");
+    http_conn_respond_text(c, 431, "headers larger than max_header_bytes");
   } else if (st == 503) {
-    http_respond(c, st, "Retry-After: 1\r\n", NULL, 0);
+    http_conn_respond(c, st, "Retry-After: 1\r\n", NULL, 0);
   } else {
     answer_refusal(c, st, c->req.reason); /* refused before an expected body */
   }
@@ -964,7 +964,7 @@ static void conn_start(http_conn *c) {
     }
     c->keep_alive = 0;
     c->state = ST_HANDLING;
-    http_respond(c, 503, "Retry-After: 1\r\n", "too many connections\n", 21);
+    http_conn_respond(c, 503, "Retry-After: 1\r\n", "too many connections\n", 21);
     return;
   }
   if (srv->handler.on_accept && srv->handler.on_accept(srv->handler.data, c) != 0) {
@@ -975,7 +975,7 @@ static void conn_start(http_conn *c) {
   conn_update_reading(c);
 }
 
-void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls) {
+void http_server_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls) {
   http_conn *c = conn_new(srv);
   if (c == NULL) return;
   if (tls) tls_ctx_ref(tls);
@@ -987,7 +987,7 @@ void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls) {
   conn_start(c);
 }
 
-int http_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls) {
+int http_server_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls) {
   http_conn *c = conn_new(srv);
   if (c == NULL) return UV_ENOMEM;
   if (tls) tls_ctx_ref(tls);
@@ -1008,7 +1008,7 @@ static void respond_full(http_conn *c, int status, const char *extra_headers, co
                          size_t body_len) {
   char head[512];
   int hl = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                    status, http_status_text(status), body_len,
+                    status, http_server_status_text(status), body_len,
                     body_len && !(extra_headers && strcasestr(extra_headers, "Content-Type:"))
                         ? "Content-Type: text/plain; charset=utf-8\r\n"
                         : "",
@@ -1027,7 +1027,7 @@ static void respond_full(http_conn *c, int status, const char *extra_headers, co
   if (out != stackbuf) free(out);
 }
 
-void http_respond(http_conn *c, int status, const char *extra_headers, const char *body,
+void http_conn_respond(http_conn *c, int status, const char *extra_headers, const char *body,
                   size_t body_len) {
   if (c->answered) return;
   c->answered = 1;
@@ -1049,7 +1049,7 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
     char *h = cached[ka][status - 200];
     if (cached_len[ka][status - 200] == 0) {
       int n = snprintf(h, sizeof cached[0][0], "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n%s\r\n",
-                       status, http_status_text(status), ka ? "" : "Connection: close\r\n");
+                       status, http_server_status_text(status), ka ? "" : "Connection: close\r\n");
       cached_len[ka][status - 200] = (unsigned char)n;
     }
     conn_write(c, h, cached_len[ka][status - 200]);
@@ -1090,12 +1090,12 @@ void http_respond(http_conn *c, int status, const char *extra_headers, const cha
   }
 }
 
-void http_respond_text(http_conn *c, int status, const char *text) {
+void http_conn_respond_text(http_conn *c, int status, const char *text) {
   char body[512];
   int n = snprintf(body, sizeof body, "%s\n", text);
   if (n < 0) n = 0;
   if ((size_t)n >= sizeof body) n = sizeof body - 1;
-  http_respond(c, status, NULL, body, (size_t)n);
+  http_conn_respond(c, status, NULL, body, (size_t)n);
 }
 
 const char *http_request_header(const http_request *req, const char *name, size_t *len) {
@@ -1136,7 +1136,7 @@ const char *http_conn_peer(http_conn *c) {
   return c->peer;
 }
 
-void http_release_memory(void) {
+void http_server_release_memory(void) {
   static unsigned long seen;
   if (trims == seen) return;
   seen = trims;

@@ -1,6 +1,6 @@
 /* HTTP/1.1 connections: llhttp parsing, limits before buffering, timeouts, pipelining, answers. */
-#ifndef HOOKD_HTTP_H
-#define HOOKD_HTTP_H
+#ifndef HOOKD_HTTP_SERVER_H
+#define HOOKD_HTTP_SERVER_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -41,7 +41,7 @@ typedef struct http_handler {
    * taken and expects 100-continue gets its "100 Continue" right after. */
   int (*on_headers)(void *data, http_conn *c, http_request *req);
   /* Called with the complete request. It must answer exactly once with
-   * http_respond(), now or later (the connection reads no further request
+   * http_conn_respond(), now or later (the connection reads no further request
    * until then). */
   void (*on_request)(void *data, http_conn *c, http_request *req);
   void *data;
@@ -77,21 +77,21 @@ typedef struct http_server {
 /* Accepts a pending connection on the listening stream; tls is the
  * listener's current TLS context (the connection references it), NULL for
  * plain HTTP. */
-void http_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls);
+void http_server_accept(http_server *srv, uv_stream_t *listener, tls_ctx *tls);
 
 /* Serves a connected stream socket it takes over (closed with the
  * connection), like an accepted one: for in-process drivers such as the
  * fuzz harness, which hands in one end of a socketpair. Returns 0 or a
  * negative libuv error (fd then left open). */
-int http_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls);
+int http_server_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls);
 
 /* Answers the request in progress. extra_headers: "Name: value\r\n" lines or
  * NULL; body may be NULL. After the answer the connection reads the next
  * request (keep-alive) or closes. */
-void http_respond(http_conn *c, int status, const char *extra_headers, const char *body,
+void http_conn_respond(http_conn *c, int status, const char *extra_headers, const char *body,
                   size_t body_len);
 /* Shorthand: a text/plain one-line answer. */
-void http_respond_text(http_conn *c, int status, const char *text);
+void http_conn_respond_text(http_conn *c, int status, const char *text);
 
 /* The value of a request header (case-insensitive name), or NULL. */
 const char *http_request_header(const http_request *req, const char *name, size_t *len);
@@ -107,12 +107,12 @@ void http_server_drain(http_server *srv);
 /* Returns the memory that idle connections gave back to the system (when
  * any did since the last call). Loop thread; the daemon calls it once a
  * second. */
-void http_release_memory(void);
+void http_server_release_memory(void);
 
 /* Closes every connection except those whose request waits for an answer
  * from the spool (shutdown past its deadline: slow clients are cut off). */
 void http_server_abort(http_server *srv);
 
-const char *http_status_text(int status);
+const char *http_server_status_text(int status);
 
 #endif

@@ -1,5 +1,5 @@
-/* Server: listeners and the webhook request path (verify, decode, dedupe, route, spool, answer). */
-#include "server.h"
+/* Ingest: the webhook and admin listeners and the request path (verify, decode, dedupe, route, spool). */
+#include "ingest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +13,7 @@
 #include "admin.h"
 #include "envelope.h"
 #include "event.h"
-#include "http.h"
+#include "http_server.h"
 #include "log.h"
 #include "metrics.h"
 #include "tls.h"
@@ -22,12 +22,12 @@
 typedef struct listener {
   uv_tcp_t tcp;
   http_server *hs;
-  server *s;
+  ingest *s;
   char *addr;    /* as configured, for logs and metrics */
   tls_ctx *tls;  /* what new connections use (referenced); NULL: plain HTTP */
 } listener;
 
-struct server {
+struct ingest {
   uv_loop_t *loop;
   generation *gen; /* current: config, router, plugin instances, dispatcher */
   spool *sp;
@@ -53,11 +53,11 @@ struct server {
 static int web_on_accept(void *data, http_conn *c) {
   struct sockaddr_storage peer;
   if (http_conn_peer_addr(c, &peer) != 0) return 0; /* unknown: judged per request */
-  return access_accept(&((server *)data)->gen->cfg, (const struct sockaddr *)&peer);
+  return access_accept(&((ingest *)data)->gen->cfg, (const struct sockaddr *)&peer);
 }
 
 static int web_on_headers(void *data, http_conn *c, http_request *req) {
-  server *s = data;
+  ingest *s = data;
   const config *cfg = &s->gen->cfg;
   const config_source *src = NULL;
   for (size_t i = 0; i < cfg->n_sources && src == NULL; i++) {
@@ -99,7 +99,7 @@ static void web_on_refused(void *data, http_conn *c, const http_request *req, in
                       : status == 405 ? "method is not POST"
                       : status == 403 ? "client address not allowed (allow_ips)"
                       : status == 408 ? "headers or body too slow"
-                                      : http_status_text(status);
+                                      : http_server_status_text(status);
     snprintf(reason, sizeof reason, "%s", why);
   }
   metrics_rejected_add(http_conn_peer(c), req->path ? req->path : "-", status, reason);
@@ -175,15 +175,15 @@ static void answer_stored(void *data, int status) {
     } else {
       log_write(LOG_INFO, &ctx, "accepted %s for %zu plugin instance(s)", sc->ev->type, sc->n);
     }
-    http_respond(sc->c, src->success_status, NULL, NULL, 0);
+    http_conn_respond(sc->c, src->success_status, NULL, NULL, 0);
   } else if (status == SPOOL_DUPLICATE) {
     METRICS_INC(g_metrics.events_duplicate);
     log_write(LOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again",
               sc->ev->type);
-    http_respond(sc->c, src->success_status, NULL, NULL, 0);
+    http_conn_respond(sc->c, src->success_status, NULL, NULL, 0);
   } else {
     log_write(LOG_ERROR, &ctx, "rejected: the spool could not store the event (503)");
-    http_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n", 37);
+    http_conn_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n", 37);
   }
   event_unref(sc->ev);
   generation_unref(sc->gen);
@@ -243,13 +243,13 @@ static int answer_handshake(http_conn *c, const config_source *src, const http_r
   log_ctx ctx = {.source = src->name, .peer = http_conn_peer(c)};
   metrics_challenge(src->name, kind, 1);
   log_write(LOG_INFO, &ctx, "answered the %s endpoint handshake (not stored)", kind);
-  http_respond(c, 200, "Content-Type: application/json\r\n", ans, strlen(ans));
+  http_conn_respond(c, 200, "Content-Type: application/json\r\n", ans, strlen(ans));
   free(ans);
   return 1;
 }
 
 static void web_on_request(void *data, http_conn *c, http_request *req) {
-  server *s = data;
+  ingest *s = data;
   const config_source *src = req->route;
   log_ctx ctx = {.source = src->name};
   uint64_t t0 = metrics_source_begin(src->name);
@@ -265,7 +265,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     }
     log_write(LOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
     req->reason = "signature missing or wrong"; /* the page says it; the sender is not told */
-    http_respond_text(c, 401, "unauthorized");
+    http_conn_respond_text(c, 401, "unauthorized");
     return;
   }
   /* A sender's endpoint handshake is answered and counted, never stored. */
@@ -283,21 +283,21 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   if (rc != 0) {
     ctx.peer = http_conn_peer(c);
     log_write(LOG_INFO, &ctx, "rejected: %s (400)", reason);
-    http_respond_text(c, 400, reason);
+    http_conn_respond_text(c, 400, reason);
     return;
   }
   ctx.event_id = env.id;
   if (s->draining) {
     log_write(LOG_INFO, &ctx, "rejected: shutting down (503)");
     envelope_clear(&env);
-    http_respond(c, 503, "Retry-After: 5\r\n", "shutting down\n", 14);
+    http_conn_respond(c, 503, "Retry-After: 5\r\n", "shutting down\n", 14);
     return;
   }
   if (spool_seen(s->sp, src->name, env.id)) {
     METRICS_INC(g_metrics.events_duplicate);
     log_write(LOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again", env.type);
     envelope_clear(&env);
-    http_respond(c, src->success_status, NULL, NULL, 0);
+    http_conn_respond(c, src->success_status, NULL, NULL, 0);
     return;
   }
   size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
@@ -310,7 +310,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     log_write(LOG_WARN, &ctx, "rejected: %s (503)", busy);
     envelope_clear(&env);
     req->reason = busy; /* valid until the answer is sent */
-    http_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
+    http_conn_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
   size_t clen = 0;
@@ -327,7 +327,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   if (sc == NULL) {
     log_write(LOG_ERROR, &ctx, "rejected: out of memory (503)");
     event_unref(ev);
-    http_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
+    http_conn_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
     return;
   }
   *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
@@ -337,7 +337,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     event_unref(ev);
     generation_unref(g);
     free(sc);
-    http_respond(c, 503, "Retry-After: 5\r\n", NULL, 0);
+    http_conn_respond(c, 503, "Retry-After: 5\r\n", NULL, 0);
   }
   metrics_source_end();
 }
@@ -350,10 +350,10 @@ static void on_connection(uv_stream_t *st, int status) {
     log_write(LOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
     return;
   }
-  http_accept(l->hs, st, l->tls);
+  http_server_accept(l->hs, st, l->tls);
 }
 
-static int bind_one(server *s, listener *l, const char *addr, const config_tls *tls,
+static int bind_one(ingest *s, listener *l, const char *addr, const config_tls *tls,
                     http_server *hs, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   if (config_parse_addr(addr, &ss) != 0) {
@@ -400,7 +400,7 @@ static int bind_one(server *s, listener *l, const char *addr, const config_tls *
   return 0;
 }
 
-static void maybe_done(server *s) {
+static void maybe_done(ingest *s) {
   if (s->draining && s->open_listeners == 0 && s->web_empty && s->admin_empty && s->done) {
     void (*done)(void *) = s->done;
     s->done = NULL;
@@ -409,13 +409,13 @@ static void maybe_done(server *s) {
 }
 
 static void on_web_empty(void *data) {
-  server *s = data;
+  ingest *s = data;
   s->web_empty = 1;
   maybe_done(s);
 }
 
 static void on_admin_empty(void *data) {
-  server *s = data;
+  ingest *s = data;
   s->admin_empty = 1;
   maybe_done(s);
 }
@@ -426,7 +426,7 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_done(l->s);
 }
 
-int server_reload_tls(server *s, const config *cfg) {
+int ingest_reload_tls(ingest *s, const config *cfg) {
   int changed = 0;
   /* Listeners bound at start are the first n_listen of s->ls, in order;
    * listen itself cannot change without a restart. */
@@ -456,7 +456,7 @@ int server_reload_tls(server *s, const config *cfg) {
 
 /* Makes g current: requests from now on use its config, router and
  * instances. Returns 0, or -1 when out of memory (nothing changed). */
-int server_set_generation(server *s, generation *g) {
+int ingest_set_generation(ingest *s, generation *g) {
   size_t need = g->cfg.n_plugins ? g->cfg.n_plugins : 1;
   if (need > s->match_cap) {
     size_t *m = realloc(s->match, need * sizeof *m);
@@ -470,7 +470,7 @@ int server_set_generation(server *s, generation *g) {
   generation_ref(g);
   if (s->gen) {
     generation_unref(s->gen);
-    server_reload_tls(s, &g->cfg);
+    ingest_reload_tls(s, &g->cfg);
   }
   s->gen = g;
   /* New requests and new connections see the new limits. */
@@ -483,15 +483,15 @@ int server_set_generation(server *s, generation *g) {
   return 0;
 }
 
-void server_set_reload(server *s, void (*reload)(void *data, admin_reload_done done, void *arg),
+void ingest_set_reload(ingest *s, void (*reload)(void *data, admin_reload_done done, void *arg),
                        void *data) {
   s->adm.reload = reload;
   s->adm.reload_data = data;
 }
 
-server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t errlen) {
+ingest *ingest_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t errlen) {
   const config *cfg = &g->cfg;
-  server *s = calloc(1, sizeof *s);
+  ingest *s = calloc(1, sizeof *s);
   if (s == NULL) {
     snprintf(err, errlen, "out of memory");
     return NULL;
@@ -499,9 +499,9 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
   s->loop = loop;
   s->sp = sp;
   s->ls = calloc(cfg->n_listen + 1, sizeof *s->ls);
-  if (s->ls == NULL || server_set_generation(s, g) != 0) {
+  if (s->ls == NULL || ingest_set_generation(s, g) != 0) {
     snprintf(err, errlen, "out of memory");
-    server_free(s);
+    ingest_free(s);
     return NULL;
   }
   s->web = (http_server){.loop = loop, .limits = &cfg->limits,
@@ -531,14 +531,14 @@ server *server_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t 
      * here only finishes these closes. */
     for (size_t i = 0; i < s->n_ls; i++) uv_close((uv_handle_t *)&s->ls[i].tcp, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
-    server_free(s);
+    ingest_free(s);
     return NULL;
   }
   s->adm.listening = 1;
   return s;
 }
 
-void server_drain(server *s, void (*done)(void *data), void *data) {
+void ingest_drain(ingest *s, void (*done)(void *data), void *data) {
   if (s->draining) return;
   s->draining = 1;
   s->adm.draining = 1;
@@ -551,12 +551,12 @@ void server_drain(server *s, void (*done)(void *data), void *data) {
   http_server_drain(&s->admin);
 }
 
-void server_abort(server *s) {
+void ingest_abort(ingest *s) {
   http_server_abort(&s->web);
   http_server_abort(&s->admin);
 }
 
-void server_free(server *s) {
+void ingest_free(ingest *s) {
   if (s == NULL) return;
   if (s->gen) generation_unref(s->gen);
   free(s->match);
