@@ -23,6 +23,7 @@
 #include "router.h"
 #include "plugin_proc.h"
 #include "scrub.h"
+#include "clock.h"
 
 /* What a request asked for; req->route points at one of these. */
 typedef enum {
@@ -839,7 +840,7 @@ static int backfill_params(admin_job *j, const http_request *req, const char **m
     return 400;
   }
   snprintf(j->source, sizeof j->source, "%s", source);
-  j->filter = (dlq_filter){.since_ms = now_ms() - since,
+  j->filter = (dlq_filter){.since_ms = clock_now_ms() - since,
                            .type_pattern = rt == 1 ? j->type : NULL,
                            .source = rsrc == 1 && source[0] ? j->source : NULL};
   snprintf(j->what, sizeof j->what, "since %s%s%s%s%s (status page)", j->since,

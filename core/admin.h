@@ -28,7 +28,7 @@
  */
 
 #include <uv.h>
-#include "config.h"
+struct config;
 #include "dispatch.h"
 #include "http_server.h"
 #include "plugin_host.h"
@@ -40,7 +40,7 @@ typedef void (*admin_reload_done)(void *arg, int status, const char *why);
 /* What the admin endpoints read. Owned by the server; everything it points
  * to outlives it. */
 typedef struct admin {
-  const config *cfg;
+  const struct config *cfg;
   plugin_host *host;
   dispatch *dp;        /* the current generation's */
   spool_lane **lanes;  /* its instances' spool lanes, by index */

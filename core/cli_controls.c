@@ -12,6 +12,7 @@
 #include "dlq.h"
 #include "event.h"
 #include "router.h"
+#include "clock.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -141,7 +142,7 @@ static void sleep_ms(int ms) {
 /* Shows a back-fill's progress on the terminal until it is all delivered
  * (or dead), or until it is clear that no hookd picks it up. */
 static int watch(dlq *q, int64_t id, const char *instance) {
-  int64_t t0 = mono_ms(), last_done = 0, last_t = t0;
+  int64_t t0 = clock_mono_ms(), last_done = 0, last_t = t0;
   double rate = 0;
   dlq_backfill_progress p;
   for (;;) {
@@ -149,7 +150,7 @@ static int watch(dlq *q, int64_t id, const char *instance) {
       fprintf(stderr, "\nhookd: %s\n", dlq_error(q));
       return EXIT_RUNTIME;
     }
-    int64_t now = mono_ms(), done = p.delivered + p.dead;
+    int64_t now = clock_mono_ms(), done = p.delivered + p.dead;
     if (now - last_t >= 1000) {
       double r = (double)(done - last_done) * 1000.0 / (double)(now - last_t);
       rate = rate == 0 ? r : 0.7 * rate + 0.3 * r; /* smoothed: the line stays readable */
@@ -184,7 +185,7 @@ int cli_replay(const char *file, int argc, char **argv) {
   if (rc != 0) return rc;
   dlq *q = NULL;
   rc = open_spool(&cfg, &q);
-  dlq_filter f = {.since_ms = now_ms() - config_parse_duration(a.since),
+  dlq_filter f = {.since_ms = clock_now_ms() - config_parse_duration(a.since),
                   .type_pattern = a.type,
                   .source = a.source};
   char what[512];

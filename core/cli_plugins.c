@@ -16,6 +16,7 @@
 #include "log.h"
 #include "plugin_host.h"
 #include "plugin_options.h"
+#include "clock.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -224,7 +225,7 @@ static event *load_event(const try_args *a, const config_source *src) {
     fprintf(stderr, "hookd: %s: %s (read as source '%s')\n", a->event_file, why, src->name);
   } else {
     ev = event_new(src->name, env.id, env.type, env.order_key, "application/json", body, len,
-                   env.root, now_ms());
+                   env.root, clock_now_ms());
     if (ev) env.root = NULL; /* the event owns it now */
     envelope_clear(&env);
   }

@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cjson/cJSON.h>
 #include "access.h"
+#include "config_delivery.h"
+#include "config_limits.h"
 #include "envelope.h"
 #include "jsonc.h"
 #include "log.h"
@@ -15,15 +17,6 @@ typedef enum { SPOOL_SYNC_FULL = 0, SPOOL_SYNC_NORMAL, SPOOL_SYNC_OFF } spool_sy
 /* Where the spool lives: data_dir/spool.db, or a PostgreSQL database shared
  * by several nodes (DESIGN §10). */
 typedef enum { SPOOL_BACKEND_SQLITE = 0, SPOOL_BACKEND_POSTGRES } spool_backend;
-
-typedef struct config_limits {
-  uint64_t max_body_bytes;    /* 1048576 */
-  uint32_t max_header_bytes;  /* 16384 */
-  uint32_t header_timeout_ms; /* 10000 */
-  uint32_t body_timeout_ms;   /* 30000 */
-  uint32_t idle_timeout_ms;   /* 60000 */
-  uint32_t max_connections;   /* 10000 */
-} config_limits;
 
 struct tls_ctx;
 
@@ -35,23 +28,6 @@ typedef struct config_tls {
   struct tls_ctx *ctx;  /* built from the files by config_load (owned) */
 } config_tls;
 
-typedef struct config_delivery {
-  uint32_t concurrency;        /* 4 */
-  uint32_t max_attempts;       /* 12 */
-  uint64_t backoff_initial_ms; /* 1000 */
-  uint64_t backoff_max_ms;     /* 3600000 */
-  uint64_t timeout_ms;         /* 30000: a deliver() past it is a failed attempt */
-  uint32_t max_crashes;        /* 3: crashes while running that dead-letter a delivery */
-  uint64_t max_pending;        /* 100000: unfinished deliveries of one instance */
-  uint32_t max_threads;        /* 256: worker threads of all instances (global only) */
-  /* "rate": "N/s" | "N/m" | "N/h" (null: no limit): deliveries started,
-   * evenly spaced (a token bucket with a burst of 1). */
-  uint32_t rate_count;         /* N; 0: no limit */
-  uint32_t rate_period_ms;     /* 1000, 60000 or 3600000 */
-  /* "breaker": {"failures", "cooldown_ms"} */
-  uint32_t breaker_failures;   /* 20: consecutive failed attempts that open the circuit; 0: off */
-  uint64_t breaker_cooldown_ms; /* 30000: one probe this often while open */
-} config_delivery;
 
 /* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
 typedef enum { CHALLENGE_NONE = 0, CHALLENGE_ZOOM, CHALLENGE_SLACK } config_challenge;

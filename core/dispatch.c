@@ -1,5 +1,6 @@
 /* Dispatcher: per-instance worker threads that claim from spool lanes, run deliver(), and settle: retries, backoff, dead letters, crashes, hangs. */
 #include "dispatch.h"
+#include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "pace.h"
 #include "scrub.h"
+#include "clock.h"
 
 /* One worker thread. Threads are detached: a worker frees its record when
  * it exits, and the queue counts the live ones. */
@@ -108,7 +110,7 @@ static void record(iqueue *q, delivery *d, const attempt_result *a, const char *
   snprintf(msg, sizeof msg, "%s", a->r == HOOKD_OK || !a->msg ? "" : a->msg);
   scrub_text(answer, sizeof answer);
   scrub_text(msg, sizeof msg);
-  spool_attempt at = {.started_ms = a->started_ms ? a->started_ms : now_ms() - a->took_ms,
+  spool_attempt at = {.started_ms = a->started_ms ? a->started_ms : clock_now_ms() - a->took_ms,
                       .took_ms = a->took_ms,
                       .attempt = d->attempt,
                       .outcome = outcome,
@@ -148,7 +150,7 @@ static void wake_all(iqueue *q) {
  * attempt and returns 1. */
 static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
   if (!a->called) return 0;
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   pace_result k = pace_kind(a);
   /* As long as the destination asked (the HTTP helper caps Retry-After at
    * a day), else a second. */
@@ -195,7 +197,7 @@ static int failed_attempt(iqueue *q, delivery *d, const attempt_result *a) {
   }
   int64_t wait = a->retry_after_ms ? (int64_t)a->retry_after_ms : backoff_ms(c, d->attempt);
   if ((uint64_t)wait > c->backoff_max_ms) wait = (int64_t)c->backoff_max_ms;
-  d->due_ms = now_ms() + wait;
+  d->due_ms = clock_now_ms() + wait;
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
   log_write(LOG_WARN, &ctx, "delivery attempt %u of %s failed, retry in %lld ms: %s", d->attempt,
             d->ev->type, (long long)wait, a->msg);
@@ -251,7 +253,7 @@ static void settle(iqueue *q, delivery *d, const attempt_result *a) {
     case PLUGIN_UNAVAILABLE:
       /* Not an attempt: back in the lane without using one up. */
       d->attempt--;
-      d->due_ms = now_ms() + (a->retry_after_ms ? a->retry_after_ms : 1000);
+      d->due_ms = clock_now_ms() + (a->retry_after_ms ? a->retry_after_ms : 1000);
       spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
       event_unref(ev);
       return;
@@ -330,7 +332,7 @@ static void wait_until(iqueue *q, int64_t due_ms) {
 
 /* A claimed delivery that is not run after all: a probe it was is over. */
 static void not_run(iqueue *q, worker *w) {
-  if (w->probe && (pace_report(q->pace, 1, PACE_NO_ATTEMPT, 0, NULL, now_ms()) & PACE_WAKE)) {
+  if (w->probe && (pace_report(q->pace, 1, PACE_NO_ATTEMPT, 0, NULL, clock_now_ms()) & PACE_WAKE)) {
     wake_all(q);
   }
   w->probe = 0;
@@ -356,7 +358,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
     /* The start could not be recorded: run nothing that a crash could not
      * account for; try again in a second. */
     not_run(q, w);
-    d->due_ms = now_ms() + 1000;
+    d->due_ms = clock_now_ms() + 1000;
     spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
     return;
   }
@@ -370,8 +372,8 @@ static void run(iqueue *q, worker *w, delivery *d) {
   out.struct_size = sizeof out;
   pthread_mutex_lock(&q->mu);
   w->d = d;
-  w->started = mono_ms();
-  w->wall = now_ms();
+  w->started = clock_mono_ms();
+  w->wall = clock_now_ms();
   pthread_mutex_unlock(&q->mu);
 
   crash_enter(q->inst->name, ev->id, d->spool_id);
@@ -381,7 +383,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
 
   pthread_mutex_lock(&q->mu);
   int off = w->written_off;
-  int64_t took = mono_ms() - w->started;
+  int64_t took = clock_mono_ms() - w->started;
   w->d = NULL;
   pthread_mutex_unlock(&q->mu);
   if (off) {
@@ -448,7 +450,7 @@ static void *worker_main(void *arg) {
     int64_t next = 0;
     /* The pace says first whether the instance may start one now (rate,
      * a destination's hold, an open circuit): held, nothing is claimed. */
-    claim_arg ca = {q, now_ms()};
+    claim_arg ca = {q, clock_now_ms()};
     delivery *d = pace_claim(q->pace, ca.now, claim_from_lane, &ca, &next, &w->probe);
     if (d) run(q, w, d);
     pthread_mutex_lock(&q->mu);
@@ -522,7 +524,7 @@ static delivery *write_off(iqueue *q, worker *w, int64_t took) {
 }
 
 void dispatch_check_timeouts(dispatch *dp) {
-  int64_t now = mono_ms();
+  int64_t now = clock_mono_ms();
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     int64_t limit = (int64_t)q->inst->cfg->delivery.timeout_ms;
@@ -579,7 +581,7 @@ const char *dispatch_unhealthy(dispatch *dp, char *buf, size_t len) {
 }
 
 void dispatch_observe(dispatch *dp) {
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     if (q->pace == NULL) continue;

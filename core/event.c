@@ -3,7 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 event *event_new(const char *source, const char *id, const char *type, const char *order_key,
                  const char *content_type, const char *body, size_t body_len, cJSON *root,
@@ -94,16 +93,4 @@ void delivery_free(delivery *d) {
   if (d == NULL) return;
   event_unref(d->ev);
   free(d);
-}
-
-int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

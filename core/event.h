@@ -63,7 +63,4 @@ typedef struct delivery {
 delivery *delivery_new(event *ev, void *lane);
 void delivery_free(delivery *d);
 
-int64_t now_ms(void); /* Unix ms, CLOCK_REALTIME */
-int64_t mono_ms(void); /* CLOCK_MONOTONIC ms */
-
 #endif

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-#include "config.h"
+#include "config_limits.h"
 #include "tls.h"
 
 typedef struct http_conn http_conn;

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "tls.h"
 #include "verify.h"
+#include "clock.h"
 
 typedef struct listener {
   uv_tcp_t tcp;
@@ -254,7 +255,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   log_ctx ctx = {.source = src->name};
   uint64_t t0 = metrics_source_begin(src->name);
 
-  verify_input in = {verify_header, req, req->body, req->body_len, now_ms() / 1000};
+  verify_input in = {verify_header, req, req->body, req->body_len, clock_now_ms() / 1000};
   int handshake = maybe_handshake(src, req->body, req->body_len);
   if (verify_request(&src->verify, &in) != 0) {
     ctx.peer = http_conn_peer(c);
@@ -320,7 +321,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   /* The parse tree is dropped: a queued event costs only its bytes, and a
    * plugin that needs fields parses it once, on a worker. */
   event *ev = event_new(src->name, env.id, env.type, env.order_key, ctbuf, req->body,
-                        req->body_len, NULL, now_ms());
+                        req->body_len, NULL, clock_now_ms());
   envelope_clear(&env);
   if (ev) keep_headers(ev, src, req);
   store_ctx *sc = ev ? malloc(sizeof *sc) : NULL;

@@ -33,6 +33,7 @@
 #include "spool.h"
 #include "spool_pg.h"
 #include "spool_sqlite.h"
+#include "clock.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
@@ -131,7 +132,7 @@ static void on_sd_timer(uv_timer_t *t) {
   hookd_daemon *dm = t->data;
   spool_stats st;
   spool_get_stats(dm->sp, &st);
-  int64_t age = st.writer_beat_ms ? mono_ms() - st.writer_beat_ms : 0;
+  int64_t age = st.writer_beat_ms ? clock_mono_ms() - st.writer_beat_ms : 0;
   int64_t limit = (int64_t)(dm->sd_watchdog_usec / 1000) / 2 + 500;
   if (age <= limit) {
     sd_notify(0, "WATCHDOG=1");
@@ -411,7 +412,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   }
   if (dm->stopping) return; /* already stopping: repeats change nothing */
   dm->stopping = 1;
-  dm->stop_started = mono_ms();
+  dm->stop_started = clock_mono_ms();
   sd_notify(0, "STOPPING=1");
   log_write(LOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -532,7 +533,7 @@ static int shut_down(hookd_daemon *dm, int rc) {
     ingest_free(dm->srv); /* drops the server's generation reference */
   }
   dm->srv = NULL;
-  int64_t spent = dm->stopping ? mono_ms() - dm->stop_started : 0;
+  int64_t spent = dm->stopping ? clock_mono_ms() - dm->stop_started : 0;
   int64_t budget = (int64_t)dm->gen->cfg.shutdown_timeout_ms - spent;
   if (budget < 0) budget = 0;
   int busy = 0;
@@ -541,9 +542,9 @@ static int shut_down(hookd_daemon *dm, int rc) {
   dm->retired = NULL;
   for (generation *r = dm->gen, *next; r; r = next) {
     next = r->next;
-    int64_t t0 = mono_ms();
+    int64_t t0 = clock_mono_ms();
     if (generation_free(r, (uint32_t)budget) != 0) busy = 1;
-    budget -= mono_ms() - t0;
+    budget -= clock_mono_ms() - t0;
     if (budget < 0) budget = 0;
   }
   if (dm->sp) {

@@ -17,13 +17,13 @@
  *
  * A pace belongs to an instance *name* and lives as long as the process, like
  * the spool's lanes: a reload keeps the spacing, the hold and the circuit.
- * Every function is thread-safe; the clock is Unix ms (now_ms()).
+ * Every function is thread-safe; the clock is Unix ms (clock_now_ms()).
  */
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "config_delivery.h"
 #include "event.h"
 
 typedef struct pace pace;

@@ -1,6 +1,7 @@
 /* The status page: overview, event detail and search rendered into the embedded template, with SVG
  * charts. */
 #include "page.h"
+#include "config.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -15,6 +16,7 @@
 #include "pace.h"
 #include "plugin_proc.h"
 #include "scrub.h"
+#include "clock.h"
 
 /* cmake/embed.cmake: core/page/status.{html,css,js}. */
 extern const char page_status_html[], page_status_css[], page_status_js[];
@@ -329,7 +331,7 @@ static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
 }
 
 static void section_outcome_charts(page_buf *b, admin *a) {
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   PUT(b, "<div class=\"charts\" id=\"outcome-charts\">\n");
   for (size_t i = 0; i < a->host->n_insts; i++) chart_outcomes(b, &a->host->insts[i], now);
   PUT(b, "</div>\n");
@@ -482,7 +484,7 @@ static void section_instances(page_buf *b, admin *a) {
       "th>"
       "<th>delivered</th><th>dead</th><th>oldest pending</th><th>rate</th><th>controls</th>"
       "<th>last error</th></tr></thead><tbody>\n");
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   for (size_t i = 0; i < a->host->n_insts; i++) instance_row(b, a, i, now);
   PUT(b, "</tbody></table>\n");
 }
@@ -591,7 +593,7 @@ void page_overview(page_buf *b, admin *a, const dlq_entry *dead, size_t n_dead,
   PUT(&m, "<div class=\"charts\" id=\"charts\">\n");
   section_counters(&m, a);
   PUT(&m, "<div><h2>Traffic</h2>\n");
-  chart_traffic(&m, now_ms());
+  chart_traffic(&m, clock_now_ms());
   PUT(&m, "</div></div>\n");
   section_instances(&m, a);
   section_outcome_charts(&m, a);

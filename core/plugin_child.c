@@ -1,6 +1,7 @@
 /* Process isolation, the child's side: read INIT, load and init the module, serve deliver() per
  * channel, stop on EXIT. */
 #include "plugin_child.h"
+#include "config.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

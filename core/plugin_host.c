@@ -1,5 +1,6 @@
 /* Plugin host: module loading with ABI checks, instance init/destroy, and the host function table. */
 #include "plugin_host.h"
+#include "config.h"
 
 #include <dlfcn.h>
 #include <inttypes.h>

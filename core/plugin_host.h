@@ -4,7 +4,8 @@
 
 #include <stddef.h>
 #include <stdio.h>
-#include "config.h"
+struct config;
+struct config_plugin;
 #include "event.h"
 #include "hookd/plugin.h"
 #include "metrics.h"
@@ -26,7 +27,7 @@ struct hookd_instance {
   size_t index;             /* position in config.plugins and plugin_host.insts */
   const char *name;
   plugin_module *mod;
-  const config_plugin *cfg;
+  const struct config_plugin *cfg;
   void *state;              /* what init() returned */
   int initialized;
   struct plugin_proc *proc; /* "isolation": "process": the supervised child that runs
@@ -58,7 +59,7 @@ typedef struct plugin_host {
  * returns -1 with one line in err naming the instance, the module and why
  * (not found, dlopen error, missing entry symbol, ABI mismatch, init failed
  * with the plugin's or the config getter's message). Main thread. */
-int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen);
+int plugin_host_load(plugin_host *h, const struct config *cfg, char *err, size_t errlen);
 
 /* Calls destroy() on every initialised instance and closes the modules.
  * skip[i] != 0 keeps instance i (and its module) alive, for an instance
@@ -68,7 +69,7 @@ void plugin_host_unload(plugin_host *h, const unsigned char *skip);
 /* Loads one module from cfg's plugin_dirs into m (m->name set by the
  * caller) and checks its descriptor: ABI major, size, callbacks and its
  * option table. Returns 0, or -1 with the reason in err. */
-int plugin_host_load_module(plugin_module *m, const config *cfg, char *err, size_t errlen);
+int plugin_host_load_module(plugin_module *m, const struct config *cfg, char *err, size_t errlen);
 
 /* The module's declared options (ABI 1.1), or NULL for a plugin that reads
  * its config with the getters. */

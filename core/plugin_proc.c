@@ -1,6 +1,7 @@
 /* Process isolation, hookd's side: spawn a plugin instance's child, run init and deliver() calls in
  * it, supervise, restart, stop. */
 #include "plugin_proc.h"
+#include "config.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -26,6 +27,7 @@
 #include "plugin_child.h"
 #include "plugin_wire.h"
 #include "privs.h"
+#include "clock.h"
 
 #define CTL_FD 3
 #define FIRST_CHAN_FD 4
@@ -181,7 +183,7 @@ int plugin_proc_prepare(char *err, size_t errlen) {
 /* --- small helpers --------------------------------------------------------- */
 
 static int64_t after(int64_t deadline) {
-  int64_t left = deadline - mono_ms();
+  int64_t left = deadline - clock_mono_ms();
   return left < 0 ? 0 : left;
 }
 
@@ -256,7 +258,7 @@ static int child_poll(const child *c, struct pollfd *pf, nfds_t n, int64_t deadl
       if (ms < 0 || ms > 100) ms = 100;
     }
     int r = poll(pf, n, ms);
-    if (r != 0 || c->pidfd >= 0 || (deadline > 0 && mono_ms() >= deadline)) return r;
+    if (r != 0 || c->pidfd >= 0 || (deadline > 0 && clock_mono_ms() >= deadline)) return r;
   }
 }
 
@@ -447,7 +449,7 @@ static int spawn(plugin_proc *p, child **out, char *err, size_t errlen) {
   for (size_t i = 0; i < n; i++) {
     if (set_nonblock(c->chans[i])) goto done;
   }
-  c->started_ms = mono_ms();
+  c->started_ms = clock_mono_ms();
   rc = 0;
 done:
   if (rc != 0) {
@@ -518,7 +520,7 @@ static void log_frame(const plugin_proc *p, const hookd_event *v, wire_rd *rd) {
 
 static void output_line(plugin_proc *p) {
   log_ctx ctx = {.instance = p->name};
-  int64_t now = mono_ms();
+  int64_t now = clock_mono_ms();
   p->line[p->line_len] = '\0';
   p->line_len = 0;
   if (now - p->out_window_ms >= 1000) {
@@ -624,7 +626,7 @@ static int handshake(plugin_proc *p, child *c, int watch_wake, init_report *rep,
   plugin_wire_str(&w, p->keypath);
   plugin_wire_str(&w, p->config_dir);
   plugin_wire_str(&w, p->config_json);
-  int64_t deadline = mono_ms() + p->timeout_ms;
+  int64_t deadline = clock_mono_ms() + p->timeout_ms;
   int rc = plugin_wire_end(&w) == 0 ? send_all(c, c->ctl, w.p, w.len, deadline) : -3;
   plugin_wire_out_free(&w);
   *crashed = 0;
@@ -768,7 +770,7 @@ static void on_died(plugin_proc *p, child *c) {
   if (!stopping) {
     p->streak++;
     delay = restart_delay(p);
-    p->next_start_ms = mono_ms() + delay;
+    p->next_start_ms = clock_mono_ms() + delay;
     p->state = PS_RESTARTING;
   }
   p->cur = NULL;
@@ -845,7 +847,7 @@ static void restart(plugin_proc *p) {
   pthread_mutex_lock(&p->mu);
   p->streak++;
   uint32_t delay = restart_delay(p);
-  p->next_start_ms = mono_ms() + delay;
+  p->next_start_ms = clock_mono_ms() + delay;
   p->state = PS_INIT_FAILED;
   copy_str(p->error, sizeof p->error, why);
   int released = p->released;
@@ -866,7 +868,7 @@ typedef struct plan {
 static plan decide(plugin_proc *p) {
   plan pl = {0};
   pthread_mutex_lock(&p->mu);
-  int64_t now = mono_ms();
+  int64_t now = clock_mono_ms();
   child *c = pl.c = p->cur;
   if (p->released && c == NULL) {
     pl.done = 1;
@@ -906,7 +908,7 @@ static void *on_supervise(void *arg) {
     if (pl.send_exit) {
       wire_out w = {0};
       plugin_wire_begin(&w, WIRE_EXIT);
-      if (plugin_wire_end(&w) == 0) send_all(c, c->ctl, w.p, w.len, mono_ms() + 1000);
+      if (plugin_wire_end(&w) == 0) send_all(c, c->ctl, w.p, w.len, clock_mono_ms() + 1000);
       plugin_wire_out_free(&w);
     }
     if (pl.kill_now) kill_child(p, c, KILL_STOP);
@@ -1053,11 +1055,11 @@ static int unavailable(plugin_proc *p, hookd_outcome *out) {
   if (p->stop_by_ms) {
     snprintf(out->message, sizeof out->message, "hookd is stopping");
   } else if (p->state == PS_INIT_FAILED) {
-    wait = p->next_start_ms - mono_ms() + 50;
+    wait = p->next_start_ms - clock_mono_ms() + 50;
     snprintf(out->message, sizeof out->message,
              "the plugin process is not running: its last start failed: %.400s", p->error);
   } else if (p->state == PS_RESTARTING && p->cur == NULL) {
-    wait = p->next_start_ms - mono_ms() + 50;
+    wait = p->next_start_ms - clock_mono_ms() + 50;
     snprintf(out->message, sizeof out->message, "the plugin process is restarting");
   } else {
     snprintf(out->message, sizeof out->message,
@@ -1078,10 +1080,10 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
    * exited: give it a moment before calling it alive. */
   struct pollfd pd = {c->deathfd, POLLIN, 0};
   const char *alive = "";
-  if (child_poll(c, &pd, 1, mono_ms() + 1000) <= 0) {
+  if (child_poll(c, &pd, 1, clock_mono_ms() + 1000) <= 0) {
     /* Alive, but its end of the channel is gone: it cannot answer. */
     kill_child(p, c, KILL_PROTOCOL);
-    child_poll(c, &pd, 1, mono_ms() + 2000);
+    child_poll(c, &pd, 1, clock_mono_ms() + 2000);
     alive = "closed its channel to hookd and ";
   }
   char how[128];
@@ -1096,7 +1098,7 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
              (int)c->pid, alive, how);
     return PLUGIN_CRASHED;
   }
-  if (why == KILL_TIMEOUT && mono_ms() >= deadline) {
+  if (why == KILL_TIMEOUT && clock_mono_ms() >= deadline) {
     snprintf(out->message, sizeof out->message,
              "deliver() did not return within timeout_ms (%u ms); the plugin process was killed",
              v->timeout_ms);
@@ -1173,7 +1175,7 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
   int fd = c->chans[slot];
   wire_buf *in = &c->in[slot];
   wire_out *w = &c->wout[slot];
-  int64_t deadline = mono_ms() + (v->timeout_ms ? v->timeout_ms : p->timeout_ms) + KILL_GRACE_MS;
+  int64_t deadline = clock_mono_ms() + (v->timeout_ms ? v->timeout_ms : p->timeout_ms) + KILL_GRACE_MS;
   if (encode_deliver(w, v) != 0) {
     snprintf(out->message, sizeof out->message, "out of memory");
     out->retry_after_ms = 1000;
@@ -1220,11 +1222,11 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
 
 int plugin_proc_deliver(plugin_proc *p, const hookd_event *v, hookd_outcome *out) {
   pthread_mutex_lock(&p->mu);
-  int64_t give_up = mono_ms() + 1000;
+  int64_t give_up = clock_mono_ms() + 1000;
   child *c = p->cur;
   /* The dispatcher runs at most `concurrency` calls, one per channel; a
    * channel is only busy for a moment longer while its call returns. */
-  while (c && !c->dying && p->state == PS_READY && c->n_free == 0 && mono_ms() < give_up) {
+  while (c && !c->dying && p->state == PS_READY && c->n_free == 0 && clock_mono_ms() < give_up) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += 50 * 1000000;
@@ -1265,7 +1267,7 @@ void plugin_proc_stopping(plugin_proc *p, uint32_t timeout_ms) {
    * waits for have returned by then. */
   uint32_t margin = timeout_ms / 10 < 200 ? timeout_ms / 10 : 200;
   pthread_mutex_lock(&p->mu);
-  if (p->stop_by_ms == 0) p->stop_by_ms = mono_ms() + timeout_ms - margin;
+  if (p->stop_by_ms == 0) p->stop_by_ms = clock_mono_ms() + timeout_ms - margin;
   if (p->stop_by_ms == 0) p->stop_by_ms = 1;
   pthread_mutex_unlock(&p->mu);
   wake(p);
@@ -1279,7 +1281,7 @@ void plugin_proc_release(plugin_proc *p) {
 }
 
 size_t plugin_proc_wait_all(uint32_t timeout_ms) {
-  int64_t deadline = mono_ms() + timeout_ms;
+  int64_t deadline = clock_mono_ms() + timeout_ms;
   pthread_mutex_lock(&g_mu);
   for (plugin_proc *p = g_live; p; p = p->next) {
     pthread_mutex_lock(&p->mu);

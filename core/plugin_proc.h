@@ -28,7 +28,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "config.h"
+struct config;
 #include "hookd/plugin.h"
 #include "plugin_host.h"
 
@@ -46,7 +46,7 @@ int plugin_proc_prepare(char *err, size_t errlen);
  * 0. On failure returns -1 with one line in err worded as a thread-mode
  * init failure, positions of config errors included (a crash, a hang or an
  * exit during init say so). Main thread (load, reload, check). */
-int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_t errlen);
+int plugin_proc_start(plugin_instance *inst, const struct config *cfg, char *err, size_t errlen);
 
 /* One delivery in the child: returns a hookd_result, or PLUGIN_CRASHED
  * (the child died during the call), PLUGIN_TIMED_OUT (the call ran past

@@ -1,5 +1,6 @@
 /* Privileges: drop root to the configured user/group after binding, and the ownership/mode checks for files hookd loads code from. */
 #include "privs.h"
+#include "config.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -3,17 +3,17 @@
 #define HOOKD_PRIVS_H
 
 #include <stddef.h>
-#include "config.h"
+struct config;
 
 /* Resolves cfg->user / cfg->group to ids without switching, so that
  * `hookd check` reports an unknown name. Returns 0 (also when no user is
  * configured) or -1 with a reason in err. */
-int privs_check(const config *cfg, char *err, size_t errlen);
+int privs_check(const struct config *cfg, char *err, size_t errlen);
 
 /* The uid and gid privs_drop switches to (for a plugin's child process,
  * which switches itself when hookd starts it as root). Returns 1 with them
  * set, 0 when no user is configured, -1 with a reason in err. */
-int privs_resolve(const config *cfg, unsigned *uid, unsigned *gid, char *err, size_t errlen);
+int privs_resolve(const struct config *cfg, unsigned *uid, unsigned *gid, char *err, size_t errlen);
 
 /* Switches to cfg->user and cfg->group (default: the user's primary group),
  * supplementary groups reduced to that group, for good: afterwards root can
@@ -25,10 +25,10 @@ int privs_resolve(const config *cfg, unsigned *uid, unsigned *gid, char *err, si
  * writable by the new user. Returns 0, or -1 with a reason in err (hookd must then
  * stop: it would otherwise keep running as root). No user configured:
  * returns 0 and changes nothing. */
-int privs_drop(const config *cfg, char *err, size_t errlen);
+int privs_drop(const struct config *cfg, char *err, size_t errlen);
 
 /* Logs a warning when running as root without "user" in the config. */
-void privs_warn_if_root(const config *cfg);
+void privs_warn_if_root(const struct config *cfg);
 
 /* Is it safe to load code from `path` (a plugin .so, or a plugin
  * directory when is_dir)? Refused: not a regular file (directory), owned by

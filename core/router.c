@@ -1,5 +1,6 @@
 /* Router: compiles route patterns once and finds, per event, the plugin instances it goes to. */
 #include "router.h"
+#include "config.h"
 
 #include <stdint.h>
 #include <stdio.h>

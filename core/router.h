@@ -4,13 +4,13 @@
 
 #include <stddef.h>
 #include <cjson/cJSON.h>
-#include "config.h"
+struct config;
 
 typedef struct router router;
 
 /* Compiles cfg->routes (cfg must outlive the router: `when` values point into
  * it). Returns NULL with err set on a bad pattern ("routes[1].events[0]: ..."). */
-router *router_new(const config *cfg, char *err, size_t errlen);
+router *router_new(const struct config *cfg, char *err, size_t errlen);
 void router_free(router *r);
 
 /* Finds the plugin instances (indices into cfg->plugins) an event goes to.

@@ -1,5 +1,6 @@
 /* The spool interface's one non-inline function: open the backend the config names. */
 #include "spool.h"
+#include "config.h"
 
 #include <stdio.h>
 

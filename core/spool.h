@@ -53,7 +53,7 @@
 #include <string.h>
 #include <uv.h>
 
-#include "config.h"
+struct config;
 #include "event.h"
 
 typedef struct spool spool;
@@ -212,7 +212,7 @@ struct spool_lane {
 /* Opens the backend that cfg->spool names (creating a new store when
  * needed). Refuses a store of another schema version, and a damaged one
  * with SPOOL_EDAMAGED in *code. Loop thread. */
-spool *spool_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
+spool *spool_open(const struct config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
 
 static inline int spool_recover(spool *sp, char *err, size_t errlen) {
   return sp->ops->recover(sp, err, errlen);

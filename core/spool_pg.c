@@ -1,6 +1,7 @@
 /* PostgreSQL spool backend: group commits in pipeline mode, leased claims with SKIP LOCKED,
  * LISTEN/NOTIFY wake-ups. */
 #include "spool_pg.h"
+#include "config.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -21,6 +22,7 @@
 #include "crash.h"
 #include "log.h"
 #include "runslots.h"
+#include "clock.h"
 
 /*
  * Tables (schema version 1), all named hookd_* so that the database may be
@@ -322,7 +324,7 @@ static void count_down(atomic_uint_fast64_t *v) {
 }
 
 static int64_t mono(void) {
-  return mono_ms();
+  return clock_mono_ms();
 }
 
 /* libpq's messages span lines ("FATAL: ...\nserver closed the connection
@@ -1026,7 +1028,7 @@ static batch_rc read_batch(pg_spool *sp, batch *b) {
 static batch_rc run_batch(pg_spool *sp, batch *b) {
   b->sqlstate[0] = b->why[0] = 0;
   for (store_req *r = b->stores; r; r = r->next) r->status = SPOOL_EIO;
-  if (send_batch(sp, b, now_ms()) != 0) {
+  if (send_batch(sp, b, clock_now_ms()) != 0) {
     snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(sp->wconn));
     return BATCH_LOST;
   }
@@ -1159,8 +1161,8 @@ static void refresh_stats(pg_spool *sp, int sizes) {
 static void prune(pg_spool *sp) {
   char after[24], now[24], before[24];
   snprintf(after, sizeof after, "%lld", (long long)sp->sweep_after);
-  snprintf(now, sizeof now, "%lld", (long long)now_ms());
-  snprintf(before, sizeof before, "%lld", (long long)(now_ms() - sp->retention_ms));
+  snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
+  snprintf(before, sizeof before, "%lld", (long long)(clock_now_ms() - sp->retention_ms));
   const char *v[2] = {after, now};
   sp->sweep_after = query_i64(
       sp->wconn,
@@ -1665,7 +1667,7 @@ static int32_t be32(const char *p) {
 static int renew(pg_spool *sp) {
   char lease[24], now[24];
   snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
-  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
   const char *v[3] = {sp->node_id, lease, now};
   PGresult *r =
       PQexecParams(sp->cconn,
@@ -1857,7 +1859,7 @@ static int claim_all(pg_spool *sp) {
 /* How long the claimer may sleep: until the next tick (retries that came
  * due, leases that expired on a dead node) or a retry settled here. */
 static int claim_timeout(pg_spool *sp, int64_t tick) {
-  int64_t now = now_ms(), first = now + tick;
+  int64_t now = clock_now_ms(), first = now + tick;
   pthread_mutex_lock(&sp->lanes_mu);
   for (pg_lane *l = sp->lanes; l; l = l->next) {
     int64_t due = atomic_load(&l->retry_due);
@@ -1953,7 +1955,7 @@ static int lock_node(pg_spool *sp, const config *cfg, char *err, size_t errlen) 
   snprintf(sp->node_name, sizeof sp->node_name, "%.200s:%.300s", host, real);
   unsigned rnd = 0;
   int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || read(fd, &rnd, sizeof rnd) != sizeof rnd) rnd = (unsigned)now_ms();
+  if (fd < 0 || read(fd, &rnd, sizeof rnd) != sizeof rnd) rnd = (unsigned)clock_now_ms();
   if (fd >= 0) close(fd);
   snprintf(sp->node_id, sizeof sp->node_id, "%.60s-%d-%08x", host, (int)getpid(), rnd);
   return 0;
@@ -2009,7 +2011,7 @@ static int account_previous_run(pg_spool *sp, const char *data_dir, char *err, s
  * for what it was running, as a restart of the SQLite backend does. */
 static int register_node(pg_spool *sp, char *err, size_t errlen) {
   char now[24];
-  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
   const char *v[3] = {sp->node_id, sp->node_name, now};
   PGresult *r = PQexecParams(
       sp->wconn,
@@ -2360,7 +2362,7 @@ static int64_t replay_step(spool_pg_admin *a, const char *sql, const char *const
 int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id) {
   char ids[24], now[24];
   snprintf(ids, sizeof ids, "%lld", (long long)id);
-  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
   const char *v[2] = {ids, now};
   /* Under the keys' locks: pending again without the head, then each key
    * that has no head gets its earliest pending delivery as the head (a
@@ -2399,7 +2401,7 @@ int64_t spool_pg_dlq_replay(spool_pg_admin *a, int64_t id) {
 int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id) {
   char ids[24], now[24];
   snprintf(ids, sizeof ids, "%lld", (long long)id);
-  snprintf(now, sizeof now, "%lld", (long long)now_ms());
+  snprintf(now, sizeof now, "%lld", (long long)clock_now_ms());
   const char *v[2] = {ids, now};
   /* The event goes too when nothing else refers to it; otherwise it is
    * done once nothing of it waits or is dead, and pruning takes it later. */

@@ -31,19 +31,19 @@
 #include <stdio.h>
 #include <uv.h>
 
-#include "config.h"
+struct config;
 #include "dlq.h"
 #include "spool.h"
 
 /* Connects, creates or migrates the schema (refusing a newer one) and
  * registers this node. Loop thread; the threads start in recover(). */
-spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
+spool *spool_pg_open(const struct config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
 
 /* `hookd spool check` against PostgreSQL (hookd may be running on any
  * node): schema version, counts, nodes, and the tables' consistency, written
  * to out. Returns 0 healthy, SPOOL_EDAMAGED damaged, SPOOL_EFAIL when it
  * could not look (err says why). */
-int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen);
+int spool_pg_check(const struct config *cfg, FILE *out, char *err, size_t errlen);
 
 /* A connection for `hookd dlq` and the admin page's dead letters, from any
  * node, whether hookd runs or not. The functions mirror dlq.h's. */

@@ -1,5 +1,6 @@
 /* SQLite spool backend: spool.db in WAL mode, one writer thread with group commit, lanes with bounded windows, crash accounting, checks. */
 #include "spool_sqlite.h"
+#include "config.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +18,7 @@
 #include "keysched.h"
 #include "log.h"
 #include "runslots.h"
+#include "clock.h"
 
 /*
  * Tables (schema version 3):
@@ -700,13 +702,13 @@ static void finalize_all(sq_spool *sp) {
 
 /* The progress handler of a bounded check: stops it at the deadline. */
 static int past_deadline(void *arg) {
-  return mono_ms() > *(const int64_t *)arg;
+  return clock_mono_ms() > *(const int64_t *)arg;
 }
 
 /* PRAGMA quick_check, stopped after QUICK_CHECK_MS. Returns 0 healthy (or
  * not finished in time: says so), SPOOL_EDAMAGED with what it found. */
 static int quick_check(sq_spool *sp, char *why, size_t len) {
-  int64_t deadline = mono_ms() + QUICK_CHECK_MS;
+  int64_t deadline = clock_mono_ms() + QUICK_CHECK_MS;
   sqlite3_progress_handler(sp->db, 10000, past_deadline, &deadline);
   sqlite3_stmt *st = NULL;
   int rc = sqlite3_prepare_v2(sp->db, "PRAGMA quick_check(5)", -1, &st, NULL);
@@ -1095,7 +1097,7 @@ static int account_crashes(sq_spool *sp, char *why, size_t len) {
   runslot_entry left[1024];
   size_t n = runslots_left(sp->running, left, sizeof left / sizeof left[0]);
   if (n == 0) return 0;
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   /* A fault names the delivery that caused it; without a journal (kill -9,
    * OOM, power loss, exit()) every running delivery is a suspect. */
   uint64_t *faulted = NULL;
@@ -1142,7 +1144,7 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
     return -1;
   }
   char sql[512];
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   snprintf(sql, sizeof sql,
            "INSERT INTO deliveries(seq, instance, state, attempt, next_ms, updated_ms, tries) "
            "SELECT seq, instance, 0, 0, %lld, %lld, tries FROM deliveries "
@@ -1271,7 +1273,7 @@ static void lanes_spilled(sq_spool *sp, int64_t max_id) {
  * to make), -1 on error; *max_id is the highest delivery id before. */
 static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
   sqlite3_stmt *st = NULL;
-  int64_t id = 0, n = 0, left = 0, now = now_ms();
+  int64_t id = 0, n = 0, left = 0, now = clock_now_ms();
   char *instance = NULL;
   int rc = sqlite3_prepare_v2(
       sp->db, "SELECT id, instance FROM backfills WHERE finished_ms IS NULL ORDER BY id LIMIT 1",
@@ -1474,7 +1476,7 @@ static int sq_recover(spool *base, char *err, size_t errlen) {
     start_checkpoints(sp);
     atomic_store(&sp->deliver_ok, 1);
   }
-  atomic_store(&sp->beat_ms, mono_ms());
+  atomic_store(&sp->beat_ms, clock_mono_ms());
   if (pthread_create(&sp->writer, NULL, writer_main, sp) != 0) {
     snprintf(err, errlen, "cannot start the spool writer thread");
     return SPOOL_EFAIL;
@@ -1626,7 +1628,7 @@ static int write_op(sq_spool *sp, const op *o, int64_t now) {
 /* Writes one batch in one transaction. Returns SQLITE_OK, or the failing
  * code after rolling back. */
 static int write_batch(sq_spool *sp, store_req *stores, op *ops) {
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   int rc = step_done(sp->begin);
   for (store_req *r = stores; r && rc == SQLITE_OK; r = r->next) rc = write_store(sp, r, now);
   for (op *o = ops; o && rc == SQLITE_OK; o = o->next) rc = write_op(sp, o, now);
@@ -1707,7 +1709,7 @@ static void answer_pauses(sq_spool *sp, op *ops, int rc) {
   int any = 0;
   for (op *o = ops; o; o = o->next) {
     if (o->kind != OP_PAUSE) continue;
-    if (rc == SQLITE_OK) lane_set_paused(o->lane, o->attempt != 0, now_ms());
+    if (rc == SQLITE_OK) lane_set_paused(o->lane, o->attempt != 0, clock_now_ms());
     any = 1;
   }
   if (!any) return;
@@ -2039,7 +2041,7 @@ static void run_refills(sq_spool *sp) {
   pthread_mutex_lock(&sp->lanes_mu);
   sq_lane *lanes = sp->lanes; /* lanes are only ever prepended and never freed while running */
   pthread_mutex_unlock(&sp->lanes_mu);
-  int64_t now = now_ms();
+  int64_t now = clock_now_ms();
   for (sq_lane *l = lanes; l; l = l->next) {
     pthread_mutex_lock(&l->mu);
     int asked = l->refill_asked;
@@ -2115,7 +2117,7 @@ static void slow_stats(sq_spool *sp) {
  * once it reaches events young enough to keep, so events that could not go
  * yet are looked at again. */
 static void prune(sq_spool *sp) {
-  int64_t before = now_ms() - sp->retention_ms;
+  int64_t before = clock_now_ms() - sp->retention_ms;
   int64_t oldest = 0;
   /* Most of the time nothing is old enough: the oldest event says so, and
    * no empty transaction is committed (and fsynced) twice a second. */
@@ -2244,7 +2246,7 @@ static void housekeeping(sq_spool *sp, int64_t *next_slow) {
     prune(sp);
   }
   disk_stats(sp);
-  int64_t now = mono_ms();
+  int64_t now = clock_mono_ms();
   if (now >= *next_slow) {
     *next_slow = now + SLOW_STATS_MS;
     slow_stats(sp);
@@ -2253,10 +2255,10 @@ static void housekeeping(sq_spool *sp, int64_t *next_slow) {
 
 static void *writer_main(void *arg) {
   sq_spool *sp = arg;
-  int64_t next_housekeeping = 0, next_slow = mono_ms() + SLOW_STATS_MS;
+  int64_t next_housekeeping = 0, next_slow = clock_mono_ms() + SLOW_STATS_MS;
   pthread_mutex_lock(&sp->mu);
   for (;;) {
-    atomic_store(&sp->beat_ms, mono_ms());
+    atomic_store(&sp->beat_ms, clock_mono_ms());
     if (sp->in_head == NULL && sp->ops_head == NULL && atomic_load(&sp->refills) == 0) {
       if (sp->stopping) break;
       struct timespec ts;
@@ -2267,7 +2269,7 @@ static void *writer_main(void *arg) {
         ts.tv_nsec -= 1000000000L;
       }
       pthread_cond_timedwait(&sp->cv, &sp->mu, &ts);
-      atomic_store(&sp->beat_ms, mono_ms());
+      atomic_store(&sp->beat_ms, clock_mono_ms());
     }
     /* Everything queued now goes into one transaction: requests that
      * arrived while the last commit was syncing share this one. */
@@ -2288,7 +2290,7 @@ static void *writer_main(void *arg) {
       }
     }
     if (!sp->readonly) run_refills(sp);
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     if (now >= next_housekeeping && !stopping) {
       next_housekeeping = now + HOUSEKEEPING_MS;
       housekeeping(sp, &next_slow);
@@ -2567,7 +2569,7 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
                                   [SPOOL_DEAD] = OP_DEAD, [SPOOL_RELEASE] = OP_RELEASE};
   op *o = op_new(kinds[how], d, error);
   int finished = how == SPOOL_DONE || how == SPOOL_DEAD;
-  if (how == SPOOL_RETRY && o && d->due_ms - now_ms() >= PARK_AFTER_MS) {
+  if (how == SPOOL_RETRY && o && d->due_ms - clock_now_ms() >= PARK_AFTER_MS) {
     park(sp, l, d, o);
     return;
   }
@@ -2724,7 +2726,7 @@ typedef struct check_progress {
 
 static int on_check_progress(void *arg) {
   check_progress *p = arg;
-  int64_t now = mono_ms();
+  int64_t now = clock_mono_ms();
   if (p->tty && now - p->last >= 250) {
     p->last = now;
     fprintf(p->tty, "\r  checking %-12s %5.1f s", p->what, (double)(now - p->t0) / 1000.0);
@@ -2795,7 +2797,7 @@ int spool_sqlite_check(const char *data_dir, FILE *out, FILE *progress) {
     result = is_damage(rc) ? SPOOL_EDAMAGED : SPOOL_EFAIL;
   } else {
     fprintf(out, "checking %s (%.1f MiB)\n", path, (double)stb.st_size / 1048576.0);
-    check_progress p = {.tty = progress, .t0 = mono_ms()};
+    check_progress p = {.tty = progress, .t0 = clock_mono_ms()};
     sqlite3_progress_handler(db, 100000, on_check_progress, &p);
     int damaged = 0;
     for (size_t i = 0; i < nt; i++) {
@@ -2815,7 +2817,7 @@ int spool_sqlite_check(const char *data_dir, FILE *out, FILE *progress) {
       result = SPOOL_EFAIL;
     } else {
       fprintf(out, "%s: ok (%zu tables, %.1f s)\n", path, nt,
-              (double)(mono_ms() - p.t0) / 1000.0);
+              (double)(clock_mono_ms() - p.t0) / 1000.0);
     }
   }
   for (size_t i = 0; i < nt; i++) free(names[i]);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "router.h"
+#include "config.h"
 
 #ifndef PAYLOAD_DIR
 #error "build with -DPAYLOAD_DIR=\"path/to/examples/payloads\""
