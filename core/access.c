@@ -225,11 +225,11 @@ int access_accept(const config *cfg, const struct sockaddr *peer) {
   for (size_t i = 0; i < cfg->n_sources; i++) {
     if (access_list_match(&cfg->sources[i].allow_ips, &a)) return 0;
   }
-  if (log_enabled(LOG_DEBUG)) {
+  if (log_enabled(HLOG_DEBUG)) {
     char text[INET6_ADDRSTRLEN];
     access_addr_format(&a, text, sizeof text);
     log_ctx ctx = {.peer = text};
-    log_write(LOG_DEBUG, &ctx, "connection closed at accept: no source's allow_ips holds the peer");
+    log_write(HLOG_DEBUG, &ctx, "connection closed at accept: no source's allow_ips holds the peer");
   }
   return -1;
 }
@@ -244,7 +244,7 @@ int access_request(const config *cfg, const config_source *src, const struct soc
 
   if (src->allow_ips.n == 0) return 0;
   if (!peer || access_addr_from_sockaddr(peer, &p) != 0) {
-    log_write(LOG_INFO, &ctx, "rejected: peer address unknown (403)");
+    log_write(HLOG_INFO, &ctx, "rejected: peer address unknown (403)");
     return 403;
   }
   for (size_t i = 0; i < req->n_headers; i++) {
@@ -260,12 +260,12 @@ int access_request(const config *cfg, const config_source *src, const struct soc
   access_addr_format(&p, text, sizeof text);
   ctx.peer = text;
   if (n == SIZE_MAX || access_client(&cfg->trusted_proxies, &p, vals, lens, n, &client) != 0) {
-    log_write(LOG_INFO, &ctx, "rejected: malformed X-Forwarded-For from a trusted proxy (403)");
+    log_write(HLOG_INFO, &ctx, "rejected: malformed X-Forwarded-For from a trusted proxy (403)");
     return 403;
   }
   if (access_list_match(&src->allow_ips, &client)) return 0;
   char ctext[INET6_ADDRSTRLEN];
   access_addr_format(&client, ctext, sizeof ctext);
-  log_write(LOG_INFO, &ctx, "rejected: client %s is not in allow_ips (403)", ctext);
+  log_write(HLOG_INFO, &ctx, "rejected: client %s is not in allow_ips (403)", ctext);
   return 403;
 }

@@ -688,14 +688,14 @@ static void render_json(admin_job *j, sbuf *b) {
 static void answer_replay(admin_job *j) {
   char msg[320];
   if (j->rc != 0) {
-    log_write(LOG_ERROR, NULL, "admin: replay of dead letter %" PRId64 " failed: %s", j->id,
+    log_write(HLOG_ERROR, NULL, "admin: replay of dead letter %" PRId64 " failed: %s", j->id,
               j->err);
     snprintf(msg, sizeof msg, "replay failed: %s", j->err);
     reply_text(j->c, 500, msg);
   } else if (j->replayed == 0) {
     reply_text(j->c, 404, "no such dead letter");
   } else {
-    log_write(LOG_INFO, NULL, "admin: dead letter %" PRId64 " replayed", j->id);
+    log_write(HLOG_INFO, NULL, "admin: dead letter %" PRId64 " replayed", j->id);
     snprintf(msg, sizeof msg, "{\"replayed\":%" PRId64 "}\n", j->replayed);
     reply(j->c, 200, "Content-Type: application/json\r\n", msg, strlen(msg));
   }
@@ -706,18 +706,18 @@ static void answer_control(admin_job *j) {
   log_ctx ctx = {.instance = j->instance};
   const char *what = j->kind == R_PAUSE ? "pause" : j->kind == R_RESUME ? "resume" : "replay";
   if (j->rc != 0) {
-    log_write(LOG_ERROR, &ctx, "admin: %s failed: %s", what, j->err);
+    log_write(HLOG_ERROR, &ctx, "admin: %s failed: %s", what, j->err);
     snprintf(msg, sizeof msg, "%s failed: %s", what, j->err);
     reply_text(j->c, 500, msg);
     return;
   }
   if (j->kind == R_BACKFILL) {
-    log_write(LOG_INFO, &ctx, "admin: back-fill %" PRId64 " asked: %" PRId64 " events (%s)",
+    log_write(HLOG_INFO, &ctx, "admin: back-fill %" PRId64 " asked: %" PRId64 " events (%s)",
               j->replayed, j->total, j->what);
     snprintf(msg, sizeof msg, "{\"backfill\":%" PRId64 ",\"events\":%" PRId64 "}\n", j->replayed,
              j->total);
   } else {
-    log_write(LOG_INFO, &ctx, "admin: %s", j->kind == R_PAUSE ? "paused" : "resumed");
+    log_write(HLOG_INFO, &ctx, "admin: %s", j->kind == R_PAUSE ? "paused" : "resumed");
     snprintf(msg, sizeof msg, "{\"paused\":%s}\n", j->kind == R_PAUSE ? "true" : "false");
   }
   reply(j->c, 200, "Content-Type: application/json\r\n", msg, strlen(msg));

@@ -129,7 +129,7 @@ int cli_plugins(const char *file, int argc, char **argv) {
   }
   config cfg;
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
-  log_setup(LOG_WARN, cfg.log_format);
+  log_setup(HLOG_WARN, cfg.log_format);
   int rc = argc == 1 ? describe_module(&cfg, argv[0]) : list_modules(&cfg);
   config_free(&cfg);
   return rc;
@@ -300,7 +300,7 @@ int cli_try(const char *file, int argc, char **argv) {
   config cfg;
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
   /* Every line the instance logs is part of the answer. */
-  log_setup(LOG_DEBUG, cfg.log_format);
+  log_setup(HLOG_DEBUG, cfg.log_format);
   int rc = try_instance(&cfg, &a);
   config_free(&cfg);
   http_client_global_cleanup();

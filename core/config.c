@@ -296,7 +296,7 @@ static int check_addr(ctx *c, const char *s) {
 static void warn_if_readable(const char *path, const char *what) {
   struct stat st;
   if (stat(path, &st) != 0 || !(st.st_mode & (S_IRGRP | S_IROTH))) return;
-  log_write(LOG_WARN, NULL,
+  log_write(HLOG_WARN, NULL,
             "%s '%s' is readable by %s (mode %03o): make it readable by hookd's user only "
             "(chmod 600)",
             what, path, (st.st_mode & S_IROTH) ? "every user" : "its group",
@@ -331,7 +331,7 @@ static int parse_tls(ctx *c, const cJSON *obj, config_tls *t) {
     return fail(c, "%s", why);
   }
   if (tls_ctx_not_after(t->ctx) < (int64_t)time(NULL)) {
-    log_write(LOG_WARN, NULL, "%s: the certificate in '%s' (%s) has expired", kp(c), t->cert,
+    log_write(HLOG_WARN, NULL, "%s: the certificate in '%s' (%s) has expired", kp(c), t->cert,
               tls_ctx_subject(t->ctx));
   }
   kp_pop(c, mark);
@@ -454,8 +454,8 @@ static int parse_dirs(ctx *c, const cJSON *root) {
 static int parse_log(ctx *c, const cJSON *root) {
   static const char *const keys[] = {"level", "format", NULL};
   static const char *const formats[] = {"text", "json", NULL};
-  c->cfg->log_level = LOG_INFO;
-  c->cfg->log_format = LOG_FORMAT_TEXT;
+  c->cfg->log_level = HLOG_INFO;
+  c->cfg->log_format = HLOG_FORMAT_TEXT;
   cJSON *log = NULL;
   int rc = get_object(c, root, "log", &log);
   if (rc <= 0) return rc;
@@ -470,7 +470,7 @@ static int parse_log(ctx *c, const cJSON *root) {
   }
   int format = 0;
   if (get_choice(c, log, "format", formats, &format) < 0) return -1;
-  c->cfg->log_format = format == 1 ? LOG_FORMAT_JSON : LOG_FORMAT_TEXT;
+  c->cfg->log_format = format == 1 ? HLOG_FORMAT_JSON : HLOG_FORMAT_TEXT;
   kp_pop(c, mark);
   return 0;
 }

@@ -160,12 +160,12 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
   if (!(rc & PACE_ABSORB)) return 0;
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
   if (k == PACE_RATE_LIMITED) {
-    log_write(LOG_WARN, &ctx,
+    log_write(HLOG_WARN, &ctx,
               "the destination says too many requests (%s): the instance holds its deliveries "
               "for %lld ms; no attempt used",
               a->msg, (long long)(hold - now));
   } else {
-    log_write(LOG_INFO, &ctx, "attempt %u of %s failed while the circuit is open (%s): no "
+    log_write(HLOG_INFO, &ctx, "attempt %u of %s failed while the circuit is open (%s): no "
               "attempt used, it waits", d->attempt, d->ev->type, a->msg);
   }
   record(q, d, a, k == PACE_RATE_LIMITED ? "rate limited" : "circuit open");
@@ -178,7 +178,7 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
 
 static void dead(iqueue *q, delivery *d, const char *why) {
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-  log_write(LOG_ERROR, &ctx, "delivery of %s failed for good after %u attempt(s): %s",
+  log_write(HLOG_ERROR, &ctx, "delivery of %s failed for good after %u attempt(s): %s",
             d->ev->type, d->attempt, why);
   METRICS_INC(q->inst->m.dead);
   spool_settle(q->dp->sp, d, SPOOL_DEAD, why);
@@ -199,7 +199,7 @@ static int failed_attempt(iqueue *q, delivery *d, const attempt_result *a) {
   if ((uint64_t)wait > c->backoff_max_ms) wait = (int64_t)c->backoff_max_ms;
   d->due_ms = clock_now_ms() + wait;
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-  log_write(LOG_WARN, &ctx, "delivery attempt %u of %s failed, retry in %lld ms: %s", d->attempt,
+  log_write(HLOG_WARN, &ctx, "delivery attempt %u of %s failed, retry in %lld ms: %s", d->attempt,
             d->ev->type, (long long)wait, a->msg);
   spool_settle(q->dp->sp, d, SPOOL_RETRY, a->msg);
   return 0;
@@ -242,7 +242,7 @@ static void settle(iqueue *q, delivery *d, const attempt_result *a) {
   switch (a->r) {
     case HOOKD_OK:
       METRICS_INC(q->inst->m.ok);
-      log_write(LOG_DEBUG, &ctx, "delivered %s (attempt %u)", d->ev->type, d->attempt);
+      log_write(HLOG_DEBUG, &ctx, "delivered %s (attempt %u)", d->ev->type, d->attempt);
       spool_settle(q->dp->sp, d, SPOOL_DONE, NULL);
       break;
     case HOOKD_FAIL:
@@ -387,7 +387,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   w->d = NULL;
   pthread_mutex_unlock(&q->mu);
   if (off) {
-    log_write(LOG_WARN,
+    log_write(HLOG_WARN,
               &(log_ctx){.source = ev->source, .instance = q->inst->name, .event_id = ev->id},
               "a written-off deliver() returned after %lld ms; its result is ignored",
               (long long)took);
@@ -417,7 +417,7 @@ static void stuck_returned(iqueue *q) {
   uint32_t cap = q->inst->cfg->delivery.concurrency;
   if (!q->unhealthy || q->stuck >= cap || q->stopping || q->lost) return;
   q->unhealthy = 0;
-  log_write(LOG_INFO, &(log_ctx){.instance = q->inst->name},
+  log_write(HLOG_INFO, &(log_ctx){.instance = q->inst->name},
             "a stuck deliver() returned; the instance takes deliveries again");
   while (q->active < cap && spawn_worker(q) == 0) {
   }
@@ -504,21 +504,21 @@ static delivery *write_off(iqueue *q, worker *w, int64_t took) {
   METRICS_INC(q->inst->m.timeouts);
   uint32_t cap = q->inst->cfg->delivery.concurrency;
   log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
-  log_write(LOG_ERROR, &ctx,
+  log_write(HLOG_ERROR, &ctx,
             "deliver() still running after %lld ms (timeout_ms %llu): attempt %u counts as "
             "failed and the call is written off (%zu stuck in this instance)",
             (long long)took, (unsigned long long)q->inst->cfg->delivery.timeout_ms, d->attempt,
             q->stuck);
   if (q->stuck > cap) {
     if (!q->unhealthy) {
-      log_write(LOG_ERROR, &ctx,
+      log_write(HLOG_ERROR, &ctx,
                 "%zu deliver() calls of this instance are stuck (more than its concurrency): it "
                 "takes no deliveries until they return; consider \"isolation\": \"process\"",
                 q->stuck);
     }
     q->unhealthy = 1;
   } else if (spawn_worker(q) != 0) {
-    log_write(LOG_ERROR, &ctx, "cannot start a worker to replace the stuck one");
+    log_write(HLOG_ERROR, &ctx, "cannot start a worker to replace the stuck one");
   }
   return d;
 }
@@ -701,7 +701,7 @@ void dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
       }
     }
     if (q->live > q->stuck) {
-      log_write(LOG_ERROR, &(log_ctx){.instance = q->inst->name},
+      log_write(HLOG_ERROR, &(log_ctx){.instance = q->inst->name},
                 "%zu deliver() call(s) did not return within the shutdown timeout; leaving them",
                 q->live - q->stuck);
     }

@@ -835,9 +835,9 @@ static void take_plain(http_conn *c, const char *data, size_t len) {
  * becomes a request, so nothing of it reaches a handler or a plugin. */
 static void tls_failed(http_conn *c) {
   const char *why = tls_conn_failure(c->tls);
-  if (log_enabled(LOG_DEBUG)) {
+  if (log_enabled(HLOG_DEBUG)) {
     log_ctx ctx = {.peer = http_conn_peer(c)};
-    log_write(LOG_DEBUG, &ctx, "TLS %s failed: %s",
+    log_write(HLOG_DEBUG, &ctx, "TLS %s failed: %s",
               tls_conn_established(c->tls) ? "connection" : "handshake", why);
   }
   tls_flush(c);

@@ -172,18 +172,18 @@ static void answer_stored(void *data, int status) {
   if (status == SPOOL_STORED) {
     metrics_event_accepted(src->name, sc->ev->id, sc->ev->type, sc->ev->received_ms, sc->n);
     if (sc->n == 0) {
-      log_write(LOG_INFO, &ctx, "accepted %s: no route matches", sc->ev->type);
+      log_write(HLOG_INFO, &ctx, "accepted %s: no route matches", sc->ev->type);
     } else {
-      log_write(LOG_INFO, &ctx, "accepted %s for %zu plugin instance(s)", sc->ev->type, sc->n);
+      log_write(HLOG_INFO, &ctx, "accepted %s for %zu plugin instance(s)", sc->ev->type, sc->n);
     }
     http_conn_respond(sc->c, src->success_status, NULL, NULL, 0);
   } else if (status == SPOOL_DUPLICATE) {
     METRICS_INC(g_metrics.events_duplicate);
-    log_write(LOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again",
+    log_write(HLOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again",
               sc->ev->type);
     http_conn_respond(sc->c, src->success_status, NULL, NULL, 0);
   } else {
-    log_write(LOG_ERROR, &ctx, "rejected: the spool could not store the event (503)");
+    log_write(HLOG_ERROR, &ctx, "rejected: the spool could not store the event (503)");
     http_conn_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n", 37);
   }
   event_unref(sc->ev);
@@ -243,7 +243,7 @@ static int answer_handshake(http_conn *c, const config_source *src, const http_r
   const char *kind = challenge_kinds[src->challenge];
   log_ctx ctx = {.source = src->name, .peer = http_conn_peer(c)};
   metrics_challenge(src->name, kind, 1);
-  log_write(LOG_INFO, &ctx, "answered the %s endpoint handshake (not stored)", kind);
+  log_write(HLOG_INFO, &ctx, "answered the %s endpoint handshake (not stored)", kind);
   http_conn_respond(c, 200, "Content-Type: application/json\r\n", ans, strlen(ans));
   free(ans);
   return 1;
@@ -264,7 +264,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
       if (ans) metrics_challenge(src->name, challenge_kinds[src->challenge], 0);
       free(ans);
     }
-    log_write(LOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
+    log_write(HLOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
     req->reason = "signature missing or wrong"; /* the page says it; the sender is not told */
     http_conn_respond_text(c, 401, "unauthorized");
     return;
@@ -283,20 +283,20 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
                                    router_needs_tree(g->rt), &env, &reason);
   if (rc != 0) {
     ctx.peer = http_conn_peer(c);
-    log_write(LOG_INFO, &ctx, "rejected: %s (400)", reason);
+    log_write(HLOG_INFO, &ctx, "rejected: %s (400)", reason);
     http_conn_respond_text(c, 400, reason);
     return;
   }
   ctx.event_id = env.id;
   if (s->draining) {
-    log_write(LOG_INFO, &ctx, "rejected: shutting down (503)");
+    log_write(HLOG_INFO, &ctx, "rejected: shutting down (503)");
     envelope_clear(&env);
     http_conn_respond(c, 503, "Retry-After: 5\r\n", "shutting down\n", 14);
     return;
   }
   if (spool_seen(s->sp, src->name, env.id)) {
     METRICS_INC(g_metrics.events_duplicate);
-    log_write(LOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again", env.type);
+    log_write(HLOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again", env.type);
     envelope_clear(&env);
     http_conn_respond(c, src->success_status, NULL, NULL, 0);
     return;
@@ -308,7 +308,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   char why[256];
   const char *busy = spool_admit(s->sp, s->lanes, n, why, sizeof why);
   if (busy != NULL) {
-    log_write(LOG_WARN, &ctx, "rejected: %s (503)", busy);
+    log_write(HLOG_WARN, &ctx, "rejected: %s (503)", busy);
     envelope_clear(&env);
     req->reason = busy; /* valid until the answer is sent */
     http_conn_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
@@ -326,7 +326,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   if (ev) keep_headers(ev, src, req);
   store_ctx *sc = ev ? malloc(sizeof *sc) : NULL;
   if (sc == NULL) {
-    log_write(LOG_ERROR, &ctx, "rejected: out of memory (503)");
+    log_write(HLOG_ERROR, &ctx, "rejected: out of memory (503)");
     event_unref(ev);
     http_conn_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
     return;
@@ -334,7 +334,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
   *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
   generation_ref(g);
   if (spool_store(s->sp, ev, s->lanes, n, answer_stored, sc) != 0) {
-    log_write(LOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
+    log_write(HLOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
     event_unref(ev);
     generation_unref(g);
     free(sc);
@@ -348,7 +348,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
 static void on_connection(uv_stream_t *st, int status) {
   listener *l = st->data;
   if (status < 0) {
-    log_write(LOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
+    log_write(HLOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
     return;
   }
   http_server_accept(l->hs, st, l->tls);
@@ -394,7 +394,7 @@ static int bind_one(ingest *s, listener *l, const char *addr, const config_tls *
       port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
     }
   }
-  log_write(LOG_INFO, NULL, "listening on %s%s%s:%d (%s%s%s)",
+  log_write(HLOG_INFO, NULL, "listening on %s%s%s:%d (%s%s%s)",
             bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
             port, hs == &s->web ? "webhooks" : "admin", l->tls ? ", TLS: " : "",
             l->tls ? tls_ctx_subject(l->tls) : "");
@@ -436,7 +436,7 @@ int ingest_reload_tls(ingest *s, const config *cfg) {
     if (l->hs != &s->web || strcmp(l->addr, cfg->listen[i]) != 0) continue;
     tls_ctx *next = cfg->listen_tls[i].ctx;
     if ((l->tls == NULL) != (next == NULL)) {
-      log_write(LOG_WARN, NULL, "reload: TLS on or off for %s takes a restart; it stays %s",
+      log_write(HLOG_WARN, NULL, "reload: TLS on or off for %s takes a restart; it stays %s",
                 l->addr, l->tls ? "on" : "off");
       continue;
     }
@@ -448,7 +448,7 @@ int ingest_reload_tls(ingest *s, const config *cfg) {
     l->tls = next;
     metrics_tls_certificate(l->addr, tls_ctx_not_after(next));
     metrics_tls_reload(1);
-    log_write(LOG_INFO, NULL, "reload: %s serves the certificate %s from %s", l->addr,
+    log_write(HLOG_INFO, NULL, "reload: %s serves the certificate %s from %s", l->addr,
               tls_ctx_subject(next), cfg->listen_tls[i].cert);
     changed++;
   }

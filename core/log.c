@@ -8,8 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static log_level g_level = LOG_INFO;
-static log_format g_format = LOG_FORMAT_TEXT;
+static log_level g_level = HLOG_INFO;
+static log_format g_format = HLOG_FORMAT_TEXT;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void log_setup(log_level level, log_format format) {
@@ -18,7 +18,7 @@ void log_setup(log_level level, log_format format) {
 }
 
 int log_level_parse(const char *s, log_level *out) {
-  for (int i = 0; i <= LOG_DEBUG; i++) {
+  for (int i = 0; i <= HLOG_DEBUG; i++) {
     if (strcmp(s, level_names[i]) == 0) {
       *out = (log_level)i;
       return 0;
@@ -155,7 +155,7 @@ void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap
 
   line l;
   l.len = 0;
-  int json = g_format == LOG_FORMAT_JSON;
+  int json = g_format == HLOG_FORMAT_JSON;
   if (json) {
     puts_raw(&l, "{\"time\":\"");
     puts_raw(&l, when);

@@ -4,8 +4,11 @@
 
 #include <stdarg.h>
 
-typedef enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 } log_level;
-typedef enum { LOG_FORMAT_TEXT = 0, LOG_FORMAT_JSON = 1 } log_format;
+/* The levels carry a prefix of their own: <syslog.h> defines LOG_ERR,
+ * LOG_INFO and LOG_DEBUG as macros, and core must be able to include it
+ * (tests/unit/headers_syslog.c compiles every core header beside it). */
+typedef enum { HLOG_ERROR = 0, HLOG_WARN = 1, HLOG_INFO = 2, HLOG_DEBUG = 3 } log_level;
+typedef enum { HLOG_FORMAT_TEXT = 0, HLOG_FORMAT_JSON = 1 } log_format;
 
 /* Context fields of a record; any may be NULL. */
 typedef struct log_ctx {
@@ -30,9 +33,9 @@ void log_vwrite(log_level level, const log_ctx *ctx, const char *fmt, va_list ap
 typedef void (*log_sink_fn)(log_level level, const log_ctx *ctx, const char *msg);
 void log_set_sink(log_sink_fn sink);
 
-#define log_error(...) log_write(LOG_ERROR, NULL, __VA_ARGS__)
-#define log_warn(...) log_write(LOG_WARN, NULL, __VA_ARGS__)
-#define log_info(...) log_write(LOG_INFO, NULL, __VA_ARGS__)
-#define log_debug(...) log_write(LOG_DEBUG, NULL, __VA_ARGS__)
+#define log_error(...) log_write(HLOG_ERROR, NULL, __VA_ARGS__)
+#define log_warn(...) log_write(HLOG_WARN, NULL, __VA_ARGS__)
+#define log_info(...) log_write(HLOG_INFO, NULL, __VA_ARGS__)
+#define log_debug(...) log_write(HLOG_DEBUG, NULL, __VA_ARGS__)
 
 #endif

@@ -137,7 +137,7 @@ static void on_sd_timer(uv_timer_t *t) {
   if (age <= limit) {
     sd_notify(0, "WATCHDOG=1");
   } else {
-    log_write(LOG_ERROR, NULL,
+    log_write(HLOG_ERROR, NULL,
               "the spool writer has made no progress for %lld ms: not petting the systemd "
               "watchdog",
               (long long)age);
@@ -167,7 +167,7 @@ static void reap(hookd_daemon *dm) {
     }
     *pp = g->next;
     if (generation_free(g, 1000) == 0) {
-      log_write(LOG_INFO, NULL, "reload: the previous config's plugin instances are drained and closed");
+      log_write(HLOG_INFO, NULL, "reload: the previous config's plugin instances are drained and closed");
     }
   }
 }
@@ -196,7 +196,7 @@ static int swap_in(hookd_daemon *dm, generation *g, char *err, size_t errlen) {
   char fixed[256];
   generation_fixed_changes(&dm->gen->cfg, &g->cfg, fixed, sizeof fixed);
   if (fixed[0]) {
-    log_write(LOG_WARN, NULL, "reload: %s changed; that takes a restart (the old values stay)",
+    log_write(HLOG_WARN, NULL, "reload: %s changed; that takes a restart (the old values stay)",
               fixed);
   }
   generation *old = dm->gen;
@@ -206,7 +206,7 @@ static int swap_in(hookd_daemon *dm, generation *g, char *err, size_t errlen) {
   generation_unref(old); /* the daemon's reference; the server moved to g */
   dm->gen = g;           /* and keeps the reference generation_load gave */
   log_setup(g->cfg.log_level, g->cfg.log_format);
-  log_write(LOG_INFO, NULL, "reloaded %s: %zu source(s), %zu plugin instance(s), %zu route(s)",
+  log_write(HLOG_INFO, NULL, "reloaded %s: %zu source(s), %zu plugin instance(s), %zu route(s)",
             dm->file, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
   reap(dm);
   return 0;
@@ -248,7 +248,7 @@ static void start_reload(hookd_daemon *dm) {
   pthread_attr_destroy(&attr);
   if (rc != 0) {
     free(j);
-    log_write(LOG_ERROR, NULL, "reload failed, config unchanged: cannot start a thread: %s",
+    log_write(HLOG_ERROR, NULL, "reload failed, config unchanged: cannot start a thread: %s",
               strerror(rc));
     answer_waiters(dm->waiting, 503, "cannot start a reload now");
     dm->waiting = NULL;
@@ -311,7 +311,7 @@ static void on_reload_timeout(uv_timer_t *t) {
            "abandoned after reload_timeout_ms (%u ms): reading the config, a ${file:} or a "
            "plugin's init did not finish",
            dm->gen->cfg.reload_timeout_ms);
-  log_write(LOG_ERROR, NULL, "reload %s; config unchanged", why);
+  log_write(HLOG_ERROR, NULL, "reload %s; config unchanged", why);
   j->abandoned = 1; /* its thread may still finish; then its result is dropped */
   reload_finished(dm, 503, why);
 }
@@ -337,10 +337,10 @@ static void on_reload_async(uv_async_t *h) {
     }
     char err[1024] = "";
     if (j->g == NULL) {
-      log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", j->err);
+      log_write(HLOG_ERROR, NULL, "reload failed, config unchanged: %s", j->err);
       reload_finished(dm, 400, j->err);
     } else if (swap_in(dm, j->g, err, sizeof err) != 0) {
-      log_write(LOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
+      log_write(HLOG_ERROR, NULL, "reload failed, config unchanged: %s", err);
       reload_finished(dm, 400, err);
     } else {
       reload_finished(dm, 200, "reloaded");
@@ -389,7 +389,7 @@ static void on_deadline(uv_timer_t *t) {
   if (!dm->aborted) {
     /* Slow clients are cut off; requests waiting for the spool get their
      * answer first (the drain then completes by itself). */
-    log_write(LOG_WARN, NULL, "requests still open after shutdown_timeout_ms; closing them");
+    log_write(HLOG_WARN, NULL, "requests still open after shutdown_timeout_ms; closing them");
     dm->aborted = 1;
     ingest_abort(dm->srv);
     uv_timer_start(&dm->deadline, on_deadline, 5000, 0);
@@ -397,7 +397,7 @@ static void on_deadline(uv_timer_t *t) {
   }
   /* The spool did not answer for 5 s more: stop the loop. The server's
    * memory is then left alone (a late answer may still refer to it). */
-  log_write(LOG_ERROR, NULL, "the spool did not answer pending requests; stopping anyway");
+  log_write(HLOG_ERROR, NULL, "the spool did not answer pending requests; stopping anyway");
   dm->hard_stop = 1;
   uv_stop(&dm->loop);
 }
@@ -406,7 +406,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   hookd_daemon *dm = h->data;
   if (signum == SIGHUP) {
     if (dm->stopping) return;
-    log_write(LOG_INFO, NULL, "SIGHUP: reloading %s", dm->file);
+    log_write(HLOG_INFO, NULL, "SIGHUP: reloading %s", dm->file);
     request_reload(dm, NULL, NULL);
     return;
   }
@@ -414,7 +414,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   dm->stopping = 1;
   dm->stop_started = clock_mono_ms();
   sd_notify(0, "STOPPING=1");
-  log_write(LOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
+  log_write(HLOG_INFO, NULL, "%s: stopping (no new connections, answering requests in progress)",
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
   if (dm->reload_running) reload_finished(dm, 503, "shutting down");
   uv_timer_start(&dm->deadline, on_deadline, dm->gen->cfg.shutdown_timeout_ms, 0);
@@ -433,7 +433,7 @@ static int load_config(config *cfg, const char *file) {
 static int cmd_check(const char *file) {
   config cfg;
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
-  log_setup(LOG_WARN, cfg.log_format);
+  log_setup(HLOG_WARN, cfg.log_format);
   char err[1024];
   if (privs_check(&cfg, err, sizeof err) != 0) {
     fprintf(stderr, "hookd: %s\n", err);
@@ -442,7 +442,7 @@ static int cmd_check(const char *file) {
   }
   plugin_host host;
   int rc = 0;
-  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(HLOG_WARN, NULL, "%s", err);
   if (plugin_host_load(&host, &cfg, err, sizeof err) != 0) {
     fprintf(stderr, "hookd: %s\n", err);
     plugin_proc_wait_all(cfg.shutdown_timeout_ms);
@@ -505,18 +505,18 @@ static int open_spool(hookd_daemon *dm) {
   generation *g = dm->gen;
   dm->sp = spool_open(&g->cfg, &dm->loop, &code, err, sizeof err);
   if (dm->sp == NULL) {
-    log_write(LOG_ERROR, NULL, "%s", err);
+    log_write(HLOG_ERROR, NULL, "%s", err);
     return code == SPOOL_EDAMAGED ? EXIT_DAMAGED : EXIT_RUNTIME;
   }
   /* The lanes exist (with their max_crashes) before recovery counts the
    * crashes of what was running. */
   if (generation_start(g, dm->sp, err, sizeof err) != 0) {
-    log_write(LOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
+    log_write(HLOG_ERROR, NULL, "cannot start the dispatcher: %s", err);
     return EXIT_RUNTIME;
   }
   code = spool_recover(dm->sp, err, sizeof err);
   if (code != 0) {
-    log_write(LOG_ERROR, NULL, "%s", err);
+    log_write(HLOG_ERROR, NULL, "%s", err);
     return code == SPOOL_EDAMAGED ? EXIT_DAMAGED : EXIT_RUNTIME;
   }
   return 0;
@@ -551,14 +551,14 @@ static int shut_down(hookd_daemon *dm, int rc) {
     spool_stats st;
     spool_get_stats(dm->sp, &st);
     if (st.pending) {
-      log_write(LOG_INFO, NULL, "%llu deliveries left in the spool; they resume on the next start",
+      log_write(HLOG_INFO, NULL, "%llu deliveries left in the spool; they resume on the next start",
                 (unsigned long long)st.pending);
     }
   }
   /* Plugin children: asked to exit when their instances were unloaded;
    * what is left after the budget gets SIGKILL, and every one is reaped. */
   if (plugin_proc_wait_all((uint32_t)budget) != 0) {
-    log_write(LOG_WARN, NULL, "a plugin process could not be reaped");
+    log_write(HLOG_WARN, NULL, "a plugin process could not be reaped");
   }
   pthread_mutex_lock(&dm->reload_mu);
   int reloading = dm->reload_threads > 0;
@@ -569,7 +569,7 @@ static int shut_down(hookd_daemon *dm, int rc) {
      * freeing what they may still touch. A delivery cut short runs again on
      * the next start. */
     if (dm->sp) spool_stop(dm->sp);
-    log_write(LOG_WARN, NULL, "stopped with %s still running",
+    log_write(HLOG_WARN, NULL, "stopped with %s still running",
               busy ? "a deliver() call" : "a reload");
     return rc;
   }
@@ -581,7 +581,7 @@ static int shut_down(hookd_daemon *dm, int rc) {
   uv_loop_close(&dm->loop);
   pthread_mutex_destroy(&dm->reload_mu);
   free(dm);
-  if (rc == 0) log_write(LOG_INFO, NULL, "stopped");
+  if (rc == 0) log_write(HLOG_INFO, NULL, "stopped");
   return rc;
 }
 
@@ -593,7 +593,7 @@ static int cmd_run(const char *file) {
   dm->file = file;
   pthread_mutex_init(&dm->reload_mu, NULL);
   /* Before anything drops privileges: the binary plugin children start from. */
-  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(LOG_WARN, NULL, "%s", err);
+  if (plugin_proc_prepare(err, sizeof err) != 0) log_write(HLOG_WARN, NULL, "%s", err);
   dm->gen = generation_load(file, 1, err, sizeof err);
   if (dm->gen == NULL) {
     fprintf(stderr, "hookd: %s\n", err);
@@ -609,7 +609,7 @@ static int cmd_run(const char *file) {
      * comes before any other handle. */
     dm->srv = ingest_new(&dm->loop, g, dm->sp, err, sizeof err);
     if (dm->srv == NULL) {
-      log_write(LOG_ERROR, NULL, "%s", err);
+      log_write(HLOG_ERROR, NULL, "%s", err);
       rc = EXIT_RUNTIME;
     }
   }
@@ -620,7 +620,7 @@ static int cmd_run(const char *file) {
      * no plugin has run yet. */
     privs_warn_if_root(&g->cfg);
     if (privs_drop(&g->cfg, err, sizeof err) != 0) {
-      log_write(LOG_ERROR, NULL, "%s", err);
+      log_write(HLOG_ERROR, NULL, "%s", err);
       dm->stopping = 1;
       ingest_drain(dm->srv, on_drained, dm);
       uv_run(&dm->loop, UV_RUN_DEFAULT); /* the listeners' closes finish */
@@ -636,7 +636,7 @@ static int cmd_run(const char *file) {
   generation_activate(g);
   start_sd_watchdog(dm);
   sd_notify(0, "READY=1");
-  log_write(LOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
+  log_write(HLOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
             HOOKD_VERSION, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
   uv_run(&dm->loop, UV_RUN_DEFAULT);
   close_reload_async(dm);

@@ -128,7 +128,7 @@ static int report_failure(pace *p, int probe, const char *message, int64_t now) 
     if (probe) {
       p->probing = 0;
       p->open_until = now + (int64_t)p->cooldown_ms;
-      log_write(LOG_WARN, &(log_ctx){.instance = p->name},
+      log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
                 "circuit still open: the probe failed (%s); next probe in %llu ms", p->last_error,
                 (unsigned long long)p->cooldown_ms);
       return PACE_ABSORB | PACE_WAKE;
@@ -140,7 +140,7 @@ static int report_failure(pace *p, int probe, const char *message, int64_t now) 
   p->probing = 0;
   p->opens++;
   p->open_until = now + (int64_t)p->cooldown_ms;
-  log_write(LOG_WARN, &(log_ctx){.instance = p->name},
+  log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
             "circuit open after %u consecutive failed attempts (last: %s): deliveries wait "
             "without using attempts; one probe every %llu ms",
             p->failures, p->last_error, (unsigned long long)p->cooldown_ms);
@@ -157,7 +157,7 @@ int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const cha
       /* The destination answered: whatever it said, it is up. */
       p->failures = 0;
       if (p->open && (probe || r == PACE_SUCCESS)) {
-        log_write(LOG_INFO, &(log_ctx){.instance = p->name}, "circuit closed: %s",
+        log_write(HLOG_INFO, &(log_ctx){.instance = p->name}, "circuit closed: %s",
                   probe ? "the probe got through" : "a delivery got through");
         rc = close_circuit(p);
       }
@@ -206,7 +206,7 @@ pace_state pace_observe(pace *p, int paused, int saturated, int64_t now) {
   }
   pthread_mutex_unlock(&p->mu);
   if (s != was) {
-    log_write(s == PACE_OK ? LOG_INFO : LOG_WARN, &(log_ctx){.instance = p->name},
+    log_write(s == PACE_OK ? HLOG_INFO : HLOG_WARN, &(log_ctx){.instance = p->name},
               "instance state %s -> %s%s", state_names[was], state_names[s], why);
   }
   return s;

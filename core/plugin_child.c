@@ -331,7 +331,7 @@ int plugin_child_main(int argc, char **argv) {
    * hookd's was not close-on-exec (a plugin's file, say) goes before any
    * plugin code runs. */
   close_range(FIRST_CHAN_FD + m.concurrency, ~0U, 0);
-  log_setup(m.level <= LOG_DEBUG ? (log_level)m.level : LOG_DEBUG, LOG_FORMAT_TEXT);
+  log_setup(m.level <= HLOG_DEBUG ? (log_level)m.level : HLOG_DEBUG, HLOG_FORMAT_TEXT);
   log_set_sink(on_log);
   g_api = plugin_host_api();
   char err[512];

@@ -565,7 +565,7 @@ int plugin_host_load(plugin_host *h, const config *cfg, char *err, size_t errlen
         plugin_host_unload(h, NULL);
         return -1;
       }
-      log_write(LOG_DEBUG, NULL, "loaded plugin module %s %s from %s", m->desc->name,
+      log_write(HLOG_DEBUG, NULL, "loaded plugin module %s %s from %s", m->desc->name,
                 m->desc->version ? m->desc->version : "?", m->path);
     }
     plugin_instance *inst = &h->insts[h->n_insts++];

@@ -328,7 +328,7 @@ static void warn_inline_secret(fill_ctx *c, const hookd_option *o) {
   const char *ref = strstr(t + 1, "${");
   if (ref != NULL && (end == NULL || ref < end)) return;
   log_ctx ctx = {.instance = c->src->instance};
-  log_write(LOG_WARN, &ctx, "%s: the secret is written inline; put it in ${NAME} or ${file:PATH}",
+  log_write(HLOG_WARN, &ctx, "%s: the secret is written inline; put it in ${NAME} or ${file:PATH}",
             kp);
 }
 
@@ -416,7 +416,7 @@ static int legacy_timeout(fill_ctx *c, const cJSON *v) {
   if (fill_int(c, &row, v, &ms) != 0) return -1;
   c->owned->timeout_ms = (uint32_t)ms;
   log_ctx ctx = {.instance = c->src->instance};
-  log_write(LOG_WARN, &ctx,
+  log_write(HLOG_WARN, &ctx,
             "%s.timeout_ms is deprecated: set the instance's \"delivery\": {\"timeout_ms\": %u} "
             "instead (the plugin gets the shorter of the two)",
             c->src->keypath, (unsigned)ms);

@@ -515,7 +515,7 @@ static void log_frame(const plugin_proc *p, const hookd_event *v, wire_rd *rd) {
   const char *msg = plugin_wire_get_str(rd, NULL);
   if (rd->bad || msg == NULL) return;
   log_ctx ctx = {.instance = p->name, .event_id = v ? v->id : eid, .source = v ? v->source : src};
-  log_write(level > LOG_DEBUG ? LOG_DEBUG : (log_level)level, &ctx, "%s", msg);
+  log_write(level > HLOG_DEBUG ? HLOG_DEBUG : (log_level)level, &ctx, "%s", msg);
 }
 
 static void output_line(plugin_proc *p) {
@@ -525,7 +525,7 @@ static void output_line(plugin_proc *p) {
   p->line_len = 0;
   if (now - p->out_window_ms >= 1000) {
     if (p->out_dropped) {
-      log_write(LOG_WARN, &ctx, "%lu more lines of plugin output were not logged (over %d/s)",
+      log_write(HLOG_WARN, &ctx, "%lu more lines of plugin output were not logged (over %d/s)",
                 p->out_dropped, OUTPUT_LINES_PER_SEC);
     }
     p->out_window_ms = now;
@@ -533,7 +533,7 @@ static void output_line(plugin_proc *p) {
     p->out_dropped = 0;
   }
   if (p->out_lines++ < OUTPUT_LINES_PER_SEC) {
-    log_write(LOG_INFO, &ctx, "plugin output: %s", p->line);
+    log_write(HLOG_INFO, &ctx, "plugin output: %s", p->line);
   } else {
     p->out_dropped++;
   }
@@ -781,25 +781,25 @@ static void on_died(plugin_proc *p, child *c) {
 
   log_ctx ctx = {.instance = p->name};
   if (released || (stopping && why == KILL_STOP)) {
-    log_write(strncmp(how, "exited with status 0", 20) == 0 ? LOG_INFO : LOG_WARN, &ctx,
+    log_write(strncmp(how, "exited with status 0", 20) == 0 ? HLOG_INFO : HLOG_WARN, &ctx,
               "plugin process (pid %d) stopped: %s", (int)pid, how);
   } else if (why == KILL_TIMEOUT) {
-    log_write(LOG_WARN, &ctx,
+    log_write(HLOG_WARN, &ctx,
               "plugin process (pid %d) killed: a deliver() call ran past timeout_ms (%u ms); "
               "restarting it in %u ms",
               (int)pid, limit, delay);
   } else if (why == KILL_PROTOCOL) {
-    log_write(LOG_ERROR, &ctx,
+    log_write(HLOG_ERROR, &ctx,
               "plugin process (pid %d) broke the protocol with hookd and was killed; "
               "restarting it in %u ms",
               (int)pid, delay);
   } else {
     metrics_child_crashed(&p->mcache, p->name);
     if (stopping) {
-      log_write(LOG_ERROR, &ctx, "plugin process (pid %d) %s; not restarted: hookd is stopping",
+      log_write(HLOG_ERROR, &ctx, "plugin process (pid %d) %s; not restarted: hookd is stopping",
                 (int)pid, how);
     } else {
-      log_write(LOG_ERROR, &ctx, "plugin process (pid %d) %s; restarting it in %u ms", (int)pid,
+      log_write(HLOG_ERROR, &ctx, "plugin process (pid %d) %s; restarting it in %u ms", (int)pid,
                 how, delay);
     }
   }
@@ -835,7 +835,7 @@ static void restart(plugin_proc *p) {
     p->error[0] = '\0';
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    log_write(LOG_INFO, &ctx, "plugin process restarted (pid %d)", (int)c->pid);
+    log_write(HLOG_INFO, &ctx, "plugin process restarted (pid %d)", (int)c->pid);
     return;
   }
   if (c) {
@@ -853,7 +853,7 @@ static void restart(plugin_proc *p) {
   int released = p->released;
   pthread_mutex_unlock(&p->mu);
   if (!released) {
-    log_write(LOG_ERROR, &ctx, "restarting the plugin process failed: %s; next try in %u ms", why,
+    log_write(HLOG_ERROR, &ctx, "restarting the plugin process failed: %s; next try in %u ms", why,
               delay);
   }
 }
@@ -1031,7 +1031,7 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
     pthread_attr_destroy(&at);
     if (e == 0) {
       inst->proc = p;
-      log_write(LOG_INFO, &(log_ctx){.instance = p->name},
+      log_write(HLOG_INFO, &(log_ctx){.instance = p->name},
                 "plugin process started (pid %d, module %s %s, isolation process)", (int)c->pid,
                 rep.name, rep.version);
       return 0;
@@ -1114,7 +1114,7 @@ static int call_died(plugin_proc *p, child *c, const hookd_event *v, int64_t dea
 
 static int call_timed_out(plugin_proc *p, child *c, const hookd_event *v, hookd_outcome *out) {
   log_ctx ctx = {.source = v->source, .instance = p->name, .event_id = v->id};
-  log_write(LOG_WARN, &ctx,
+  log_write(HLOG_WARN, &ctx,
             "deliver() ran past timeout_ms (%u ms) and %d ms more: killing the plugin process "
             "(pid %d)",
             v->timeout_ms, KILL_GRACE_MS, (int)c->pid);

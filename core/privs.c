@@ -159,14 +159,14 @@ int privs_drop(const config *cfg, char *err, size_t errlen) {
              cfg->data_dir, cfg->user, (unsigned)id.uid);
     return -1;
   }
-  log_write(LOG_INFO, NULL, "running as user %s (uid %u, gid %u)", cfg->user, (unsigned)id.uid,
+  log_write(HLOG_INFO, NULL, "running as user %s (uid %u, gid %u)", cfg->user, (unsigned)id.uid,
             (unsigned)id.gid);
   return 0;
 }
 
 void privs_warn_if_root(const config *cfg) {
   if (geteuid() == 0 && !cfg->user) {
-    log_write(LOG_WARN, NULL,
+    log_write(HLOG_WARN, NULL,
               "running as root: set \"user\" (and \"group\") in the config so that hookd drops "
               "root once its ports are bound");
   }

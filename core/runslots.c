@@ -153,7 +153,7 @@ static slot *my_slot(runslots *rs) {
     return &rs->map[i];
   }
   if (!atomic_exchange(&rs->warned, 1)) {
-    log_write(LOG_WARN, NULL,
+    log_write(HLOG_WARN, NULL,
               "spool: all %zu running slots are taken; some deliveries run unmarked (a crash "
               "during them is not counted)",
               rs->n);

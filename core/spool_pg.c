@@ -349,13 +349,13 @@ static void set_down(pg_spool *sp, const char *why) {
   pthread_mutex_unlock(&sp->why_mu);
   if (!atomic_exchange(&sp->down, 1)) {
     atomic_store(&sp->down_since, mono());
-    log_write(LOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", copy);
+    log_write(HLOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", copy);
   }
 }
 
 static void set_up(pg_spool *sp) {
   if (atomic_exchange(&sp->down, 0)) {
-    log_write(LOG_INFO, NULL, "spool: PostgreSQL connection is back");
+    log_write(HLOG_INFO, NULL, "spool: PostgreSQL connection is back");
   }
 }
 
@@ -365,7 +365,7 @@ static void set_up(pg_spool *sp) {
  * log, not to stderr. */
 static void on_notice(void *arg, const char *message) {
   (void)arg;
-  log_write(LOG_DEBUG, NULL, "spool: PostgreSQL says: %.*s", (int)strcspn(message, "\n"), message);
+  log_write(HLOG_DEBUG, NULL, "spool: PostgreSQL says: %.*s", (int)strcspn(message, "\n"), message);
 }
 
 /* Opens a connection. The defaults before the URL bound how long a dead
@@ -763,7 +763,7 @@ static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *e
   static const int states[] = {ST_DONE, ST_PENDING, ST_DEAD, ST_PENDING};
   op *o = op_new(OP_SETTLE, d, states[how], error);
   if (o == NULL) {
-    log_write(LOG_ERROR, &(log_ctx){.event_id = d->ev->id},
+    log_write(HLOG_ERROR, &(log_ctx){.event_id = d->ev->id},
               "out of memory recording a delivery outcome; it runs again after its lease expires");
   } else {
     o->notify = how != SPOOL_RETRY;
@@ -947,7 +947,7 @@ static void note_lost(pg_spool *sp, op *ops, const PGresult *r) {
       found = strtoll(PQgetvalue(r, i, 0), NULL, 10) == o->id;
     }
     if (!found) {
-      log_write(LOG_WARN, NULL,
+      log_write(HLOG_WARN, NULL,
                 "spool: delivery %lld started here after its lease went to another node (it "
                 "may be delivered twice)",
                 (long long)o->id);
@@ -968,7 +968,7 @@ static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
     one_line(b->why);
     if (s->kind == S_STORE) {
       const store_req *q = s->p;
-      log_write(LOG_ERROR, &(log_ctx){.event_id = q->ev->id}, "spool: storing the event failed: %s",
+      log_write(HLOG_ERROR, &(log_ctx){.event_id = q->ev->id}, "spool: storing the event failed: %s",
                 b->why);
     }
     return -1;
@@ -979,7 +979,7 @@ static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
     if (q->status == SPOOL_STORED) q->ev->seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
   } else if (s->kind == S_SETTLE && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
     const op *o = s->p;
-    log_write(LOG_WARN, NULL,
+    log_write(HLOG_WARN, NULL,
               "spool: the outcome of delivery %lld was not recorded: its lease expired and "
               "another node took it over (it may be delivered twice)",
               (long long)o->id);
@@ -1066,7 +1066,7 @@ static batch_rc commit(pg_spool *sp, store_req *stores, op *ops) {
       r->next = next;
     }
   } else if (rc == BATCH_SQL) {
-    log_write(LOG_ERROR, NULL, "spool: commit failed: %s", b->why);
+    log_write(HLOG_ERROR, NULL, "spool: commit failed: %s", b->why);
   }
   if (rc == BATCH_LOST && sp->wconn) drop_connection(sp, b->why);
   if (rc == BATCH_OK) atomic_fetch_add(&sp->commits, 1);
@@ -1236,7 +1236,7 @@ static void repair_heads(pg_spool *sp) {
     if (PQresultStatus(u) == PGRES_COMMAND_OK &&
         exec_ok(sp->wconn, "COMMIT", why, sizeof why) == 0) {
       if (strcmp(PQcmdTuples(u), "0") != 0) {
-        log_write(LOG_WARN, NULL,
+        log_write(HLOG_WARN, NULL,
                   "spool: %s order key(s) had pending deliveries and none was their head; the "
                   "earliest of each is now",
                   PQcmdTuples(u));
@@ -1543,7 +1543,7 @@ static void on_deadlines(uv_timer_t *t) {
   int64_t now = mono();
   for (store_req *r = sp->unanswered; r; r = r->all_next) {
     if (now >= r->deadline && !atomic_load(&r->answered)) {
-      log_write(LOG_WARN, &(log_ctx){.event_id = r->ev->id},
+      log_write(HLOG_WARN, &(log_ctx){.event_id = r->ev->id},
                 "spool: no commit within %d ms (PostgreSQL slow or unreachable): 503",
                 STORE_WAIT_MS);
       finish_store(sp, r, SPOOL_EIO);
@@ -1679,7 +1679,7 @@ static int renew(pg_spool *sp) {
                    3, NULL, v, NULL, NULL, 0);
   int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
   if (!ok && PQstatus(sp->cconn) != CONNECTION_BAD) {
-    log_write(LOG_ERROR, NULL, "spool: renewing leases failed: %s", PQresultErrorMessage(r));
+    log_write(HLOG_ERROR, NULL, "spool: renewing leases failed: %s", PQresultErrorMessage(r));
   }
   PQclear(r);
   return ok || PQstatus(sp->cconn) != CONNECTION_BAD ? 0 : -1;
@@ -1726,7 +1726,7 @@ static int drop_lost(pg_spool *sp) {
       }
       pthread_mutex_unlock(&l->mu);
       if (gone) {
-        log_write(LOG_WARN, &(log_ctx){.instance = l->name, .event_id = gone->ev->id},
+        log_write(HLOG_WARN, &(log_ctx){.instance = l->name, .event_id = gone->ev->id},
                   "spool: delivery %llu went to another node while PostgreSQL could not renew "
                   "this node's lease; not running it here",
                   (unsigned long long)id);
@@ -1747,7 +1747,7 @@ static int claimer_connect(pg_spool *sp) {
     c = NULL;
   }
   if (c == NULL) {
-    log_write(LOG_DEBUG, NULL, "spool: claimer cannot connect: %s", why);
+    log_write(HLOG_DEBUG, NULL, "spool: claimer cannot connect: %s", why);
     return -1;
   }
   sp->cconn = c;
@@ -1779,14 +1779,14 @@ static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) 
   atomic_fetch_add(&sp->crashes, 1);
   log_ctx ctx = {.instance = l->name, .event_id = d->ev->id};
   if (d->crashes < max_crashes) {
-    log_write(LOG_WARN, &ctx,
+    log_write(HLOG_WARN, &ctx,
               "delivery %llu was running when its node stopped (crash %u of %u): running it again",
               (unsigned long long)d->spool_id, d->crashes, max_crashes);
     return 0;
   }
   char why[160];
   snprintf(why, sizeof why, "running when hookd died %u times (delivery.max_crashes)", d->crashes);
-  log_write(LOG_ERROR, &ctx, "delivery %llu is a dead letter: %s", (unsigned long long)d->spool_id,
+  log_write(HLOG_ERROR, &ctx, "delivery %llu is a dead letter: %s", (unsigned long long)d->spool_id,
             why);
   op *o = op_new(OP_SETTLE, d, ST_DEAD, why);
   if (o) {
@@ -1814,7 +1814,7 @@ static int claim_lane(pg_spool *sp, pg_lane *l) {
   PGresult *r = PQexecPrepared(sp->cconn, "claim", 4, v, NULL, NULL, 1);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     if (PQstatus(sp->cconn) != CONNECTION_BAD) {
-      log_write(LOG_ERROR, &(log_ctx){.instance = l->name}, "spool: claiming failed: %s",
+      log_write(HLOG_ERROR, &(log_ctx){.instance = l->name}, "spool: claiming failed: %s",
                 PQresultErrorMessage(r));
     }
     PQclear(r);
@@ -1824,7 +1824,7 @@ static int claim_lane(pg_spool *sp, pg_lane *l) {
   for (int i = 0; i < PQntuples(r); i++) {
     delivery *d = row_delivery(r, i, l);
     if (d == NULL) {
-      log_write(LOG_ERROR, &(log_ctx){.instance = l->name},
+      log_write(HLOG_ERROR, &(log_ctx){.instance = l->name},
                 "out of memory taking a claimed delivery; it runs after its lease expires");
       continue;
     }
@@ -2025,7 +2025,7 @@ static int register_node(pg_spool *sp, char *err, size_t errlen) {
   if (!ok) {
     snprintf(err, errlen, "cannot register this node: %s", PQerrorMessage(sp->wconn));
   } else if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
-    log_write(LOG_INFO, NULL, "spool: took back %s delivery lease(s) of this node's previous run",
+    log_write(HLOG_INFO, NULL, "spool: took back %s delivery lease(s) of this node's previous run",
               PQgetvalue(r, 0, 0));
   }
   PQclear(r);
@@ -2092,7 +2092,7 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
   sp->deadlines.data = sp;
   uv_timer_start(&sp->deadlines, on_deadlines, 100, 100);
   uv_unref((uv_handle_t *)&sp->deadlines);
-  log_write(LOG_INFO, NULL, "spool: PostgreSQL at %s, node %s, lease %lld ms", masked, sp->node_id,
+  log_write(HLOG_INFO, NULL, "spool: PostgreSQL at %s, node %s, lease %lld ms", masked, sp->node_id,
             (long long)sp->lease_ms);
   *code = 0;
   return &sp->base;

@@ -407,13 +407,13 @@ static void set_failing(sq_spool *sp, const char *why) {
   snprintf(sp->fail_reason, sizeof sp->fail_reason, "%s", why);
   pthread_mutex_unlock(&sp->mu);
   if (!atomic_exchange(&sp->failing, 1)) {
-    log_write(LOG_ERROR, NULL, "spool: %s: new events get 503 until a commit succeeds", why);
+    log_write(HLOG_ERROR, NULL, "spool: %s: new events get 503 until a commit succeeds", why);
   }
 }
 
 static void clear_failing(sq_spool *sp) {
   if (atomic_exchange(&sp->failing, 0)) {
-    log_write(LOG_INFO, NULL, "spool: commits succeed again; accepting events");
+    log_write(HLOG_INFO, NULL, "spool: commits succeed again; accepting events");
   }
 }
 
@@ -722,7 +722,7 @@ static int quick_check(sq_spool *sp, char *why, size_t len) {
   sqlite3_finalize(st);
   sqlite3_progress_handler(sp->db, 0, NULL, NULL);
   if (rc == SQLITE_INTERRUPT) {
-    log_write(LOG_WARN, NULL,
+    log_write(HLOG_WARN, NULL,
               "spool: the quick check of %s stopped after %d ms (a large file); run `hookd spool "
               "check` to check it all",
               sp->path, QUICK_CHECK_MS);
@@ -769,7 +769,7 @@ static int setup_schema(sq_spool *sp, char *why, size_t len) {
   char e[512] = "";
   rc = exec_sql(sp->db, "BEGIN IMMEDIATE", e, sizeof e);
   if (rc == SQLITE_OK && has_meta) {
-    log_write(LOG_INFO, NULL, "spool: upgrading %s from schema version %lld to %d", sp->path,
+    log_write(HLOG_INFO, NULL, "spool: upgrading %s from schema version %lld to %d", sp->path,
               (long long)version, SCHEMA_VERSION);
   }
   if (rc == SQLITE_OK && version == 1) rc = exec_sql(sp->db, migrate_v1_sql, e, sizeof e);
@@ -972,7 +972,7 @@ static void *checkpoint_main(void *arg) {
     } else if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) {
       char e[256];
       db_error(sp->ckpt_db, e, sizeof e);
-      log_write(LOG_WARN, NULL, "spool: checkpoint failed: %s", e);
+      log_write(HLOG_WARN, NULL, "spool: checkpoint failed: %s", e);
     }
     pthread_mutex_lock(&sp->ckpt_mu);
   }
@@ -995,7 +995,7 @@ static void start_checkpoints(sq_spool *sp) {
     snprintf(why, sizeof why, "cannot start a thread");
   }
   if (why[0]) {
-    log_write(LOG_WARN, NULL, "spool: checkpoints stay on the writer thread: %s", why);
+    log_write(HLOG_WARN, NULL, "spool: checkpoints stay on the writer thread: %s", why);
     sqlite3_close(sp->ckpt_db);
     sp->ckpt_db = NULL;
     return;
@@ -1038,7 +1038,7 @@ static int account_bystander(sq_spool *sp, sqlite3_stmt *row) {
   log_ctx ctx = {.source = (const char *)sqlite3_column_text(row, 5),
                  .instance = (const char *)sqlite3_column_text(row, 2),
                  .event_id = (const char *)sqlite3_column_text(row, 6)};
-  log_write(LOG_INFO, &ctx,
+  log_write(HLOG_INFO, &ctx,
             "delivery of %s was running when another delivery crashed hookd; it runs again "
             "(no crash counted)",
             (const char *)sqlite3_column_text(row, 7));
@@ -1067,11 +1067,11 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
              "hookd stopped %u time(s) while this delivery was running in plugin instance '%s' "
              "(delivery.max_crashes is %u): not run again",
              crashes, instance, max);
-    log_write(LOG_ERROR, &ctx, "delivery of %s is a dead letter: %s", type, why);
+    log_write(HLOG_ERROR, &ctx, "delivery of %s is a dead letter: %s", type, why);
   } else {
     snprintf(why, sizeof why, "hookd stopped while attempt %u was running (crash %u of %u)",
              started, crashes, max);
-    log_write(LOG_WARN, &ctx, "delivery of %s was running when hookd stopped (crash %u of %u); "
+    log_write(HLOG_WARN, &ctx, "delivery of %s was running when hookd stopped (crash %u of %u); "
               "it runs again", type, crashes, max);
   }
   sqlite3_stmt *st = sp->upd_delivery;
@@ -1194,7 +1194,7 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
   if (rc != SQLITE_OK) {
     if (!err[0]) db_error(sp->db, err, sizeof err);
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
-    log_write(LOG_ERROR, NULL, "spool: replaying dead letters failed: %s", err);
+    log_write(HLOG_ERROR, NULL, "spool: replaying dead letters failed: %s", err);
     free(counts);
     return -1;
   }
@@ -1336,7 +1336,7 @@ static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
   if (rc != SQLITE_OK) {
     if (!err[0]) db_error(sp->db, err, sizeof err);
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
-    log_write(LOG_ERROR, &(log_ctx){.instance = instance}, "spool: back-fill %lld failed: %s",
+    log_write(HLOG_ERROR, &(log_ctx){.instance = instance}, "spool: back-fill %lld failed: %s",
               (long long)id, err);
     free(instance);
     return -1;
@@ -1349,7 +1349,7 @@ static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
     atomic_fetch_add(&sp->pending_total, (uint64_t)n);
   }
   if (left == 0) {
-    log_write(LOG_INFO, &(log_ctx){.instance = instance},
+    log_write(HLOG_INFO, &(log_ctx){.instance = instance},
               "spool: back-fill %lld queued all its deliveries", (long long)id);
   }
   free(instance);
@@ -1466,7 +1466,7 @@ static int sq_recover(spool *base, char *err, size_t errlen) {
   }
   uint64_t pending = atomic_load(&sp->pending_total);
   if (pending > 0) {
-    log_write(LOG_INFO, NULL,
+    log_write(HLOG_INFO, NULL,
               "spool: resuming %llu unfinished deliveries (read from disk as they run)",
               (unsigned long long)pending);
   }
@@ -1648,7 +1648,7 @@ static int write_batch(sq_spool *sp, store_req *stores, op *ops) {
   } else {
     snprintf(why, sizeof why, "commit failed: %s", e);
   }
-  log_write(LOG_ERROR, NULL, "spool: %s", why);
+  log_write(HLOG_ERROR, NULL, "spool: %s", why);
   set_failing(sp, why);
   return rc;
 }
@@ -1867,7 +1867,7 @@ static void mark_parked(sq_spool *sp, marks *m) {
     char e[256];
     db_error(sp->db, e, sizeof e);
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
-    log_write(LOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
+    log_write(HLOG_WARN, NULL, "spool: marking parked deliveries failed: %s", e);
   }
   for (size_t i = 0; i < m->n; i++) free(m->keys[i]);
   free(m->ids);
@@ -2022,7 +2022,7 @@ static void refill(sq_spool *sp, sq_lane *l) {
   if (!ok) {
     char e[256];
     db_error(sp->db, e, sizeof e);
-    log_write(LOG_ERROR, &(log_ctx){.instance = l->name}, "spool: reading the backlog failed: %s",
+    log_write(HLOG_ERROR, &(log_ctx){.instance = l->name}, "spool: reading the backlog failed: %s",
               e);
     if (is_damage(rc)) set_failing(sp, "the spool is damaged; run `hookd spool check`");
   }
@@ -2067,7 +2067,7 @@ static void disk_stats(sq_spool *sp) {
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
     int low = avail < sp->min_free_bytes;
     if (low != atomic_load(&sp->disk_low)) {
-      log_write(low ? LOG_WARN : LOG_INFO, NULL,
+      log_write(low ? HLOG_WARN : HLOG_INFO, NULL,
                 low ? "spool: free space in %s is below spool.min_free_bytes: new events get 503"
                     : "spool: free space in %s is back above spool.min_free_bytes",
                 sp->data_dir);
@@ -2143,7 +2143,7 @@ static void prune(sq_spool *sp) {
   char err[256];
   if (exec_sql(sp->db, sql, err, sizeof err) != SQLITE_OK) {
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
-    log_write(LOG_WARN, NULL, "spool: pruning failed: %s", err);
+    log_write(HLOG_WARN, NULL, "spool: pruning failed: %s", err);
     return;
   }
   /* Where the next pass looks: past this window while all of it was old. */
@@ -2168,7 +2168,7 @@ static void prune(sq_spool *sp) {
 static void pick_up_replays(sq_spool *sp) {
   int64_t n = take_replays(sp, 1);
   if (n <= 0) return;
-  log_write(LOG_INFO, NULL, "spool: %lld replayed dead letter(s) queued again", (long long)n);
+  log_write(HLOG_INFO, NULL, "spool: %lld replayed dead letter(s) queued again", (long long)n);
   atomic_fetch_sub(&sp->dead, (uint64_t)n);
   lanes_spilled(sp, INT64_MAX); /* take_replays moved the cursors back already */
 }
@@ -2182,7 +2182,7 @@ static void notice_others(sq_spool *sp) {
   if (load_instance_states(sp) != SQLITE_OK) {
     char e[256];
     db_error(sp->db, e, sizeof e);
-    log_write(LOG_WARN, NULL, "spool: reading the instance states failed: %s", e);
+    log_write(HLOG_WARN, NULL, "spool: reading the instance states failed: %s", e);
   }
 }
 
@@ -2194,14 +2194,14 @@ static void probe(sq_spool *sp) {
     disconnect_db(sp);
     char why[512];
     if (connect_db(sp, 0, why, sizeof why) != 0 || sp->readonly) {
-      if (sp->db == NULL || !sp->readonly) log_write(LOG_WARN, NULL, "spool: %s", why);
+      if (sp->db == NULL || !sp->readonly) log_write(HLOG_WARN, NULL, "spool: %s", why);
       return;
     }
     if (prepare_delivery(sp, why, sizeof why) != 0) {
       set_failing(sp, why);
       return;
     }
-    log_write(LOG_INFO, NULL, "spool: %s can be written now", sp->path);
+    log_write(HLOG_INFO, NULL, "spool: %s can be written now", sp->path);
     start_checkpoints(sp);
     atomic_store(&sp->deliver_ok, 1);
     clear_failing(sp);
@@ -2552,7 +2552,7 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
     if (tail->next) {
       tail = tail->next;
     } else {
-      log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = x->ev->id},
+      log_write(HLOG_ERROR, &(log_ctx){.instance = l->name, .event_id = x->ev->id},
                 "out of memory parking a delivery; it runs after the next start");
     }
     delivery_free(x);
@@ -2587,7 +2587,7 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
   int poke = lane_want_refill(l);
   pthread_mutex_unlock(&l->mu);
   if (o == NULL) {
-    log_write(LOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},
+    log_write(HLOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},
               "out of memory recording a delivery outcome; it may be delivered again");
   } else {
     push_op(sp, o);

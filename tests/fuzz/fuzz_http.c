@@ -82,7 +82,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   signal(SIGPIPE, SIG_IGN);
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   uv_loop_init(&loop);
   uv_idle_init(&loop, &later);
   srv = (http_server){.loop = &loop, .limits = &limits,

@@ -472,8 +472,8 @@ static void test_config_defaults(void **state) {
   snprintf(want, sizeof want, "%s/var", tmpdir);
   assert_string_equal(cfg.data_dir, want);
   assert_int_equal(cfg.n_plugin_dirs, 0);
-  assert_int_equal(cfg.log_level, LOG_INFO);
-  assert_int_equal(cfg.log_format, LOG_FORMAT_TEXT);
+  assert_int_equal(cfg.log_level, HLOG_INFO);
+  assert_int_equal(cfg.log_format, HLOG_FORMAT_TEXT);
   assert_int_equal(cfg.shutdown_timeout_ms, 30000);
   assert_int_equal(cfg.sync, SPOOL_SYNC_FULL);
   assert_int_equal(cfg.limits.max_body_bytes, 1048576);
@@ -571,8 +571,8 @@ static void test_config_full(void **state) {
   snprintf(want, sizeof want, "%s/../build/plugins", tmpdir);
   assert_string_equal(cfg.plugin_dirs[0], want);
   assert_string_equal(cfg.plugin_dirs[1], "/usr/lib/hookd");
-  assert_int_equal(cfg.log_level, LOG_DEBUG);
-  assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
+  assert_int_equal(cfg.log_level, HLOG_DEBUG);
+  assert_int_equal(cfg.log_format, HLOG_FORMAT_JSON);
   assert_int_equal(cfg.shutdown_timeout_ms, 0);
   assert_int_equal(cfg.sync, SPOOL_SYNC_NORMAL);
   assert_int_equal(cfg.limits.max_body_bytes, 2048);

@@ -330,7 +330,7 @@ static void expect_rec(const rec *r, const char *id, unsigned attempt, const cha
 
 static int group_setup(void **state) {
   (void)state;
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   char *raw = read_file(PAYLOAD_DIR "/scheduling.smartscheduler.scheduled.json");
   if (raw == NULL) return -1;
   base_payload = cJSON_Parse(raw);

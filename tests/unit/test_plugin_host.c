@@ -167,7 +167,7 @@ static void marker_pos(char *out, size_t n) {
 
 static int group_setup(void **state) {
   (void)state;
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   return mkdtemp(tmpdir) ? 0 : -1;
 }
 
