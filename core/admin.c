@@ -49,6 +49,15 @@ static const route_kind routes[R_COUNT] = {R_HEALTH,  R_READY,  R_METRICS, R_PAG
 
 #define DEAD_SHOWN 100 /* dead letters the page lists */
 
+/* Instance i of the host the admin listener reports on, and its name. */
+static plugin_instance *inst_at(const admin *a, size_t i) {
+  return plugin_host_instance(a->host, i);
+}
+
+static const char *inst_name(const admin *a, size_t i) {
+  return plugin_host_instance_name(inst_at(a, i));
+}
+
 static void reply(http_conn *c, int status, const char *headers, const char *body, size_t len) {
   metrics_count_admin(status);
   http_conn_respond(c, status, headers, body, len);
@@ -216,8 +225,8 @@ const char *admin_not_ready(admin *a, char *buf, size_t len) {
   if (a->sp == NULL) return "spool not open";
   if (!a->listening) return "listeners not bound";
   for (size_t i = 0; i < a->host->n_insts; i++) {
-    if (!a->host->insts[i].initialized) {
-      snprintf(buf, len, "plugin instance '%s' is not initialised", a->host->insts[i].name);
+    if (!plugin_host_instance_ready(inst_at(a, i))) {
+      snprintf(buf, len, "plugin instance '%s' is not initialised", inst_name(a, i));
       return buf;
     }
   }
@@ -243,11 +252,11 @@ void admin_ready_notes(admin *a, char *buf, size_t len) {
       w = snprintf(buf + used, len - used,
                    "plugin instance '%s' is saturated: %llu unfinished deliveries (max_pending); "
                    "events routed to it get 503\n",
-                   a->host->insts[i].name, (unsigned long long)st.pending);
+                   inst_name(a, i), (unsigned long long)st.pending);
     } else if (ds.unhealthy) {
       w = snprintf(buf + used, len - used,
                    "plugin instance '%s' is unhealthy: %u deliver() calls stuck past timeout_ms\n",
-                   a->host->insts[i].name, ds.stuck);
+                   inst_name(a, i), ds.stuck);
     }
     if (w > 0 && (size_t)w < len - used) used += (size_t)w;
   }
@@ -258,12 +267,12 @@ void admin_ready_notes(admin *a, char *buf, size_t len) {
 /* An instance's queue depth and oldest unfinished delivery come from its
  * spool lane (the backlog may be on disk, not in any queue of ours). */
 void admin_instance_view(admin *a, size_t i, metrics_instance_view *v) {
-  plugin_instance *inst = &a->host->insts[i];
-  metrics_instance_get(&inst->m, inst->name, v);
+  plugin_instance *inst = inst_at(a, i);
+  metrics_instance_get(plugin_host_instance_metrics(inst), plugin_host_instance_name(inst), v);
   if (a->lanes == NULL) return;
   spool_lane_stats st;
   spool_lane_get_stats(a->lanes[i], &st);
-  atomic_store(&inst->m.queued, st.pending);
+  atomic_store(&plugin_host_instance_metrics(inst)->queued, st.pending);
   v->oldest_pending_ms = st.oldest_ms;
 }
 
@@ -306,7 +315,7 @@ static int render_lane_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
                    : k == 3 ? ds[i].written_off
                             : ds[i].stuck;
       rc |= metrics_append(buf, len, cap, "%s{instance=\"", series[k].name);
-      rc |= metrics_append_label(buf, len, cap, a->host->insts[i].name);
+      rc |= metrics_append_label(buf, len, cap, inst_name(a, i));
       rc |= metrics_append(buf, len, cap, "\"} %" PRIu64 "\n", v);
     }
   }
@@ -324,8 +333,8 @@ static int render_states(admin *a, char **buf, size_t *len, size_t *cap) {
   int rc = names && states && ms ? 0 : -1;
   if (a->dp) dispatch_observe(a->dp);
   for (size_t i = 0; i < n && rc == 0; i++) {
-    names[i] = a->host->insts[i].name;
-    ms[i] = &a->host->insts[i].m;
+    names[i] = inst_name(a, i);
+    ms[i] = plugin_host_instance_metrics(inst_at(a, i));
     pace_info pi;
     memset(&pi, 0, sizeof pi);
     pace *p = pace_get(names[i]);
@@ -359,15 +368,15 @@ static int render_processes(admin *a, char **buf, size_t *len, size_t *cap) {
     rc |= metrics_append(buf, len, cap, "# HELP %s %s\n# TYPE %s %s\n", rows[r].name, rows[r].help,
                          rows[r].name, rows[r].type);
     for (size_t i = 0; i < a->host->n_insts; i++) {
-      plugin_instance *inst = &a->host->insts[i];
-      if (inst->proc == NULL) continue;
+      plugin_instance *inst = inst_at(a, i);
+      if (plugin_host_instance_proc(inst) == NULL) continue;
       plugin_proc_status ps;
-      plugin_proc_get_status(inst->proc, &ps);
+      plugin_proc_get_status(plugin_host_instance_proc(inst), &ps);
       uint64_t v = r == 0   ? (ps.pid && strcmp(ps.state, "ready") == 0)
                    : r == 1 ? ps.restarts
                             : ps.crashes;
       rc |= metrics_append(buf, len, cap, "%s{instance=\"", rows[r].name);
-      rc |= metrics_append_label(buf, len, cap, inst->name);
+      rc |= metrics_append_label(buf, len, cap, plugin_host_instance_name(inst));
       rc |= metrics_append(buf, len, cap, "\"} %" PRIu64 "\n", v);
     }
   }
@@ -382,8 +391,8 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
   for (size_t i = 0; i < n && rc == 0; i++) {
     metrics_instance_view v;
     admin_instance_view(a, i, &v);
-    ms[i] = &a->host->insts[i].m;
-    names[i] = a->host->insts[i].name;
+    ms[i] = plugin_host_instance_metrics(inst_at(a, i));
+    names[i] = inst_name(a, i);
   }
   if (rc == 0) rc = metrics_render(buf, len, cap, ms, names, n);
   free(ms);
@@ -393,13 +402,13 @@ static int render_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
                        "initialised.\n# TYPE hookd_plugin_instance_up gauge\n");
   for (size_t i = 0; i < n; i++) {
     rc |= metrics_append(buf, len, cap, "hookd_plugin_instance_up{instance=\"");
-    rc |= metrics_append_label(buf, len, cap, a->host->insts[i].name);
+    rc |= metrics_append_label(buf, len, cap, inst_name(a, i));
     rc |= metrics_append(buf, len, cap, "\",module=\"");
-    rc |= metrics_append_label(buf, len, cap, a->host->insts[i].cfg->module);
+    rc |= metrics_append_label(buf, len, cap, plugin_host_instance_module(inst_at(a, i)));
     dispatch_instance_stats ds = {0};
     if (a->dp) dispatch_instance_get(a->dp, i, &ds);
     rc |= metrics_append(buf, len, cap, "\"} %d\n",
-                         a->host->insts[i].initialized && !ds.unhealthy ? 1 : 0);
+                         plugin_host_instance_ready(inst_at(a, i)) && !ds.unhealthy ? 1 : 0);
   }
   rc |= render_lane_metrics(a, buf, len, cap);
   rc |= render_states(a, buf, len, cap);
@@ -539,11 +548,11 @@ typedef page_buf sbuf;
 #define PUT(b, ...) ((b)->rc |= metrics_append(&(b)->buf, &(b)->len, &(b)->cap, __VA_ARGS__))
 
 const char *admin_health(const plugin_instance *inst, const metrics_instance_view *v) {
-  if (!inst->initialized) return "not initialised";
-  if (inst->proc) {
+  if (!plugin_host_instance_ready(inst)) return "not initialised";
+  if (plugin_host_instance_proc(inst)) {
     /* A child that is not up holds the instance's deliveries back. */
     plugin_proc_status ps;
-    plugin_proc_get_status(inst->proc, &ps);
+    plugin_proc_get_status(plugin_host_instance_proc(inst), &ps);
     if (strcmp(ps.state, "init failed") == 0) return "process init failed";
     if (strcmp(ps.state, "ready") != 0) return "process restarting";
   }
@@ -562,22 +571,22 @@ static void json_instances(admin *a, cJSON *root) {
   if (a->dp) dispatch_observe(a->dp);
   cJSON *insts = cJSON_AddArrayToObject(root, "instances");
   for (size_t i = 0; i < a->host->n_insts; i++) {
-    plugin_instance *inst = &a->host->insts[i];
+    plugin_instance *inst = inst_at(a, i);
     metrics_instance_view v;
     admin_instance_view(a, i, &v);
     pace_info pi;
     memset(&pi, 0, sizeof pi);
-    pace *p = pace_get(inst->name);
+    pace *p = pace_get(plugin_host_instance_name(inst));
     if (p) pace_get_info(p, &pi);
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "name", inst->name);
-    cJSON_AddStringToObject(o, "module", inst->cfg->module);
+    cJSON_AddStringToObject(o, "name", plugin_host_instance_name(inst));
+    cJSON_AddStringToObject(o, "module", plugin_host_instance_module(inst));
     cJSON_AddStringToObject(o, "health", admin_health(inst, &v));
     cJSON_AddStringToObject(o, "state", pace_state_name(pi.state));
-    cJSON_AddStringToObject(o, "isolation", inst->proc ? "process" : "thread");
-    if (inst->proc) {
+    cJSON_AddStringToObject(o, "isolation", plugin_host_instance_proc(inst) ? "process" : "thread");
+    if (plugin_host_instance_proc(inst)) {
       plugin_proc_status ps;
-      plugin_proc_get_status(inst->proc, &ps);
+      plugin_proc_get_status(plugin_host_instance_proc(inst), &ps);
       cJSON *po = cJSON_AddObjectToObject(o, "process");
       cJSON_AddNumberToObject(po, "pid", ps.pid);
       cJSON_AddStringToObject(po, "state", ps.state);
@@ -587,7 +596,7 @@ static void json_instances(admin *a, cJSON *root) {
       cJSON_AddStringToObject(po, "last_exit", ps.last_exit);
       cJSON_AddStringToObject(po, "error", ps.error);
     }
-    cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(inst->m.queued));
+    cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(plugin_host_instance_metrics(inst)->queued));
     cJSON_AddNumberToObject(o, "retrying", (double)v.retrying);
     cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);
     cJSON_AddNumberToObject(o, "dead", (double)v.dead);
@@ -854,7 +863,7 @@ static int instance_of(admin *a, const char *path, char *out, size_t len) {
   const char *start = path + 11, *slash = strrchr(path, '/');
   if (url_decode(start, (size_t)(slash - start), 0, out, len) != 0) return -1;
   for (size_t i = 0; i < a->host->n_insts; i++) {
-    if (strcmp(a->host->insts[i].name, out) == 0) return 0;
+    if (strcmp(inst_name(a, i), out) == 0) return 0;
   }
   return -1;
 }

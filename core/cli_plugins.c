@@ -279,16 +279,19 @@ static int try_instance(const config *cfg, const try_args *a) {
   if (ev == NULL) return EXIT_USAGE;
   const config_plugin *cp = &cfg->plugins[i];
   plugin_module m = {.name = strdup(cp->module)};
-  plugin_instance inst = {.index = i, .name = cp->name, .mod = &m, .cfg = cp};
+  plugin_instance *inst = plugin_host_instance_new(&m, cp, i);
   char err[1024];
   int rc = EXIT_USAGE;
-  if (m.name == NULL || plugin_host_load_module(&m, cfg, err, sizeof err) != 0 ||
-      plugin_host_instance_init(&inst, cp->config, &cfg->doc, cfg->dir, err, sizeof err) != 0) {
-    fprintf(stderr, "hookd: %s: %s\n", cp->keypath, m.name ? err : "out of memory");
+  if (m.name == NULL || inst == NULL) {
+    fprintf(stderr, "hookd: %s: out of memory\n", cp->keypath);
+  } else if (plugin_host_load_module(&m, cfg, err, sizeof err) != 0 ||
+             plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, sizeof err) != 0) {
+    fprintf(stderr, "hookd: %s: %s\n", cp->keypath, err);
   } else {
-    rc = run_once(&inst, ev, a->attempt);
-    plugin_host_instance_destroy(&inst);
+    rc = run_once(inst, ev, a->attempt);
+    plugin_host_instance_destroy(inst);
   }
+  plugin_host_instance_free(inst);
   close_module(&m);
   event_unref(ev);
   return rc;

@@ -32,6 +32,9 @@ typedef struct worker {
 typedef struct iqueue {
   dispatch *dp;
   plugin_instance *inst;
+  const char *name;                  /* the instance's, for logs and pacing */
+  metrics_instance *m;               /* its counters */
+  const config_delivery *delivery;   /* its delivery settings */
   spool_lane *lane;
   pace *pace;             /* the instance name's rate, hold and breaker */
   pace_state state;       /* as dispatch_observe last saw it (its caller's thread) */
@@ -158,7 +161,7 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
   int rc = pace_report(q->pace, a->probe, k, k == PACE_RATE_LIMITED ? hold : 0, a->msg, now);
   if (rc & PACE_WAKE) wake_all(q);
   if (!(rc & PACE_ABSORB)) return 0;
-  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
   if (k == PACE_RATE_LIMITED) {
     log_write(HLOG_WARN, &ctx,
               "the destination says too many requests (%s): the instance holds its deliveries "
@@ -169,7 +172,7 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
               "attempt used, it waits", d->attempt, d->ev->type, a->msg);
   }
   record(q, d, a, k == PACE_RATE_LIMITED ? "rate limited" : "circuit open");
-  metrics_delivery_held(&q->inst->m, q->inst->name, k == PACE_RATE_LIMITED);
+  metrics_delivery_held(q->m, q->name, k == PACE_RATE_LIMITED);
   d->attempt--;
   d->due_ms = now;
   spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
@@ -177,18 +180,18 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
 }
 
 static void dead(iqueue *q, delivery *d, const char *why) {
-  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
   log_write(HLOG_ERROR, &ctx, "delivery of %s failed for good after %u attempt(s): %s",
             d->ev->type, d->attempt, why);
-  METRICS_INC(q->inst->m.dead);
+  METRICS_INC(q->m->dead);
   spool_settle(q->dp->sp, d, SPOOL_DEAD, why);
 }
 
 /* A failed attempt: due again after the backoff, or a dead letter when it
  * was the last one allowed. Returns 1 when it is finished (dead). */
 static int failed_attempt(iqueue *q, delivery *d, const attempt_result *a) {
-  const config_delivery *c = &q->inst->cfg->delivery;
-  METRICS_INC(q->inst->m.retry);
+  const config_delivery *c = q->delivery;
+  METRICS_INC(q->m->retry);
   if (d->attempt >= c->max_attempts) {
     char why[HOOKD_MESSAGE_MAX + 64];
     snprintf(why, sizeof why, "gave up after %u attempts: %s", d->attempt, a->msg);
@@ -198,7 +201,7 @@ static int failed_attempt(iqueue *q, delivery *d, const attempt_result *a) {
   int64_t wait = a->retry_after_ms ? (int64_t)a->retry_after_ms : backoff_ms(c, d->attempt);
   if ((uint64_t)wait > c->backoff_max_ms) wait = (int64_t)c->backoff_max_ms;
   d->due_ms = clock_now_ms() + wait;
-  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
   log_write(HLOG_WARN, &ctx, "delivery attempt %u of %s failed, retry in %lld ms: %s", d->attempt,
             d->ev->type, (long long)wait, a->msg);
   spool_settle(q->dp->sp, d, SPOOL_RETRY, a->msg);
@@ -225,11 +228,11 @@ static const char *outcome_name(const config_delivery *c, const delivery *d,
 
 /* Applies what an attempt came to and hands d back to the spool. */
 static void settle(iqueue *q, delivery *d, const attempt_result *a) {
-  const config_delivery *c = &q->inst->cfg->delivery;
+  const config_delivery *c = q->delivery;
   if (absorbed(q, d, a)) return;
   /* The row goes first: spool_settle() takes d. */
   if (a->r != PLUGIN_UNAVAILABLE) record(q, d, a, outcome_name(c, d, a));
-  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
   /* What the metrics count it as: an attempt that was not made is not one. */
   int as = a->r == HOOKD_OK ? HOOKD_OK : HOOKD_RETRY;
   int finished = 1;
@@ -241,13 +244,13 @@ static void settle(iqueue *q, delivery *d, const attempt_result *a) {
   event *ev = d->ev;
   switch (a->r) {
     case HOOKD_OK:
-      METRICS_INC(q->inst->m.ok);
+      METRICS_INC(q->m->ok);
       log_write(HLOG_DEBUG, &ctx, "delivered %s (attempt %u)", d->ev->type, d->attempt);
       spool_settle(q->dp->sp, d, SPOOL_DONE, NULL);
       break;
     case HOOKD_FAIL:
       as = HOOKD_FAIL;
-      METRICS_INC(q->inst->m.fail);
+      METRICS_INC(q->m->fail);
       dead(q, d, a->msg);
       break;
     case PLUGIN_UNAVAILABLE:
@@ -278,11 +281,11 @@ static void settle(iqueue *q, delivery *d, const attempt_result *a) {
       /* A plugin returning garbage is a bug in the plugin: permanent. */
       snprintf(why, sizeof why, "plugin returned an invalid result (%d)", a->r);
       as = HOOKD_FAIL;
-      METRICS_INC(q->inst->m.fail);
+      METRICS_INC(q->m->fail);
       dead(q, d, why);
       break;
   }
-  metrics_delivery_settled(&q->inst->m, q->inst->name, source, id, received, attempt, as,
+  metrics_delivery_settled(q->m, q->name, source, id, received, attempt, as,
                            finished, a->took_ms, a->msg);
   event_unref(ev);
 }
@@ -341,7 +344,7 @@ static void not_run(iqueue *q, worker *w) {
 /* Runs one claimed delivery: the start made durable, the call, the outcome.
  * Called and returns without q->mu. */
 static void run(iqueue *q, worker *w, delivery *d) {
-  const config_delivery *c = &q->inst->cfg->delivery;
+  const config_delivery *c = q->delivery;
   if (d->attempt >= c->max_attempts) {
     /* Out of attempts before this one (the last was cut short by a crash). */
     not_run(q, w);
@@ -351,7 +354,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   }
   if (!d->metered) {
     d->metered = 1;
-    metrics_delivery_queued(&q->inst->m, q->inst->name, d->ev->source, d->ev->id, d->ev->type,
+    metrics_delivery_queued(q->m, q->name, d->ev->source, d->ev->id, d->ev->type,
                             d->ev->received_ms, d->attempt);
   }
   if (spool_started(q->dp->sp, d) != 0) {
@@ -376,7 +379,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   w->wall = clock_now_ms();
   pthread_mutex_unlock(&q->mu);
 
-  crash_enter(q->inst->name, ev->id, d->spool_id);
+  crash_enter(q->name, ev->id, d->spool_id);
   int r = plugin_host_deliver(q->inst, &view, &out);
   crash_leave();
   spool_started(q->dp->sp, NULL);
@@ -388,7 +391,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   pthread_mutex_unlock(&q->mu);
   if (off) {
     log_write(HLOG_WARN,
-              &(log_ctx){.source = ev->source, .instance = q->inst->name, .event_id = ev->id},
+              &(log_ctx){.source = ev->source, .instance = q->name, .event_id = ev->id},
               "a written-off deliver() returned after %lld ms; its result is ignored",
               (long long)took);
   } else {
@@ -414,10 +417,10 @@ static void run(iqueue *q, worker *w, delivery *d) {
  * holds q->mu. */
 static void stuck_returned(iqueue *q) {
   q->stuck--;
-  uint32_t cap = q->inst->cfg->delivery.concurrency;
+  uint32_t cap = q->delivery->concurrency;
   if (!q->unhealthy || q->stuck >= cap || q->stopping || q->lost) return;
   q->unhealthy = 0;
-  log_write(HLOG_INFO, &(log_ctx){.instance = q->inst->name},
+  log_write(HLOG_INFO, &(log_ctx){.instance = q->name},
             "a stuck deliver() returned; the instance takes deliveries again");
   while (q->active < cap && spawn_worker(q) == 0) {
   }
@@ -501,13 +504,13 @@ static delivery *write_off(iqueue *q, worker *w, int64_t took) {
   q->active--;
   q->stuck++;
   q->written_off++;
-  METRICS_INC(q->inst->m.timeouts);
-  uint32_t cap = q->inst->cfg->delivery.concurrency;
-  log_ctx ctx = {.source = d->ev->source, .instance = q->inst->name, .event_id = d->ev->id};
+  METRICS_INC(q->m->timeouts);
+  uint32_t cap = q->delivery->concurrency;
+  log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
   log_write(HLOG_ERROR, &ctx,
             "deliver() still running after %lld ms (timeout_ms %llu): attempt %u counts as "
             "failed and the call is written off (%zu stuck in this instance)",
-            (long long)took, (unsigned long long)q->inst->cfg->delivery.timeout_ms, d->attempt,
+            (long long)took, (unsigned long long)q->delivery->timeout_ms, d->attempt,
             q->stuck);
   if (q->stuck > cap) {
     if (!q->unhealthy) {
@@ -527,10 +530,10 @@ void dispatch_check_timeouts(dispatch *dp) {
   int64_t now = clock_mono_ms();
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    int64_t limit = (int64_t)q->inst->cfg->delivery.timeout_ms;
+    int64_t limit = (int64_t)q->delivery->timeout_ms;
     /* A process-isolated instance ends its own calls at timeout_ms (its
      * child is killed): write one off only if that did not happen. */
-    if (q->inst->proc) limit += 2000;
+    if (plugin_host_instance_proc(q->inst)) limit += 2000;
     for (;;) {
       delivery *d = NULL;
       int64_t took = 0, wall = 0;
@@ -573,7 +576,7 @@ const char *dispatch_unhealthy(dispatch *dp, char *buf, size_t len) {
       snprintf(buf, len,
                "plugin instance '%s' has %zu deliver() calls stuck past timeout_ms and takes no "
                "deliveries",
-               q->inst->name, stuck);
+               q->name, stuck);
       return buf;
     }
   }
@@ -623,9 +626,12 @@ dispatch *dispatch_new(plugin_host *host, spool *sp, spool_lane *const *lanes, c
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
     q->dp = dp;
-    q->inst = &host->insts[i];
+    q->inst = plugin_host_instance(host, i);
+    q->name = plugin_host_instance_name(q->inst);
+    q->m = plugin_host_instance_metrics(q->inst);
+    q->delivery = plugin_host_instance_delivery(q->inst);
     q->lane = lanes[i];
-    q->pace = pace_get(q->inst->name);
+    q->pace = pace_get(q->name);
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     pthread_cond_init(&q->exit_cv, NULL);
@@ -640,7 +646,7 @@ dispatch *dispatch_new(plugin_host *host, spool *sp, spool_lane *const *lanes, c
   }
   for (size_t i = 0; i < dp->n_qs; i++) {
     iqueue *q = &dp->qs[i];
-    const config_delivery *c = &q->inst->cfg->delivery;
+    const config_delivery *c = q->delivery;
     spool_lane_config lc = {.max_pending = c->max_pending, .max_crashes = c->max_crashes};
     spool_lane_config_set(q->lane, &lc);
     pthread_mutex_lock(&q->mu);
@@ -648,7 +654,7 @@ dispatch *dispatch_new(plugin_host *host, spool *sp, spool_lane *const *lanes, c
     for (uint32_t k = 0; k < c->concurrency && rc == 0; k++) rc = spawn_worker(q);
     pthread_mutex_unlock(&q->mu);
     if (rc != 0) {
-      snprintf(err, errlen, "cannot start the workers of '%s': %s", q->inst->name, strerror(rc));
+      snprintf(err, errlen, "cannot start the workers of '%s': %s", q->name, strerror(rc));
       dispatch_stop(dp, 1000, NULL);
       dispatch_free(dp);
       return NULL;
@@ -662,7 +668,7 @@ void dispatch_attach(dispatch *dp) {
     iqueue *q = &dp->qs[i];
     /* From here on this queue runs the lane; a previous generation's queue
      * of the same name finishes its calls and leaves. */
-    pace_configure(q->pace, &q->inst->cfg->delivery);
+    pace_configure(q->pace, q->delivery);
     spool_lane_attach(q->lane, q, on_lane_wake, q);
     pthread_mutex_lock(&q->mu);
     q->attached = 1;
@@ -701,7 +707,7 @@ void dispatch_stop(dispatch *dp, uint32_t timeout_ms, unsigned char *hung) {
       }
     }
     if (q->live > q->stuck) {
-      log_write(HLOG_ERROR, &(log_ctx){.instance = q->inst->name},
+      log_write(HLOG_ERROR, &(log_ctx){.instance = q->name},
                 "%zu deliver() call(s) did not return within the shutdown timeout; leaving them",
                 q->live - q->stuck);
     }

@@ -28,6 +28,11 @@ extern const size_t page_status_html_len, page_status_css_len, page_status_js_le
 
 #define PUT(b, ...) ((b)->rc |= metrics_append(&(b)->buf, &(b)->len, &(b)->cap, __VA_ARGS__))
 
+/* Instance i of the host the admin listener reports on. */
+static plugin_instance *inst_at(const admin *a, size_t i) {
+  return plugin_host_instance(a->host, i);
+}
+
 static void put_raw(page_buf *b, const char *s, size_t n) {
   if (b->rc) return;
   if (b->len + n + 1 > b->cap) {
@@ -283,7 +288,7 @@ static void chart_traffic(page_buf *b, int64_t now) {
 /* One instance's attempts by outcome per minute, as stacked bars. */
 static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
   metrics_instance_history h;
-  metrics_instance_history_get(&inst->m, inst->name, &h, now);
+  metrics_instance_history_get(plugin_host_instance_metrics(inst), plugin_host_instance_name(inst), &h, now);
   const uint32_t *series[4] = {h.delivered, h.retried, h.dead, h.held};
   static const char *const names[4] = {"delivered", "retried", "dead", "held"};
   static const char *const colors[4] = {"#2e8b3d", "#d4a017", "#c0392b", "#7b7bc4"};
@@ -299,11 +304,11 @@ static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
   max = nice_max(max);
   int height = 120, ph = height - CT - CB;
   PUT(b, "<figure><figcaption>");
-  put_html(b, inst->name);
+  put_html(b, plugin_host_instance_name(inst));
   PUT(b,
       ": deliveries by outcome per minute</figcaption><svg class=\"chart-outcomes\" "
       "data-instance=\"");
-  put_html(b, inst->name);
+  put_html(b, plugin_host_instance_name(inst));
   PUT(b,
       "\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\" data-delivered=\"%u\" "
       "data-retried=\"%u\" data-dead=\"%u\" data-held=\"%u\" aria-label=\"delivered %u, retried "
@@ -333,7 +338,7 @@ static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
 static void section_outcome_charts(page_buf *b, admin *a) {
   int64_t now = clock_now_ms();
   PUT(b, "<div class=\"charts\" id=\"outcome-charts\">\n");
-  for (size_t i = 0; i < a->host->n_insts; i++) chart_outcomes(b, &a->host->insts[i], now);
+  for (size_t i = 0; i < a->host->n_insts; i++) chart_outcomes(b, inst_at(a, i), now);
   PUT(b, "</div>\n");
 }
 
@@ -414,12 +419,12 @@ static void put_controls(page_buf *b, const char *name, int paused) {
 
 /* The isolation cell: "thread", or the child's pid, state and history. */
 static void put_isolation(page_buf *b, const plugin_instance *inst) {
-  if (inst->proc == NULL) {
+  if (plugin_host_instance_proc(inst) == NULL) {
     PUT(b, "<td class=\"isolation\">thread</td>");
     return;
   }
   plugin_proc_status ps;
-  plugin_proc_get_status(inst->proc, &ps);
+  plugin_proc_get_status(plugin_host_instance_proc(inst), &ps);
   PUT(b, "<td class=\"isolation\" data-pid=\"%d\" data-state=\"%s\">process &middot; ", ps.pid,
       ps.state);
   if (ps.pid) PUT(b, "pid %d &middot; ", ps.pid);
@@ -438,7 +443,7 @@ static void put_isolation(page_buf *b, const plugin_instance *inst) {
 }
 
 static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
-  plugin_instance *inst = &a->host->insts[i];
+  plugin_instance *inst = inst_at(a, i);
   metrics_instance_view v;
   admin_instance_view(a, i, &v);
   spool_lane_stats ls;
@@ -446,15 +451,15 @@ static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
   if (a->lanes) spool_lane_get_stats(a->lanes[i], &ls);
   pace_info pi;
   memset(&pi, 0, sizeof pi);
-  pace *p = pace_get(inst->name);
+  pace *p = pace_get(plugin_host_instance_name(inst));
   if (p) pace_get_info(p, &pi);
   const char *h = admin_health(inst, &v);
   PUT(b, "<tr data-instance=\"");
-  put_html(b, inst->name);
+  put_html(b, plugin_host_instance_name(inst));
   PUT(b, "\"><td>");
-  put_html(b, inst->name);
+  put_html(b, plugin_host_instance_name(inst));
   PUT(b, "</td><td>");
-  put_html(b, inst->cfg->module);
+  put_html(b, plugin_host_instance_module(inst));
   PUT(b, "</td>");
   put_isolation(b, inst);
   put_state(b, &pi, &ls, now);
@@ -470,7 +475,7 @@ static void instance_row(page_buf *b, admin *a, size_t i, int64_t now) {
   }
   PUT(b, "</td>");
   put_rate(b, &pi);
-  put_controls(b, inst->name, ls.paused);
+  put_controls(b, plugin_host_instance_name(inst), ls.paused);
   PUT(b, "<td>");
   put_html(b, v.last_message);
   PUT(b, "</td></tr>\n");

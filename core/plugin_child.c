@@ -23,6 +23,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "plugin_instance.h"
 #include "plugin_wire.h"
 
 #define CTL_FD 3

@@ -1,6 +1,7 @@
 /* Plugin host: module loading with ABI checks, instance init/destroy, and the host function table. */
 #include "plugin_host.h"
 #include "config.h"
+#include "plugin_instance.h"
 
 #include <dlfcn.h>
 #include <inttypes.h>
@@ -685,4 +686,49 @@ size_t plugin_host_advise(const plugin_host *h, FILE *out) {
     n++;
   }
   return n;
+}
+
+/* --- accessors ----------------------------------------------------------- */
+
+plugin_instance *plugin_host_instance(const plugin_host *h, size_t i) {
+  return &h->insts[i];
+}
+
+const char *plugin_host_instance_name(const plugin_instance *inst) {
+  return inst->name;
+}
+
+const char *plugin_host_instance_module(const plugin_instance *inst) {
+  return inst->cfg->module;
+}
+
+const config_delivery *plugin_host_instance_delivery(const plugin_instance *inst) {
+  return &inst->cfg->delivery;
+}
+
+metrics_instance *plugin_host_instance_metrics(plugin_instance *inst) {
+  return &inst->m;
+}
+
+struct plugin_proc *plugin_host_instance_proc(const plugin_instance *inst) {
+  return inst->proc;
+}
+
+int plugin_host_instance_ready(const plugin_instance *inst) {
+  return inst->initialized;
+}
+
+plugin_instance *plugin_host_instance_new(plugin_module *m, const struct config_plugin *cp,
+                                          size_t index) {
+  plugin_instance *inst = calloc(1, sizeof *inst);
+  if (inst == NULL) return NULL;
+  inst->index = index;
+  inst->name = cp->name;
+  inst->mod = m;
+  inst->cfg = cp;
+  return inst;
+}
+
+void plugin_host_instance_free(plugin_instance *inst) {
+  free(inst);
 }

@@ -6,10 +6,11 @@
 #include <stdio.h>
 struct config;
 struct config_plugin;
+#include "config_delivery.h"
 #include "event.h"
 #include "hookd/plugin.h"
 #include "metrics.h"
-#include "plugin_options.h"
+#include "jsonc.h"
 
 typedef struct plugin_module {
   char *name;  /* module name as in the config */
@@ -22,37 +23,41 @@ typedef struct plugin_module {
 struct plugin_proc;
 
 /* One configured plugin instance (the ABI's opaque hookd_instance). Owned by
- * the plugin_host; `cfg` points into the config, which must outlive it. */
-struct hookd_instance {
-  size_t index;             /* position in config.plugins and plugin_host.insts */
-  const char *name;
-  plugin_module *mod;
-  const struct config_plugin *cfg;
-  void *state;              /* what init() returned */
-  int initialized;
-  struct plugin_proc *proc; /* "isolation": "process": the supervised child that runs
-                               this instance (plugin_proc.h); NULL in thread mode */
-  metrics_instance m;
-  /* Used only during init(): config access and its first error. */
-  const jsonc_doc *doc;
-  const char *config_dir;   /* base of relative paths (config_path) */
-  char cfg_error[512];
-  char cfg_error_key[256]; /* the key path cfg_error is about; without a doc (in a
-                              plugin child) cfg_error has no position and hookd adds it */
-  /* Declared options (ABI 1.1): the state struct the host filled. */
-  void *opt_state;
-  /* What the host allocated for the instance (options, getter results);
-   * released after destroy(). */
-  plugin_owned owned;
-};
+ * the plugin_host. Its fields are private to the plugin host and its
+ * process isolation (plugin_instance.h); other files use the accessors
+ * below. */
 typedef struct hookd_instance plugin_instance;
 
 typedef struct plugin_host {
   plugin_module *mods;
   size_t n_mods;
-  plugin_instance *insts;
+  plugin_instance *insts; /* n_insts, in config order: plugin_host_instance(h, i) */
   size_t n_insts;
 } plugin_host;
+
+/* Instance i (< h->n_insts) of h, in config order. */
+plugin_instance *plugin_host_instance(const plugin_host *h, size_t i);
+/* The instance's name, as in the config ("name"). */
+const char *plugin_host_instance_name(const plugin_instance *inst);
+/* The module it runs ("module"). */
+const char *plugin_host_instance_module(const plugin_instance *inst);
+/* Its delivery settings (the global ones with its overrides). */
+const config_delivery *plugin_host_instance_delivery(const plugin_instance *inst);
+/* Its counters, updated by the dispatcher from worker threads (atomics). */
+metrics_instance *plugin_host_instance_metrics(plugin_instance *inst);
+/* The supervised child that runs it ("isolation": "process"), or NULL in
+ * thread mode. */
+struct plugin_proc *plugin_host_instance_proc(const plugin_instance *inst);
+/* 1 when its init() succeeded (or its child reported so), else 0. */
+int plugin_host_instance_ready(const plugin_instance *inst);
+
+/* A lone instance outside any plugin_host, for `hookd try`: named and
+ * configured by cp (borrowed, like m), position index. Set it up with
+ * plugin_host_instance_init; free it with plugin_host_instance_free after
+ * plugin_host_instance_destroy. Returns NULL when out of memory. */
+plugin_instance *plugin_host_instance_new(plugin_module *m, const struct config_plugin *cp,
+                                          size_t index);
+void plugin_host_instance_free(plugin_instance *inst);
 
 /* Loads every module named by cfg->plugins and initialises every instance,
  * in config order. On the first failure destroys what was initialised and

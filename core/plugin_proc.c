@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugin_child.h"
+#include "plugin_instance.h"
 #include "plugin_wire.h"
 #include "privs.h"
 #include "clock.h"

@@ -21,6 +21,7 @@
 #include "event.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "plugin_instance.h" /* looks inside instances */
 #include "spool.h"
 #include "clock.h"
 

@@ -19,6 +19,7 @@
 #include "event.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "plugin_instance.h" /* looks inside instances */
 #include "../plugins/test_options.h"
 
 /* Every file a test writes lives here; the group teardown removes it. */
