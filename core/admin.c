@@ -523,7 +523,7 @@ static void job_spool(admin_job *j, dlq *q) {
       j->rc = dlq_list(q, DEAD_SHOWN, &j->dead, &j->n_dead);
       break;
   }
-  if (j->rc < 0) snprintf(j->err, sizeof j->err, "%s", dlq_error(q));
+  if (j->rc < 0 && j->rc != DLQ_ENOTFOUND) snprintf(j->err, sizeof j->err, "%s", dlq_error(q));
 }
 
 static void job_work(uv_work_t *w) {
@@ -741,7 +741,7 @@ static void answer_view(admin_job *j) {
       break;
     case R_EVENT:
       page_event(&b, j->a, j->source, j->event_id, j->rc, &j->detail, j->err);
-      status = j->rc == 0 ? 200 : j->rc > 0 ? 404 : 500;
+      status = j->rc == 0 ? 200 : j->rc == DLQ_ENOTFOUND ? 404 : 500;
       break;
     case R_SEARCH:
       page_search(&b, j->a, j->q, j->rc, j->rows, j->n_rows, j->err);

@@ -192,7 +192,7 @@ int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len) 
   if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) return fail(q);
   sqlite3_bind_int64(s, 1, id);
   int rc = sqlite3_step(s);
-  int result = 1;
+  int result = DLQ_ENOTFOUND;
   if (rc == SQLITE_ROW) {
     result = read_entry(s, out);
     int len = sqlite3_column_bytes(s, 9);
@@ -244,7 +244,7 @@ int dlq_purge(dlq *q, int64_t id) {
   if (rc != SQLITE_OK) goto fail;
   if (seq < 0) {
     sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
-    return 0;
+    return DLQ_ENOTFOUND;
   }
   char sql[512];
   /* The event is done once nothing of it waits or is dead; pruning removes
@@ -258,11 +258,11 @@ int dlq_purge(dlq *q, int64_t id) {
            "COMMIT;",
            (long long)id, (long long)seq, (long long)seq, (long long)seq, (long long)seq);
   if (sqlite3_exec(q->db, sql, NULL, NULL, NULL) != SQLITE_OK) goto fail;
-  return 1;
+  return 0;
 fail:
   fail(q);
   sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
-  return -1;
+  return DLQ_EFAIL;
 }
 
 /* --- pause and resume ------------------------------------------------------------- */
@@ -412,7 +412,7 @@ int dlq_backfill_progress_get(dlq *q, int64_t id, dlq_backfill_progress *out) {
     return fail(q);
   }
   sqlite3_bind_int64(s, 1, id);
-  int rc = sqlite3_step(s), result = 1;
+  int rc = sqlite3_step(s), result = DLQ_ENOTFOUND;
   if (rc == SQLITE_ROW) {
     out->total = sqlite3_column_int64(s, 0);
     out->queued = sqlite3_column_int64(s, 1);
@@ -623,7 +623,7 @@ int dlq_event_detail_get(dlq *q, const char *source, const char *event_id, dlq_e
   }
   sqlite3_bind_text(s, 1, source, -1, SQLITE_STATIC);
   sqlite3_bind_text(s, 2, event_id, -1, SQLITE_STATIC);
-  int rc = sqlite3_step(s), result = 1;
+  int rc = sqlite3_step(s), result = DLQ_ENOTFOUND;
   if (rc == SQLITE_ROW) {
     result = read_event_row(s, &out->ev);
     out->content_type = col_dup(s, 7);

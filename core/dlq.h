@@ -28,12 +28,16 @@ int dlq_open(const char *data_dir, dlq **out, char *err, size_t errlen);
 int dlq_open_pg(const char *url, dlq **out, char *err, size_t errlen);
 void dlq_close(dlq *q);
 
+/* What the functions below return besides 0 (found, done) or a count. */
+#define DLQ_EFAIL (-1)     /* the store failed: dlq_error says why */
+#define DLQ_ENOTFOUND (-2) /* no dead letter, back-fill or event with that id */
+
 /* The dead letters, newest first, at most limit (0: all). *out is an array
  * of *n entries to free with dlq_entries_free. */
 int dlq_list(dlq *q, size_t limit, dlq_entry **out, size_t *n);
 void dlq_entries_free(dlq_entry *e, size_t n);
 /* One dead letter and its event body (malloc'd, *body_len bytes). Returns 0,
- * 1 when there is no dead letter with that id, -1 on error. */
+ * DLQ_ENOTFOUND when there is no dead letter with that id, DLQ_EFAIL on error. */
 int dlq_show(dlq *q, int64_t id, dlq_entry *out, char **body, size_t *body_len);
 void dlq_entry_clear(dlq_entry *e);
 /* Marks one (id > 0) or every (id == 0) dead letter for another try: attempt
@@ -41,7 +45,7 @@ void dlq_entry_clear(dlq_entry *e);
  * stopped one on its next start. Returns how many, or -1 on error. */
 int64_t dlq_replay(dlq *q, int64_t id);
 /* Deletes one dead letter (and its event when nothing else refers to it).
- * Returns 1, 0 when not found, -1 on error. */
+ * Returns 0, DLQ_ENOTFOUND when there is no such dead letter, DLQ_EFAIL on error. */
 int dlq_purge(dlq *q, int64_t id);
 const char *dlq_error(dlq *q);
 
@@ -76,7 +80,8 @@ typedef struct dlq_backfill_progress {
   int64_t dead;      /* of which dead letters */
   int finished;      /* every selected event was queued */
 } dlq_backfill_progress;
-/* Returns 0, 1 when there is no back-fill with that id, -1 on error. */
+/* Returns 0, DLQ_ENOTFOUND when there is no back-fill with that id, DLQ_EFAIL
+ * on error. */
 int dlq_backfill_progress_get(dlq *q, int64_t id, dlq_backfill_progress *out);
 
 /* --- events (the status page's search and detail) ------------------------------ */
@@ -118,8 +123,9 @@ typedef struct dlq_event_detail {
   dlq_delivery *deliveries; /* by id */
   size_t n_deliveries;
 } dlq_event_detail;
-/* One event with its deliveries and their recorded calls. Returns 0, 1 when
- * there is no such event, -1 on error. Free with dlq_event_detail_free. */
+/* One event with its deliveries and their recorded calls. Returns 0,
+ * DLQ_ENOTFOUND when there is no such event, DLQ_EFAIL on error. Free with
+ * dlq_event_detail_free. */
 int dlq_event_detail_get(dlq *q, const char *source, const char *event_id, dlq_event_detail *out);
 void dlq_event_detail_free(dlq_event_detail *d);
 

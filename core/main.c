@@ -730,7 +730,7 @@ static int cmd_dlq(const char *file, int argc, char **argv) {
       printf("source: %s\n%.*s\n", e.source, (int)len, body);
       dlq_entry_clear(&e);
       free(body);
-    } else if (r == 1) {
+    } else if (r == DLQ_ENOTFOUND) {
       fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
       rc = EXIT_RUNTIME;
     } else {
@@ -748,10 +748,10 @@ static int cmd_dlq(const char *file, int argc, char **argv) {
     }
   } else {
     int r = dlq_purge(q, id);
-    if (r == 1) {
+    if (r == 0) {
       printf("dead letter %lld purged\n", (long long)id);
     } else {
-      if (r == 0) fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+      if (r == DLQ_ENOTFOUND) fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
       rc = EXIT_RUNTIME;
     }
   }

@@ -732,7 +732,7 @@ void page_event(page_buf *b, admin *a, const char *source, const char *id, int r
   PUT(&m, "</code></h2>\n");
   if (rc != 0) {
     PUT(&m, "<p id=\"not-found\">");
-    if (rc > 0) {
+    if (rc == DLQ_ENOTFOUND) {
       PUT(&m, "No event with this id from source ");
       put_html(&m, source);
       PUT(&m, " is stored (it may have been pruned after spool.retention).");

@@ -489,14 +489,14 @@ int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api,
   if (rc != 0) {
     *from_options = opts && !perr[0] && inst->cfg_error[0];
     release(inst);
-    return -1;
+    return PLUGIN_SETUP_EFAIL;
   }
   if (inst->cfg_error[0] != '\0') {
     /* A getter recorded an error the plugin ignored: refuse anyway, a config
      * mistake must not pass. */
     if (m->desc->destroy) m->desc->destroy(inst->state);
     release(inst);
-    return -2;
+    return PLUGIN_SETUP_EIGNORED;
   }
   inst->initialized = 1;
   return 0;
@@ -504,7 +504,7 @@ int plugin_host_instance_setup(plugin_instance *inst, const hookd_host_api *api,
 
 void plugin_host_init_message(char *err, size_t errlen, const plugin_instance *inst, int rc,
                               const char *cfg_error, const char *perr, int from_options) {
-  if (rc == -2) {
+  if (rc == PLUGIN_SETUP_EIGNORED) {
     snprintf(err, errlen, "plugin instance '%s' (module %s): %s", inst->name, inst->mod->name,
              cfg_error);
     return;

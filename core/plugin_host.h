@@ -117,11 +117,15 @@ int plugin_host_deliver(plugin_instance *inst, const hookd_event *view, hookd_ou
  * process (hookd itself never maps a module only isolated instances use). */
 int plugin_host_open_module(plugin_module *m, char *err, size_t errlen);
 
+#define PLUGIN_SETUP_EFAIL (-1)
+#define PLUGIN_SETUP_EIGNORED (-2)
+
 /* The two halves of plugin_host_instance_init, for a plugin child that
  * reports the parts to hookd. setup runs the options check and init() with
- * the host table api (NULL: plugin_host_api()) and returns 0, -1 (failed)
- * or -2 (init succeeded over a config error a getter recorded: destroyed
- * again, a config mistake must not pass). On failure inst->cfg_error holds
+ * the host table api (NULL: plugin_host_api()) and returns 0,
+ * PLUGIN_SETUP_EFAIL, or PLUGIN_SETUP_EIGNORED (init succeeded over a
+ * config error a getter recorded: destroyed again, a config mistake must
+ * not pass). On failure inst->cfg_error holds
  * the option's or the getter's message — positioned when doc is given,
  * else bare with its key path in inst->cfg_error_key — perr the plugin's
  * own reason, and *from_options says the message needs no "init failed"

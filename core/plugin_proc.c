@@ -474,8 +474,12 @@ done:
   return rc;
 }
 
-/* Writes all of buf to a non-blocking socket of c. Returns 0, -1 when the
- * child died or the socket broke, -2 at the deadline. */
+/* What went wrong talking to a child: it died or its socket broke, the
+ * deadline passed, or memory ran out. */
+enum { IO_DEAD = -1, IO_TIMEOUT = -2, IO_NOMEM = -3 };
+
+/* Writes all of buf to a non-blocking socket of c. Returns 0, IO_DEAD when
+ * the child died or the socket broke, IO_TIMEOUT at the deadline. */
 static int send_all(const child *c, int fd, const char *buf, size_t n, int64_t deadline) {
   while (n > 0) {
     ssize_t w = send(fd, buf, n, MSG_NOSIGNAL);
@@ -485,11 +489,11 @@ static int send_all(const child *c, int fd, const char *buf, size_t n, int64_t d
       continue;
     }
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno != EAGAIN) return -1;
+    if (w < 0 && errno != EAGAIN) return IO_DEAD;
     struct pollfd pf[2] = {{fd, POLLOUT, 0}, {c->deathfd, POLLIN, 0}};
     int r = child_poll(c, pf, 2, deadline);
-    if (r == 0) return -2;
-    if (r > 0 && pf[1].revents) return -1;
+    if (r == 0) return IO_TIMEOUT;
+    if (r > 0 && pf[1].revents) return IO_DEAD;
   }
   return 0;
 }
@@ -628,10 +632,10 @@ static int handshake(plugin_proc *p, child *c, int watch_wake, init_report *rep,
   plugin_wire_str(&w, p->config_dir);
   plugin_wire_str(&w, p->config_json);
   int64_t deadline = clock_mono_ms() + p->timeout_ms;
-  int rc = plugin_wire_end(&w) == 0 ? send_all(c, c->ctl, w.p, w.len, deadline) : -3;
+  int rc = plugin_wire_end(&w) == 0 ? send_all(c, c->ctl, w.p, w.len, deadline) : IO_NOMEM;
   plugin_wire_out_free(&w);
   *crashed = 0;
-  while (rc == 0 || rc == -1) {
+  while (rc == 0 || rc == IO_DEAD) {
     /* Output and control frames first: the last words of a child that
      * died, and an INIT_DONE sent just before, are still in the pipes. */
     drain_output(p, c);
@@ -646,13 +650,13 @@ static int handshake(plugin_proc *p, child *c, int watch_wake, init_report *rep,
                            {c->out_eof ? -1 : c->out, POLLIN, 0},
                            {c->deathfd, POLLIN, 0},
                            {p->wake, POLLIN, 0}};
-    if (rc == -1) break; /* it died (or the socket broke) and said nothing more */
+    if (rc == IO_DEAD) break; /* it died (or the socket broke) and said nothing more */
     int r = child_poll(c, pf, watch_wake ? 4 : 3, deadline);
     if (r == 0) {
-      rc = -2;
+      rc = IO_TIMEOUT;
       break;
     }
-    if (r > 0 && pf[2].revents) rc = -1; /* one more round for what it left */
+    if (r > 0 && pf[2].revents) rc = IO_DEAD; /* one more round for what it left */
     if (r > 0 && watch_wake && pf[3].revents) {
       uint64_t v;
       ssize_t rr = read(p->wake, &v, sizeof v);
@@ -667,10 +671,10 @@ static int handshake(plugin_proc *p, child *c, int watch_wake, init_report *rep,
       }
     }
   }
-  if (rc == -3) {
+  if (rc == IO_NOMEM) {
     kill_child(p, c, KILL_INIT);
     snprintf(err, errlen, "out of memory");
-  } else if (rc == -2) {
+  } else if (rc == IO_TIMEOUT) {
     kill_child(p, c, KILL_INIT);
     snprintf(err, errlen, "init did not finish within timeout_ms (%u ms); its process was killed",
              p->timeout_ms);
@@ -991,19 +995,19 @@ static void start_failure(char *err, size_t errlen, const plugin_instance *inst,
   if (rep->cfg_msg[0]) {
     jsonc_error(&cfg->doc, rep->key, positioned, sizeof positioned, "%s", rep->cfg_msg);
   }
-  plugin_host_init_message(err, errlen, inst, rep->status == WIRE_INIT_IGNORED ? -2 : -1,
+  plugin_host_init_message(err, errlen, inst, rep->status == WIRE_INIT_IGNORED ? PLUGIN_SETUP_EIGNORED : PLUGIN_SETUP_EFAIL,
                            positioned, rep->perr, (int)rep->from_options);
 }
 
 int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
   char why[600] = "";
   if (plugin_proc_prepare(why, sizeof why) != 0) {
-    plugin_host_init_message(err, errlen, inst, -1, "", why, 0);
+    plugin_host_init_message(err, errlen, inst, PLUGIN_SETUP_EFAIL, "", why, 0);
     return -1;
   }
   plugin_proc *p = proc_new(inst, cfg, why, sizeof why);
   if (p == NULL) {
-    plugin_host_init_message(err, errlen, inst, -1, "", why[0] ? why : "out of memory", 0);
+    plugin_host_init_message(err, errlen, inst, PLUGIN_SETUP_EFAIL, "", why[0] ? why : "out of memory", 0);
     return -1;
   }
   child *c = NULL;
@@ -1013,7 +1017,7 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
   int rc = spawn(p, &c, why, sizeof why);
   if (rc == 0) rc = handshake(p, c, 0, &rep, &crashed, why, sizeof why);
   if (rc != 0) {
-    plugin_host_init_message(err, errlen, inst, -1, "", why, 0);
+    plugin_host_init_message(err, errlen, inst, PLUGIN_SETUP_EFAIL, "", why, 0);
   } else if (rep.status != WIRE_INIT_OK) {
     start_failure(err, errlen, inst, cfg, &rep);
     rc = -1;
@@ -1039,7 +1043,7 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
     }
     registry_remove(p);
     p->cur = NULL;
-    plugin_host_init_message(err, errlen, inst, -1, "", strerror(e), 0);
+    plugin_host_init_message(err, errlen, inst, PLUGIN_SETUP_EFAIL, "", strerror(e), 0);
   }
   if (c) {
     char how[128];
@@ -1184,8 +1188,8 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
   }
   int rc = send_all(c, fd, w->p, w->len, deadline);
   plugin_wire_out_trim(w, BUF_KEEP);
-  if (rc == -2) return call_timed_out(p, c, v, out);
-  int dead = rc == -1;
+  if (rc == IO_TIMEOUT) return call_timed_out(p, c, v, out);
+  int dead = rc == IO_DEAD;
   for (;;) {
     uint32_t type;
     wire_rd rd;

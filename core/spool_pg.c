@@ -2318,7 +2318,7 @@ int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body
   *body_len = 0;
   /* Binary results: the body comes back as its bytes. */
   PGresult *r = PQexecParams(a->c, sql, 1, NULL, v, NULL, NULL, 0);
-  int rc = 1;
+  int rc = DLQ_ENOTFOUND;
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     rc = admin_fail(a, r);
   } else if (PQntuples(r) == 1) {
@@ -2418,7 +2418,7 @@ int spool_pg_dlq_purge(spool_pg_admin *a, int64_t id) {
       2, NULL, v, NULL, NULL, 0);
   int rc = -1;
   if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-    rc = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    rc = strcmp(PQgetvalue(r, 0, 0), "0") != 0 ? 0 : DLQ_ENOTFOUND;
   } else {
     admin_fail(a, r);
   }

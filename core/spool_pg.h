@@ -52,6 +52,8 @@ int spool_pg_admin_open(const char *url, spool_pg_admin **out, char *err, size_t
 void spool_pg_admin_close(spool_pg_admin *a);
 const char *spool_pg_admin_error(spool_pg_admin *a);
 int spool_pg_dlq_list(spool_pg_admin *a, size_t limit, dlq_entry **out, size_t *n);
+/* The dlq.h functions of the same names against PostgreSQL, with their
+ * return codes. */
 int spool_pg_dlq_show(spool_pg_admin *a, int64_t id, dlq_entry *out, char **body, size_t *body_len);
 /* Makes one (id > 0) or every dead letter pending again, attempt and crash
  * counts reset, due now, and wakes every node: one of them delivers it at
