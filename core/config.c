@@ -876,7 +876,10 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
   return parse_verify_obj(c, obj, v);
 }
 
-static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
+/* Refuses keys the scheme does not use ("not used by scheme") and unknown
+ * ones (with "did you mean"). */
+static int check_verify_keys(ctx *c, const cJSON *obj, const verify_config *v,
+                             const char *scheme) {
   static const char *const all_keys[] = {
       "scheme",      "algorithm",        "header",        "encoding",      "prefix",
       "secrets",     "tolerance_s",      "signed_payload", "timestamp_header",
@@ -890,6 +893,41 @@ static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
   static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
   static const char *const none_keys[] = {"scheme", NULL};
 
+  const char *const *keys = v->scheme == VERIFY_HMAC                ? hmac_keys
+                            : v->scheme == VERIFY_TOKEN             ? token_keys
+                            : v->scheme == VERIFY_STANDARD_WEBHOOKS ? sw_keys
+                            : v->scheme == VERIFY_BASIC             ? basic_keys
+                                                                    : none_keys;
+  for (const cJSON *it = obj->child; it; it = it->next) {
+    if (in_list(it->string, keys)) continue;
+    kp_key(c, it->string);
+    if (in_list(it->string, all_keys)) return fail(c, "not used by scheme '%s'", scheme);
+    return unknown_key(c, it->string, keys);
+  }
+  return 0;
+}
+
+/* hmac's "algorithm", "encoding" and "prefix". */
+static int parse_verify_hmac(ctx *c, const cJSON *obj, verify_config *v) {
+  const char *s = "sha256";
+  if (get_str(c, obj, "algorithm", 1, &s) < 0) return -1;
+  if (verify_algorithm_parse(s, &v->algorithm) != 0) {
+    kp_key(c, "algorithm");
+    return fail(c, "expected one of sha1, sha256, sha512");
+  }
+  s = "hex";
+  if (get_str(c, obj, "encoding", 1, &s) < 0) return -1;
+  if (verify_encoding_parse(s, &v->encoding) != 0) {
+    kp_key(c, "encoding");
+    return fail(c, "expected one of hex, base64");
+  }
+  s = "";
+  if (get_str(c, obj, "prefix", 1, &s) < 0) return -1;
+  v->prefix = dup_str(c, s);
+  return 0;
+}
+
+static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
   size_t mark = kp_key(c, "verify");
   if (!cJSON_IsObject(obj)) return fail(c, "expected an object");
 
@@ -903,36 +941,9 @@ static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
     return fail(c, "expected one of hmac, standard-webhooks, token, basic, none");
   }
   v->tolerance_s = 300;
+  if (check_verify_keys(c, obj, v, scheme) != 0) return -1;
 
-  const char *const *keys = v->scheme == VERIFY_HMAC                ? hmac_keys
-                            : v->scheme == VERIFY_TOKEN             ? token_keys
-                            : v->scheme == VERIFY_STANDARD_WEBHOOKS ? sw_keys
-                            : v->scheme == VERIFY_BASIC             ? basic_keys
-                                                                    : none_keys;
-  for (const cJSON *it = obj->child; it; it = it->next) {
-    if (in_list(it->string, keys)) continue;
-    kp_key(c, it->string);
-    if (in_list(it->string, all_keys)) return fail(c, "not used by scheme '%s'", scheme);
-    return unknown_key(c, it->string, keys);
-  }
-
-  if (v->scheme == VERIFY_HMAC) {
-    const char *s = "sha256";
-    if (get_str(c, obj, "algorithm", 1, &s) < 0) return -1;
-    if (verify_algorithm_parse(s, &v->algorithm) != 0) {
-      kp_key(c, "algorithm");
-      return fail(c, "expected one of sha1, sha256, sha512");
-    }
-    s = "hex";
-    if (get_str(c, obj, "encoding", 1, &s) < 0) return -1;
-    if (verify_encoding_parse(s, &v->encoding) != 0) {
-      kp_key(c, "encoding");
-      return fail(c, "expected one of hex, base64");
-    }
-    s = "";
-    if (get_str(c, obj, "prefix", 1, &s) < 0) return -1;
-    v->prefix = dup_str(c, s);
-  }
+  if (v->scheme == VERIFY_HMAC && parse_verify_hmac(c, obj, v) != 0) return -1;
   if (v->scheme == VERIFY_HMAC || v->scheme == VERIFY_TOKEN) {
     const char *h = NULL;
     rc = get_str(c, obj, "header", 0, &h);

@@ -249,26 +249,66 @@ static int answer_handshake(http_conn *c, const config_source *src, const http_r
   return 1;
 }
 
+/* Checks the request's signature. On a mismatch answers 401 (a handshake
+ * that fails it is counted as refused) and returns -1. */
+static int verify_or_refuse(http_conn *c, http_request *req, const config_source *src,
+                            int handshake) {
+  verify_input in = {verify_header, req, req->body, req->body_len, clock_now_ms() / 1000};
+  if (verify_request(&src->verify, &in) == 0) return 0;
+  log_ctx ctx = {.source = src->name, .peer = http_conn_peer(c)};
+  if (handshake) {
+    char *ans = handshake_answer(src, req->body, req->body_len);
+    if (ans) metrics_challenge(src->name, challenge_kinds[src->challenge], 0);
+    free(ans);
+  }
+  log_write(HLOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
+  req->reason = "signature missing or wrong"; /* the page says it; the sender is not told */
+  http_conn_respond_text(c, 401, "unauthorized");
+  return -1;
+}
+
+/* Makes the decoded request an event (env is cleared) and hands it to the
+ * spool for the n instances in s->lanes: answer_stored answers once it is
+ * durable, or it is answered 503 here. */
+static void store_event(ingest *s, http_conn *c, http_request *req, const config_source *src,
+                        envelope *env, size_t n, uint64_t t0, const log_ctx *ctx) {
+  generation *g = req->ctx;
+  size_t clen = 0;
+  const char *ctype = http_request_header(req, "Content-Type", &clen);
+  char ctbuf[128];
+  snprintf(ctbuf, sizeof ctbuf, "%.*s", (int)(ctype ? clen : 0), ctype ? ctype : "");
+  /* The parse tree is dropped: a queued event costs only its bytes, and a
+   * plugin that needs fields parses it once, on a worker. */
+  event *ev = event_new(src->name, env->id, env->type, env->order_key, ctbuf, req->body,
+                        req->body_len, NULL, clock_now_ms());
+  envelope_clear(env);
+  if (ev) keep_headers(ev, src, req);
+  store_ctx *sc = ev ? malloc(sizeof *sc) : NULL;
+  if (sc == NULL) {
+    log_write(HLOG_ERROR, ctx, "rejected: out of memory (503)");
+    event_unref(ev);
+    http_conn_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
+    return;
+  }
+  *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
+  generation_ref(g);
+  if (spool_store(s->sp, ev, s->lanes, n, answer_stored, sc) != 0) {
+    log_write(HLOG_ERROR, ctx, "rejected: the spool refused the event (503)");
+    event_unref(ev);
+    generation_unref(g);
+    free(sc);
+    http_conn_respond(c, 503, "Retry-After: 5\r\n", NULL, 0);
+  }
+}
+
 static void web_on_request(void *data, http_conn *c, http_request *req) {
   ingest *s = data;
   const config_source *src = req->route;
   log_ctx ctx = {.source = src->name};
   uint64_t t0 = metrics_source_begin(src->name);
 
-  verify_input in = {verify_header, req, req->body, req->body_len, clock_now_ms() / 1000};
   int handshake = maybe_handshake(src, req->body, req->body_len);
-  if (verify_request(&src->verify, &in) != 0) {
-    ctx.peer = http_conn_peer(c);
-    if (handshake) {
-      char *ans = handshake_answer(src, req->body, req->body_len);
-      if (ans) metrics_challenge(src->name, challenge_kinds[src->challenge], 0);
-      free(ans);
-    }
-    log_write(HLOG_INFO, &ctx, "rejected: signature missing or wrong (401)");
-    req->reason = "signature missing or wrong"; /* the page says it; the sender is not told */
-    http_conn_respond_text(c, 401, "unauthorized");
-    return;
-  }
+  if (verify_or_refuse(c, req, src, handshake) != 0) return;
   /* A sender's endpoint handshake is answered and counted, never stored. */
   if (handshake && answer_handshake(c, src, req)) {
     metrics_source_end();
@@ -314,32 +354,7 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_conn_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  size_t clen = 0;
-  const char *ctype = http_request_header(req, "Content-Type", &clen);
-  char ctbuf[128];
-  snprintf(ctbuf, sizeof ctbuf, "%.*s", (int)(ctype ? clen : 0), ctype ? ctype : "");
-  /* The parse tree is dropped: a queued event costs only its bytes, and a
-   * plugin that needs fields parses it once, on a worker. */
-  event *ev = event_new(src->name, env.id, env.type, env.order_key, ctbuf, req->body,
-                        req->body_len, NULL, clock_now_ms());
-  envelope_clear(&env);
-  if (ev) keep_headers(ev, src, req);
-  store_ctx *sc = ev ? malloc(sizeof *sc) : NULL;
-  if (sc == NULL) {
-    log_write(HLOG_ERROR, &ctx, "rejected: out of memory (503)");
-    event_unref(ev);
-    http_conn_respond(c, 503, "Retry-After: 1\r\n", NULL, 0);
-    return;
-  }
-  *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
-  generation_ref(g);
-  if (spool_store(s->sp, ev, s->lanes, n, answer_stored, sc) != 0) {
-    log_write(HLOG_ERROR, &ctx, "rejected: the spool refused the event (503)");
-    event_unref(ev);
-    generation_unref(g);
-    free(sc);
-    http_conn_respond(c, 503, "Retry-After: 5\r\n", NULL, 0);
-  }
+  store_event(s, c, req, src, &env, n, t0, &ctx);
   metrics_source_end();
 }
 

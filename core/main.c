@@ -674,31 +674,83 @@ static void print_entry(const dlq_entry *e) {
 }
 
 /* hookd dlq list|show ID|replay ID|replay --all|purge ID -c FILE */
-static int cmd_dlq(const char *file, int argc, char **argv) {
+/* `hookd dlq SUB [ID | --all]`: checks the arguments. Returns 0 with *id
+ * (0 for list and replay --all) and *all, or EXIT_USAGE. */
+static int parse_dlq_args(int argc, char **argv, int64_t *id, int *all) {
   if (argc < 1) {
     fprintf(stderr, "hookd: dlq needs list, show ID, replay ID, replay --all or purge ID\n");
     return EXIT_USAGE;
   }
   const char *sub = argv[0];
-  int64_t id = 0;
-  int all = 0;
-  if (strcmp(sub, "list") != 0) {
-    if (argc < 2) {
-      fprintf(stderr, "hookd: dlq %s needs an id\n", sub);
-      return EXIT_USAGE;
-    }
-    char *end;
-    all = strcmp(sub, "replay") == 0 && strcmp(argv[1], "--all") == 0;
-    id = all ? 0 : strtoll(argv[1], &end, 10);
-    if (!all && (*end != '\0' || id <= 0)) {
-      fprintf(stderr, "hookd: '%s' is not a dead letter id\n", argv[1]);
-      return EXIT_USAGE;
-    }
-    if (strcmp(sub, "show") && strcmp(sub, "replay") && strcmp(sub, "purge")) {
-      fprintf(stderr, "hookd: unknown dlq command '%s'\n", sub);
-      return EXIT_USAGE;
-    }
+  *id = 0;
+  *all = 0;
+  if (strcmp(sub, "list") == 0) return 0;
+  if (argc < 2) {
+    fprintf(stderr, "hookd: dlq %s needs an id\n", sub);
+    return EXIT_USAGE;
   }
+  char *end;
+  *all = strcmp(sub, "replay") == 0 && strcmp(argv[1], "--all") == 0;
+  *id = *all ? 0 : strtoll(argv[1], &end, 10);
+  if (!*all && (*end != '\0' || *id <= 0)) {
+    fprintf(stderr, "hookd: '%s' is not a dead letter id\n", argv[1]);
+    return EXIT_USAGE;
+  }
+  if (strcmp(sub, "show") && strcmp(sub, "replay") && strcmp(sub, "purge")) {
+    fprintf(stderr, "hookd: unknown dlq command '%s'\n", sub);
+    return EXIT_USAGE;
+  }
+  return 0;
+}
+
+static int list_dead_letters(dlq *q) {
+  dlq_entry *e;
+  size_t n;
+  if (dlq_list(q, 0, &e, &n) != 0) return EXIT_RUNTIME;
+  for (size_t i = 0; i < n; i++) print_entry(&e[i]);
+  if (n == 0) printf("no dead letters\n");
+  dlq_entries_free(e, n);
+  return 0;
+}
+
+static int show_dead_letter(dlq *q, int64_t id) {
+  dlq_entry e;
+  char *body;
+  size_t len;
+  int r = dlq_show(q, id, &e, &body, &len);
+  if (r == DLQ_ENOTFOUND) fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+  if (r != 0) return EXIT_RUNTIME;
+  print_entry(&e);
+  printf("source: %s\n%.*s\n", e.source, (int)len, body);
+  dlq_entry_clear(&e);
+  free(body);
+  return 0;
+}
+
+static int replay_dead_letters(dlq *q, int64_t id, int all) {
+  int64_t n = dlq_replay(q, id);
+  if (n < 0) return EXIT_RUNTIME;
+  if (n == 0 && !all) {
+    fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+    return EXIT_RUNTIME;
+  }
+  printf("%lld dead letter(s) queued for delivery again\n", (long long)n);
+  return 0;
+}
+
+static int purge_dead_letter(dlq *q, int64_t id) {
+  int r = dlq_purge(q, id);
+  if (r == DLQ_ENOTFOUND) fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
+  if (r != 0) return EXIT_RUNTIME;
+  printf("dead letter %lld purged\n", (long long)id);
+  return 0;
+}
+
+static int cmd_dlq(const char *file, int argc, char **argv) {
+  int64_t id;
+  int all;
+  if (parse_dlq_args(argc, argv, &id, &all) != 0) return EXIT_USAGE;
+  const char *sub = argv[0];
   config cfg;
   if (load_config(&cfg, file) != 0) return EXIT_USAGE;
   char err[1024];
@@ -709,52 +761,10 @@ static int cmd_dlq(const char *file, int argc, char **argv) {
     config_free(&cfg);
     return EXIT_RUNTIME;
   }
-  int rc = 0;
-  if (strcmp(sub, "list") == 0) {
-    dlq_entry *e;
-    size_t n;
-    if (dlq_list(q, 0, &e, &n) != 0) {
-      rc = EXIT_RUNTIME;
-    } else {
-      for (size_t i = 0; i < n; i++) print_entry(&e[i]);
-      if (n == 0) printf("no dead letters\n");
-      dlq_entries_free(e, n);
-    }
-  } else if (strcmp(sub, "show") == 0) {
-    dlq_entry e;
-    char *body;
-    size_t len;
-    int r = dlq_show(q, id, &e, &body, &len);
-    if (r == 0) {
-      print_entry(&e);
-      printf("source: %s\n%.*s\n", e.source, (int)len, body);
-      dlq_entry_clear(&e);
-      free(body);
-    } else if (r == DLQ_ENOTFOUND) {
-      fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
-      rc = EXIT_RUNTIME;
-    } else {
-      rc = EXIT_RUNTIME;
-    }
-  } else if (strcmp(sub, "replay") == 0) {
-    int64_t n = dlq_replay(q, id);
-    if (n < 0) {
-      rc = EXIT_RUNTIME;
-    } else if (n == 0 && !all) {
-      fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
-      rc = EXIT_RUNTIME;
-    } else {
-      printf("%lld dead letter(s) queued for delivery again\n", (long long)n);
-    }
-  } else {
-    int r = dlq_purge(q, id);
-    if (r == 0) {
-      printf("dead letter %lld purged\n", (long long)id);
-    } else {
-      if (r == DLQ_ENOTFOUND) fprintf(stderr, "hookd: no dead letter %lld\n", (long long)id);
-      rc = EXIT_RUNTIME;
-    }
-  }
+  int rc = strcmp(sub, "list") == 0   ? list_dead_letters(q)
+           : strcmp(sub, "show") == 0 ? show_dead_letter(q, id)
+           : strcmp(sub, "replay") == 0 ? replay_dead_letters(q, id, all)
+                                        : purge_dead_letter(q, id);
   if (rc == EXIT_RUNTIME && dlq_error(q)[0]) fprintf(stderr, "hookd: %s\n", dlq_error(q));
   dlq_close(q);
   config_free(&cfg);

@@ -1267,37 +1267,47 @@ static void lanes_spilled(sq_spool *sp, int64_t max_id) {
 #define BACKFILL_BATCH 500
 #define BACKFILL_BATCHES 8
 
-/* One batch of the oldest unfinished back-fill: its next events become new
- * pending deliveries of its instance, carrying on the count of calls kept
- * for the (event, instance). Returns how many rows it made (0: none left
- * to make), -1 on error; *max_id is the highest delivery id before. */
-static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
+/* The oldest unfinished back-fill: 0 with its id and instance (malloc'd),
+ * 0 with *id 0 when there is none, -1 on error. */
+static int oldest_backfill(sq_spool *sp, int64_t *id, char **instance) {
   sqlite3_stmt *st = NULL;
-  int64_t id = 0, n = 0, left = 0, now = clock_now_ms();
-  char *instance = NULL;
+  *id = 0;
+  *instance = NULL;
   int rc = sqlite3_prepare_v2(
       sp->db, "SELECT id, instance FROM backfills WHERE finished_ms IS NULL ORDER BY id LIMIT 1",
       -1, &st, NULL);
   if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-    id = sqlite3_column_int64(st, 0);
-    instance = strdup((const char *)sqlite3_column_text(st, 1));
+    *id = sqlite3_column_int64(st, 0);
+    *instance = strdup((const char *)sqlite3_column_text(st, 1));
   }
   sqlite3_finalize(st);
-  st = NULL;
-  if (rc != SQLITE_OK || id == 0 || instance == NULL) {
-    free(instance);
-    return rc == SQLITE_OK && id == 0 ? 0 : -1;
+  if (rc != SQLITE_OK || (*id != 0 && *instance == NULL)) {
+    free(*instance);
+    *instance = NULL;
+    return -1;
   }
-  char sql[1024], err[256] = "";
+  return 0;
+}
+
+/* In one transaction: the back-fill's next BACKFILL_BATCH events become
+ * pending deliveries of instance (*made of them), what is *left of it is
+ * counted, and it is marked finished when nothing is. Returns an SQLite
+ * code (err says why when it is not SQLITE_OK); the caller rolls back. */
+static int backfill_queue_rows(sq_spool *sp, int64_t id, const char *instance, int64_t now,
+                               int64_t *max_id, int64_t *made, int64_t *left, char *err,
+                               size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  char sql[1024];
+  int64_t n = 0;
   snprintf(sql, sizeof sql,
            "CREATE TEMP TABLE IF NOT EXISTS backfill_now(seq INTEGER PRIMARY KEY);"
            "DELETE FROM backfill_now;"
            "INSERT INTO backfill_now SELECT seq FROM backfill_events WHERE backfill = %lld "
            "ORDER BY seq LIMIT %d;",
            (long long)id, BACKFILL_BATCH);
-  rc = exec_sql(sp->db, "BEGIN IMMEDIATE", err, sizeof err);
+  int rc = exec_sql(sp->db, "BEGIN IMMEDIATE", err, errlen);
   if (rc == SQLITE_OK) rc = query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", max_id);
-  if (rc == SQLITE_OK) rc = exec_sql(sp->db, sql, err, sizeof err);
+  if (rc == SQLITE_OK) rc = exec_sql(sp->db, sql, err, errlen);
   if (rc == SQLITE_OK) {
     rc = sqlite3_prepare_v2(
         sp->db,
@@ -1312,6 +1322,7 @@ static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
     sqlite3_bind_int64(st, 3, id);
     rc = step_done(st);
     n = sqlite3_changes(sp->db);
+    *made = n;
   }
   sqlite3_finalize(st);
   if (rc == SQLITE_OK) {
@@ -1320,19 +1331,29 @@ static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
              "(SELECT seq FROM backfill_now);"
              "UPDATE backfills SET queued = queued + %lld WHERE id = %lld;",
              (long long)id, (long long)n, (long long)id);
-    rc = exec_sql(sp->db, sql, err, sizeof err);
+    rc = exec_sql(sp->db, sql, err, errlen);
   }
   if (rc == SQLITE_OK) {
     snprintf(sql, sizeof sql, "SELECT count(*) FROM backfill_events WHERE backfill = %lld",
              (long long)id);
-    rc = query_int(sp->db, sql, &left);
+    rc = query_int(sp->db, sql, left);
   }
-  if (rc == SQLITE_OK && left == 0) {
+  if (rc == SQLITE_OK && *left == 0) {
     snprintf(sql, sizeof sql, "UPDATE backfills SET finished_ms = %lld WHERE id = %lld",
              (long long)now, (long long)id);
-    rc = exec_sql(sp->db, sql, err, sizeof err);
+    rc = exec_sql(sp->db, sql, err, errlen);
   }
-  if (rc == SQLITE_OK) rc = exec_sql(sp->db, "COMMIT", err, sizeof err);
+  if (rc == SQLITE_OK) rc = exec_sql(sp->db, "COMMIT", err, errlen);
+  return rc;
+}
+
+static int64_t backfill_batch(sq_spool *sp, int64_t *max_id) {
+  int64_t id, n = 0, left = 0, now = clock_now_ms();
+  char *instance;
+  if (oldest_backfill(sp, &id, &instance) != 0) return -1;
+  if (id == 0) return 0;
+  char err[256] = "";
+  int rc = backfill_queue_rows(sp, id, instance, now, max_id, &n, &left, err, sizeof err);
   if (rc != SQLITE_OK) {
     if (!err[0]) db_error(sp->db, err, sizeof err);
     sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
