@@ -1,6 +1,7 @@
 /* Admin endpoints on admin_listen: health, readiness, Prometheus metrics, the status page's views,
  * dead-letter replay, pause, resume and back-fill. */
 #include "admin.h"
+#include "pattern.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -20,7 +21,6 @@
 #include "metrics.h"
 #include "pace.h"
 #include "page.h"
-#include "router.h"
 #include "plugin_proc.h"
 #include "scrub.h"
 #include "clock.h"
@@ -844,7 +844,7 @@ static int backfill_params(admin_job *j, const http_request *req, const char **m
   int64_t since = rs == 1 ? config_parse_duration(j->since) : -1;
   *msg = "needs since=DURATION (e.g. 1h, 7d) and optionally type=PATTERN, source=NAME";
   if (since <= 0 || rt < 0 || rsrc < 0) return 400;
-  if (rt == 1 && router_pattern_problem(j->type)) {
+  if (rt == 1 && pattern_problem(j->type)) {
     *msg = "type: not a valid event type pattern";
     return 400;
   }

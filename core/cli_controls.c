@@ -1,6 +1,7 @@
 /* `hookd pause`, `hookd resume` and `hookd replay`: delivery controls written into the spool file
  * for a running (or the next) hookd. */
 #include "cli_controls.h"
+#include "pattern.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +12,6 @@
 #include "config.h"
 #include "dlq.h"
 #include "event.h"
-#include "router.h"
 #include "clock.h"
 
 #define EXIT_RUNTIME 1
@@ -109,7 +109,7 @@ static int parse_replay(int argc, char **argv, replay_args *a) {
     fprintf(stderr, "hookd: replay needs --since DURATION and --to INSTANCE\n");
     return -1;
   }
-  const char *bad = a->type ? router_pattern_problem(a->type) : NULL;
+  const char *bad = a->type ? pattern_problem(a->type) : NULL;
   if (bad) {
     fprintf(stderr, "hookd: replay: --type '%s': %s\n", a->type, bad);
     return -1;

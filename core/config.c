@@ -1,8 +1,8 @@
 /* The config file: load the .jsonc, substitute ${...}, check every key against DESIGN §4, fill
  * typed settings and defaults. */
 #include "config.h"
+#include "pattern.h"
 
-#include "router.h"
 #include "metrics.h"
 #include "scrub.h"
 #include "tls.h"
@@ -1386,7 +1386,7 @@ static int parse_route_events(ctx *c, const cJSON *obj, config_route *r) {
     size_t m = kp_index(c, i);
     if (!cJSON_IsString(e)) return fail(c, "expected a string");
     if (!*e->valuestring) return fail(c, "expected a non-empty string");
-    const char *why = router_pattern_problem(e->valuestring);
+    const char *why = pattern_problem(e->valuestring);
     if (why) return fail(c, "invalid event pattern '%s': %s", e->valuestring, why);
     r->events[i] = dup_str(c, e->valuestring);
     kp_pop(c, m);

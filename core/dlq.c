@@ -1,5 +1,6 @@
 /* The SQLite spool from outside its writer, on a connection of its own: dead letters, pause, back-fills, event search and detail. */
 #include "dlq.h"
+#include "pattern.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -8,7 +9,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "router.h"
 #include "spool_pg.h"
 
 struct dlq {
@@ -327,7 +327,7 @@ static int64_t select_events(dlq *q, const dlq_filter *f, int (*each)(int64_t se
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     const char *type = (const char *)sqlite3_column_text(s, 1);
-    if (f->type_pattern && router_pattern_match(f->type_pattern, type ? type : "") != 1) continue;
+    if (f->type_pattern && pattern_match(f->type_pattern, type ? type : "") != 1) continue;
     if (each && each(sqlite3_column_int64(s, 0), arg) != 0) {
       rc = SQLITE_ERROR;
       break;

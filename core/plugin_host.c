@@ -1,5 +1,6 @@
 /* Plugin host: module loading with ABI checks, instance init/destroy, and the host function table. */
 #include "plugin_host.h"
+#include "pattern.h"
 #include "config.h"
 #include "plugin_instance.h"
 
@@ -17,7 +18,6 @@
 #include "log.h"
 #include "plugin_proc.h"
 #include "privs.h"
-#include "router.h"
 #include "smtp_client.h"
 #include "template.h"
 
@@ -264,8 +264,8 @@ static hookd_result host_http(const hookd_instance *self, const hookd_http_reque
 }
 
 static int host_pattern_match(const char *pattern, const char *type) {
-  if (router_pattern_problem(pattern) != NULL) return HOOKD_E_INVALID;
-  return router_pattern_match(pattern, type);
+  if (pattern_problem(pattern) != NULL) return HOOKD_E_INVALID;
+  return pattern_match(pattern, type);
 }
 
 static hookd_result host_smtp(const hookd_instance *self, const hookd_smtp_request *req,

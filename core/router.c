@@ -1,6 +1,7 @@
 /* Router: compiles route patterns once and finds, per event, the plugin instances it goes to. */
 #include "router.h"
 #include "config.h"
+#include "pattern.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -45,76 +46,6 @@ static uint64_t hash_str(const char *s) {
     h *= 1099511628211ULL;
   }
   return h;
-}
-
-/* NULL when the pattern is valid, else why not. Sets *wildcard when it has a
- * "*" or "**" segment. */
-static const char *pattern_check(const char *pattern, int *wildcard);
-
-const char *router_pattern_problem(const char *pattern) {
-  int wildcard;
-  return pattern_check(pattern, &wildcard);
-}
-
-static const char *pattern_check(const char *pattern, int *wildcard) {
-  const char *seg = pattern;
-  *wildcard = 0;
-  if (pattern == NULL || *pattern == '\0') return "empty pattern";
-  for (const char *p = pattern;; p++) {
-    if (*p != '.' && *p != '\0') continue;
-    size_t len = (size_t)(p - seg);
-    if (len == 0) return "empty segment";
-    if (len == 2 && seg[0] == '*' && seg[1] == '*') {
-      if (*p != '\0') return "'**' must be the last segment";
-      *wildcard = 1;
-    } else if (len == 1 && seg[0] == '*') {
-      *wildcard = 1;
-    } else if (memchr(seg, '*', len) != NULL) {
-      /* "order*" would read as a prefix match, which the router does not
-       * do; refuse it rather than never match. */
-      return "'*' must be a whole segment";
-    }
-    if (*p == '\0') return NULL;
-    seg = p + 1;
-  }
-}
-
-/* Matches a pattern already known to be valid. "*" and "**" never match an
- * empty segment. */
-static int pattern_match(const char *pat, const char *type) {
-  const char *p = pat;
-  const char *t = type;
-  for (;;) {
-    const char *pe = strchr(p, '.');
-    size_t plen = pe != NULL ? (size_t)(pe - p) : strlen(p);
-    const char *te = strchr(t, '.');
-    size_t tlen = te != NULL ? (size_t)(te - t) : strlen(t);
-
-    if (plen == 2 && p[0] == '*' && p[1] == '*') {
-      /* One or more remaining segments, none of them empty. */
-      const char *seg = t;
-      for (const char *q = t;; q++) {
-        if (*q != '.' && *q != '\0') continue;
-        if (q == seg) return 0;
-        if (*q == '\0') return 1;
-        seg = q + 1;
-      }
-    }
-    if (plen == 1 && p[0] == '*') {
-      if (tlen == 0) return 0;
-    } else if (plen != tlen || memcmp(p, t, plen) != 0) {
-      return 0;
-    }
-    if (pe == NULL || te == NULL) return pe == NULL && te == NULL;
-    p = pe + 1;
-    t = te + 1;
-  }
-}
-
-int router_pattern_match(const char *pattern, const char *type) {
-  int wildcard;
-  if (type == NULL || pattern_check(pattern, &wildcard) != NULL) return 0;
-  return pattern_match(pattern, type);
 }
 
 /* ---- building ----------------------------------------------------------- */
@@ -323,7 +254,7 @@ static int route_accepts(const config_route *rt, const char *source, const cJSON
 static int route_matches(const config_route *rt, const char *source, const char *type,
                          const cJSON *root) {
   int hit = 0;
-  for (size_t j = 0; j < rt->n_events && !hit; j++) hit = pattern_match(rt->events[j], type);
+  for (size_t j = 0; j < rt->n_events && !hit; j++) hit = pattern_match_valid(rt->events[j], type);
   return hit && route_accepts(rt, source, root);
 }
 
@@ -413,7 +344,7 @@ size_t router_match(const router *r, const char *source, const char *type, const
       xi++;
     }
     for (; wi < r->n_wilds && r->wilds[wi].route == ri; wi++) {
-      if (!hit) hit = pattern_match(r->wilds[wi].pattern, type);
+      if (!hit) hit = pattern_match_valid(r->wilds[wi].pattern, type);
     }
     if (hit && route_accepts(&r->cfg->routes[ri], source, root)) emit_route(&e, ri);
   }

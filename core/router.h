@@ -25,12 +25,4 @@ size_t router_match(const router *r, const char *source, const char *type, const
  * router_match needs the root. */
 int router_needs_tree(const router *r);
 
-/* Matches one pattern against a type, without compiling (for tests and
- * plugins' own maps). Returns 1 or 0. */
-int router_pattern_match(const char *pattern, const char *type);
-
-/* NULL when pattern is well formed, else a short static reason ("empty
- * segment", "'**' must be the last segment", ...). */
-const char *router_pattern_problem(const char *pattern);
-
 #endif

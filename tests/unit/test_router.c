@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "router.h"
+#include "pattern.h"
 #include "config.h"
 
 #ifndef PAYLOAD_DIR
@@ -109,34 +110,34 @@ static cJSON *load_payload(const char *name) {
 
 static void test_pattern_match(void **state) {
   (void)state;
-  assert_true(router_pattern_match("a.b.c", "a.b.c"));
-  assert_false(router_pattern_match("a.b.c", "a.b.cd"));
-  assert_false(router_pattern_match("a.b.c", "a.b"));
-  assert_false(router_pattern_match("a.b", "a.b.c"));
-  assert_true(router_pattern_match("a.*.c", "a.b.c"));
-  assert_false(router_pattern_match("a.*.c", "a.b.x.c"));
-  assert_false(router_pattern_match("a.*", "a"));
-  assert_false(router_pattern_match("a.*", "a.b.c"));
-  assert_false(router_pattern_match("a.*", "a."));
-  assert_true(router_pattern_match("*", "a"));
-  assert_false(router_pattern_match("*", "a.b"));
-  assert_true(router_pattern_match("a.**", "a.b"));
-  assert_true(router_pattern_match("a.**", "a.b.c.d"));
-  assert_false(router_pattern_match("a.**", "a"));
-  assert_false(router_pattern_match("a.**", "a."));
-  assert_false(router_pattern_match("a.**", "a.b..c"));
-  assert_false(router_pattern_match("a.**", "ab.c"));
-  assert_true(router_pattern_match("**", "x"));
-  assert_true(router_pattern_match("**", "x.y.z"));
-  assert_true(router_pattern_match("*.*.**", "x.y.z"));
-  assert_false(router_pattern_match("*.*.**", "x.y"));
+  assert_true(pattern_match("a.b.c", "a.b.c"));
+  assert_false(pattern_match("a.b.c", "a.b.cd"));
+  assert_false(pattern_match("a.b.c", "a.b"));
+  assert_false(pattern_match("a.b", "a.b.c"));
+  assert_true(pattern_match("a.*.c", "a.b.c"));
+  assert_false(pattern_match("a.*.c", "a.b.x.c"));
+  assert_false(pattern_match("a.*", "a"));
+  assert_false(pattern_match("a.*", "a.b.c"));
+  assert_false(pattern_match("a.*", "a."));
+  assert_true(pattern_match("*", "a"));
+  assert_false(pattern_match("*", "a.b"));
+  assert_true(pattern_match("a.**", "a.b"));
+  assert_true(pattern_match("a.**", "a.b.c.d"));
+  assert_false(pattern_match("a.**", "a"));
+  assert_false(pattern_match("a.**", "a."));
+  assert_false(pattern_match("a.**", "a.b..c"));
+  assert_false(pattern_match("a.**", "ab.c"));
+  assert_true(pattern_match("**", "x"));
+  assert_true(pattern_match("**", "x.y.z"));
+  assert_true(pattern_match("*.*.**", "x.y.z"));
+  assert_false(pattern_match("*.*.**", "x.y"));
   /* Invalid patterns never match. */
-  assert_false(router_pattern_match("a.**.c", "a.b.c"));
-  assert_false(router_pattern_match("a..b", "a..b"));
-  assert_false(router_pattern_match("", ""));
-  assert_false(router_pattern_match("a*", "a*"));
-  assert_false(router_pattern_match(NULL, "a"));
-  assert_false(router_pattern_match("a", NULL));
+  assert_false(pattern_match("a.**.c", "a.b.c"));
+  assert_false(pattern_match("a..b", "a..b"));
+  assert_false(pattern_match("", ""));
+  assert_false(pattern_match("a*", "a*"));
+  assert_false(pattern_match(NULL, "a"));
+  assert_false(pattern_match("a", NULL));
 }
 
 static void test_exact_and_wildcards(void **state) {
