@@ -1,4 +1,4 @@
-/* Access by address: CIDR allow lists per source, checked at accept time and per request, with X-Forwarded-For from trusted proxies. */
+/* Access by address: CIDR lists, address parsing, and the client behind trusted proxies (X-Forwarded-For). */
 #include "access.h"
 
 #include <arpa/inet.h>
@@ -9,9 +9,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-#include "config.h"
-#include "http_server.h"
-#include "log.h"
 
 /* X-Forwarded-For entries looked at, at most: a chain of proxies is short,
  * and a request listing thousands of addresses must not cost more. */
@@ -210,62 +207,4 @@ void access_list_clear(access_list *l) {
   free(l->nets);
   l->nets = NULL;
   l->n = 0;
-}
-
-/* ---- the server's checks ---- */
-
-int access_accept(const config *cfg, const struct sockaddr *peer) {
-  access_addr a;
-  if (cfg->n_sources == 0) return 0;
-  for (size_t i = 0; i < cfg->n_sources; i++) {
-    if (cfg->sources[i].allow_ips.n == 0) return 0; /* some source takes anyone */
-  }
-  if (access_addr_from_sockaddr(peer, &a) != 0) return -1;
-  if (access_list_match(&cfg->trusted_proxies, &a)) return 0;
-  for (size_t i = 0; i < cfg->n_sources; i++) {
-    if (access_list_match(&cfg->sources[i].allow_ips, &a)) return 0;
-  }
-  if (log_enabled(HLOG_DEBUG)) {
-    char text[INET6_ADDRSTRLEN];
-    access_addr_format(&a, text, sizeof text);
-    log_ctx ctx = {.peer = text};
-    log_write(HLOG_DEBUG, &ctx, "connection closed at accept: no source's allow_ips holds the peer");
-  }
-  return -1;
-}
-
-int access_request(const config *cfg, const config_source *src, const struct sockaddr *peer,
-                   const http_request *req) {
-  const char *vals[16];
-  size_t lens[16], n = 0;
-  access_addr p, client;
-  char text[INET6_ADDRSTRLEN];
-  log_ctx ctx = {.source = src->name};
-
-  if (src->allow_ips.n == 0) return 0;
-  if (!peer || access_addr_from_sockaddr(peer, &p) != 0) {
-    log_write(HLOG_INFO, &ctx, "rejected: peer address unknown (403)");
-    return 403;
-  }
-  for (size_t i = 0; i < req->n_headers; i++) {
-    if (strcasecmp(req->headers[i].name, "X-Forwarded-For") != 0) continue;
-    if (n == sizeof vals / sizeof vals[0]) {
-      n = SIZE_MAX; /* too many headers: refused below */
-      break;
-    }
-    vals[n] = req->headers[i].value;
-    lens[n] = req->headers[i].value_len;
-    n++;
-  }
-  access_addr_format(&p, text, sizeof text);
-  ctx.peer = text;
-  if (n == SIZE_MAX || access_client(&cfg->trusted_proxies, &p, vals, lens, n, &client) != 0) {
-    log_write(HLOG_INFO, &ctx, "rejected: malformed X-Forwarded-For from a trusted proxy (403)");
-    return 403;
-  }
-  if (access_list_match(&src->allow_ips, &client)) return 0;
-  char ctext[INET6_ADDRSTRLEN];
-  access_addr_format(&client, ctext, sizeof ctext);
-  log_write(HLOG_INFO, &ctx, "rejected: client %s is not in allow_ips (403)", ctext);
-  return 403;
 }

@@ -1,4 +1,4 @@
-/* Access by address: CIDR allow lists per source, checked at accept time and per request, with X-Forwarded-For from trusted proxies. */
+/* Access by address: CIDR lists, address parsing, and the client behind trusted proxies (X-Forwarded-For). */
 #ifndef HOOKD_ACCESS_H
 #define HOOKD_ACCESS_H
 
@@ -58,25 +58,5 @@ int access_client(const access_list *trusted, const access_addr *peer, const cha
 void access_addr_format(const access_addr *a, char *out, size_t outlen);
 
 void access_list_clear(access_list *l);
-
-/* ---- the server's two checks (loop thread) ---- */
-
-struct config;
-struct config_source;
-struct http_request;
-
-/* At accept, before any byte is read. Returns 0 to serve the connection, -1
- * to close it. A peer is served when some source could take a request from
- * it: a source without allow_ips, a source whose allow_ips holds the peer,
- * or any source when the peer is a trusted proxy (the client is then known
- * only from the headers). */
-int access_accept(const struct config *cfg, const struct sockaddr *peer);
-
-/* Once the request's source is known (headers complete). Returns 0 when the
- * source takes requests from the client (see access_client), or 403; a
- * refusal is logged with the client address. peer NULL means unknown and is
- * refused by a source with allow_ips. */
-int access_request(const struct config *cfg, const struct config_source *src,
-                   const struct sockaddr *peer, const struct http_request *req);
 
 #endif

@@ -1,6 +1,8 @@
-/* Ingest: the webhook and admin listeners and the request path (verify, decode, dedupe, route, spool). */
+/* Ingest: the webhook request path (allow_ips, verify, decode, dedupe, route, spool, answer). */
 #include "ingest.h"
 
+#include <arpa/inet.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,56 +12,101 @@
 #include <cjson/cJSON.h>
 
 #include "access.h"
-#include "admin.h"
+#include "clock.h"
+#include "config.h"
 #include "envelope.h"
 #include "event.h"
-#include "http_server.h"
 #include "log.h"
 #include "metrics.h"
-#include "tls.h"
 #include "verify.h"
-#include "clock.h"
-
-typedef struct listener {
-  uv_tcp_t tcp;
-  http_server *hs;
-  ingest *s;
-  char *addr;    /* as configured, for logs and metrics */
-  tls_ctx *tls;  /* what new connections use (referenced); NULL: plain HTTP */
-} listener;
 
 struct ingest {
-  uv_loop_t *loop;
   generation *gen; /* current: config, router, plugin instances, dispatcher */
   spool *sp;
-  http_server web;
-  http_server admin;
-  admin adm;
-  size_t open_conns;
-  listener *ls;
-  size_t n_ls;
-  size_t open_listeners;
-  size_t *match; /* router_match output, one slot per plugin instance */
+  int draining;
+  size_t *match;      /* router_match output, one slot per plugin instance */
   spool_lane **lanes; /* the lanes of the matched instances */
   size_t match_cap;
-  int draining;
-  int web_empty, admin_empty;
-  void (*done)(void *);
-  void *done_data;
 };
 
 /* --- the webhook path ---------------------------------------------------- */
+
+/* allow_ips at accept, before any byte is read. Returns 0 to serve the
+ * connection, -1 to close it. A peer is served when some source could take
+ * a request from it: a source without allow_ips, a source whose allow_ips
+ * holds the peer, or any source when the peer is a trusted proxy (the
+ * client is then known only from the headers). */
+static int allowed_at_accept(const config *cfg, const struct sockaddr *peer) {
+  access_addr a;
+  if (cfg->n_sources == 0) return 0;
+  for (size_t i = 0; i < cfg->n_sources; i++) {
+    if (cfg->sources[i].allow_ips.n == 0) return 0; /* some source takes anyone */
+  }
+  if (access_addr_from_sockaddr(peer, &a) != 0) return -1;
+  if (access_list_match(&cfg->trusted_proxies, &a)) return 0;
+  for (size_t i = 0; i < cfg->n_sources; i++) {
+    if (access_list_match(&cfg->sources[i].allow_ips, &a)) return 0;
+  }
+  if (log_enabled(HLOG_DEBUG)) {
+    char text[INET6_ADDRSTRLEN];
+    access_addr_format(&a, text, sizeof text);
+    log_ctx ctx = {.peer = text};
+    log_write(HLOG_DEBUG, &ctx, "connection closed at accept: no source's allow_ips holds the peer");
+  }
+  return -1;
+}
+
+/* allow_ips once the request's source is known (headers complete).
+ * Returns 0 when the source takes requests from the client (see
+ * access_client), or 403 (the answer); a refusal is logged with the client
+ * address. peer NULL means unknown and is refused by a source with
+ * allow_ips. */
+static int allowed_request(const config *cfg, const config_source *src,
+                           const struct sockaddr *peer, const http_request *req) {
+  const char *vals[16];
+  size_t lens[16], n = 0;
+  access_addr p, client;
+  char text[INET6_ADDRSTRLEN];
+  log_ctx ctx = {.source = src->name};
+
+  if (src->allow_ips.n == 0) return 0;
+  if (!peer || access_addr_from_sockaddr(peer, &p) != 0) {
+    log_write(HLOG_INFO, &ctx, "rejected: peer address unknown (403)");
+    return 403;
+  }
+  for (size_t i = 0; i < req->n_headers; i++) {
+    if (strcasecmp(req->headers[i].name, "X-Forwarded-For") != 0) continue;
+    if (n == sizeof vals / sizeof vals[0]) {
+      n = SIZE_MAX; /* too many headers: refused below */
+      break;
+    }
+    vals[n] = req->headers[i].value;
+    lens[n] = req->headers[i].value_len;
+    n++;
+  }
+  access_addr_format(&p, text, sizeof text);
+  ctx.peer = text;
+  if (n == SIZE_MAX || access_client(&cfg->trusted_proxies, &p, vals, lens, n, &client) != 0) {
+    log_write(HLOG_INFO, &ctx, "rejected: malformed X-Forwarded-For from a trusted proxy (403)");
+    return 403;
+  }
+  if (access_list_match(&src->allow_ips, &client)) return 0;
+  char ctext[INET6_ADDRSTRLEN];
+  access_addr_format(&client, ctext, sizeof ctext);
+  log_write(HLOG_INFO, &ctx, "rejected: client %s is not in allow_ips (403)", ctext);
+  return 403;
+}
 
 /* allow_ips: a peer no source would take is closed before it sends a byte. */
 static int web_on_accept(void *data, http_conn *c) {
   struct sockaddr_storage peer;
   if (http_conn_peer_addr(c, &peer) != 0) return 0; /* unknown: judged per request */
-  return access_accept(&((ingest *)data)->gen->cfg, (const struct sockaddr *)&peer);
+  return allowed_at_accept(&((ingest *)data)->gen->cfg, (const struct sockaddr *)&peer);
 }
 
 static int web_on_headers(void *data, http_conn *c, http_request *req) {
-  ingest *s = data;
-  const config *cfg = &s->gen->cfg;
+  ingest *in = data;
+  const config *cfg = &in->gen->cfg;
   const config_source *src = NULL;
   for (size_t i = 0; i < cfg->n_sources && src == NULL; i++) {
     if (strcmp(cfg->sources[i].path, req->path) == 0) src = &cfg->sources[i];
@@ -68,13 +115,13 @@ static int web_on_headers(void *data, http_conn *c, http_request *req) {
   if (req->method != HTTP_POST) return 405;
   struct sockaddr_storage peer;
   int peer_ok = http_conn_peer_addr(c, &peer) == 0;
-  int denied = access_request(cfg, src, peer_ok ? (const struct sockaddr *)&peer : NULL, req);
+  int denied = allowed_request(cfg, src, peer_ok ? (const struct sockaddr *)&peer : NULL, req);
   if (denied) return denied;
   /* src lives in the current generation: hold it until the request is
    * done, even if a reload retires it while the body arrives. */
   req->route = src;
-  req->ctx = s->gen;
-  generation_ref(s->gen);
+  req->ctx = in->gen;
+  generation_ref(in->gen);
   return 0;
 }
 
@@ -268,9 +315,9 @@ static int verify_or_refuse(http_conn *c, http_request *req, const config_source
 }
 
 /* Makes the decoded request an event (env is cleared) and hands it to the
- * spool for the n instances in s->lanes: answer_stored answers once it is
+ * spool for the n instances in in->lanes: answer_stored answers once it is
  * durable, or it is answered 503 here. */
-static void store_event(ingest *s, http_conn *c, http_request *req, const config_source *src,
+static void store_event(ingest *in, http_conn *c, http_request *req, const config_source *src,
                         envelope *env, size_t n, uint64_t t0, const log_ctx *ctx) {
   generation *g = req->ctx;
   size_t clen = 0;
@@ -292,7 +339,7 @@ static void store_event(ingest *s, http_conn *c, http_request *req, const config
   }
   *sc = (store_ctx){.c = c, .gen = g, .src = src, .ev = ev, .n = n, .t0 = t0};
   generation_ref(g);
-  if (spool_store(s->sp, ev, s->lanes, n, answer_stored, sc) != 0) {
+  if (spool_store(in->sp, ev, in->lanes, n, answer_stored, sc) != 0) {
     log_write(HLOG_ERROR, ctx, "rejected: the spool refused the event (503)");
     event_unref(ev);
     generation_unref(g);
@@ -302,7 +349,7 @@ static void store_event(ingest *s, http_conn *c, http_request *req, const config
 }
 
 static void web_on_request(void *data, http_conn *c, http_request *req) {
-  ingest *s = data;
+  ingest *in = data;
   const config_source *src = req->route;
   log_ctx ctx = {.source = src->name};
   uint64_t t0 = metrics_source_begin(src->name);
@@ -328,25 +375,25 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     return;
   }
   ctx.event_id = env.id;
-  if (s->draining) {
+  if (in->draining) {
     log_write(HLOG_INFO, &ctx, "rejected: shutting down (503)");
     envelope_clear(&env);
     http_conn_respond(c, 503, "Retry-After: 5\r\n", "shutting down\n", 14);
     return;
   }
-  if (spool_seen(s->sp, src->name, env.id)) {
+  if (spool_seen(in->sp, src->name, env.id)) {
     METRICS_INC(g_metrics.events_duplicate);
     log_write(HLOG_INFO, &ctx, "duplicate of an accepted event (%s): not stored again", env.type);
     envelope_clear(&env);
     http_conn_respond(c, src->success_status, NULL, NULL, 0);
     return;
   }
-  size_t n = router_match(g->rt, src->name, env.type, env.root, s->match, g->cfg.n_plugins);
-  for (size_t i = 0; i < n; i++) s->lanes[i] = g->lanes[s->match[i]];
+  size_t n = router_match(g->rt, src->name, env.type, env.root, in->match, g->cfg.n_plugins);
+  for (size_t i = 0; i < n; i++) in->lanes[i] = g->lanes[in->match[i]];
   /* Only the instances this event goes to count: one whose destination is
    * down fills its own budget, and events for the others keep flowing. */
   char why[256];
-  const char *busy = spool_admit(s->sp, s->lanes, n, why, sizeof why);
+  const char *busy = spool_admit(in->sp, in->lanes, n, why, sizeof why);
   if (busy != NULL) {
     log_write(HLOG_WARN, &ctx, "rejected: %s (503)", busy);
     envelope_clear(&env);
@@ -354,233 +401,57 @@ static void web_on_request(void *data, http_conn *c, http_request *req) {
     http_conn_respond(c, 503, "Retry-After: 10\r\n", "busy, try again later\n", 22);
     return;
   }
-  store_event(s, c, req, src, &env, n, t0, &ctx);
+  store_event(in, c, req, src, &env, n, t0, &ctx);
   metrics_source_end();
 }
 
-/* --- listeners ------------------------------------------------------------------- */
+/* --- the request path's life ------------------------------------------------- */
 
-static void on_connection(uv_stream_t *st, int status) {
-  listener *l = st->data;
-  if (status < 0) {
-    log_write(HLOG_WARN, NULL, "accept failed: %s", uv_strerror(status));
-    return;
-  }
-  http_server_accept(l->hs, st, l->tls);
-}
-
-static int bind_one(ingest *s, listener *l, const char *addr, const config_tls *tls,
-                    http_server *hs, char *err, size_t errlen) {
-  struct sockaddr_storage ss;
-  if (config_parse_addr(addr, &ss) != 0) {
-    snprintf(err, errlen, "bad listen address '%s'", addr);
-    return -1;
-  }
-  l->s = s;
-  l->hs = hs;
-  l->addr = strdup(addr);
-  if (tls && tls->ctx) {
-    l->tls = tls->ctx;
-    tls_ctx_ref(l->tls);
-    metrics_tls_certificate(addr, tls_ctx_not_after(l->tls));
-  }
-  uv_tcp_init(s->loop, &l->tcp);
-  l->tcp.data = l;
-  s->open_listeners++;
-  /* IPv6 addresses bind v6-only, so "[::]:8080" and "0.0.0.0:8080" can be
-   * listed together. */
-  unsigned flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
-  int rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, flags);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&l->tcp, 1024, on_connection);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
-    return -1;
-  }
-  struct sockaddr_storage bound;
-  int bl = sizeof bound;
-  char ip[64] = "?";
-  int port = 0;
-  if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &bl) == 0) {
-    if (bound.ss_family == AF_INET6) {
-      uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof ip);
-      port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
-    } else {
-      uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof ip);
-      port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
-    }
-  }
-  log_write(HLOG_INFO, NULL, "listening on %s%s%s:%d (%s%s%s)",
-            bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
-            port, hs == &s->web ? "webhooks" : "admin", l->tls ? ", TLS: " : "",
-            l->tls ? tls_ctx_subject(l->tls) : "");
-  return 0;
-}
-
-static void maybe_done(ingest *s) {
-  if (s->draining && s->open_listeners == 0 && s->web_empty && s->admin_empty && s->done) {
-    void (*done)(void *) = s->done;
-    s->done = NULL;
-    done(s->done_data);
-  }
-}
-
-static void on_web_empty(void *data) {
-  ingest *s = data;
-  s->web_empty = 1;
-  maybe_done(s);
-}
-
-static void on_admin_empty(void *data) {
-  ingest *s = data;
-  s->admin_empty = 1;
-  maybe_done(s);
-}
-
-static void on_listener_closed(uv_handle_t *h) {
-  listener *l = h->data;
-  l->s->open_listeners--;
-  maybe_done(l->s);
-}
-
-int ingest_reload_tls(ingest *s, const config *cfg) {
-  int changed = 0;
-  /* Listeners bound at start are the first n_listen of s->ls, in order;
-   * listen itself cannot change without a restart. */
-  for (size_t i = 0; i < s->n_ls && i < cfg->n_listen; i++) {
-    listener *l = &s->ls[i];
-    if (l->hs != &s->web || strcmp(l->addr, cfg->listen[i]) != 0) continue;
-    tls_ctx *next = cfg->listen_tls[i].ctx;
-    if ((l->tls == NULL) != (next == NULL)) {
-      log_write(HLOG_WARN, NULL, "reload: TLS on or off for %s takes a restart; it stays %s",
-                l->addr, l->tls ? "on" : "off");
-      continue;
-    }
-    if (next == NULL || next == l->tls) continue;
-    /* Tickets issued under the old certificate still resume. */
-    tls_ctx_keep_tickets(next, l->tls);
-    tls_ctx_ref(next);
-    tls_ctx_unref(l->tls); /* connections that use it keep it alive */
-    l->tls = next;
-    metrics_tls_certificate(l->addr, tls_ctx_not_after(next));
-    metrics_tls_reload(1);
-    log_write(HLOG_INFO, NULL, "reload: %s serves the certificate %s from %s", l->addr,
-              tls_ctx_subject(next), cfg->listen_tls[i].cert);
-    changed++;
-  }
-  return changed;
-}
-
-/* Makes g current: requests from now on use its config, router and
- * instances. Returns 0, or -1 when out of memory (nothing changed). */
-int ingest_set_generation(ingest *s, generation *g) {
+int ingest_set_generation(ingest *in, generation *g) {
   size_t need = g->cfg.n_plugins ? g->cfg.n_plugins : 1;
-  if (need > s->match_cap) {
-    size_t *m = realloc(s->match, need * sizeof *m);
+  if (need > in->match_cap) {
+    size_t *m = realloc(in->match, need * sizeof *m);
     if (m == NULL) return -1;
-    s->match = m;
-    spool_lane **l = realloc(s->lanes, need * sizeof *l);
+    in->match = m;
+    spool_lane **l = realloc(in->lanes, need * sizeof *l);
     if (l == NULL) return -1;
-    s->lanes = l;
-    s->match_cap = need;
+    in->lanes = l;
+    in->match_cap = need;
   }
   generation_ref(g);
-  if (s->gen) {
-    generation_unref(s->gen);
-    ingest_reload_tls(s, &g->cfg);
-  }
-  s->gen = g;
-  /* New requests and new connections see the new limits. */
-  s->web.limits = &g->cfg.limits;
-  s->admin.limits = &g->cfg.limits;
-  s->adm.cfg = &g->cfg;
-  s->adm.host = &g->host;
-  s->adm.dp = g->dp;
-  s->adm.lanes = g->lanes;
+  if (in->gen) generation_unref(in->gen);
+  in->gen = g;
   return 0;
 }
 
-void ingest_set_reload(ingest *s, void (*reload)(void *data, admin_reload_done done, void *arg),
-                       void *data) {
-  s->adm.reload = reload;
-  s->adm.reload_data = data;
-}
-
-ingest *ingest_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t errlen) {
-  const config *cfg = &g->cfg;
-  ingest *s = calloc(1, sizeof *s);
-  if (s == NULL) {
-    snprintf(err, errlen, "out of memory");
+ingest *ingest_new(generation *g, spool *sp) {
+  ingest *in = calloc(1, sizeof *in);
+  if (in == NULL) return NULL;
+  in->sp = sp;
+  if (ingest_set_generation(in, g) != 0) {
+    ingest_free(in);
     return NULL;
   }
-  s->loop = loop;
-  s->sp = sp;
-  s->ls = calloc(cfg->n_listen + 1, sizeof *s->ls);
-  if (s->ls == NULL || ingest_set_generation(s, g) != 0) {
-    snprintf(err, errlen, "out of memory");
-    ingest_free(s);
-    return NULL;
-  }
-  s->web = (http_server){.loop = loop, .limits = &cfg->limits,
-                         .handler = {.on_headers = web_on_headers, .on_request = web_on_request,
-                                     .data = s, .on_accept = web_on_accept,
-                                     .on_release = web_on_release, .on_refused = web_on_refused},
-                         .open_conns = &s->open_conns, .on_empty = on_web_empty,
-                         .on_empty_data = s};
-  s->admin = s->web;
-  s->adm = (admin){.cfg = cfg, .host = &g->host, .dp = g->dp, .lanes = g->lanes, .sp = sp,
-                   .loop = loop};
-  s->admin.handler = (http_handler){.on_headers = admin_on_headers,
-                                    .on_request = admin_on_request,
-                                    .data = &s->adm,
-                                    .allow = "GET, HEAD"};
-  s->admin.on_empty = on_admin_empty;
-  int rc = 0;
-  for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &cfg->listen_tls[i], &s->web, err,
-                  errlen);
-  }
-  if (rc == 0 && cfg->admin_listen) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, NULL, &s->admin, err, errlen);
-  }
-  if (rc != 0) {
-    /* Close what was opened; the loop runs nothing else yet, so running it
-     * here only finishes these closes. */
-    for (size_t i = 0; i < s->n_ls; i++) uv_close((uv_handle_t *)&s->ls[i].tcp, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    ingest_free(s);
-    return NULL;
-  }
-  s->adm.listening = 1;
-  return s;
+  return in;
 }
 
-void ingest_drain(ingest *s, void (*done)(void *data), void *data) {
-  if (s->draining) return;
-  s->draining = 1;
-  s->adm.draining = 1;
-  s->done = done;
-  s->done_data = data;
-  for (size_t i = 0; i < s->n_ls; i++) {
-    uv_close((uv_handle_t *)&s->ls[i].tcp, on_listener_closed);
-  }
-  http_server_drain(&s->web);
-  http_server_drain(&s->admin);
+http_handler ingest_handler(ingest *in) {
+  return (http_handler){.on_headers = web_on_headers,
+                        .on_request = web_on_request,
+                        .data = in,
+                        .on_accept = web_on_accept,
+                        .on_release = web_on_release,
+                        .on_refused = web_on_refused};
 }
 
-void ingest_abort(ingest *s) {
-  http_server_abort(&s->web);
-  http_server_abort(&s->admin);
+void ingest_drain(ingest *in) {
+  in->draining = 1;
 }
 
-void ingest_free(ingest *s) {
-  if (s == NULL) return;
-  if (s->gen) generation_unref(s->gen);
-  free(s->match);
-  free(s->lanes);
-  for (size_t i = 0; s->ls && i < s->n_ls; i++) {
-    free(s->ls[i].addr);
-    tls_ctx_unref(s->ls[i].tls);
-  }
-  free(s->ls);
-  free(s);
+void ingest_free(ingest *in) {
+  if (in == NULL) return;
+  if (in->gen) generation_unref(in->gen);
+  free(in->match);
+  free(in->lanes);
+  free(in);
 }

@@ -1,46 +1,31 @@
-/* Ingest: the webhook and admin listeners and the request path (verify, decode, dedupe, route, spool). */
+/* Ingest: the webhook request path (allow_ips, verify, decode, dedupe, route, spool, answer). */
 #ifndef HOOKD_INGEST_H
 #define HOOKD_INGEST_H
 
-#include <stddef.h>
-#include <uv.h>
-#include "admin.h"
 #include "generation.h"
+#include "http_server.h"
 #include "spool.h"
 
+/* What the webhook listeners share: the current generation (its sources,
+ * router and instances' lanes) and the spool. Loop thread only. */
 typedef struct ingest ingest;
 
-/* Binds every address of cfg->listen (and admin_listen) and starts
- * accepting. The server holds a reference on g; sp must outlive it. Returns NULL with
- * err set when an address cannot be bound; call it before the loop has other
- * handles (it runs the loop to close what it opened). */
-ingest *ingest_new(uv_loop_t *loop, generation *g, spool *sp, char *err, size_t errlen);
+/* The request path for g's sources into sp. Holds a reference on g; sp
+ * must outlive it. Returns NULL when out of memory. */
+ingest *ingest_new(generation *g, spool *sp);
 
-/* Makes g the current generation (the server holds a reference; requests in
- * flight keep theirs). Listen addresses stay as bound. Returns 0 or -1. */
-int ingest_set_generation(ingest *s, generation *g);
+/* Makes g current: requests whose headers arrive from now on use its
+ * sources, router and instances (requests in flight keep theirs). Returns
+ * 0, or -1 when out of memory (nothing changed). */
+int ingest_set_generation(ingest *in, generation *g);
 
-/* Loop thread, at the swap of a reload: every TLS listener serves the
- * context cfg built for it (config_load read the files beforehand, on any
- * thread), keeping its session ticket keys; open connections keep theirs.
- * A listener whose TLS was turned on or off keeps its state (that takes a
- * restart) and says so. ingest_set_generation calls it. Returns how many
- * listeners changed certificate. */
-int ingest_reload_tls(ingest *s, const config *cfg);
+/* The handler a webhook listener serves with (its data is in). */
+http_handler ingest_handler(ingest *in);
 
-/* What POST /reload on the admin listener calls (admin.h). */
-void ingest_set_reload(ingest *s, void (*reload)(void *data, admin_reload_done done, void *arg),
-                       void *data);
+/* Shutdown began: a request that completes from now on is answered 503. */
+void ingest_drain(ingest *in);
 
-/* Stops accepting, answers requests in progress, closes connections, then
- * calls done(data) once. */
-void ingest_drain(ingest *s, void (*done)(void *data), void *data);
-
-/* After ingest_drain: closes the connections still open, except those
- * waiting for the spool's answer; the drain's done() follows once they end. */
-void ingest_abort(ingest *s);
-
-/* Frees the server after its handles closed (after the loop ran out). */
-void ingest_free(ingest *s);
+/* Drops the generation reference. After the listeners' connections closed. */
+void ingest_free(ingest *in);
 
 #endif

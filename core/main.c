@@ -29,7 +29,7 @@
 #include "plugin_proc.h"
 #include "privs.h"
 #include "router.h"
-#include "ingest.h"
+#include "listeners.h"
 #include "spool.h"
 #include "spool_pg.h"
 #include "spool_sqlite.h"
@@ -100,7 +100,7 @@ typedef struct hookd_daemon {
   generation *gen;     /* current */
   generation *retired; /* reloaded away, finishing their deliveries */
   spool *sp;
-  ingest *srv;
+  listeners *srv;
   uv_loop_t loop;
   uv_timer_t watchdog;
   uv_timer_t deadline;
@@ -184,7 +184,7 @@ static void on_watchdog(uv_timer_t *t) {
 /* Makes g (loaded and checked) current. Returns 0, or -1 with err and g
  * freed. */
 static int swap_in(hookd_daemon *dm, generation *g, char *err, size_t errlen) {
-  if (generation_start(g, dm->sp, err, errlen) != 0 || ingest_set_generation(dm->srv, g) != 0) {
+  if (generation_start(g, dm->sp, err, errlen) != 0 || listeners_set_generation(dm->srv, g) != 0) {
     if (!err[0]) snprintf(err, errlen, "out of memory");
     g->retired = 1;
     generation_unref(g);
@@ -391,7 +391,7 @@ static void on_deadline(uv_timer_t *t) {
      * answer first (the drain then completes by itself). */
     log_write(HLOG_WARN, NULL, "requests still open after shutdown_timeout_ms; closing them");
     dm->aborted = 1;
-    ingest_abort(dm->srv);
+    listeners_abort(dm->srv);
     uv_timer_start(&dm->deadline, on_deadline, 5000, 0);
     return;
   }
@@ -418,7 +418,7 @@ static void on_signal(uv_signal_t *h, int signum) {
             signum == SIGTERM ? "SIGTERM" : "SIGINT");
   if (dm->reload_running) reload_finished(dm, 503, "shutting down");
   uv_timer_start(&dm->deadline, on_deadline, dm->gen->cfg.shutdown_timeout_ms, 0);
-  ingest_drain(dm->srv, on_drained, dm);
+  listeners_drain(dm->srv, on_drained, dm);
 }
 
 static int load_config(config *cfg, const char *file) {
@@ -530,7 +530,7 @@ static int shut_down(hookd_daemon *dm, int rc) {
     /* Connections are still open and refer to the server: leave it. */
     if (dm->srv) generation_unref(dm->gen);
   } else if (dm->srv) {
-    ingest_free(dm->srv); /* drops the server's generation reference */
+    listeners_free(dm->srv); /* drops the listeners' generation reference */
   }
   dm->srv = NULL;
   int64_t spent = dm->stopping ? clock_mono_ms() - dm->stop_started : 0;
@@ -605,9 +605,9 @@ static int cmd_run(const char *file) {
   uv_loop_init(&dm->loop);
   int rc = open_spool(dm);
   if (rc == 0) {
-    /* ingest_new runs the loop to close what it opened when it fails: it
+    /* listeners_new runs the loop to close what it opened when it fails: it
      * comes before any other handle. */
-    dm->srv = ingest_new(&dm->loop, g, dm->sp, err, sizeof err);
+    dm->srv = listeners_new(&dm->loop, g, dm->sp, err, sizeof err);
     if (dm->srv == NULL) {
       log_write(HLOG_ERROR, NULL, "%s", err);
       rc = EXIT_RUNTIME;
@@ -615,14 +615,14 @@ static int cmd_run(const char *file) {
   }
   if (rc == 0) start_handles(dm);
   if (rc == 0) {
-    ingest_set_reload(dm->srv, admin_reload, dm);
+    listeners_set_reload(dm->srv, admin_reload, dm);
     /* Listeners are bound, files are open: root is no longer needed, and
      * no plugin has run yet. */
     privs_warn_if_root(&g->cfg);
     if (privs_drop(&g->cfg, err, sizeof err) != 0) {
       log_write(HLOG_ERROR, NULL, "%s", err);
       dm->stopping = 1;
-      ingest_drain(dm->srv, on_drained, dm);
+      listeners_drain(dm->srv, on_drained, dm);
       uv_run(&dm->loop, UV_RUN_DEFAULT); /* the listeners' closes finish */
       rc = EXIT_RUNTIME;
     }
