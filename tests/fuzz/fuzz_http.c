@@ -1,4 +1,4 @@
-/* libFuzzer target: the HTTP front end (core/http_server.c with llhttp), bytes in, answers out,
+/* libFuzzer target: the HTTP front end (core/net/http_server.c with llhttp), bytes in, answers out,
  * through the real connection code on one end of a socketpair. */
 #include <errno.h>
 #include <fcntl.h>

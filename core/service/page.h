@@ -1,10 +1,10 @@
 /* The status page: its views (overview, event detail, search) rendered into the embedded HTML
- * template (core/page/). */
+ * template (core/service/page/). */
 #ifndef HOOKD_PAGE_H
 #define HOOKD_PAGE_H
 
 /*
- * The page is one binary's worth: core/page/status.html, status.css and
+ * The page is one binary's worth: core/service/page/status.html, status.css and
  * status.js are compiled in (cmake/embed.cmake), the template's {{name}}
  * places are filled here, and every value that comes from a sender, a
  * destination or the config is escaped on the way in. The only script is

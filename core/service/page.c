@@ -18,7 +18,7 @@
 #include "scrub.h"
 #include "clock.h"
 
-/* cmake/embed.cmake: core/page/status.{html,css,js}. */
+/* cmake/embed.cmake: core/service/page/status.{html,css,js}. */
 extern const char page_status_html[], page_status_css[], page_status_js[];
 extern const size_t page_status_html_len, page_status_css_len, page_status_js_len;
 

@@ -166,6 +166,13 @@ static int get_str(ctx *c, const cJSON *obj, const char *key, int allow_empty, c
   return 1;
 }
 
+/* A required member that is a non-empty string. Returns 0, or -1 (reported). */
+static int get_required_str(ctx *c, const cJSON *obj, const char *key, const char **out) {
+  int rc = get_str(c, obj, key, 0, out);
+  if (rc < 0) return -1;
+  return rc == 0 ? missing(c, key) : 0;
+}
+
 static int bad_uint(ctx *c, uint64_t min, uint64_t max, int too_big) {
   if (too_big && min <= 1) return fail(c, "must be at most %llu", (unsigned long long)max);
   if (min <= 1)
@@ -281,6 +288,38 @@ static char *resolve_path(ctx *c, const char *p) {
   return out;
 }
 
+/* The names of the entries parsed so far, for get_entry_name. */
+static const char *source_name_at(const config *cfg, size_t i) {
+  return cfg->sources[i].name;
+}
+
+static const char *plugin_name_at(const config *cfg, size_t i) {
+  return cfg->plugins[i].name;
+}
+
+/* "name" of entry idx of `list` (a source or a plugin instance, `what`):
+ * required, letters, digits, '_', '.' and '-', and unlike the names of the
+ * entries before it. Returns 0, or -1 (reported). */
+static int get_entry_name(ctx *c, const cJSON *obj, size_t idx,
+                          const char *(*name_at)(const config *, size_t), const char *what,
+                          const char *list, const char **out) {
+  const char *name;
+  if (get_required_str(c, obj, "name", &name) != 0) return -1;
+  if (!valid_name(name, 1)) {
+    kp_key(c, "name");
+    return fail(c, "invalid name '%s' (use letters, digits, '_', '.' and '-')", name);
+  }
+  for (size_t i = 0; i < idx; i++) {
+    const char *other = name_at(c->cfg, i);
+    if (other && strcmp(other, name) == 0) {
+      kp_key(c, "name");
+      return fail(c, "duplicate %s name '%s' (also %s[%zu])", what, name, list, i);
+    }
+  }
+  *out = name;
+  return 0;
+}
+
 /* ---- sections ---- */
 
 static int check_addr(ctx *c, const char *s) {
@@ -349,9 +388,7 @@ static int parse_listen_entry(ctx *c, const cJSON *a, size_t i) {
     if (check_addr(c, addr) != 0) return -1;
   } else if (cJSON_IsObject(a)) {
     if (check_keys(c, a, keys) != 0) return -1;
-    int rc = get_str(c, a, "address", 0, &addr);
-    if (rc < 0) return -1;
-    if (rc == 0) return missing(c, "address");
+    if (get_required_str(c, a, "address", &addr) != 0) return -1;
     size_t mark = kp_key(c, "address");
     if (check_addr(c, addr) != 0) return -1;
     kp_pop(c, mark);
@@ -946,9 +983,7 @@ static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
   if (v->scheme == VERIFY_HMAC && parse_verify_hmac(c, obj, v) != 0) return -1;
   if (v->scheme == VERIFY_HMAC || v->scheme == VERIFY_TOKEN) {
     const char *h = NULL;
-    rc = get_str(c, obj, "header", 0, &h);
-    if (rc < 0) return -1;
-    if (rc == 0) return missing(c, "header");
+    if (get_required_str(c, obj, "header", &h) != 0) return -1;
     if (!valid_header_name(h)) {
       kp_key(c, "header");
       return fail(c, "invalid header name '%s'", h);
@@ -961,9 +996,7 @@ static int parse_verify_obj(ctx *c, const cJSON *obj, verify_config *v) {
   if (v->scheme == VERIFY_HMAC && parse_verify_timestamp(c, obj, v) != 0) return -1;
   if (v->scheme == VERIFY_BASIC) {
     const char *u = NULL;
-    rc = get_str(c, obj, "username", 0, &u);
-    if (rc < 0) return -1;
-    if (rc == 0) return missing(c, "username");
+    if (get_required_str(c, obj, "username", &u) != 0) return -1;
     v->username = dup_str(c, u);
     char why[256];
     if (v->username && verify_config_check(v, why, sizeof why) != 0) {
@@ -1204,25 +1237,11 @@ static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
   if (check_keys(c, obj, keys) != 0) return -1;
 
   const char *name = NULL;
-  int rc = get_str(c, obj, "name", 0, &name);
-  if (rc < 0) return -1;
-  if (rc == 0) return missing(c, "name");
-  if (!valid_name(name, 1)) {
-    kp_key(c, "name");
-    return fail(c, "invalid name '%s' (use letters, digits, '_', '.' and '-')", name);
-  }
-  for (size_t i = 0; i < idx; i++) {
-    if (cfg->sources[i].name && strcmp(cfg->sources[i].name, name) == 0) {
-      kp_key(c, "name");
-      return fail(c, "duplicate source name '%s' (also sources[%zu])", name, i);
-    }
-  }
+  if (get_entry_name(c, obj, idx, source_name_at, "source", "sources", &name) != 0) return -1;
   src->name = dup_str(c, name);
 
   const char *path = NULL;
-  rc = get_str(c, obj, "path", 0, &path);
-  if (rc < 0) return -1;
-  if (rc == 0) return missing(c, "path");
+  if (get_required_str(c, obj, "path", &path) != 0) return -1;
   if (path[0] != '/') {
     kp_key(c, "path");
     return fail(c, "expected a path starting with '/'");
@@ -1291,25 +1310,12 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
   if (check_keys(c, obj, keys) != 0) return -1;
 
   const char *name = NULL;
-  int rc = get_str(c, obj, "name", 0, &name);
-  if (rc < 0) return -1;
-  if (rc == 0) return missing(c, "name");
-  if (!valid_name(name, 1)) {
-    kp_key(c, "name");
-    return fail(c, "invalid name '%s' (use letters, digits, '_', '.' and '-')", name);
-  }
-  for (size_t i = 0; i < idx; i++) {
-    if (cfg->plugins[i].name && strcmp(cfg->plugins[i].name, name) == 0) {
-      kp_key(c, "name");
-      return fail(c, "duplicate plugin instance name '%s' (also plugins[%zu])", name, i);
-    }
-  }
+  int rc;
+  if (get_entry_name(c, obj, idx, plugin_name_at, "plugin instance", "plugins", &name) != 0) return -1;
   pl->name = dup_str(c, name);
 
   const char *module = NULL;
-  rc = get_str(c, obj, "module", 0, &module);
-  if (rc < 0) return -1;
-  if (rc == 0) return missing(c, "module");
+  if (get_required_str(c, obj, "module", &module) != 0) return -1;
   /* The module becomes a file name searched in plugin_dirs: no path
    * pieces, so a config cannot point the loader elsewhere. */
   if (!valid_name(module, 0)) {
