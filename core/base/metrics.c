@@ -1,6 +1,7 @@
 /* Process-wide counters, labelled series by name, histograms, the recent-events ring, and their
  * Prometheus text exposition. */
 #include "metrics.h"
+#include "clock.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -92,12 +93,6 @@ static void minutes_read(const minutes *m, int64_t now_ms, int k, uint32_t *out,
   }
 }
 
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Accept times (Unix seconds) of an instance's pending deliveries, as a
  * sorted array of (second, count): the first is the oldest. */
 typedef struct pending_sec {
@@ -130,10 +125,36 @@ static type_series g_types[METRICS_MAX_TYPES];
 static size_t g_n_types;
 static metrics_inst_series *g_insts[METRICS_MAX_INSTANCES + 1]; /* [MAX]: "other" */
 static size_t g_n_insts;
-static metrics_recent g_recent[METRICS_RECENT];
-static size_t g_recent_head, g_recent_len; /* head: the newest */
-static metrics_rejected g_rejected[METRICS_REJECTED];
-static size_t g_rejected_head, g_rejected_len; /* head: the newest */
+/* The last cap entries of one kind, head the newest: the recent events and
+ * the rejected requests. Guarded by g_mu. */
+typedef struct ring {
+  void *slots;
+  size_t size, cap;
+  size_t head, len;
+} ring;
+static metrics_recent g_recent_slots[METRICS_RECENT];
+static ring g_recent = {g_recent_slots, sizeof g_recent_slots[0], METRICS_RECENT, 0, 0};
+static metrics_rejected g_rejected_slots[METRICS_REJECTED];
+static ring g_rejected = {g_rejected_slots, sizeof g_rejected_slots[0], METRICS_REJECTED, 0, 0};
+
+/* Entry k, counting back from the newest (k < len). */
+static void *ring_at(const ring *r, size_t k) {
+  return (char *)r->slots + (r->head + r->cap - k) % r->cap * r->size;
+}
+
+/* Makes room for a new newest entry (the oldest goes when full) and returns it. */
+static void *ring_push(ring *r) {
+  if (r->len > 0) r->head = (r->head + 1) % r->cap;
+  if (r->len < r->cap) r->len++;
+  return ring_at(r, 0);
+}
+
+/* Copies up to max entries, newest first, into out. Returns how many. */
+static size_t ring_copy(const ring *r, void *out, size_t max) {
+  size_t n = r->len < max ? r->len : max;
+  for (size_t k = 0; k < n; k++) memcpy((char *)out + k * r->size, ring_at(r, k), r->size);
+  return n;
+}
 static minutes g_hist; /* accepted, rejected, delivered */
 
 static void copy_str(char *dst, size_t size, const char *src) {
@@ -191,9 +212,7 @@ static metrics_inst_series *inst_series(metrics_instance *m, const char *name) {
 
 /* Runs before main(): the start time needs no call from the daemon. */
 __attribute__((constructor)) void metrics_init(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  g_metrics.start_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  g_metrics.start_ms = clock_now_ms();
 }
 
 static int status_index(int status) {
@@ -251,8 +270,8 @@ void metrics_count_source(const char *source, int status, double seconds) {
 
 /* The ring entry of (source, id), or NULL. Caller holds g_mu. */
 static metrics_recent *recent_find(const char *source, const char *id) {
-  for (size_t k = 0; k < g_recent_len; k++) {
-    metrics_recent *r = &g_recent[(g_recent_head + METRICS_RECENT - k) % METRICS_RECENT];
+  for (size_t k = 0; k < g_recent.len; k++) {
+    metrics_recent *r = ring_at(&g_recent, k);
     if (strncmp(r->id, id, sizeof r->id - 1) == 0 &&
         strncmp(r->source, source, sizeof r->source - 1) == 0) {
       return r;
@@ -265,9 +284,7 @@ static metrics_recent *recent_add(const char *source, const char *id, const char
                                   int64_t received_ms) {
   metrics_recent *r = recent_find(source, id);
   if (r) return r;
-  if (g_recent_len > 0) g_recent_head = (g_recent_head + 1) % METRICS_RECENT;
-  if (g_recent_len < METRICS_RECENT) g_recent_len++;
-  r = &g_recent[g_recent_head];
+  r = ring_push(&g_recent);
   memset(r, 0, sizeof *r);
   copy_str(r->source, sizeof r->source, source);
   copy_str(r->id, sizeof r->id, id);
@@ -309,7 +326,7 @@ void metrics_event_accepted(const char *source, const char *id, const char *type
     copy_str(t->type, sizeof t->type, type);
   }
   recent_add(source, id, type, received_ms);
-  minutes_add(&g_hist, wall_ms(), 0);
+  minutes_add(&g_hist, clock_now_ms(), 0);
   pthread_mutex_unlock(&g_mu);
   if (t) {
     METRICS_INC(t->events);
@@ -395,9 +412,7 @@ void metrics_delivery_settled(metrics_instance *m, const char *instance, const c
   if (s == NULL) return;
   if (result >= HOOKD_OK && result <= HOOKD_FAIL) METRICS_INC(s->attempts[result]);
   hist_observe(&s->duration, (double)took_ms / 1e3);
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int64_t now = clock_now_ms();
   const char *outcome;
   if (!finished) {
     outcome = "retrying";
@@ -457,16 +472,14 @@ void metrics_delivery_held(metrics_instance *m, const char *instance, int rate_l
   if (s == NULL) return;
   METRICS_INC(s->held[rate_limited ? 1 : 0]);
   pthread_mutex_lock(&g_mu);
-  minutes_add(&s->hist, wall_ms(), 3);
+  minutes_add(&s->hist, clock_now_ms(), 3);
   pthread_mutex_unlock(&g_mu);
 }
 
 void metrics_rejected_add(const char *peer, const char *path, int status, const char *reason) {
   pthread_mutex_lock(&g_mu);
-  if (g_rejected_len > 0) g_rejected_head = (g_rejected_head + 1) % METRICS_REJECTED;
-  if (g_rejected_len < METRICS_REJECTED) g_rejected_len++;
-  metrics_rejected *r = &g_rejected[g_rejected_head];
-  int64_t now = wall_ms();
+  metrics_rejected *r = ring_push(&g_rejected);
+  int64_t now = clock_now_ms();
   r->at_ms = now;
   copy_str(r->peer, sizeof r->peer, peer);
   copy_str(r->path, sizeof r->path, path);
@@ -479,10 +492,7 @@ void metrics_rejected_add(const char *peer, const char *path, int status, const 
 
 size_t metrics_rejected_get(metrics_rejected *out, size_t max) {
   pthread_mutex_lock(&g_mu);
-  size_t n = g_rejected_len < max ? g_rejected_len : max;
-  for (size_t k = 0; k < n; k++) {
-    out[k] = g_rejected[(g_rejected_head + METRICS_REJECTED - k) % METRICS_REJECTED];
-  }
+  size_t n = ring_copy(&g_rejected, out, max);
   pthread_mutex_unlock(&g_mu);
   return n;
 }
@@ -528,10 +538,7 @@ void metrics_child_counts(metrics_instance *m, const char *instance, uint64_t *r
 
 size_t metrics_recent_get(metrics_recent *out, size_t max) {
   pthread_mutex_lock(&g_mu);
-  size_t n = g_recent_len < max ? g_recent_len : max;
-  for (size_t k = 0; k < n; k++) {
-    out[k] = g_recent[(g_recent_head + METRICS_RECENT - k) % METRICS_RECENT];
-  }
+  size_t n = ring_copy(&g_recent, out, max);
   pthread_mutex_unlock(&g_mu);
   return n;
 }

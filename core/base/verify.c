@@ -12,6 +12,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "hookd/helpers.h"
+
 /* SHA-512 is the largest digest we offer. */
 #define MAX_DIGEST 64
 /* A signature header that decodes to more than this cannot be a digest we
@@ -159,17 +161,9 @@ static int hex_decode(span in, unsigned char *out, size_t cap, size_t *outlen) {
   return 0;
 }
 
-static int base64_value(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
-  return -1;
-}
-
-/* Standard alphabet. Padding is optional because some senders drop it, but
- * when present it must complete the last quantum. */
+/* Standard alphabet (the SDK's, helpers.h). Padding is optional because
+ * some senders drop it, but when present it must complete the last quantum;
+ * hookd_base64_decode insists on it, so this decoder stays. */
 static int base64_decode(span in, unsigned char *out, size_t cap, size_t *outlen) {
   size_t n = in.n, pad = 0, o = 0;
   uint32_t acc = 0;
@@ -181,7 +175,7 @@ static int base64_decode(span in, unsigned char *out, size_t cap, size_t *outlen
   if (n % 4 == 1 || (pad > 0 && (n + pad) % 4 != 0)) return -1;
   if (n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0) > cap) return -1;
   for (size_t i = 0; i < n; i++) {
-    int v = base64_value((unsigned char)in.p[i]);
+    int v = hookd_base64_value((unsigned char)in.p[i]);
     if (v < 0) return -1;
     acc = acc << 6 | (uint32_t)v;
     bits += 6;

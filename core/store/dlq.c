@@ -1,5 +1,6 @@
 /* The SQLite spool from outside its writer, on a connection of its own: dead letters, pause, back-fills, event search and detail. */
 #include "dlq.h"
+#include "clock.h"
 #include "pattern.h"
 
 #include <sqlite3.h>
@@ -34,12 +35,6 @@ static const char select_cols[] =
     "SELECT d.id, e.source, e.event_id, e.type, d.instance, coalesce(d.last_error, ''), "
     "d.attempt, e.received_ms, d.updated_ms, e.body FROM deliveries d JOIN events e "
     "ON e.seq = d.seq WHERE d.state = 2 AND d.state >= 2";
-
-static int64_t now_ms_(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int fail(dlq *q) {
   snprintf(q->error, sizeof q->error, "%s", sqlite3_errmsg(q->db));
@@ -222,7 +217,7 @@ int64_t dlq_replay(dlq *q, int64_t id) {
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(q->db, sql, -1, &s, NULL) != SQLITE_OK) return fail(q);
   if (id > 0) sqlite3_bind_int64(s, 1, id);
-  sqlite3_bind_int64(s, 2, now_ms_());
+  sqlite3_bind_int64(s, 2, clock_now_ms());
   int rc = sqlite3_step(s);
   sqlite3_finalize(s);
   if (rc != SQLITE_DONE) return fail(q);
@@ -279,7 +274,7 @@ int dlq_set_paused(dlq *q, const char *instance, int paused) {
   }
   sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
   sqlite3_bind_int(s, 2, paused ? 1 : 0);
-  sqlite3_bind_int64(s, 3, now_ms_());
+  sqlite3_bind_int64(s, 3, clock_now_ms());
   int rc = sqlite3_step(s);
   sqlite3_finalize(s);
   return rc == SQLITE_DONE ? 0 : fail(q);
@@ -372,7 +367,7 @@ int64_t dlq_backfill_start(dlq *q, const char *instance, const dlq_filter *f, co
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, what, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, now_ms_());
+    sqlite3_bind_int64(s, 3, clock_now_ms());
     rc = sqlite3_step(s) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
     m.id = sqlite3_last_insert_rowid(q->db);
   }

@@ -323,10 +323,6 @@ static void count_down(atomic_uint_fast64_t *v) {
   }
 }
 
-static int64_t mono(void) {
-  return clock_mono_ms();
-}
-
 /* libpq's messages span lines ("FATAL: ...\nserver closed the connection
  * ..."): one line, for logs and 503 reasons. */
 static void one_line(char *s) {
@@ -348,7 +344,7 @@ static void set_down(pg_spool *sp, const char *why) {
   snprintf(copy, sizeof copy, "%s", sp->down_why);
   pthread_mutex_unlock(&sp->why_mu);
   if (!atomic_exchange(&sp->down, 1)) {
-    atomic_store(&sp->down_since, mono());
+    atomic_store(&sp->down_since, clock_mono_ms());
     log_write(HLOG_ERROR, NULL, "spool: PostgreSQL connection lost: %s", copy);
   }
 }
@@ -922,10 +918,10 @@ static int send_batch(pg_spool *sp, batch *b, int64_t now_ms_) {
    * nodes' commits take turns. This node's claimer is woken directly; the
    * others at most every NOTIFY_MIN_MS. */
   sp->woke |= notify;
-  if (ok && notify && mono() >= sp->notify_next) {
+  if (ok && notify && clock_mono_ms() >= sp->notify_next) {
     ok = PQsendQueryPrepared(sp->wconn, "notify", 0, NULL, NULL, NULL, 0);
     b->list[b->n++] = (sent){S_NOTIFY, NULL};
-    sp->notify_next = mono() + NOTIFY_MIN_MS;
+    sp->notify_next = clock_mono_ms() + NOTIFY_MIN_MS;
     sp->notify_owed = 0;
   } else if (notify) {
     sp->notify_owed = 1;
@@ -1254,7 +1250,7 @@ typedef struct hk_clock {
 } hk_clock;
 
 static void housekeeping(pg_spool *sp, hk_clock *t) {
-  int64_t now = mono();
+  int64_t now = clock_mono_ms();
   if (now >= t->stats) {
     int sizes = now >= t->prune;
     t->stats = now + STATS_MS;
@@ -1367,7 +1363,7 @@ static void take_work(pg_spool *sp, store_req **stores, op **ops, store_req **ex
 /* Waits for work, a housekeeping tick or a reconnect attempt (sp->mu held). */
 static void writer_wait(pg_spool *sp, int64_t until) {
   if (sp->in_head || sp->urgent || sp->stopping) return;
-  int64_t ms = until - mono();
+  int64_t ms = until - clock_mono_ms();
   if (ms <= 0) return;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -1428,12 +1424,12 @@ static void leave(pg_spool *sp) {
 
 static void *writer_main(void *arg) {
   pg_spool *sp = arg;
-  hk_clock hk = {0, mono() + prune_every(sp), 0}; /* repair at start, then each minute */
+  hk_clock hk = {0, clock_mono_ms() + prune_every(sp), 0}; /* repair at start, then each minute */
   int64_t backoff = BACKOFF_FIRST_MS, next_connect = 0;
   for (;;) {
-    atomic_store(&sp->writer_beat, mono());
+    atomic_store(&sp->writer_beat, clock_mono_ms());
     pthread_mutex_lock(&sp->mu);
-    int64_t until = mono() + HOUSEKEEPING_MS;
+    int64_t until = clock_mono_ms() + HOUSEKEEPING_MS;
     if (sp->notify_owed && sp->notify_next < until) until = sp->notify_next;
     if (sp->wconn == NULL) until = next_connect;
     writer_wait(sp, until);
@@ -1442,20 +1438,20 @@ static void *writer_main(void *arg) {
     pthread_mutex_unlock(&sp->mu);
     if (sp->wconn == NULL) {
       /* A request waiting for its answer is worth a try every 100 ms. */
-      if (mono() >= next_connect ||
-          (waiting && mono() >= next_connect - backoff + BACKOFF_FIRST_MS)) {
+      if (clock_mono_ms() >= next_connect ||
+          (waiting && clock_mono_ms() >= next_connect - backoff + BACKOFF_FIRST_MS)) {
         if (writer_connect(sp) == 0) {
           backoff = BACKOFF_FIRST_MS;
         } else {
-          next_connect = mono() + backoff;
+          next_connect = clock_mono_ms() + backoff;
           backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
         }
       }
       if (sp->wconn == NULL) {
         writer_down(sp);
         if (stopping) break;
-        if (waiting && next_connect > mono() + BACKOFF_FIRST_MS)
-          next_connect = mono() + BACKOFF_FIRST_MS;
+        if (waiting && next_connect > clock_mono_ms() + BACKOFF_FIRST_MS)
+          next_connect = clock_mono_ms() + BACKOFF_FIRST_MS;
         continue;
       }
     }
@@ -1482,9 +1478,9 @@ static void *writer_main(void *arg) {
       leave(sp);
       break;
     }
-    if (sp->notify_owed && mono() >= sp->notify_next) {
+    if (sp->notify_owed && clock_mono_ms() >= sp->notify_next) {
       sp->notify_owed = 0;
-      sp->notify_next = mono() + NOTIFY_MIN_MS;
+      sp->notify_next = clock_mono_ms() + NOTIFY_MIN_MS;
       PQclear(PQexecPrepared(sp->wconn, "notify", 0, NULL, NULL, NULL, 0));
     }
     housekeeping(sp, &hk);
@@ -1540,7 +1536,7 @@ static void on_async(uv_async_t *h) {
  * them back (and drops them unsent) later. */
 static void on_deadlines(uv_timer_t *t) {
   pg_spool *sp = t->data;
-  int64_t now = mono();
+  int64_t now = clock_mono_ms();
   for (store_req *r = sp->unanswered; r; r = r->all_next) {
     if (now >= r->deadline && !atomic_load(&r->answered)) {
       log_write(HLOG_WARN, &(log_ctx){.event_id = r->ev->id},
@@ -1571,7 +1567,7 @@ static int pg_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
   r->done = done;
   r->data = data;
   r->status = SPOOL_EIO;
-  r->deadline = mono() + STORE_WAIT_MS;
+  r->deadline = clock_mono_ms() + STORE_WAIT_MS;
   r->all_next = sp->unanswered;
   sp->unanswered = r;
   pthread_mutex_lock(&sp->mu);
@@ -1591,7 +1587,7 @@ static const char *pg_admit(spool *base, spool_lane *const *lanes, size_t n, cha
   pg_spool *sp = (pg_spool *)base;
   /* The first second of an outage, requests wait for a reconnect; after
    * that they get their 503 at once. */
-  if (atomic_load(&sp->down) && mono() - atomic_load(&sp->down_since) >= STORE_WAIT_MS) {
+  if (atomic_load(&sp->down) && clock_mono_ms() - atomic_load(&sp->down_since) >= STORE_WAIT_MS) {
     pthread_mutex_lock(&sp->why_mu);
     snprintf(why, len, "PostgreSQL unreachable: %s", sp->down_why);
     pthread_mutex_unlock(&sp->why_mu);
@@ -1883,8 +1879,8 @@ static void *claimer_main(void *arg) {
       backoff = BACKOFF_FIRST_MS;
       next_renew = 0; /* after an outage, at once: leases may have lapsed */
     }
-    if (sp->cconn && mono() >= next_renew) {
-      next_renew = mono() + sp->lease_ms / 3;
+    if (sp->cconn && clock_mono_ms() >= next_renew) {
+      next_renew = clock_mono_ms() + sp->lease_ms / 3;
       if (renew(sp) != 0 || drop_lost(sp) != 0) {
         PQfinish(sp->cconn);
         sp->cconn = NULL;
