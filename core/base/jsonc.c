@@ -1,6 +1,7 @@
 /* JSON with comments: blank comments, check syntax with exact positions, locate key paths,
  * substitute ${...}. */
 #include "jsonc.h"
+#include "hookd/helpers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,24 +26,12 @@ static const char utf8_bom[] = "\xEF\xBB\xBF";
 
 /* ---- growable byte buffer ---- */
 
-typedef struct sbuf {
-  char *p;
-  size_t len, cap;
-} sbuf;
+/* The SDK's growable buffer (helpers.h), with adds that say they failed. */
+typedef hookd_buf sbuf;
 
 static int sbuf_add(sbuf *b, const char *data, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, data, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-  return 0;
+  hookd_buf_add(b, data, n);
+  return b->oom ? -1 : 0;
 }
 
 static void sbuf_cut(sbuf *b, size_t len) {

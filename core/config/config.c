@@ -1,6 +1,7 @@
 /* The config file: load the .jsonc, substitute ${...}, check every key against DESIGN §4, fill
  * typed settings and defaults. */
 #include "config.h"
+#include "hookd/helpers.h"
 #include "pattern.h"
 
 #include "metrics.h"
@@ -33,8 +34,7 @@ typedef struct ctx {
   const jsonc_doc *doc;
   char *err;
   size_t errlen;
-  char *kp;
-  size_t kplen, kpcap;
+  hookd_buf kp; /* the key path of what is being checked */
   /* Set when an allocation failed; checked once at the end, so the many
    * small helpers need no error path of their own for it. */
   int oom;
@@ -43,32 +43,20 @@ typedef struct ctx {
 /* ---- key path ---- */
 
 static void kp_append(ctx *c, const char *s, size_t n) {
-  if (c->kplen + n + 1 > c->kpcap) {
-    size_t cap = c->kpcap ? c->kpcap : 128;
-    while (cap < c->kplen + n + 1) cap *= 2;
-    char *p = realloc(c->kp, cap);
-    if (!p) {
-      c->oom = 1;
-      return;
-    }
-    c->kp = p;
-    c->kpcap = cap;
-  }
-  memcpy(c->kp + c->kplen, s, n);
-  c->kplen += n;
-  c->kp[c->kplen] = '\0';
+  hookd_buf_add(&c->kp, s, n);
+  if (c->kp.oom) c->oom = 1;
 }
 
 /* Descends into member `key`; returns the mark that kp_pop goes back to. */
 static size_t kp_key(ctx *c, const char *key) {
-  size_t mark = c->kplen;
-  if (c->kplen) kp_append(c, ".", 1);
+  size_t mark = c->kp.len;
+  if (c->kp.len) kp_append(c, ".", 1);
   kp_append(c, key, strlen(key));
   return mark;
 }
 
 static size_t kp_index(ctx *c, size_t i) {
-  size_t mark = c->kplen;
+  size_t mark = c->kp.len;
   char num[32];
   snprintf(num, sizeof num, "[%zu]", i);
   kp_append(c, num, strlen(num));
@@ -76,14 +64,14 @@ static size_t kp_index(ctx *c, size_t i) {
 }
 
 static void kp_pop(ctx *c, size_t mark) {
-  if (mark <= c->kplen) {
-    c->kplen = mark;
-    if (c->kp) c->kp[mark] = '\0';
+  if (mark <= c->kp.len) {
+    c->kp.len = mark;
+    if (c->kp.p) c->kp.p[mark] = '\0';
   }
 }
 
 static const char *kp(const ctx *c) {
-  return c->kp ? c->kp : "";
+  return c->kp.p ? c->kp.p : "";
 }
 
 /* ---- errors ---- */
@@ -1628,10 +1616,10 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
   }
   warn_secret_files(cfg);
   scrub_register(cfg);
-  free(c.kp);
+  hookd_buf_free(&c.kp);
   return 0;
 fail:
-  free(c.kp);
+  hookd_buf_free(&c.kp);
   config_free(cfg);
   return -1;
 }

@@ -1,6 +1,7 @@
 /* The status page: overview, event detail and search rendered into the embedded template, with SVG
  * charts. */
 #include "page.h"
+#include "hookd/helpers.h"
 #include "config.h"
 
 #include <cjson/cJSON.h>
@@ -103,15 +104,9 @@ static void put_event_link(page_buf *b, const char *source, const char *id, cons
 }
 
 void page_iso_time(int64_t ms, char *out, size_t len) {
-  if (ms <= 0) {
-    snprintf(out, len, "-");
-    return;
-  }
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + n, len - n, ".%03uZ", (unsigned)(ms % 1000));
+  char t[32] = "-";
+  if (ms > 0) hookd_iso8601_format(ms, t); /* the SDK's one ISO 8601 format */
+  snprintf(out, len, "%s", t);
 }
 
 const char *page_scrubbed(const char *text, char *buf, size_t len) {
