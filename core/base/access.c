@@ -1,4 +1,5 @@
-/* Access by address: CIDR lists, address parsing, and the client behind trusted proxies (X-Forwarded-For). */
+/* Access by address: CIDR lists, address parsing, and the client behind trusted proxies
+ * (X-Forwarded-For). */
 #include "access.h"
 
 #include <arpa/inet.h>
@@ -8,7 +9,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-
 
 /* X-Forwarded-For entries looked at, at most: a chain of proxies is short,
  * and a request listing thousands of addresses must not cost more. */
@@ -92,7 +92,8 @@ int access_net_parse(const char *s, access_net *out, char *err, size_t errlen) {
   char buf[INET6_ADDRSTRLEN + 1];
   int family;
   if (alen == 0 || alen >= sizeof buf)
-    return net_fail(err, errlen, "expected an address or CIDR network like 10.0.0.0/8 or 2001:db8::/32");
+    return net_fail(err, errlen,
+                    "expected an address or CIDR network like 10.0.0.0/8 or 2001:db8::/32");
   memcpy(buf, s, alen);
   buf[alen] = '\0';
   if (inet_pton(AF_INET, buf, bytes) == 1) {
@@ -100,7 +101,8 @@ int access_net_parse(const char *s, access_net *out, char *err, size_t errlen) {
   } else if (inet_pton(AF_INET6, buf, bytes) == 1) {
     family = 6;
   } else {
-    return net_fail(err, errlen, "expected an address or CIDR network like 10.0.0.0/8 or 2001:db8::/32");
+    return net_fail(err, errlen,
+                    "expected an address or CIDR network like 10.0.0.0/8 or 2001:db8::/32");
   }
   unsigned max = family == 4 ? 32 : 128, bits = max;
   if (slash) {
@@ -110,8 +112,9 @@ int access_net_parse(const char *s, access_net *out, char *err, size_t errlen) {
       return net_fail(err, errlen, "expected a prefix length after '/'");
     bits = (unsigned)strtoul(p, NULL, 10);
     if (bits > max)
-      return net_fail(err, errlen, family == 4 ? "IPv4 prefix length is at most 32"
-                                               : "IPv6 prefix length is at most 128");
+      return net_fail(
+          err, errlen,
+          family == 4 ? "IPv4 prefix length is at most 32" : "IPv6 prefix length is at most 128");
   }
   /* Host bits set beyond the prefix: "10.1.2.3/8" is most likely a typo
    * for a narrower network, so it is refused rather than widened. */

@@ -1,4 +1,5 @@
-/* Access by address: CIDR lists, address parsing, and the client behind trusted proxies (X-Forwarded-For). */
+/* Access by address: CIDR lists, address parsing, and the client behind trusted proxies
+ * (X-Forwarded-For). */
 #ifndef HOOKD_ACCESS_H
 #define HOOKD_ACCESS_H
 

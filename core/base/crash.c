@@ -147,8 +147,9 @@ static void on_fatal(int sig) {
   put(&l, "error fatal signal ");
   put(&l, signal_name(sig));
   if (__atomic_load_n(&current.active, __ATOMIC_ACQUIRE)) {
-    put(&l, " in deliver(): hookd stops; the delivery counts a crash on the next start "
-            "(delivery.max_crashes) instance=");
+    put(&l,
+        " in deliver(): hookd stops; the delivery counts a crash on the next start "
+        "(delivery.max_crashes) instance=");
     put(&l, current.instance);
     put(&l, " event_id=");
     put(&l, current.event_id);

@@ -261,8 +261,8 @@ static int scalar_text(const jscan_value *v, char **text) {
   return v->kind == JSCAN_TRUE || v->kind == JSCAN_FALSE;
 }
 
-int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len,
-                           envelope *out, const char **reason) {
+int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len, envelope *out,
+                           const char **reason) {
   fields f;
   jscan_path paths[3];
   jscan_value v[3];
@@ -285,7 +285,8 @@ int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t l
 
   /* The same checks, in the same order, as envelope_decode. */
   if (ti >= 0) {
-    if (v[ti].kind == JSCAN_MISSING || v[ti].kind == JSCAN_NULL) return fail(out, reason, f.no_type);
+    if (v[ti].kind == JSCAN_MISSING || v[ti].kind == JSCAN_NULL)
+      return fail(out, reason, f.no_type);
     if (v[ti].kind != JSCAN_STRING) return fail(out, reason, f.bad_type);
     if (v[ti].len == 0) return fail(out, reason, f.no_type);
   }

@@ -1,4 +1,5 @@
-/* Envelope decoding: the JSON body of an event, its type, id and order key, and dotted-path lookup. */
+/* Envelope decoding: the JSON body of an event, its type, id and order key, and dotted-path lookup.
+ */
 #ifndef HOOKD_ENVELOPE_H
 #define HOOKD_ENVELOPE_H
 
@@ -13,7 +14,7 @@ typedef struct envelope_spec {
   envelope_format format;
   char *type_field; /* dotted paths; generic only (presets fill them too) */
   char *id_field;
-  char *order_key;  /* NULL: events of this source have no order key */
+  char *order_key; /* NULL: events of this source have no order key */
   /* Senders that put type or id in a header (GitHub's X-GitHub-Event,
    * Shopify's X-Shopify-Webhook-Id): then the matching *_field is NULL. */
   char *type_header;
@@ -41,8 +42,8 @@ int envelope_decode(const envelope_spec *spec, const char *body, size_t len, env
 /* The same answer as envelope_decode, found by one pass over the body
  * without building a tree when it can (then out->root is NULL); bodies it
  * cannot answer for go to envelope_decode. */
-int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len,
-                           envelope *out, const char **reason);
+int envelope_decode_fields(const envelope_spec *spec, const char *body, size_t len, envelope *out,
+                           const char **reason);
 void envelope_clear(envelope *env);
 
 /* How envelope_decode_request reads a request header: the value (not

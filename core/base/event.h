@@ -1,4 +1,5 @@
-/* Accepted events and their deliveries: the objects that move from the server to the spool to the dispatcher. */
+/* Accepted events and their deliveries: the objects that move from the server to the spool to the
+ * dispatcher. */
 #ifndef HOOKD_EVENT_H
 #define HOOKD_EVENT_H
 
@@ -12,14 +13,14 @@
  * delivery that references it is done. */
 typedef struct event {
   atomic_uint refs;
-  uint64_t seq;         /* accept order, assigned by the spool */
-  int64_t received_ms;  /* Unix ms */
-  const char *source;   /* all strings point into the same allocation */
+  uint64_t seq;        /* accept order, assigned by the spool */
+  int64_t received_ms; /* Unix ms */
+  const char *source;  /* all strings point into the same allocation */
   const char *id;
   const char *type;
   const char *order_key; /* NULL when none */
   const char *content_type;
-  const char *body;     /* NUL-terminated */
+  const char *body; /* NUL-terminated */
   size_t body_len;
   /* The parsed envelope, made on first use by event_root() so that a queued
    * event costs only its bytes. Owned. */
@@ -49,14 +50,14 @@ void event_unref(event *ev);
  * the spool's lane while it waits, the worker that claimed it until it
  * settles it back to the spool. */
 typedef struct delivery {
-  event *ev;            /* holds a reference */
-  void *lane;           /* the spool lane it belongs to (spool_lane *) */
-  uint32_t attempt;     /* attempts made so far (0 before the first) */
-  uint32_t crashes;     /* times hookd or the plugin's process died while it ran */
-  int64_t due_ms;       /* not before (Unix ms) */
-  uint64_t spool_id;    /* the spool's handle for this delivery */
-  int metered;          /* the dispatcher counted it in metrics (first claim) */
-  uint32_t tries;       /* calls recorded for the status page (the spool's attempt rows) */
+  event *ev;             /* holds a reference */
+  void *lane;            /* the spool lane it belongs to (spool_lane *) */
+  uint32_t attempt;      /* attempts made so far (0 before the first) */
+  uint32_t crashes;      /* times hookd or the plugin's process died while it ran */
+  int64_t due_ms;        /* not before (Unix ms) */
+  uint64_t spool_id;     /* the spool's handle for this delivery */
+  int metered;           /* the dispatcher counted it in metrics (first claim) */
+  uint32_t tries;        /* calls recorded for the status page (the spool's attempt rows) */
   struct delivery *next; /* intrusive queue link */
 } delivery;
 

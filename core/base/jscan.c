@@ -95,7 +95,14 @@ static const char *scan_string(const char *p, const char *end, int *escaped) {
     *escaped = 1;
     if (end - p < 2) return NULL;
     switch (p[1]) {
-      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+      case '"':
+      case '\\':
+      case '/':
+      case 'b':
+      case 'f':
+      case 'n':
+      case 'r':
+      case 't':
         p += 2;
         break;
       case 'u': {
@@ -369,11 +376,21 @@ long jscan_unescape(const jscan_value *v, char *buf) {
     char e = p[1];
     p += 2;
     switch (e) {
-      case 'b': *o++ = '\b'; break;
-      case 'f': *o++ = '\f'; break;
-      case 'n': *o++ = '\n'; break;
-      case 'r': *o++ = '\r'; break;
-      case 't': *o++ = '\t'; break;
+      case 'b':
+        *o++ = '\b';
+        break;
+      case 'f':
+        *o++ = '\f';
+        break;
+      case 'n':
+        *o++ = '\n';
+        break;
+      case 'r':
+        *o++ = '\r';
+        break;
+      case 't':
+        *o++ = '\t';
+        break;
       case 'u': {
         long cp = hex4(p);
         p += 4;
@@ -385,7 +402,9 @@ long jscan_unescape(const jscan_value *v, char *buf) {
         o += put_utf8(o, cp);
         break;
       }
-      default: *o++ = e; break; /* " \ / */
+      default:
+        *o++ = e;
+        break; /* " \ / */
     }
   }
   *o = '\0';

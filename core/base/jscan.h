@@ -1,4 +1,5 @@
-/* jscan: one pass over a JSON text that checks it and finds a few values by dotted path, without building a tree. */
+/* jscan: one pass over a JSON text that checks it and finds a few values by dotted path, without
+ * building a tree. */
 #ifndef HOOKD_JSCAN_H
 #define HOOKD_JSCAN_H
 

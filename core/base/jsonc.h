@@ -1,4 +1,5 @@
-/* JSON with comments: load a .jsonc file, keep positions, name file:line:column and key path in errors. */
+/* JSON with comments: load a .jsonc file, keep positions, name file:line:column and key path in
+ * errors. */
 #ifndef HOOKD_JSONC_H
 #define HOOKD_JSONC_H
 
@@ -8,8 +9,8 @@
 /* A parsed document. Comments are blanked (replaced by spaces, newlines
  * kept), never removed, so offsets in `text` are offsets in the file. */
 typedef struct jsonc_doc {
-  char *name;  /* file name as given, for messages */
-  char *text;  /* file contents with comments blanked, NUL-terminated */
+  char *name; /* file name as given, for messages */
+  char *text; /* file contents with comments blanked, NUL-terminated */
   size_t len;
   cJSON *root; /* owned */
 } jsonc_doc;
@@ -44,7 +45,7 @@ const char *jsonc_suggest(const char *key, const char *const *known);
  * every string value under `node` (object keys untouched); `$${` stands for a
  * literal `${`. A missing variable or unreadable file is an error naming it,
  * at the string's position. Returns 0 or -1. */
-int jsonc_substitute(const jsonc_doc *doc, cJSON *node, const char *keypath,
-                     const char *base_dir, char *err, size_t errlen);
+int jsonc_substitute(const jsonc_doc *doc, cJSON *node, const char *keypath, const char *base_dir,
+                     char *err, size_t errlen);
 
 #endif

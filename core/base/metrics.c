@@ -105,8 +105,8 @@ typedef struct metrics_inst_series {
   atomic_uint_fast64_t attempts[3]; /* by hookd_result: ok, retry, fail */
   atomic_uint_fast64_t delivered, dead;
   atomic_int_fast64_t retrying;
-  histogram latency;  /* accepted -> delivered */
-  histogram duration; /* one deliver() call */
+  histogram latency;            /* accepted -> delivered */
+  histogram duration;           /* one deliver() call */
   atomic_uint_fast64_t held[2]; /* held back after the call: [0] circuit open, [1] rate limited */
   atomic_uint_fast64_t child_restarts, child_crashes; /* process isolation */
   /* Under g_mu: */
@@ -814,7 +814,8 @@ void metrics_tls_certificate(const char *listen, int64_t not_after) {
   pthread_mutex_lock(&g_mu);
   size_t i = 0;
   while (i < n_tls_certs && strcmp(tls_certs[i].listen, listen) != 0) i++;
-  if (i == n_tls_certs && n_tls_certs < MAX_TLS_LISTENERS) copy_str(tls_certs[n_tls_certs++].listen, 64, listen);
+  if (i == n_tls_certs && n_tls_certs < MAX_TLS_LISTENERS)
+    copy_str(tls_certs[n_tls_certs++].listen, 64, listen);
   if (i < n_tls_certs) tls_certs[i].not_after = not_after;
   pthread_mutex_unlock(&g_mu);
 }
@@ -826,7 +827,8 @@ void metrics_tls_reload(int ok) {
 void metrics_challenge(const char *source, const char *kind, int ok) {
   pthread_mutex_lock(&g_mu);
   size_t i = 0;
-  while (i < n_challenges && (strcmp(challenges[i].source, source) || strcmp(challenges[i].kind, kind)))
+  while (i < n_challenges &&
+         (strcmp(challenges[i].source, source) || strcmp(challenges[i].kind, kind)))
     i++;
   if (i == n_challenges && n_challenges < METRICS_MAX_SOURCES) {
     copy_str(challenges[i].source, sizeof challenges[i].source, source);

@@ -1,4 +1,5 @@
-/* Signature verification on the raw request bytes: hmac (optionally timestamped), standard-webhooks, token, basic, none. */
+/* Signature verification on the raw request bytes: hmac (optionally timestamped),
+ * standard-webhooks, token, basic, none. */
 #include "verify.h"
 
 #include <pthread.h>
@@ -330,7 +331,8 @@ static int verify_hmac(const verify_config *cfg, const verify_input *in) {
     int64_t t;
     /* A signed timestamp out of tolerance is a replay: refused before any
      * MAC is computed. */
-    if (!have_ts || parse_timestamp(ts, &t) != 0 || !within_tolerance(t, in->now_s, cfg->tolerance_s))
+    if (!have_ts || parse_timestamp(ts, &t) != 0 ||
+        !within_tolerance(t, in->now_s, cfg->tolerance_s))
       return -1;
   }
   for (size_t i = 0; i < n_sigs; i++) {
@@ -660,7 +662,8 @@ int verify_config_check(const verify_config *cfg, char *err, size_t errlen) {
   if (!cfg) return check_fail(err, errlen, "no verify settings");
   if (cfg->scheme == VERIFY_HMAC) {
     int uses_ts = 0;
-    for (size_t i = 0; i < cfg->n_payload; i++) uses_ts |= cfg->payload[i].kind == VERIFY_PART_TIMESTAMP;
+    for (size_t i = 0; i < cfg->n_payload; i++)
+      uses_ts |= cfg->payload[i].kind == VERIFY_PART_TIMESTAMP;
     int has_ts = cfg->timestamp_header != NULL || cfg->timestamp_key != NULL;
     if (cfg->timestamp_header && cfg->timestamp_key)
       return check_fail(err, errlen, "give either timestamp_header or timestamp_key, not both");

@@ -1,4 +1,5 @@
-/* Signature verification on the raw request bytes: hmac (optionally timestamped), standard-webhooks, token, basic, none. */
+/* Signature verification on the raw request bytes: hmac (optionally timestamped),
+ * standard-webhooks, token, basic, none. */
 #ifndef HOOKD_VERIFY_H
 #define HOOKD_VERIFY_H
 
@@ -40,7 +41,7 @@ typedef struct verify_config {
   char *prefix;               /* hmac: text before the signature, e.g. "sha256=" ("" none) */
   verify_secret *secrets;     /* tried in order (key rotation) */
   size_t n_secrets;
-  uint32_t tolerance_s;       /* standard-webhooks, timestamped hmac: allowed clock skew, default 300 */
+  uint32_t tolerance_s; /* standard-webhooks, timestamped hmac: allowed clock skew, default 300 */
   /* hmac with a timestamp (all NULL/0: the MAC covers the body alone). The
    * timestamp is read from timestamp_header (Zoom, Slack), or, with
    * timestamp_key, from a "t=...,v1=..." list in `header` whose signature
@@ -48,9 +49,9 @@ typedef struct verify_config {
   char *timestamp_header;
   char *timestamp_key;
   char *signature_key;
-  verify_part *payload;       /* signed_payload, compiled; NULL means "{body}" */
+  verify_part *payload; /* signed_payload, compiled; NULL means "{body}" */
   size_t n_payload;
-  char *username;             /* basic */
+  char *username; /* basic */
 } verify_config;
 
 /* Access to the request, so verify needs no HTTP types. header() returns the
@@ -95,8 +96,7 @@ int verify_request(const verify_config *cfg, const verify_input *in);
 /* Lowercase hex of HMAC-SHA256(secret, data) into out (65 bytes with the
  * NUL), for answers that prove the secret (Zoom's url_validation). Returns 0
  * or -1. Thread-safe. */
-int verify_hmac_sha256_hex(const verify_secret *secret, const char *data, size_t len,
-                           char out[65]);
+int verify_hmac_sha256_hex(const verify_secret *secret, const char *data, size_t len, char out[65]);
 
 /* Frees what verify_config holds (not the struct itself). */
 void verify_config_clear(verify_config *cfg);

@@ -739,8 +739,9 @@ static int parse_rate(ctx *c, const cJSON *obj, config_delivery *out) {
     out->rate_count = 0;
   } else if (!cJSON_IsString(it) ||
              config_parse_rate(it->valuestring, &out->rate_count, &out->rate_period_ms) != 0) {
-    return fail(c, "expected null or a rate such as \"1/s\", \"100/m\" or \"500/h\" "
-                   "(1 to 1000000 deliveries per second, minute or hour)");
+    return fail(c,
+                "expected null or a rate such as \"1/s\", \"100/m\" or \"500/h\" "
+                "(1 to 1000000 deliveries per second, minute or hour)");
   }
   kp_pop(c, mark);
   return 0;
@@ -754,8 +755,7 @@ static int parse_breaker(ctx *c, const cJSON *obj, config_delivery *out) {
   int rc = get_object(c, obj, "breaker", &br);
   if (rc <= 0) return rc;
   size_t mark = kp_key(c, "breaker");
-  if (check_keys(c, br, keys) != 0 ||
-      get_u32(c, br, "failures", 0, &out->breaker_failures) < 0 ||
+  if (check_keys(c, br, keys) != 0 || get_u32(c, br, "failures", 0, &out->breaker_failures) < 0 ||
       get_uint(c, br, "cooldown_ms", 1, MAX_EXACT_INT, &out->breaker_cooldown_ms) < 0)
     return -1;
   kp_pop(c, mark);
@@ -766,9 +766,16 @@ static int parse_breaker(ctx *c, const cJSON *obj, config_delivery *out) {
  * the global defaults and for a plugin entry's overrides. */
 static int parse_delivery_obj(ctx *c, const cJSON *obj, const config_delivery *base,
                               config_delivery *out, int global) {
-  static const char *const keys[] = {"concurrency", "max_attempts", "backoff_initial_ms",
-                                     "backoff_max_ms", "timeout_ms", "max_crashes",
-                                     "max_pending", "rate", "breaker", NULL};
+  static const char *const keys[] = {"concurrency",
+                                     "max_attempts",
+                                     "backoff_initial_ms",
+                                     "backoff_max_ms",
+                                     "timeout_ms",
+                                     "max_crashes",
+                                     "max_pending",
+                                     "rate",
+                                     "breaker",
+                                     NULL};
   /* max_threads bounds the whole process: only in the top-level object. */
   static const char *const global_keys[] = {
       "concurrency", "max_attempts", "backoff_initial_ms", "backoff_max_ms", "timeout_ms",
@@ -869,8 +876,8 @@ static int parse_verify_timestamp(ctx *c, const cJSON *obj, verify_config *v) {
     if (rc == 0) continue;
     if (i == 0 ? !valid_header_name(s) : (strchr(s, ',') || strchr(s, '=') || strchr(s, ' '))) {
       kp_key(c, names[i]);
-      return fail(c, i == 0 ? "invalid header name '%s'" : "'%s' cannot be a key of a key=value list",
-                  s);
+      return fail(
+          c, i == 0 ? "invalid header name '%s'" : "'%s' cannot be a key of a key=value list", s);
     }
     *dst[i] = dup_str(c, s);
   }
@@ -903,16 +910,24 @@ static int parse_verify(ctx *c, const cJSON *src, verify_config *v) {
 
 /* Refuses keys the scheme does not use ("not used by scheme") and unknown
  * ones (with "did you mean"). */
-static int check_verify_keys(ctx *c, const cJSON *obj, const verify_config *v,
-                             const char *scheme) {
-  static const char *const all_keys[] = {
-      "scheme",      "algorithm",        "header",        "encoding",      "prefix",
-      "secrets",     "tolerance_s",      "signed_payload", "timestamp_header",
-      "timestamp_key", "signature_key",  "username",      NULL};
-  static const char *const hmac_keys[] = {
-      "scheme",         "algorithm",        "header",        "encoding",      "prefix",
-      "secrets",        "tolerance_s",      "signed_payload", "timestamp_header",
-      "timestamp_key",  "signature_key",    NULL};
+static int check_verify_keys(ctx *c, const cJSON *obj, const verify_config *v, const char *scheme) {
+  static const char *const all_keys[] = {"scheme",
+                                         "algorithm",
+                                         "header",
+                                         "encoding",
+                                         "prefix",
+                                         "secrets",
+                                         "tolerance_s",
+                                         "signed_payload",
+                                         "timestamp_header",
+                                         "timestamp_key",
+                                         "signature_key",
+                                         "username",
+                                         NULL};
+  static const char *const hmac_keys[] = {"scheme",        "algorithm",      "header",
+                                          "encoding",      "prefix",         "secrets",
+                                          "tolerance_s",   "signed_payload", "timestamp_header",
+                                          "timestamp_key", "signature_key",  NULL};
   static const char *const token_keys[] = {"scheme", "header", "secrets", NULL};
   static const char *const basic_keys[] = {"scheme", "username", "secrets", NULL};
   static const char *const sw_keys[] = {"scheme", "secrets", "tolerance_s", NULL};
@@ -1063,12 +1078,14 @@ static const preset presets[] = {
     {"event.type", "event_id", "event.channel", NULL, NULL, NULL, 0, CHALLENGE_SLACK,
      "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
      "\"header\":\"X-Slack-Signature\",\"prefix\":\"v0=\","
-     "\"timestamp_header\":\"X-Slack-Request-Timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}\"}"},
+     "\"timestamp_header\":\"X-Slack-Request-Timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}"
+     "\"}"},
     /* zoom: x-zm-signature: v0=<hex of "v0:<ts>:<body>">; no event id is sent */
     {"event", NULL, "payload.object.id", NULL, NULL, NULL, 1, CHALLENGE_ZOOM,
      "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"hex\","
      "\"header\":\"x-zm-signature\",\"prefix\":\"v0=\","
-     "\"timestamp_header\":\"x-zm-request-timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}\"}"},
+     "\"timestamp_header\":\"x-zm-request-timestamp\",\"signed_payload\":\"v0:{timestamp}:{body}"
+     "\"}"},
     /* shopify: X-Shopify-Topic, X-Shopify-Webhook-Id, X-Shopify-Hmac-Sha256: <base64> */
     {NULL, NULL, "id", "X-Shopify-Topic", "X-Shopify-Webhook-Id", NULL, 0, CHALLENGE_NONE,
      "{\"scheme\":\"hmac\",\"algorithm\":\"sha256\",\"encoding\":\"base64\","
@@ -1122,10 +1139,9 @@ static char *dup_or_null(ctx *c, const char *s) {
 /* Where a source's type, id and order key come from: fixed for
  * cirrus-insight, a preset's defaults (which the keys override), or the
  * keys alone for generic. */
-static int parse_fields(ctx *c, const cJSON *obj, config_source *src, const preset *p,
-                        int cirrus) {
-  static const char *const field_keys[] = {"type_field", "id_field", "order_key", "type_header",
-                                           "id_header", NULL};
+static int parse_fields(ctx *c, const cJSON *obj, config_source *src, const preset *p, int cirrus) {
+  static const char *const field_keys[] = {"type_field",  "id_field",  "order_key",
+                                           "type_header", "id_header", NULL};
   envelope_spec *e = &src->envelope;
   e->format = cirrus ? ENVELOPE_CIRRUS_INSIGHT : ENVELOPE_GENERIC;
   if (cirrus) {
@@ -1155,8 +1171,9 @@ static int parse_fields(ctx *c, const cJSON *obj, config_source *src, const pres
     e->id_header_alt = NULL;
   }
   if (!e->type_field && !e->type_header)
-    return fail(c, "missing required key 'type_field' or 'type_header' (format 'generic' needs "
-                   "one)");
+    return fail(c,
+                "missing required key 'type_field' or 'type_header' (format 'generic' needs "
+                "one)");
   if (!e->id_field && !e->id_header && !e->id_body_hash)
     return fail(c, "missing required key 'id_field' or 'id_header' (format 'generic' needs one)");
   const char *ok = NULL;
@@ -1179,8 +1196,9 @@ static int parse_fields(ctx *c, const cJSON *obj, config_source *src, const pres
 static int parse_preset_verify(ctx *c, const cJSON *src, const preset *p, verify_config *v) {
   const cJSON *user = member(src, "verify");
   if (!user)
-    return fail(c, "missing required key 'verify' (this preset needs your signing secret: "
-                   "\"verify\": {\"secrets\": [\"${SIGNING_SECRET}\"]})");
+    return fail(c,
+                "missing required key 'verify' (this preset needs your signing secret: "
+                "\"verify\": {\"secrets\": [\"${SIGNING_SECRET}\"]})");
   if (!cJSON_IsObject(user)) {
     kp_key(c, "verify");
     return fail(c, "expected an object");
@@ -1211,12 +1229,12 @@ static int parse_preset_verify(ctx *c, const cJSON *src, const preset *p, verify
 }
 
 static int parse_source(ctx *c, const cJSON *obj, size_t idx) {
-  static const char *const keys[] = {"name",        "path",      "format",         "type_field",
-                                     "id_field",    "order_key", "type_header",    "id_header",
-                                     "challenge",   "verify",    "success_status", "allow_ips",
-                                     NULL};
-  static const char *const formats[] = {"cirrus-insight", "generic", "github", "stripe", "slack",
-                                        "zoom", "shopify", "standard-webhooks", NULL};
+  static const char *const keys[] = {
+      "name",      "path",      "format", "type_field",     "id_field",  "order_key", "type_header",
+      "id_header", "challenge", "verify", "success_status", "allow_ips", NULL};
+  static const char *const formats[] = {
+      "cirrus-insight", "generic",           "github", "stripe", "slack", "zoom",
+      "shopify",        "standard-webhooks", NULL};
   static const char *const challenges[] = {"none", "zoom", "slack", NULL};
   config *cfg = c->cfg;
   config_source *src = &cfg->sources[idx];
@@ -1299,7 +1317,8 @@ static int parse_plugin(ctx *c, cJSON *obj, size_t idx) {
 
   const char *name = NULL;
   int rc;
-  if (get_entry_name(c, obj, idx, plugin_name_at, "plugin instance", "plugins", &name) != 0) return -1;
+  if (get_entry_name(c, obj, idx, plugin_name_at, "plugin instance", "plugins", &name) != 0)
+    return -1;
   pl->name = dup_str(c, name);
 
   const char *module = NULL;
@@ -1522,7 +1541,8 @@ static void warn_secret_files(const config *cfg) {
     const char *start = p + 7, *end = strchr(start, '}');
     if (end == NULL || end == start || end - start > 4000) continue;
     char *rel = strndup(start, (size_t)(end - start)), *full = NULL;
-    if (rel && (rel[0] == '/' ? asprintf(&full, "%s", rel) : asprintf(&full, "%s/%s", cfg->dir, rel)) >= 0) {
+    if (rel && (rel[0] == '/' ? asprintf(&full, "%s", rel)
+                              : asprintf(&full, "%s/%s", cfg->dir, rel)) >= 0) {
       warn_if_readable(full, "secret file");
       free(full);
     }
@@ -1531,8 +1551,8 @@ static void warn_secret_files(const config *cfg) {
 }
 
 static int secret_key_name(const char *k) {
-  static const char *const words[] = {"token", "secret", "password", "passwd", "apikey", "api_key",
-                                      "webhook_url", "credential", "private", NULL};
+  static const char *const words[] = {"token",   "secret",      "password",   "passwd",  "apikey",
+                                      "api_key", "webhook_url", "credential", "private", NULL};
   for (size_t i = 0; k && words[i]; i++)
     if (strcasestr(k, words[i])) return 1;
   return 0;
@@ -1578,10 +1598,24 @@ static int check_threads(ctx *c, const cJSON *root) {
 }
 
 int config_load(config *cfg, const char *path, char *err, size_t errlen) {
-  static const char *const top_keys[] = {
-      "listen", "admin_listen", "data_dir", "plugin_dirs", "log",    "shutdown_timeout_ms",
-      "spool",  "limits",       "sources",  "plugins",     "routes", "delivery",
-      "user",   "group",        "trusted_proxies", "admin_token", "reload_timeout_ms", NULL};
+  static const char *const top_keys[] = {"listen",
+                                         "admin_listen",
+                                         "data_dir",
+                                         "plugin_dirs",
+                                         "log",
+                                         "shutdown_timeout_ms",
+                                         "spool",
+                                         "limits",
+                                         "sources",
+                                         "plugins",
+                                         "routes",
+                                         "delivery",
+                                         "user",
+                                         "group",
+                                         "trusted_proxies",
+                                         "admin_token",
+                                         "reload_timeout_ms",
+                                         NULL};
   memset(cfg, 0, sizeof *cfg);
   ctx c = {.cfg = cfg, .doc = &cfg->doc, .err = err, .errlen = errlen};
   cfg->file = strdup(path);
@@ -1604,9 +1638,8 @@ int config_load(config *cfg, const char *path, char *err, size_t errlen) {
       get_uint(&c, root, "shutdown_timeout_ms", 0, UINT32_MAX, &shutdown) < 0 ||
       get_uint(&c, root, "reload_timeout_ms", 1, UINT32_MAX, &reload) < 0 ||
       parse_spool(&c, root) != 0 || parse_limits(&c, root) != 0 || parse_delivery(&c, root) != 0 ||
-      parse_security(&c, root) != 0 ||
-      parse_sources(&c, root) != 0 || parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0 ||
-      check_threads(&c, root) != 0)
+      parse_security(&c, root) != 0 || parse_sources(&c, root) != 0 ||
+      parse_plugins(&c, root) != 0 || parse_routes(&c, root) != 0 || check_threads(&c, root) != 0)
     goto fail;
   cfg->shutdown_timeout_ms = (uint32_t)shutdown;
   cfg->reload_timeout_ms = (uint32_t)reload;

@@ -22,21 +22,20 @@ struct tls_ctx;
 
 /* TLS settings of one listen entry ("tls": {...}); all NULL for plain HTTP. */
 typedef struct config_tls {
-  char *cert;           /* PEM certificate and chain, resolved against the config's dir */
-  char *key;            /* PEM private key */
-  char *client_ca;      /* PEM CAs for client certificates; NULL: none asked for */
-  struct tls_ctx *ctx;  /* built from the files by config_load (owned) */
+  char *cert;          /* PEM certificate and chain, resolved against the config's dir */
+  char *key;           /* PEM private key */
+  char *client_ca;     /* PEM CAs for client certificates; NULL: none asked for */
+  struct tls_ctx *ctx; /* built from the files by config_load (owned) */
 } config_tls;
-
 
 /* Endpoint handshakes a source answers (DESIGN §4 "challenge"). */
 typedef enum { CHALLENGE_NONE = 0, CHALLENGE_ZOOM, CHALLENGE_SLACK } config_challenge;
 
 typedef struct config_source {
   char *name;
-  char *path;            /* request path, exact match, e.g. "/webhooks/cirrus" */
+  char *path; /* request path, exact match, e.g. "/webhooks/cirrus" */
   envelope_spec envelope;
-  int success_status;    /* 200 */
+  int success_status; /* 200 */
   verify_config verify;
   access_list allow_ips; /* empty: any client */
   char *keypath;         /* "sources[0]", for messages */
@@ -49,12 +48,12 @@ typedef struct config_source {
 typedef enum { CONFIG_ISOLATION_THREAD = 0, CONFIG_ISOLATION_PROCESS } config_isolation;
 
 typedef struct config_plugin {
-  char *name;             /* instance name, unique */
-  char *module;           /* file name without ".so" */
-  cJSON *config;          /* the "config" object (an empty object when absent);
-                             points into doc.root */
-  char *keypath;          /* "plugins[2]" */
-  config_delivery delivery; /* the global "delivery" with this entry's overrides */
+  char *name;                 /* instance name, unique */
+  char *module;               /* file name without ".so" */
+  cJSON *config;              /* the "config" object (an empty object when absent);
+                                 points into doc.root */
+  char *keypath;              /* "plugins[2]" */
+  config_delivery delivery;   /* the global "delivery" with this entry's overrides */
   config_isolation isolation; /* "isolation": "thread" (default) | "process" */
 } config_plugin;
 
@@ -64,37 +63,37 @@ typedef struct config_when {
 } config_when;
 
 typedef struct config_route {
-  char *source;   /* NULL: any source */
-  char **events;  /* patterns */
+  char *source;  /* NULL: any source */
+  char **events; /* patterns */
   size_t n_events;
-  size_t *to;     /* indices into config.plugins */
+  size_t *to; /* indices into config.plugins */
   size_t n_to;
   config_when *when;
   size_t n_when;
-  char *keypath;  /* "routes[1]" */
+  char *keypath; /* "routes[1]" */
 } config_route;
 
 typedef struct config {
-  jsonc_doc doc;       /* kept: plugin config getters read from it */
-  char *file;          /* path as given */
-  char *dir;           /* directory of the config file: base of relative paths */
-  char **listen;       /* "HOST:PORT" or "[V6]:PORT"; "listen" may be a string or a list */
+  jsonc_doc doc;          /* kept: plugin config getters read from it */
+  char *file;             /* path as given */
+  char *dir;              /* directory of the config file: base of relative paths */
+  char **listen;          /* "HOST:PORT" or "[V6]:PORT"; "listen" may be a string or a list */
   config_tls *listen_tls; /* n_listen entries: an entry may be {"address", "tls"} */
   size_t n_listen;
-  char *admin_listen;  /* NULL when absent */
-  char *admin_token;   /* NULL when absent: the admin endpoints need no token */
-  char *data_dir;      /* resolved against dir */
-  char **plugin_dirs;  /* resolved against dir */
+  char *admin_listen; /* NULL when absent */
+  char *admin_token;  /* NULL when absent: the admin endpoints need no token */
+  char *data_dir;     /* resolved against dir */
+  char **plugin_dirs; /* resolved against dir */
   size_t n_plugin_dirs;
   config_limits limits;
-  spool_sync sync;                /* "spool": {"sync": ...} */
-  uint64_t spool_max_pending;     /* 0 (none): a cap on all instances' pending deliveries */
-  uint64_t spool_min_free_bytes;  /* 64 MiB: disk floor of data_dir */
-  int64_t spool_retention_ms;     /* 7 days: finished events are pruned after */
-  spool_backend spool_backend;    /* "backend": "sqlite" (default) | "postgres" */
-  char *spool_url;                /* postgres: libpq URL or key=value string; a secret:
-                                     never logged (config_mask_url for messages) */
-  uint64_t spool_lease_ms;        /* postgres: 30000, how long a claim holds a delivery */
+  spool_sync sync;               /* "spool": {"sync": ...} */
+  uint64_t spool_max_pending;    /* 0 (none): a cap on all instances' pending deliveries */
+  uint64_t spool_min_free_bytes; /* 64 MiB: disk floor of data_dir */
+  int64_t spool_retention_ms;    /* 7 days: finished events are pruned after */
+  spool_backend spool_backend;   /* "backend": "sqlite" (default) | "postgres" */
+  char *spool_url;               /* postgres: libpq URL or key=value string; a secret:
+                                    never logged (config_mask_url for messages) */
+  uint64_t spool_lease_ms;       /* postgres: 30000, how long a claim holds a delivery */
   config_source *sources;
   size_t n_sources;
   config_plugin *plugins;
@@ -102,7 +101,7 @@ typedef struct config {
   config_route *routes;
   size_t n_routes;
   config_delivery delivery;
-  log_level log_level;     /* "log": {"level": "info", "format": "text"} */
+  log_level log_level; /* "log": {"level": "info", "format": "text"} */
   log_format log_format;
   uint32_t shutdown_timeout_ms; /* 30000 */
   uint32_t reload_timeout_ms;   /* 30000: a reload that takes longer is abandoned */

@@ -18,10 +18,10 @@ typedef struct config_delivery {
   uint32_t max_threads;        /* 256: worker threads of all instances (global only) */
   /* "rate": "N/s" | "N/m" | "N/h" (null: no limit): deliveries started,
    * evenly spaced (a token bucket with a burst of 1). */
-  uint32_t rate_count;         /* N; 0: no limit */
-  uint32_t rate_period_ms;     /* 1000, 60000 or 3600000 */
+  uint32_t rate_count;     /* N; 0: no limit */
+  uint32_t rate_period_ms; /* 1000, 60000 or 3600000 */
   /* "breaker": {"failures", "cooldown_ms"} */
-  uint32_t breaker_failures;   /* 20: consecutive failed attempts that open the circuit; 0: off */
+  uint32_t breaker_failures;    /* 20: consecutive failed attempts that open the circuit; 0: off */
   uint64_t breaker_cooldown_ms; /* 30000: one probe this often while open */
 } config_delivery;
 

@@ -1,4 +1,5 @@
-/* Privileges: drop root to the configured user/group after binding, and the ownership/mode checks for files hookd loads code from. */
+/* Privileges: drop root to the configured user/group after binding, and the ownership/mode checks
+ * for files hookd loads code from. */
 #include "privs.h"
 #include "config.h"
 

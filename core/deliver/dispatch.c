@@ -1,4 +1,5 @@
-/* Dispatcher: per-instance worker threads that claim from spool lanes, run deliver(), and settle: retries, backoff, dead letters, crashes, hangs. */
+/* Dispatcher: per-instance worker threads that claim from spool lanes, run deliver(), and settle:
+ * retries, backoff, dead letters, crashes, hangs. */
 #include "dispatch.h"
 #include "config.h"
 
@@ -20,37 +21,37 @@
  * it exits, and the queue counts the live ones. */
 typedef struct worker {
   struct iqueue *q;
-  delivery *d;      /* in deliver() now, or NULL */
-  int64_t started;  /* mono ms when the call began */
-  int written_off;  /* the call passed timeout_ms: its delivery was settled
-                       without it and its result is ignored */
-  int probe;        /* the call is the circuit breaker's probe */
-  int64_t wall;     /* Unix ms when the call began (attempt records) */
+  delivery *d;     /* in deliver() now, or NULL */
+  int64_t started; /* mono ms when the call began */
+  int written_off; /* the call passed timeout_ms: its delivery was settled
+                      without it and its result is ignored */
+  int probe;       /* the call is the circuit breaker's probe */
+  int64_t wall;    /* Unix ms when the call began (attempt records) */
   struct worker *next;
 } worker;
 
 typedef struct iqueue {
   dispatch *dp;
   plugin_instance *inst;
-  const char *name;                  /* the instance's, for logs and pacing */
-  metrics_instance *m;               /* its counters */
-  const config_delivery *delivery;   /* its delivery settings */
+  const char *name;                /* the instance's, for logs and pacing */
+  metrics_instance *m;             /* its counters */
+  const config_delivery *delivery; /* its delivery settings */
   spool_lane *lane;
-  pace *pace;             /* the instance name's rate, hold and breaker */
-  pace_state state;       /* as dispatch_observe last saw it (its caller's thread) */
+  pace *pace;       /* the instance name's rate, hold and breaker */
+  pace_state state; /* as dispatch_observe last saw it (its caller's thread) */
   pthread_mutex_t mu;
   pthread_cond_t cv;      /* wakes workers: work, stop */
   pthread_cond_t exit_cv; /* a worker exited */
   int woken;              /* a wake came since the last claim */
   int stopping;
-  int attached;           /* the queue owns its lane (dispatch_attach) */
-  int lost;               /* a newer generation took the lane over */
-  int unhealthy;          /* stuck workers reached the cap: no claims */
-  worker *workers;        /* every thread that has not exited */
-  size_t live;            /* threads that have not exited */
-  size_t active;          /* of which not written off */
-  size_t stuck;           /* written off and still inside deliver() */
-  uint64_t written_off;   /* since start */
+  int attached;         /* the queue owns its lane (dispatch_attach) */
+  int lost;             /* a newer generation took the lane over */
+  int unhealthy;        /* stuck workers reached the cap: no claims */
+  worker *workers;      /* every thread that has not exited */
+  size_t live;          /* threads that have not exited */
+  size_t active;        /* of which not written off */
+  size_t stuck;         /* written off and still inside deliver() */
+  uint64_t written_off; /* since start */
 } iqueue;
 
 struct dispatch {
@@ -98,12 +99,12 @@ typedef struct attempt_result {
   const char *msg;         /* why it failed */
   uint32_t retry_after_ms; /* the plugin's wish, 0 for hookd's backoff */
   int64_t took_ms;
-  int64_t started_ms;      /* Unix ms when the call began */
-  int probe;               /* the circuit breaker's probe */
-  int called;              /* a deliver() call made it (the pace hears of it) */
-  uint32_t flags;          /* HOOKD_OUTCOME_* */
-  int32_t status;          /* the destination's status (0: none) */
-  const char *answer;      /* the first bytes of its answer ("" when none) */
+  int64_t started_ms; /* Unix ms when the call began */
+  int probe;          /* the circuit breaker's probe */
+  int called;         /* a deliver() call made it (the pace hears of it) */
+  uint32_t flags;     /* HOOKD_OUTCOME_* */
+  int32_t status;     /* the destination's status (0: none) */
+  const char *answer; /* the first bytes of its answer ("" when none) */
 } attempt_result;
 
 /* Keeps what the call came to with the event (the status page's detail). */
@@ -168,8 +169,10 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
               "for %lld ms; no attempt used",
               a->msg, (long long)(hold - now));
   } else {
-    log_write(HLOG_INFO, &ctx, "attempt %u of %s failed while the circuit is open (%s): no "
-              "attempt used, it waits", d->attempt, d->ev->type, a->msg);
+    log_write(HLOG_INFO, &ctx,
+              "attempt %u of %s failed while the circuit is open (%s): no "
+              "attempt used, it waits",
+              d->attempt, d->ev->type, a->msg);
   }
   record(q, d, a, k == PACE_RATE_LIMITED ? "rate limited" : "circuit open");
   metrics_delivery_held(q->m, q->name, k == PACE_RATE_LIMITED);
@@ -181,8 +184,8 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
 
 static void dead(iqueue *q, delivery *d, const char *why) {
   log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
-  log_write(HLOG_ERROR, &ctx, "delivery of %s failed for good after %u attempt(s): %s",
-            d->ev->type, d->attempt, why);
+  log_write(HLOG_ERROR, &ctx, "delivery of %s failed for good after %u attempt(s): %s", d->ev->type,
+            d->attempt, why);
   METRICS_INC(q->m->dead);
   spool_settle(q->dp->sp, d, SPOOL_DEAD, why);
 }
@@ -215,8 +218,7 @@ static const char *outcome_name(const config_delivery *c, const delivery *d,
     case HOOKD_OK:
       return "delivered";
     case PLUGIN_CRASHED:
-      return d->crashes + 1 >= c->max_crashes || d->attempt >= c->max_attempts ? "dead"
-                                                                                : "crashed";
+      return d->crashes + 1 >= c->max_crashes || d->attempt >= c->max_attempts ? "dead" : "crashed";
     case PLUGIN_TIMED_OUT:
       return d->attempt >= c->max_attempts ? "dead" : "timed out";
     case HOOKD_RETRY:
@@ -285,8 +287,8 @@ static void settle(iqueue *q, delivery *d, const attempt_result *a) {
       dead(q, d, why);
       break;
   }
-  metrics_delivery_settled(q->m, q->name, source, id, received, attempt, as,
-                           finished, a->took_ms, a->msg);
+  metrics_delivery_settled(q->m, q->name, source, id, received, attempt, as, finished, a->took_ms,
+                           a->msg);
   event_unref(ev);
 }
 
@@ -390,8 +392,7 @@ static void run(iqueue *q, worker *w, delivery *d) {
   w->d = NULL;
   pthread_mutex_unlock(&q->mu);
   if (off) {
-    log_write(HLOG_WARN,
-              &(log_ctx){.source = ev->source, .instance = q->name, .event_id = ev->id},
+    log_write(HLOG_WARN, &(log_ctx){.source = ev->source, .instance = q->name, .event_id = ev->id},
               "a written-off deliver() returned after %lld ms; its result is ignored",
               (long long)took);
   } else {
@@ -510,8 +511,7 @@ static delivery *write_off(iqueue *q, worker *w, int64_t took) {
   log_write(HLOG_ERROR, &ctx,
             "deliver() still running after %lld ms (timeout_ms %llu): attempt %u counts as "
             "failed and the call is written off (%zu stuck in this instance)",
-            (long long)took, (unsigned long long)q->delivery->timeout_ms, d->attempt,
-            q->stuck);
+            (long long)took, (unsigned long long)q->delivery->timeout_ms, d->attempt, q->stuck);
   if (q->stuck > cap) {
     if (!q->unhealthy) {
       log_write(HLOG_ERROR, &ctx,

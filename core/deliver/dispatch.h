@@ -1,4 +1,5 @@
-/* Dispatcher: each plugin instance's worker threads, which claim deliveries from the spool, run them and settle them (retry, backoff, dead letters, crashes, hangs). */
+/* Dispatcher: each plugin instance's worker threads, which claim deliveries from the spool, run
+ * them and settle them (retry, backoff, dead letters, crashes, hangs). */
 #ifndef HOOKD_DISPATCH_H
 #define HOOKD_DISPATCH_H
 
@@ -53,9 +54,9 @@ void dispatch_observe(dispatch *dp);
 const char *dispatch_unhealthy(dispatch *dp, char *buf, size_t len);
 
 typedef struct dispatch_instance_stats {
-  uint64_t written_off;  /* deliver() calls written off since start */
-  uint32_t stuck;        /* of which still running */
-  uint32_t running;      /* deliver() calls running now, not written off */
+  uint64_t written_off; /* deliver() calls written off since start */
+  uint32_t stuck;       /* of which still running */
+  uint32_t running;     /* deliver() calls running now, not written off */
   int unhealthy;
 } dispatch_instance_stats;
 void dispatch_instance_get(dispatch *dp, size_t i, dispatch_instance_stats *out);

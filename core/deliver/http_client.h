@@ -1,4 +1,5 @@
-/* Outbound HTTP for plugins: libcurl easy handles reused per worker thread, answers mapped to outcomes. */
+/* Outbound HTTP for plugins: libcurl easy handles reused per worker thread, answers mapped to
+ * outcomes. */
 #ifndef HOOKD_HTTP_CLIENT_H
 #define HOOKD_HTTP_CLIENT_H
 

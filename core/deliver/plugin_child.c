@@ -273,7 +273,9 @@ static int load(init_msg *m) {
   int from_options = 0;
   int rc = plugin_host_instance_setup(inst, g_api, m->config, NULL, m->dir, err, sizeof err,
                                       &from_options);
-  uint32_t status = rc == 0 ? WIRE_INIT_OK : rc == PLUGIN_SETUP_EIGNORED ? WIRE_INIT_IGNORED : WIRE_INIT_FAILED;
+  uint32_t status = rc == 0                       ? WIRE_INIT_OK
+                    : rc == PLUGIN_SETUP_EIGNORED ? WIRE_INIT_IGNORED
+                                                  : WIRE_INIT_FAILED;
   report(status, from_options, inst->owned.timeout_ms, inst->cfg_error_key, inst->cfg_error, err,
          mod->desc);
   return rc == 0 ? 0 : -1;

@@ -1,4 +1,5 @@
-/* Plugin host: module loading with ABI checks, instance init/destroy, and the host function table. */
+/* Plugin host: module loading with ABI checks, instance init/destroy, and the host function table.
+ */
 #include "plugin_host.h"
 #include "pattern.h"
 #include "config.h"
@@ -103,8 +104,8 @@ static int host_config_int(const hookd_config *cfg, const char *key, int64_t def
   *out = def;
   if (v == NULL) return HOOKD_E_MISSING;
   /* Range first: casting a double outside int64 is undefined. */
-  if (!cJSON_IsNumber(v) || !(v->valuedouble >= -9007199254740992.0 &&
-                              v->valuedouble <= 9007199254740992.0) ||
+  if (!cJSON_IsNumber(v) ||
+      !(v->valuedouble >= -9007199254740992.0 && v->valuedouble <= 9007199254740992.0) ||
       v->valuedouble != (double)(int64_t)v->valuedouble) {
     return record_f(cfg, key, "expected an integer");
   }
@@ -146,8 +147,7 @@ static int host_config_string_list(const hookd_config *cfg, const char *key,
   return HOOKD_E_OK;
 }
 
-static int host_config_object(const hookd_config *cfg, const char *key,
-                              const hookd_config **out) {
+static int host_config_object(const hookd_config *cfg, const char *key, const hookd_config **out) {
   cJSON *v = item(cfg, key);
   *out = NULL;
   if (v == NULL) return HOOKD_E_MISSING;
@@ -400,8 +400,8 @@ int plugin_host_open_module(plugin_module *m, char *err, size_t errlen) {
   entry_fn entry;
   *(void **)&entry = dlsym(m->dl, HOOKD_PLUGIN_ENTRY_SYMBOL);
   if (entry == NULL) {
-    snprintf(err, errlen, "%s has no '%s' symbol: not a hookd plugin (or not exported)",
-             m->path, HOOKD_PLUGIN_ENTRY_SYMBOL);
+    snprintf(err, errlen, "%s has no '%s' symbol: not a hookd plugin (or not exported)", m->path,
+             HOOKD_PLUGIN_ENTRY_SYMBOL);
     return -1;
   }
   const hookd_plugin *d = entry(HOOKD_PLUGIN_ABI);

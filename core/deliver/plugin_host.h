@@ -1,4 +1,5 @@
-/* Plugin host: dlopen modules from plugin_dirs, check their ABI, run init/destroy, and serve the host function table. */
+/* Plugin host: dlopen modules from plugin_dirs, check their ABI, run init/destroy, and serve the
+ * host function table. */
 #ifndef HOOKD_PLUGIN_HOST_H
 #define HOOKD_PLUGIN_HOST_H
 
@@ -13,10 +14,10 @@ struct config_plugin;
 #include "jsonc.h"
 
 typedef struct plugin_module {
-  char *name;  /* module name as in the config */
-  char *path;  /* the .so found in plugin_dirs */
-  void *dl;    /* dlopen handle; NULL while only process-isolated instances use it
-                  (hookd then never maps the module: its child does) */
+  char *name; /* module name as in the config */
+  char *path; /* the .so found in plugin_dirs */
+  void *dl;   /* dlopen handle; NULL while only process-isolated instances use it
+                 (hookd then never maps the module: its child does) */
   const hookd_plugin *desc;
 } plugin_module;
 

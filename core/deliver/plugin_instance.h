@@ -14,18 +14,18 @@
 /* One configured plugin instance (the ABI's opaque hookd_instance). Owned by
  * the plugin_host; `cfg` points into the config, which must outlive it. */
 struct hookd_instance {
-  size_t index;             /* position in config.plugins and plugin_host.insts */
+  size_t index; /* position in config.plugins and plugin_host.insts */
   const char *name;
   plugin_module *mod;
   const struct config_plugin *cfg;
-  void *state;              /* what init() returned */
+  void *state; /* what init() returned */
   int initialized;
   struct plugin_proc *proc; /* "isolation": "process": the supervised child that runs
                                this instance (plugin_proc.h); NULL in thread mode */
   metrics_instance m;
   /* Used only during init(): config access and its first error. */
   const jsonc_doc *doc;
-  const char *config_dir;   /* base of relative paths (config_path) */
+  const char *config_dir; /* base of relative paths (config_path) */
   char cfg_error[512];
   char cfg_error_key[256]; /* the key path cfg_error is about; without a doc (in a
                               plugin child) cfg_error has no position and hookd adds it */

@@ -995,8 +995,10 @@ static void start_failure(char *err, size_t errlen, const plugin_instance *inst,
   if (rep->cfg_msg[0]) {
     jsonc_error(&cfg->doc, rep->key, positioned, sizeof positioned, "%s", rep->cfg_msg);
   }
-  plugin_host_init_message(err, errlen, inst, rep->status == WIRE_INIT_IGNORED ? PLUGIN_SETUP_EIGNORED : PLUGIN_SETUP_EFAIL,
-                           positioned, rep->perr, (int)rep->from_options);
+  plugin_host_init_message(
+      err, errlen, inst,
+      rep->status == WIRE_INIT_IGNORED ? PLUGIN_SETUP_EIGNORED : PLUGIN_SETUP_EFAIL, positioned,
+      rep->perr, (int)rep->from_options);
 }
 
 int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_t errlen) {
@@ -1007,7 +1009,8 @@ int plugin_proc_start(plugin_instance *inst, const config *cfg, char *err, size_
   }
   plugin_proc *p = proc_new(inst, cfg, why, sizeof why);
   if (p == NULL) {
-    plugin_host_init_message(err, errlen, inst, PLUGIN_SETUP_EFAIL, "", why[0] ? why : "out of memory", 0);
+    plugin_host_init_message(err, errlen, inst, PLUGIN_SETUP_EFAIL, "",
+                             why[0] ? why : "out of memory", 0);
     return -1;
   }
   child *c = NULL;
@@ -1180,7 +1183,8 @@ static int call(plugin_proc *p, child *c, size_t slot, const hookd_event *v, hoo
   int fd = c->chans[slot];
   wire_buf *in = &c->in[slot];
   wire_out *w = &c->wout[slot];
-  int64_t deadline = clock_mono_ms() + (v->timeout_ms ? v->timeout_ms : p->timeout_ms) + KILL_GRACE_MS;
+  int64_t deadline =
+      clock_mono_ms() + (v->timeout_ms ? v->timeout_ms : p->timeout_ms) + KILL_GRACE_MS;
   if (encode_deliver(w, v) != 0) {
     snprintf(out->message, sizeof out->message, "out of memory");
     out->retry_after_ms = 1000;

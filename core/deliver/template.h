@@ -1,4 +1,5 @@
-/* Templates: {{path}}, {{path|default:TEXT}}, {{path|upper}}, {{path|json}}, rendered with an escaping. */
+/* Templates: {{path}}, {{path|default:TEXT}}, {{path|upper}}, {{path|json}}, rendered with an
+ * escaping. */
 #ifndef HOOKD_TEMPLATE_H
 #define HOOKD_TEMPLATE_H
 

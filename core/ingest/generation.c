@@ -1,4 +1,5 @@
-/* Generations: load a config with its plugins, router and dispatcher as one unit; retire and free old ones. */
+/* Generations: load a config with its plugins, router and dispatcher as one unit; retire and free
+ * old ones. */
 #include "generation.h"
 
 #include <stdio.h>
@@ -95,10 +96,10 @@ static int str_eq(const char *a, const char *b) {
 void generation_fixed_changes(const config *o, const config *n, char *out, size_t len) {
   out[0] = '\0';
   size_t used = 0;
-#define CHANGED(name)                                                                    \
-  do {                                                                                   \
-    int w = snprintf(out + used, len - used, "%s%s", used ? ", " : "", name);           \
-    if (w > 0 && (size_t)w < len - used) used += (size_t)w;                              \
+#define CHANGED(name)                                                         \
+  do {                                                                        \
+    int w = snprintf(out + used, len - used, "%s%s", used ? ", " : "", name); \
+    if (w > 0 && (size_t)w < len - used) used += (size_t)w;                   \
   } while (0)
   int listen_same = o->n_listen == n->n_listen;
   for (size_t i = 0; listen_same && i < o->n_listen; i++) {

@@ -1,4 +1,5 @@
-/* A generation: one loaded config with its plugin instances, router and dispatcher; reload swaps them. */
+/* A generation: one loaded config with its plugin instances, router and dispatcher; reload swaps
+ * them. */
 #ifndef HOOKD_GENERATION_H
 #define HOOKD_GENERATION_H
 

@@ -51,7 +51,8 @@ static int allowed_at_accept(const config *cfg, const struct sockaddr *peer) {
     char text[INET6_ADDRSTRLEN];
     access_addr_format(&a, text, sizeof text);
     log_ctx ctx = {.peer = text};
-    log_write(HLOG_DEBUG, &ctx, "connection closed at accept: no source's allow_ips holds the peer");
+    log_write(HLOG_DEBUG, &ctx,
+              "connection closed at accept: no source's allow_ips holds the peer");
   }
   return -1;
 }
@@ -61,8 +62,8 @@ static int allowed_at_accept(const config *cfg, const struct sockaddr *peer) {
  * access_client), or 403 (the answer); a refusal is logged with the client
  * address. peer NULL means unknown and is refused by a source with
  * allow_ips. */
-static int allowed_request(const config *cfg, const config_source *src,
-                           const struct sockaddr *peer, const http_request *req) {
+static int allowed_request(const config *cfg, const config_source *src, const struct sockaddr *peer,
+                           const http_request *req) {
   const char *vals[16];
   size_t lens[16], n = 0;
   access_addr p, client;
@@ -159,8 +160,8 @@ static void web_on_refused(void *data, http_conn *c, const http_request *req, in
  * request elsewhere), at most MAX_HEADER_TEXT bytes. */
 #define MAX_HEADER_TEXT 4096
 static int header_is_secret(const config_source *src, const char *name) {
-  static const char *const words[] = {"authorization", "cookie", "signature", "token", "secret",
-                                      "api-key", "apikey", "hmac", "password", NULL};
+  static const char *const words[] = {"authorization", "cookie", "signature", "token",    "secret",
+                                      "api-key",       "apikey", "hmac",      "password", NULL};
   if (src->verify.header && strcasecmp(name, src->verify.header) == 0) return 1;
   for (const char *const *w = words; *w; w++) {
     if (strcasestr(name, *w)) return 1;
@@ -176,8 +177,8 @@ static void keep_headers(event *ev, const config_source *src, const http_request
     int n = header_is_secret(src, h->name)
                 ? snprintf(text + len, sizeof text - len, "%s: [masked, %zu bytes]\n", h->name,
                            h->value_len)
-                : snprintf(text + len, sizeof text - len, "%s: %.*s\n", h->name,
-                           (int)h->value_len, h->value);
+                : snprintf(text + len, sizeof text - len, "%s: %.*s\n", h->name, (int)h->value_len,
+                           h->value);
     if (n < 0 || (size_t)n >= sizeof text - len) break; /* the rest does not fit: left out */
     len += (size_t)n;
   }
@@ -231,7 +232,8 @@ static void answer_stored(void *data, int status) {
     http_conn_respond(sc->c, src->success_status, NULL, NULL, 0);
   } else {
     log_write(HLOG_ERROR, &ctx, "rejected: the spool could not store the event (503)");
-    http_conn_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n", 37);
+    http_conn_respond(sc->c, 503, "Retry-After: 5\r\n", "could not store the event, try again\n",
+                      37);
   }
   event_unref(sc->ev);
   generation_unref(sc->gen);
@@ -245,7 +247,8 @@ static const char *const challenge_kinds[] = {"none", "zoom", "slack"};
 /* Could the body be the source's endpoint handshake? A cheap look first,
  * so ordinary events are never parsed twice. */
 static int maybe_handshake(const config_source *src, const char *body, size_t len) {
-  if (src->challenge == CHALLENGE_ZOOM) return memmem(body, len, "endpoint.url_validation", 23) != NULL;
+  if (src->challenge == CHALLENGE_ZOOM)
+    return memmem(body, len, "endpoint.url_validation", 23) != NULL;
   if (src->challenge == CHALLENGE_SLACK) return memmem(body, len, "url_verification", 16) != NULL;
   return 0;
 }
@@ -262,8 +265,8 @@ static char *handshake_answer(const config_source *src, const char *body, size_t
     char hex[65];
     if (cJSON_IsString(ev) && strcmp(ev->valuestring, "endpoint.url_validation") == 0 &&
         cJSON_IsString(tok) && tok->valuestring[0] && src->verify.n_secrets > 0 &&
-        verify_hmac_sha256_hex(&src->verify.secrets[0], tok->valuestring,
-                               strlen(tok->valuestring), hex) == 0) {
+        verify_hmac_sha256_hex(&src->verify.secrets[0], tok->valuestring, strlen(tok->valuestring),
+                               hex) == 0) {
       ans = cJSON_CreateObject();
       cJSON_AddStringToObject(ans, "plainToken", tok->valuestring);
       cJSON_AddStringToObject(ans, "encryptedToken", hex);

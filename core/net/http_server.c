@@ -1,4 +1,5 @@
-/* HTTP/1.1 connections: llhttp callbacks, limits checked before buffering, timeouts, pipelining and answers. */
+/* HTTP/1.1 connections: llhttp callbacks, limits checked before buffering, timeouts, pipelining and
+ * answers. */
 #include "http_server.h"
 
 #include <llhttp.h>
@@ -55,9 +56,9 @@ struct http_conn {
   conn_state state;
   int open_handles;
   int reading;
-  int in_callback;   /* inside llhttp_execute */
-  int answered;      /* the current request has its answer */
-  int paused;        /* parser paused until the answer */
+  int in_callback; /* inside llhttp_execute */
+  int answered;    /* the current request has its answer */
+  int paused;      /* parser paused until the answer */
   int keep_alive;
   int fatal_status;  /* a limit broken inside a callback: answer and close */
   int reject_status; /* decided at headers: discard the body, then answer */
@@ -82,7 +83,7 @@ struct http_conn {
   /* Input received after a request whose answer is pending. */
   char *pending;
   size_t pending_len;
-  size_t linger_bytes; /* input discarded while lingering */
+  size_t linger_bytes;   /* input discarded while lingering */
   uint64_t idle_left_ms; /* idle time left after the buffers were dropped */
   /* TLS listeners: the context until the first byte (the SSL state is made
    * only for a client that speaks), then the connection's TLS state. */
@@ -112,23 +113,40 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 
 const char *http_server_status_text(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return status >= 200 && status < 300 ? "OK" : "Error";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 417:
+      return "Expectation Failed";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return status >= 200 && status < 300 ? "OK" : "Error";
   }
 }
 
@@ -211,9 +229,14 @@ static void set_state(http_conn *c, conn_state st) {
       c->idle_left_ms = ms > TRIM_MS ? ms - TRIM_MS : 0;
       if (ms > TRIM_MS) ms = TRIM_MS;
       break;
-    case ST_BODY: ms = l->body_timeout_ms; break;
-    case ST_LINGER: ms = LINGER_MS; break;
-    default: break;
+    case ST_BODY:
+      ms = l->body_timeout_ms;
+      break;
+    case ST_LINGER:
+      ms = LINGER_MS;
+      break;
+    default:
+      break;
   }
   if (ms) {
     uv_timer_start(&c->timer, on_timer, ms, 0);
@@ -1007,12 +1030,13 @@ int http_server_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls) {
 static void respond_full(http_conn *c, int status, const char *extra_headers, const char *body,
                          size_t body_len) {
   char head[512];
-  int hl = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                    status, http_server_status_text(status), body_len,
-                    body_len && !(extra_headers && strcasestr(extra_headers, "Content-Type:"))
-                        ? "Content-Type: text/plain; charset=utf-8\r\n"
-                        : "",
-                    extra_headers ? extra_headers : "", c->keep_alive ? "" : "Connection: close\r\n");
+  int hl =
+      snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n%s%s%s\r\n", status,
+               http_server_status_text(status), body_len,
+               body_len && !(extra_headers && strcasestr(extra_headers, "Content-Type:"))
+                   ? "Content-Type: text/plain; charset=utf-8\r\n"
+                   : "",
+               extra_headers ? extra_headers : "", c->keep_alive ? "" : "Connection: close\r\n");
   if (hl < 0 || (size_t)hl >= sizeof head) hl = 0;
   char stackbuf[4096];
   size_t total = (size_t)hl + body_len;
@@ -1028,7 +1052,7 @@ static void respond_full(http_conn *c, int status, const char *extra_headers, co
 }
 
 void http_conn_respond(http_conn *c, int status, const char *extra_headers, const char *body,
-                  size_t body_len) {
+                       size_t body_len) {
   if (c->answered) return;
   c->answered = 1;
   c->served++;

@@ -19,16 +19,16 @@ typedef struct http_header {
 /* One parsed request. Everything is borrowed from the connection and valid
  * until the answer is sent. */
 typedef struct http_request {
-  int method;            /* llhttp_method_t */
-  const char *path;      /* without the query string, NUL-terminated */
-  const char *query;     /* what followed '?' (NUL-terminated, not decoded), or NULL */
+  int method;        /* llhttp_method_t */
+  const char *path;  /* without the query string, NUL-terminated */
+  const char *query; /* what followed '?' (NUL-terminated, not decoded), or NULL */
   http_header *headers;
   size_t n_headers;
-  const char *body;      /* NUL-terminated (the NUL is not counted) */
+  const char *body; /* NUL-terminated (the NUL is not counted) */
   size_t body_len;
-  const void *route;     /* set by on_headers for on_request */
-  void *ctx;             /* the handler's own, set by on_headers, handed to on_release */
-  const char *reason;    /* on_headers may set a static one-line text for its refusal */
+  const void *route;  /* set by on_headers for on_request */
+  void *ctx;          /* the handler's own, set by on_headers, handed to on_release */
+  const char *reason; /* on_headers may set a static one-line text for its refusal */
 } http_request;
 
 /* What a listener does with requests. Both run on the loop thread. */
@@ -67,8 +67,8 @@ typedef struct http_server {
   uv_loop_t *loop;
   const config_limits *limits;
   http_handler handler;
-  size_t *open_conns; /* counter shared by all listeners, checked against max_connections */
-  int draining;       /* shutting down: answer the request in progress, then close */
+  size_t *open_conns;      /* counter shared by all listeners, checked against max_connections */
+  int draining;            /* shutting down: answer the request in progress, then close */
   struct http_conn *conns; /* list of open connections */
   void (*on_empty)(void *data); /* called when the last connection closed while draining */
   void *on_empty_data;
@@ -89,7 +89,7 @@ int http_server_open_fd(http_server *srv, uv_os_sock_t fd, tls_ctx *tls);
  * NULL; body may be NULL. After the answer the connection reads the next
  * request (keep-alive) or closes. */
 void http_conn_respond(http_conn *c, int status, const char *extra_headers, const char *body,
-                  size_t body_len);
+                       size_t body_len);
 /* Shorthand: a text/plain one-line answer. */
 void http_conn_respond_text(http_conn *c, int status, const char *text);
 

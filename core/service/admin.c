@@ -42,10 +42,9 @@ typedef enum {
   R_BACKFILL, /* POST /instances/NAME/replay, body since=DURATION[&type=P][&source=S] */
   R_COUNT
 } route_kind;
-static const route_kind routes[R_COUNT] = {R_HEALTH,  R_READY,  R_METRICS, R_PAGE,
-                                           R_JSON,    R_REPLAY, R_UNAUTHORIZED, R_RELOAD,
-                                           R_EVENT,   R_SEARCH, R_PAUSE,   R_RESUME,
-                                           R_BACKFILL};
+static const route_kind routes[R_COUNT] = {R_HEALTH, R_READY,        R_METRICS, R_PAGE,  R_JSON,
+                                           R_REPLAY, R_UNAUTHORIZED, R_RELOAD,  R_EVENT, R_SEARCH,
+                                           R_PAUSE,  R_RESUME,       R_BACKFILL};
 
 #define DEAD_SHOWN 100 /* dead letters the page lists */
 
@@ -140,7 +139,8 @@ static int host_allowed(const admin *a, const http_request *req) {
   /* The admin address as configured ("192.0.2.7:9090", "[2001:db8::1]:9090"). */
   const char *adm = a->cfg->admin_listen;
   if (adm == NULL) return 0;
-  size_t al = adm[0] == '[' ? (size_t)(strchr(adm, ']') - adm - 1) : (size_t)(strrchr(adm, ':') - adm);
+  size_t al =
+      adm[0] == '[' ? (size_t)(strchr(adm, ']') - adm - 1) : (size_t)(strrchr(adm, ':') - adm);
   const char *ah = adm[0] == '[' ? adm + 1 : adm;
   return strlen(host) == al && strncasecmp(host, ah, al) == 0;
 }
@@ -197,8 +197,9 @@ int admin_on_headers(void *data, http_conn *c, http_request *req) {
   }
   int no_token = a->cfg->admin_token == NULL || a->cfg->admin_token[0] == '\0';
   if (no_token && !host_allowed(a, req)) {
-    req->reason = "Host must be localhost, a loopback address or the admin address "
-                  "(or set admin_token)";
+    req->reason =
+        "Host must be localhost, a loopback address or the admin address "
+        "(or set admin_token)";
     metrics_count_admin(403);
     return 403;
   }
@@ -300,8 +301,7 @@ static int render_lane_metrics(admin *a, char **buf, size_t *len, size_t *cap) {
        "1 when a plugin instance is at its max_pending: events routed to it get 503."},
       {"hookd_delivery_written_off_total", "counter",
        "deliver() calls written off after timeout_ms (thread isolation)."},
-      {"hookd_delivery_stuck_calls", "gauge",
-       "Written-off deliver() calls still running."},
+      {"hookd_delivery_stuck_calls", "gauge", "Written-off deliver() calls still running."},
   };
   for (size_t k = 0; k < sizeof series / sizeof series[0] && rc == 0; k++) {
     if (series[k].help) {
@@ -343,7 +343,8 @@ static int render_states(admin *a, char **buf, size_t *len, size_t *cap) {
   }
   const char *state_names[PACE_N_STATES];
   for (int k = 0; k < PACE_N_STATES; k++) state_names[k] = pace_state_name((pace_state)k);
-  if (rc == 0) rc = metrics_render_states(buf, len, cap, names, states, state_names, PACE_N_STATES, ms, n);
+  if (rc == 0)
+    rc = metrics_render_states(buf, len, cap, names, states, state_names, PACE_N_STATES, ms, n);
   free(names);
   free(states);
   free(ms);
@@ -596,7 +597,8 @@ static void json_instances(admin *a, cJSON *root) {
       cJSON_AddStringToObject(po, "last_exit", ps.last_exit);
       cJSON_AddStringToObject(po, "error", ps.error);
     }
-    cJSON_AddNumberToObject(o, "queued", (double)METRICS_GET(plugin_host_instance_metrics(inst)->queued));
+    cJSON_AddNumberToObject(o, "queued",
+                            (double)METRICS_GET(plugin_host_instance_metrics(inst)->queued));
     cJSON_AddNumberToObject(o, "retrying", (double)v.retrying);
     cJSON_AddNumberToObject(o, "delivered", (double)v.delivered);
     cJSON_AddNumberToObject(o, "dead", (double)v.dead);
@@ -988,8 +990,9 @@ void admin_on_request(void *data, http_conn *c, http_request *req) {
       break;
     case R_UNAUTHORIZED:
       metrics_count_admin(401);
-      http_conn_respond(c, 401, "WWW-Authenticate: Basic realm=\"hookd admin\", charset=\"UTF-8\"\r\n",
-                   "unauthorized\n", 13);
+      http_conn_respond(c, 401,
+                        "WWW-Authenticate: Basic realm=\"hookd admin\", charset=\"UTF-8\"\r\n",
+                        "unauthorized\n", 13);
       break;
     default:
       start_job(a, c, req, k);

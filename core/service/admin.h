@@ -42,8 +42,8 @@ typedef void (*admin_reload_done)(void *arg, int status, const char *why);
 typedef struct admin {
   const struct config *cfg;
   plugin_host *host;
-  dispatch *dp;        /* the current generation's */
-  spool_lane **lanes;  /* its instances' spool lanes, by index */
+  dispatch *dp;       /* the current generation's */
+  spool_lane **lanes; /* its instances' spool lanes, by index */
   spool *sp;
   uv_loop_t *loop; /* for the threadpool work */
   int listening;   /* set once every listener is bound */

@@ -285,7 +285,8 @@ static int try_instance(const config *cfg, const try_args *a) {
   if (m.name == NULL || inst == NULL) {
     fprintf(stderr, "hookd: %s: out of memory\n", cp->keypath);
   } else if (plugin_host_load_module(&m, cfg, err, sizeof err) != 0 ||
-             plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, sizeof err) != 0) {
+             plugin_host_instance_init(inst, cp->config, &cfg->doc, cfg->dir, err, sizeof err) !=
+                 0) {
     fprintf(stderr, "hookd: %s: %s\n", cp->keypath, err);
   } else {
     rc = run_once(inst, ev, a->attempt);

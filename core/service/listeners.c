@@ -1,4 +1,5 @@
-/* Listeners: bind the webhook and admin addresses, serve them, swap generations, drain at shutdown. */
+/* Listeners: bind the webhook and admin addresses, serve them, swap generations, drain at shutdown.
+ */
 #include "listeners.h"
 
 #include <stdio.h>
@@ -16,8 +17,8 @@ typedef struct listener {
   uv_tcp_t tcp;
   http_server *hs;
   listeners *s;
-  char *addr;    /* as configured, for logs and metrics */
-  tls_ctx *tls;  /* what new connections use (referenced); NULL: plain HTTP */
+  char *addr;   /* as configured, for logs and metrics */
+  tls_ctx *tls; /* what new connections use (referenced); NULL: plain HTTP */
 } listener;
 
 struct listeners {
@@ -159,7 +160,8 @@ int listeners_set_generation(listeners *s, generation *g) {
   return 0;
 }
 
-void listeners_set_reload(listeners *s, void (*reload)(void *data, admin_reload_done done, void *arg),
+void listeners_set_reload(listeners *s,
+                          void (*reload)(void *data, admin_reload_done done, void *arg),
                           void *data) {
   s->adm.reload = reload;
   s->adm.reload_data = data;
@@ -180,12 +182,15 @@ listeners *listeners_new(uv_loop_t *loop, generation *g, spool *sp, char *err, s
     listeners_free(s);
     return NULL;
   }
-  s->web = (http_server){.loop = loop, .limits = &cfg->limits, .handler = ingest_handler(s->in),
-                         .open_conns = &s->open_conns, .on_empty = on_web_empty,
+  s->web = (http_server){.loop = loop,
+                         .limits = &cfg->limits,
+                         .handler = ingest_handler(s->in),
+                         .open_conns = &s->open_conns,
+                         .on_empty = on_web_empty,
                          .on_empty_data = s};
   s->admin = s->web;
-  s->adm = (admin){.cfg = cfg, .host = &g->host, .dp = g->dp, .lanes = g->lanes, .sp = sp,
-                   .loop = loop};
+  s->adm =
+      (admin){.cfg = cfg, .host = &g->host, .dp = g->dp, .lanes = g->lanes, .sp = sp, .loop = loop};
   s->admin.handler = (http_handler){.on_headers = admin_on_headers,
                                     .on_request = admin_on_request,
                                     .data = &s->adm,
@@ -193,8 +198,7 @@ listeners *listeners_new(uv_loop_t *loop, generation *g, spool *sp, char *err, s
   s->admin.on_empty = on_admin_empty;
   int rc = 0;
   for (size_t i = 0; i < cfg->n_listen && rc == 0; i++) {
-    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &cfg->listen_tls[i], &s->web, err,
-                  errlen);
+    rc = bind_one(s, &s->ls[s->n_ls++], cfg->listen[i], &cfg->listen_tls[i], &s->web, err, errlen);
   }
   if (rc == 0 && cfg->admin_listen) {
     rc = bind_one(s, &s->ls[s->n_ls++], cfg->admin_listen, NULL, &s->admin, err, errlen);

@@ -1,4 +1,5 @@
-/* Listeners: bind the webhook and admin addresses, serve them, swap generations, drain at shutdown. */
+/* Listeners: bind the webhook and admin addresses, serve them, swap generations, drain at shutdown.
+ */
 #ifndef HOOKD_LISTENERS_H
 #define HOOKD_LISTENERS_H
 

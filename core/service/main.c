@@ -108,8 +108,8 @@ typedef struct hookd_daemon {
   uint64_t sd_watchdog_usec;
   uv_signal_t sig_term, sig_int, sig_hup;
   int stopping;
-  int aborted;   /* past shutdown_timeout_ms: slow connections were closed */
-  int hard_stop; /* the loop was stopped with handles still open */
+  int aborted;          /* past shutdown_timeout_ms: slow connections were closed */
+  int hard_stop;        /* the loop was stopped with handles still open */
   int64_t stop_started; /* mono ms of the first SIGTERM/SIGINT */
   /* Reloads: one at a time; asking during one queues one more. */
   pthread_mutex_t reload_mu;
@@ -119,7 +119,7 @@ typedef struct hookd_daemon {
   reload_job *reload_done;    /* finished jobs, under reload_mu */
   int reload_closed;          /* the async handle is closing (under reload_mu) */
   int reload_again;
-  size_t reload_threads;      /* threads not finished, under reload_mu */
+  size_t reload_threads; /* threads not finished, under reload_mu */
   reload_waiter *waiting, *waiting_next;
 } hookd_daemon;
 
@@ -167,7 +167,8 @@ static void reap(hookd_daemon *dm) {
     }
     *pp = g->next;
     if (generation_free(g, 1000) == 0) {
-      log_write(HLOG_INFO, NULL, "reload: the previous config's plugin instances are drained and closed");
+      log_write(HLOG_INFO, NULL,
+                "reload: the previous config's plugin instances are drained and closed");
     }
   }
 }
@@ -455,8 +456,8 @@ static int cmd_check(const char *file) {
     fprintf(stderr, "hookd: %s\n", err);
     rc = EXIT_USAGE;
   } else {
-    printf("%s: OK (%zu source(s), %zu plugin instance(s), %zu route(s))\n", file,
-           cfg.n_sources, cfg.n_plugins, cfg.n_routes);
+    printf("%s: OK (%zu source(s), %zu plugin instance(s), %zu route(s))\n", file, cfg.n_sources,
+           cfg.n_plugins, cfg.n_routes);
     if (cfg.spool_backend == SPOOL_BACKEND_POSTGRES) {
       /* The URL is a secret: shown with its password masked. The database
        * is not contacted here; `hookd spool check` does. */
@@ -636,8 +637,9 @@ static int cmd_run(const char *file) {
   generation_activate(g);
   start_sd_watchdog(dm);
   sd_notify(0, "READY=1");
-  log_write(HLOG_INFO, NULL, "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)",
-            HOOKD_VERSION, g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
+  log_write(HLOG_INFO, NULL,
+            "hookd %s running: %zu source(s), %zu plugin instance(s), %zu route(s)", HOOKD_VERSION,
+            g->cfg.n_sources, g->cfg.n_plugins, g->cfg.n_routes);
   uv_run(&dm->loop, UV_RUN_DEFAULT);
   close_reload_async(dm);
   return shut_down(dm, 0);
@@ -761,8 +763,8 @@ static int cmd_dlq(const char *file, int argc, char **argv) {
     config_free(&cfg);
     return EXIT_RUNTIME;
   }
-  int rc = strcmp(sub, "list") == 0   ? list_dead_letters(q)
-           : strcmp(sub, "show") == 0 ? show_dead_letter(q, id)
+  int rc = strcmp(sub, "list") == 0     ? list_dead_letters(q)
+           : strcmp(sub, "show") == 0   ? show_dead_letter(q, id)
            : strcmp(sub, "replay") == 0 ? replay_dead_letters(q, id, all)
                                         : purge_dead_letter(q, id);
   if (rc == EXIT_RUNTIME && dlq_error(q)[0]) fprintf(stderr, "hookd: %s\n", dlq_error(q));

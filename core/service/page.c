@@ -283,7 +283,8 @@ static void chart_traffic(page_buf *b, int64_t now) {
 /* One instance's attempts by outcome per minute, as stacked bars. */
 static void chart_outcomes(page_buf *b, plugin_instance *inst, int64_t now) {
   metrics_instance_history h;
-  metrics_instance_history_get(plugin_host_instance_metrics(inst), plugin_host_instance_name(inst), &h, now);
+  metrics_instance_history_get(plugin_host_instance_metrics(inst), plugin_host_instance_name(inst),
+                               &h, now);
   const uint32_t *series[4] = {h.delivered, h.retried, h.dead, h.held};
   static const char *const names[4] = {"delivered", "retried", "dead", "held"};
   static const char *const colors[4] = {"#2e8b3d", "#d4a017", "#c0392b", "#7b7bc4"};

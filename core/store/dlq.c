@@ -1,4 +1,5 @@
-/* The SQLite spool from outside its writer, on a connection of its own: dead letters, pause, back-fills, event search and detail. */
+/* The SQLite spool from outside its writer, on a connection of its own: dead letters, pause,
+ * back-fills, event search and detail. */
 #include "dlq.h"
 #include "clock.h"
 #include "pattern.h"
@@ -23,8 +24,7 @@ struct dlq {
  * search and detail): a clear refusal. Returns -1. */
 static int not_on_pg(dlq *q, const char *what) {
   snprintf(q->error, sizeof q->error,
-           "%s is not available with the PostgreSQL spool yet (spool.backend \"postgres\")",
-           what);
+           "%s is not available with the PostgreSQL spool yet (spool.backend \"postgres\")", what);
   q->own_error = 1;
   return -1;
 }
@@ -229,8 +229,8 @@ int dlq_purge(dlq *q, int64_t id) {
   if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fail(q);
   sqlite3_stmt *s = NULL;
   int64_t seq = -1;
-  int rc = sqlite3_prepare_v2(q->db, "SELECT seq FROM deliveries WHERE id = ?1 AND state = 2",
-                              -1, &s, NULL);
+  int rc = sqlite3_prepare_v2(q->db, "SELECT seq FROM deliveries WHERE id = ?1 AND state = 2", -1,
+                              &s, NULL);
   if (rc == SQLITE_OK) {
     sqlite3_bind_int64(s, 1, id);
     if (sqlite3_step(s) == SQLITE_ROW) seq = sqlite3_column_int64(s, 0);
@@ -265,11 +265,12 @@ fail:
 int dlq_set_paused(dlq *q, const char *instance, int paused) {
   if (q->pg) return not_on_pg(q, "pause and resume");
   sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(q->db,
-                         "INSERT INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3) "
-                         "ON CONFLICT(instance) DO UPDATE SET paused = ?2, changed_ms = ?3 "
-                         "WHERE paused <> ?2",
-                         -1, &s, NULL) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(
+          q->db,
+          "INSERT INTO instance_state(instance, paused, changed_ms) VALUES(?1, ?2, ?3) "
+          "ON CONFLICT(instance) DO UPDATE SET paused = ?2, changed_ms = ?3 "
+          "WHERE paused <> ?2",
+          -1, &s, NULL) != SQLITE_OK) {
     return fail(q);
   }
   sqlite3_bind_text(s, 1, instance, -1, SQLITE_STATIC);
@@ -451,7 +452,7 @@ void dlq_event_rows_free(dlq_event_row *rows, size_t n) {
 
 /* An event is finished when no delivery row of it is left (delivered rows
  * are deleted; pending and dead ones stay). */
-#define EVENT_COLS                                                                    \
+#define EVENT_COLS                                                                        \
   "SELECT seq, source, event_id, type, coalesce(order_key, ''), received_ms, NOT EXISTS " \
   "(SELECT 1 FROM deliveries d WHERE d.seq = events.seq)"
 
@@ -498,10 +499,11 @@ int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t
   sqlite3_finalize(s);
   s = NULL;
   if (rc == SQLITE_OK) {
-    rc = sqlite3_prepare_v2(q->db,
-                            EVENT_COLS " FROM events WHERE seq > (SELECT coalesce(max(seq), 0) - "
-                            SEARCH_RECENT " FROM events) AND order_key = ?1 ORDER BY seq DESC",
-                            -1, &s, NULL);
+    rc = sqlite3_prepare_v2(
+        q->db,
+        EVENT_COLS " FROM events WHERE seq > (SELECT coalesce(max(seq), 0) - " SEARCH_RECENT
+                   " FROM events) AND order_key = ?1 ORDER BY seq DESC",
+        -1, &s, NULL);
   }
   if (rc == SQLITE_OK) {
     sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);

@@ -10,12 +10,12 @@ typedef struct dlq dlq;
 
 /* One dead delivery. Strings are owned by the entry (dlq_entry_clear). */
 typedef struct dlq_entry {
-  int64_t id;          /* delivery id: what replay/purge take */
+  int64_t id; /* delivery id: what replay/purge take */
   char *source;
   char *event_id;
   char *type;
-  char *instance;      /* plugin instance name */
-  char *error;         /* the last error */
+  char *instance; /* plugin instance name */
+  char *error;    /* the last error */
   uint32_t attempts;
   int64_t received_ms; /* when the event was accepted */
   int64_t failed_ms;   /* when the delivery died */
@@ -110,8 +110,8 @@ typedef struct dlq_delivery {
   char *state; /* "pending", "delivered", "dead", "replay asked" */
   uint32_t attempts, crashes;
   int64_t next_ms, updated_ms;
-  char *last_error;  /* "" when none */
-  int64_t backfill;  /* the back-fill that made it, 0: none */
+  char *last_error;   /* "" when none */
+  int64_t backfill;   /* the back-fill that made it, 0: none */
   dlq_attempt *calls; /* by time */
   size_t n_calls;
 } dlq_delivery;

@@ -1,4 +1,5 @@
-/* Key scheduler: per-order-key FIFOs of deliveries and a heap of the keys whose head may run, by due time. */
+/* Key scheduler: per-order-key FIFOs of deliveries and a heap of the keys whose head may run, by
+ * due time. */
 #include "keysched.h"
 
 #include <stdlib.h>

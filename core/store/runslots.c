@@ -1,4 +1,5 @@
-/* Running slots: what each delivery worker is running now, in a small file mapped into memory that outlives a crash of hookd. */
+/* Running slots: what each delivery worker is running now, in a small file mapped into memory that
+ * outlives a crash of hookd. */
 #include "runslots.h"
 
 #include <errno.h>
@@ -25,7 +26,7 @@ struct runslots {
   size_t n;
   atomic_uchar *taken; /* by a live thread of this process */
   atomic_int warned;
-  slot *left;          /* a file taken over: what it held (take_over) */
+  slot *left; /* a file taken over: what it held (take_over) */
   size_t n_left;
 };
 

@@ -1,4 +1,5 @@
-/* Running slots: what each delivery worker is running now, in a small file mapped into memory that outlives a crash of hookd. */
+/* Running slots: what each delivery worker is running now, in a small file mapped into memory that
+ * outlives a crash of hookd. */
 #ifndef HOOKD_RUNSLOTS_H
 #define HOOKD_RUNSLOTS_H
 

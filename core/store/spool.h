@@ -1,4 +1,5 @@
-/* The spool interface: where accepted events wait, durably, between "answered 200" and "delivered". */
+/* The spool interface: where accepted events wait, durably, between "answered 200" and "delivered".
+ */
 #ifndef HOOKD_SPOOL_H
 #define HOOKD_SPOOL_H
 
@@ -82,13 +83,13 @@ typedef void (*spool_stored_fn)(void *data, int status);
 
 /* What became of an attempt, for settle(). */
 typedef enum spool_outcome {
-  SPOOL_DONE,    /* delivered: finished */
-  SPOOL_RETRY,   /* a failed attempt: due again at d->due_ms; d->attempt and
-                    d->crashes are stored as they are */
-  SPOOL_DEAD,    /* a dead letter, with the error */
-  SPOOL_RELEASE  /* not attempted after all (the instance could not take it
-                    now): back in its lane, due at d->due_ms, the start mark
-                    undone; d->attempt must be what it was before started() */
+  SPOOL_DONE,   /* delivered: finished */
+  SPOOL_RETRY,  /* a failed attempt: due again at d->due_ms; d->attempt and
+                   d->crashes are stored as they are */
+  SPOOL_DEAD,   /* a dead letter, with the error */
+  SPOOL_RELEASE /* not attempted after all (the instance could not take it
+                   now): back in its lane, due at d->due_ms, the start mark
+                   undone; d->attempt must be what it was before started() */
 } spool_outcome;
 
 /* Numbers for metrics and the status page (any thread). */
@@ -119,7 +120,7 @@ typedef struct spool_lane_stats {
 
 /* One deliver() call, for record_attempt. Strings are copied. */
 typedef struct spool_attempt {
-  int64_t started_ms;  /* Unix ms */
+  int64_t started_ms; /* Unix ms */
   int64_t took_ms;
   uint32_t attempt;    /* the attempt it was (1 for the first) */
   const char *outcome; /* "delivered", "retry", "dead", "rate limited", "circuit open",

@@ -964,8 +964,8 @@ static int take_result(pg_spool *sp, batch *b, const sent *s, PGresult *r) {
     one_line(b->why);
     if (s->kind == S_STORE) {
       const store_req *q = s->p;
-      log_write(HLOG_ERROR, &(log_ctx){.event_id = q->ev->id}, "spool: storing the event failed: %s",
-                b->why);
+      log_write(HLOG_ERROR, &(log_ctx){.event_id = q->ev->id},
+                "spool: storing the event failed: %s", b->why);
     }
     return -1;
   }

@@ -37,7 +37,8 @@ struct config;
 
 /* Connects, creates or migrates the schema (refusing a newer one) and
  * registers this node. Loop thread; the threads start in recover(). */
-spool *spool_pg_open(const struct config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
+spool *spool_pg_open(const struct config *cfg, uv_loop_t *loop, int *code, char *err,
+                     size_t errlen);
 
 /* `hookd spool check` against PostgreSQL (hookd may be running on any
  * node): schema version, counts, nodes, and the tables' consistency, written

@@ -1,4 +1,5 @@
-/* SQLite spool backend: spool.db in WAL mode, one writer thread with group commit, lanes with bounded windows, crash accounting, checks. */
+/* SQLite spool backend: spool.db in WAL mode, one writer thread with group commit, lanes with
+ * bounded windows, crash accounting, checks. */
 #include "spool_sqlite.h"
 #include "config.h"
 
@@ -176,18 +177,18 @@ typedef struct sq_lane {
   spool_lane base;
   char *name;
   pthread_mutex_t mu;
-  keysched *ks;        /* the window in memory */
-  uint64_t mem_bytes;  /* body bytes of the deliveries in ks */
-  size_t running;      /* claimed, not settled */
-  int spilled;         /* deliveries past `cursor` may wait on disk */
-  int64_t cursor;      /* highest delivery id read into memory */
-  int refill_asked;    /* the writer is asked to read more past the cursor */
-  size_t to_wake;      /* offered in this batch, workers not woken yet */
-  int parking;         /* keys parked in memory whose rows are not committed yet */
-  uint64_t parked;     /* parked heads on disk (rows with parked = 1) */
-  int paused;          /* instance_state: claims return nothing */
-  int64_t paused_ms;   /* since when */
-  int state_seen;      /* scratch of load_instance_states (writer thread) */
+  keysched *ks;       /* the window in memory */
+  uint64_t mem_bytes; /* body bytes of the deliveries in ks */
+  size_t running;     /* claimed, not settled */
+  int spilled;        /* deliveries past `cursor` may wait on disk */
+  int64_t cursor;     /* highest delivery id read into memory */
+  int refill_asked;   /* the writer is asked to read more past the cursor */
+  size_t to_wake;     /* offered in this batch, workers not woken yet */
+  int parking;        /* keys parked in memory whose rows are not committed yet */
+  uint64_t parked;    /* parked heads on disk (rows with parked = 1) */
+  int paused;         /* instance_state: claims return nothing */
+  int64_t paused_ms;  /* since when */
+  int state_seen;     /* scratch of load_instance_states (writer thread) */
   spool_lane_config cfg;
   const void *owner;
   spool_wake_fn wake;
@@ -233,16 +234,16 @@ typedef struct op {
   uint32_t attempt;
   uint32_t crashes;
   int64_t next_ms;
-  int park;           /* OP_RETRY: the key parks on disk (this is its head) */
-  uint32_t tries;     /* the delivery's calls kept in attempts */
-  int64_t seq;        /* OP_ATTEMPT: the event */
+  int park;                    /* OP_RETRY: the key parks on disk (this is its head) */
+  uint32_t tries;              /* the delivery's calls kept in attempts */
+  int64_t seq;                 /* OP_ATTEMPT: the event */
   int64_t started_ms, took_ms; /* OP_ATTEMPT */
   int32_t status;              /* OP_ATTEMPT */
   state_wait *wait;            /* OP_PAUSE */
   sq_lane *lane;
-  const char *okey;   /* the event's order key (in text[]), or NULL */
+  const char *okey; /* the event's order key (in text[]), or NULL */
   struct op *next;
-  char text[];        /* the error (may be empty), then the order key */
+  char text[]; /* the error (may be empty), then the order key */
 } op;
 
 typedef struct recent {
@@ -264,26 +265,25 @@ struct sq_spool {
   int64_t prune_from; /* the writer's pruning sweep: next seq to look past */
 
   sqlite3 *db; /* the writer's connection; the loop thread uses it only before the writer starts */
-  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *upd_next,
-      *del_delivery, *begin, *commit, *lane_rows, *event_by_seq, *key_parked,
-      *set_parked, *due_parked, *key_rows, *row_by_id, *count_parked, *crashed_row,
-      *ins_attempt, *set_state;
-  int64_t data_version; /* PRAGMA data_version at the last look: another connection committed */
+  sqlite3_stmt *ins_event, *ins_delivery, *upd_delivery, *upd_next, *del_delivery, *begin, *commit,
+      *lane_rows, *event_by_seq, *key_parked, *set_parked, *due_parked, *key_rows, *row_by_id,
+      *count_parked, *crashed_row, *ins_attempt, *set_state;
+  int64_t data_version;    /* PRAGMA data_version at the last look: another connection committed */
   pthread_cond_t state_cv; /* wakes a pause() waiting for its commit */
-  runslots *running; /* what each worker runs now (runslots.h) */
-  int readonly;          /* opened read-only: the writer reopens it until it can write */
-  atomic_int deliver_ok; /* crash accounting done on a writable spool: claims may run */
+  runslots *running;       /* what each worker runs now (runslots.h) */
+  int readonly;            /* opened read-only: the writer reopens it until it can write */
+  atomic_int deliver_ok;   /* crash accounting done on a writable spool: claims may run */
 
   pthread_t writer;
   int writer_started;
   pthread_mutex_t mu;
-  pthread_cond_t cv;         /* wakes the writer */
+  pthread_cond_t cv; /* wakes the writer */
   store_req *in_head, *in_tail;
   op *ops_head, *ops_tail;
   size_t n_ops;
   store_req *out_head, *out_tail; /* committed (or failed), back to the loop */
   int stopping;
-  int closed; /* the writer is gone: nothing more is written */
+  int closed;            /* the writer is gone: nothing more is written */
   char fail_reason[256]; /* why commits fail (under mu) */
   uv_async_t async;
 
@@ -295,8 +295,7 @@ struct sq_spool {
   int32_t buckets[RECENT_BUCKETS];
   size_t recent_pos;
 
-  atomic_uint_fast64_t pending_total, dead, db_bytes, commits, commit_errors, crashes,
-      checkpoints;
+  atomic_uint_fast64_t pending_total, dead, db_bytes, commits, commit_errors, crashes, checkpoints;
   atomic_int_fast64_t oldest_pending_ms;
   atomic_int_fast64_t beat_ms; /* mono ms of the writer's last turn */
   atomic_int disk_low;
@@ -620,9 +619,8 @@ static int lane_offer(sq_lane *l, delivery *d) {
 
 /* --- opening ------------------------------------------------------------------ */
 
-static const char *const sync_pragma[] = {"PRAGMA synchronous = FULL",
-                                          "PRAGMA synchronous = NORMAL",
-                                          "PRAGMA synchronous = OFF"};
+static const char *const sync_pragma[] = {
+    "PRAGMA synchronous = FULL", "PRAGMA synchronous = NORMAL", "PRAGMA synchronous = OFF"};
 
 static int prepare(sq_spool *sp, char *err, size_t errlen) {
   struct {
@@ -668,8 +666,7 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
       {&sp->due_parked,
        "SELECT id, okey FROM deliveries WHERE instance = ?1 AND parked = 1 AND next_ms <= ?2 "
        "AND id <= ?3 ORDER BY next_ms LIMIT ?4"},
-      {&sp->count_parked,
-       "SELECT count(*) FROM deliveries WHERE instance = ?1 AND parked = 1"},
+      {&sp->count_parked, "SELECT count(*) FROM deliveries WHERE instance = ?1 AND parked = 1"},
       {&sp->ins_attempt,
        "INSERT OR REPLACE INTO attempts(seq, instance, slot, attempt, started_ms, took_ms, "
        "outcome, status, answer, message) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
@@ -687,12 +684,10 @@ static int prepare(sq_spool *sp, char *err, size_t errlen) {
 }
 
 static void finalize_all(sq_spool *sp) {
-  sqlite3_stmt **all[] = {&sp->ins_event, &sp->ins_delivery, &sp->upd_delivery,
-                          &sp->crashed_row, &sp->upd_next,
-                          &sp->del_delivery, &sp->begin,
-                          &sp->commit, &sp->lane_rows, &sp->event_by_seq,
-                          &sp->key_parked, &sp->set_parked, &sp->due_parked,
-                          &sp->key_rows, &sp->row_by_id, &sp->count_parked,
+  sqlite3_stmt **all[] = {&sp->ins_event,   &sp->ins_delivery, &sp->upd_delivery, &sp->crashed_row,
+                          &sp->upd_next,    &sp->del_delivery, &sp->begin,        &sp->commit,
+                          &sp->lane_rows,   &sp->event_by_seq, &sp->key_parked,   &sp->set_parked,
+                          &sp->due_parked,  &sp->key_rows,     &sp->row_by_id,    &sp->count_parked,
                           &sp->ins_attempt, &sp->set_state};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     sqlite3_finalize(*all[i]);
@@ -743,9 +738,9 @@ static int quick_check(sq_spool *sp, char *why, size_t len) {
  * A read-only file must already be current. */
 static int setup_schema(sq_spool *sp, char *why, size_t len) {
   int64_t has_meta = 0, version = 0;
-  int rc = query_int(sp->db,
-                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-                     &has_meta);
+  int rc =
+      query_int(sp->db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                &has_meta);
   if (rc == SQLITE_OK && has_meta) {
     rc = query_int(sp->db, "SELECT value FROM meta WHERE key = 'schema_version'", &version);
   }
@@ -778,9 +773,8 @@ static int setup_schema(sq_spool *sp, char *why, size_t len) {
   }
   if (rc == SQLITE_OK) rc = exec_sql(sp->db, schema_sql, e, sizeof e);
   if (rc == SQLITE_OK) {
-    rc = exec_sql(sp->db,
-                  "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', '3')", e,
-                  sizeof e);
+    rc = exec_sql(sp->db, "INSERT OR REPLACE INTO meta(key, value) VALUES('schema_version', '3')",
+                  e, sizeof e);
   }
   if (rc == SQLITE_OK) rc = exec_sql(sp->db, "COMMIT", e, sizeof e);
   if (rc != SQLITE_OK) {
@@ -840,8 +834,7 @@ static void disconnect_db(sq_spool *sp) {
 static const spool_ops sqlite_ops;
 static void on_async(uv_async_t *h);
 
-spool *spool_sqlite_open(const config *cfg, uv_loop_t *loop, int *code, char *err,
-                         size_t errlen) {
+spool *spool_sqlite_open(const config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen) {
   *code = SPOOL_EFAIL;
   if (mkdir(cfg->data_dir, 0750) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "cannot create data_dir %s: %s", cfg->data_dir, strerror(errno));
@@ -871,8 +864,8 @@ spool *spool_sqlite_open(const config *cfg, uv_loop_t *loop, int *code, char *er
   pthread_mutex_init(&sp->ckpt_mu, NULL);
   pthread_cond_init(&sp->ckpt_cv, NULL);
   char why[512] = "";
-  sp->running = runslots_open(sp->data_dir, (size_t)cfg->delivery.max_threads * 2 + 64, why,
-                              sizeof why);
+  sp->running =
+      runslots_open(sp->data_dir, (size_t)cfg->delivery.max_threads * 2 + 64, why, sizeof why);
   if (sp->running == NULL) {
     snprintf(err, errlen, "cannot open the spool: %s", why);
     sp->base.ops->free(&sp->base);
@@ -1071,8 +1064,10 @@ static int account_one(sq_spool *sp, sqlite3_stmt *row, int64_t now) {
   } else {
     snprintf(why, sizeof why, "hookd stopped while attempt %u was running (crash %u of %u)",
              started, crashes, max);
-    log_write(HLOG_WARN, &ctx, "delivery of %s was running when hookd stopped (crash %u of %u); "
-              "it runs again", type, crashes, max);
+    log_write(HLOG_WARN, &ctx,
+              "delivery of %s was running when hookd stopped (crash %u of %u); "
+              "it runs again",
+              type, crashes, max);
   }
   sqlite3_stmt *st = sp->upd_delivery;
   sqlite3_bind_int64(st, 1, id);
@@ -1136,8 +1131,7 @@ static int account_crashes(sq_spool *sp, char *why, size_t len) {
  * or the loop thread before the writer starts. */
 static int64_t take_replays(sq_spool *sp, int add_pending) {
   int64_t n = 0;
-  int rc = query_int(sp->db,
-                     "SELECT count(*) FROM deliveries WHERE state = 3 AND state >= 2", &n);
+  int rc = query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 3 AND state >= 2", &n);
   if (rc != SQLITE_OK || n == 0) return rc == SQLITE_OK ? 0 : -1;
   int64_t max_id = 0;
   if (query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", &max_id) != SQLITE_OK) {
@@ -1219,8 +1213,8 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
  * created). Returns the SQLite code. */
 static int load_instance_states(sq_spool *sp) {
   sqlite3_stmt *st = NULL;
-  int rc = sqlite3_prepare_v2(sp->db, "SELECT instance, paused, changed_ms FROM instance_state",
-                              -1, &st, NULL);
+  int rc = sqlite3_prepare_v2(sp->db, "SELECT instance, paused, changed_ms FROM instance_state", -1,
+                              &st, NULL);
   pthread_mutex_lock(&sp->lanes_mu);
   sq_lane *lanes = sp->lanes;
   pthread_mutex_unlock(&sp->lanes_mu);
@@ -1306,7 +1300,8 @@ static int backfill_queue_rows(sq_spool *sp, int64_t id, const char *instance, i
            "ORDER BY seq LIMIT %d;",
            (long long)id, BACKFILL_BATCH);
   int rc = exec_sql(sp->db, "BEGIN IMMEDIATE", err, errlen);
-  if (rc == SQLITE_OK) rc = query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", max_id);
+  if (rc == SQLITE_OK)
+    rc = query_int(sp->db, "SELECT coalesce(max(id), 0) FROM deliveries", max_id);
   if (rc == SQLITE_OK) rc = exec_sql(sp->db, sql, err, errlen);
   if (rc == SQLITE_OK) {
     rc = sqlite3_prepare_v2(
@@ -1664,8 +1659,7 @@ static int write_batch(sq_spool *sp, store_req *stores, op *ops) {
   sqlite3_exec(sp->db, "ROLLBACK", NULL, NULL, NULL);
   atomic_fetch_add(&sp->commit_errors, 1);
   if (is_damage(rc)) {
-    snprintf(why, sizeof why, "the spool %s is damaged (%s); run `hookd spool check`", sp->path,
-             e);
+    snprintf(why, sizeof why, "the spool %s is damaged (%s); run `hookd spool check`", sp->path, e);
   } else {
     snprintf(why, sizeof why, "commit failed: %s", e);
   }
@@ -1806,12 +1800,11 @@ static event *load_event(sq_spool *sp, int64_t seq) {
   sqlite3_bind_int64(st, 1, seq);
   event *ev = NULL;
   if (sqlite3_step(st) == SQLITE_ROW) {
-    ev = event_new((const char *)sqlite3_column_text(st, 0),
-                   (const char *)sqlite3_column_text(st, 1),
-                   (const char *)sqlite3_column_text(st, 2),
-                   (const char *)sqlite3_column_text(st, 3),
-                   (const char *)sqlite3_column_text(st, 4), sqlite3_column_blob(st, 6),
-                   (size_t)sqlite3_column_bytes(st, 6), NULL, sqlite3_column_int64(st, 5));
+    ev = event_new(
+        (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+        (const char *)sqlite3_column_text(st, 2), (const char *)sqlite3_column_text(st, 3),
+        (const char *)sqlite3_column_text(st, 4), sqlite3_column_blob(st, 6),
+        (size_t)sqlite3_column_bytes(st, 6), NULL, sqlite3_column_int64(st, 5));
     if (ev) ev->seq = (uint64_t)seq;
   }
   sqlite3_reset(st);
@@ -1979,7 +1972,8 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
   mark_parked(sp, &m);
   int64_t parked = 0;
   sqlite3_bind_text(sp->count_parked, 1, l->name, -1, SQLITE_STATIC);
-  if (sqlite3_step(sp->count_parked) == SQLITE_ROW) parked = sqlite3_column_int64(sp->count_parked, 0);
+  if (sqlite3_step(sp->count_parked) == SQLITE_ROW)
+    parked = sqlite3_column_int64(sp->count_parked, 0);
   sqlite3_reset(sp->count_parked);
   lane_take(l, list);
   pthread_mutex_lock(&l->mu);
@@ -2101,8 +2095,8 @@ static void disk_stats(sq_spool *sp) {
  * unfinished delivery. */
 static void slow_stats(sq_spool *sp) {
   int64_t dead = 0;
-  if (query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 2 AND state >= 2",
-                &dead) == SQLITE_OK) {
+  if (query_int(sp->db, "SELECT count(*) FROM deliveries WHERE state = 2 AND state >= 2", &dead) ==
+      SQLITE_OK) {
     atomic_store(&sp->dead, (uint64_t)dead);
   }
   sqlite3_stmt *st = NULL;
@@ -2586,8 +2580,10 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
 static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *error) {
   sq_spool *sp = sq(base);
   sq_lane *l = d->lane;
-  static const op_kind kinds[] = {[SPOOL_DONE] = OP_DONE, [SPOOL_RETRY] = OP_RETRY,
-                                  [SPOOL_DEAD] = OP_DEAD, [SPOOL_RELEASE] = OP_RELEASE};
+  static const op_kind kinds[] = {[SPOOL_DONE] = OP_DONE,
+                                  [SPOOL_RETRY] = OP_RETRY,
+                                  [SPOOL_DEAD] = OP_DEAD,
+                                  [SPOOL_RELEASE] = OP_RELEASE};
   op *o = op_new(kinds[how], d, error);
   int finished = how == SPOOL_DONE || how == SPOOL_DEAD;
   if (how == SPOOL_RETRY && o && d->due_ms - clock_now_ms() >= PARK_AFTER_MS) {

@@ -10,7 +10,8 @@
 /* Opens data_dir/spool.db (creating or upgrading it), runs a quick check
  * bounded in time and prepares the writer. *code gets SPOOL_EDAMAGED for a
  * damaged file or one that is not a spool, SPOOL_EFAIL otherwise. */
-spool *spool_sqlite_open(const struct config *cfg, uv_loop_t *loop, int *code, char *err, size_t errlen);
+spool *spool_sqlite_open(const struct config *cfg, uv_loop_t *loop, int *code, char *err,
+                         size_t errlen);
 
 /* `hookd spool check`: PRAGMA integrity_check over the whole file, on a
  * connection of its own (hookd may be running). Writes what it finds to out,

@@ -24,9 +24,12 @@
 #define MAX_DEFERRED 64
 
 static uv_loop_t loop;
-static config_limits limits = {.max_body_bytes = 4096, .max_header_bytes = 2048,
-                               .header_timeout_ms = 10000, .body_timeout_ms = 10000,
-                               .idle_timeout_ms = 10000, .max_connections = 16};
+static config_limits limits = {.max_body_bytes = 4096,
+                               .max_header_bytes = 2048,
+                               .header_timeout_ms = 10000,
+                               .body_timeout_ms = 10000,
+                               .idle_timeout_ms = 10000,
+                               .max_connections = 16};
 static size_t open_conns;
 static http_server srv;
 static verify_config vcfg;
@@ -85,7 +88,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   uv_loop_init(&loop);
   uv_idle_init(&loop, &later);
-  srv = (http_server){.loop = &loop, .limits = &limits,
+  srv = (http_server){.loop = &loop,
+                      .limits = &limits,
                       .handler = {.on_headers = on_headers, .on_request = on_request},
                       .open_conns = &open_conns};
   char err[128];
@@ -167,8 +171,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (off < size) {
       size_t want = size - off < chunk ? size - off : chunk;
       ssize_t w = write(sv[1], data + off, want);
-      if (w > 0) off += (size_t)w;
-      else if (w < 0 && errno != EAGAIN) off = size; /* the server closed */
+      if (w > 0)
+        off += (size_t)w;
+      else if (w < 0 && errno != EAGAIN)
+        off = size; /* the server closed */
     } else if (!shut) {
       shutdown(sv[1], SHUT_WR);
       shut = 1;

@@ -1,5 +1,6 @@
 /* Unit tests for dispatch.c with the SQLite spool and the real test plugin: ordering per key,
- * concurrency, retries and backoff, dead letters, hangs written off, shutdown. No daemon, no sockets. */
+ * concurrency, retries and backoff, dead letters, hangs written off, shutdown. No daemon, no
+ * sockets. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -127,7 +128,7 @@ static size_t parse_recs(const char *text, rec **out) {
 /* ---- the harness: config -> plugin host -> spool -> dispatcher ---- */
 
 typedef struct harness {
-  uv_loop_t loop; /* only for the spool's answers; run by store() */
+  uv_loop_t loop;  /* only for the spool's answers; run by store() */
   uv_idle_t alive; /* the spool's async handle is unref'd: this keeps the loop polling */
   config cfg;
   plugin_host host;

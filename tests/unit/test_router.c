@@ -1,4 +1,5 @@
-/* Unit tests for core/ingest/router.c: patterns, source and `when` filters, instance order and dedup. */
+/* Unit tests for core/ingest/router.c: patterns, source and `when` filters, instance order and
+ * dedup. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
