@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FUZZ_BUILD:-$root/build-fuzz}
 secs=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"fuzz_http fuzz_envelope fuzz_config fuzz_template fuzz_verify_hmac fuzz_verify_stdwh fuzz_verify_basic fuzz_access fuzz_plugin_wire"}
+targets=${FUZZ_TARGETS:-"fuzz_http fuzz_envelope fuzz_config fuzz_template fuzz_verify_hmac fuzz_verify_stdwh fuzz_verify_basic fuzz_access fuzz_plugin_wire fuzz_tls"}
 python=/usr/bin/python3
 [ -x "$python" ] || python=python3
 

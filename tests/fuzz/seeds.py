@@ -137,6 +137,39 @@ def main():
     write(out, "fuzz_plugin_wire", "init", b"\x00" + log + done)
     write(out, "fuzz_plugin_wire", "bytewise", b"\x00" + result)
 
+    tls_seeds(out)
+
+
+def client_hello(version, alpn):
+    """The first flight of a real TLS client (Python's ssl over memory BIOs)."""
+    import ssl
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    c.minimum_version = c.maximum_version = version
+    if alpn:
+        c.set_alpn_protocols(alpn)
+    inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+    s = c.wrap_bio(inc, outg, server_hostname="localhost")
+    try:
+        s.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outg.read()
+
+
+def tls_seeds(out):
+    """fuzz_tls: a chunk size byte, then a client's ClientHello (TLS 1.2 and
+    1.3, with and without ALPN), whole and cut small; and plain HTTP."""
+    import ssl
+    for name, version in (("tls12", ssl.TLSVersion.TLSv1_2), ("tls13", ssl.TLSVersion.TLSv1_3)):
+        for alpn in (None, ["http/1.1"], ["h2"]):
+            hello = client_hello(version, alpn)
+            tag = f"{name}-{alpn[0] if alpn else 'noalpn'}".replace("/", "")
+            write(out, "fuzz_tls", tag, b"\xff" + hello)
+            write(out, "fuzz_tls", tag + "-cut", b"\x06" + hello)
+    write(out, "fuzz_tls", "plain-http", b"\xff" + signed(b"{}"))
+
 
 if __name__ == "__main__":
     main()
