@@ -344,13 +344,14 @@ table() {
   isolation_table
 }
 
+# compare.sh sends a fresh eventId in every request, signed by the client
+# with SIGN_KEY (HMAC-SHA256 hex in X-Signature), as hookd's source expects.
 compare() {
-  local sync sig
-  sig=$(openssl dgst -sha256 -hmac "$KEY" -hex <"$PAYLOAD" | sed 's/^.* //')
+  local sync
   for sync in off full; do
     start "$(config "$sync" "compare-$sync")"
     log "compare.sh, sync $sync"
-    BODY=$PAYLOAD EXTRA_HEADER="X-Signature: $sig" "$COMPARE" "http://127.0.0.1:$PORT/webhooks/cirrus" 3 |
+    BODY=$PAYLOAD SIGN_KEY=$KEY "$COMPARE" "http://127.0.0.1:$PORT/webhooks/cirrus" "$REPS" |
       sed "s/^/sync=$sync  /"
     stop
   done
