@@ -1,4 +1,4 @@
-/* libFuzzer target: the HTTP front end (core/http.c with llhttp), bytes in, answers out,
+/* libFuzzer target: the HTTP front end (core/net/http_server.c with llhttp), bytes in, answers out,
  * through the real connection code on one end of a socketpair. */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <llhttp.h>
 
 #include "envelope.h"
-#include "http.h"
+#include "http_server.h"
 #include "log.h"
 #include "verify.h"
 
@@ -24,9 +24,12 @@
 #define MAX_DEFERRED 64
 
 static uv_loop_t loop;
-static config_limits limits = {.max_body_bytes = 4096, .max_header_bytes = 2048,
-                               .header_timeout_ms = 10000, .body_timeout_ms = 10000,
-                               .idle_timeout_ms = 10000, .max_connections = 16};
+static config_limits limits = {.max_body_bytes = 4096,
+                               .max_header_bytes = 2048,
+                               .header_timeout_ms = 10000,
+                               .body_timeout_ms = 10000,
+                               .idle_timeout_ms = 10000,
+                               .max_connections = 16};
 static size_t open_conns;
 static http_server srv;
 static verify_config vcfg;
@@ -49,7 +52,7 @@ static int on_headers(void *data, http_conn *c, http_request *req) {
 }
 
 static void on_later(uv_idle_t *h) {
-  for (size_t i = 0; i < n_deferred; i++) http_respond(deferred[i], 200, NULL, NULL, 0);
+  for (size_t i = 0; i < n_deferred; i++) http_conn_respond(deferred[i], 200, NULL, NULL, 0);
   n_deferred = 0;
   uv_idle_stop(h);
 }
@@ -60,13 +63,13 @@ static void on_request(void *data, http_conn *c, http_request *req) {
   (void)data;
   verify_input in = {hdr, req, req->body, req->body_len, 1700000000};
   if (verify_request(&vcfg, &in) != 0) {
-    http_respond_text(c, 401, "unauthorized");
+    http_conn_respond_text(c, 401, "unauthorized");
     return;
   }
   envelope env;
   const char *reason = NULL;
   if (envelope_decode(&spec, req->body, req->body_len, &env, &reason) != 0) {
-    http_respond_text(c, 400, reason);
+    http_conn_respond_text(c, 400, reason);
     return;
   }
   envelope_clear(&env);
@@ -75,17 +78,18 @@ static void on_request(void *data, http_conn *c, http_request *req) {
     uv_idle_start(&later, on_later);
     return;
   }
-  http_respond(c, 200, NULL, NULL, 0);
+  http_conn_respond(c, 200, NULL, NULL, 0);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
   signal(SIGPIPE, SIG_IGN);
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   uv_loop_init(&loop);
   uv_idle_init(&loop, &later);
-  srv = (http_server){.loop = &loop, .limits = &limits,
+  srv = (http_server){.loop = &loop,
+                      .limits = &limits,
                       .handler = {.on_headers = on_headers, .on_request = on_request},
                       .open_conns = &open_conns};
   char err[128];
@@ -159,7 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size--;
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  if (http_open_fd(&srv, sv[0], NULL) != 0) abort();
+  if (http_server_open_fd(&srv, sv[0], NULL) != 0) abort();
 
   size_t off = 0, n = 0;
   int eof = 0, shut = 0;
@@ -167,8 +171,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (off < size) {
       size_t want = size - off < chunk ? size - off : chunk;
       ssize_t w = write(sv[1], data + off, want);
-      if (w > 0) off += (size_t)w;
-      else if (w < 0 && errno != EAGAIN) off = size; /* the server closed */
+      if (w > 0)
+        off += (size_t)w;
+      else if (w < 0 && errno != EAGAIN)
+        off = size; /* the server closed */
     } else if (!shut) {
       shutdown(sv[1], SHUT_WR);
       shut = 1;

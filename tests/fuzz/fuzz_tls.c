@@ -43,7 +43,7 @@ static int make_cert(const char *dir, char *cert, char *key, size_t len) {
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   char dir[] = "/tmp/hookd-fuzz-tls-XXXXXX", cert[256], key[256], err[256];
   const char *field = NULL;
   if (mkdtemp(dir) == NULL || make_cert(dir, cert, key, sizeof cert) != 0) abort();

@@ -117,7 +117,7 @@ def test_man_pages_render_and_cover_the_config(prefix):
                        capture_output=True, text=True, timeout=30)
     text = re.sub(r".\x08", "", r.stdout)
     # Every top-level key the config loader accepts is documented.
-    src = (ROOT / "core/config.c").read_text()
+    src = (ROOT / "core/config/config.c").read_text()
     keys = re.search(r"top_keys\[\] = \{(.*?)NULL\}", src, re.S).group(1)
     for key in re.findall(r'"([a-z_]+)"', keys):
         assert re.search(rf"\b{key}\b", text), f"hookd.jsonc(5) does not mention {key}"

@@ -472,8 +472,8 @@ static void test_config_defaults(void **state) {
   snprintf(want, sizeof want, "%s/var", tmpdir);
   assert_string_equal(cfg.data_dir, want);
   assert_int_equal(cfg.n_plugin_dirs, 0);
-  assert_int_equal(cfg.log_level, LOG_INFO);
-  assert_int_equal(cfg.log_format, LOG_FORMAT_TEXT);
+  assert_int_equal(cfg.log_level, HLOG_INFO);
+  assert_int_equal(cfg.log_format, HLOG_FORMAT_TEXT);
   assert_int_equal(cfg.shutdown_timeout_ms, 30000);
   assert_int_equal(cfg.sync, SPOOL_SYNC_FULL);
   assert_int_equal(cfg.limits.max_body_bytes, 1048576);
@@ -571,8 +571,8 @@ static void test_config_full(void **state) {
   snprintf(want, sizeof want, "%s/../build/plugins", tmpdir);
   assert_string_equal(cfg.plugin_dirs[0], want);
   assert_string_equal(cfg.plugin_dirs[1], "/usr/lib/hookd");
-  assert_int_equal(cfg.log_level, LOG_DEBUG);
-  assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
+  assert_int_equal(cfg.log_level, HLOG_DEBUG);
+  assert_int_equal(cfg.log_format, HLOG_FORMAT_JSON);
   assert_int_equal(cfg.shutdown_timeout_ms, 0);
   assert_int_equal(cfg.sync, SPOOL_SYNC_NORMAL);
   assert_int_equal(cfg.limits.max_body_bytes, 2048);
@@ -767,7 +767,8 @@ static void test_rules_top(void **state) {
              "listen[1]: missing required key 'address'");
   expect_err("{'listen': {'address': ':80', 'tls': " MARK "{'cert': 'c.pem'}}, " SOURCES "}",
              "listen.tls: missing required key 'key'");
-  expect_err("{'listen': {'address': ':80', 'tls': {'cert': " MARK "'/nonexistent/c.pem', "
+  expect_err("{'listen': {'address': ':80', 'tls': {'cert': " MARK
+             "'/nonexistent/c.pem', "
              "'key': 'k.pem'}}, " SOURCES "}",
              "listen.tls.cert: cannot read '/nonexistent/c.pem': No such file or directory");
   expect_err("{'listen': {'address': ':80', 'tsl': " MARK "{}}, " SOURCES "}",
@@ -785,7 +786,8 @@ static void test_rules_top(void **state) {
              "listen[1]: invalid address '1.2.3.4:99999' (expected IPV4:PORT, [IPV6]:PORT or "
              ":PORT)");
   expect_err("{'listen': " MARK "[], " SOURCES "}", "listen: expected at least one address");
-  expect_err("{'listen': [" MARK "1], " SOURCES "}", "listen[0]: expected an address string or an object with \"address\" and \"tls\"");
+  expect_err("{'listen': [" MARK "1], " SOURCES "}",
+             "listen[0]: expected an address string or an object with \"address\" and \"tls\"");
   expect_err("{'admin_listen': " MARK "'127.0.0.1', " SOURCES "}",
              "admin_listen: invalid address '127.0.0.1' (expected IPV4:PORT, [IPV6]:PORT or "
              ":PORT)");
@@ -871,7 +873,8 @@ static void test_rules_delivery(void **state) {
   expect_err("{'delivery': {'max_threads': " MARK "100000}, " SOURCES "}",
              "delivery.max_threads: must be at most 16384");
   /* 3 instances x 4 threads do not fit in 10 */
-  expect_err("{'delivery': {'max_threads': " MARK "10}, " SOURCES ", 'plugins': ["
+  expect_err("{'delivery': {'max_threads': " MARK "10}, " SOURCES
+             ", 'plugins': ["
              "{'name': 'a', 'module': 'm'}, {'name': 'b', 'module': 'm'}, "
              "{'name': 'c', 'module': 'm'}]}",
              "delivery.max_threads: the plugin instances need 12 worker threads (the sum of "
@@ -958,15 +961,18 @@ static void test_rules_sources(void **state) {
              "sources[1].path: path '/h' is already used by sources[0]");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'format': " MARK
              "'xml', 'verify': {'scheme': 'none'}}]}",
-             "sources[0].format: expected one of cirrus-insight, generic, github, stripe, slack, zoom, shopify, standard-webhooks");
+             "sources[0].format: expected one of cirrus-insight, generic, github, stripe, slack, "
+             "zoom, shopify, standard-webhooks");
   expect_err("{'sources': [" MARK
              "{'name': 's', 'path': '/h', 'format': 'generic', 'id_field': 'id', "
              "'verify': {'scheme': 'none'}}]}",
-             "sources[0]: missing required key 'type_field' or 'type_header' (format 'generic' needs one)");
-  expect_err("{'sources': [" MARK
-             "{'name': 's', 'path': '/h', 'format': 'generic', 'type_field': 'type', "
-             "'verify': {'scheme': 'none'}}]}",
-             "sources[0]: missing required key 'id_field' or 'id_header' (format 'generic' needs one)");
+             "sources[0]: missing required key 'type_field' or 'type_header' (format 'generic' "
+             "needs one)");
+  expect_err(
+      "{'sources': [" MARK
+      "{'name': 's', 'path': '/h', 'format': 'generic', 'type_field': 'type', "
+      "'verify': {'scheme': 'none'}}]}",
+      "sources[0]: missing required key 'id_field' or 'id_header' (format 'generic' needs one)");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'format': 'generic', 'type_field': " MARK
              "'a..b', 'id_field': 'id', 'verify': {'scheme': 'none'}}]}",
              "sources[0].type_field: expected a dotted path like 'data.id'");
@@ -974,9 +980,10 @@ static void test_rules_sources(void **state) {
       "{'sources': [{'name': 's', 'path': '/h', 'format': 'generic', 'type_field': 't', "
       "'id_field': 'id', 'order_key': " MARK "'', 'verify': {'scheme': 'none'}}]}",
       "sources[0].order_key: expected a non-empty string");
-  expect_err("{'sources': [{'name': 's', 'path': '/h', 'order_key': " MARK
-             "'data.id', 'verify': {'scheme': 'none'}}]}",
-             "sources[0].order_key: not used with \"format\": \"cirrus-insight\" (its fields are fixed)");
+  expect_err(
+      "{'sources': [{'name': 's', 'path': '/h', 'order_key': " MARK
+      "'data.id', 'verify': {'scheme': 'none'}}]}",
+      "sources[0].order_key: not used with \"format\": \"cirrus-insight\" (its fields are fixed)");
   expect_err("{'sources': [{'name': 's', 'path': '/h', 'success_status': " MARK
              "404, 'verify': {'scheme': 'none'}}]}",
              "sources[0].success_status: expected an integer from 200 to 299");
@@ -996,8 +1003,9 @@ static void test_rules_verify(void **state) {
   expect_err(VSRC(MARK "{}"),
              "sources[0].verify: missing required key 'scheme' (hmac, standard-webhooks, token, "
              "basic or none)");
-  expect_err(VSRC("{'scheme': " MARK "'rsa'}"),
-             "sources[0].verify.scheme: expected one of hmac, standard-webhooks, token, basic, none");
+  expect_err(
+      VSRC("{'scheme': " MARK "'rsa'}"),
+      "sources[0].verify.scheme: expected one of hmac, standard-webhooks, token, basic, none");
   expect_err(VSRC(MARK "{'scheme': 'hmac', 'secrets': ['k']}"),
              "sources[0].verify: missing required key 'header'");
   expect_err(VSRC("{'scheme': 'hmac', 'header': " MARK "'X Sig', 'secrets': ['k']}"),

@@ -1,5 +1,6 @@
 /* Unit tests for dispatch.c with the SQLite spool and the real test plugin: ordering per key,
- * concurrency, retries and backoff, dead letters, hangs written off, shutdown. No daemon, no sockets. */
+ * concurrency, retries and backoff, dead letters, hangs written off, shutdown. No daemon, no
+ * sockets. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -21,7 +22,9 @@
 #include "event.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "plugin_instance.h" /* looks inside instances */
 #include "spool.h"
+#include "clock.h"
 
 /* Generous: sanitizer builds on a loaded machine are slow. Every wait polls
  * for an observable result and gives up at the deadline. */
@@ -75,11 +78,11 @@ static size_t count_deliveries(const char *text) {
 
 /* Waits until path holds at least n delivery lines; returns its text. */
 static char *wait_deliveries(const char *path, size_t n) {
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   for (;;) {
     char *text = read_file(path);
     if (text && count_deliveries(text) >= n) return text;
-    if (mono_ms() > end) {
+    if (clock_mono_ms() > end) {
       fail_msg("timed out waiting for %zu deliveries in %s; have:\n%s", n, path,
                text ? text : "(no file)");
     }
@@ -125,7 +128,7 @@ static size_t parse_recs(const char *text, rec **out) {
 /* ---- the harness: config -> plugin host -> spool -> dispatcher ---- */
 
 typedef struct harness {
-  uv_loop_t loop; /* only for the spool's answers; run by store() */
+  uv_loop_t loop;  /* only for the spool's answers; run by store() */
   uv_idle_t alive; /* the spool's async handle is unref'd: this keeps the loop polling */
   config cfg;
   plugin_host host;
@@ -254,7 +257,7 @@ static void store(harness *h, const char *id, const char *key, const size_t *ins
     assert_null(env.order_key);
   }
   event *ev = event_new("s", env.id, env.type, env.order_key, "application/json", body,
-                        strlen(body), env.root, now_ms());
+                        strlen(body), env.root, clock_now_ms());
   assert_non_null(ev);
   env.root = NULL; /* the event owns it */
   envelope_clear(&env);
@@ -264,9 +267,9 @@ static void store(harness *h, const char *id, const char *key, const size_t *ins
   for (size_t i = 0; i < n && i < 4; i++) lanes[i] = h->lanes[insts[i]];
   assert_int_equal(spool_store(h->sp, ev, lanes, n, on_stored, h), 0);
   /* The answer comes from the spool's writer thread through the loop. */
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   while (h->stored_calls == calls) {
-    if (mono_ms() > end) fail_msg("the spool did not answer within %d ms", WAIT_MS);
+    if (clock_mono_ms() > end) fail_msg("the spool did not answer within %d ms", WAIT_MS);
     uv_run(&h->loop, UV_RUN_NOWAIT);
     sleep_ms(1);
   }
@@ -281,9 +284,9 @@ static void store0(harness *h, const char *id, const char *key) {
 }
 
 static void wait_pending(harness *h, size_t n) {
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   while (spool_pending(h->sp) != n) {
-    if (mono_ms() > end)
+    if (clock_mono_ms() > end)
       fail_msg("spool_pending stayed %zu, expected %zu", spool_pending(h->sp), n);
     sleep_ms(2);
   }
@@ -292,12 +295,12 @@ static void wait_pending(harness *h, size_t n) {
 /* Waits until instance i has `want` deliver() calls running (not written
  * off): how a test knows a call is in progress. */
 static void wait_running(harness *h, size_t i, uint32_t want) {
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   for (;;) {
     dispatch_instance_stats st;
     dispatch_instance_get(h->dp, i, &st);
     if (st.running >= want) break;
-    if (mono_ms() > end) fail_msg("no deliver() seen running");
+    if (clock_mono_ms() > end) fail_msg("no deliver() seen running");
     sleep_ms(1);
   }
 }
@@ -305,13 +308,13 @@ static void wait_running(harness *h, size_t i, uint32_t want) {
 /* Calls dispatch_check_timeouts (as the daemon does every second) until
  * instance i has written off `want` calls. */
 static void wait_written_off(harness *h, size_t i, uint64_t want) {
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   for (;;) {
     dispatch_check_timeouts(h->dp);
     dispatch_instance_stats st;
     dispatch_instance_get(h->dp, i, &st);
     if (st.written_off >= want) break;
-    if (mono_ms() > end) fail_msg("no deliver() written off");
+    if (clock_mono_ms() > end) fail_msg("no deliver() written off");
     sleep_ms(1);
   }
 }
@@ -329,7 +332,7 @@ static void expect_rec(const rec *r, const char *id, unsigned attempt, const cha
 
 static int group_setup(void **state) {
   (void)state;
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   char *raw = read_file(PAYLOAD_DIR "/scheduling.smartscheduler.scheduled.json");
   if (raw == NULL) return -1;
   base_payload = cJSON_Parse(raw);
@@ -418,24 +421,24 @@ static void test_keys_run_in_parallel(void **state) {
   (void)state;
   harness h;
   start1(&h, "'sleep_ms': 300", "'concurrency': 4");
-  int64_t t0 = mono_ms();
+  int64_t t0 = clock_mono_ms();
   store0(&h, "a", "ka");
   store0(&h, "b", "kb");
   store0(&h, "c", "kc");
   store0(&h, "d", "kd");
   free(wait_deliveries(h.out[0], 4));
-  int64_t took = mono_ms() - t0;
+  int64_t took = clock_mono_ms() - t0;
   if (took >= 1200) fail_msg("4 keys on 4 workers took %lld ms: not in parallel", (long long)took);
   wait_pending(&h, 0);
   assert_int_equal(stop(&h), 0);
 
   start1(&h, "'sleep_ms': 100", "'concurrency': 4");
-  t0 = mono_ms();
+  t0 = clock_mono_ms();
   store0(&h, "a1", "k");
   store0(&h, "a2", "k");
   store0(&h, "a3", "k");
   char *text = wait_deliveries(h.out[0], 3);
-  took = mono_ms() - t0;
+  took = clock_mono_ms() - t0;
   if (took < 300 - SLACK_MS) fail_msg("3 x 100 ms of one key took %lld ms", (long long)took);
   rec *r;
   assert_int_equal(parse_recs(text, &r), 3);
@@ -489,10 +492,10 @@ static void test_retry_then_ok(void **state) {
   harness h;
   start1(&h, "'retry_times': 2",
          "'concurrency': 2, 'backoff_initial_ms': 20, 'backoff_max_ms': 1000");
-  int64_t t0 = mono_ms();
+  int64_t t0 = clock_mono_ms();
   store0(&h, "r1", "k1");
   char *text = wait_deliveries(h.out[0], 3);
-  int64_t took = mono_ms() - t0;
+  int64_t took = clock_mono_ms() - t0;
   wait_pending(&h, 0);
   rec *r;
   assert_int_equal(parse_recs(text, &r), 3);
@@ -517,10 +520,10 @@ static void test_retry_after(void **state) {
   harness h;
   start1(&h, "'retry_times': 1, 'retry_after_ms': 300",
          "'backoff_initial_ms': 1, 'backoff_max_ms': 10000");
-  int64_t t0 = mono_ms();
+  int64_t t0 = clock_mono_ms();
   store0(&h, "ra", "k");
   free(wait_deliveries(h.out[0], 2));
-  int64_t took = mono_ms() - t0;
+  int64_t took = clock_mono_ms() - t0;
   if (took < 300 - SLACK_MS) fail_msg("retry_after_ms 300 ignored: %lld ms", (long long)took);
   wait_pending(&h, 0);
   assert_int_equal(stop(&h), 0);
@@ -528,10 +531,10 @@ static void test_retry_after(void **state) {
   /* Asking for 60 s with backoff_max_ms 100: the retry comes after ~100 ms. */
   start1(&h, "'retry_times': 1, 'retry_after_ms': 60000",
          "'backoff_initial_ms': 1, 'backoff_max_ms': 100");
-  t0 = mono_ms();
+  t0 = clock_mono_ms();
   store0(&h, "rb", "k");
   char *text = wait_deliveries(h.out[0], 2);
-  took = mono_ms() - t0;
+  took = clock_mono_ms() - t0;
   if (took < 100 - SLACK_MS)
     fail_msg("retry came after %lld ms, before backoff_max_ms", (long long)took);
   if (took > 10000) fail_msg("retry_after_ms not capped: %lld ms", (long long)took);
@@ -659,13 +662,13 @@ static void test_timeout_writes_off(void **state) {
   harness h;
   start1(&h, "'sleep_ms': 600, 'sleep_attempts': 1",
          "'timeout_ms': 50, 'concurrency': 1, 'backoff_initial_ms': 1, 'backoff_max_ms': 2");
-  int64_t t0 = mono_ms();
+  int64_t t0 = clock_mono_ms();
   /* Unkeyed: attempt 2 overlaps the stuck attempt 1 by design (plugin.h),
    * which test_plugin would report as an OVERLAP of a key. */
   store0(&h, "t1", NULL);
   wait_running(&h, 0, 1);
   wait_written_off(&h, 0, 1);
-  if (mono_ms() - t0 <= 50) fail_msg("written off before timeout_ms");
+  if (clock_mono_ms() - t0 <= 50) fail_msg("written off before timeout_ms");
   /* attempt 2 runs and finishes while attempt 1 still sleeps */
   char *text = wait_deliveries(h.out[0], 1);
   rec *r;
@@ -685,10 +688,10 @@ static void test_timeout_writes_off(void **state) {
   assert_int_equal(METRICS_GET(h.host.insts[0].m.timeouts), 1);
   /* the stuck call returns: its line appears, its result is not counted */
   free(wait_deliveries(h.out[0], 2));
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   do {
     dispatch_instance_get(h.dp, 0, &st);
-    if (mono_ms() > end) fail_msg("the stuck worker never left");
+    if (clock_mono_ms() > end) fail_msg("the stuck worker never left");
     sleep_ms(2);
   } while (st.stuck != 0);
   assert_int_equal(METRICS_GET(h.host.insts[0].m.ok), 1);
@@ -717,9 +720,9 @@ static void test_stuck_cap_makes_the_instance_unhealthy(void **state) {
   assert_null(dispatch_unhealthy(h.dp, why, sizeof why));
   store0(&h, "b1", "b"); /* attempt 1 of b sleeps too: past the cap */
   wait_written_off(&h, 0, 2);
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   while (dispatch_unhealthy(h.dp, why, sizeof why) == NULL) {
-    if (mono_ms() > end) fail_msg("the instance never said it is unhealthy");
+    if (clock_mono_ms() > end) fail_msg("the instance never said it is unhealthy");
     dispatch_check_timeouts(h.dp);
     sleep_ms(2);
   }
@@ -727,11 +730,11 @@ static void test_stuck_cap_makes_the_instance_unhealthy(void **state) {
   /* the stuck calls return; the instance recovers and delivers both */
   wait_pending(&h, 0);
   assert_null(dispatch_unhealthy(h.dp, why, sizeof why));
-  end = mono_ms() + WAIT_MS;
+  end = clock_mono_ms() + WAIT_MS;
   dispatch_instance_stats st;
   do {
     dispatch_instance_get(h.dp, 0, &st);
-    if (mono_ms() > end) fail_msg("stuck workers never left");
+    if (clock_mono_ms() > end) fail_msg("stuck workers never left");
     sleep_ms(2);
   } while (st.stuck != 0);
   assert_int_equal(stop(&h), 0);
@@ -776,9 +779,9 @@ static void test_stop_detects_hung(void **state) {
   store0(&h, "h1", "k");
   wait_running(&h, 0, 1);
   unsigned char hung[1] = {0};
-  int64_t t0 = mono_ms();
+  int64_t t0 = clock_mono_ms();
   dispatch_stop(h.dp, 200, hung);
-  int64_t took = mono_ms() - t0;
+  int64_t took = clock_mono_ms() - t0;
   assert_int_equal(hung[0], 1);
   assert_int_equal(spool_pending(h.sp), 1); /* the running delivery is not done */
   if (took < 150 || took > 1500) fail_msg("dispatch_stop(200 ms) took %lld ms", (long long)took);
@@ -793,9 +796,9 @@ static void test_stop_detects_hung(void **state) {
   expect_rec(&r[0], "h1", 1, "k", "ok");
   free(r);
   free(text);
-  int64_t end = mono_ms() + WAIT_MS;
+  int64_t end = clock_mono_ms() + WAIT_MS;
   while (dispatch_busy(h.dp)) {
-    if (mono_ms() > end) fail_msg("the hung worker never exited");
+    if (clock_mono_ms() > end) fail_msg("the hung worker never exited");
     sleep_ms(2);
   }
   wait_pending(&h, 0);

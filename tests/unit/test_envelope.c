@@ -1,4 +1,5 @@
-/* Unit tests for core/envelope.c: payloads, generic specs, every reason, paths and value text. */
+/* Unit tests for core/base/envelope.c: payloads, generic specs, every reason, paths and value text.
+ */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -199,7 +199,7 @@ static void test_states_in_order_of_precedence(void **state) {
 }
 
 int main(void) {
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_pace_per_name),
       cmocka_unit_test(test_rate_spaces_starts_evenly),

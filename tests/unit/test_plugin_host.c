@@ -19,6 +19,7 @@
 #include "event.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "plugin_instance.h" /* looks inside instances */
 #include "../plugins/test_options.h"
 
 /* Every file a test writes lives here; the group teardown removes it. */
@@ -167,7 +168,7 @@ static void marker_pos(char *out, size_t n) {
 
 static int group_setup(void **state) {
   (void)state;
-  log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+  log_setup(HLOG_ERROR, HLOG_FORMAT_TEXT);
   return mkdtemp(tmpdir) ? 0 : -1;
 }
 

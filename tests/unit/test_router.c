@@ -1,4 +1,5 @@
-/* Unit tests for core/router.c: patterns, source and `when` filters, instance order and dedup. */
+/* Unit tests for core/ingest/router.c: patterns, source and `when` filters, instance order and
+ * dedup. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,8 @@
 #include <cmocka.h>
 
 #include "router.h"
+#include "pattern.h"
+#include "config.h"
 
 #ifndef PAYLOAD_DIR
 #error "build with -DPAYLOAD_DIR=\"path/to/examples/payloads\""
@@ -108,34 +111,34 @@ static cJSON *load_payload(const char *name) {
 
 static void test_pattern_match(void **state) {
   (void)state;
-  assert_true(router_pattern_match("a.b.c", "a.b.c"));
-  assert_false(router_pattern_match("a.b.c", "a.b.cd"));
-  assert_false(router_pattern_match("a.b.c", "a.b"));
-  assert_false(router_pattern_match("a.b", "a.b.c"));
-  assert_true(router_pattern_match("a.*.c", "a.b.c"));
-  assert_false(router_pattern_match("a.*.c", "a.b.x.c"));
-  assert_false(router_pattern_match("a.*", "a"));
-  assert_false(router_pattern_match("a.*", "a.b.c"));
-  assert_false(router_pattern_match("a.*", "a."));
-  assert_true(router_pattern_match("*", "a"));
-  assert_false(router_pattern_match("*", "a.b"));
-  assert_true(router_pattern_match("a.**", "a.b"));
-  assert_true(router_pattern_match("a.**", "a.b.c.d"));
-  assert_false(router_pattern_match("a.**", "a"));
-  assert_false(router_pattern_match("a.**", "a."));
-  assert_false(router_pattern_match("a.**", "a.b..c"));
-  assert_false(router_pattern_match("a.**", "ab.c"));
-  assert_true(router_pattern_match("**", "x"));
-  assert_true(router_pattern_match("**", "x.y.z"));
-  assert_true(router_pattern_match("*.*.**", "x.y.z"));
-  assert_false(router_pattern_match("*.*.**", "x.y"));
+  assert_true(pattern_match("a.b.c", "a.b.c"));
+  assert_false(pattern_match("a.b.c", "a.b.cd"));
+  assert_false(pattern_match("a.b.c", "a.b"));
+  assert_false(pattern_match("a.b", "a.b.c"));
+  assert_true(pattern_match("a.*.c", "a.b.c"));
+  assert_false(pattern_match("a.*.c", "a.b.x.c"));
+  assert_false(pattern_match("a.*", "a"));
+  assert_false(pattern_match("a.*", "a.b.c"));
+  assert_false(pattern_match("a.*", "a."));
+  assert_true(pattern_match("*", "a"));
+  assert_false(pattern_match("*", "a.b"));
+  assert_true(pattern_match("a.**", "a.b"));
+  assert_true(pattern_match("a.**", "a.b.c.d"));
+  assert_false(pattern_match("a.**", "a"));
+  assert_false(pattern_match("a.**", "a."));
+  assert_false(pattern_match("a.**", "a.b..c"));
+  assert_false(pattern_match("a.**", "ab.c"));
+  assert_true(pattern_match("**", "x"));
+  assert_true(pattern_match("**", "x.y.z"));
+  assert_true(pattern_match("*.*.**", "x.y.z"));
+  assert_false(pattern_match("*.*.**", "x.y"));
   /* Invalid patterns never match. */
-  assert_false(router_pattern_match("a.**.c", "a.b.c"));
-  assert_false(router_pattern_match("a..b", "a..b"));
-  assert_false(router_pattern_match("", ""));
-  assert_false(router_pattern_match("a*", "a*"));
-  assert_false(router_pattern_match(NULL, "a"));
-  assert_false(router_pattern_match("a", NULL));
+  assert_false(pattern_match("a.**.c", "a.b.c"));
+  assert_false(pattern_match("a..b", "a..b"));
+  assert_false(pattern_match("", ""));
+  assert_false(pattern_match("a*", "a*"));
+  assert_false(pattern_match(NULL, "a"));
+  assert_false(pattern_match("a", NULL));
 }
 
 static void test_exact_and_wildcards(void **state) {

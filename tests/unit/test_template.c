@@ -1,4 +1,5 @@
-/* Unit tests for core/template.c: values, filters, escapings, missing values, compile errors. */
+/* Unit tests for core/deliver/template.c: values, filters, escapings, missing values, compile
+ * errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

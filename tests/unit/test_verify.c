@@ -1,4 +1,4 @@
-/* Unit tests for core/verify.c against published vectors and openssl-dgst expectations. */
+/* Unit tests for core/base/verify.c against published vectors and openssl-dgst expectations. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,0 +1,16 @@
+/* Clocks: wall-clock and monotonic time in milliseconds, for timestamps and deadlines. */
+#include "clock.h"
+
+#include <time.h>
+
+int64_t clock_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t clock_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
