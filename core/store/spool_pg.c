@@ -1623,6 +1623,43 @@ static PGresult *bf_step(pg_spool *sp, const char *sql, int n, const char *const
   return NULL;
 }
 
+/* The keys' advisory locks of a back-fill's next batch ($1: its id). */
+static const char backfill_lock_sql[] =
+    "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS
+    ", h)) FROM (SELECT DISTINCT"
+    " hashtext(e.order_key) AS h FROM (SELECT seq FROM hookd_backfill_events WHERE backfill ="
+    " $1::int8 ORDER BY seq LIMIT " BACKFILL_BATCH
+    ") b JOIN hookd_events e ON e.seq = b.seq"
+    " WHERE e.order_key IS NOT NULL ORDER BY 1) s";
+
+/* The batch ($1 the back-fill, $2 its instance, $3 now): its events leave
+ * hookd_backfill_events, are open again, and get a delivery each; a new
+ * delivery heads its key when it is the key's first in the batch and the
+ * key has no pending delivery of the instance; tries carries on from an
+ * earlier delivery of the (event, instance). Returns how many it made and
+ * whether the back-fill is finished, and wakes the nodes. */
+static const char backfill_sql[] =
+    "WITH b AS (DELETE FROM hookd_backfill_events WHERE backfill = $1::int8 AND"
+    " seq IN (SELECT seq FROM hookd_backfill_events WHERE backfill = $1::int8"
+    " ORDER BY seq LIMIT " BACKFILL_BATCH
+    ") RETURNING seq),"
+    " ev AS (UPDATE hookd_events e SET done_ms = NULL FROM b WHERE e.seq = b.seq"
+    " RETURNING e.seq, e.order_key),"
+    " ins AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms,"
+    " updated_ms, head, replay, tries) SELECT ev.seq, $2, ev.order_key,"
+    " $3::int8, $3::int8, ev.order_key IS NULL OR (row_number() OVER (PARTITION"
+    " BY ev.order_key ORDER BY ev.seq) = 1 AND NOT EXISTS (SELECT 1 FROM"
+    " hookd_deliveries p WHERE p.instance = $2 AND p.order_key = ev.order_key"
+    " AND p.state = 0)), $1::int8, (SELECT coalesce(max(p.tries), 0) FROM"
+    " hookd_deliveries p WHERE p.seq = ev.seq AND p.instance = $2) FROM ev"
+    " ORDER BY ev.seq RETURNING 1),"
+    " u AS (UPDATE hookd_backfills SET queued = queued + (SELECT count(*) FROM"
+    " ins), finished_ms = CASE WHEN (SELECT count(*) FROM hookd_backfill_events"
+    " x WHERE x.backfill = $1::int8) = (SELECT count(*) FROM b) THEN $3::int8"
+    " END WHERE id = $1::int8 RETURNING finished_ms IS NOT NULL AS finished)"
+    " SELECT (SELECT count(*) FROM ins), (SELECT finished FROM u),"
+    " pg_notify('" NOTIFY_CHANNEL "', '')";
+
 /* One batch of the oldest unfinished back-fill: its next events (in seq
  * order) become pending deliveries of its instance, under their keys'
  * locks, each key's first one its head when the key has no pending
@@ -1655,38 +1692,8 @@ static int64_t backfill_batch(pg_spool *sp) {
     PQclear(PQexec(sp->wconn, "ROLLBACK"));
     return -1;
   }
-  PGresult *locks = bf_step(
-      sp,
-      "SELECT count(pg_advisory_xact_lock(" KEY_LOCK_CLASS
-      ", h)) FROM (SELECT DISTINCT"
-      " hashtext(e.order_key) AS h FROM (SELECT seq FROM hookd_backfill_events WHERE backfill ="
-      " $1::int8 ORDER BY seq LIMIT " BACKFILL_BATCH
-      ") b JOIN hookd_events e ON e.seq = b.seq"
-      " WHERE e.order_key IS NOT NULL ORDER BY 1) s",
-      1, v, instance, id);
-  r = locks ? bf_step(sp,
-                      "WITH b AS (DELETE FROM hookd_backfill_events WHERE backfill = $1::int8 AND"
-                      " seq IN (SELECT seq FROM hookd_backfill_events WHERE backfill = $1::int8"
-                      " ORDER BY seq LIMIT " BACKFILL_BATCH
-                      ") RETURNING seq),"
-                      " ev AS (UPDATE hookd_events e SET done_ms = NULL FROM b WHERE e.seq = b.seq"
-                      " RETURNING e.seq, e.order_key),"
-                      " ins AS (INSERT INTO hookd_deliveries(seq, instance, order_key, next_ms,"
-                      " updated_ms, head, replay, tries) SELECT ev.seq, $2, ev.order_key,"
-                      " $3::int8, $3::int8, ev.order_key IS NULL OR (row_number() OVER (PARTITION"
-                      " BY ev.order_key ORDER BY ev.seq) = 1 AND NOT EXISTS (SELECT 1 FROM"
-                      " hookd_deliveries p WHERE p.instance = $2 AND p.order_key = ev.order_key"
-                      " AND p.state = 0)), $1::int8, (SELECT coalesce(max(p.tries), 0) FROM"
-                      " hookd_deliveries p WHERE p.seq = ev.seq AND p.instance = $2) FROM ev"
-                      " ORDER BY ev.seq RETURNING 1),"
-                      " u AS (UPDATE hookd_backfills SET queued = queued + (SELECT count(*) FROM"
-                      " ins), finished_ms = CASE WHEN (SELECT count(*) FROM hookd_backfill_events"
-                      " x WHERE x.backfill = $1::int8) = (SELECT count(*) FROM b) THEN $3::int8"
-                      " END WHERE id = $1::int8 RETURNING finished_ms IS NOT NULL AS finished)"
-                      " SELECT (SELECT count(*) FROM ins), (SELECT finished FROM u),"
-                      " pg_notify('" NOTIFY_CHANNEL "', '')",
-                      3, v, instance, id)
-            : NULL;
+  PGresult *locks = bf_step(sp, backfill_lock_sql, 1, v, instance, id);
+  r = locks ? bf_step(sp, backfill_sql, 3, v, instance, id) : NULL;
   PQclear(locks);
   int64_t made = -1;
   if (r && PQntuples(r) == 1) {
