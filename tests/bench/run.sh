@@ -142,6 +142,17 @@ delivered() {
     awk '/^hookd_deliveries_total\{.*instance="noop".*outcome="delivered"/ {print $2}'
 }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+written() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
+# hookd's own view of a latency run: the ingest histogram's buckets holding
+# its p50, p99 and p99.9 ("p50<=0.001 p99<=0.005 p999<=0.01", seconds).
+ingest_quantiles() {
+  curl -fs "http://127.0.0.1:$APORT/metrics" | awk '
+    /^hookd_ingest_latency_seconds_bucket\{source="cirrus",le="/ {
+      split($0, a, "le=\""); split(a[2], b, "\""); le[n] = b[1]; c[n++] = $2 }
+    END { total = c[n - 1]; split("0.5 0.99 0.999", qs, " "); split("p50 p99 p999", names, " ")
+          for (q = 1; q <= 3; q++) for (i = 0; i < n; i++) if (c[i] >= qs[q] * total) {
+            printf "%s<=%s ", names[q], le[i]; break } }'
+}
 
 declare -A R
 ingest_cases() {
@@ -182,13 +193,14 @@ e2e_cases() {
         d=$(delivered); [ "${d:-0}" -ge "$n" ] && break; sleep 0.02
       done
       t1=$(date +%s.%N)
-      line="e2e=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}') $line"
+      line="e2e=$(awk -v n="$d" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}') written_per_event=$(( $(written "$HOOKD_PID") / ${d:-1} )) $line"
       echo "e2e sync=$sync: sent $n delivered $d in $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b-a}') s: $line" >&2
       runs+="$line"$'\n'
       stop
     done
     line=$(printf '%s' "$runs" | median e2e)
     R[e2e_$sync]=$(echo "$line" | sed 's/^e2e=\([0-9]*\).*/\1/')
+    R[wb_$sync]=$(echo "$line" | field written_per_event)
     R[e2e_ingest_$sync]=$(echo "$line" | field rps)
   done
 }
@@ -201,6 +213,7 @@ latency_cases() {
     for _ in $(seq 1 "$REPS"); do
       start "$(config "$sync" "lat-$sync")"
       line=$(hb load -b "$OUT/body-uniq.json" -u -c "$CONNS" -r "$rate" -d 10 -n $((rate * 10 + 10)))
+      line="$line $(ingest_quantiles)"
       echo "latency sync=$sync at $rate/s: $line" >&2; runs+="$line"$'\n'
       stop
     done
@@ -334,6 +347,8 @@ table() {
   echo "| ingest req/s, 1.7 KiB signed, unique ids (every one stored) | $(f uniq_off rps) | $(f uniq_normal rps) | $(f uniq_full rps) |"
   echo "| ingest req/s, 64 KiB signed, unique ids | $(f big_off rps) | – | $(f big_full rps) |"
   echo "| end-to-end delivered/s to noop (first request to last delivery) | ${R[e2e_off]} | – | ${R[e2e_full]} |"
+  echo "| bytes written per delivered event (/proc/PID/io, WAL and checkpoints) | ${R[wb_off]} | – | ${R[wb_full]} |"
+  echo "| hookd's ingest histogram at half load: the buckets of p50 / p99 / p99.9 (s) | $(f lat_off 'p50<') / $(f lat_off 'p99<') / $(f lat_off 'p999<') | – | $(f lat_full 'p50<') / $(f lat_full 'p99<') / $(f lat_full 'p999<') |"
   echo "| latency p50 / p99 / p99.9 (ms) at half the unique-id max ($(f lat_off rate) / $(f lat_full rate) req/s) | $(f lat_off p50_us | awk '{printf "%.2f", $1/1000}') / $(f lat_off p99_us | awk '{printf "%.2f", $1/1000}') / $(f lat_off p999_us | awk '{printf "%.2f", $1/1000}') | – | $(f lat_full p50_us | awk '{printf "%.2f", $1/1000}') / $(f lat_full p99_us | awk '{printf "%.2f", $1/1000}') / $(f lat_full p999_us | awk '{printf "%.2f", $1/1000}') |"
   echo
   echo "| memory | VmRSS |"
