@@ -113,6 +113,12 @@ EOF
 # start CONFIG [wrapper...]: starts hookd, waits for /readyz.
 start() {
   local cfg=$1; shift
+  # Another receiver on these ports would answer /readyz for the hookd that
+  # failed to bind, and every figure would be its.
+  if curl -fs "http://127.0.0.1:$APORT/readyz" >/dev/null 2>&1; then
+    echo "something already answers on 127.0.0.1:$APORT (BENCH_PORT=$PORT): stop it first" >&2
+    exit 1
+  fi
   BENCH_KEY=$KEY CIRRUS_SIGNING_KEY=$KEY "$@" "$BUILD/hookd" run -c "$cfg" \
     >"$(dirname "$cfg")/hookd.out" 2>&1 &
   HOOKD_PID=$!
