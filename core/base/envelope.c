@@ -2,6 +2,7 @@
 #include "envelope.h"
 
 #include "jscan.h"
+#include "utf8.h"
 
 #include <openssl/evp.h>
 
@@ -369,6 +370,14 @@ int envelope_decode_request(const envelope_spec *spec, const char *body, size_t 
     out->id = body_hash_id(body, len);
     if (out->id == NULL) return fail(out, reason, "out of memory");
   }
+  /* JSON between systems is UTF-8 (RFC 8259 section 8.1), and neither
+   * parser checks it. These three are keys and labels in the spool, the
+   * log and the page; PostgreSQL refuses such text outright, so without
+   * this a sender would get 503 on every retry, for ever. */
+  if (!utf8_valid(out->id)) return fail(out, reason, "event id is not valid UTF-8");
+  if (!utf8_valid(out->type)) return fail(out, reason, "event type is not valid UTF-8");
+  if (out->order_key && !utf8_valid(out->order_key))
+    return fail(out, reason, "order key is not valid UTF-8");
   return 0;
 }
 

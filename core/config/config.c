@@ -10,7 +10,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <libpq-fe.h>
+#include "pq_lazy.h"
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -571,6 +571,8 @@ void config_mask_url(const char *url, char *out, size_t len) {
 /* A libpq connection string must parse; libpq's complaint may quote the
  * string, so it is shown with the password masked. */
 static int check_pg_url(ctx *c, const char *url) {
+  const char *no_libpq = pq_lazy_error();
+  if (no_libpq) return fail(c, "the PostgreSQL spool needs libpq (Debian: libpq5): %s", no_libpq);
   char *msg = NULL;
   PQconninfoOption *opts = PQconninfoParse(url, &msg);
   if (opts) {

@@ -1,13 +1,13 @@
 /* libcurl loaded with dlopen at first use: a daemon that sends no HTTP never maps it. */
 #include "curl_lazy.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "dynlib.h"
 #include "log.h"
 
 /*
@@ -33,10 +33,7 @@ static _Atomic(const curl_fns *) loaded;
 static int cleaned;
 static char load_error[384];
 
-static const struct {
-  const char *name;
-  size_t offset;
-} syms[] = {
+static const dynlib_sym syms[] = {
     {"curl_global_init", offsetof(curl_fns, global_init)},
     {"curl_global_cleanup", offsetof(curl_fns, global_cleanup)},
     {"curl_version_info", offsetof(curl_fns, version_info)},
@@ -56,31 +53,11 @@ _Static_assert(sizeof syms / sizeof syms[0] == sizeof(curl_fns) / sizeof(void (*
                "curl_fns and syms disagree");
 
 static void load(void) {
-  dlerror();
-  /* RTLD_LOCAL: its symbols stay out of the global namespace that plugins
-   * resolve against. A plugin linked to libcurl gets the same copy. */
-  void *dl = dlopen(CURL_LAZY_SONAME, RTLD_NOW | RTLD_LOCAL);
-  if (dl == NULL) {
-    const char *e = dlerror();
-    snprintf(load_error, sizeof load_error, "cannot load %s: %s", CURL_LAZY_SONAME,
-             e ? e : "unknown dlopen error");
+  /* A plugin linked to libcurl gets the same copy. */
+  if (dynlib_load(CURL_LAZY_SONAME, syms, sizeof syms / sizeof syms[0], &fns, load_error,
+                  sizeof load_error) != 0) {
     log_error("outbound HTTP unavailable: %s", load_error);
     return;
-  }
-  for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-    dlerror();
-    void *p = dlsym(dl, syms[i].name);
-    if (p == NULL) {
-      const char *e = dlerror();
-      snprintf(load_error, sizeof load_error, "%s has no %s: %s", CURL_LAZY_SONAME, syms[i].name,
-               e ? e : "symbol is NULL");
-      log_error("outbound HTTP unavailable: %s", load_error);
-      dlclose(dl);
-      return;
-    }
-    /* POSIX guarantees a data pointer from dlsym converts to a function
-     * pointer; memcpy says so without a cast ISO C does not allow. */
-    memcpy((char *)&fns + syms[i].offset, &p, sizeof p);
   }
   CURLcode rc = fns.global_init(CURL_GLOBAL_DEFAULT);
   if (rc != CURLE_OK) {

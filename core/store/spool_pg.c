@@ -6,7 +6,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libpq-fe.h>
+#include "pq_lazy.h"
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,6 +22,7 @@
 #include "crash.h"
 #include "log.h"
 #include "runslots.h"
+#include "utf8.h"
 #include "clock.h"
 
 /*
@@ -463,6 +464,11 @@ static PGconn *pg_connect(const char *url, const char *role, char *err, size_t e
                         "keepalives_interval", "keepalives_count", "tcp_user_timeout",
                         "application_name",    "dbname",           NULL};
   const char *vals[] = {"3", "1", "5", "2", "3", "10000", app, url, NULL};
+  const char *no_libpq = pq_lazy_error(); /* every libpq call starts here */
+  if (no_libpq) {
+    snprintf(err, errlen, "%s", no_libpq);
+    return NULL;
+  }
   PGconn *c = PQconnectdbParams(keys, vals, 1);
   if (c == NULL) {
     snprintf(err, errlen, "out of memory");
@@ -793,47 +799,9 @@ static pg_lane *lane_forget(const delivery *d) {
 
 /* --- the writer's queue ---------------------------------------------------------------- */
 
-/* 1 when s is valid UTF-8. PostgreSQL refuses a text parameter that is
- * not (the database's encoding is UTF8), and one such string would fail
- * the whole batch it rides in. */
-static int utf8_valid(const char *s) {
-  const unsigned char *p = (const unsigned char *)s;
-  while (*p) {
-    int n = *p < 0x80                           ? 0
-            : (*p & 0xe0) == 0xc0 && *p >= 0xc2 ? 1
-            : (*p & 0xf0) == 0xe0               ? 2
-            : (*p & 0xf8) == 0xf0 && *p <= 0xf4 ? 3
-                                                : -1;
-    if (n < 0) return 0;
-    for (int i = 1; i <= n; i++) {
-      if ((p[i] & 0xc0) != 0x80) return 0;
-    }
-    /* Overlong three-byte forms, surrogates, and past U+10FFFF. */
-    if (n == 2 && ((*p == 0xe0 && p[1] < 0xa0) || (*p == 0xed && p[1] >= 0xa0))) return 0;
-    if (n == 3 && ((*p == 0xf0 && p[1] < 0x90) || (*p == 0xf4 && p[1] >= 0x90))) return 0;
-    p += n + 1;
-  }
-  return 1;
-}
-
-/* Makes s valid UTF-8 in place: each byte of a bad sequence becomes '?'
- * (texts others wrote: a destination's answer cut at a byte limit, a
- * plugin's message, a header value). */
-static void utf8_clean(char *s) {
-  if (utf8_valid(s)) return;
-  for (unsigned char *p = (unsigned char *)s; *p;) {
-    char one[5] = {0};
-    size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : 4;
-    for (size_t i = 0; i < n && p[i]; i++) one[i] = (char)p[i];
-    if (*p < 0x80) {
-      p++;
-    } else if (strlen(one) == n && utf8_valid(one)) {
-      p += n;
-    } else {
-      *p++ = '?';
-    }
-  }
-}
+/* Texts go through utf8_clean before a store: PostgreSQL refuses a text
+ * parameter that is not valid UTF-8 (the database's encoding is UTF8), and
+ * one such string would fail the whole batch it rides in. */
 
 static op *op_new(op_kind kind, const delivery *d, int state, const char *error) {
   size_t el = error ? strlen(error) : 0;

@@ -92,6 +92,25 @@ def test_bad_json_is_400_with_reason(hookd, body, reason):
     assert reason in text and text.count(b"\n") == 1
 
 
+@pytest.mark.parametrize("body,reason", [
+    (b'{"eventType": "a.b", "eventId": "x\xff1", "data": {}}', b"event id is not valid UTF-8"),
+    (b'{"eventType": "a.\xc3(", "eventId": "x2", "data": {}}', b"event type is not valid UTF-8"),
+    (b'{"eventType": "a.b", "eventId": "x3", "data": {"id": "m\xed\xa0\x80"}}',
+     b"order key is not valid UTF-8"),
+])
+def test_id_type_or_key_not_utf8_is_400_not_stored(hookd, tmp_path, body, reason):
+    """Neither JSON parser checks UTF-8; a stored id that is not (PostgreSQL refuses it) would
+    get 503 on every retry for ever. A clear 400 instead; valid non-ASCII text is accepted."""
+    status, _, text = hookd.post("/webhooks/cirrus", body, {"X-Signature": sign(body)})
+    assert (status, text) == (400, reason + b"\n")
+    ok = '{"eventType": "a.b", "eventId": "r\u00e9union-1", "data": {"id": "caf\u00e9"}}'
+    ok = ok.encode()
+    assert send_event(hookd, ok) == 200
+    lines = wait_until(lambda: read_jsonl(tmp_path / "events.jsonl"))
+    assert [l["event_id"] for l in lines] == ["r\u00e9union-1"]
+    assert hookd.log().count("rejected: " + reason.decode() + " (400)") == 1
+
+
 def test_unknown_path_404_and_wrong_method_405(hookd):
     assert hookd.post("/nope", b"{}")[0] == 404
     status, headers, _ = hookd.request("GET", "/webhooks/cirrus")
