@@ -403,7 +403,8 @@ static int short_waits(void *arg, int n) {
 
 static void set_failing(sq_spool *sp, const char *why) {
   pthread_mutex_lock(&sp->mu);
-  snprintf(sp->fail_reason, sizeof sp->fail_reason, "%s", why);
+  /* Cut to the buffer on purpose: the log line below keeps the whole text. */
+  snprintf(sp->fail_reason, sizeof sp->fail_reason, "%.255s", why);
   pthread_mutex_unlock(&sp->mu);
   if (!atomic_exchange(&sp->failing, 1)) {
     log_write(HLOG_ERROR, NULL, "spool: %s: new events get 503 until a commit succeeds", why);

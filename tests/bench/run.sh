@@ -153,9 +153,9 @@ written() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
 # hookd's own view of a latency run: the ingest histogram's buckets holding
 # its p50, p99 and p99.9 ("p50<=0.001 p99<=0.005 p999<=0.01", seconds).
 ingest_quantiles() {
-  curl -fs "http://127.0.0.1:$APORT/metrics" | awk '
+  curl -fs "http://127.0.0.1:$APORT/metrics" | awk 'BEGIN { n = 0 }
     /^hookd_ingest_latency_seconds_bucket\{source="cirrus",le="/ {
-      split($0, a, "le=\""); split(a[2], b, "\""); le[n] = b[1]; c[n++] = $2 }
+      split($0, a, "le=\""); split(a[2], b, "\""); le[n] = b[1]; c[n] = $2; n++ }
     END { total = c[n - 1]; split("0.5 0.99 0.999", qs, " "); split("p50 p99 p999", names, " ")
           for (q = 1; q <= 3; q++) for (i = 0; i < n; i++) if (c[i] >= qs[q] * total) {
             printf "%s<=%s ", names[q], le[i]; break } }'
