@@ -298,3 +298,25 @@ def test_retention_prunes_finished_events(tmp_path, pg):
     wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_backfills") == "0", 15 * SLOW,
                what="the finished back-fill pruned")
     node.stop()
+
+
+def maps_libpq(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return any(line.rsplit("/", 1)[-1].startswith("libpq.so") for line in f.read().splitlines())
+
+
+def test_libpq_is_mapped_only_by_a_postgres_node(tmp_path, pg, daemon_factory):
+    """libpq pulls in about twenty libraries (Kerberos, LDAP, SASL, GnuTLS...): a hookd on the
+    default SQLite spool never maps it; one on the PostgreSQL spool does, and works."""
+    out = tmp_path / "sink.txt"
+    plugins = [{"name": "sink", "module": "test_plugin", "config": {"out": str(out)}}]
+    routes = [{"source": "cirrus", "events": ["**"], "to": ["sink"]}]
+    sq = daemon_factory({"sources": [cirrus_source()], "plugins": plugins, "routes": routes})
+    assert post(sq, meeting_event("lp-0", "m0", "scheduled")) == 200
+    wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 1)
+    assert not maps_libpq(sq.proc.pid)
+    node = Node(tmp_path, "n", pg.url, plugins, routes)
+    assert post(node, meeting_event("lp-1", "m1", "scheduled")) == 200
+    wait_until(lambda: len(out.read_text().splitlines()) == 2)
+    assert maps_libpq(node.proc.pid)
+    node.stop()
