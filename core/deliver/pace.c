@@ -192,10 +192,14 @@ int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t
   if (hold_until != p->remote_hold) {
     p->remote_hold = hold_until;
     if (hold_until > now && hold_until > p->hold_until) {
+      /* Held already: most likely this node's own hold coming back from
+       * the spool (a few ms later on the server's clock); no news. */
+      if (p->hold_until <= now) {
+        log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
+                  "held for %lld ms: the destination said too many requests to another node",
+                  (long long)(hold_until - now));
+      }
       p->hold_until = hold_until;
-      log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
-                "held for %lld ms: the destination said too many requests to another node",
-                (long long)(hold_until - now));
     }
   }
   int64_t was = p->remote_circuit;
