@@ -213,6 +213,7 @@ int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t
       p->open = 1;
       p->probing = 0;
       p->open_until = circuit_until;
+      snprintf(p->last_error, sizeof p->last_error, "opened on another node");
       log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
                 "circuit open on another node: deliveries wait without using attempts; next "
                 "probe in %lld ms",
