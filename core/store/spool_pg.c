@@ -2776,6 +2776,18 @@ static void *claimer_main(void *arg) {
     } else {
       backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
+    if (sp->cconn) {
+      /* A NOTIFY that came in while a statement ran is in libpq's buffer,
+       * not on the socket: poll would not see it. */
+      PGnotify *n;
+      while ((n = PQnotifies(sp->cconn)) != NULL) {
+        if (strcmp(n->extra, NOTIFY_STATES) == 0) {
+          atomic_store(&sp->states_changed, 1);
+          timeout = 0;
+        }
+        PQfreemem(n);
+      }
+    }
     struct pollfd fds[2] = {{sp->kick_fd, POLLIN, 0},
                             {sp->cconn ? PQsocket(sp->cconn) : -1, POLLIN, 0}};
     poll(fds, 2, timeout > 0 ? timeout : 0);
