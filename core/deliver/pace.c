@@ -28,7 +28,8 @@ struct pace {
   char last_error[200];
   /* What the other nodes stored, as pace_hold_remote last heard it. */
   int64_t remote_circuit, remote_hold;
-  pace_state state; /* as last observed (pace_observe) */
+  int64_t closed_at; /* when the circuit last closed (Unix ms) */
+  pace_state state;  /* as last observed (pace_observe) */
   uint64_t opens, holds, absorbed;
   struct pace *next;
 };
@@ -114,10 +115,11 @@ delivery *pace_claim(pace *p, int64_t now, delivery *(*claim)(void *arg, int64_t
 }
 
 /* Closes the circuit. Caller holds mu. */
-static int close_circuit(pace *p) {
+static int close_circuit(pace *p, int64_t now) {
   int was = p->open;
   p->open = p->probing = 0;
   p->failures = 0;
+  if (was) p->closed_at = now;
   return was ? PACE_WAKE | PACE_CLOSED : 0;
 }
 
@@ -161,7 +163,7 @@ int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const cha
       if (p->open && (probe || r == PACE_SUCCESS)) {
         log_write(HLOG_INFO, &(log_ctx){.instance = p->name}, "circuit closed: %s",
                   probe ? "the probe got through" : "a delivery got through");
-        rc = close_circuit(p);
+        rc = close_circuit(p, now);
       }
       break;
     case PACE_FAILURE:
@@ -171,7 +173,7 @@ int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const cha
       if (hold_until > p->hold_until) p->hold_until = hold_until;
       p->holds++;
       p->failures = 0;
-      if (probe) rc = close_circuit(p);
+      if (probe) rc = close_circuit(p, now);
       rc |= PACE_ABSORB;
       break;
     case PACE_NO_ATTEMPT:
@@ -207,6 +209,11 @@ int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t
     p->remote_circuit = circuit_until;
     if (p->need == 0) {
       /* No breaker here (a reload turned it off): nothing to hold. */
+    } else if (circuit_until > 0 && !p->open &&
+               circuit_until <= p->closed_at + (int64_t)p->cooldown_ms) {
+      /* Stored before the circuit closed here (a probe taken, the one
+       * that then got through): the spool has not seen the close yet. A
+       * node that opens it after the close stores a later time. */
     } else if (circuit_until > 0 && !p->open) {
       /* Opened on another node: the destination is down for every node,
        * so this one stops too instead of counting its own failures. */
@@ -224,7 +231,7 @@ int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t
     } else if (was > 0 && p->open) {
       log_write(HLOG_INFO, &(log_ctx){.instance = p->name},
                 "circuit closed: a delivery got through on another node");
-      rc = close_circuit(p) & PACE_WAKE;
+      rc = close_circuit(p, now) & PACE_WAKE;
     }
   }
   pthread_mutex_unlock(&p->mu);

@@ -222,6 +222,13 @@ static void test_remote_circuit_and_hold(void **state) {
   assert_int_equal(pace_hold_remote(p, 0, 0, 1600), 0);
   assert_int_equal(pace_observe(p, 0, 0, 1600), PACE_OPEN);
   assert_int_equal(pace_report(p, 0, PACE_SUCCESS, 0, NULL, 1610), PACE_WAKE | PACE_CLOSED);
+  /* What was stored before that close (another node's probe time, read
+   * late) does not open it again; a time stored after it does. */
+  assert_int_equal(pace_hold_remote(p, 1900, 0, 1620), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1620), PACE_OK);
+  assert_int_equal(pace_hold_remote(p, 1950, 0, 1650), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1650), PACE_OPEN);
+  assert_int_equal(pace_hold_remote(p, 0, 0, 1660), PACE_WAKE);
   /* Another node's "too many requests": held until then, no attempt. */
   assert_int_equal(pace_hold_remote(p, 0, 5000, 2000), 0);
   assert_false(try_claim(p, 2000, &next, &probe));
