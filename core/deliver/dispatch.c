@@ -461,15 +461,20 @@ static delivery *claim_from_lane(void *arg, int64_t *next_ms) {
 }
 
 /* The probe pace_claim handed out (d, claimed) is due on every node that
- * shares the spool: one of them runs it. 1 when it is this worker's to run;
- * 0 when another node took it: d went back to the lane. */
+ * shares the spool: one of them runs it. 1 when it is this worker's to run
+ * (as the probe, or as any delivery when another node closed the circuit
+ * meanwhile); 0 when another node took it: d went back to the lane. */
 static int probe_is_ours(iqueue *q, worker *w, delivery *d) {
   int64_t until = 0;
   if (spool_take_probe(q->dp->sp, q->name, (int64_t)q->delivery->breaker_cooldown_ms, &until)) {
     return 1;
   }
-  pace_probe_lost(q->pace, until);
+  int rc = pace_probe_lost(q->pace, until, clock_now_ms());
   w->probe = 0;
+  if (until == 0) {
+    if (rc & PACE_WAKE) wake_all(q);
+    return 1;
+  }
   log_write(HLOG_DEBUG, &(log_ctx){.instance = q->name},
             "another node probes the open circuit; the next probe is in %lld ms",
             (long long)(until - clock_now_ms()));

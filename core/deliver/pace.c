@@ -238,13 +238,19 @@ int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t
   return rc;
 }
 
-void pace_probe_lost(pace *p, int64_t until) {
+int pace_probe_lost(pace *p, int64_t until, int64_t now) {
+  int rc = 0;
   pthread_mutex_lock(&p->mu);
-  if (p->open) {
+  if (p->open && until == 0) {
+    log_write(HLOG_INFO, &(log_ctx){.instance = p->name},
+              "circuit closed: a delivery got through on another node");
+    rc = close_circuit(p, now) & PACE_WAKE;
+  } else if (p->open) {
     p->probing = 0;
     if (until > p->open_until) p->open_until = until;
   }
   pthread_mutex_unlock(&p->mu);
+  return rc;
 }
 
 static const char *const state_names[PACE_N_STATES] = {"ok", "open", "paused", "saturated"};

@@ -86,8 +86,10 @@ int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t
 
 /* The probe that pace_claim handed out went to another node, which probes
  * until `until` (Unix ms): it is not run here (the caller puts the delivery
- * back), and the next probe is not before then. */
-void pace_probe_lost(pace *p, int64_t until);
+ * back), and the next probe is not before then. until 0: the spool says the
+ * circuit closed meanwhile (another node's delivery got through): it closes
+ * here too (returns PACE_WAKE) and the delivery runs as any other. */
+int pace_probe_lost(pace *p, int64_t until, int64_t now);
 
 /* An instance's state, as hookd_instance_state{state} and the page name it. */
 typedef enum pace_state { PACE_OK, PACE_OPEN, PACE_PAUSED, PACE_SATURATED } pace_state;

@@ -218,11 +218,12 @@ typedef struct spool_ops {
    * returns at once, never waits for I/O. Any thread. */
   void (*instance_hold)(spool *sp, const char *instance, spool_hold kind, int64_t ms);
   /* The instance's open circuit is due for a probe and this node would run
-   * it: 1 when it may (it took the probe for cooldown_ms, or the store does
-   * not know of the circuit, or cannot be asked: then it probes as if
-   * alone), 0 when another node took it: *until_ms (Unix ms, this node's
-   * clock) is the earliest next probe. Blocks for about one round trip:
-   * delivery workers only. */
+   * it: 1 when it may (it took the probe for cooldown_ms, or the store
+   * cannot be asked: then it probes as if alone); 0 when it may not:
+   * another node took it and *until_ms (Unix ms, this node's clock) is the
+   * earliest next probe, or *until_ms is 0: the store knows of no open
+   * circuit (another node's delivery closed it). Blocks for about one round
+   * trip: delivery workers only. */
   int (*take_probe)(spool *sp, const char *instance, int64_t cooldown_ms, int64_t *until_ms);
   /* What the store last said of l's instance: its circuit open until
    * *circuit_until (Unix ms, this node's clock; 0: closed; in the past:

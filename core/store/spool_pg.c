@@ -2519,13 +2519,13 @@ static int run_hold(pg_spool *sp, hold_req *h) {
   if (h->kind == HOLD_PROBE) {
     int64_t until = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
     int64_t server_now = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
-    /* Not won and 0: the store knows of no open circuit (it closed, or
-     * this node's open was never stored): this node probes. Not won and
-     * due: another node took it a moment ago (this statement's snapshot
-     * is older): a cooldown from now, give or take that moment. */
-    h->won = strcmp(PQgetvalue(r, 0, 0), "0") != 0 || until == 0;
+    /* Not won and 0: the store knows of no open circuit (another node's
+     * delivery closed it). Not won and due: another node took it a moment
+     * ago (this statement's snapshot is older): a cooldown from now, give
+     * or take that moment. */
+    h->won = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
     int64_t wait = until > server_now ? until - server_now : h->ms;
-    h->until = clock_now_ms() + wait;
+    h->until = until == 0 ? 0 : clock_now_ms() + wait;
   }
   PQclear(r);
   return 0;

@@ -147,8 +147,9 @@ def test_circuit_opened_on_one_node_holds_every_node_one_probe_per_cooldown(clus
     wait_until(lambda: pg.scalar("SELECT count(*) FROM hookd_deliveries WHERE state <> 1") == "0",
                5 * SLOW, what="every delivery done in the spool")
     # One node's probe closed it; the two others closed on hearing of it.
+    probed = [n.log().count("circuit closed: the probe got through") for n in nodes]
     closed = [n.log().count("circuit closed: a delivery got through on another node") for n in nodes]
-    assert sum(closed) == 2, closed
+    assert sum(probed) == 1 and sum(closed) == 2, (probed, closed)
 
 
 def test_too_many_requests_on_one_node_holds_every_node(cluster, pg, tmp_path, fake_server):

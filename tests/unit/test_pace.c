@@ -205,14 +205,23 @@ static void test_remote_circuit_and_hold(void **state) {
   /* Due: this node's probe goes to another node, which probes until 1600. */
   assert_true(try_claim(p, 1300, &next, &probe));
   assert_true(probe);
-  pace_probe_lost(p, 1600);
+  assert_int_equal(pace_probe_lost(p, 1600, 1300), 0);
   assert_false(try_claim(p, 1310, &next, &probe));
   assert_int_equal(next, 1600);
   /* A later time stored (that probe failed) moves the next probe. */
   assert_int_equal(pace_hold_remote(p, 1900, 0, 1400), 0);
   assert_false(try_claim(p, 1700, &next, &probe));
   assert_int_equal(next, 1900);
-  /* Closed on another node: closed here, every worker woken. */
+  /* Due again; the spool says it closed meanwhile: closed here, and the
+   * delivery in hand runs as any other. */
+  assert_true(try_claim(p, 1900, &next, &probe));
+  assert_true(probe);
+  assert_int_equal(pace_probe_lost(p, 0, 1900), PACE_WAKE);
+  assert_int_equal(pace_observe(p, 0, 0, 1900), PACE_OK);
+  /* Open on another node again, then closed there: closed here, every
+   * worker woken. */
+  assert_int_equal(pace_hold_remote(p, 2300, 0, 1400), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1400), PACE_OPEN);
   assert_int_equal(pace_hold_remote(p, 0, 0, 1500), PACE_WAKE);
   assert_int_equal(pace_observe(p, 0, 0, 1500), PACE_OK);
   assert_true(try_claim(p, 1500, &next, &probe));
