@@ -14,6 +14,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "pace.h"
+#include "runslots.h"
 #include "scrub.h"
 #include "clock.h"
 
@@ -521,6 +522,9 @@ static void *worker_main(void *arg) {
   }
   pthread_mutex_unlock(&q->mu);
   http_client_thread_cleanup();
+  /* Now, while the spool surely exists: once live is 0 it may be freed,
+   * and the slot's own destructor would run after that. */
+  runslots_thread_done();
   crash_thread_end();
   pthread_mutex_lock(&q->mu);
   for (worker **pp = &q->workers; *pp; pp = &(*pp)->next) {
