@@ -1458,7 +1458,15 @@ static batch_rc run_batch(pg_spool *sp, batch *b) {
     snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(sp->wconn));
     return BATCH_LOST;
   }
-  return read_batch(sp, b);
+  batch_rc rc = read_batch(sp, b);
+  /* A store's own result (its seq) comes before the sync: with the
+   * connection lost in between, whether it committed is not known, and an
+   * event is answered 200 only once its commit is (a retry of the sender
+   * finds it a duplicate if it did). */
+  if (rc == BATCH_LOST) {
+    for (store_req *r = b->stores; r; r = r->next) r->status = SPOOL_EIO;
+  }
+  return rc;
 }
 
 static void drop_connection(pg_spool *sp, const char *why) {
