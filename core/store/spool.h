@@ -50,10 +50,10 @@
  *
  * Threads: spool_open, recover, stop, free, lane, lane_config, admit, seen
  * and store on the loop thread (recover before the server starts). claim,
- * started, record_attempt and settle on delivery workers; pause on any
- * thread but the loop (it waits for a commit); lane_attach/lane_detach and
- * stats on any thread. Callbacks (spool_stored_fn) run on the loop thread;
- * spool_wake_fn on any thread, with no spool lock held.
+ * started, record_attempt, settle and take_probe on delivery workers; pause
+ * on any thread but the loop (it waits for a commit); lane_attach/lane_detach,
+ * stats, lane_holds and instance_hold on any thread. Callbacks (spool_stored_fn) run on the loop
+ * thread; spool_wake_fn on any thread, with no spool lock held.
  */
 
 #include <stddef.h>
