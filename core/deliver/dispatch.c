@@ -14,6 +14,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "pace.h"
+#include "runslots.h"
 #include "scrub.h"
 #include "clock.h"
 
@@ -149,6 +150,27 @@ static void wake_all(iqueue *q) {
   pthread_mutex_unlock(&q->mu);
 }
 
+/* Tells the other nodes on the spool (when it is shared) what the pace
+ * just decided: the circuit opened or closed, a destination's hold. */
+static void tell_nodes(iqueue *q, int rc, int64_t hold_ms, int64_t now) {
+  spool *sp = q->dp->sp;
+  if (rc & PACE_OPENED) {
+    pace_info pi;
+    pace_get_info(q->pace, &pi);
+    if (pi.open) spool_instance_hold(sp, q->name, SPOOL_HOLD_CIRCUIT, pi.open_until - now);
+  }
+  if (rc & PACE_CLOSED) spool_instance_hold(sp, q->name, SPOOL_HOLD_CLOSE, 0);
+  if (hold_ms > 0) spool_instance_hold(sp, q->name, SPOOL_HOLD_RATE, hold_ms);
+}
+
+/* Applies what the spool says the other nodes stored (their circuit, their
+ * destination's hold) to the pace; nothing with a one-node spool. */
+static void apply_remote(iqueue *q, int64_t now) {
+  int64_t circuit, hold;
+  if (!spool_lane_holds(q->lane, &circuit, &hold)) return;
+  if (pace_hold_remote(q->pace, circuit, hold, now) & PACE_WAKE) wake_all(q);
+}
+
 /* Reports the attempt to the pace; when the instance is held ("too many
  * requests") or its circuit is open, puts d back without using up an
  * attempt and returns 1. */
@@ -161,6 +183,7 @@ static int absorbed(iqueue *q, delivery *d, const attempt_result *a) {
   int64_t hold = now + (a->retry_after_ms ? (int64_t)a->retry_after_ms : 1000);
   int rc = pace_report(q->pace, a->probe, k, k == PACE_RATE_LIMITED ? hold : 0, a->msg, now);
   if (rc & PACE_WAKE) wake_all(q);
+  tell_nodes(q, rc, k == PACE_RATE_LIMITED ? hold - now : 0, now);
   if (!(rc & PACE_ABSORB)) return 0;
   log_ctx ctx = {.source = d->ev->source, .instance = q->name, .event_id = d->ev->id};
   if (k == PACE_RATE_LIMITED) {
@@ -438,6 +461,29 @@ static delivery *claim_from_lane(void *arg, int64_t *next_ms) {
   return spool_claim(ca->q->lane, ca->q, ca->now, next_ms);
 }
 
+/* The probe pace_claim handed out (d, claimed) is due on every node that
+ * shares the spool: one of them runs it. 1 when it is this worker's to run
+ * (as the probe, or as any delivery when another node closed the circuit
+ * meanwhile); 0 when another node took it: d went back to the lane. */
+static int probe_is_ours(iqueue *q, worker *w, delivery *d) {
+  int64_t until = 0;
+  if (spool_take_probe(q->dp->sp, q->name, (int64_t)q->delivery->breaker_cooldown_ms, &until)) {
+    return 1;
+  }
+  int rc = pace_probe_lost(q->pace, until, clock_now_ms());
+  w->probe = 0;
+  if (until == 0) {
+    if (rc & PACE_WAKE) wake_all(q);
+    return 1;
+  }
+  log_write(HLOG_DEBUG, &(log_ctx){.instance = q->name},
+            "another node probes the open circuit; the next probe is in %lld ms",
+            (long long)(until - clock_now_ms()));
+  d->due_ms = clock_now_ms();
+  spool_settle(q->dp->sp, d, SPOOL_RELEASE, NULL);
+  return 0;
+}
+
 static void *worker_main(void *arg) {
   worker *w = arg;
   iqueue *q = w->q;
@@ -455,8 +501,11 @@ static void *worker_main(void *arg) {
     /* The pace says first whether the instance may start one now (rate,
      * a destination's hold, an open circuit): held, nothing is claimed. */
     claim_arg ca = {q, clock_now_ms()};
+    apply_remote(q, ca.now);
     delivery *d = pace_claim(q->pace, ca.now, claim_from_lane, &ca, &next, &w->probe);
-    if (d) run(q, w, d);
+    /* Another node's probe: the pace now waits for its outcome. */
+    int given_up = d && w->probe && !probe_is_ours(q, w, d);
+    if (d && !given_up) run(q, w, d);
     pthread_mutex_lock(&q->mu);
     if (d) continue;
     if (next < 0) {
@@ -473,6 +522,9 @@ static void *worker_main(void *arg) {
   }
   pthread_mutex_unlock(&q->mu);
   http_client_thread_cleanup();
+  /* Now, while the spool surely exists: once live is 0 it may be freed,
+   * and the slot's own destructor would run after that. */
+  runslots_thread_done();
   crash_thread_end();
   pthread_mutex_lock(&q->mu);
   for (worker **pp = &q->workers; *pp; pp = &(*pp)->next) {
@@ -590,6 +642,7 @@ void dispatch_observe(dispatch *dp) {
     if (q->pace == NULL) continue;
     spool_lane_stats st;
     spool_lane_get_stats(q->lane, &st);
+    apply_remote(q, now);
     pace_state was = q->state;
     q->state = pace_observe(q->pace, st.paused, st.saturated, now);
     /* A resume wakes one worker through the lane; the rest follow here, so

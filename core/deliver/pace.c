@@ -26,7 +26,10 @@ struct pace {
   int open, probing;
   int64_t open_until;
   char last_error[200];
-  pace_state state; /* as last observed (pace_observe) */
+  /* What the other nodes stored, as pace_hold_remote last heard it. */
+  int64_t remote_circuit, remote_hold;
+  int64_t closed_at; /* when the circuit last closed (Unix ms) */
+  pace_state state;  /* as last observed (pace_observe) */
   uint64_t opens, holds, absorbed;
   struct pace *next;
 };
@@ -112,11 +115,12 @@ delivery *pace_claim(pace *p, int64_t now, delivery *(*claim)(void *arg, int64_t
 }
 
 /* Closes the circuit. Caller holds mu. */
-static int close_circuit(pace *p) {
+static int close_circuit(pace *p, int64_t now) {
   int was = p->open;
   p->open = p->probing = 0;
   p->failures = 0;
-  return was ? PACE_WAKE : 0;
+  if (was) p->closed_at = now;
+  return was ? PACE_WAKE | PACE_CLOSED : 0;
 }
 
 static int report_failure(pace *p, int probe, const char *message, int64_t now) {
@@ -131,7 +135,7 @@ static int report_failure(pace *p, int probe, const char *message, int64_t now) 
       log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
                 "circuit still open: the probe failed (%s); next probe in %llu ms", p->last_error,
                 (unsigned long long)p->cooldown_ms);
-      return PACE_ABSORB | PACE_WAKE;
+      return PACE_ABSORB | PACE_WAKE | PACE_OPENED;
     }
     return PACE_ABSORB;
   }
@@ -144,7 +148,7 @@ static int report_failure(pace *p, int probe, const char *message, int64_t now) 
             "circuit open after %u consecutive failed attempts (last: %s): deliveries wait "
             "without using attempts; one probe every %llu ms",
             p->failures, p->last_error, (unsigned long long)p->cooldown_ms);
-  return PACE_ABSORB;
+  return PACE_ABSORB | PACE_OPENED;
 }
 
 int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const char *message,
@@ -159,7 +163,7 @@ int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const cha
       if (p->open && (probe || r == PACE_SUCCESS)) {
         log_write(HLOG_INFO, &(log_ctx){.instance = p->name}, "circuit closed: %s",
                   probe ? "the probe got through" : "a delivery got through");
-        rc = close_circuit(p);
+        rc = close_circuit(p, now);
       }
       break;
     case PACE_FAILURE:
@@ -169,7 +173,7 @@ int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const cha
       if (hold_until > p->hold_until) p->hold_until = hold_until;
       p->holds++;
       p->failures = 0;
-      if (probe) rc = close_circuit(p);
+      if (probe) rc = close_circuit(p, now);
       rc |= PACE_ABSORB;
       break;
     case PACE_NO_ATTEMPT:
@@ -180,6 +184,71 @@ int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const cha
       break;
   }
   if (rc & PACE_ABSORB) p->absorbed++;
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t now) {
+  int rc = 0;
+  pthread_mutex_lock(&p->mu);
+  if (hold_until != p->remote_hold) {
+    p->remote_hold = hold_until;
+    if (hold_until > now && hold_until > p->hold_until) {
+      /* Held already: most likely this node's own hold coming back from
+       * the spool (a few ms later on the server's clock); no news. */
+      if (p->hold_until <= now) {
+        log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
+                  "held for %lld ms: the destination said too many requests to another node",
+                  (long long)(hold_until - now));
+      }
+      p->hold_until = hold_until;
+    }
+  }
+  int64_t was = p->remote_circuit;
+  if (circuit_until != was) {
+    p->remote_circuit = circuit_until;
+    if (p->need == 0) {
+      /* No breaker here (a reload turned it off): nothing to hold. */
+    } else if (circuit_until > 0 && !p->open &&
+               circuit_until <= p->closed_at + (int64_t)p->cooldown_ms) {
+      /* Stored before the circuit closed here (a probe taken, the one
+       * that then got through): the spool has not seen the close yet. A
+       * node that opens it after the close stores a later time. */
+    } else if (circuit_until > 0 && !p->open) {
+      /* Opened on another node: the destination is down for every node,
+       * so this one stops too instead of counting its own failures. */
+      p->open = 1;
+      p->probing = 0;
+      p->open_until = circuit_until;
+      snprintf(p->last_error, sizeof p->last_error, "opened on another node");
+      log_write(HLOG_WARN, &(log_ctx){.instance = p->name},
+                "circuit open on another node: deliveries wait without using attempts; next "
+                "probe in %lld ms",
+                (long long)(circuit_until > now ? circuit_until - now : 0));
+    } else if (circuit_until > 0) {
+      /* Another node took the probe, or its probe failed: none before. */
+      if (!p->probing && circuit_until > p->open_until) p->open_until = circuit_until;
+    } else if (was > 0 && p->open) {
+      log_write(HLOG_INFO, &(log_ctx){.instance = p->name},
+                "circuit closed: a delivery got through on another node");
+      rc = close_circuit(p, now) & PACE_WAKE;
+    }
+  }
+  pthread_mutex_unlock(&p->mu);
+  return rc;
+}
+
+int pace_probe_lost(pace *p, int64_t until, int64_t now) {
+  int rc = 0;
+  pthread_mutex_lock(&p->mu);
+  if (p->open && until == 0) {
+    log_write(HLOG_INFO, &(log_ctx){.instance = p->name},
+              "circuit closed: a delivery got through on another node");
+    rc = close_circuit(p, now) & PACE_WAKE;
+  } else if (p->open) {
+    p->probing = 0;
+    if (until > p->open_until) p->open_until = until;
+  }
   pthread_mutex_unlock(&p->mu);
   return rc;
 }

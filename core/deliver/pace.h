@@ -17,6 +17,12 @@
  *
  * A pace belongs to an instance *name* and lives as long as the process, like
  * the spool's lanes: a reload keeps the spacing, the hold and the circuit.
+ *
+ * Several nodes (a shared spool, DESIGN §10): pace_report says when the
+ * circuit opened, re-opened or closed, so that the caller stores it for the
+ * other nodes; what the spool says the other nodes stored comes back through
+ * pace_hold_remote, and the probe of an open circuit may go to another node
+ * (pace_probe_lost). Without a shared spool none of it is called.
  * Every function is thread-safe; the clock is Unix ms (clock_now_ms()).
  */
 
@@ -57,11 +63,33 @@ typedef enum pace_result {
  * PACE_WAKE: the circuit closed or its probe ended: wake every worker. */
 #define PACE_ABSORB 1
 #define PACE_WAKE 2
+/* PACE_OPENED: the circuit opened, or a failed probe re-opened it (until
+ * pace_info.open_until). PACE_CLOSED: an open circuit closed. For the
+ * caller to tell the other nodes (spool_instance_hold). */
+#define PACE_OPENED 4
+#define PACE_CLOSED 8
 
 /* Reports an attempt (probe: it was the circuit's probe); message is its
  * error, for the log line when the circuit opens. */
 int pace_report(pace *p, int probe, pace_result r, int64_t hold_until, const char *message,
                 int64_t now);
+
+/* What the other nodes stored for the instance (Unix ms, this process's
+ * clock): circuit_until > 0 says its circuit is open until then (in the
+ * past: open, a probe due), 0 that it is closed; hold_until a destination's
+ * "too many requests" hold (0: none). Called whenever the spool may have
+ * read something new; only a change of circuit_until since the last call
+ * counts: a new open time opens the circuit here too or moves its next
+ * probe later, a change to 0 closes it here (returns PACE_WAKE: wake every
+ * worker). A hold only ever lengthens the local one. */
+int pace_hold_remote(pace *p, int64_t circuit_until, int64_t hold_until, int64_t now);
+
+/* The probe that pace_claim handed out went to another node, which probes
+ * until `until` (Unix ms): it is not run here (the caller puts the delivery
+ * back), and the next probe is not before then. until 0: the spool says the
+ * circuit closed meanwhile (another node's delivery got through): it closes
+ * here too (returns PACE_WAKE) and the delivery runs as any other. */
+int pace_probe_lost(pace *p, int64_t until, int64_t now);
 
 /* An instance's state, as hookd_instance_state{state} and the page name it. */
 typedef enum pace_state { PACE_OK, PACE_OPEN, PACE_PAUSED, PACE_SATURATED } pace_state;

@@ -605,6 +605,10 @@ static void json_instances(admin *a, cJSON *root) {
     cJSON_AddStringToObject(o, "last_error", v.last_message);
     cJSON_AddNumberToObject(o, "circuit_opens", (double)pi.opens);
     cJSON_AddNumberToObject(o, "rate_limited", (double)pi.holds);
+    /* Held now by a destination's "too many requests" (this node's or,
+     * with a shared spool, another node's): for how long still. */
+    int64_t held = pi.hold_until - clock_now_ms();
+    cJSON_AddNumberToObject(o, "hold_ms", held > 0 ? (double)held : 0);
     cJSON_AddItemToArray(insts, o);
   }
 }

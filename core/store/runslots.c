@@ -137,6 +137,14 @@ void runslots_clear(runslots *rs) {
   rs->n_left = 0;
 }
 
+void runslots_thread_done(void) {
+  pthread_once(&key_once, make_key);
+  mine *m = pthread_getspecific(key);
+  if (m == NULL) return;
+  pthread_setspecific(key, NULL);
+  give_back(m);
+}
+
 /* The calling thread's slot, taken on first use; NULL when all are taken. */
 static slot *my_slot(runslots *rs) {
   mine *m = pthread_getspecific(key);

@@ -39,5 +39,10 @@ void runslots_clear(runslots *rs);
  * (spool_id 0: nothing). A thread gets a slot at its first call and gives
  * it back when it exits. Any thread; never blocks. */
 void runslots_set(runslots *rs, uint64_t spool_id, uint32_t attempt);
+/* The calling thread gives its slot back now, not when it exits: a worker
+ * calls it before it tells the dispatcher it is gone, since the key's
+ * destructor runs after that, when the spool (and its slots) may be freed
+ * already. Any thread. */
+void runslots_thread_done(void);
 
 #endif

@@ -36,16 +36,24 @@
  * another node) within a second. Pausing keeps admitting events into the
  * lane's max_pending.
  *
+ * Holds shared by the nodes (DESIGN §10; optional, NULL in the SQLite
+ * backend, where one process has the only pace). When an instance's circuit
+ * opens or closes, or its destination says "too many requests", the worker
+ * tells the store (instance_hold), which tells every node; each node's
+ * lane_holds says what the store last said, and the pace applies it. An
+ * open circuit's probe is taken through the store (take_probe), so that one
+ * node probes per cooldown, not each of them.
+ *
  * Attempts (schema 3). record_attempt keeps what one deliver() call came to
  * (time, duration, outcome, the destination's status and the first bytes of
  * its answer) with the event, for the status page; pruned with the event.
  *
  * Threads: spool_open, recover, stop, free, lane, lane_config, admit, seen
  * and store on the loop thread (recover before the server starts). claim,
- * started, record_attempt and settle on delivery workers; pause on any
- * thread but the loop (it waits for a commit); lane_attach/lane_detach and
- * stats on any thread. Callbacks (spool_stored_fn) run on the loop thread;
- * spool_wake_fn on any thread, with no spool lock held.
+ * started, record_attempt, settle and take_probe on delivery workers; pause
+ * on any thread but the loop (it waits for a commit); lane_attach/lane_detach,
+ * stats, lane_holds and instance_hold on any thread. Callbacks (spool_stored_fn) run on the loop
+ * thread; spool_wake_fn on any thread, with no spool lock held.
  */
 
 #include <stddef.h>
@@ -91,6 +99,13 @@ typedef enum spool_outcome {
                    now): back in its lane, due at d->due_ms, the start mark
                    undone; d->attempt must be what it was before started() */
 } spool_outcome;
+
+/* What instance_hold stores. */
+typedef enum spool_hold {
+  SPOOL_HOLD_CIRCUIT, /* the circuit opened (or re-opened): next probe in ms */
+  SPOOL_HOLD_RATE,    /* the destination said "too many requests": held for ms */
+  SPOOL_HOLD_CLOSE    /* the circuit closed (ms unused) */
+} spool_hold;
 
 /* Numbers for metrics and the status page (any thread). */
 typedef struct spool_stats {
@@ -196,6 +211,25 @@ typedef struct spool_ops {
    * returns 0 once that is stored and applied, or a negative code with err.
    * Blocks for about one commit. */
   int (*pause)(spool *sp, const char *instance, int paused, char *err, size_t errlen);
+
+  /* --- holds shared by the nodes (optional: NULL for a one-process store) --- */
+  /* Stores for every node that the instance is held for ms from now (a
+   * later time already stored stays), or that its circuit closed. Queued:
+   * returns at once, never waits for I/O. Any thread. */
+  void (*instance_hold)(spool *sp, const char *instance, spool_hold kind, int64_t ms);
+  /* The instance's open circuit is due for a probe and this node would run
+   * it: 1 when it may (it took the probe for cooldown_ms, or the store
+   * cannot be asked: then it probes as if alone); 0 when it may not:
+   * another node took it and *until_ms (Unix ms, this node's clock) is the
+   * earliest next probe, or *until_ms is 0: the store knows of no open
+   * circuit (another node's delivery closed it). Blocks for about one round
+   * trip: delivery workers only. */
+  int (*take_probe)(spool *sp, const char *instance, int64_t cooldown_ms, int64_t *until_ms);
+  /* What the store last said of l's instance: its circuit open until
+   * *circuit_until (Unix ms, this node's clock; 0: closed; in the past:
+   * open, a probe due) and its destination's hold until *hold_until (0:
+   * none). No I/O; any thread. The lane's owner is woken when it changes. */
+  void (*lane_holds)(spool_lane *l, int64_t *circuit_until, int64_t *hold_until);
 } spool_ops;
 
 /* Every backend's object starts with this, and every backend's lane with
@@ -276,6 +310,20 @@ static inline int spool_pause(spool *sp, const char *instance, int paused, char 
     return SPOOL_EFAIL;
   }
   return sp->ops->pause(sp, instance, paused, err, errlen);
+}
+static inline void spool_instance_hold(spool *sp, const char *instance, spool_hold kind,
+                                       int64_t ms) {
+  if (sp->ops->instance_hold) sp->ops->instance_hold(sp, instance, kind, ms);
+}
+static inline int spool_take_probe(spool *sp, const char *instance, int64_t cooldown_ms,
+                                   int64_t *until_ms) {
+  return sp->ops->take_probe ? sp->ops->take_probe(sp, instance, cooldown_ms, until_ms) : 1;
+}
+/* 0 when the backend shares no holds (nothing to apply). */
+static inline int spool_lane_holds(spool_lane *l, int64_t *circuit_until, int64_t *hold_until) {
+  if (l->sp->ops->lane_holds == NULL) return 0;
+  l->sp->ops->lane_holds(l, circuit_until, hold_until);
+  return 1;
 }
 
 #endif

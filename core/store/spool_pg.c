@@ -26,7 +26,7 @@
 #include "clock.h"
 
 /*
- * Tables (schema version 2), all named hookd_* so that the database may be
+ * Tables (schema version 3), all named hookd_* so that the database may be
  * shared with other applications:
  *   hookd_meta(key, value)          schema_version
  *   hookd_events(seq, source, event_id, ..., body, done_ms, headers)
@@ -39,10 +39,15 @@
  *                                   counts the calls kept in hookd_attempts,
  *                                   replay is the back-fill that made it
  *   hookd_nodes(id, name, started_ms, seen_ms)   the nodes that run now
- *   hookd_instances(instance, paused, circuit_open_until, updated_ms)
+ *   hookd_instances(instance, paused, circuit_open_until, updated_ms,
+ *                   hold_until)
  *                                   per-instance state shared by the nodes:
  *                                   `hookd pause` (updated_ms: since when);
- *                                   circuit_open_until is not used yet
+ *                                   the circuit breaker (circuit_open_until,
+ *                                   the server's clock in ms: 0 closed,
+ *                                   else open and no probe before then)
+ *                                   and a destination's "too many requests"
+ *                                   (hold_until, schema 3)
  *   hookd_attempts(seq, instance, slot, attempt, started_ms, took_ms, outcome,
  *                  status, answer, message)
  *                                   what each deliver() call came to, slot
@@ -71,7 +76,7 @@
  * the key's advisory lock (all its keys, in one order, before anything
  * else), so that two nodes never both think they hold a key's head.
  */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define ST_PENDING 0
 #define ST_DONE 1
 #define ST_DEAD 2
@@ -172,6 +177,12 @@ static const char schema_v2_sql[] =
     /* Search by order key (a meeting id) on the status page. */
     "CREATE INDEX IF NOT EXISTS hookd_events_okey ON hookd_events(order_key)"
     " WHERE order_key IS NOT NULL;";
+
+/* Version 3 (the circuit and "too many requests" holds shared by the
+ * nodes): after schema_v2_sql on a new database, and the migration of a
+ * version 2 one. */
+static const char schema_v3_sql[] =
+    "ALTER TABLE hookd_instances ADD COLUMN IF NOT EXISTS hold_until bigint NOT NULL DEFAULT 0;";
 
 /* The first half of the two-int advisory lock of an order key ("hk"); the
  * second is hashtext(key). */
@@ -303,6 +314,11 @@ struct pg_lane {
   atomic_int paused;             /* `hookd pause` (hookd_instances): claims return nothing */
   atomic_int_fast64_t paused_ms; /* since when (Unix ms) */
   int state_seen;                /* scratch of load_states (claimer thread) */
+  /* hookd_instances' circuit_open_until and hold_until as load_states last
+   * read them: the server's values (to see a change; load_states only) and
+   * the same times on this node's clock (lane_holds). */
+  int64_t circuit_raw, hold_raw;
+  atomic_int_fast64_t circuit_until, hold_until;
 };
 
 /* One store() on its way through the writer. */
@@ -342,6 +358,22 @@ typedef struct op {
   struct op *next;
   char error[]; /* may be empty */
 } op;
+
+/* A write of hookd_instances for instance_hold or take_probe, run by the
+ * claimer in the order they came. */
+#define HOLD_PROBE 100 /* take_probe; the others are spool_hold values */
+typedef struct hold_req {
+  int kind;
+  int64_t ms;    /* how long from the server's now */
+  int done;      /* HOLD_PROBE: answered (won, until) */
+  int abandoned; /* HOLD_PROBE: its worker stopped waiting: the claimer frees it */
+  int won;
+  int64_t until;
+  struct hold_req *next;
+  char instance[];
+} hold_req;
+/* How long take_probe waits for the claimer before it probes as if alone. */
+#define PROBE_WAIT_MS 2000
 
 struct pg_spool {
   spool base;
@@ -386,6 +418,12 @@ struct pg_spool {
    * applies nothing, since it may have read the state before the change. */
   pthread_mutex_t states_mu;
   unsigned states_gen;
+  /* instance_hold and take_probe, queued for the claimer (its connection
+   * reads hookd_instances too). holds_closed: the claimer is gone. */
+  pthread_mutex_t holds_mu;
+  pthread_cond_t holds_cv; /* a probe request was answered */
+  hold_req *holds_head, *holds_tail;
+  int holds_closed;
 
   /* State and numbers, any thread. */
   atomic_int down; /* the writer has no connection */
@@ -534,6 +572,21 @@ static int migrate_v2(PGconn *c, char *err, size_t errlen) {
   return 0;
 }
 
+/* Version 2 to 3 (inside ensure_schema's transaction). 0 or SPOOL_EFAIL.
+ * Nodes of version 2 that still run keep working: they neither read nor
+ * write the new column, and hold their instances per node. */
+static int migrate_v3(PGconn *c, char *err, size_t errlen) {
+  char why[512] = "";
+  if (exec_ok(c, schema_v3_sql, why, sizeof why) != 0 ||
+      exec_ok(c, "UPDATE hookd_meta SET value = '3' WHERE key = 'schema_version'", why,
+              sizeof why) != 0) {
+    snprintf(err, errlen, "cannot upgrade the spool from schema version 2 to 3: %s", why);
+    return SPOOL_EFAIL;
+  }
+  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version 2 to 3");
+  return 0;
+}
+
 /* Creates the schema in a new database, or checks the version of an
  * existing one. Nodes starting at once serialise on an advisory lock. A
  * version newer than this hookd's is refused before anything is touched.
@@ -580,6 +633,7 @@ static int ensure_schema(PGconn *c, char *err, size_t errlen) {
      * transaction (nodes of the older version that still run keep working:
      * a step only adds). */
     if (rc == 0 && v < 2) rc = migrate_v2(c, err, errlen);
+    if (rc == 0 && v < 3) rc = migrate_v3(c, err, errlen);
   }
   if (rc == 0 && !exists && exec_ok(c, schema_sql, why, sizeof why) != 0) {
     snprintf(err, errlen, "cannot create the spool tables: %s", why);
@@ -589,8 +643,12 @@ static int ensure_schema(PGconn *c, char *err, size_t errlen) {
     snprintf(err, errlen, "cannot create the spool tables: %s", why);
     rc = SPOOL_EFAIL;
   }
+  if (rc == 0 && !exists && exec_ok(c, schema_v3_sql, why, sizeof why) != 0) {
+    snprintf(err, errlen, "cannot create the spool tables: %s", why);
+    rc = SPOOL_EFAIL;
+  }
   if (rc == 0 && !exists &&
-      exec_ok(c, "INSERT INTO hookd_meta(key, value) VALUES ('schema_version', '2')", why,
+      exec_ok(c, "INSERT INTO hookd_meta(key, value) VALUES ('schema_version', '3')", why,
               sizeof why) != 0) {
     snprintf(err, errlen, "%s", why);
     rc = SPOOL_EFAIL;
@@ -748,6 +806,31 @@ static void lane_set_paused(pg_lane *l, int paused, int64_t since) {
   if (wake) wake(data, SIZE_MAX);
   pthread_mutex_unlock(&l->mu);
   kick(l->sp);
+}
+
+/* Sets a lane's circuit and hold as stored in hookd_instances (raw: the
+ * server's clock; server_now and local_now: the two clocks at the read).
+ * A change wakes every worker of the owner: the pace applies it. */
+static void lane_set_holds(pg_lane *l, int64_t circuit_raw, int64_t hold_raw, int64_t server_now,
+                           int64_t local_now) {
+  if (circuit_raw == l->circuit_raw && hold_raw == l->hold_raw) return;
+  l->circuit_raw = circuit_raw;
+  l->hold_raw = hold_raw;
+  /* Moved to this node's clock, so that nodes whose clocks differ hold
+   * for the same time. */
+  atomic_store(&l->circuit_until, circuit_raw > 0 ? local_now + (circuit_raw - server_now) : 0);
+  atomic_store(&l->hold_until, hold_raw > 0 ? local_now + (hold_raw - server_now) : 0);
+  pthread_mutex_lock(&l->mu);
+  spool_wake_fn wake = l->wake;
+  void *data = l->wake_data;
+  if (wake) wake(data, SIZE_MAX);
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void pg_lane_holds(spool_lane *lane, int64_t *circuit_until, int64_t *hold_until) {
+  pg_lane *l = (pg_lane *)lane;
+  *circuit_until = atomic_load(&l->circuit_until);
+  *hold_until = atomic_load(&l->hold_until);
 }
 
 /* A due delivery from the window; the window only ever holds heads of
@@ -1343,7 +1426,15 @@ static batch_rc run_batch(pg_spool *sp, batch *b) {
     snprintf(b->why, sizeof b->why, "%s", PQerrorMessage(sp->wconn));
     return BATCH_LOST;
   }
-  return read_batch(sp, b);
+  batch_rc rc = read_batch(sp, b);
+  /* A store's own result (its seq) comes before the sync: with the
+   * connection lost in between, whether it committed is not known, and an
+   * event is answered 200 only once its commit is (a retry of the sender
+   * finds it a duplicate if it did). */
+  if (rc == BATCH_LOST) {
+    for (store_req *r = b->stores; r; r = r->next) r->status = SPOOL_EIO;
+  }
+  return rc;
 }
 
 static void drop_connection(pg_spool *sp, const char *why) {
@@ -2267,7 +2358,9 @@ static int load_states(pg_spool *sp, PGconn *c) {
   pthread_mutex_lock(&sp->states_mu);
   unsigned gen = sp->states_gen;
   pthread_mutex_unlock(&sp->states_mu);
-  PGresult *r = PQexec(c, "SELECT instance, paused, updated_ms FROM hookd_instances");
+  PGresult *r =
+      PQexec(c, "SELECT instance, paused, updated_ms, circuit_open_until, hold_until, " SQL_NOW
+                " FROM hookd_instances");
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     PQclear(r);
     return PQstatus(c) == CONNECTION_BAD ? -1 : 0;
@@ -2282,19 +2375,29 @@ static int load_states(pg_spool *sp, PGconn *c) {
   pthread_mutex_lock(&sp->lanes_mu);
   for (pg_lane *l = sp->lanes; l; l = l->next) l->state_seen = 0;
   pthread_mutex_unlock(&sp->lanes_mu);
+  int64_t local_now = clock_now_ms();
   for (int i = 0; i < PQntuples(r); i++) {
     int paused = strcmp(PQgetvalue(r, i, 1), "t") == 0;
-    pg_lane *l = paused ? (pg_lane *)pg_lane_get(&sp->base, PQgetvalue(r, i, 0)) : NULL;
-    if (l == NULL) continue; /* not paused: as if it had no row */
+    int64_t circuit = strtoll(PQgetvalue(r, i, 3), NULL, 10);
+    int64_t hold = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+    int64_t server_now = strtoll(PQgetvalue(r, i, 5), NULL, 10);
+    if (hold <= server_now) hold = 0; /* over: as if none */
+    pg_lane *l =
+        paused || circuit || hold ? (pg_lane *)pg_lane_get(&sp->base, PQgetvalue(r, i, 0)) : NULL;
+    if (l == NULL) continue; /* nothing held: as if it had no row */
     l->state_seen = 1;
-    lane_set_paused(l, 1, strtoll(PQgetvalue(r, i, 2), NULL, 10));
+    lane_set_paused(l, paused, paused ? strtoll(PQgetvalue(r, i, 2), NULL, 10) : 0);
+    lane_set_holds(l, circuit, hold, server_now, local_now);
   }
   PQclear(r);
   pthread_mutex_lock(&sp->lanes_mu);
   pg_lane *lanes = sp->lanes;
   pthread_mutex_unlock(&sp->lanes_mu);
   for (pg_lane *l = lanes; l; l = l->next) {
-    if (!l->state_seen) lane_set_paused(l, 0, 0);
+    if (!l->state_seen) {
+      lane_set_paused(l, 0, 0);
+      lane_set_holds(l, 0, 0, 0, 0);
+    }
   }
   pthread_mutex_unlock(&sp->states_mu);
   return 0;
@@ -2325,6 +2428,212 @@ static int pg_pause(spool *base, const char *instance, int paused, char *err, si
   pthread_mutex_unlock(&sp->states_mu);
   spool_pg_admin_close(a);
   return rc == 0 ? 0 : SPOOL_EFAIL;
+}
+
+/* --- holds shared by the nodes: instance_hold, take_probe ------------------------------ */
+
+/* Times are the server's ("now + ms"), so that the nodes' clocks need not
+ * agree; a time already stored that is later stays. Each change is NOTIFYd
+ * in its own commit, as a pause: every node reloads hookd_instances. */
+static const char hold_sql[] =
+    "WITH t AS (SELECT " SQL_NOW
+    " AS now),"
+    " u AS (INSERT INTO hookd_instances AS i(instance, circuit_open_until, hold_until, updated_ms)"
+    "  SELECT $1, CASE WHEN $2 = 'circuit' THEN t.now + $3::int8 ELSE 0 END,"
+    "  CASE WHEN $2 = 'circuit' THEN 0 ELSE t.now + $3::int8 END, t.now FROM t"
+    "  ON CONFLICT (instance) DO UPDATE SET"
+    "  circuit_open_until = GREATEST(i.circuit_open_until, excluded.circuit_open_until),"
+    "  hold_until = GREATEST(i.hold_until, excluded.hold_until) RETURNING 1)"
+    " SELECT count(pg_notify('" NOTIFY_CHANNEL "', '" NOTIFY_STATES "')) FROM u";
+static const char close_sql[] =
+    "WITH u AS (UPDATE hookd_instances SET circuit_open_until = 0 WHERE instance = $1"
+    " AND circuit_open_until <> 0 RETURNING 1)"
+    " SELECT count(pg_notify('" NOTIFY_CHANNEL "', '" NOTIFY_STATES "')) FROM u";
+/* The probe of an open circuit whose time has come: the first node to
+ * move the time on by a cooldown runs it, the others see the new time
+ * (a concurrent UPDATE re-reads the row after the winner commits and no
+ * longer matches). Answers won, the time stored and the server's now. */
+static const char probe_sql[] =
+    "WITH t AS (SELECT " SQL_NOW
+    " AS now),"
+    " u AS (UPDATE hookd_instances i SET circuit_open_until = t.now + $2::int8 FROM t"
+    "  WHERE i.instance = $1 AND i.circuit_open_until > 0 AND i.circuit_open_until <= t.now"
+    "  RETURNING i.circuit_open_until)"
+    " SELECT (SELECT count(*) FROM u), coalesce((SELECT circuit_open_until FROM u),"
+    "  (SELECT circuit_open_until FROM hookd_instances WHERE instance = $1), 0), t.now,"
+    "  (SELECT count(pg_notify('" NOTIFY_CHANNEL "', '" NOTIFY_STATES "')) FROM u) FROM t";
+
+/* Runs one request on the claimer's connection. -1 when the connection
+ * broke (the request is not done); 0 otherwise (a refused statement is
+ * logged and dropped: holds are an optimisation of the per-node pace). */
+static int run_hold(pg_spool *sp, hold_req *h) {
+  char ms[24];
+  snprintf(ms, sizeof ms, "%lld", (long long)(h->ms > 0 ? h->ms : 0));
+  const char *v[3] = {h->instance, NULL, NULL};
+  PGresult *r;
+  if (h->kind == HOLD_PROBE) {
+    v[1] = ms;
+    r = PQexecParams(sp->cconn, probe_sql, 2, NULL, v, NULL, NULL, 0);
+  } else if (h->kind == SPOOL_HOLD_CLOSE) {
+    r = PQexecParams(sp->cconn, close_sql, 1, NULL, v, NULL, NULL, 0);
+  } else {
+    v[1] = h->kind == SPOOL_HOLD_CIRCUIT ? "circuit" : "rate";
+    v[2] = ms;
+    r = PQexecParams(sp->cconn, hold_sql, 3, NULL, v, NULL, NULL, 0);
+  }
+  h->won = 1; /* unless the store says otherwise: probe as if alone */
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    int bad = PQstatus(sp->cconn) == CONNECTION_BAD;
+    if (!bad) {
+      log_write(HLOG_ERROR, &(log_ctx){.instance = h->instance},
+                "spool: cannot store the instance's circuit or hold for the other nodes: %s",
+                PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return bad ? -1 : 0;
+  }
+  if (h->kind == HOLD_PROBE) {
+    int64_t until = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    int64_t server_now = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    /* Not won and 0: the store knows of no open circuit (another node's
+     * delivery closed it). Not won and due: another node took it a moment
+     * ago (this statement's snapshot is older): a cooldown from now, give
+     * or take that moment. */
+    h->won = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    int64_t wait = until > server_now ? until - server_now : h->ms;
+    h->until = until == 0 ? 0 : clock_now_ms() + wait;
+  }
+  PQclear(r);
+  return 0;
+}
+
+/* Gives a probe request its answer (or frees it). Caller holds holds_mu. */
+static void answer_hold(pg_spool *sp, hold_req *h) {
+  if (h->kind == HOLD_PROBE && !h->abandoned) {
+    h->done = 1;
+    pthread_cond_broadcast(&sp->holds_cv);
+  } else {
+    free(h);
+  }
+}
+
+/* Runs the queued requests, in order. -1 when the connection broke: the
+ * one that was running is first again for the next connection. */
+static int run_holds(pg_spool *sp) {
+  for (;;) {
+    pthread_mutex_lock(&sp->holds_mu);
+    hold_req *h = sp->holds_head;
+    if (h) {
+      sp->holds_head = h->next;
+      if (sp->holds_head == NULL) sp->holds_tail = NULL;
+    }
+    if (h && h->abandoned) {
+      free(h);
+      pthread_mutex_unlock(&sp->holds_mu);
+      continue;
+    }
+    pthread_mutex_unlock(&sp->holds_mu);
+    if (h == NULL) return 0;
+    int rc = run_hold(sp, h);
+    pthread_mutex_lock(&sp->holds_mu);
+    if (rc != 0 && h->kind != HOLD_PROBE) {
+      h->next = sp->holds_head;
+      sp->holds_head = h;
+      if (sp->holds_tail == NULL) sp->holds_tail = h;
+    } else {
+      answer_hold(sp, h); /* a probe that broke the connection: probed as if alone */
+    }
+    pthread_mutex_unlock(&sp->holds_mu);
+    if (rc != 0) return -1;
+  }
+}
+
+/* No connection (or stopping): a worker waiting for a probe probes as if
+ * alone rather than wait for a reconnect; stores wait for the next
+ * connection, unless closed (the claimer is gone: they are dropped). */
+static void answer_probes_alone(pg_spool *sp, int closed) {
+  pthread_mutex_lock(&sp->holds_mu);
+  if (closed) sp->holds_closed = 1;
+  hold_req **pp = &sp->holds_head, *last = NULL;
+  while (*pp) {
+    hold_req *h = *pp;
+    if (h->kind == HOLD_PROBE || closed) {
+      *pp = h->next;
+      h->won = 1;
+      answer_hold(sp, h);
+    } else {
+      last = h;
+      pp = &h->next;
+    }
+  }
+  sp->holds_tail = last;
+  pthread_mutex_unlock(&sp->holds_mu);
+}
+
+/* Queues h for the claimer; 0, or -1 when the claimer is gone (h freed). */
+static int push_hold(pg_spool *sp, hold_req *h) {
+  pthread_mutex_lock(&sp->holds_mu);
+  if (sp->holds_closed) {
+    pthread_mutex_unlock(&sp->holds_mu);
+    free(h);
+    return -1;
+  }
+  if (sp->holds_tail) {
+    sp->holds_tail->next = h;
+  } else {
+    sp->holds_head = h;
+  }
+  sp->holds_tail = h;
+  pthread_mutex_unlock(&sp->holds_mu);
+  kick(sp);
+  return 0;
+}
+
+static hold_req *hold_new(const char *instance, int kind, int64_t ms) {
+  size_t len = strlen(instance);
+  hold_req *h = calloc(1, sizeof *h + len + 1);
+  if (h == NULL) {
+    log_write(HLOG_ERROR, &(log_ctx){.instance = instance},
+              "out of memory: the other nodes do not hear of this instance's circuit or hold");
+    return NULL;
+  }
+  h->kind = kind;
+  h->ms = ms;
+  memcpy(h->instance, instance, len + 1);
+  return h;
+}
+
+static void pg_instance_hold(spool *base, const char *instance, spool_hold kind, int64_t ms) {
+  hold_req *h = hold_new(instance, (int)kind, ms);
+  if (h) push_hold((pg_spool *)base, h);
+}
+
+static int pg_take_probe(spool *base, const char *instance, int64_t cooldown_ms,
+                         int64_t *until_ms) {
+  pg_spool *sp = (pg_spool *)base;
+  hold_req *h = hold_new(instance, HOLD_PROBE, cooldown_ms);
+  if (h == NULL || push_hold(sp, h) != 0) return 1;
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += PROBE_WAIT_MS / 1000;
+  pthread_mutex_lock(&sp->holds_mu);
+  while (!h->done) {
+    if (pthread_cond_timedwait(&sp->holds_cv, &sp->holds_mu, &deadline) == ETIMEDOUT) break;
+  }
+  int won = 1;
+  if (h->done) {
+    won = h->won;
+    *until_ms = h->until;
+    free(h);
+  } else {
+    h->abandoned = 1; /* the claimer frees it */
+    log_write(HLOG_WARN, &(log_ctx){.instance = instance},
+              "spool: no answer from PostgreSQL within %d ms on who probes the open circuit; "
+              "this node probes",
+              PROBE_WAIT_MS);
+  }
+  pthread_mutex_unlock(&sp->holds_mu);
+  return won;
 }
 
 /* Claims what the lane has room for. -1 when the connection broke. */
@@ -2412,6 +2721,11 @@ static void *claimer_main(void *arg) {
       next_renew = 0; /* after an outage, at once: leases may have lapsed */
       next_states = 0;
     }
+    if (sp->cconn && run_holds(sp) != 0) {
+      PQfinish(sp->cconn);
+      sp->cconn = NULL;
+    }
+    if (sp->cconn == NULL) answer_probes_alone(sp, 0);
     if (sp->cconn && (clock_mono_ms() >= next_states || atomic_exchange(&sp->states_changed, 0))) {
       next_states = clock_mono_ms() + STATES_MS;
       if (load_states(sp, sp->cconn) != 0) {
@@ -2438,6 +2752,18 @@ static void *claimer_main(void *arg) {
     } else {
       backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
+    if (sp->cconn) {
+      /* A NOTIFY that came in while a statement ran is in libpq's buffer,
+       * not on the socket: poll would not see it. */
+      PGnotify *n;
+      while ((n = PQnotifies(sp->cconn)) != NULL) {
+        if (strcmp(n->extra, NOTIFY_STATES) == 0) {
+          atomic_store(&sp->states_changed, 1);
+          timeout = 0;
+        }
+        PQfreemem(n);
+      }
+    }
     struct pollfd fds[2] = {{sp->kick_fd, POLLIN, 0},
                             {sp->cconn ? PQsocket(sp->cconn) : -1, POLLIN, 0}};
     poll(fds, 2, timeout > 0 ? timeout : 0);
@@ -2450,7 +2776,11 @@ static void *claimer_main(void *arg) {
     pthread_mutex_lock(&sp->mu);
     int stopping = sp->stopping;
     pthread_mutex_unlock(&sp->mu);
-    if (stopping) break;
+    if (stopping) {
+      if (sp->cconn) run_holds(sp); /* the last ones (a circuit that closed) */
+      answer_probes_alone(sp, 1);
+      break;
+    }
     if (sp->cconn && (fds[1].revents & (POLLIN | POLLERR | POLLHUP))) {
       /* Wake-ups carry nothing: any one means "claim again". */
       PQconsumeInput(sp->cconn);
@@ -2596,6 +2926,8 @@ spool *spool_pg_open(const config *cfg, uv_loop_t *loop, int *code, char *err, s
   pthread_cond_init(&sp->cv, NULL);
   pthread_mutex_init(&sp->why_mu, NULL);
   pthread_mutex_init(&sp->states_mu, NULL);
+  pthread_mutex_init(&sp->holds_mu, NULL);
+  pthread_cond_init(&sp->holds_cv, NULL);
   char why[768] = "", masked[512];
   config_mask_url(cfg->spool_url, masked, sizeof masked);
   int rc = SPOOL_EFAIL;
@@ -2715,7 +3047,10 @@ static void pg_free(spool *base) {
   pthread_mutex_destroy(&sp->mu);
   pthread_cond_destroy(&sp->cv);
   pthread_mutex_destroy(&sp->why_mu);
+  answer_probes_alone(sp, 1); /* frees what a claimer that never ran left */
   pthread_mutex_destroy(&sp->states_mu);
+  pthread_mutex_destroy(&sp->holds_mu);
+  pthread_cond_destroy(&sp->holds_cv);
   if (sp->async.loop != NULL) {
     sp->closes_left = 2;
     uv_close((uv_handle_t *)&sp->async, on_handle_closed);
@@ -2744,6 +3079,9 @@ static const spool_ops pg_ops = {
     .stats = pg_stats,
     .record_attempt = pg_record_attempt,
     .pause = pg_pause,
+    .instance_hold = pg_instance_hold,
+    .take_probe = pg_take_probe,
+    .lane_holds = pg_lane_holds,
 };
 
 /* --- dead letters and checks, on a connection of their own ------------------------------------ */

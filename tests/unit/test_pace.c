@@ -125,7 +125,7 @@ static void test_breaker_opens_probes_and_closes(void **state) {
   assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "HTTP 503", 1000), 0);
   assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "HTTP 503", 1000), 0);
   /* The third in a row opens the circuit: that attempt is not used up. */
-  assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "HTTP 503", 1000), PACE_ABSORB);
+  assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "HTTP 503", 1000), PACE_ABSORB | PACE_OPENED);
   assert_int_equal(pace_observe(p, 0, 0, 1000), PACE_OPEN);
   /* A call that was running when it opened uses no attempt either. */
   assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "HTTP 503", 1010), PACE_ABSORB);
@@ -137,13 +137,14 @@ static void test_breaker_opens_probes_and_closes(void **state) {
   assert_false(try_claim(p, 1301, &next, &probe));
   assert_int_equal(next, INT64_MAX);
   /* A failed probe uses no attempt and waits another cooldown. */
-  assert_int_equal(pace_report(p, 1, PACE_FAILURE, 0, "HTTP 503", 1350), PACE_ABSORB | PACE_WAKE);
+  assert_int_equal(pace_report(p, 1, PACE_FAILURE, 0, "HTTP 503", 1350),
+                   PACE_ABSORB | PACE_WAKE | PACE_OPENED);
   assert_false(try_claim(p, 1400, &next, &probe));
   assert_int_equal(next, 1650);
   assert_true(try_claim(p, 1650, &next, &probe));
   assert_true(probe);
   /* The probe gets through: closed, everyone may go. */
-  assert_int_equal(pace_report(p, 1, PACE_SUCCESS, 0, NULL, 1700), PACE_WAKE);
+  assert_int_equal(pace_report(p, 1, PACE_SUCCESS, 0, NULL, 1700), PACE_WAKE | PACE_CLOSED);
   assert_true(try_claim(p, 1700, &next, &probe));
   assert_false(probe);
   assert_true(try_claim(p, 1700, &next, &probe));
@@ -161,7 +162,7 @@ static void test_probe_not_run_and_permanent_answers(void **state) {
   pace_configure(p, &c);
   int64_t next;
   int probe;
-  assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "down", 0), PACE_ABSORB);
+  assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "down", 0), PACE_ABSORB | PACE_OPENED);
   assert_true(try_claim(p, 100, &next, &probe));
   assert_true(probe);
   /* The probe was not attempted after all (the plugin's process restarts):
@@ -170,7 +171,7 @@ static void test_probe_not_run_and_permanent_answers(void **state) {
   assert_true(try_claim(p, 110, &next, &probe));
   assert_true(probe);
   /* A permanent failure is an answer: the destination is up. */
-  assert_int_equal(pace_report(p, 1, PACE_ANSWERED, 0, NULL, 120), PACE_WAKE);
+  assert_int_equal(pace_report(p, 1, PACE_ANSWERED, 0, NULL, 120), PACE_WAKE | PACE_CLOSED);
   assert_true(try_claim(p, 120, &next, &probe));
   assert_false(probe);
   /* No breaker: failures never open anything. */
@@ -178,6 +179,76 @@ static void test_probe_not_run_and_permanent_answers(void **state) {
   pace_configure(p, &c);
   for (int i = 0; i < 50; i++) assert_int_equal(pace_report(p, 0, PACE_FAILURE, 0, "x", 200), 0);
   assert_true(try_claim(p, 200, &next, &probe));
+}
+
+/* What other nodes stored (a shared spool): their circuit opens this one,
+ * their probe holds this one's back, their close closes it, their hold
+ * holds it. */
+static void test_remote_circuit_and_hold(void **state) {
+  (void)state;
+  pace *p = pace_get("remote");
+  config_delivery c = settings(0, 1000, 5, 300);
+  pace_configure(p, &c);
+  int64_t next;
+  int probe;
+  /* Nothing stored: nothing changes. */
+  assert_int_equal(pace_hold_remote(p, 0, 0, 1000), 0);
+  assert_true(try_claim(p, 1000, &next, &probe));
+  assert_false(probe);
+  /* Another node opened it until 1300: held here without a failure. */
+  assert_int_equal(pace_hold_remote(p, 1300, 0, 1000), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1000), PACE_OPEN);
+  assert_false(try_claim(p, 1100, &next, &probe));
+  assert_int_equal(next, 1300);
+  /* The same value again is no news. */
+  assert_int_equal(pace_hold_remote(p, 1300, 0, 1100), 0);
+  /* Due: this node's probe goes to another node, which probes until 1600. */
+  assert_true(try_claim(p, 1300, &next, &probe));
+  assert_true(probe);
+  assert_int_equal(pace_probe_lost(p, 1600, 1300), 0);
+  assert_false(try_claim(p, 1310, &next, &probe));
+  assert_int_equal(next, 1600);
+  /* A later time stored (that probe failed) moves the next probe. */
+  assert_int_equal(pace_hold_remote(p, 1900, 0, 1400), 0);
+  assert_false(try_claim(p, 1700, &next, &probe));
+  assert_int_equal(next, 1900);
+  /* Due again; the spool says it closed meanwhile: closed here, and the
+   * delivery in hand runs as any other. */
+  assert_true(try_claim(p, 1900, &next, &probe));
+  assert_true(probe);
+  assert_int_equal(pace_probe_lost(p, 0, 1900), PACE_WAKE);
+  assert_int_equal(pace_observe(p, 0, 0, 1900), PACE_OK);
+  /* Open on another node again, then closed there: closed here, every
+   * worker woken. */
+  assert_int_equal(pace_hold_remote(p, 2300, 0, 1400), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1400), PACE_OPEN);
+  assert_int_equal(pace_hold_remote(p, 0, 0, 1500), PACE_WAKE);
+  assert_int_equal(pace_observe(p, 0, 0, 1500), PACE_OK);
+  assert_true(try_claim(p, 1500, &next, &probe));
+  assert_false(probe);
+  /* A 0 that is no change does not close a circuit opened here. */
+  for (int i = 0; i < 5; i++) pace_report(p, 0, PACE_FAILURE, 0, "down", 1600);
+  assert_int_equal(pace_hold_remote(p, 0, 0, 1600), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1600), PACE_OPEN);
+  assert_int_equal(pace_report(p, 0, PACE_SUCCESS, 0, NULL, 1610), PACE_WAKE | PACE_CLOSED);
+  /* What was stored before that close (another node's probe time, read
+   * late) does not open it again; a time stored after it does. */
+  assert_int_equal(pace_hold_remote(p, 1900, 0, 1620), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1620), PACE_OK);
+  assert_int_equal(pace_hold_remote(p, 1950, 0, 1650), 0);
+  assert_int_equal(pace_observe(p, 0, 0, 1650), PACE_OPEN);
+  assert_int_equal(pace_hold_remote(p, 0, 0, 1660), PACE_WAKE);
+  /* Another node's "too many requests": held until then, no attempt. */
+  assert_int_equal(pace_hold_remote(p, 0, 5000, 2000), 0);
+  assert_false(try_claim(p, 2000, &next, &probe));
+  assert_int_equal(next, 5000);
+  pace_info info;
+  pace_get_info(p, &info);
+  assert_int_equal(info.hold_until, 5000);
+  assert_int_equal(info.opens, 1); /* the one opened here */
+  /* A stored hold that ended already holds nothing. */
+  assert_int_equal(pace_hold_remote(p, 0, 1000, 6000), 0);
+  assert_true(try_claim(p, 6000, &next, &probe));
 }
 
 static void test_states_in_order_of_precedence(void **state) {
@@ -206,6 +277,7 @@ int main(void) {
       cmocka_unit_test(test_too_many_requests_holds_everything),
       cmocka_unit_test(test_breaker_opens_probes_and_closes),
       cmocka_unit_test(test_probe_not_run_and_permanent_answers),
+      cmocka_unit_test(test_remote_circuit_and_hold),
       cmocka_unit_test(test_states_in_order_of_precedence),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
