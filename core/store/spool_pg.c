@@ -3557,15 +3557,6 @@ int spool_pg_find_events(spool_pg_admin *a, const char *text, const char *const 
 }
 
 /* A delivery entry of the detail (zeroed); NULL when out of memory. */
-static dlq_delivery *detail_add(dlq_event_detail *d) {
-  dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
-  if (grown == NULL) return NULL;
-  d->deliveries = grown;
-  dlq_delivery *dv = &d->deliveries[d->n_deliveries++];
-  memset(dv, 0, sizeof *dv);
-  return dv;
-}
-
 static const char *const pg_state_names[] = {"pending", "delivered", "dead"};
 
 static int detail_deliveries(spool_pg_admin *a, dlq_event_detail *d) {
@@ -3580,7 +3571,7 @@ static int detail_deliveries(spool_pg_admin *a, dlq_event_detail *d) {
   if (r == NULL) return -1;
   int rc = 0;
   for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
-    dlq_delivery *dv = detail_add(d);
+    dlq_delivery *dv = dlq_event_detail_add(d);
     if (dv == NULL) {
       rc = -1;
       break;
@@ -3626,7 +3617,7 @@ static int detail_calls(spool_pg_admin *a, dlq_event_detail *d) {
     for (size_t k = d->n_deliveries; k-- > 0 && dv == NULL;) {
       if (strcmp(d->deliveries[k].instance, inst) == 0) dv = &d->deliveries[k];
     }
-    if (dv == NULL && (dv = detail_add(d)) != NULL) {
+    if (dv == NULL && (dv = dlq_event_detail_add(d)) != NULL) {
       dv->instance = strdup(inst);
       dv->state = strdup("delivered");
       dv->last_error = strdup("");
