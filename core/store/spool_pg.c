@@ -548,31 +548,20 @@ static int prepare_all(PGconn *c, int writer, char *err, size_t errlen) {
 
 /* --- schema -------------------------------------------------------------------------- */
 
-/* Version 1 to 2 (inside ensure_schema's transaction). 0 or SPOOL_EFAIL. */
-static int migrate_v2(PGconn *c, char *err, size_t errlen) {
-  char why[512] = "";
-  if (exec_ok(c, schema_v2_sql, why, sizeof why) != 0 ||
-      exec_ok(c, "UPDATE hookd_meta SET value = '2' WHERE key = 'schema_version'", why,
-              sizeof why) != 0) {
-    snprintf(err, errlen, "cannot upgrade the spool from schema version 1 to 2: %s", why);
+/* One step up to schema version `to`: runs sql and records the version
+ * (inside ensure_schema's transaction). 0 or SPOOL_EFAIL. Nodes of version
+ * 2 that still run on a version 3 schema keep working: they neither read
+ * nor write the new column, and hold their instances per node. */
+static int migrate(PGconn *c, int to, const char *sql, char *err, size_t errlen) {
+  char why[512] = "", set[96];
+  snprintf(set, sizeof set, "UPDATE hookd_meta SET value = '%d' WHERE key = 'schema_version'", to);
+  if (exec_ok(c, sql, why, sizeof why) != 0 || exec_ok(c, set, why, sizeof why) != 0) {
+    snprintf(err, errlen, "cannot upgrade the spool from schema version %d to %d: %s", to - 1, to,
+             why);
     return SPOOL_EFAIL;
   }
-  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version 1 to 2");
-  return 0;
-}
-
-/* Version 2 to 3 (inside ensure_schema's transaction). 0 or SPOOL_EFAIL.
- * Nodes of version 2 that still run keep working: they neither read nor
- * write the new column, and hold their instances per node. */
-static int migrate_v3(PGconn *c, char *err, size_t errlen) {
-  char why[512] = "";
-  if (exec_ok(c, schema_v3_sql, why, sizeof why) != 0 ||
-      exec_ok(c, "UPDATE hookd_meta SET value = '3' WHERE key = 'schema_version'", why,
-              sizeof why) != 0) {
-    snprintf(err, errlen, "cannot upgrade the spool from schema version 2 to 3: %s", why);
-    return SPOOL_EFAIL;
-  }
-  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version 2 to 3");
+  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version %d to %d",
+            to - 1, to);
   return 0;
 }
 
@@ -621,8 +610,8 @@ static int ensure_schema(PGconn *c, char *err, size_t errlen) {
     /* Older versions migrate here, one step at a time, inside this
      * transaction (nodes of the older version that still run keep working:
      * a step only adds). */
-    if (rc == 0 && v < 2) rc = migrate_v2(c, err, errlen);
-    if (rc == 0 && v < 3) rc = migrate_v3(c, err, errlen);
+    if (rc == 0 && v < 2) rc = migrate(c, 2, schema_v2_sql, err, errlen);
+    if (rc == 0 && v < 3) rc = migrate(c, 3, schema_v3_sql, err, errlen);
   }
   if (rc == 0 && !exists && exec_ok(c, schema_sql, why, sizeof why) != 0) {
     snprintf(err, errlen, "cannot create the spool tables: %s", why);
