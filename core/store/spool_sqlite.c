@@ -177,18 +177,19 @@ typedef struct sq_spool sq_spool;
 typedef struct sq_lane {
   /* First: name, lock, owner, settings. */
   lane_base lb;
-  keysched *ks;                  /* the window in memory */
-  uint64_t mem_bytes;            /* body bytes of the deliveries in ks */
-  size_t running;                /* claimed, not settled */
-  int spilled;                   /* deliveries past `cursor` may wait on disk */
-  int64_t cursor;                /* highest delivery id read into memory */
-  int refill_asked;              /* the writer is asked to read more past the cursor */
-  size_t to_wake;                /* offered in this batch, workers not woken yet */
-  int parking;                   /* keys parked in memory whose rows are not committed yet */
-  uint64_t parked;               /* parked heads on disk (rows with parked = 1) */
-  int paused;                    /* instance_state: claims return nothing */
-  int64_t paused_ms;             /* since when */
-  int state_seen;                /* scratch of load_instance_states (writer thread) */
+  keysched *ks;       /* the window in memory */
+  uint64_t mem_bytes; /* body bytes of the deliveries in ks */
+  size_t running;     /* claimed, not settled */
+  int spilled;        /* deliveries past `cursor` may wait on disk */
+  int64_t cursor;     /* highest delivery id read into memory */
+  int refill_asked;   /* the writer is asked to read more past the cursor */
+  size_t to_wake;     /* offered in this batch, workers not woken yet */
+  int parking;        /* keys parked in memory whose rows are not committed yet */
+  uint64_t parked;    /* parked heads on disk (rows with parked = 1) */
+  int paused;         /* instance_state: claims return nothing */
+  int64_t paused_ms;  /* since when */
+  int state_seen;     /* scratch of load_instance_states (writer thread) */
+
   atomic_uint_fast64_t pending;  /* unfinished, on disk or not */
   atomic_uint_fast64_t reserved; /* queued for a commit, not committed yet */
   atomic_int_fast64_t oldest_ms; /* accept time of its oldest unfinished delivery */
