@@ -1794,18 +1794,20 @@ static void housekeeping(pg_spool *sp, hk_clock *t) {
     drop_connection(sp, PQerrorMessage(sp->wconn));
 }
 
+/* Appends the requests first..last (linked by next) to the queue *head,
+ * *tail. Caller holds sp->mu. */
+static void reqs_append(store_req **head, store_req **tail, store_req *first, store_req *last) {
+  *(*tail ? &(*tail)->next : head) = first;
+  *tail = last;
+}
+
 /* Hands finished stores back to the loop thread. */
 static void post_stores(pg_spool *sp, store_req *list) {
   if (list == NULL) return;
   store_req *last = list;
   while (last->next) last = last->next;
   pthread_mutex_lock(&sp->mu);
-  if (sp->out_tail) {
-    sp->out_tail->next = list;
-  } else {
-    sp->out_head = list;
-  }
-  sp->out_tail = last;
+  reqs_append(&sp->out_head, &sp->out_tail, list, last);
   pthread_mutex_unlock(&sp->mu);
   uv_async_send(&sp->async);
 }
@@ -2099,12 +2101,7 @@ static int pg_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
   r->all_next = sp->unanswered;
   sp->unanswered = r;
   pthread_mutex_lock(&sp->mu);
-  if (sp->in_tail) {
-    sp->in_tail->next = r;
-  } else {
-    sp->in_head = r;
-  }
-  sp->in_tail = r;
+  reqs_append(&sp->in_head, &sp->in_tail, r, r);
   pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
   return 0;

@@ -321,6 +321,13 @@ static sq_spool *sq(spool *sp) {
 
 /* --- small helpers ---------------------------------------------------------- */
 
+/* Appends the requests first..last (linked by next) to the queue *head,
+ * *tail. Caller holds sp->mu. */
+static void reqs_append(store_req **head, store_req **tail, store_req *first, store_req *last) {
+  *(*tail ? &(*tail)->next : head) = first;
+  *tail = last;
+}
+
 /* A damaged file, as opposed to one that merely could not be used now. */
 static int is_damage(int rc) {
   rc &= 0xff;
@@ -1735,12 +1742,7 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
   if (stores) {
     store_req *last = stores;
     while (last->next) last = last->next;
-    if (sp->out_tail) {
-      sp->out_tail->next = stores;
-    } else {
-      sp->out_head = stores;
-    }
-    sp->out_tail = last;
+    reqs_append(&sp->out_head, &sp->out_tail, stores, last);
   }
   if (keep) {
     *kt = sp->ops_head;
@@ -2348,12 +2350,7 @@ static int sq_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
     free(r);
     return SPOOL_EFAIL;
   }
-  if (sp->in_tail) {
-    sp->in_tail->next = r;
-  } else {
-    sp->in_head = r;
-  }
-  sp->in_tail = r;
+  reqs_append(&sp->in_head, &sp->in_tail, r, r);
   pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
   return 0;
