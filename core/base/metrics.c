@@ -337,14 +337,10 @@ void metrics_event_accepted(const char *source, const char *id, const char *type
 
 /* --- deliveries ------------------------------------------------------------ */
 
-/* Caller holds g_mu. */
-static void pending_add(metrics_inst_series *s, int64_t received_ms) {
-  int64_t sec = received_ms / 1000;
-  size_t lo = 0, hi = s->n_pending;
-  /* Accept times mostly grow: look at the end first. */
-  if (hi > 0 && s->pending[hi - 1].sec <= sec) {
-    lo = hi - 1;
-  }
+/* The first of s->pending[lo..] whose second is not before sec. Caller
+ * holds g_mu. */
+static size_t pending_find(const metrics_inst_series *s, size_t lo, int64_t sec) {
+  size_t hi = s->n_pending;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
     if (s->pending[mid].sec < sec) {
@@ -353,6 +349,18 @@ static void pending_add(metrics_inst_series *s, int64_t received_ms) {
       hi = mid;
     }
   }
+  return lo;
+}
+
+/* Caller holds g_mu. */
+static void pending_add(metrics_inst_series *s, int64_t received_ms) {
+  int64_t sec = received_ms / 1000;
+  size_t lo = 0;
+  /* Accept times mostly grow: look at the end first. */
+  if (s->n_pending > 0 && s->pending[s->n_pending - 1].sec <= sec) {
+    lo = s->n_pending - 1;
+  }
+  lo = pending_find(s, lo, sec);
   if (lo < s->n_pending && s->pending[lo].sec == sec) {
     s->pending[lo].count++;
     return;
@@ -371,15 +379,7 @@ static void pending_add(metrics_inst_series *s, int64_t received_ms) {
 
 static void pending_remove(metrics_inst_series *s, int64_t received_ms) {
   int64_t sec = received_ms / 1000;
-  size_t lo = 0, hi = s->n_pending;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (s->pending[mid].sec < sec) {
-      lo = mid + 1;
-    } else {
-      hi = mid;
-    }
-  }
+  size_t lo = pending_find(s, 0, sec);
   if (lo == s->n_pending || s->pending[lo].sec != sec) return;
   if (--s->pending[lo].count == 0) {
     memmove(&s->pending[lo], &s->pending[lo + 1], (s->n_pending - lo - 1) * sizeof *s->pending);

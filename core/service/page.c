@@ -103,6 +103,16 @@ static void put_event_link(page_buf *b, const char *source, const char *id, cons
   PUT(b, "</a>");
 }
 
+/* An event's source, id (a link to its detail) and type, as the cells of
+ * a row between the source's <td> and the type's </td>. */
+static void put_event_cells(page_buf *b, const char *source, const char *id, const char *type) {
+  put_html(b, source);
+  PUT(b, "</td><td><code>");
+  put_event_link(b, source, id, id);
+  PUT(b, "</code></td><td>");
+  put_html(b, type);
+}
+
 void page_iso_time(int64_t ms, char *out, size_t len) {
   char t[32] = "-";
   if (ms > 0) hookd_iso8601_format(ms, t); /* the SDK's one ISO 8601 format */
@@ -504,11 +514,7 @@ static void section_events(page_buf *b) {
     PUT(b, "<tr data-event-id=\"");
     put_html(b, r->id);
     PUT(b, "\"><td>%s</td><td>", t);
-    put_html(b, r->source);
-    PUT(b, "</td><td><code>");
-    put_event_link(b, r->source, r->id, r->id);
-    PUT(b, "</code></td><td>");
-    put_html(b, r->type);
+    put_event_cells(b, r->source, r->id, r->type);
     PUT(b, "</td><td>");
     if (r->n_targets == 0) PUT(b, "<span class=\"outcome\">no route</span>");
     for (size_t k = 0; k < r->n_targets; k++) {
@@ -564,11 +570,7 @@ static void section_dead(page_buf *b, const dlq_entry *dead, size_t n_dead, cons
     const dlq_entry *e = &dead[i];
     page_iso_time(e->failed_ms, t, sizeof t);
     PUT(b, "<tr data-dead-id=\"%" PRId64 "\"><td>%" PRId64 "</td><td>%s</td><td>", e->id, e->id, t);
-    put_html(b, e->source);
-    PUT(b, "</td><td><code>");
-    put_event_link(b, e->source, e->event_id, e->event_id);
-    PUT(b, "</code></td><td>");
-    put_html(b, e->type);
+    put_event_cells(b, e->source, e->event_id, e->type);
     PUT(b, "</td><td>");
     put_html(b, e->instance);
     PUT(b, "</td><td class=\"num\">%u</td><td>", e->attempts);

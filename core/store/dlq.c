@@ -555,8 +555,7 @@ int dlq_find_events(dlq *q, const char *text, const char *const *sources, size_t
 
 static const char *const delivery_states[] = {"pending", "delivered", "dead", "replay asked"};
 
-/* A delivery entry of the detail (zeroed); NULL when out of memory. */
-static dlq_delivery *add_delivery(dlq_event_detail *d) {
+dlq_delivery *dlq_event_detail_add(dlq_event_detail *d) {
   dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
   if (grown == NULL) return NULL;
   d->deliveries = grown;
@@ -571,7 +570,7 @@ static dlq_delivery *delivery_of(dlq_event_detail *d, const char *inst) {
   for (size_t i = d->n_deliveries; i-- > 0;) {
     if (strcmp(d->deliveries[i].instance, inst) == 0) return &d->deliveries[i];
   }
-  dlq_delivery *dv = add_delivery(d);
+  dlq_delivery *dv = dlq_event_detail_add(d);
   if (dv == NULL) return NULL;
   dv->instance = strdup(inst);
   dv->state = strdup("delivered");
@@ -624,7 +623,7 @@ static int read_deliveries(dlq *q, dlq_event_detail *d) {
   sqlite3_bind_int64(s, 1, d->ev.seq);
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    dlq_delivery *dv = add_delivery(d);
+    dlq_delivery *dv = dlq_event_detail_add(d);
     if (dv == NULL) break;
     dv->id = sqlite3_column_int64(s, 0);
     dv->instance = col_dup(s, 1);

@@ -128,5 +128,8 @@ typedef struct dlq_event_detail {
  * dlq_event_detail_free. */
 int dlq_event_detail_get(dlq *q, const char *source, const char *event_id, dlq_event_detail *out);
 void dlq_event_detail_free(dlq_event_detail *d);
+/* A new delivery entry at the end of d's (zeroed), for the backends that
+ * fill a detail; NULL when out of memory. */
+dlq_delivery *dlq_event_detail_add(dlq_event_detail *d);
 
 #endif

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "crash.h"
+#include "lane.h"
 #include "log.h"
 #include "runslots.h"
 #include "utf8.h"
@@ -294,15 +295,9 @@ typedef struct pg_spool pg_spool;
 typedef struct pg_lane pg_lane;
 
 struct pg_lane {
-  spool_lane base; /* first: the interface's part */
+  lane_base lb; /* first: the interface's part, name, lock, owner, settings */
   pg_spool *sp;
-  char *name;
   struct pg_lane *next; /* in sp->lanes; lanes live as long as the spool */
-  pthread_mutex_t mu;
-  const void *owner;
-  spool_wake_fn wake;
-  void *wake_data;
-  spool_lane_config cfg;
   /* Claimed and leased by this node: waiting (window) or handed out (out).
    * At most one per order key, so their order among themselves is free. */
   delivery *window[WINDOW];
@@ -559,31 +554,20 @@ static int prepare_all(PGconn *c, int writer, char *err, size_t errlen) {
 
 /* --- schema -------------------------------------------------------------------------- */
 
-/* Version 1 to 2 (inside ensure_schema's transaction). 0 or SPOOL_EFAIL. */
-static int migrate_v2(PGconn *c, char *err, size_t errlen) {
-  char why[512] = "";
-  if (exec_ok(c, schema_v2_sql, why, sizeof why) != 0 ||
-      exec_ok(c, "UPDATE hookd_meta SET value = '2' WHERE key = 'schema_version'", why,
-              sizeof why) != 0) {
-    snprintf(err, errlen, "cannot upgrade the spool from schema version 1 to 2: %s", why);
+/* One step up to schema version `to`: runs sql and records the version
+ * (inside ensure_schema's transaction). 0 or SPOOL_EFAIL. Nodes of version
+ * 2 that still run on a version 3 schema keep working: they neither read
+ * nor write the new column, and hold their instances per node. */
+static int migrate(PGconn *c, int to, const char *sql, char *err, size_t errlen) {
+  char why[512] = "", set[96];
+  snprintf(set, sizeof set, "UPDATE hookd_meta SET value = '%d' WHERE key = 'schema_version'", to);
+  if (exec_ok(c, sql, why, sizeof why) != 0 || exec_ok(c, set, why, sizeof why) != 0) {
+    snprintf(err, errlen, "cannot upgrade the spool from schema version %d to %d: %s", to - 1, to,
+             why);
     return SPOOL_EFAIL;
   }
-  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version 1 to 2");
-  return 0;
-}
-
-/* Version 2 to 3 (inside ensure_schema's transaction). 0 or SPOOL_EFAIL.
- * Nodes of version 2 that still run keep working: they neither read nor
- * write the new column, and hold their instances per node. */
-static int migrate_v3(PGconn *c, char *err, size_t errlen) {
-  char why[512] = "";
-  if (exec_ok(c, schema_v3_sql, why, sizeof why) != 0 ||
-      exec_ok(c, "UPDATE hookd_meta SET value = '3' WHERE key = 'schema_version'", why,
-              sizeof why) != 0) {
-    snprintf(err, errlen, "cannot upgrade the spool from schema version 2 to 3: %s", why);
-    return SPOOL_EFAIL;
-  }
-  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version 2 to 3");
+  log_write(HLOG_INFO, NULL, "spool: PostgreSQL spool upgraded from schema version %d to %d",
+            to - 1, to);
   return 0;
 }
 
@@ -632,8 +616,8 @@ static int ensure_schema(PGconn *c, char *err, size_t errlen) {
     /* Older versions migrate here, one step at a time, inside this
      * transaction (nodes of the older version that still run keep working:
      * a step only adds). */
-    if (rc == 0 && v < 2) rc = migrate_v2(c, err, errlen);
-    if (rc == 0 && v < 3) rc = migrate_v3(c, err, errlen);
+    if (rc == 0 && v < 2) rc = migrate(c, 2, schema_v2_sql, err, errlen);
+    if (rc == 0 && v < 3) rc = migrate(c, 3, schema_v3_sql, err, errlen);
   }
   if (rc == 0 && !exists && exec_ok(c, schema_sql, why, sizeof why) != 0) {
     snprintf(err, errlen, "cannot create the spool tables: %s", why);
@@ -692,7 +676,7 @@ static char *lanes_literal(spool_lane *const *lanes, size_t n) {
   char *buf = NULL;
   size_t len = 1, cap = 0;
   for (size_t i = 0; i < n; i++) {
-    if (lit_append(&buf, &len, &cap, ((pg_lane *)lanes[i])->name) != 0) {
+    if (lit_append(&buf, &len, &cap, ((pg_lane *)lanes[i])->lb.name) != 0) {
       free(buf);
       return NULL;
     }
@@ -722,33 +706,24 @@ static char *ids_literal(const int64_t *ids, size_t n) {
 
 static spool_lane *pg_lane_get(spool *base, const char *instance) {
   pg_spool *sp = (pg_spool *)base;
+  /* Until lane_config. */
+  static const spool_lane_config unset = {.max_pending = UINT64_MAX, .max_crashes = 3};
   pthread_mutex_lock(&sp->lanes_mu);
   pg_lane *l = sp->lanes;
-  while (l && strcmp(l->name, instance) != 0) l = l->next;
+  while (l && strcmp(l->lb.name, instance) != 0) l = l->next;
   if (l == NULL && (l = calloc(1, sizeof *l)) != NULL) {
-    if ((l->name = strdup(instance)) == NULL) {
+    if (lane_base_init(&l->lb, base, instance, &unset) != 0) {
       free(l);
       l = NULL;
     } else {
       l->sp = sp;
-      l->base.sp = base;
-      pthread_mutex_init(&l->mu, NULL);
-      l->cfg.max_pending = UINT64_MAX; /* until lane_config */
-      l->cfg.max_crashes = 3;
       atomic_store(&l->retry_due, INT64_MAX);
       l->next = sp->lanes;
       sp->lanes = l;
     }
   }
   pthread_mutex_unlock(&sp->lanes_mu);
-  return l ? &l->base : NULL;
-}
-
-static void pg_lane_config(spool_lane *lane, const spool_lane_config *c) {
-  pg_lane *l = (pg_lane *)lane;
-  pthread_mutex_lock(&l->mu);
-  l->cfg = *c;
-  pthread_mutex_unlock(&l->mu);
+  return l ? &l->lb.iface : NULL;
 }
 
 static void kick(pg_spool *sp) {
@@ -760,36 +735,23 @@ static void kick(pg_spool *sp) {
 
 static void pg_lane_attach(spool_lane *lane, const void *owner, spool_wake_fn wake, void *data) {
   pg_lane *l = (pg_lane *)lane;
-  pthread_mutex_lock(&l->mu);
-  l->owner = owner;
-  l->wake = wake;
-  l->wake_data = data;
+  pthread_mutex_lock(&l->lb.mu);
+  lane_base_own(&l->lb, owner, wake, data, 0);
   size_t has = l->n_window;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   if (wake && has) wake(data, has);
   kick(l->sp); /* its backlog is claimed now */
 }
 
-static void pg_lane_detach(spool_lane *lane, const void *owner) {
-  pg_lane *l = (pg_lane *)lane;
-  pthread_mutex_lock(&l->mu);
-  if (l->owner == owner) {
-    l->owner = NULL;
-    l->wake = NULL;
-    l->wake_data = NULL;
-  }
-  pthread_mutex_unlock(&l->mu);
-}
-
 static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
   pg_lane *l = (pg_lane *)lane;
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   out->in_memory = l->n_window;
   out->running = l->n_out;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   out->pending = atomic_load(&l->pending);
   out->oldest_ms = atomic_load(&l->oldest_ms);
-  out->saturated = l->cfg.max_pending && out->pending >= l->cfg.max_pending;
+  out->saturated = l->lb.cfg.max_pending && out->pending >= l->lb.cfg.max_pending;
   out->paused = atomic_load(&l->paused);
   out->paused_ms = out->paused ? atomic_load(&l->paused_ms) : 0;
 }
@@ -800,11 +762,7 @@ static void pg_lane_stats(spool_lane *lane, spool_lane_stats *out) {
 static void lane_set_paused(pg_lane *l, int paused, int64_t since) {
   atomic_store(&l->paused_ms, since);
   if (atomic_exchange(&l->paused, paused) == paused || paused) return;
-  pthread_mutex_lock(&l->mu);
-  spool_wake_fn wake = l->wake;
-  void *data = l->wake_data;
-  if (wake) wake(data, SIZE_MAX);
-  pthread_mutex_unlock(&l->mu);
+  lane_base_wake_all(&l->lb);
   kick(l->sp);
 }
 
@@ -820,11 +778,7 @@ static void lane_set_holds(pg_lane *l, int64_t circuit_raw, int64_t hold_raw, in
    * for the same time. */
   atomic_store(&l->circuit_until, circuit_raw > 0 ? local_now + (circuit_raw - server_now) : 0);
   atomic_store(&l->hold_until, hold_raw > 0 ? local_now + (hold_raw - server_now) : 0);
-  pthread_mutex_lock(&l->mu);
-  spool_wake_fn wake = l->wake;
-  void *data = l->wake_data;
-  if (wake) wake(data, SIZE_MAX);
-  pthread_mutex_unlock(&l->mu);
+  lane_base_wake_all(&l->lb);
 }
 
 static void pg_lane_holds(spool_lane *lane, int64_t *circuit_until, int64_t *hold_until) {
@@ -839,16 +793,16 @@ static delivery *pg_claim(spool_lane *lane, const void *owner, int64_t now_ms, i
   pg_lane *l = (pg_lane *)lane;
   delivery *d = NULL;
   int64_t next = INT64_MAX;
-  pthread_mutex_lock(&l->mu);
-  if (l->owner != owner) {
-    pthread_mutex_unlock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
+  if (l->lb.owner != owner) {
+    pthread_mutex_unlock(&l->lb.mu);
     *next_ms = -1;
     return NULL;
   }
   if (atomic_load(&l->paused)) {
     /* Paused: what it claimed waits in the window, leased, in order, and
      * nothing more is claimed until a resume wakes the owner. */
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
     *next_ms = INT64_MAX;
     return NULL;
   }
@@ -864,7 +818,7 @@ static delivery *pg_claim(spool_lane *lane, const void *owner, int64_t now_ms, i
     l->n_out++;
   }
   int room = l->n_window + l->n_out < WINDOW / 2;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   if (room) kick(l->sp);
   *next_ms = d ? 0 : next;
   return d;
@@ -874,9 +828,9 @@ static delivery *pg_claim(spool_lane *lane, const void *owner, int64_t now_ms, i
 static pg_lane *lane_forget(const delivery *d) {
   pg_lane *l = d->lane;
   if (l == NULL) return NULL;
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   l->n_out--;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   return l;
 }
 
@@ -980,12 +934,12 @@ static void pg_settle(spool *base, delivery *d, spool_outcome how, const char *e
      * the start mark (if it was written) is undone. */
     op *o = op_new(OP_UNSTART, d, ST_PENDING, NULL);
     if (o) push_op(sp, o, 0);
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     int kept = l->n_window < WINDOW;
     if (kept) l->window[l->n_window++] = d;
-    spool_wake_fn wake = l->wake;
-    void *data = l->wake_data;
-    pthread_mutex_unlock(&l->mu);
+    spool_wake_fn wake = l->lb.wake;
+    void *data = l->lb.wake_data;
+    pthread_mutex_unlock(&l->lb.mu);
     if (kept) {
       if (wake) wake(data, 1);
       return;
@@ -1029,7 +983,7 @@ static void pg_record_attempt(spool *base, delivery *d, const spool_attempt *a) 
   pg_spool *sp = (pg_spool *)base;
   const pg_lane *l = d->lane;
   const char *answer = a->answer ? a->answer : "", *message = a->message ? a->message : "";
-  const char *inst = l ? l->name : "";
+  const char *inst = l ? l->lb.name : "";
   size_t lo = strlen(a->outcome), la = strlen(answer), lm = strlen(message), li = strlen(inst);
   op *o = calloc(1, sizeof *o + lo + la + lm + li + 4);
   if (o == NULL) return; /* the page misses a row; nothing else does */
@@ -1534,7 +1488,7 @@ static void refresh_stats(pg_spool *sp, int sizes) {
     uint64_t n = 0;
     int64_t first = 0;
     for (int i = 0; i < PQntuples(r); i++) {
-      if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->name) == 0) {
+      if (strcmp(PQgetvalue(r, i, 1), "0") == 0 && strcmp(PQgetvalue(r, i, 0), l->lb.name) == 0) {
         n = strtoull(PQgetvalue(r, i, 2), NULL, 10);
         first = strtoll(PQgetvalue(r, i, 3), NULL, 10);
       }
@@ -1816,18 +1770,20 @@ static void housekeeping(pg_spool *sp, hk_clock *t) {
     drop_connection(sp, PQerrorMessage(sp->wconn));
 }
 
+/* Appends the requests first..last (linked by next) to the queue *head,
+ * *tail. Caller holds sp->mu. */
+static void reqs_append(store_req **head, store_req **tail, store_req *first, store_req *last) {
+  *(*tail ? &(*tail)->next : head) = first;
+  *tail = last;
+}
+
 /* Hands finished stores back to the loop thread. */
 static void post_stores(pg_spool *sp, store_req *list) {
   if (list == NULL) return;
   store_req *last = list;
   while (last->next) last = last->next;
   pthread_mutex_lock(&sp->mu);
-  if (sp->out_tail) {
-    sp->out_tail->next = list;
-  } else {
-    sp->out_head = list;
-  }
-  sp->out_tail = last;
+  reqs_append(&sp->out_head, &sp->out_tail, list, last);
   pthread_mutex_unlock(&sp->mu);
   uv_async_send(&sp->async);
 }
@@ -2121,12 +2077,7 @@ static int pg_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
   r->all_next = sp->unanswered;
   sp->unanswered = r;
   pthread_mutex_lock(&sp->mu);
-  if (sp->in_tail) {
-    sp->in_tail->next = r;
-  } else {
-    sp->in_head = r;
-  }
-  sp->in_tail = r;
+  reqs_append(&sp->in_head, &sp->in_tail, r, r);
   pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
   return 0;
@@ -2152,9 +2103,9 @@ static const char *pg_admit(spool *base, spool_lane *const *lanes, size_t n, cha
   for (size_t i = 0; i < n; i++) {
     pg_lane *l = (pg_lane *)lanes[i];
     uint64_t p = atomic_load(&l->pending);
-    if (l->cfg.max_pending && p >= l->cfg.max_pending) {
+    if (l->lb.cfg.max_pending && p >= l->lb.cfg.max_pending) {
       snprintf(why, len, "plugin instance '%s' has %llu unfinished deliveries (max_pending %llu)",
-               l->name, (unsigned long long)p, (unsigned long long)l->cfg.max_pending);
+               l->lb.name, (unsigned long long)p, (unsigned long long)l->lb.cfg.max_pending);
       return why;
     }
   }
@@ -2183,9 +2134,9 @@ static void pg_stats(spool *base, spool_stats *out) {
   out->writer_beat_ms = atomic_load(&sp->writer_beat);
   pthread_mutex_lock(&sp->lanes_mu);
   for (pg_lane *l = sp->lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     out->in_memory += l->n_window;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
   }
   pthread_mutex_unlock(&sp->lanes_mu);
 }
@@ -2243,9 +2194,9 @@ static int drop_lost(pg_spool *sp) {
   pg_lane *lanes = sp->lanes;
   pthread_mutex_unlock(&sp->lanes_mu);
   for (pg_lane *l = lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     for (size_t i = 0; i < l->n_window && n < 256; i++) ids[n++] = (int64_t)l->window[i]->spool_id;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
   }
   if (n == 0) return 0;
   char *lit = ids_literal(ids, n);
@@ -2264,15 +2215,15 @@ static int drop_lost(pg_spool *sp) {
     uint64_t id = strtoull(PQgetvalue(r, i, 0), NULL, 10);
     for (pg_lane *l = lanes; l; l = l->next) {
       delivery *gone = NULL;
-      pthread_mutex_lock(&l->mu);
+      pthread_mutex_lock(&l->lb.mu);
       for (size_t k = 0; k < l->n_window && !gone; k++) {
         if (l->window[k]->spool_id != id) continue;
         gone = l->window[k];
         l->window[k] = l->window[--l->n_window];
       }
-      pthread_mutex_unlock(&l->mu);
+      pthread_mutex_unlock(&l->lb.mu);
       if (gone) {
-        log_write(HLOG_WARN, &(log_ctx){.instance = l->name, .event_id = gone->ev->id},
+        log_write(HLOG_WARN, &(log_ctx){.instance = l->lb.name, .event_id = gone->ev->id},
                   "spool: delivery %llu went to another node while PostgreSQL could not renew "
                   "this node's lease; not running it here",
                   (unsigned long long)id);
@@ -2324,7 +2275,7 @@ static delivery *row_delivery(const PGresult *r, int i, pg_lane *l) {
  * running again. Returns 1 when it was dead-lettered (and taken). */
 static int crashed(pg_spool *sp, pg_lane *l, delivery *d, uint32_t max_crashes) {
   atomic_fetch_add(&sp->crashes, 1);
-  log_ctx ctx = {.instance = l->name, .event_id = d->ev->id};
+  log_ctx ctx = {.instance = l->lb.name, .event_id = d->ev->id};
   if (d->crashes < max_crashes) {
     log_write(HLOG_WARN, &ctx,
               "delivery %llu was running when its node stopped (crash %u of %u): running it again",
@@ -2639,19 +2590,19 @@ static int pg_take_probe(spool *base, const char *instance, int64_t cooldown_ms,
 /* Claims what the lane has room for. -1 when the connection broke. */
 static int claim_lane(pg_spool *sp, pg_lane *l) {
   if (atomic_load(&l->paused)) return 0; /* the claim's own filter would find nothing */
-  pthread_mutex_lock(&l->mu);
-  int room = l->owner ? WINDOW - (int)(l->n_window + l->n_out) : 0;
-  uint32_t max_crashes = l->cfg.max_crashes;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
+  int room = l->lb.owner ? WINDOW - (int)(l->n_window + l->n_out) : 0;
+  uint32_t max_crashes = l->lb.cfg.max_crashes;
+  pthread_mutex_unlock(&l->lb.mu);
   if (room <= 0) return 0;
   char limit[16], lease[24];
   snprintf(limit, sizeof limit, "%d", room);
   snprintf(lease, sizeof lease, "%lld", (long long)sp->lease_ms);
-  const char *v[4] = {l->name, limit, sp->node_id, lease};
+  const char *v[4] = {l->lb.name, limit, sp->node_id, lease};
   PGresult *r = PQexecPrepared(sp->cconn, "claim", 4, v, NULL, NULL, 1);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     if (PQstatus(sp->cconn) != CONNECTION_BAD) {
-      log_write(HLOG_ERROR, &(log_ctx){.instance = l->name}, "spool: claiming failed: %s",
+      log_write(HLOG_ERROR, &(log_ctx){.instance = l->lb.name}, "spool: claiming failed: %s",
                 PQresultErrorMessage(r));
     }
     PQclear(r);
@@ -2661,22 +2612,22 @@ static int claim_lane(pg_spool *sp, pg_lane *l) {
   for (int i = 0; i < PQntuples(r); i++) {
     delivery *d = row_delivery(r, i, l);
     if (d == NULL) {
-      log_write(HLOG_ERROR, &(log_ctx){.instance = l->name},
+      log_write(HLOG_ERROR, &(log_ctx){.instance = l->lb.name},
                 "out of memory taking a claimed delivery; it runs after its lease expires");
       continue;
     }
     if (*PQgetvalue(r, i, 12) && crashed(sp, l, d, max_crashes)) continue;
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     l->window[l->n_window++] = d; /* room was counted under the lock; only this thread adds */
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
     got++;
   }
   PQclear(r);
   if (got) {
-    pthread_mutex_lock(&l->mu);
-    spool_wake_fn wake = l->wake;
-    void *data = l->wake_data;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
+    spool_wake_fn wake = l->lb.wake;
+    void *data = l->lb.wake_data;
+    pthread_mutex_unlock(&l->lb.mu);
     /* A count above one wakes every worker. */
     if (wake) wake(data, (size_t)got);
   }
@@ -3035,8 +2986,7 @@ static void pg_free(spool *base) {
   for (pg_lane *l = sp->lanes, *next; l; l = next) {
     next = l->next;
     for (size_t i = 0; i < l->n_window; i++) delivery_free(l->window[i]);
-    pthread_mutex_destroy(&l->mu);
-    free(l->name);
+    lane_base_destroy(&l->lb);
     free(l);
   }
   runslots_close(sp->running);
@@ -3066,9 +3016,9 @@ static const spool_ops pg_ops = {
     .stop = pg_stop,
     .free = pg_free,
     .lane = pg_lane_get,
-    .lane_config = pg_lane_config,
+    .lane_config = lane_base_config,
     .lane_attach = pg_lane_attach,
-    .lane_detach = pg_lane_detach,
+    .lane_detach = lane_base_detach,
     .lane_stats = pg_lane_stats,
     .admit = pg_admit,
     .seen = pg_seen,
@@ -3569,15 +3519,6 @@ int spool_pg_find_events(spool_pg_admin *a, const char *text, const char *const 
 }
 
 /* A delivery entry of the detail (zeroed); NULL when out of memory. */
-static dlq_delivery *detail_add(dlq_event_detail *d) {
-  dlq_delivery *grown = realloc(d->deliveries, (d->n_deliveries + 1) * sizeof *grown);
-  if (grown == NULL) return NULL;
-  d->deliveries = grown;
-  dlq_delivery *dv = &d->deliveries[d->n_deliveries++];
-  memset(dv, 0, sizeof *dv);
-  return dv;
-}
-
 static const char *const pg_state_names[] = {"pending", "delivered", "dead"};
 
 static int detail_deliveries(spool_pg_admin *a, dlq_event_detail *d) {
@@ -3592,7 +3533,7 @@ static int detail_deliveries(spool_pg_admin *a, dlq_event_detail *d) {
   if (r == NULL) return -1;
   int rc = 0;
   for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
-    dlq_delivery *dv = detail_add(d);
+    dlq_delivery *dv = dlq_event_detail_add(d);
     if (dv == NULL) {
       rc = -1;
       break;
@@ -3638,7 +3579,7 @@ static int detail_calls(spool_pg_admin *a, dlq_event_detail *d) {
     for (size_t k = d->n_deliveries; k-- > 0 && dv == NULL;) {
       if (strcmp(d->deliveries[k].instance, inst) == 0) dv = &d->deliveries[k];
     }
-    if (dv == NULL && (dv = detail_add(d)) != NULL) {
+    if (dv == NULL && (dv = dlq_event_detail_add(d)) != NULL) {
       dv->instance = strdup(inst);
       dv->state = strdup("delivered");
       dv->last_error = strdup("");

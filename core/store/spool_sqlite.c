@@ -17,6 +17,7 @@
 
 #include "crash.h"
 #include "keysched.h"
+#include "lane.h"
 #include "log.h"
 #include "runslots.h"
 #include "clock.h"
@@ -174,9 +175,8 @@ typedef struct sq_spool sq_spool;
 
 /* One lane: the deliveries of one plugin instance name. */
 typedef struct sq_lane {
-  spool_lane base;
-  char *name;
-  pthread_mutex_t mu;
+  /* First: name, lock, owner, settings. */
+  lane_base lb;
   keysched *ks;       /* the window in memory */
   uint64_t mem_bytes; /* body bytes of the deliveries in ks */
   size_t running;     /* claimed, not settled */
@@ -189,10 +189,7 @@ typedef struct sq_lane {
   int paused;         /* instance_state: claims return nothing */
   int64_t paused_ms;  /* since when */
   int state_seen;     /* scratch of load_instance_states (writer thread) */
-  spool_lane_config cfg;
-  const void *owner;
-  spool_wake_fn wake;
-  void *wake_data;
+
   atomic_uint_fast64_t pending;  /* unfinished, on disk or not */
   atomic_uint_fast64_t reserved; /* queued for a commit, not committed yet */
   atomic_int_fast64_t oldest_ms; /* accept time of its oldest unfinished delivery */
@@ -323,6 +320,13 @@ static sq_spool *sq(spool *sp) {
 }
 
 /* --- small helpers ---------------------------------------------------------- */
+
+/* Appends the requests first..last (linked by next) to the queue *head,
+ * *tail. Caller holds sp->mu. */
+static void reqs_append(store_req **head, store_req **tail, store_req *first, store_req *last) {
+  *(*tail ? &(*tail)->next : head) = first;
+  *tail = last;
+}
 
 /* A damaged file, as opposed to one that merely could not be used now. */
 static int is_damage(int rc) {
@@ -471,7 +475,7 @@ static int sq_seen(spool *base, const char *source, const char *id) {
 
 static sq_lane *lane_find(sq_spool *sp, const char *name) {
   for (sq_lane *l = sp->lanes; l; l = l->next) {
-    if (strcmp(l->name, name) == 0) return l;
+    if (strcmp(l->lb.name, name) == 0) return l;
   }
   return NULL;
 }
@@ -483,18 +487,13 @@ static sq_lane *lane_get_locked(sq_spool *sp, const char *name) {
   if (l) return l;
   l = calloc(1, sizeof *l);
   if (l == NULL) return NULL;
-  l->name = strdup(name);
   l->ks = keysched_new();
-  if (l->name == NULL || l->ks == NULL) {
-    free(l->name);
+  if (l->ks == NULL || lane_base_init(&l->lb, &sp->base, name, &sp->lane_defaults) != 0) {
     keysched_free(l->ks);
     free(l);
     return NULL;
   }
-  l->base.sp = &sp->base;
-  pthread_mutex_init(&l->mu, NULL);
   l->spilled = 1;
-  l->cfg = sp->lane_defaults;
   l->next = sp->lanes;
   sp->lanes = l;
   return l;
@@ -505,67 +504,43 @@ static spool_lane *sq_lane_get(spool *base, const char *instance) {
   pthread_mutex_lock(&sp->lanes_mu);
   sq_lane *l = lane_get_locked(sp, instance);
   pthread_mutex_unlock(&sp->lanes_mu);
-  return l ? &l->base : NULL;
-}
-
-static void sq_lane_config(spool_lane *base, const spool_lane_config *c) {
-  sq_lane *l = (sq_lane *)base;
-  pthread_mutex_lock(&l->mu);
-  l->cfg = *c;
-  pthread_mutex_unlock(&l->mu);
+  return l ? &l->lb.iface : NULL;
 }
 
 static void sq_lane_attach(spool_lane *base, const void *owner, spool_wake_fn wake, void *data) {
   sq_lane *l = (sq_lane *)base;
-  pthread_mutex_lock(&l->mu);
-  spool_wake_fn old_wake = l->wake;
-  void *old_data = l->wake_data;
-  l->owner = owner;
-  l->wake = wake;
-  l->wake_data = data;
-  /* The previous owner learns at its next claim that it is done here; wake
-   * it so that it does not sleep until its next due time. */
-  if (old_wake) old_wake(old_data, SIZE_MAX);
-  if (wake) wake(data, SIZE_MAX);
-  pthread_mutex_unlock(&l->mu);
-}
-
-static void sq_lane_detach(spool_lane *base, const void *owner) {
-  sq_lane *l = (sq_lane *)base;
-  pthread_mutex_lock(&l->mu);
-  if (l->owner == owner) {
-    l->owner = NULL;
-    l->wake = NULL;
-    l->wake_data = NULL;
-  }
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
+  /* The previous owner learns at its next claim that it is done here; it
+   * is woken so that it does not sleep until its next due time. */
+  lane_base_own(&l->lb, owner, wake, data, 1);
+  pthread_mutex_unlock(&l->lb.mu);
 }
 
 static void sq_lane_stats(spool_lane *base, spool_lane_stats *out) {
   sq_lane *l = (sq_lane *)base;
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   out->in_memory = keysched_count(l->ks);
   out->running = l->running;
-  uint64_t max = l->cfg.max_pending;
+  uint64_t max = l->lb.cfg.max_pending;
   out->paused = l->paused;
   out->paused_ms = l->paused_ms;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   out->pending = atomic_load(&l->pending);
   out->saturated = max && out->pending + atomic_load(&l->reserved) >= max;
   out->oldest_ms = out->pending ? atomic_load(&l->oldest_ms) : 0;
 }
 
-/* Room for one more delivery in memory. Caller holds l->mu. */
+/* Room for one more delivery in memory. Caller holds l->lb.mu. */
 static int lane_fits(const sq_lane *l) {
   size_t n = keysched_count(l->ks);
   return n < LANE_WINDOW && (n == 0 || l->mem_bytes < LANE_WINDOW_BYTES);
 }
 
 /* Asks the writer to read more of the lane's backlog when it has room for
- * a good part of a window. Caller holds l->mu; returns 1 when the writer
+ * a good part of a window. Caller holds l->lb.mu; returns 1 when the writer
  * must be poked (after unlocking). */
 static int lane_want_refill(sq_lane *l) {
-  if ((!l->spilled && !l->parked) || l->refill_asked || l->owner == NULL) return 0;
+  if ((!l->spilled && !l->parked) || l->refill_asked || l->lb.owner == NULL) return 0;
   if (keysched_count(l->ks) > LANE_WINDOW / 2 || l->mem_bytes > LANE_WINDOW_BYTES / 2) return 0;
   l->refill_asked = 1;
   return 1;
@@ -578,27 +553,22 @@ static void poke_writer(sq_spool *sp) {
   pthread_mutex_unlock(&sp->mu);
 }
 
-/* Caller holds l->mu. */
-static void lane_wake(sq_lane *l, size_t n) {
-  if (l->wake) l->wake(l->wake_data, n);
-}
-
 /* Sets a lane's pause; a resume wakes every worker of its owner. */
 static void lane_set_paused(sq_lane *l, int paused, int64_t since) {
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   int was = l->paused;
   l->paused = paused;
   if (paused && !was) l->paused_ms = since;
   if (!paused) l->paused_ms = 0;
-  if (was && !paused) lane_wake(l, SIZE_MAX);
-  pthread_mutex_unlock(&l->mu);
+  if (was && !paused) lane_base_wake(&l->lb, SIZE_MAX);
+  pthread_mutex_unlock(&l->lb.mu);
 }
 
 /* A fresh delivery after its commit (writer thread): into the window when
  * the lane is not behind on disk and has room; otherwise it stays on disk
  * and the lane reads it back later. Returns 1 when taken. */
 static int lane_offer(sq_lane *l, delivery *d) {
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   /* Delivered rows are deleted, so when the newest ones are gone SQLite
    * gives a new row an id the cursor already passed (max + 1). Every row
    * there is then older than it: the cursor can step back to just before. */
@@ -614,7 +584,7 @@ static int lane_offer(sq_lane *l, delivery *d) {
   } else {
     l->spilled = 1;
   }
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   return taken;
 }
 
@@ -1018,9 +988,9 @@ static uint32_t max_crashes_of(sq_spool *sp, const char *instance) {
   pthread_mutex_lock(&sp->lanes_mu);
   sq_lane *l = lane_find(sp, instance);
   if (l) {
-    pthread_mutex_lock(&l->mu);
-    max = l->cfg.max_crashes;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
+    max = l->lb.cfg.max_crashes;
+    pthread_mutex_unlock(&l->lb.mu);
   }
   pthread_mutex_unlock(&sp->lanes_mu);
   return max;
@@ -1202,9 +1172,9 @@ static int64_t take_replays(sq_spool *sp, int add_pending) {
    * delivered and deleted) steps back so that the lane reads them. */
   pthread_mutex_lock(&sp->lanes_mu);
   for (sq_lane *l = sp->lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     if (l->cursor > max_id) l->cursor = max_id;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
   }
   pthread_mutex_unlock(&sp->lanes_mu);
   return n;
@@ -1247,11 +1217,11 @@ static void lanes_spilled(sq_spool *sp, int64_t max_id) {
   sq_lane *lanes = sp->lanes;
   pthread_mutex_unlock(&sp->lanes_mu);
   for (sq_lane *l = lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     if (l->cursor > max_id) l->cursor = max_id;
     l->spilled = 1;
-    if (l->owner) l->refill_asked = 1;
-    pthread_mutex_unlock(&l->mu);
+    if (l->lb.owner) l->refill_asked = 1;
+    pthread_mutex_unlock(&l->lb.mu);
   }
   atomic_fetch_add(&sp->refills, 1);
 }
@@ -1536,7 +1506,7 @@ static int write_store(sq_spool *sp, store_req *r, int64_t now) {
   for (size_t i = 0; i < r->n; i++) {
     st = sp->ins_delivery;
     sqlite3_bind_int64(st, 1, seq);
-    sqlite3_bind_text(st, 2, r->lanes[i]->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->lanes[i]->lb.name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, now);
     rc = step_done(st);
     if (rc != SQLITE_OK) return rc;
@@ -1594,7 +1564,7 @@ static int write_attempt(sq_spool *sp, const op *o) {
   const char *message = answer + strlen(answer) + 1;
   sqlite3_stmt *st = sp->ins_attempt;
   sqlite3_bind_int64(st, 1, o->seq);
-  sqlite3_bind_text(st, 2, o->lane->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, o->lane->lb.name, -1, SQLITE_STATIC);
   sqlite3_bind_int(st, 3, (int)((o->tries - 1) % SPOOL_ATTEMPTS_KEPT));
   sqlite3_bind_int(st, 4, (int)o->attempt);
   sqlite3_bind_int64(st, 5, o->started_ms);
@@ -1680,9 +1650,9 @@ static void hand_out(sq_spool *sp, store_req *r) {
     atomic_fetch_sub(&l->reserved, 1);
     delivery *d = delivery_new(ev, l);
     if (d == NULL) {
-      pthread_mutex_lock(&l->mu);
+      pthread_mutex_lock(&l->lb.mu);
       l->spilled = 1; /* on disk: read back later */
-      pthread_mutex_unlock(&l->mu);
+      pthread_mutex_unlock(&l->lb.mu);
       continue;
     }
     d->spool_id = (uint64_t)ids[i];
@@ -1696,10 +1666,10 @@ static void wake_offered(store_req *stores) {
   for (store_req *r = stores; r; r = r->next) {
     for (size_t i = 0; i < r->n; i++) {
       sq_lane *l = r->lanes[i];
-      pthread_mutex_lock(&l->mu);
-      if (l->to_wake) lane_wake(l, l->to_wake);
+      pthread_mutex_lock(&l->lb.mu);
+      if (l->to_wake) lane_base_wake(&l->lb, l->to_wake);
       l->to_wake = 0;
-      pthread_mutex_unlock(&l->mu);
+      pthread_mutex_unlock(&l->lb.mu);
     }
   }
 }
@@ -1710,11 +1680,11 @@ static void parked_committed(sq_spool *sp, op *ops) {
   for (op *o = ops; o; o = o->next) {
     if (o->kind != OP_RETRY || !o->park) continue;
     sq_lane *l = o->lane;
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     l->parking--;
     l->parked++;
     if (l->parking == 0 && l->refill_asked) poke = 1;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
   }
   if (poke) atomic_fetch_add(&sp->refills, 1);
 }
@@ -1773,12 +1743,7 @@ static void finish_batch(sq_spool *sp, store_req *stores, op *ops, int rc, int s
   if (stores) {
     store_req *last = stores;
     while (last->next) last = last->next;
-    if (sp->out_tail) {
-      sp->out_tail->next = stores;
-    } else {
-      sp->out_head = stores;
-    }
-    sp->out_tail = last;
+    reqs_append(&sp->out_head, &sp->out_tail, stores, last);
   }
   if (keep) {
     *kt = sp->ops_head;
@@ -1831,7 +1796,7 @@ static delivery *row_delivery(sq_spool *sp, sqlite3_stmt *st, sq_lane *l) {
 /* Is a key of l parked on disk (a row of it has parked >= 1)? */
 static int key_is_parked(sq_spool *sp, sq_lane *l, const char *okey) {
   sqlite3_stmt *st = sp->key_parked;
-  sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, l->lb.name, -1, SQLITE_STATIC);
   sqlite3_bind_text(st, 2, okey, -1, SQLITE_TRANSIENT);
   int parked = sqlite3_step(st) == SQLITE_ROW;
   sqlite3_reset(st);
@@ -1893,7 +1858,7 @@ static void mark_parked(sq_spool *sp, marks *m) {
 
 /* Puts a list of read deliveries in l's window and wakes its workers. */
 static void lane_take(sq_lane *l, delivery *head) {
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   size_t n = 0;
   while (head) {
     delivery *d = head;
@@ -1906,8 +1871,8 @@ static void lane_take(sq_lane *l, delivery *head) {
     l->mem_bytes += d->ev->body_len;
     n++;
   }
-  if (n) lane_wake(l, n);
-  pthread_mutex_unlock(&l->mu);
+  if (n) lane_base_wake(&l->lb, n);
+  pthread_mutex_unlock(&l->lb.mu);
 }
 
 /* Parked keys whose head is due again come back into l's window, with
@@ -1915,15 +1880,15 @@ static void lane_take(sq_lane *l, delivery *head) {
  * A key with more rows than the window has room for leaves the rest parked,
  * the first of them its new head, due now. */
 static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   size_t have = keysched_count(l->ks);
   size_t room = have < LANE_WINDOW ? LANE_WINDOW - have : 0;
-  int go = l->parked && !l->parking && room > 0 && l->owner != NULL;
+  int go = l->parked && !l->parking && room > 0 && l->lb.owner != NULL;
   int64_t cursor = l->cursor;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   if (!go) return;
   sqlite3_stmt *due = sp->due_parked;
-  sqlite3_bind_text(due, 1, l->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(due, 1, l->lb.name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(due, 2, now);
   sqlite3_bind_int64(due, 3, cursor);
   sqlite3_bind_int64(due, 4, 64);
@@ -1946,7 +1911,7 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
     if (seen) continue;
     sqlite3_stmt *st = keys[h] ? sp->key_rows : sp->row_by_id;
     if (keys[h]) {
-      sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 1, l->lb.name, -1, SQLITE_STATIC);
       sqlite3_bind_text(st, 2, keys[h], -1, SQLITE_STATIC);
       sqlite3_bind_int64(st, 3, cursor);
       sqlite3_bind_int64(st, 4, (int64_t)room + 1);
@@ -1972,14 +1937,14 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
   for (size_t h = 0; h < nh; h++) free(keys[h]);
   mark_parked(sp, &m);
   int64_t parked = 0;
-  sqlite3_bind_text(sp->count_parked, 1, l->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(sp->count_parked, 1, l->lb.name, -1, SQLITE_STATIC);
   if (sqlite3_step(sp->count_parked) == SQLITE_ROW)
     parked = sqlite3_column_int64(sp->count_parked, 0);
   sqlite3_reset(sp->count_parked);
   lane_take(l, list);
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   l->parked = (uint64_t)parked;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
 }
 
 /* Reads the next part of a lane's backlog into its window, in id order
@@ -1988,19 +1953,19 @@ static void unpark(sq_spool *sp, sq_lane *l, int64_t now) {
  * or offered after its commit. Rows of parked keys are passed over (and
  * marked as waiting behind their head). */
 static void refill(sq_spool *sp, sq_lane *l) {
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   l->refill_asked = 0;
   size_t have = keysched_count(l->ks);
   size_t room = have < LANE_WINDOW ? LANE_WINDOW - have : 0;
   uint64_t bytes = l->mem_bytes;
   int64_t cursor = l->cursor;
   int parked = l->parked > 0;
-  int go = l->spilled && room > 0 && l->owner != NULL && !l->parking;
+  int go = l->spilled && room > 0 && l->lb.owner != NULL && !l->parking;
   if (l->parking) l->refill_asked = 1; /* after the parked rows are committed */
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   if (!go) return;
   sqlite3_stmt *st = sp->lane_rows;
-  sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 1, l->lb.name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(st, 2, cursor);
   sqlite3_bind_int64(st, 3, (int64_t)room);
   delivery *head = NULL, **tail = &head;
@@ -2038,18 +2003,18 @@ static void refill(sq_spool *sp, sq_lane *l) {
   if (!ok) {
     char e[256];
     db_error(sp->db, e, sizeof e);
-    log_write(HLOG_ERROR, &(log_ctx){.instance = l->name}, "spool: reading the backlog failed: %s",
-              e);
+    log_write(HLOG_ERROR, &(log_ctx){.instance = l->lb.name},
+              "spool: reading the backlog failed: %s", e);
     if (is_damage(rc)) set_failing(sp, "the spool is damaged; run `hookd spool check`");
   }
   sqlite3_reset(st);
   mark_parked(sp, &m);
   lane_take(l, head);
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   l->cursor = cursor;
   /* Fewer rows than asked and no stop: the lane has read all of it. */
   if (ok && !full && scanned < room) l->spilled = 0;
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
 }
 
 static void run_refills(sq_spool *sp) {
@@ -2059,9 +2024,9 @@ static void run_refills(sq_spool *sp) {
   pthread_mutex_unlock(&sp->lanes_mu);
   int64_t now = clock_now_ms();
   for (sq_lane *l = lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     int asked = l->refill_asked;
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
     if (!asked) continue;
     unpark(sp, l, now);
     refill(sp, l);
@@ -2115,7 +2080,7 @@ static void slow_stats(sq_spool *sp) {
   for (sq_lane *l = lanes; l; l = l->next) {
     int64_t ms = 0;
     if (atomic_load(&l->pending) > 0) {
-      sqlite3_bind_text(st, 1, l->name, -1, SQLITE_STATIC);
+      sqlite3_bind_text(st, 1, l->lb.name, -1, SQLITE_STATIC);
       if (sqlite3_step(st) == SQLITE_ROW) ms = sqlite3_column_int64(st, 0);
       sqlite3_reset(st);
     }
@@ -2242,12 +2207,12 @@ static void ask_parked_lanes(sq_spool *sp) {
   pthread_mutex_unlock(&sp->lanes_mu);
   int any = 0;
   for (sq_lane *l = lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
-    if (l->parked && l->owner && !l->parking) {
+    pthread_mutex_lock(&l->lb.mu);
+    if (l->parked && l->lb.owner && !l->parking) {
       l->refill_asked = 1;
       any = 1;
     }
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
   }
   if (any) atomic_fetch_add(&sp->refills, 1);
 }
@@ -2352,10 +2317,10 @@ static const char *sq_admit(spool *base, spool_lane *const *lanes, size_t n, cha
   for (size_t i = 0; i < n; i++) {
     sq_lane *l = (sq_lane *)lanes[i];
     uint64_t have = atomic_load(&l->pending) + atomic_load(&l->reserved);
-    uint64_t max = l->cfg.max_pending; /* a torn read only shifts the limit by a reload */
+    uint64_t max = l->lb.cfg.max_pending; /* a torn read only shifts the limit by a reload */
     if (max && have >= max) {
       snprintf(why, len, "plugin instance '%s' has %llu unfinished deliveries (its max_pending)",
-               l->name, (unsigned long long)have);
+               l->lb.name, (unsigned long long)have);
       return why;
     }
   }
@@ -2386,12 +2351,7 @@ static int sq_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
     free(r);
     return SPOOL_EFAIL;
   }
-  if (sp->in_tail) {
-    sp->in_tail->next = r;
-  } else {
-    sp->in_head = r;
-  }
-  sp->in_tail = r;
+  reqs_append(&sp->in_head, &sp->in_tail, r, r);
   pthread_cond_signal(&sp->cv);
   pthread_mutex_unlock(&sp->mu);
   return 0;
@@ -2401,29 +2361,29 @@ static int sq_store(spool *base, event *ev, spool_lane *const *lanes, size_t n,
 
 static delivery *sq_claim(spool_lane *base, const void *owner, int64_t now, int64_t *next_ms) {
   sq_lane *l = (sq_lane *)base;
-  sq_spool *sp = sq(l->base.sp);
-  pthread_mutex_lock(&l->mu);
-  if (l->owner != owner) {
-    pthread_mutex_unlock(&l->mu);
+  sq_spool *sp = sq(l->lb.iface.sp);
+  pthread_mutex_lock(&l->lb.mu);
+  if (l->lb.owner != owner) {
+    pthread_mutex_unlock(&l->lb.mu);
     *next_ms = -1;
     return NULL;
   }
   if (!atomic_load(&sp->deliver_ok)) {
     /* Read-only spool: crashes are not accounted yet, nothing may run. */
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
     *next_ms = now + 1000;
     return NULL;
   }
   if (l->paused) {
     /* Paused: its deliveries wait, in order, until a resume wakes the owner. */
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
     *next_ms = INT64_MAX;
     return NULL;
   }
   delivery *d = keysched_take(l->ks, now, next_ms);
   if (d) l->running++;
   int poke = lane_want_refill(l);
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   if (poke) poke_writer(sp);
   return d;
 }
@@ -2551,14 +2511,14 @@ static int sq_pause(spool *base, const char *instance, int paused, char *err, si
  * parked = 1, what waits behind it parked = 2) and the window stays free
  * for keys that can run. The writer brings it back when the head is due. */
 static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   l->running--;
   delivery *rest = keysched_evict(l->ks, d);
   l->mem_bytes -= d->ev->body_len;
   for (delivery *x = rest; x; x = x->next) l->mem_bytes -= x->ev->body_len;
   l->parking++;
   int poke = lane_want_refill(l);
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   o->park = 1;
   op *tail = o;
   while (rest) {
@@ -2568,7 +2528,7 @@ static void park(sq_spool *sp, sq_lane *l, delivery *d, op *o) {
     if (tail->next) {
       tail = tail->next;
     } else {
-      log_write(HLOG_ERROR, &(log_ctx){.instance = l->name, .event_id = x->ev->id},
+      log_write(HLOG_ERROR, &(log_ctx){.instance = l->lb.name, .event_id = x->ev->id},
                 "out of memory parking a delivery; it runs after the next start");
     }
     delivery_free(x);
@@ -2591,7 +2551,7 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     park(sp, l, d, o);
     return;
   }
-  pthread_mutex_lock(&l->mu);
+  pthread_mutex_lock(&l->lb.mu);
   l->running--;
   if (finished) {
     keysched_done(l->ks, d);
@@ -2603,9 +2563,9 @@ static void sq_settle(spool *base, delivery *d, spool_outcome how, const char *e
     keysched_again(l->ks, d);
   }
   int poke = lane_want_refill(l);
-  pthread_mutex_unlock(&l->mu);
+  pthread_mutex_unlock(&l->lb.mu);
   if (o == NULL) {
-    log_write(HLOG_ERROR, &(log_ctx){.instance = l->name, .event_id = d->ev->id},
+    log_write(HLOG_ERROR, &(log_ctx){.instance = l->lb.name, .event_id = d->ev->id},
               "out of memory recording a delivery outcome; it may be delivered again");
   } else {
     push_op(sp, o);
@@ -2629,9 +2589,9 @@ static void sq_stats(spool *base, spool_stats *out) {
   out->writer_beat_ms = atomic_load(&sp->beat_ms);
   pthread_mutex_lock(&sp->lanes_mu);
   for (sq_lane *l = sp->lanes; l; l = l->next) {
-    pthread_mutex_lock(&l->mu);
+    pthread_mutex_lock(&l->lb.mu);
     out->in_memory += keysched_count(l->ks);
-    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_unlock(&l->lb.mu);
   }
   pthread_mutex_unlock(&sp->lanes_mu);
 }
@@ -2691,8 +2651,7 @@ static void sq_free(spool *base) {
   for (sq_lane *l = sp->lanes; l;) {
     sq_lane *next = l->next;
     keysched_free(l->ks);
-    pthread_mutex_destroy(&l->mu);
-    free(l->name);
+    lane_base_destroy(&l->lb);
     free(l);
     l = next;
   }
@@ -2719,9 +2678,9 @@ static const spool_ops sqlite_ops = {
     .stop = sq_stop,
     .free = sq_free,
     .lane = sq_lane_get,
-    .lane_config = sq_lane_config,
+    .lane_config = lane_base_config,
     .lane_attach = sq_lane_attach,
-    .lane_detach = sq_lane_detach,
+    .lane_detach = lane_base_detach,
     .lane_stats = sq_lane_stats,
     .admit = sq_admit,
     .seen = sq_seen,

@@ -23,6 +23,7 @@
 #include "jscan.h"
 #include "jsonc.h"
 #include "keysched.h"
+#include "lane.h"
 #include "log.h"
 #include "metrics.h"
 #include "pace.h"
