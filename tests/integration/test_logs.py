@@ -6,6 +6,8 @@ import time
 
 from conftest import cirrus_source, free_port, payload, send_event, sign, wait_until
 
+pytest_plugins = ["fakehttp"]
+
 SEVERE = ("info", "warn", "error")
 
 
@@ -93,33 +95,44 @@ def test_event_rejected_with_503_names_its_id(daemon_factory, tmp_path):
     assert "(503)" in lines[0]["message"]
 
 
-def test_control_characters_and_bad_utf8_cannot_forge_lines(daemon_factory, tmp_path):
+def test_control_characters_and_bad_utf8_cannot_forge_lines(daemon_factory, tmp_path, fake_server):
+    """Control characters in an event id, and bytes that are not UTF-8 in a destination's
+    answer, are escaped in both log formats: no line can be forged, no raw byte gets out. An
+    event whose type is not UTF-8 is refused at the door (400) and its bytes are not logged."""
     evil_id = 'id\n{"level":"error","message":"forged"}\x1b[31m\x07"quote\\'
-    out = tmp_path / "t.txt"
-    cfg = {"sources": [cirrus_source()], "plugins": [plugin("t", out)],
-           "routes": [{"events": ["**"], "to": ["t"]}]}
+    dest = fake_server(lambda req, n: (500, {"Content-Type": "text/plain"},
+                                       b"nope \xff\xfe\x1b[31m\n{\"level\":\"error\"}"))
+    cfg = {"sources": [cirrus_source()],
+           "plugins": [{"name": "fwd", "module": "http_forward", "config": {"url": dest.url("/in")},
+                        "delivery": {"max_attempts": 1}}],
+           "routes": [{"events": ["**"], "to": ["fwd"]}]}
     for fmt in ("json", "text"):
         d = daemon_factory(dict(cfg, log={"level": "info", "format": fmt}))
-        # A raw 0xff byte inside the JSON string of the type: not UTF-8.
-        body = event(evil_id).replace(b'"scheduling.smartscheduler.scheduled"',
-                                      b'"scheduling.\xff\xfe.scheduled"')
-        assert send_event(d, body) == 200
-        d.wait_for_log("accepted")
+        bad = event("bad-type").replace(b'"scheduling.smartscheduler.scheduled"',
+                                        b'"scheduling.\xff\xfe.scheduled"')
+        assert send_event(d, bad) == 400
+        assert send_event(d, event(evil_id)) == 200
+        d.wait_for_log("failed for good")
         d.stop()
         raw = d.log_path.read_bytes()
         assert b"\x1b" not in raw and b"\x07" not in raw and b"\xff" not in raw
+        assert raw.count(b"rejected: event type is not valid UTF-8 (400)") == 1
         if fmt == "json":
             recs = json_records(d)
             assert not any(r["message"] == "forged" for r in recs)
             acc = [r for r in recs if r["message"].startswith("accepted")]
             assert len(acc) == 1 and acc[0]["event_id"] == evil_id
-            assert "\ufffd" in acc[0]["message"]
+            failed = [r for r in recs if "nope" in r["message"]]
+            assert failed and all(r["event_id"] == evil_id for r in failed), recs
+            assert any("\ufffd" in r["message"] for r in failed), failed
         else:
             lines = raw.decode("utf-8").splitlines()
             acc = [l for l in lines if " accepted " in l]
             assert len(acc) == 1
-            assert "\\x1b[31m\\x07" in acc[0] and "\\n{" in acc[0] and "\\xff\\xfe" in acc[0]
+            assert "\\x1b[31m\\x07" in acc[0] and "\\n{" in acc[0]
             assert 'event_id="id\\n{\\"level\\"' in acc[0]
+            failed = [l for l in lines if "nope" in l]
+            assert len(failed) == 1 and 'event_id="id\\n{' in failed[0], failed
             assert not any(l.startswith('{"level":"error"') for l in lines)
 
 
