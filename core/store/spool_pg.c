@@ -3671,6 +3671,12 @@ int spool_pg_check(const config *cfg, FILE *out, char *err, size_t errlen) {
        "SELECT count(*) FROM hookd_deliveries WHERE state = 0 AND lease_until > " SQL_NOW, 0},
       {"nodes", "SELECT count(*) FROM hookd_nodes", 0},
       {"paused instances", "SELECT count(*) FROM hookd_instances WHERE paused", 0},
+      /* Shared by the nodes (schema 3): an open circuit waits for its probe,
+       * a hold for the destination's Retry-After. */
+      {"instances with an open circuit",
+       "SELECT count(*) FROM hookd_instances WHERE circuit_open_until > 0", 0},
+      {"instances held by a destination (too many requests)",
+       "SELECT count(*) FROM hookd_instances WHERE hold_until > " SQL_NOW, 0},
       {"back-fills not finished", "SELECT count(*) FROM hookd_backfills WHERE finished_ms IS NULL",
        0},
       {"deliveries whose event is missing",

@@ -133,6 +133,8 @@ def test_circuit_opened_on_one_node_holds_every_node_one_probe_per_cooldown(clus
     assert len(during) - len(probes) <= 3 * 2, f"calls after the circuit opened: {during}"
     assert all(instance(n)["state"] == "open" for n in nodes)
     assert all(instance(n)["dead"] == 0 for n in nodes), "an open circuit uses no attempts"
+    rc, text = nodes[2].cli("spool", "check")
+    assert rc == 0 and "instances with an open circuit: 1\n" in text, text
     # The destination recovers: a probe closes the circuit on every node
     # and everything goes out once, per meeting in order.
     dest.down = False
@@ -176,6 +178,13 @@ def test_too_many_requests_on_one_node_holds_every_node(cluster, pg, tmp_path, f
     assert len(got) == 1 and len(other) == 1, "one node got the 429"
     assert "the destination said too many requests to another node" in other[0].log()
     assert pg.scalar("SELECT hold_until > 0 FROM hookd_instances WHERE instance = 'crm'") == "t"
+    rc, text = other[0].cli("spool", "check")
+    held = re.search(r"instances held by a destination \(too many requests\): (\d+)\n", text)
+    assert rc == 0 and held and "instances with an open circuit: 0\n" in text, text
+    # 1 while the 3 s hold lasts (a slow sanitizer build may reach its end first).
+    assert held.group(1) == "1" or pg.scalar(
+        "SELECT hold_until <= (extract(epoch FROM clock_timestamp()) * 1000)::int8 "
+        "FROM hookd_instances WHERE instance = 'crm'") == "t", text
     # Events for both nodes meanwhile: none goes out before the hold ends.
     more = [(f"tm-{m}-{k}", f"tm-m{m}") for k in range(3) for m in range(1, 5)]
     send(sender, more)
