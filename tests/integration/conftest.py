@@ -4,6 +4,7 @@ import hmac
 import json
 import os
 import pathlib
+import pty
 import re
 import signal
 import socket
@@ -42,6 +43,29 @@ def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+def on_a_terminal(argv, env=None, timeout=30.0):
+    """Runs argv under a pty, as a user at a terminal would; returns (exit code, what it
+    showed). Reads until the program closes the terminal or the deadline passes."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        if env is not None:
+            os.environ.update(env)
+        os.execv(argv[0], argv)
+    text = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        text += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), text.decode(errors="replace")
+
 
 
 def free_port():

@@ -4,12 +4,10 @@ drained in per-meeting order on resume; a back-fill of a week-old window to a ne
 instance (--dry-run, progress on a terminal, a running and a stopped cluster); the event detail
 with its attempts and search by meeting id, read from the other node."""
 import json
-import os
-import pty
 import re
 import time
 
-from conftest import HOOKD, SLOW, http_request, sign, wait_until
+from conftest import HOOKD, SLOW, http_request, on_a_terminal, sign, wait_until
 from test_cluster import (Sender, check_order, cluster, meeting_event, read_sink,  # noqa: F401
                           wait_delivered_sink)
 
@@ -118,23 +116,8 @@ def add_plugin_and_restart(nodes, plugin):
 
 def replay_on_a_terminal(node, *args):
     """Runs `hookd replay` under a pty (as a user would); its exit code and what it showed."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(node.env)
-        os.execv(str(HOOKD), [str(HOOKD), "replay", *args, "-c", str(node.cfg_path)])
-    text = b""
-    deadline = time.monotonic() + 30 * SLOW
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        text += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), text.decode(errors="replace")
+    return on_a_terminal([str(HOOKD), "replay", *args, "-c", str(node.cfg_path)], node.env,
+                         30 * SLOW)
 
 
 def test_backfill_a_week_to_a_new_instance_running_and_stopped(cluster, pg, tmp_path):

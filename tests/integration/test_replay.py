@@ -2,12 +2,11 @@
 newly added instance, with hookd running or stopped, --dry-run, filters, progress on a
 terminal; and the spool's upgrade from schema version 2."""
 import json
-import os
-import pty
 import sqlite3
 import time
 
-from conftest import HOOKD, SLOW, free_port, http_request, payload, read_jsonl, sign, wait_until
+from conftest import (HOOKD, SLOW, free_port, http_request, on_a_terminal, payload, read_jsonl,
+                      sign, wait_until)
 from engine import Node, meeting_event, node_config
 
 DAY_MS = 86400000
@@ -116,24 +115,9 @@ def test_replay_shows_progress_on_a_terminal_and_refuses_bad_usage(tmp_path):
         for i in range(20):
             assert post(node, meeting_event(f"t{i}", f"m{i % 3}")) == 200
         # On a terminal: progress lines until every event is delivered.
-        pid, fd = pty.fork()
-        if pid == 0:
-            os.execv(str(HOOKD), [str(HOOKD), "replay", "--since", "1h", "--to", "new", "-c",
-                                  str(node.path)])
-        text = b""
-        deadline = time.monotonic() + 20 * SLOW
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            text += chunk
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-        shown = text.decode(errors="replace")
-        assert os.waitstatus_to_exitcode(status) == 0, shown
+        rc, shown = on_a_terminal([str(HOOKD), "replay", "--since", "1h", "--to", "new", "-c",
+                                   str(node.path)], timeout=20 * SLOW)
+        assert rc == 0, shown
         assert "20 events" in shown and "Ctrl-C stops watching" in shown
         assert "queued 20/20" in shown and "delivered 20" in shown and "/s" in shown
         assert "back-fill 1 done: 20 delivered to new, 0 dead letters" in shown

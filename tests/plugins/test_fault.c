@@ -12,6 +12,8 @@
 
 #include <hookd/plugin.h>
 
+#include "running_keys.h"
+
 /*
  * config keys (all optional):
  *   out             file: one line per deliver() that returns,
@@ -51,8 +53,7 @@ typedef struct tf {
   int64_t fault_attempts, leak_bytes, sleep_ms;
   int noise, log;
   hookd_template *render;
-  pthread_mutex_t mu;
-  char *running[64]; /* order keys in deliver() now */
+  running_keys running; /* order keys in deliver() now: overlaps are reported */
 } tf;
 
 static int listed(const idlist *l, const hookd_event *ev) {
@@ -170,37 +171,9 @@ static int tf_init(const hookd_host_api *host, hookd_instance *self, const hookd
     return -1;
   }
   if (t->out) setvbuf(t->out, NULL, _IOLBF, 0);
-  pthread_mutex_init(&t->mu, NULL);
+  running_keys_init(&t->running);
   *state = t;
   return 0;
-}
-
-static int enter_key(tf *t, const char *key) {
-  int overlap = 0, placed = 0;
-  pthread_mutex_lock(&t->mu);
-  for (int i = 0; i < 64; i++) {
-    if (t->running[i] && strcmp(t->running[i], key) == 0) overlap = 1;
-  }
-  for (int i = 0; i < 64 && !placed; i++) {
-    if (t->running[i] == NULL) {
-      t->running[i] = strdup(key);
-      placed = 1;
-    }
-  }
-  pthread_mutex_unlock(&t->mu);
-  return overlap;
-}
-
-static void leave_key(tf *t, const char *key) {
-  pthread_mutex_lock(&t->mu);
-  for (int i = 0; i < 64; i++) {
-    if (t->running[i] && strcmp(t->running[i], key) == 0) {
-      free(t->running[i]);
-      t->running[i] = NULL;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&t->mu);
 }
 
 static void fork_grandchild(tf *t) {
@@ -237,7 +210,8 @@ static hookd_result tf_deliver(void *state, const hookd_event *ev, hookd_outcome
   tf *t = state;
   (void)out;
   const char *key = ev->order_key ? ev->order_key : "-";
-  if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
+  if (ev->order_key && running_keys_enter(&t->running, ev->order_key) && t->out)
+    fprintf(t->out, "OVERLAP %s\n", key);
   faults(t, ev);
   if (t->sleep_ms > 0) sleep_ms(t->sleep_ms);
   if (t->leak_bytes > 0) {
@@ -256,7 +230,7 @@ static hookd_result tf_deliver(void *state, const hookd_event *ev, hookd_outcome
     fprintf(t->out, "%s %s %u %s %s\n", ev->id, ev->type, ev->attempt, key, text ? text : "-");
     t->host->free(text);
   }
-  if (ev->order_key) leave_key(t, ev->order_key);
+  if (ev->order_key) running_keys_leave(&t->running, ev->order_key);
   return HOOKD_OK;
 }
 
@@ -267,8 +241,7 @@ static void tf_destroy(void *state) {
     fclose(t->out);
   }
   t->host->template_free(t->render);
-  for (int i = 0; i < 64; i++) free(t->running[i]);
-  pthread_mutex_destroy(&t->mu);
+  running_keys_clear(&t->running);
   free(t);
 }
 

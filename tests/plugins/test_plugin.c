@@ -9,6 +9,8 @@
 
 #include <hookd/plugin.h>
 
+#include "running_keys.h"
+
 /*
  * config keys:
  *   out            file to append one line per deliver() call:
@@ -46,8 +48,7 @@ typedef struct tp {
   const char *poison_action;
   int trace_start;
   hookd_template *render;
-  pthread_mutex_t mu;
-  char *running[64]; /* order keys in deliver() now */
+  running_keys running; /* order keys in deliver() now: overlaps are reported */
 } tp;
 
 static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd_config *cfg,
@@ -94,37 +95,9 @@ static int tp_init(const hookd_host_api *host, hookd_instance *self, const hookd
   int mark_init = 0;
   host->config_bool(cfg, "mark_init", 0, &mark_init);
   if (mark_init && t->out) fprintf(t->out, "INIT %ld\n", (long)getpid());
-  pthread_mutex_init(&t->mu, NULL);
+  running_keys_init(&t->running);
   *state = t;
   return 0;
-}
-
-static int enter_key(tp *t, const char *key) {
-  int overlap = 0, placed = 0;
-  pthread_mutex_lock(&t->mu);
-  for (int i = 0; i < 64; i++) {
-    if (t->running[i] && strcmp(t->running[i], key) == 0) overlap = 1;
-  }
-  for (int i = 0; i < 64 && !placed; i++) {
-    if (t->running[i] == NULL) {
-      t->running[i] = strdup(key);
-      placed = 1;
-    }
-  }
-  pthread_mutex_unlock(&t->mu);
-  return overlap;
-}
-
-static void leave_key(tp *t, const char *key) {
-  pthread_mutex_lock(&t->mu);
-  for (int i = 0; i < 64; i++) {
-    if (t->running[i] && strcmp(t->running[i], key) == 0) {
-      free(t->running[i]);
-      t->running[i] = NULL;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&t->mu);
 }
 
 static void sleep_ms(int64_t ms) {
@@ -161,7 +134,8 @@ static hookd_result tp_deliver(void *state, const hookd_event *ev, hookd_outcome
   tp *t = state;
   const char *key = ev->order_key ? ev->order_key : "-";
   if (t->trace_start && t->out) fprintf(t->out, "START %s %s\n", ev->id, key);
-  if (ev->order_key && enter_key(t, ev->order_key) && t->out) fprintf(t->out, "OVERLAP %s\n", key);
+  if (ev->order_key && running_keys_enter(&t->running, ev->order_key) && t->out)
+    fprintf(t->out, "OVERLAP %s\n", key);
   poison(t, ev);
   if (t->sleep_ms > 0 && (t->sleep_attempts == 0 || (int64_t)ev->attempt <= t->sleep_attempts)) {
     sleep_ms(t->sleep_ms);
@@ -189,7 +163,7 @@ static hookd_result tp_deliver(void *state, const hookd_event *ev, hookd_outcome
     t->host->free(text);
   }
   t->host->log(t->self, ev, HOOKD_LOG_DEBUG, "test plugin: %s", name);
-  if (ev->order_key) leave_key(t, ev->order_key);
+  if (ev->order_key) running_keys_leave(&t->running, ev->order_key);
   return r;
 }
 
@@ -200,8 +174,7 @@ static void tp_destroy(void *state) {
     fclose(t->out);
   }
   t->host->template_free(t->render);
-  for (int i = 0; i < 64; i++) free(t->running[i]);
-  pthread_mutex_destroy(&t->mu);
+  running_keys_clear(&t->running);
   free(t);
 }
 
